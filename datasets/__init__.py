@@ -1,0 +1,1 @@
+"""Dataset sources: Minari, original D4RL HDF5 files, and local generators."""

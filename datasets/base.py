@@ -1,0 +1,132 @@
+"""The in-memory offline dataset every learner, oracle and the UI read.
+
+Steps of all episodes are concatenated; episode ``e`` occupies rows
+``starts[e] : starts[e] + lengths[e]``. Observations are per step (the Minari T+1-th
+observation of an episode is ``next_observations`` of its last step).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from pbrl.errors import DataError
+from pbrl.types import Segment, SegmentRef
+
+
+@dataclass(frozen=True)
+class OfflineDataset:
+    """A whole offline dataset, flattened over episodes.
+
+    ``rewards`` is the raw ground-truth reward as stored (None once stripped for a
+    preference learner: see :meth:`without_rewards`). ``episode_info[e]`` holds per-episode
+    metadata: ``source`` (generator mixture component), ``seed``, ``rand_vec`` (MetaWorld,
+    needed to re-render), ``success``.
+    """
+
+    id: str
+    task_id: str | None
+    observations: np.ndarray  # (N, obs_dim) float32
+    actions: np.ndarray  # (N, act_dim) float32
+    rewards: np.ndarray | None  # (N,) float32, raw scale; None when stripped
+    next_observations: np.ndarray  # (N, obs_dim) float32
+    terminals: np.ndarray  # (N,) bool: the step ended the episode by termination
+    timeouts: np.ndarray  # (N,) bool: the step ended the episode by truncation
+    starts: np.ndarray  # (E,) int64, first row of each episode
+    lengths: np.ndarray  # (E,) int64, steps in each episode
+    qpos: np.ndarray | None = None  # (N, nq) physics state before each step
+    qvel: np.ndarray | None = None  # (N, nv)
+    successes: np.ndarray | None = None  # (N,) bool, per-step success flag (MetaWorld)
+    episode_info: tuple[dict[str, Any], ...] = ()
+    ref_min_score: float | None = None
+    ref_max_score: float | None = None
+    card: dict[str, Any] = field(default_factory=dict)
+    path: str | None = None
+
+    def __post_init__(self) -> None:
+        n = self.observations.shape[0]
+        checks = {
+            "actions": self.actions,
+            "next_observations": self.next_observations,
+            "terminals": self.terminals,
+            "timeouts": self.timeouts,
+        }
+        if self.rewards is not None:
+            checks["rewards"] = self.rewards
+        for name in ("qpos", "qvel", "successes"):
+            if getattr(self, name) is not None:
+                checks[name] = getattr(self, name)
+        where = self.path or self.id
+        for name, arr in checks.items():
+            if arr.shape[0] != n:
+                raise DataError(
+                    f"{where}: field '{name}' has {arr.shape[0]} rows but 'observations' has {n}"
+                )
+        if self.starts.shape != self.lengths.shape:
+            raise DataError(f"{where}: episode starts and lengths differ in count")
+        if int(self.lengths.sum()) != n:
+            raise DataError(
+                f"{where}: episode lengths sum to {int(self.lengths.sum())}, expected {n} steps"
+            )
+
+    # ---- shape facts -------------------------------------------------------------------
+    @property
+    def num_steps(self) -> int:
+        return int(self.observations.shape[0])
+
+    @property
+    def num_episodes(self) -> int:
+        return int(self.starts.shape[0])
+
+    @property
+    def obs_dim(self) -> int:
+        return int(self.observations.shape[1])
+
+    @property
+    def act_dim(self) -> int:
+        return int(self.actions.shape[1])
+
+    # ---- episodes and segments ---------------------------------------------------------
+    def episode_rows(self, episode: int) -> slice:
+        s = int(self.starts[episode])
+        return slice(s, s + int(self.lengths[episode]))
+
+    def episode_returns(self) -> np.ndarray:
+        """(E,) undiscounted return of each episode (needs rewards)."""
+        if self.rewards is None:
+            raise DataError(f"{self.path or self.id}: this dataset has no rewards")
+        return (
+            np.add.reduceat(self.rewards.astype(np.float64), self.starts)
+            if self.num_episodes
+            else np.zeros(0)
+        )
+
+    def segment_rows(self, ref: SegmentRef) -> slice:
+        """Rows of a segment; raises when it leaves its episode (the boundary rule)."""
+        if not 0 <= ref.episode < self.num_episodes:
+            raise DataError(
+                f"{self.id}: episode {ref.episode} out of range (dataset has {self.num_episodes})"
+            )
+        ep_len = int(self.lengths[ref.episode])
+        if ref.start < 0 or ref.length <= 0 or ref.start + ref.length > ep_len:
+            raise DataError(
+                f"{self.id}: segment start={ref.start} length={ref.length} crosses the end of "
+                f"episode {ref.episode} (length {ep_len})"
+            )
+        s = int(self.starts[ref.episode]) + ref.start
+        return slice(s, s + ref.length)
+
+    def segment(self, ref: SegmentRef) -> Segment:
+        rows = self.segment_rows(ref)
+        if self.rewards is None:
+            raise DataError(f"{self.id}: rewards were stripped; segments need ground truth here")
+        return Segment(self.observations[rows], self.actions[rows], self.rewards[rows], ref)
+
+    def without_rewards(self) -> OfflineDataset:
+        """A copy with ground-truth rewards removed, for preference learners."""
+        return replace(self, rewards=None)
+
+    def with_rewards(self, rewards: np.ndarray) -> OfflineDataset:
+        return replace(self, rewards=np.asarray(rewards, dtype=np.float32))

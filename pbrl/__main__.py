@@ -1,0 +1,3 @@
+from pbrl.cli import main
+
+main()

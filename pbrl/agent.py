@@ -1,0 +1,211 @@
+"""The learner plug-in API.
+
+A learner is one Python module (``pbrl/agents/<name>.py`` in the tree, or any importable
+dotted path for an out-of-tree plug-in) that defines:
+
+- ``Config``: a dataclass with a docstring under every field (the docstrings become the
+  help of the CLI's ``--agent.FIELD`` options);
+- ``Agent(cfg: Config, spec: AgentSpec)`` with
+
+  - ``fit(ctx: FitContext) -> Iterator[dict[str, float]]``: a generator that owns its
+    training loop and yields metric dicts. Every yielded dict has ``"step"``: the number
+    of updates done so far over all phases (ending at ``ctx.steps``). It yields at least
+    whenever ``step % ctx.log_interval == 0`` and after its last update; the runner
+    evaluates, logs and checkpoints between yields.
+  - ``act(obs: np.ndarray) -> np.ndarray``: deterministic action(s) for a (obs_dim,) or
+    (B, obs_dim) observation, inside the action space;
+  - ``state_dict()`` / ``load_state_dict(state)``;
+  - optional ``reward(obs, act) -> np.ndarray`` (learned reward, for relabelling and for
+    the online track);
+  - optional attributes ``requires_true_reward`` (default False: the runner strips the
+    ground-truth reward from the dataset before ``fit`` sees it) and
+    ``requires_preferences`` (default True).
+
+- optional ``PRESETS: dict[str, dict[str, Any]]``: named config overrides (``paper`` is
+  the official semantics; ``quick`` the CPU scale).
+
+The module's key in the registry is its module name (``cpl``), or the dotted path given.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import pkgutil
+import types
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from pbrl.errors import PbrlError, UnknownIdError
+
+
+@dataclass(frozen=True)
+class AgentSpec:
+    """What a learner is built for: dimensions, action bounds, device."""
+
+    obs_dim: int
+    act_dim: int
+    act_low: np.ndarray  # (act_dim,)
+    act_high: np.ndarray  # (act_dim,)
+    device: str = "cpu"
+
+
+@dataclass
+class FitContext:
+    """What ``Agent.fit`` receives.
+
+    ``dataset.rewards`` is None unless the agent declares ``requires_true_reward``.
+    ``prefs`` holds every *answered* labelled pair (skips removed) as one
+    :class:`~pbrl.types.PreferenceBatch` on ``device``; index it to sample minibatches.
+    ``reward_scale`` is the one place where the benchmark's reward scale is set
+    (docs/reward-scale.md): learners that consume true rewards multiply by it.
+    """
+
+    dataset: Any  # pbrl.datasets.base.OfflineDataset
+    prefs: Any | None  # pbrl.types.PreferenceBatch | None
+    steps: int
+    seed: int
+    device: str
+    rng: np.random.Generator
+    generator: Any  # torch.Generator on ``device``
+    log_interval: int = 1000
+    reward_scale: float = 1.0
+    pref_data: Any | None = None  # pbrl.prefs.PreferenceData (refs, feedback) when present
+
+
+@runtime_checkable
+class Agent(Protocol):
+    def fit(self, ctx: FitContext) -> Iterator[dict[str, float]]: ...
+
+    def act(self, obs: np.ndarray) -> np.ndarray: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+_BUILTIN_PACKAGE = "pbrl.agents"
+
+
+def list_agents() -> list[str]:
+    """Names of the learners shipped in ``pbrl/agents`` (module names not starting with _)."""
+    pkg = importlib.import_module(_BUILTIN_PACKAGE)
+    return sorted(m.name for m in pkgutil.iter_modules(pkg.__path__) if not m.name.startswith("_"))
+
+
+def load_agent_module(name: str) -> types.ModuleType:
+    """A learner module by registry key (``cpl``) or dotted path (``mypkg.algos.foo``)."""
+    if "." not in name:
+        if name not in list_agents():
+            raise UnknownIdError(f"unknown agent '{name}' (known: {', '.join(list_agents())})")
+        modname = f"{_BUILTIN_PACKAGE}.{name}"
+    else:
+        modname = name
+    try:
+        mod = importlib.import_module(modname)
+    except ModuleNotFoundError as e:
+        raise UnknownIdError(f"agent '{name}': cannot import module '{modname}' ({e})") from e
+    for attr in ("Config", "Agent"):
+        if not hasattr(mod, attr):
+            raise PbrlError(f"agent module '{modname}' defines no '{attr}'")
+    if not dataclasses.is_dataclass(mod.Config):
+        raise PbrlError(f"agent module '{modname}': Config must be a dataclass")
+    return mod
+
+
+def summary_line(mod: types.ModuleType) -> str:
+    """First line of a learner module's docstring."""
+    doc = (mod.__doc__ or "").strip().splitlines()
+    return doc[0] if doc else ""
+
+
+def field_docs(config_cls: type) -> dict[str, str]:
+    """The docstring under each dataclass field (attribute docstrings), from the source."""
+    import ast
+    import inspect
+    import textwrap
+
+    try:
+        src = textwrap.dedent(inspect.getsource(config_cls))
+    except (OSError, TypeError):
+        return {}
+    tree = ast.parse(src)
+    cls = next(n for n in tree.body if isinstance(n, ast.ClassDef))
+    docs: dict[str, str] = {}
+    body = cls.body
+    for i, node in enumerate(body):
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            if i + 1 < len(body):
+                nxt = body[i + 1]
+                if (
+                    isinstance(nxt, ast.Expr)
+                    and isinstance(nxt.value, ast.Constant)
+                    and isinstance(nxt.value.value, str)
+                ):
+                    docs[node.target.id] = " ".join(nxt.value.value.split())
+    return docs
+
+
+def make_config(mod: types.ModuleType, preset: str | None, overrides: dict[str, str]) -> Any:
+    """Build ``mod.Config`` from an optional preset plus ``--agent.FIELD VALUE`` strings."""
+    cfg_cls = mod.Config
+    values: dict[str, Any] = {}
+    presets: dict[str, dict[str, Any]] = getattr(mod, "PRESETS", {})
+    if preset:
+        if preset not in presets:
+            raise UnknownIdError(
+                f"agent {mod.__name__}: unknown preset '{preset}' (known: {', '.join(presets) or 'none'})"
+            )
+        values.update(presets[preset])
+    fields = {f.name: f for f in dataclasses.fields(cfg_cls)}
+    for key, raw in overrides.items():
+        if key not in fields:
+            raise PbrlError(
+                f"--agent.{key}: {mod.__name__}.Config has no field '{key}' "
+                f"(fields: {', '.join(fields)})"
+            )
+        values[key] = parse_field_value(cfg_cls, fields[key], raw)
+    return cfg_cls(**values)
+
+
+def parse_field_value(cfg_cls: type, f: dataclasses.Field[Any], raw: Any) -> Any:
+    """Convert a CLI/suite string to the field's type (bool, int, float, str, tuples)."""
+    if not isinstance(raw, str):
+        return raw
+    hints = _type_hints(cfg_cls)
+    tp = hints.get(f.name, str)
+    text = raw.strip()
+    try:
+        if tp is bool:
+            if text.lower() in ("1", "true", "yes", "on"):
+                return True
+            if text.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(text)
+        if tp is int:
+            return int(float(text)) if "e" in text.lower() else int(text)
+        if tp is float:
+            return float(text)
+        origin = getattr(tp, "__origin__", None)
+        if origin is tuple:
+            args = tp.__args__
+            inner = args[0]
+            parts = [p for p in text.strip("()[]").split(",") if p.strip()]
+            return tuple(inner(p.strip()) for p in parts)
+        return text
+    except ValueError as e:
+        raise PbrlError(
+            f"--agent.{f.name}: cannot read '{raw}' as {getattr(tp, '__name__', tp)}"
+        ) from e
+
+
+def _type_hints(cls: type) -> dict[str, Any]:
+    import typing
+
+    try:
+        return typing.get_type_hints(cls)
+    except Exception:  # noqa: BLE001 - fall back to raw annotations
+        return dict(getattr(cls, "__annotations__", {}))

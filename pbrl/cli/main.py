@@ -1,0 +1,27 @@
+"""The root ``pbrl`` Typer app; each command group is attached here with one line."""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(
+    name="pbrl",
+    help="pbrl: a preference-based RL benchmark (datasets, preference oracles, learners, runner).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.command("version")
+def version() -> None:
+    """Print the installed pbrl version."""
+    from pbrl import __version__
+
+    typer.echo(__version__)
+
+
+# --- command groups (one module each; keep one line per group) ---------------------------
+from pbrl.cli import bench as _bench  # noqa: E402
+
+app.command("bench")(_bench.bench)

@@ -1,0 +1,1 @@
+"""Benchmark suites shipped with pbrl (TOML files in this package)."""

@@ -1,0 +1,108 @@
+"""Core types, atomic writes, the agent config machinery and the CLI's error path."""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from pbrl.datasets.base import OfflineDataset
+
+from pbrl.agent import field_docs, parse_field_value
+from pbrl.errors import DataError
+from pbrl.types import Feedback, SegmentRef
+from pbrl.utils import atomic_path
+
+
+def _tiny_dataset(lengths=(5, 3)) -> OfflineDataset:
+    n = sum(lengths)
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+    obs = np.arange(n * 2, dtype=np.float32).reshape(n, 2)
+    return OfflineDataset(
+        id="test/tiny-v0",
+        task_id=None,
+        observations=obs,
+        actions=np.zeros((n, 1), np.float32),
+        rewards=np.arange(n, dtype=np.float32),
+        next_observations=obs + 1,
+        terminals=np.zeros(n, bool),
+        timeouts=np.zeros(n, bool),
+        starts=starts,
+        lengths=np.asarray(lengths, np.int64),
+    )
+
+
+def test_feedback_round_trip_and_validation():
+    fb = Feedback("q1", SegmentRef("d", 0, 1, 4), SegmentRef("d", 1, 0, 4), 0.5, False, "human:ann")
+    assert Feedback.from_dict(fb.to_dict()) == fb
+    with pytest.raises(ValueError, match="prefer_b"):
+        Feedback("q", fb.a, fb.b, 1.5, False, "x")
+    with pytest.raises(ValueError, match="skipped"):
+        Feedback("q", fb.a, fb.b, 1.0, True, "x")
+    skipped = Feedback("q", fb.a, fb.b, None, True, "teacher:skip")
+    assert Feedback.from_dict(skipped.to_dict()).prefer_b is None
+
+
+def test_dataset_segments_respect_episode_ends():
+    ds = _tiny_dataset()
+    seg = ds.segment(SegmentRef(ds.id, 1, 0, 3))
+    np.testing.assert_array_equal(seg.reward, [5, 6, 7])
+    np.testing.assert_allclose(ds.episode_returns(), [0 + 1 + 2 + 3 + 4, 5 + 6 + 7])
+    with pytest.raises(DataError, match="crosses the end of episode 0"):
+        ds.segment_rows(SegmentRef(ds.id, 0, 3, 3))
+    with pytest.raises(DataError, match="out of range"):
+        ds.segment_rows(SegmentRef(ds.id, 2, 0, 1))
+    stripped = ds.without_rewards()
+    assert stripped.rewards is None
+    with pytest.raises(DataError, match="no rewards"):
+        stripped.episode_returns()
+
+
+def test_dataset_rejects_mismatched_lengths():
+    ds = _tiny_dataset()
+    with pytest.raises(DataError, match="'actions' has 7 rows"):
+        dataclasses.replace(ds, actions=ds.actions[:-1])
+
+
+def test_atomic_path_leaves_nothing_on_failure(tmp_path):
+    target = tmp_path / "out.json"
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("boom")
+    assert not target.exists()
+    assert list(tmp_path.iterdir()) == []
+    with atomic_path(target) as tmp:
+        tmp.write_text("whole")
+    assert target.read_text() == "whole"
+
+
+@dataclasses.dataclass
+class _Cfg:
+    lr: float = 3e-4
+    """Learning rate."""
+    hidden: tuple[int, ...] = (256, 256)
+    """Hidden layer widths."""
+    bc: bool = False
+    """Use the BC regularizer."""
+
+
+def test_config_field_docs_and_parsing():
+    docs = field_docs(_Cfg)
+    assert docs == {
+        "lr": "Learning rate.",
+        "hidden": "Hidden layer widths.",
+        "bc": "Use the BC regularizer.",
+    }
+    f = {x.name: x for x in dataclasses.fields(_Cfg)}
+    assert parse_field_value(_Cfg, f["lr"], "1e-3") == pytest.approx(1e-3)
+    assert parse_field_value(_Cfg, f["hidden"], "64,64") == (64, 64)
+    assert parse_field_value(_Cfg, f["bc"], "true") is True
+
+
+def test_cli_help_runs():
+    out = subprocess.run([sys.executable, "-m", "pbrl", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "bench" in out.stdout
