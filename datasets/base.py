@@ -130,3 +130,27 @@ class OfflineDataset:
 
     def with_rewards(self, rewards: np.ndarray) -> OfflineDataset:
         return replace(self, rewards=np.asarray(rewards, dtype=np.float32))
+
+
+@dataclass
+class EpisodeData:
+    """One episode as generators produce it and the Minari writer stores it.
+
+    Minari convention: observations and per-step infos (qpos, qvel, successes) have T+1
+    rows (the reset observation included); actions, rewards and flags have T rows.
+    ``info`` is per-episode metadata (``source``, ``seed``, ``rand_vec``, ...), JSON-able.
+    """
+
+    observations: np.ndarray  # (T+1, obs_dim)
+    actions: np.ndarray  # (T, act_dim) float32, inside the action space
+    rewards: np.ndarray  # (T,) raw reward
+    terminations: np.ndarray  # (T,) bool
+    truncations: np.ndarray  # (T,) bool
+    qpos: np.ndarray | None = None  # (T+1, nq)
+    qvel: np.ndarray | None = None  # (T+1, nv)
+    successes: np.ndarray | None = None  # (T+1,) bool (first row False: the reset state)
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def length(self) -> int:
+        return int(self.actions.shape[0])

@@ -15,3 +15,13 @@ def minari_home(tmp_path, monkeypatch):
     path.mkdir()
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(path))
     return path
+
+
+def pytest_configure(config):
+    # These machines have 2 shared cores: keep each test process to one torch thread.
+    try:
+        import torch
+
+        torch.set_num_threads(1)
+    except ImportError:  # pragma: no cover - torch is a hard dependency
+        pass
