@@ -1,0 +1,149 @@
+"""Dataset-to-tensor loading shared by the learners.
+
+- :class:`TransitionTensors`: every (s, a, r, s', done) row of an OfflineDataset on one
+  device, with uniform minibatch sampling from an explicit torch Generator.
+- :func:`segments_tensor`: (M, L, D) windows of any per-step array for segment refs.
+- :func:`relabel`: a learned reward over every transition, in batches.
+
+Dataset actions are clipped to +-(1 - 1e-5) when loaded, as CPL, IPL and PT's IQL do
+(Gaussian log-densities of actions on the box edge stay finite under the tanh mean).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from pbrl.errors import DataError
+
+ACTION_CLIP = 1.0 - 1e-5
+
+
+@dataclass(frozen=True)
+class TransitionTensors:
+    """All transitions of a dataset as tensors on ``device``.
+
+    ``reward`` is None when no reward was supplied (a preference learner before it
+    relabels). ``done`` is 1.0 on terminal steps only: timeouts are not terminal.
+    """
+
+    obs: torch.Tensor  # (N, obs_dim)
+    act: torch.Tensor  # (N, act_dim)
+    reward: torch.Tensor | None  # (N,)
+    next_obs: torch.Tensor  # (N, obs_dim)
+    done: torch.Tensor  # (N,) float
+
+    @classmethod
+    def from_dataset(
+        cls,
+        ds,
+        device: str = "cpu",
+        rewards: np.ndarray | None = None,
+        *,
+        clip_actions: float | None = ACTION_CLIP,
+    ) -> TransitionTensors:
+        """Tensors for ``ds``; ``rewards`` (N,) is whichever reward the learner trains on.
+
+        The dataset's own ``rewards`` field is never read here: a caller that wants the
+        ground truth passes ``ds.rewards`` explicitly (after scaling).
+        """
+        n = ds.num_steps
+        if rewards is not None:
+            rewards = np.asarray(rewards, dtype=np.float32).reshape(-1)
+            if rewards.shape[0] != n:
+                raise DataError(f"{ds.id}: {rewards.shape[0]} rewards given for {n} transitions")
+        act = np.asarray(ds.actions, dtype=np.float32)
+        if clip_actions is not None:
+            act = np.clip(act, -clip_actions, clip_actions)
+
+        def t(x: np.ndarray) -> torch.Tensor:
+            return torch.as_tensor(np.ascontiguousarray(x, dtype=np.float32), device=device)
+
+        return cls(
+            obs=t(ds.observations),
+            act=t(act),
+            reward=None if rewards is None else t(rewards),
+            next_obs=t(ds.next_observations),
+            done=t(np.asarray(ds.terminals, dtype=np.float32)),
+        )
+
+    @property
+    def size(self) -> int:
+        return int(self.obs.shape[0])
+
+    def with_reward(self, rewards: np.ndarray | torch.Tensor) -> TransitionTensors:
+        """A copy holding a new reward column (e.g. after relabelling)."""
+        r = torch.as_tensor(rewards, dtype=torch.float32, device=self.obs.device).reshape(-1)
+        if r.shape[0] != self.size:
+            raise DataError(f"relabelled rewards: {r.shape[0]} values for {self.size} rows")
+        return TransitionTensors(self.obs, self.act, r, self.next_obs, self.done)
+
+    def sample(self, batch_size: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        """A uniform minibatch (with replacement) of rows: obs, act, [reward], next_obs, done."""
+        idx = torch.randint(
+            0, self.size, (batch_size,), generator=generator, device=generator.device
+        ).to(self.obs.device)
+        out = {
+            "obs": self.obs[idx],
+            "act": self.act[idx],
+            "next_obs": self.next_obs[idx],
+            "done": self.done[idx],
+        }
+        if self.reward is not None:
+            out["reward"] = self.reward[idx]
+        return out
+
+
+def segment_row_index(ds, refs: np.ndarray) -> np.ndarray:
+    """(M, L) absolute row indices of segments ``refs`` (M, 3) = [episode, start, length].
+
+    All segments must have one length and stay inside their episode (DataError otherwise).
+    """
+    refs = np.asarray(refs, dtype=np.int64).reshape(-1, 3)
+    if refs.shape[0] == 0:
+        return np.zeros((0, 0), dtype=np.int64)
+    ep, start, length = refs[:, 0], refs[:, 1], refs[:, 2]
+    if np.any(length != length[0]):
+        raise DataError(f"{ds.id}: segments of different lengths cannot be stacked")
+    if np.any((ep < 0) | (ep >= ds.num_episodes)):
+        raise DataError(f"{ds.id}: segment episode index out of range")
+    if np.any((start < 0) | (length <= 0) | (start + length > ds.lengths[ep])):
+        bad = int(np.flatnonzero((start < 0) | (start + length > ds.lengths[ep]))[0])
+        raise DataError(
+            f"{ds.id}: segment {bad} (episode {ep[bad]}, start {start[bad]}, length "
+            f"{length[bad]}) crosses the end of its episode"
+        )
+    return ds.starts[ep][:, None] + start[:, None] + np.arange(int(length[0]))[None, :]
+
+
+def segments_tensor(
+    ds, refs: np.ndarray, device: str = "cpu", key: str = "observations"
+) -> torch.Tensor:
+    """(M, L, D) windows of the per-step array ``ds.<key>`` (observations, actions, ...).
+
+    ``rewards`` is refused: ground truth does not reach learners through this path.
+    """
+    if key == "rewards":
+        raise DataError("segments_tensor: rewards are not served to learners")
+    arr = getattr(ds, key, None)
+    if arr is None:
+        raise DataError(f"{ds.id}: dataset has no per-step array '{key}'")
+    rows = segment_row_index(ds, refs)
+    out = np.asarray(arr)[rows].astype(np.float32)
+    return torch.as_tensor(out, device=device)
+
+
+def relabel(
+    ds, reward_fn: Callable[[np.ndarray, np.ndarray], np.ndarray], batch_size: int = 4096
+) -> np.ndarray:
+    """(N,) float32 rewards ``reward_fn(obs, act)`` over every transition, in batches."""
+    n = ds.num_steps
+    out = np.empty(n, dtype=np.float32)
+    for s in range(0, n, batch_size):
+        e = min(n, s + batch_size)
+        r = np.asarray(reward_fn(ds.observations[s:e], ds.actions[s:e]), dtype=np.float32)
+        out[s:e] = r.reshape(-1)
+    return out

@@ -1,0 +1,388 @@
+"""The shared IQL core (Kostrikov, Nair, Levine, "Offline RL with Implicit Q-Learning", ICLR 2022).
+
+Used by ``iql``, ``mr``, ``pt``, ``ipl``, ``regret`` and ``hprior``. Default semantics are
+CORL's (corl-team/CORL ``algorithms/offline/iql.py``), per docs ALGORITHMS.md:
+
+- value:  u = min_k Qbar_k(s, a) - V(s);  L_V = mean(|tau - 1[u < 0]| * u^2)
+- critic: y = r + gamma * (1 - done) * V(s');  L_Q = (mean((Q1 - y)^2) + mean((Q2 - y)^2)) / 2
+- actor:  w = min(exp(beta * A), 100);  L_pi = mean(w * NLL(a | s))
+- Polyak: Qbar <- (1 - 0.005) Qbar + 0.005 Q after every critic step.
+
+CORL uses V *before* its update for both the target y and the advantage A = u;
+``value_for_targets="post"`` and ``critic_reduction="sum"`` give the JAX semantics of the
+code PT used (V after its update, the two Q MSEs summed). The weight is clipped from
+above only. ``NLL`` is the Gaussian negative log-density (full constants) or, for the
+deterministic actor, sum_d (mu_d(s) - a_d)^2.
+
+Reward normalisations (:func:`reward_normalize`): ``none``, ``corl`` (locomotion
+r / (max_ret - min_ret) * 1000, antmaze r - 1), ``pt_true`` (PT's IQL on the true reward)
+and ``pt_learned`` (PT's normalisation of a learned reward, with the +0.5 / -1 shifts).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from pbrl.errors import PbrlError
+from pbrl.nn import GaussianActor, TanhDeterministicActor, TwinQ, ValueNet, soft_update
+
+# ---- pure losses ---------------------------------------------------------------------------
+
+
+def expectile_loss(diff: torch.Tensor, expectile: float) -> torch.Tensor:
+    """Elementwise |tau - 1[diff < 0]| * diff^2 (no reduction)."""
+    weight = torch.where(diff < 0, 1.0 - expectile, expectile)
+    return weight * diff.pow(2)
+
+
+def iql_value_loss(target_q: torch.Tensor, v: torch.Tensor, expectile: float) -> torch.Tensor:
+    """Mean expectile loss of ``target_q - v`` (target_q = min over target critics)."""
+    return expectile_loss(target_q - v, expectile).mean()
+
+
+def iql_q_loss(qs: torch.Tensor, target: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """Critic loss for an ensemble ``qs`` (K, B) against ``target`` (B,).
+
+    ``mean``: the average over members of each member's MSE (CORL); ``sum``: their sum (JAX).
+    """
+    per_member = (qs - target.unsqueeze(0)).pow(2).mean(-1)
+    if reduction == "mean":
+        return per_member.mean()
+    if reduction == "sum":
+        return per_member.sum()
+    raise ValueError(f"critic_reduction must be 'mean' or 'sum', got {reduction!r}")
+
+
+def awr_weights(adv: torch.Tensor, beta: float, max_weight: float = 100.0) -> torch.Tensor:
+    """exp(beta * adv) clipped at ``max_weight`` from above only."""
+    return torch.exp(beta * adv).clamp(max=max_weight)
+
+
+def awr_policy_loss(
+    nll: torch.Tensor, adv: torch.Tensor, beta: float, max_weight: float = 100.0
+) -> torch.Tensor:
+    """mean(min(exp(beta * adv), max_weight) * nll); ``adv`` is treated as a constant."""
+    return (awr_weights(adv.detach(), beta, max_weight) * nll).mean()
+
+
+# ---- reward normalisation ------------------------------------------------------------------
+
+REWARD_NORMS = ("none", "corl", "pt_true", "pt_learned")
+_LOCOMOTION = ("hopper", "halfcheetah", "walker2d")
+_ADROIT = ("pen", "door", "hammer", "relocate")
+
+
+def _family(task_id: str | None) -> str:
+    """'antmaze' | 'locomotion' | 'adroit' | 'other' from a task or dataset id."""
+    tid = (task_id or "").lower()
+    if tid.startswith("metaworld/") or tid.startswith("dmc/"):
+        return "other"
+    if "antmaze" in tid:
+        return "antmaze"
+    if any(k in tid for k in _LOCOMOTION):
+        return "locomotion"
+    name = tid.rsplit("/", 1)[-1]
+    if any(name.startswith(k) for k in _ADROIT) or "adroit" in tid:
+        return "adroit"
+    return "other"
+
+
+def reward_normalize(
+    rewards: np.ndarray,
+    starts: np.ndarray,
+    lengths: np.ndarray,
+    mode: str,
+    task_id: str | None = None,
+) -> np.ndarray:
+    """Apply a named reward normalisation; returns a new float32 array.
+
+    Episode returns come from the dataset's own episode boundaries (``starts``,
+    ``lengths``). CORL instead cuts at terminals or every 1000 steps and drops a trailing
+    partial episode; with pbrl's exact boundaries the two agree on complete episodes.
+
+    - ``none``: unchanged.
+    - ``corl``: antmaze r - 1; everything else r / (max_ret - min_ret) * 1000.
+    - ``pt_true``: antmaze r - 1; adroit unchanged; everything else as ``corl``.
+    - ``pt_learned``: antmaze r - min_ret / len(episode), then the range scaling, then - 1;
+      hopper/halfcheetah/walker2d range scaling then + 0.5; others range scaling only.
+    """
+    if mode not in REWARD_NORMS:
+        raise PbrlError(f"reward_norm: unknown '{mode}' (known: {', '.join(REWARD_NORMS)})")
+    r = np.asarray(rewards, dtype=np.float64).copy()
+    if mode == "none":
+        return r.astype(np.float32)
+    family = _family(task_id)
+
+    def ep_returns(x: np.ndarray) -> np.ndarray:
+        return np.add.reduceat(x, starts) if len(starts) else np.zeros(1)
+
+    def range_scale(x: np.ndarray) -> np.ndarray:
+        rets = ep_returns(x)
+        span = float(rets.max() - rets.min())
+        return x / span * 1000.0 if span > 0 else x
+
+    if mode in ("corl", "pt_true"):
+        if family == "antmaze":
+            return (r - 1.0).astype(np.float32)
+        if mode == "pt_true" and family == "adroit":
+            return r.astype(np.float32)
+        return range_scale(r).astype(np.float32)
+    # pt_learned
+    if family == "antmaze":
+        min_ret = float(ep_returns(r).min())
+        per_step = np.repeat(min_ret / np.maximum(lengths, 1), lengths)
+        return (range_scale(r - per_step) - 1.0).astype(np.float32)
+    r = range_scale(r)
+    if family == "locomotion":
+        r = r + 0.5
+    return r.astype(np.float32)
+
+
+# ---- the learner ---------------------------------------------------------------------------
+
+
+@dataclass
+class IQLConfig:
+    """IQL hyper-parameters (CORL locomotion defaults)."""
+
+    hidden: tuple[int, ...] = (256, 256)
+    """Hidden layer widths of the actor, both critics and the value net."""
+    actor: str = "gaussian"
+    """Policy head: 'gaussian' (state-independent log-std, not squashed) or 'deterministic'."""
+    actor_dropout: float = 0.0
+    """Dropout after every hidden activation of the actor."""
+    lr: float = 3e-4
+    """Adam learning rate of the critics and the value net."""
+    actor_lr: float = 3e-4
+    """Adam learning rate of the actor."""
+    actor_schedule: str = "cosine"
+    """Actor learning-rate schedule: 'cosine' (to 0 over the run, CORL and PT) or 'constant'."""
+    gamma: float = 0.99
+    """Discount."""
+    expectile: float = 0.7
+    """Expectile tau of the value loss."""
+    beta: float = 3.0
+    """Inverse temperature of the AWR weight exp(beta * A)."""
+    max_weight: float = 100.0
+    """Upper clip of the AWR weight."""
+    polyak: float = 0.005
+    """Polyak rate of the target critics."""
+    critic_reduction: str = "mean"
+    """'mean' (CORL: the two Q MSEs averaged) or 'sum' (JAX/PT)."""
+    value_for_targets: str = "pre"
+    """'pre' (CORL: V before its update for the Q target and advantage) or 'post' (JAX/PT)."""
+    log_std_min: float = -20.0
+    """Lower clamp of the Gaussian log-std (CORL -20; PT/IPL -5)."""
+    obs_norm: bool = True
+    """Standardise observations with dataset mean/std (std + 1e-3), as CORL does."""
+    init: str = "default"
+    """Layer init: 'default' (PyTorch, CORL) or 'orthogonal' (research-lightning, gain 1)."""
+
+    def check(self) -> None:
+        if self.actor not in ("gaussian", "deterministic"):
+            raise PbrlError(f"actor: must be 'gaussian' or 'deterministic', got '{self.actor}'")
+        if self.critic_reduction not in ("mean", "sum"):
+            raise PbrlError(f"critic_reduction: 'mean' or 'sum', got '{self.critic_reduction}'")
+        if self.value_for_targets not in ("pre", "post"):
+            raise PbrlError(f"value_for_targets: 'pre' or 'post', got '{self.value_for_targets}'")
+        if self.actor_schedule not in ("cosine", "constant"):
+            raise PbrlError(f"actor_schedule: 'cosine' or 'constant', got '{self.actor_schedule}'")
+        if not 0.0 < self.expectile < 1.0:
+            raise PbrlError(f"expectile: must lie in (0, 1), got {self.expectile}")
+
+
+IQL_FIELDS = tuple(IQLConfig.__dataclass_fields__)
+
+
+def iql_config_from(cfg: Any, **extra: Any) -> IQLConfig:
+    """An IQLConfig from the same-named fields of an agent's Config (plus overrides)."""
+    values = {k: getattr(cfg, k) for k in IQL_FIELDS if hasattr(cfg, k)}
+    values.update(extra)
+    return IQLConfig(**values)
+
+
+class IQLLearner(nn.Module):
+    """Actor, twin critic (+ target), value net and their optimizers; one ``update`` per step.
+
+    ``update(batch)`` takes a dict of tensors on the learner's device: ``obs`` (B, D),
+    ``act`` (B, A), ``reward`` (B,), ``next_obs`` (B, D), ``done`` (B,) float (1 =
+    terminal; ``discount`` (B,) may replace ``gamma * (1 - done)``). Observations are raw:
+    the learner standardises them itself when ``obs_norm`` is on (:meth:`set_obs_stats`).
+    The individual steps (:meth:`value_step`, :meth:`critic_step`, :meth:`actor_step`) are
+    public so variants (IPL) can replace one of them.
+    """
+
+    def __init__(
+        self, obs_dim: int, act_dim: int, cfg: IQLConfig, max_steps: int, device: str = "cpu"
+    ) -> None:
+        super().__init__()
+        cfg.check()
+        self.cfg = cfg
+        self.max_steps = max(int(max_steps), 1)
+        if cfg.actor == "gaussian":
+            self.actor: nn.Module = GaussianActor(
+                obs_dim,
+                act_dim,
+                cfg.hidden,
+                cfg.actor_dropout,
+                log_std_min=cfg.log_std_min,
+                init=cfg.init,
+            )
+        else:
+            self.actor = TanhDeterministicActor(
+                obs_dim,
+                act_dim,
+                cfg.hidden,
+                cfg.actor_dropout,
+                dropout_before_act=False,
+                init=cfg.init,
+            )
+        self.q = TwinQ(obs_dim, act_dim, cfg.hidden, init=cfg.init)
+        self.q_target = copy.deepcopy(self.q).requires_grad_(False)
+        self.v = ValueNet(obs_dim, cfg.hidden, init=cfg.init)
+        self.register_buffer("obs_mean", torch.zeros(obs_dim))
+        self.register_buffer("obs_std", torch.ones(obs_dim))
+        self.to(device)
+        self.device = device
+        self.v_opt = torch.optim.Adam(self.v.parameters(), lr=cfg.lr)
+        self.q_opt = torch.optim.Adam(self.q.parameters(), lr=cfg.lr)
+        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.actor_lr)
+        self.actor_sched: torch.optim.lr_scheduler.LRScheduler | None = (
+            torch.optim.lr_scheduler.CosineAnnealingLR(self.actor_opt, T_max=self.max_steps)
+            if cfg.actor_schedule == "cosine"
+            else None
+        )
+        self.steps = 0
+
+    # -- observation statistics ------------------------------------------------------------
+    def set_obs_stats(self, observations: np.ndarray) -> None:
+        """Standardisation statistics from the dataset (no-op unless ``obs_norm``)."""
+        if not self.cfg.obs_norm:
+            return
+        obs = np.asarray(observations, dtype=np.float64)
+        self.obs_mean.copy_(torch.as_tensor(obs.mean(0), dtype=torch.float32))
+        self.obs_std.copy_(torch.as_tensor(obs.std(0) + 1e-3, dtype=torch.float32))
+
+    def norm(self, obs: torch.Tensor) -> torch.Tensor:
+        return (obs - self.obs_mean) / self.obs_std
+
+    # -- the steps -------------------------------------------------------------------------
+    def policy_nll(self, obs_n: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
+        """Per-row NLL of dataset actions under the actor (normalised observations)."""
+        if isinstance(self.actor, GaussianActor):
+            return -self.actor.log_prob(obs_n, act)
+        return ((self.actor(obs_n) - act) ** 2).sum(-1)
+
+    def value_step(
+        self, obs_n: torch.Tensor, act: torch.Tensor, weights: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
+        """One V update. Returns (target_q (B,), V(s) before the update (B,), metrics).
+
+        ``weights`` (B,), when given, replaces the plain mean by a weighted mean (IPL's
+        replay balancing); they should sum to 1.
+        """
+        with torch.no_grad():
+            target_q = self.q_target(obs_n, act).min(0).values
+        v = self.v(obs_n)
+        per_row = expectile_loss(target_q - v, self.cfg.expectile)
+        loss = per_row.mean() if weights is None else (per_row * weights).sum()
+        self.v_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.v_opt.step()
+        return (
+            target_q,
+            v.detach(),
+            {"v_loss": float(loss.detach()), "v_mean": float(v.detach().mean())},
+        )
+
+    def critic_step(
+        self,
+        obs_n: torch.Tensor,
+        act: torch.Tensor,
+        reward: torch.Tensor,
+        next_obs_n: torch.Tensor,
+        discount: torch.Tensor,
+        next_v: torch.Tensor | None = None,
+    ) -> dict[str, float]:
+        """One TD update of the twin critic, then the Polyak update of its target."""
+        with torch.no_grad():
+            if next_v is None:
+                next_v = self.v(next_obs_n)
+            target = reward + discount * next_v
+        qs = self.q(obs_n, act)
+        loss = iql_q_loss(qs, target, self.cfg.critic_reduction)
+        self.q_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.q_opt.step()
+        soft_update(self.q_target, self.q, self.cfg.polyak)
+        return {"q_loss": float(loss.detach()), "q_mean": float(qs.mean().detach())}
+
+    def actor_step(
+        self,
+        obs_n: torch.Tensor,
+        act: torch.Tensor,
+        adv: torch.Tensor,
+        weights: torch.Tensor | None = None,
+    ) -> dict[str, float]:
+        """One AWR step on advantages ``adv`` (B,), then the actor's lr schedule step."""
+        w = awr_weights(adv.detach(), self.cfg.beta, self.cfg.max_weight)
+        per_row = w * self.policy_nll(obs_n, act)
+        loss = per_row.mean() if weights is None else (per_row * weights).sum()
+        self.actor_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.actor_opt.step()
+        if self.actor_sched is not None and self.actor_sched.last_epoch < self.max_steps:
+            self.actor_sched.step()
+        return {
+            "actor_loss": float(loss.detach()),
+            "adv_mean": float(adv.mean()),
+            "awr_weight_mean": float(w.mean()),
+        }
+
+    def update(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+        """One IQL step on a transition batch (see the class docstring for the keys)."""
+        obs_n = self.norm(batch["obs"])
+        next_obs_n = self.norm(batch["next_obs"])
+        act = batch["act"]
+        if "discount" in batch:
+            discount = batch["discount"]
+        else:
+            discount = self.cfg.gamma * (1.0 - batch["done"])
+        pre = self.cfg.value_for_targets == "pre"
+        next_v_pre = None
+        if pre:
+            with torch.no_grad():
+                next_v_pre = self.v(next_obs_n)
+        target_q, v_old, metrics = self.value_step(obs_n, act)
+        if pre:
+            adv = target_q - v_old
+            next_v = next_v_pre
+        else:
+            with torch.no_grad():
+                adv = target_q - self.v(obs_n)
+                next_v = self.v(next_obs_n)
+        metrics.update(self.critic_step(obs_n, act, batch["reward"], next_obs_n, discount, next_v))
+        metrics.update(self.actor_step(obs_n, act, adv))
+        self.steps += 1
+        return metrics
+
+    # -- acting ----------------------------------------------------------------------------
+    @torch.no_grad()
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        """Deterministic action(s) (the actor mean, eval mode) clamped to [-1, 1]."""
+        was_training = self.actor.training
+        self.actor.eval()
+        x = torch.as_tensor(np.asarray(obs, dtype=np.float32), device=self.device)
+        single = x.dim() == 1
+        if single:
+            x = x.unsqueeze(0)
+        a = self.actor(self.norm(x)).clamp(-1.0, 1.0)
+        self.actor.train(was_training)
+        out = a.cpu().numpy()
+        return out[0] if single else out

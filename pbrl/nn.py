@@ -1,0 +1,431 @@
+"""Network building blocks shared by every learner.
+
+One implementation of each block: MLPs (plain and vectorised ensembles), the two actor
+heads the official codes use, IQL's twin critic and value net, a GPT-style causal
+transformer that also returns its attention maps, and the Polyak update.
+
+Conventions:
+
+- Actors work in the normalised action box [-1, 1] (tanh output); agents clamp to the
+  task's bounds when acting (every pbrl task has a [-1, 1] box).
+- ``init="orthogonal"`` is orthogonal weights with the given gain and zero biases (the
+  research-lightning codes of CPL/IPL; PT's JAX code uses gain sqrt(2)); ``"default"`` is
+  PyTorch's own Linear init (CORL, B-Pref, Uni-RLHF).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+_ACTS: dict[str, type[nn.Module]] = {
+    "relu": nn.ReLU,
+    "leaky_relu": nn.LeakyReLU,  # slope 0.01, B-Pref's reward model
+    "tanh": nn.Tanh,
+    "gelu": nn.GELU,
+    "sigmoid": nn.Sigmoid,
+    "elu": nn.ELU,
+}
+
+
+def make_activation(name: str | None) -> nn.Module:
+    """An activation module by name (None -> identity)."""
+    if name is None or name in ("none", "identity"):
+        return nn.Identity()
+    if name not in _ACTS:
+        raise ValueError(f"unknown activation '{name}' (known: {', '.join(_ACTS)})")
+    return _ACTS[name]()
+
+
+def init_linear_(layer: nn.Linear, init: str = "default", gain: float = 1.0) -> None:
+    """Initialise one Linear layer in place (see the module docstring)."""
+    if init == "default":
+        return
+    if init == "orthogonal":
+        nn.init.orthogonal_(layer.weight, gain=gain)
+        nn.init.zeros_(layer.bias)
+        return
+    raise ValueError(f"unknown init '{init}' (default | orthogonal)")
+
+
+class MLP(nn.Module):
+    """Linear -> [LayerNorm] -> act -> [Dropout] per hidden layer, then Linear -> out_act.
+
+    ``dropout_before_act=True`` puts Dropout before the activation, as CPL's research-
+    lightning MLP does (Linear -> Dropout -> ReLU).
+    """
+
+    def __init__(
+        self,
+        in_dim: int,
+        out_dim: int,
+        hidden: Sequence[int],
+        act: str = "relu",
+        out_act: str | None = None,
+        dropout: float = 0.0,
+        layer_norm: bool = False,
+        *,
+        dropout_before_act: bool = False,
+        init: str = "default",
+        gain: float = 1.0,
+        out_gain: float | None = None,
+    ) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        last = in_dim
+        for width in hidden:
+            lin = nn.Linear(last, int(width))
+            init_linear_(lin, init, gain)
+            layers.append(lin)
+            if layer_norm:
+                layers.append(nn.LayerNorm(int(width)))
+            if dropout > 0 and dropout_before_act:
+                layers.append(nn.Dropout(dropout))
+            layers.append(make_activation(act))
+            if dropout > 0 and not dropout_before_act:
+                layers.append(nn.Dropout(dropout))
+            last = int(width)
+        out = nn.Linear(last, out_dim)
+        init_linear_(out, init, gain if out_gain is None else out_gain)
+        layers.append(out)
+        if out_act is not None:
+            layers.append(make_activation(out_act))
+        self.net = nn.Sequential(*layers)
+        self.in_dim = in_dim
+        self.out_dim = out_dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class EnsembleLinear(nn.Module):
+    """``n_members`` independent Linear layers applied as one batched matmul.
+
+    Input (M, B, in) -> (M, B, out). Each member is initialised like ``nn.Linear``
+    (uniform +-1/sqrt(fan_in) for weight and bias) or orthogonally.
+    """
+
+    def __init__(
+        self, n_members: int, in_dim: int, out_dim: int, init: str = "default", gain: float = 1.0
+    ) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(n_members, in_dim, out_dim))
+        self.bias = nn.Parameter(torch.empty(n_members, 1, out_dim))
+        bound = 1.0 / math.sqrt(in_dim)
+        with torch.no_grad():
+            if init == "orthogonal":
+                for m in range(n_members):
+                    # orthogonal on the (out, in) matrix as nn.Linear stores it
+                    w = torch.empty(out_dim, in_dim)
+                    nn.init.orthogonal_(w, gain=gain)
+                    self.weight[m].copy_(w.t())
+                self.bias.zero_()
+            elif init == "default":
+                self.weight.uniform_(-bound, bound)
+                self.bias.uniform_(-bound, bound)
+            else:
+                raise ValueError(f"unknown init '{init}' (default | orthogonal)")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.baddbmm(self.bias, x, self.weight)
+
+
+class EnsembleMLP(nn.Module):
+    """An ensemble of identical MLPs with batched weights (one kernel per layer for all members).
+
+    ``forward`` takes (M, B, in) — a different batch per member — or (B, in), which is
+    broadcast to every member; it returns (M, B, out). Leading dims beyond B are flattened
+    and restored, so (B, L, in) -> (M, B, L, out) works too.
+    """
+
+    def __init__(
+        self,
+        n_members: int,
+        in_dim: int,
+        out_dim: int,
+        hidden: Sequence[int],
+        act: str = "relu",
+        out_act: str | None = None,
+        dropout: float = 0.0,
+        layer_norm: bool = False,
+        *,
+        init: str = "default",
+        gain: float = 1.0,
+    ) -> None:
+        super().__init__()
+        self.n_members = n_members
+        self.in_dim = in_dim
+        self.out_dim = out_dim
+        dims = [in_dim, *[int(h) for h in hidden], out_dim]
+        self.linears = nn.ModuleList(
+            EnsembleLinear(n_members, dims[i], dims[i + 1], init, gain)
+            for i in range(len(dims) - 1)
+        )
+        self.norms = nn.ModuleList(
+            nn.LayerNorm(d) if layer_norm else nn.Identity() for d in dims[1:-1]
+        )
+        self.act = make_activation(act)
+        self.out_act = make_activation(out_act)
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+
+    def forward(self, x: torch.Tensor, *, shared: bool | None = None) -> torch.Tensor:
+        """``shared``: force treating dim 0 as batch (True) or as members (False).
+
+        By default an input whose first dim equals ``n_members`` and has >= 3 dims is taken
+        as per-member; pass ``shared=True`` when a (B, L, in) batch could be mistaken.
+        """
+        per_member = x.dim() >= 3 and x.shape[0] == self.n_members if shared is None else not shared
+        if per_member:
+            lead = x.shape[1:-1]
+            h = x.reshape(self.n_members, -1, x.shape[-1])
+        else:
+            lead = x.shape[:-1]
+            h = x.reshape(1, -1, x.shape[-1]).expand(self.n_members, -1, -1)
+        for i, lin in enumerate(self.linears):
+            h = lin(h)
+            if i < len(self.linears) - 1:
+                h = self.dropout(self.act(self.norms[i](h)))
+        h = self.out_act(h)
+        return h.reshape(self.n_members, *lead, self.out_dim)
+
+
+class TanhDeterministicActor(nn.Module):
+    """mu(s) = tanh(MLP(s)) in [-1, 1]: CPL's ContinuousMLPActor (and CORL's DeterministicPolicy).
+
+    CPL's state actor: hidden (512, 512), Dropout(0.25) before ReLU, orthogonal gain 1.
+    """
+
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        hidden: Sequence[int] = (256, 256),
+        dropout: float = 0.0,
+        *,
+        dropout_before_act: bool = True,
+        init: str = "default",
+        layer_norm: bool = False,
+    ) -> None:
+        super().__init__()
+        self.net = MLP(
+            obs_dim,
+            act_dim,
+            hidden,
+            "relu",
+            "tanh",
+            dropout,
+            layer_norm,
+            dropout_before_act=dropout_before_act,
+            init=init,
+        )
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.net(obs)
+
+    def neg_sq_error(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
+        """CPL's "log-prob": -sum_d (mu_d(s) - a_d)^2, shape obs.shape[:-1]."""
+        return -((self.net(obs) - act) ** 2).sum(-1)
+
+
+class GaussianActor(nn.Module):
+    """N(tanh(MLP(s)), exp(log_std)) with a state-independent log-std, NOT tanh-squashed.
+
+    IQL's policy in CORL (log-std clamp [-20, 2]), PT's JAX IQL and IPL (clamp [-5, 2]).
+    ``log_prob`` is the full Gaussian density of the raw action, summed over dims.
+    """
+
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        hidden: Sequence[int] = (256, 256),
+        dropout: float = 0.0,
+        *,
+        log_std_min: float = -20.0,
+        log_std_max: float = 2.0,
+        init: str = "default",
+    ) -> None:
+        super().__init__()
+        self.mean_net = MLP(obs_dim, act_dim, hidden, "relu", "tanh", dropout, init=init)
+        self.log_std = nn.Parameter(torch.zeros(act_dim))
+        self.log_std_min = log_std_min
+        self.log_std_max = log_std_max
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        """The mean action (the deterministic evaluation action)."""
+        return self.mean_net(obs)
+
+    def distribution(self, obs: torch.Tensor) -> torch.distributions.Normal:
+        mean = self.mean_net(obs)
+        std = self.log_std.clamp(self.log_std_min, self.log_std_max).exp()
+        return torch.distributions.Normal(mean, std.expand_as(mean))
+
+    def log_prob(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
+        return self.distribution(obs).log_prob(act).sum(-1)
+
+
+class TwinQ(nn.Module):
+    """An ensemble of ``n`` Q(s, a) MLPs on [s, a]; ``forward`` returns (n, *batch)."""
+
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        hidden: Sequence[int] = (256, 256),
+        n: int = 2,
+        *,
+        init: str = "default",
+        layer_norm: bool = False,
+    ) -> None:
+        super().__init__()
+        self.net = EnsembleMLP(
+            n, obs_dim + act_dim, 1, hidden, "relu", layer_norm=layer_norm, init=init
+        )
+
+    def forward(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
+        return self.net(torch.cat([obs, act], -1), shared=True).squeeze(-1)
+
+    def min_q(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
+        return self.forward(obs, act).min(0).values
+
+
+class ValueNet(nn.Module):
+    """V(s): an MLP with one output; ``forward`` returns shape obs.shape[:-1]."""
+
+    def __init__(
+        self,
+        obs_dim: int,
+        hidden: Sequence[int] = (256, 256),
+        *,
+        init: str = "default",
+        layer_norm: bool = False,
+    ) -> None:
+        super().__init__()
+        self.net = MLP(obs_dim, 1, hidden, "relu", layer_norm=layer_norm, init=init)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.net(obs).squeeze(-1)
+
+
+class CausalSelfAttention(nn.Module):
+    """Multi-head causal self-attention that returns its attention weights (B, H, T, T)."""
+
+    def __init__(self, embed_dim: int, n_heads: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        if embed_dim % n_heads:
+            raise ValueError(f"embed_dim {embed_dim} is not divisible by n_heads {n_heads}")
+        self.n_heads = n_heads
+        self.qkv = nn.Linear(embed_dim, 3 * embed_dim)
+        self.proj = nn.Linear(embed_dim, embed_dim)
+        self.attn_drop = nn.Dropout(dropout)
+        self.resid_drop = nn.Dropout(dropout)
+
+    def forward(
+        self, x: torch.Tensor, key_mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        b, t, e = x.shape
+        h = self.n_heads
+        q, k, v = self.qkv(x).split(e, dim=-1)
+        q = q.view(b, t, h, e // h).transpose(1, 2)
+        k = k.view(b, t, h, e // h).transpose(1, 2)
+        v = v.view(b, t, h, e // h).transpose(1, 2)
+        scores = (q @ k.transpose(-2, -1)) / math.sqrt(e // h)
+        allowed = torch.ones(t, t, dtype=torch.bool, device=x.device).tril()
+        allowed = allowed.view(1, 1, t, t)
+        if key_mask is not None:
+            allowed = allowed & key_mask.bool().view(b, 1, 1, t)
+        scores = scores.masked_fill(~allowed, float("-inf"))
+        weights = torch.softmax(scores, dim=-1)
+        # a fully masked row (a padding query before any real key) gives NaN: make it 0
+        weights = torch.nan_to_num(weights, nan=0.0)
+        y = self.attn_drop(weights) @ v
+        y = y.transpose(1, 2).reshape(b, t, e)
+        return self.resid_drop(self.proj(y)), weights
+
+
+class TransformerBlock(nn.Module):
+    """GPT-2 block: x + attn(LN(x)); x + MLP(LN(x)) with a 4x GELU MLP."""
+
+    def __init__(self, embed_dim: int, n_heads: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.ln1 = nn.LayerNorm(embed_dim)
+        self.attn = CausalSelfAttention(embed_dim, n_heads, dropout)
+        self.ln2 = nn.LayerNorm(embed_dim)
+        self.mlp = nn.Sequential(
+            nn.Linear(embed_dim, 4 * embed_dim),
+            nn.GELU(),
+            nn.Linear(4 * embed_dim, embed_dim),
+            nn.Dropout(dropout),
+        )
+
+    def forward(
+        self, x: torch.Tensor, key_mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        a, w = self.attn(self.ln1(x), key_mask)
+        x = x + a
+        x = x + self.mlp(self.ln2(x))
+        return x, w
+
+
+class CausalTransformer(nn.Module):
+    """A GPT-2 style causal transformer over already-embedded tokens.
+
+    ``forward(x (B, T, E), key_mask (B, T) or None)`` returns ``(hidden (B, T, E),
+    attentions)`` where ``attentions`` is a list with one (B, n_heads, T, T) tensor per
+    layer (row i = how token i attends over tokens <= i). ``key_mask`` is 1 on real tokens
+    and 0 on padding (padding keys get no attention). A learned positional embedding of
+    ``max_len`` positions is added unless ``pos_embedding=False`` (PT adds its own timestep
+    embedding instead). The output passes a final LayerNorm, as in GPT-2.
+    """
+
+    def __init__(
+        self,
+        embed_dim: int,
+        n_layers: int,
+        n_heads: int,
+        max_len: int,
+        dropout: float = 0.0,
+        *,
+        pos_embedding: bool = True,
+    ) -> None:
+        super().__init__()
+        self.max_len = max_len
+        self.pos = nn.Parameter(torch.zeros(1, max_len, embed_dim)) if pos_embedding else None
+        if self.pos is not None:
+            nn.init.normal_(self.pos, std=0.02)
+        self.drop = nn.Dropout(dropout)
+        self.blocks = nn.ModuleList(
+            TransformerBlock(embed_dim, n_heads, dropout) for _ in range(n_layers)
+        )
+        self.ln_f = nn.LayerNorm(embed_dim)
+
+    def forward(
+        self, x: torch.Tensor, key_mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        t = x.shape[1]
+        if t > self.max_len:
+            raise ValueError(f"sequence of {t} tokens exceeds max_len {self.max_len}")
+        if self.pos is not None:
+            x = x + self.pos[:, :t]
+        h = self.drop(x)
+        attentions: list[torch.Tensor] = []
+        for block in self.blocks:
+            h, w = block(h, key_mask)
+            attentions.append(w)
+        return self.ln_f(h), attentions
+
+
+@torch.no_grad()
+def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
+    """Polyak averaging: target <- (1 - tau) * target + tau * source (parameters only)."""
+    for tp, sp in zip(target.parameters(), source.parameters(), strict=True):
+        tp.lerp_(sp, tau)
+
+
+def mse_sum_actions(pred: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
+    """sum_d (pred_d - a_d)^2 over the last dim (the deterministic actors' "NLL")."""
+    return F.mse_loss(pred, act, reduction="none").sum(-1)
