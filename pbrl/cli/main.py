@@ -25,3 +25,4 @@ def version() -> None:
 from pbrl.cli import bench as _bench  # noqa: E402
 
 app.command("bench")(_bench.bench)
+app.command("report")(_bench.report)

@@ -1,0 +1,372 @@
+"""Benchmark suites: parsing, validation and expansion into a job list.
+
+A suite is a TOML or YAML file (or a name shipped in ``pbrl/suites/``)::
+
+    name = "quick"
+    seeds = [0, 1]
+    steps = 20000            # updates per run (an agent entry may override)
+    eval_every = 5000
+    eval_episodes = 10
+    segment = 64
+    budgets = [2500]         # query budgets
+    teachers = ["oracle"]
+    selector = "uniform"
+
+    [[datasets]]             # a dataset id, or a task + kind to generate
+    task = "metaworld/button-press-topdown-v3"
+    kind = "medium-replay"
+    build = { episodes = 100 }
+
+    [[agents]]
+    name = "iql"             # registry key or dotted path
+    label = "iql-true"       # row name in tables (default: name)
+    preset = "quick"
+    steps = 10000
+    overrides = { reward = "true" }
+
+Every field is checked; an error names the file and the field.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tomllib
+from dataclasses import asdict, dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from pbrl.errors import PbrlError, UnknownIdError
+
+
+@dataclass(frozen=True)
+class DatasetEntry:
+    id: str | None = None
+    task: str | None = None
+    kind: str | None = None
+    build: dict[str, Any] = field(default_factory=dict)
+
+    def dataset_id(self) -> str:
+        if self.id:
+            return self.id
+        domain, name = self.task.split("/", 1)  # type: ignore[union-attr]
+        return f"pbrl/{domain}/{name}/{self.kind}-v0"
+
+
+@dataclass(frozen=True)
+class AgentEntry:
+    name: str
+    label: str
+    preset: str | None = None
+    steps: int | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Suite:
+    name: str
+    datasets: tuple[DatasetEntry, ...]
+    agents: tuple[AgentEntry, ...]
+    seeds: tuple[int, ...] = (0,)
+    steps: int = 10000
+    eval_every: int = 5000
+    eval_episodes: int = 10
+    segment: int = 64
+    budgets: tuple[int, ...] = (1000,)
+    teachers: tuple[str, ...] = ("oracle",)
+    selector: str = "uniform"
+    label_seed: int | None = None  # None: label with each run's own seed
+    description: str = ""
+    source: str = ""
+
+
+@dataclass(frozen=True)
+class Job:
+    """One training run, fully resolved. Its id is the hash of everything that matters."""
+
+    suite: str
+    agent: str
+    label: str
+    preset: str | None
+    overrides: dict[str, Any]
+    dataset: str
+    teacher: str | None
+    budget: int | None
+    segment: int | None
+    selector: str | None
+    label_seed: int | None
+    seed: int
+    steps: int
+    eval_every: int
+    eval_episodes: int
+
+    @property
+    def uses_prefs(self) -> bool:
+        return self.teacher is not None
+
+    def identity(self) -> dict[str, Any]:
+        """What the run id hashes: the label and suite name are display only."""
+        d = asdict(self)
+        d.pop("suite")
+        d.pop("label")
+        return d
+
+    @property
+    def run_id(self) -> str:
+        blob = json.dumps(self.identity(), sort_keys=True, default=str).encode()
+        return f"{self.agent.rsplit('.', 1)[-1]}-{hashlib.sha256(blob).hexdigest()[:12]}"
+
+    def prefs_key(self) -> str | None:
+        if not self.uses_prefs:
+            return None
+        blob = json.dumps(
+            [self.dataset, self.teacher, self.budget, self.segment, self.selector, self.label_seed]
+        ).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+_TOP_KEYS = {
+    "name",
+    "description",
+    "datasets",
+    "agents",
+    "seeds",
+    "steps",
+    "eval_every",
+    "eval_episodes",
+    "segment",
+    "budgets",
+    "teachers",
+    "selector",
+    "label_seed",
+}
+
+
+def list_suites() -> list[str]:
+    return sorted(
+        p.name[: -len(".toml")]
+        for p in resources.files("pbrl.suites").iterdir()
+        if p.name.endswith(".toml")
+    )
+
+
+def load_suite(name_or_path: str) -> Suite:
+    """A shipped suite by name, or a TOML/YAML file by path."""
+    path = Path(name_or_path)
+    if path.suffix in (".toml", ".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise PbrlError(f"suite file '{path}' does not exist")
+        text = path.read_text()
+        where = str(path)
+    else:
+        if name_or_path not in list_suites():
+            raise UnknownIdError(
+                f"unknown suite '{name_or_path}' (shipped: {', '.join(list_suites())}; "
+                "or pass a .toml/.yaml file)"
+            )
+        text = resources.files("pbrl.suites").joinpath(f"{name_or_path}.toml").read_text()
+        where = f"suite '{name_or_path}'"
+        path = Path(f"{name_or_path}.toml")
+    if path.suffix in (".yaml", ".yml"):
+        import yaml
+
+        try:
+            raw = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            raise PbrlError(f"{where}: not valid YAML ({e})") from e
+    else:
+        try:
+            raw = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as e:
+            raise PbrlError(f"{where}: not valid TOML ({e})") from e
+    return parse_suite(raw, where=where, default_name=path.stem)
+
+
+def _want(where: str, key: str, value: Any, typ: type | tuple[type, ...], what: str) -> Any:
+    if isinstance(value, bool) and typ in (int, (int, float)):
+        raise PbrlError(f"{where}: field '{key}' must be {what}, got {value!r}")
+    if not isinstance(value, typ):
+        raise PbrlError(f"{where}: field '{key}' must be {what}, got {value!r}")
+    return value
+
+
+def _int_list(where: str, key: str, value: Any, *, positive: bool) -> tuple[int, ...]:
+    if isinstance(value, str) and key == "seeds":
+        return parse_seeds(value, where=f"{where}: field 'seeds'")
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = [value]
+    _want(where, key, value, list, "a list of integers")
+    if not value:
+        raise PbrlError(f"{where}: field '{key}' is empty")
+    out = []
+    for i, v in enumerate(value):
+        if not isinstance(v, int) or isinstance(v, bool) or (positive and v <= 0) or v < 0:
+            raise PbrlError(
+                f"{where}: field '{key}[{i}]' must be a non-negative integer, got {v!r}"
+            )
+        out.append(v)
+    return tuple(out)
+
+
+def parse_seeds(text: str, where: str = "--seeds") -> tuple[int, ...]:
+    """'0-4' -> (0,1,2,3,4); '0,2,5' -> (0,2,5)."""
+    out: list[int] = []
+    try:
+        for part in text.split(","):
+            part = part.strip()
+            if "-" in part:
+                a, b = part.split("-", 1)
+                lo, hi = int(a), int(b)
+                if hi < lo:
+                    raise ValueError
+                out.extend(range(lo, hi + 1))
+            elif part:
+                out.append(int(part))
+    except ValueError as e:
+        raise PbrlError(f"{where}: cannot read seeds '{text}' (use '0-4' or '0,1,2')") from e
+    if not out:
+        raise PbrlError(f"{where}: no seeds in '{text}'")
+    return tuple(out)
+
+
+def parse_suite(raw: Any, *, where: str, default_name: str = "suite") -> Suite:
+    if not isinstance(raw, dict):
+        raise PbrlError(f"{where}: a suite must be a table of fields")
+    unknown = set(raw) - _TOP_KEYS
+    if unknown:
+        raise PbrlError(
+            f"{where}: unknown field '{sorted(unknown)[0]}' (known: {', '.join(sorted(_TOP_KEYS))})"
+        )
+    for key in ("datasets", "agents"):
+        if key not in raw:
+            raise PbrlError(f"{where}: missing field '{key}'")
+    kw: dict[str, Any] = {
+        "name": _want(where, "name", raw.get("name", default_name), str, "a string")
+    }
+    for key in ("steps", "eval_every", "eval_episodes", "segment", "label_seed"):
+        if key in raw:
+            v = _want(where, key, raw[key], int, "an integer")
+            if v < 0 or (v == 0 and key != "label_seed"):
+                raise PbrlError(f"{where}: field '{key}' must be positive, got {v}")
+            kw[key] = v
+    for key in ("description", "selector"):
+        if key in raw:
+            kw[key] = _want(where, key, raw[key], str, "a string")
+    if "seeds" in raw:
+        kw["seeds"] = _int_list(where, "seeds", raw["seeds"], positive=False)
+    if "budgets" in raw:
+        kw["budgets"] = _int_list(where, "budgets", raw["budgets"], positive=True)
+    if "teachers" in raw:
+        t = raw["teachers"]
+        if isinstance(t, str):
+            t = [t]
+        _want(where, "teachers", t, list, "a list of teacher names")
+        if not t or not all(isinstance(x, str) for x in t):
+            raise PbrlError(f"{where}: field 'teachers' must be a non-empty list of names")
+        kw["teachers"] = tuple(t)
+
+    datasets = []
+    _want(where, "datasets", raw["datasets"], list, "a list of tables")
+    for i, d in enumerate(raw["datasets"]):
+        w = f"{where}: datasets[{i}]"
+        if isinstance(d, str):
+            d = {"id": d}
+        _want(where, f"datasets[{i}]", d, dict, "a table (id, or task + kind)")
+        extra = set(d) - {"id", "task", "kind", "build"}
+        if extra:
+            raise PbrlError(f"{w}: unknown field '{sorted(extra)[0]}'")
+        if "id" in d:
+            datasets.append(DatasetEntry(id=_want(w, "id", d["id"], str, "a string")))
+        else:
+            if "task" not in d or "kind" not in d:
+                raise PbrlError(f"{w}: needs 'id', or both 'task' and 'kind'")
+            task = _want(w, "task", d["task"], str, "a task id like 'metaworld/button-press-v3'")
+            if "/" not in task:
+                raise PbrlError(f"{w}: field 'task' must look like 'domain/name', got '{task}'")
+            build = _want(w, "build", d.get("build", {}), dict, "a table")
+            datasets.append(
+                DatasetEntry(
+                    task=task, kind=_want(w, "kind", d["kind"], str, "a string"), build=build
+                )
+            )
+    if not datasets:
+        raise PbrlError(f"{where}: field 'datasets' is empty")
+
+    agents = []
+    _want(where, "agents", raw["agents"], list, "a list of tables")
+    for i, a in enumerate(raw["agents"]):
+        w = f"{where}: agents[{i}]"
+        if isinstance(a, str):
+            a = {"name": a}
+        _want(where, f"agents[{i}]", a, dict, "a table with 'name'")
+        extra = set(a) - {"name", "label", "preset", "steps", "overrides"}
+        if extra:
+            raise PbrlError(f"{w}: unknown field '{sorted(extra)[0]}'")
+        if "name" not in a:
+            raise PbrlError(f"{w}: missing field 'name'")
+        name = _want(w, "name", a["name"], str, "a string")
+        steps = a.get("steps")
+        if steps is not None and (
+            not isinstance(steps, int) or isinstance(steps, bool) or steps <= 0
+        ):
+            raise PbrlError(f"{w}: field 'steps' must be a positive integer, got {steps!r}")
+        agents.append(
+            AgentEntry(
+                name=name,
+                label=_want(w, "label", a.get("label", name), str, "a string"),
+                preset=a.get("preset"),
+                steps=steps,
+                overrides=_want(w, "overrides", a.get("overrides", {}), dict, "a table"),
+            )
+        )
+    if not agents:
+        raise PbrlError(f"{where}: field 'agents' is empty")
+    labels = [a.label for a in agents]
+    dup = {x for x in labels if labels.count(x) > 1}
+    if dup:
+        raise PbrlError(f"{where}: two agents share the label '{sorted(dup)[0]}' (set 'label')")
+    return Suite(datasets=tuple(datasets), agents=tuple(agents), source=where, **kw)
+
+
+def expand(
+    suite: Suite, *, seeds: tuple[int, ...] | None = None, prefs_needed: Any = None
+) -> list[Job]:
+    """The job list: agents x datasets x teachers x budgets x seeds.
+
+    ``prefs_needed(agent_entry) -> bool`` says whether a learner reads preferences; runs that
+    do not (true-/zero-reward IQL, BC on all data) drop teacher and budget from their identity,
+    so one run serves every teacher/budget row and is trained once.
+    """
+    jobs: dict[str, Job] = {}
+    for ds in suite.datasets:
+        for agent in suite.agents:
+            uses = True if prefs_needed is None else bool(prefs_needed(agent))
+            combos = (
+                [(t, b) for t in suite.teachers for b in suite.budgets] if uses else [(None, None)]
+            )
+            for teacher, budget in combos:
+                for seed in seeds or suite.seeds:
+                    job = Job(
+                        suite=suite.name,
+                        agent=agent.name,
+                        label=agent.label,
+                        preset=agent.preset,
+                        overrides=dict(agent.overrides),
+                        dataset=ds.dataset_id(),
+                        teacher=teacher,
+                        budget=budget,
+                        segment=suite.segment if uses else None,
+                        selector=suite.selector if uses else None,
+                        label_seed=(
+                            (seed if suite.label_seed is None else suite.label_seed)
+                            if uses
+                            else None
+                        ),
+                        seed=seed,
+                        steps=agent.steps or suite.steps,
+                        eval_every=suite.eval_every,
+                        eval_episodes=suite.eval_episodes,
+                    )
+                    jobs.setdefault(job.run_id, job)
+    return list(jobs.values())
