@@ -1,0 +1,99 @@
+"""Suite files: parsing, expansion into jobs, run ids, and malformed input."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from pbrl.errors import PbrlError
+from pbrl.suite import expand, load_suite, parse_seeds, parse_suite
+
+BASE = {
+    "name": "t",
+    "seeds": [0, 1],
+    "budgets": [100, 200],
+    "teachers": ["oracle", "mistake"],
+    "datasets": [{"task": "metaworld/button-press-topdown-v3", "kind": "medium-replay"}],
+    "agents": [
+        {"name": "cpl"},
+        {"name": "iql", "label": "iql-true", "overrides": {"reward": "true"}},
+    ],
+}
+
+
+def test_expand_collapses_preference_free_runs():
+    suite = parse_suite(BASE, where="t.toml")
+    jobs = expand(suite, prefs_needed=lambda a: a.name != "iql")
+    cpl = [j for j in jobs if j.agent == "cpl"]
+    iql = [j for j in jobs if j.agent == "iql"]
+    assert len(cpl) == 2 * 2 * 2  # teachers x budgets x seeds
+    assert len(iql) == 2  # one per seed, shared by every teacher/budget row
+    assert all(j.teacher is None and j.prefs_key() is None for j in iql)
+    assert len({j.run_id for j in jobs}) == len(jobs)
+    assert cpl[0].dataset == "pbrl/metaworld/button-press-topdown-v3/medium-replay-v0"
+
+
+def test_run_id_is_a_hash_of_the_resolved_job():
+    s1 = parse_suite(BASE, where="a")
+    s2 = parse_suite({**BASE, "name": "other"}, where="b")
+    ids1 = {j.run_id for j in expand(s1)}
+    ids2 = {j.run_id for j in expand(s2)}
+    assert ids1 == ids2  # the suite's name is not part of a run's identity
+    s3 = parse_suite({**BASE, "steps": 123}, where="c")
+    assert ids1.isdisjoint({j.run_id for j in expand(s3)})
+
+
+def test_seeds_syntax():
+    assert parse_seeds("0-4") == (0, 1, 2, 3, 4)
+    assert parse_seeds("0,2,5") == (0, 2, 5)
+    with pytest.raises(PbrlError, match="cannot read seeds"):
+        parse_seeds("a-b")
+
+
+@pytest.mark.parametrize(
+    "patch, message",
+    [
+        ({"steps": "many"}, "field 'steps' must be an integer"),
+        ({"budgets": [10, -1]}, "budgets\\[1\\]"),
+        ({"colour": 1}, "unknown field 'colour'"),
+        ({"agents": [{"label": "x"}]}, "agents\\[0\\]: missing field 'name'"),
+        ({"agents": [{"name": "cpl", "lr": 1}]}, "agents\\[0\\]: unknown field 'lr'"),
+        ({"datasets": [{"task": "metaworld/x"}]}, "datasets\\[0\\]: needs 'id', or both"),
+        ({"datasets": []}, "field 'datasets' is empty"),
+        ({"agents": [{"name": "cpl"}, {"name": "cpl"}]}, "share the label 'cpl'"),
+    ],
+)
+def test_malformed_suite_names_the_field(patch, message):
+    with pytest.raises(PbrlError, match=message):
+        parse_suite({**BASE, **patch}, where="bad.toml")
+
+
+def test_suite_files_toml_and_yaml(tmp_path):
+    t = tmp_path / "s.toml"
+    t.write_text(
+        'name = "mine"\nseeds = "0-2"\n[[datasets]]\nid = "d4rl/hopper-medium-replay-v2"\n'
+        '[[agents]]\nname = "bc"\n'
+    )
+    s = load_suite(str(t))
+    assert s.name == "mine" and s.seeds == (0, 1, 2)
+    y = tmp_path / "s.yaml"
+    y.write_text("datasets: [d4rl/hopper-medium-v2]\nagents: [{name: bc, steps: 5}]\n")
+    assert load_suite(str(y)).agents[0].steps == 5
+    bad = tmp_path / "bad.toml"
+    bad.write_text("agents = [\n")
+    with pytest.raises(PbrlError, match="bad.toml: not valid TOML"):
+        load_suite(str(bad))
+
+
+def test_cli_reports_malformed_suite_without_traceback(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('steps = "x"\n[[datasets]]\nid = "d"\n[[agents]]\nname = "bc"\n')
+    out = subprocess.run(
+        [sys.executable, "-m", "pbrl", "bench", "--suite", str(bad), "--dry-run"],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 2
+    assert "field 'steps'" in out.stderr and "Traceback" not in out.stderr
