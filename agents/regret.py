@@ -1,0 +1,316 @@
+"""regret: learning the optimal advantage from regret-model preferences (Knox et al.).
+
+Papers: W. B. Knox, S. Hatgis-Kessell, S. Booth, S. Niekum, P. Stone, A. Allievi, "Models
+of human preference for learning reward functions" (TMLR 2024) and W. B. Knox,
+S. Hatgis-Kessell, S. O. Adalgeirsson, S. Booth, A. Dragan, P. Stone, S. Niekum, "Learning
+Optimal Advantage from Preferences and Mistaking it for Reward" (AAAI 2024); official code
+Stephanehk/Learning-OA-From-Prefs (tabular only).
+
+Summary. Under the regret preference model, P(sigma_b > sigma_a) is a logistic function of
+the difference of the segments' summed optimal advantages, so fitting the standard
+Bradley-Terry learner to such preferences learns A-hat ~ A*, not a reward. pbrl lifts the
+AAAI algorithm to continuous control as /work/shared/algorithms/regret.md Part C says:
+A-hat is an ensemble MLP on (s, a) with MR's sizes and no output activation, trained
+first; then either the policy is extracted greedily (``use=greedy``, default) by
+advantage-weighted regression on dataset actions with A-hat frozen and centred per batch,
+or A-hat is handed to the shared IQL core as a reward (``use=reward``, the "mistaking
+advantage for reward" case the AAAI paper studies).
+
+Loss (per ensemble member, summed over members; m_t = 1 on real steps, 0 on padding and
+on the absorbing steps after a true termination; the terminating step counts)::
+
+    S(sigma)  = sum_t m_t A(s_t, a_t)
+    L_pref    = mean_pairs -[(1 - y) log sigmoid(S_a - S_b) + y log sigmoid(S_b - S_a)]
+    L_A       = L_pref + c_reg * mean_{real steps}(A^2)                  (c_reg = 0.1)
+    greedy:  L_pi = mean_batch min(exp(beta (A(s,a) - mean_batch A)), 100) * NLL(a | s)
+
+with y = prefer_b (1: segment b preferred; ties 0.5 stay in).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pbrl.agents._reward_iql import (
+    batched_numpy,
+    iql_phase,
+    log_due,
+    obs_stats,
+    pair_minibatches,
+    split_steps,
+)
+
+from pbrl.agent import AgentSpec, FitContext
+from pbrl.data import TransitionTensors
+from pbrl.errors import PbrlError
+from pbrl.iql import IQLLearner, awr_policy_loss, iql_config_from
+from pbrl.nn import EnsembleMLP, GaussianActor
+
+# ---- losses (pure functions) ------------------------------------------------------------
+
+
+def segment_sum(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Sum of per-step values over the real steps of each segment.
+
+    ``values`` is (..., B, L) (a leading ensemble axis is allowed), ``mask`` (B, L) with 1
+    on real steps and 0 on padding. Padding after a true termination is the absorbing
+    state, whose advantage is 0 by definition, so masking it out *is* the anchor of
+    regret.md Part C item 2 (the terminating step itself has mask 1 and counts).
+    """
+    return (values * mask).sum(dim=-1)
+
+
+def logistic_pref_loss(
+    score_a: torch.Tensor, score_b: torch.Tensor, prefer_b: torch.Tensor
+) -> torch.Tensor:
+    """Bradley-Terry / regret-model cross-entropy with soft labels, mean over pairs.
+
+    ``-[(1 - y) log sigma(S_a - S_b) + y log sigma(S_b - S_a)]`` with ``y = prefer_b``;
+    ``score_*`` are (..., B) and the mean runs over the last axis only, so an ensemble
+    axis in front gives one loss per member. Written with logsigmoid (no clamping).
+    """
+    diff = score_b - score_a
+    y = prefer_b.to(diff.dtype)
+    per_pair = -(y * F.logsigmoid(diff) + (1.0 - y) * F.logsigmoid(-diff))
+    return per_pair.mean(dim=-1)
+
+
+def advantage_anchor(a_hat: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``mean(A^2)`` over the real steps (mask 1), one value per leading (member) index.
+
+    The logistic loss cannot see a constant shift of A when both segments of every pair
+    have the same number of real steps; this small L2 pull towards 0 fixes the level.
+    """
+    m = mask.to(a_hat.dtype)
+    return (a_hat.pow(2) * m).sum(dim=(-2, -1)) / m.sum().clamp_min(1.0)
+
+
+def centred_awr_weights(a_hat: torch.Tensor, beta: float, clip: float = 100.0) -> torch.Tensor:
+    """``min(exp(beta * (A - mean_batch A)), clip)``: AWR weights immune to a shift of A."""
+    return torch.exp(beta * (a_hat - a_hat.mean())).clamp(max=clip)
+
+
+# ---- agent --------------------------------------------------------------------------------
+
+
+@dataclass
+class Config:
+    """regret hyper-parameters (A-hat: MR's reward-model sizes; policy: IQL's actor)."""
+
+    use: str = "greedy"
+    """How A-hat is used: 'greedy' (AWR on dataset actions with A-hat frozen, centred per
+    batch) or 'reward' (A-hat handed to the IQL core as the reward)."""
+    ensemble: int = 3
+    """A-hat ensemble size (MR's)."""
+    adv_hidden: tuple[int, ...] = (256, 256, 256)
+    """A-hat hidden widths (MR's 3 x 256)."""
+    adv_act: str = "leaky_relu"
+    """A-hat hidden activation (MR's LeakyReLU 0.01); the output has none."""
+    adv_lr: float = 3e-4
+    """Adam learning rate of A-hat (MR's)."""
+    adv_batch: int = 64
+    """Labelled pairs per A-hat minibatch (MR's)."""
+    c_reg: float = 0.1
+    """Weight of the level anchor c_reg * mean(A^2) over the batch's real steps."""
+    adv_frac: float = 0.2
+    """Fraction of the run's updates spent learning A-hat (the rest trains the policy)."""
+    beta: float = 3.0
+    """AWR inverse temperature (greedy) and IQL's beta (reward)."""
+    max_weight: float = 100.0
+    """Upper clip of the AWR weight."""
+    batch_size: int = 256
+    """Transitions per policy (AWR or IQL) minibatch."""
+    hidden: tuple[int, ...] = (256, 256)
+    """Hidden widths of the actor (and, for use=reward, IQL's critics and value net)."""
+    actor_lr: float = 3e-4
+    """Adam learning rate of the actor."""
+    actor_schedule: str = "cosine"
+    """Actor lr schedule: 'cosine' to 0 over the policy phase, or 'constant'."""
+    lr: float = 3e-4
+    """IQL critic and value learning rate (use=reward)."""
+    expectile: float = 0.7
+    """IQL expectile (use=reward)."""
+    gamma: float = 0.99
+    """IQL discount (use=reward)."""
+    reward_norm: str = "none"
+    """Normalisation of A-hat before IQL (use=reward): none | corl | pt_true | pt_learned."""
+    log_std_min: float = -20.0
+    """Lower clamp of the Gaussian actor's log-std (CORL's)."""
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "paper": {},
+    "quick": {"adv_frac": 0.3, "adv_batch": 32, "batch_size": 128},
+    "reward": {"use": "reward"},
+}
+
+TEST_OVERRIDES: dict[str, Any] = {
+    "ensemble": 2,
+    "adv_hidden": (16, 16),
+    "hidden": (16, 16),
+    "adv_batch": 4,
+    "batch_size": 8,
+}
+
+
+class Agent:
+    """A-hat ensemble from preferences, then a greedy (AWR) policy or IQL on A-hat."""
+
+    def __init__(self, cfg: Config, spec: AgentSpec) -> None:
+        if cfg.use not in ("greedy", "reward"):
+            raise PbrlError(f"--agent.use: 'greedy' or 'reward', got '{cfg.use}'")
+        if cfg.ensemble < 1:
+            raise PbrlError(f"--agent.ensemble: must be >= 1, got {cfg.ensemble}")
+        self.cfg = cfg
+        self.spec = spec
+        self.device = spec.device
+        d_in = spec.obs_dim + spec.act_dim
+        self.adv = EnsembleMLP(cfg.ensemble, d_in, 1, cfg.adv_hidden, cfg.adv_act).to(self.device)
+        self.obs_mean = torch.zeros(spec.obs_dim, device=self.device)
+        self.obs_std = torch.ones(spec.obs_dim, device=self.device)
+        self.actor: GaussianActor | None = None
+        self.iql: IQLLearner | None = None
+        self._build_policy(max_steps=1)
+
+    # -- networks --------------------------------------------------------------------------
+    def _build_policy(self, max_steps: int) -> None:
+        cfg, spec = self.cfg, self.spec
+        if cfg.use == "greedy":
+            self.actor = GaussianActor(
+                spec.obs_dim, spec.act_dim, cfg.hidden, log_std_min=cfg.log_std_min
+            ).to(self.device)
+            self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.actor_lr)
+            self.actor_sched = (
+                torch.optim.lr_scheduler.CosineAnnealingLR(self.actor_opt, T_max=max(max_steps, 1))
+                if cfg.actor_schedule == "cosine"
+                else None
+            )
+        else:
+            icfg = iql_config_from(cfg)
+            self.iql = IQLLearner(spec.obs_dim, spec.act_dim, icfg, max_steps, self.device)
+
+    def advantage(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
+        """A-hat per member, shape (E, *batch)."""
+        return self.adv(torch.cat([obs, act], -1), shared=True).squeeze(-1)
+
+    # -- training --------------------------------------------------------------------------
+    def adv_losses(self, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
+        """Summed-over-members regret loss on a PreferenceBatch minibatch."""
+        adv_a = self.advantage(batch.obs_a, batch.act_a)  # (E, B, L)
+        adv_b = self.advantage(batch.obs_b, batch.act_b)
+        s_a = segment_sum(adv_a, batch.mask_a)
+        s_b = segment_sum(adv_b, batch.mask_b)
+        pref = logistic_pref_loss(s_a, s_b, batch.prefer_b)  # (E,)
+        anchor = advantage_anchor(
+            torch.cat([adv_a, adv_b], dim=1), torch.cat([batch.mask_a, batch.mask_b], dim=0)
+        )
+        loss = (pref + self.cfg.c_reg * anchor).sum()
+        with torch.no_grad():
+            y = batch.prefer_b
+            strict = y != 0.5
+            correct = ((s_b.mean(0) > s_a.mean(0)) == (y > 0.5)) & strict
+            acc = correct.float().sum() / strict.float().sum().clamp_min(1.0)
+        return loss, {
+            "adv_loss": float(pref.detach().mean()),
+            "adv_anchor": float(anchor.detach().mean()),
+            "adv_acc": float(acc),
+            "adv_abs_mean": float(torch.cat([adv_a, adv_b], 1).detach().abs().mean()),
+        }
+
+    def fit(self, ctx: FitContext) -> Iterator[dict[str, float]]:
+        if ctx.prefs is None or ctx.prefs.size == 0:
+            raise PbrlError("regret needs preferences (--prefs)")
+        cfg = self.cfg
+        ds = ctx.dataset
+        n_adv, n_pol = split_steps(ctx.steps, (cfg.adv_frac,))
+        mean, std = obs_stats(ds.observations)
+        self.obs_mean = torch.as_tensor(mean, device=self.device)
+        self.obs_std = torch.as_tensor(std, device=self.device)
+        self._build_policy(n_pol)
+
+        opt = torch.optim.Adam(self.adv.parameters(), lr=cfg.adv_lr)
+        batches = pair_minibatches(ctx.prefs.size, cfg.adv_batch, ctx.generator, ctx.device)
+        self.adv.train()
+        for step in range(1, n_adv + 1):
+            loss, m = self.adv_losses(ctx.prefs.index(next(batches)))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if log_due(step, ctx.steps, ctx.log_interval) or step == n_adv:
+                yield {"step": step, "phase": 1.0, **m}
+        self.adv.eval().requires_grad_(False)
+
+        if cfg.use == "reward":
+            assert self.iql is not None
+            rewards = self.reward(ds.observations, ds.actions)
+            yield from iql_phase(
+                self.iql, ds, rewards, n_pol, cfg.batch_size, ctx, n_adv, cfg.reward_norm
+            )
+            return
+        data = TransitionTensors.from_dataset(ds, ctx.device)
+        assert self.actor is not None
+        for i in range(1, n_pol + 1):
+            b = data.sample(cfg.batch_size, ctx.generator)
+            with torch.no_grad():
+                a_hat = self.advantage(b["obs"], b["act"]).mean(0)
+            obs_n = (b["obs"] - self.obs_mean) / self.obs_std
+            nll = -self.actor.log_prob(obs_n, b["act"])
+            loss = awr_policy_loss(nll, a_hat - a_hat.mean(), cfg.beta, cfg.max_weight)
+            self.actor_opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.actor_opt.step()
+            if self.actor_sched is not None:
+                self.actor_sched.step()
+            step = n_adv + i
+            if log_due(step, ctx.steps, ctx.log_interval) or i == n_pol:
+                w = centred_awr_weights(a_hat, cfg.beta, cfg.max_weight)
+                yield {
+                    "step": step,
+                    "phase": 2.0,
+                    "actor_loss": float(loss.detach()),
+                    "awr_weight_mean": float(w.mean()),
+                    "awr_weight_max": float(w.max()),
+                }
+
+    # -- acting / reward -------------------------------------------------------------------
+    @torch.no_grad()
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        if self.iql is not None:
+            a = self.iql.act(obs)
+        else:
+            assert self.actor is not None
+            self.actor.eval()
+            x = torch.as_tensor(np.asarray(obs, dtype=np.float32), device=self.device)
+            a = self.actor((x - self.obs_mean) / self.obs_std).clamp(-1.0, 1.0).cpu().numpy()
+        return np.clip(a, self.spec.act_low, self.spec.act_high).astype(np.float32)
+
+    def reward(self, obs: np.ndarray, act: np.ndarray) -> np.ndarray:
+        """A-hat (ensemble mean) of each (s, a): the learned optimal advantage."""
+        self.adv.eval()
+        return batched_numpy(lambda o, a: self.advantage(o, a).mean(0), obs, act, self.device)
+
+    def state_dict(self) -> dict[str, Any]:
+        state: dict[str, Any] = {
+            "adv": self.adv.state_dict(),
+            "obs_mean": self.obs_mean.cpu(),
+            "obs_std": self.obs_std.cpu(),
+        }
+        if self.actor is not None:
+            state["actor"] = self.actor.state_dict()
+        if self.iql is not None:
+            state["iql"] = self.iql.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.adv.load_state_dict(state["adv"])
+        self.obs_mean = state["obs_mean"].to(self.device)
+        self.obs_std = state["obs_std"].to(self.device)
+        if self.actor is not None:
+            self.actor.load_state_dict(state["actor"])
+        if self.iql is not None:
+            self.iql.load_state_dict(state["iql"])
