@@ -26,3 +26,6 @@ from pbrl.cli import bench as _bench  # noqa: E402
 
 app.command("bench")(_bench.bench)
 app.command("report")(_bench.report)
+from pbrl.cli import datasets as _datasets  # noqa: E402
+
+app.add_typer(_datasets.app, name="datasets")

@@ -1,0 +1,166 @@
+"""``pbrl datasets``: list, inspect, verify and build offline datasets."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import inspect
+import json
+from typing import Any
+
+import typer
+
+from pbrl.errors import PbrlError
+
+app = typer.Typer(
+    help="Offline datasets: D4RL files, the local Minari store and locally generated datasets.",
+    no_args_is_help=True,
+)
+
+# domain -> module whose build(task_id, kind, ...) -> dataset_id generates its datasets
+GENERATORS = {
+    "metaworld": "pbrl.datasets.metaworld_gen",
+    "mujoco": "pbrl.datasets.sb3_gen",
+    "dmc": "pbrl.datasets.sb3_gen",
+}
+
+
+def _fmt(v: Any) -> str:
+    return "-" if v is None else str(v)
+
+
+@app.command("list")
+def list_cmd(
+    source: str = typer.Option(None, help="Only rows from this source: d4rl, minari or generated."),
+    local: bool = typer.Option(False, "--local", help="Only datasets present on this machine."),
+    as_json: bool = typer.Option(False, "--json", help="Print the rows as JSON."),
+) -> None:
+    """List the D4RL names (local or not), Minari datasets in the local store and generated ones."""
+    from pbrl.datasets.registry import list_datasets
+
+    if source is not None and source not in ("d4rl", "minari", "generated"):
+        raise PbrlError(f"--source {source}: expected d4rl, minari or generated")
+    rows = [
+        r
+        for r in list_datasets()
+        if (source is None or r["source"] == source) and (not local or r["local"])
+    ]
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{len(rows)} datasets")
+    for col in ("id", "source", "local", "episodes", "steps"):
+        table.add_column(col, justify="right" if col in ("episodes", "steps") else "left")
+    for r in rows:
+        table.add_row(
+            r["id"],
+            r["source"],
+            "yes" if r["local"] else "no",
+            _fmt(r["episodes"]),
+            _fmt(r["steps"]),
+        )
+    Console().print(table)
+
+
+@app.command("info")
+def info_cmd(dataset: str = typer.Argument(..., help="Dataset id or path.")) -> None:
+    """Show a dataset's metadata and card (without loading its steps)."""
+    from rich.console import Console
+
+    from pbrl.datasets.registry import dataset_info
+
+    Console().print_json(json.dumps(dataset_info(dataset), default=str))
+
+
+@app.command("verify")
+def verify_cmd(
+    dataset: str = typer.Argument(..., help="Dataset id or path (.hdf5 file or Minari folder)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+) -> None:
+    """Check shapes, finiteness, episode lengths and reference scores; print a summary."""
+    from pbrl.datasets.registry import verify
+
+    summary = verify(dataset)
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2))
+        return
+    typer.echo(f"{summary['id']}: OK")
+    for key, value in summary.items():
+        if key in ("id", "warnings"):
+            continue
+        if isinstance(value, dict):
+            value = "  ".join(f"{k}={v:.4g}" for k, v in value.items())
+        typer.echo(f"  {key:<18} {value}")
+    for w in summary["warnings"]:
+        typer.echo(f"  warning: {w}")
+
+
+def _call_build(build: Any, task_id: str, kind: str, options: dict[str, Any]) -> str:
+    """Call a generator's build with the options its signature accepts."""
+    params = inspect.signature(build).parameters
+    accepted = {k: v for k, v in options.items() if k in params}
+    return str(build(task_id, kind, **accepted))
+
+
+@app.command("build")
+def build_cmd(
+    task: str = typer.Argument(..., help="Task id, e.g. metaworld/button-press-topdown-v3."),
+    kind: str = typer.Option(
+        ..., "--kind", help="random, medium, medium-replay, medium-expert, expert."
+    ),
+    episodes: int = typer.Option(
+        None, "--episodes", help="Number of episodes (generator default if unset)."
+    ),
+    steps: int = typer.Option(None, "--steps", help="SAC training steps (mujoco/dmc only)."),
+    seed: int = typer.Option(0, "--seed", help="Base seed; every episode's seed is recorded."),
+    workers: int = typer.Option(None, "--workers", help="Worker processes (metaworld only)."),
+    device: str = typer.Option(
+        "auto", "--device", help="SAC device (mujoco/dmc): auto, cpu, cuda."
+    ),
+    diagnose: bool = typer.Option(
+        True, "--diagnose/--no-diagnose", help="Run the dataset diagnosis after building."
+    ),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing dataset."),
+) -> None:
+    """Generate pbrl/<domain>/<task>/<kind>-v0 into the local Minari store."""
+    from pbrl.envs import get_task
+
+    spec = get_task(task)  # UnknownIdError names the task
+    if spec.domain not in GENERATORS:
+        raise PbrlError(
+            f"task '{task}': no local generator for domain '{spec.domain}' (its datasets are "
+            "downloaded: see `pbrl datasets list`)"
+        )
+    if steps is not None and spec.domain == "metaworld":
+        raise PbrlError("--steps: MetaWorld datasets come from the scripted expert; use --episodes")
+    if workers is not None and spec.domain != "metaworld":
+        raise PbrlError("--workers applies to MetaWorld generation only")
+    for name, value in (("--episodes", episodes), ("--steps", steps), ("--workers", workers)):
+        if value is not None and value < 1:
+            raise PbrlError(f"{name}: must be >= 1, got {value}")
+    module_name = GENERATORS[spec.domain]
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        if e.name != module_name:
+            raise
+        raise PbrlError(f"the {spec.domain} generator ({module_name}) is missing") from None
+    diagnose_on = diagnose and importlib.util.find_spec("pbrl.datasets.diagnose") is not None
+    options: dict[str, Any] = {
+        "episodes": episodes,
+        "steps": steps,
+        "seed": seed,
+        "workers": workers,
+        "device": device,
+        "overwrite": overwrite,
+        "diagnose": diagnose_on,
+    }
+    dataset_id = _call_build(module.build, spec.id, kind, options)
+    if diagnose_on and "diagnose" not in inspect.signature(module.build).parameters:
+        from pbrl.datasets.diagnose import run_and_record
+
+        run_and_record(dataset_id)
+    typer.echo(dataset_id)
