@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from pbrl.errors import UnknownIdError
+from pbrl.errors import DataError, PbrlError, UnknownIdError
 
 DOMAINS: dict[str, str] = {
     "mujoco": "pbrl.envs.mujoco",
@@ -93,3 +93,86 @@ def get_task(task_id: str) -> TaskSpec:
             "'mujoco/hopper', 'metaworld/button-press-topdown-v3', 'dmc/walker-walk')"
         )
     return _REGISTRY[task_id]
+
+
+# ---- shared helpers for the domain modules --------------------------------------------------
+def physics_state(env: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Copies of the current ``(qpos (nq,), qvel (nv,))`` of any task's env.
+
+    One function for every domain: gymnasium MuJoCo envs and MetaWorld keep the state in
+    ``env.unwrapped.data``; shimmy's DMC wrapper keeps the dm_control env in
+    ``env.unwrapped._env`` whose ``physics.data`` holds it.
+    """
+    u = env.unwrapped
+    inner = getattr(u, "_env", None)
+    physics = getattr(inner, "physics", None)
+    data = physics.data if physics is not None else getattr(u, "data", None)
+    if data is None or not hasattr(data, "qpos"):
+        raise PbrlError(f"{type(u).__name__}: no MuJoCo physics state (qpos/qvel) to read")
+    return np.array(data.qpos, dtype=np.float64), np.array(data.qvel, dtype=np.float64)
+
+
+def check_states(qpos: Any, qvel: Any, nq: int, nv: int, what: str) -> tuple[np.ndarray, ...]:
+    """Validate stored states ``qpos (T, nq)`` and ``qvel (T, nv)`` for rendering."""
+    qpos = np.asarray(qpos, dtype=np.float64)
+    qvel = np.asarray(qvel, dtype=np.float64)
+    if qpos.ndim != 2 or qpos.shape[1] != nq:
+        raise DataError(f"{what}: qpos must have shape (T, {nq}), got {qpos.shape}")
+    if qvel.ndim != 2 or qvel.shape[1] != nv:
+        raise DataError(f"{what}: qvel must have shape (T, {nv}), got {qvel.shape}")
+    if qpos.shape[0] != qvel.shape[0]:
+        raise DataError(f"{what}: qpos has {qpos.shape[0]} rows but qvel has {qvel.shape[0]}")
+    if not (np.isfinite(qpos).all() and np.isfinite(qvel).all()):
+        raise DataError(f"{what}: qpos/qvel contain NaN or inf")
+    return qpos, qvel
+
+
+class FrameRenderer:
+    """Offscreen RGB frames of a MuJoCo ``model``/``data`` pair from a named camera.
+
+    Uses ``mujoco.Renderer``, which makes its GL context current on every render: gymnasium's
+    own viewer does not, and silently returns black frames once another rendering env in
+    the process has been closed (ENVIRONMENT.md section 4). ``camera`` is a camera name, a
+    camera id, or -1 for MuJoCo's default free camera (placed from the model's extent only,
+    so it does not depend on the state at the first render).
+    """
+
+    def __init__(self, model: Any, width: int = 256, height: int = 256) -> None:
+        import mujoco
+
+        if width < 1 or height < 1:
+            raise PbrlError(f"render size must be positive, got {width}x{height}")
+        # The offscreen buffer must hold the frame; growing it is safe before a context exists.
+        model.vis.global_.offwidth = max(int(model.vis.global_.offwidth), int(width))
+        model.vis.global_.offheight = max(int(model.vis.global_.offheight), int(height))
+        self._renderer = mujoco.Renderer(model, height=int(height), width=int(width))
+
+    def render(self, data: Any, camera: str | int = -1, rotate180: bool = False) -> np.ndarray:
+        """One frame ``(H, W, 3)`` uint8 of ``data``'s current (forwarded) state."""
+        try:
+            self._renderer.update_scene(data, camera=camera)
+        except ValueError as e:
+            raise PbrlError(f"camera {camera!r}: {e}") from None
+        frame = self._renderer.render()
+        if rotate180:
+            frame = frame[::-1, ::-1]
+        return np.ascontiguousarray(frame, dtype=np.uint8)
+
+    def close(self) -> None:
+        self._renderer.close()
+
+    def __enter__(self) -> FrameRenderer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def check_returns(returns: Any, task_id: str) -> np.ndarray:
+    """Per-episode returns as a finite 1-D float array with at least one entry."""
+    r = np.asarray(returns, dtype=np.float64).reshape(-1)
+    if r.size == 0:
+        raise PbrlError(f"{task_id}: cannot score zero episodes")
+    if not np.isfinite(r).all():
+        raise PbrlError(f"{task_id}: episode returns contain NaN or inf")
+    return r
