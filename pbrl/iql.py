@@ -260,6 +260,17 @@ class IQLLearner(nn.Module):
         )
         self.steps = 0
 
+    def set_max_steps(self, max_steps: int) -> None:
+        """Restart the actor's cosine schedule over ``max_steps`` updates (call before fit)."""
+        self.max_steps = max(int(max_steps), 1)
+        for g in self.actor_opt.param_groups:
+            g["lr"] = self.cfg.actor_lr
+            g.pop("initial_lr", None)
+        if self.cfg.actor_schedule == "cosine":
+            self.actor_sched = torch.optim.lr_scheduler.CosineAnnealingLR(
+                self.actor_opt, T_max=self.max_steps
+            )
+
     # -- observation statistics ------------------------------------------------------------
     def set_obs_stats(self, observations: np.ndarray) -> None:
         """Standardisation statistics from the dataset (no-op unless ``obs_norm``)."""

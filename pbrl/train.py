@@ -1,0 +1,287 @@
+"""Train one learner on one dataset (+ preference file): the body of ``pbrl train``.
+
+:func:`train` resolves the device, loads the dataset and preferences, builds the agent
+from its module, strips the ground-truth reward unless the agent declares
+``requires_true_reward``, runs ``agent.fit(ctx)`` and, between its yields, logs metrics,
+evaluates on a separately seeded env (:mod:`pbrl.evaluate`) and checkpoints.
+
+Files written into ``out`` (each atomically):
+
+- ``config.json``: the resolved spec, the agent's config, versions, device, scale;
+- ``metrics.jsonl``: one JSON object per yielded metric dict (plus ``wall_s``);
+- ``eval.csv``: step, score, return_mean, return_std, success_rate, episodes, wall_s;
+- ``checkpoint.pt``: ``{"agent": agent.state_dict(), "step": ..., "config": ...}``;
+- ``summary.json``: written LAST; its presence means the run finished.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import logging
+import math
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from pbrl.agent import AgentSpec, FitContext, load_agent_module, make_config
+from pbrl.errors import DataError, PbrlError
+from pbrl.scale import reward_scale
+from pbrl.utils import atomic_path, resolve_device, seed_everything, write_json_atomic
+
+logger = logging.getLogger(__name__)
+
+EVAL_COLUMNS = (
+    "step",
+    "score",
+    "return_mean",
+    "return_std",
+    "success_rate",
+    "episodes",
+    "wall_s",
+)
+
+
+@dataclass
+class TrainSpec:
+    """One training run. ``overrides`` are ``--agent.FIELD VALUE`` strings (or values)."""
+
+    agent: str
+    dataset: str
+    prefs: str | None
+    seed: int
+    steps: int
+    device: str = "auto"
+    preset: str | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)
+    eval_every: int = 5000
+    eval_episodes: int = 10
+    log_interval: int = 500
+    out: str | None = None
+    task: str | None = None
+
+
+def _versions() -> dict[str, str]:
+    import pbrl
+
+    return {
+        "pbrl": getattr(pbrl, "__version__", "unknown"),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def _jsonable(x: Any) -> Any:
+    if dataclasses.is_dataclass(x) and not isinstance(x, type):
+        return {f.name: _jsonable(getattr(x, f.name)) for f in dataclasses.fields(x)}
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, np.generic):
+        return x.item()
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
+
+
+def _action_bounds(task_id: str | None, act_dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """The task's action box, or [-1, 1] when the dataset names no task."""
+    if task_id:
+        from pbrl.envs import get_task
+
+        _, space = get_task(task_id).spaces()
+        return np.asarray(space.low, np.float32), np.asarray(space.high, np.float32)
+    return -np.ones(act_dim, np.float32), np.ones(act_dim, np.float32)
+
+
+def _load_inputs(spec: TrainSpec, dataset: Any, prefs: Any) -> tuple[Any, Any]:
+    if dataset is None:
+        from pbrl.datasets.registry import load_dataset
+
+        dataset = load_dataset(spec.dataset)
+    if prefs is None and spec.prefs:
+        from pbrl.prefs import load_preferences
+
+        prefs = load_preferences(spec.prefs)
+    if prefs is not None and getattr(prefs, "dataset_id", dataset.id) != dataset.id:
+        raise DataError(
+            f"{spec.prefs or 'preferences'}: labels refer to dataset '{prefs.dataset_id}', "
+            f"but the run trains on '{dataset.id}'"
+        )
+    return dataset, prefs
+
+
+def train(spec: TrainSpec, *, dataset: Any = None, prefs: Any = None) -> dict[str, Any]:
+    """Run ``spec`` and return the summary (also written to ``out/summary.json``).
+
+    ``dataset`` (an OfflineDataset) and ``prefs`` (a PreferenceData) may be passed in
+    memory instead of being loaded from ``spec.dataset`` / ``spec.prefs`` (tests, notebooks).
+    """
+    return train_agent(spec, dataset=dataset, prefs=prefs)[0]
+
+
+def train_agent(
+    spec: TrainSpec, *, dataset: Any = None, prefs: Any = None
+) -> tuple[dict[str, Any], Any]:
+    """As :func:`train`, returning ``(summary, trained agent)``."""
+    t0 = time.time()
+    if spec.steps <= 0:
+        raise PbrlError(f"--steps must be positive, got {spec.steps}")
+    device = resolve_device(spec.device)
+    ds, pref_data = _load_inputs(spec, dataset, prefs)
+    mod = load_agent_module(spec.agent)
+    cfg = make_config(mod, spec.preset, {k: v for k, v in spec.overrides.items()})
+    task_id = spec.task or ds.task_id
+    low, high = _action_bounds(task_id, ds.act_dim)
+    rng = seed_everything(spec.seed)
+    agent = mod.Agent(cfg, AgentSpec(ds.obs_dim, ds.act_dim, low, high, device))
+    needs_truth = bool(getattr(agent, "requires_true_reward", False))
+    needs_prefs = bool(getattr(agent, "requires_preferences", True))
+    if needs_truth and ds.rewards is None:
+        raise DataError(f"{ds.path or ds.id}: agent '{spec.agent}' needs rewards; dataset has none")
+    # Provenance: a learner that does not ask for the ground truth never gets it.
+    fit_ds = ds if needs_truth else ds.without_rewards()
+    batch = None
+    answered = None
+    if needs_prefs:
+        if pref_data is None:
+            raise PbrlError(f"agent '{spec.agent}' learns from preferences: pass --prefs FILE")
+        answered = pref_data.answered()
+        if len(answered.prefer_b) == 0:
+            raise DataError(f"{spec.prefs or 'preferences'}: no answered queries")
+        batch = answered.to_batch(fit_ds, device)
+    generator = torch.Generator(device=device)
+    generator.manual_seed(spec.seed)
+    ctx = FitContext(
+        dataset=fit_ds,
+        prefs=batch,
+        steps=spec.steps,
+        seed=spec.seed,
+        device=device,
+        rng=rng,
+        generator=generator,
+        log_interval=spec.log_interval,
+        reward_scale=reward_scale(task_id),
+        pref_data=answered,
+    )
+    out = Path(spec.out) if spec.out else None
+    config = {
+        "spec": _jsonable(spec),
+        "agent_module": mod.__name__,
+        "agent_config": _jsonable(cfg),
+        "preset": spec.preset,
+        "task": task_id,
+        "dataset_id": ds.id,
+        "device": device,
+        "reward_scale": ctx.reward_scale,
+        "requires_true_reward": needs_truth,
+        "requires_preferences": needs_prefs,
+        "n_prefs": 0 if answered is None else len(answered.prefer_b),
+        "prefs_meta": _jsonable(getattr(answered, "meta", {})) if answered is not None else None,
+        "versions": _versions(),
+    }
+    metrics_f = None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "summary.json").unlink(missing_ok=True)
+        write_json_atomic(out / "config.json", config)
+        metrics_f = open(out / "metrics.jsonl", "w")  # noqa: SIM115 - closed in finally
+    evals: list[dict[str, Any]] = []
+    can_eval = bool(task_id) and spec.eval_episodes > 0
+
+    def run_eval(step: int) -> None:
+        from pbrl.evaluate import evaluate
+
+        res = evaluate(agent, task_id, spec.eval_episodes, spec.seed)
+        row = {
+            "step": step,
+            "score": res["score"],
+            "return_mean": res["return_mean"],
+            "return_std": res["return_std"],
+            "success_rate": res["success_rate"],
+            "episodes": spec.eval_episodes,
+            "wall_s": round(time.time() - t0, 3),
+        }
+        evals.append(row)
+        logger.info("step %d: score %.2f return %.1f", step, row["score"], row["return_mean"])
+        if out is not None:
+            _write_eval_csv(out / "eval.csv", evals)
+            _save_checkpoint(out / "checkpoint.pt", agent, step, config)
+
+    last_step = 0
+    last_metrics: dict[str, float] = {}
+    try:
+        for m in agent.fit(ctx):
+            step = int(m["step"])
+            if step > spec.steps:
+                raise PbrlError(
+                    f"agent '{spec.agent}' ran {step} steps, over its budget of {spec.steps}"
+                )
+            last_metrics = {k: float(v) for k, v in m.items()}
+            if metrics_f is not None:
+                rec = _jsonable(
+                    {**last_metrics, "step": step, "wall_s": round(time.time() - t0, 3)}
+                )
+                metrics_f.write(json.dumps(rec) + "\n")
+                metrics_f.flush()
+            if (
+                can_eval
+                and spec.eval_every > 0
+                and step // spec.eval_every > last_step // spec.eval_every
+            ):
+                run_eval(step)
+            last_step = step
+    finally:
+        if metrics_f is not None:
+            metrics_f.close()
+    if last_step != spec.steps:
+        raise PbrlError(f"agent '{spec.agent}' stopped at step {last_step} of {spec.steps}")
+    if can_eval and (not evals or evals[-1]["step"] != last_step):
+        run_eval(last_step)
+    if out is not None:
+        _save_checkpoint(out / "checkpoint.pt", agent, last_step, config)
+    scores = [e["score"] for e in evals]
+    summary = {
+        "agent": spec.agent,
+        "dataset": ds.id,
+        "task": task_id,
+        "seed": spec.seed,
+        "steps": last_step,
+        "preset": spec.preset,
+        "device": device,
+        "reward_scale": ctx.reward_scale,
+        "n_prefs": config["n_prefs"],
+        "final_score": scores[-1] if scores else None,
+        "best_score": max(scores) if scores else None,
+        "final_return": evals[-1]["return_mean"] if evals else None,
+        "final_success_rate": evals[-1]["success_rate"] if evals else None,
+        "last_metrics": _jsonable(last_metrics),
+        "wall_time_s": round(time.time() - t0, 3),
+    }
+    if out is not None:
+        write_json_atomic(out / "summary.json", summary)
+    return summary, agent
+
+
+def _write_eval_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(EVAL_COLUMNS))
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: ("" if r[k] is None else r[k]) for k in EVAL_COLUMNS})
+    with atomic_path(path) as tmp:
+        tmp.write_text(buf.getvalue())
+
+
+def _save_checkpoint(path: Path, agent: Any, step: int, config: dict[str, Any]) -> None:
+    with atomic_path(path) as tmp:
+        torch.save({"agent": agent.state_dict(), "step": step, "config": config}, tmp)
