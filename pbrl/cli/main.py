@@ -29,3 +29,6 @@ app.command("report")(_bench.report)
 from pbrl.cli import datasets as _datasets  # noqa: E402
 
 app.add_typer(_datasets.app, name="datasets")
+from pbrl.cli import oracles as _oracles  # noqa: E402
+
+app.add_typer(_oracles.app, name="oracles")
