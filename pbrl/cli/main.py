@@ -29,6 +29,12 @@ app.command("report")(_bench.report)
 from pbrl.cli import datasets as _datasets  # noqa: E402
 
 app.add_typer(_datasets.app, name="datasets")
+from pbrl.cli import label as _label  # noqa: E402
+
+app.command("label")(_label.label)
+from pbrl.cli import prefs as _prefs  # noqa: E402
+
+app.add_typer(_prefs.app, name="prefs")
 from pbrl.cli import oracles as _oracles  # noqa: E402
 
 app.add_typer(_oracles.app, name="oracles")
