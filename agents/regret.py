@@ -40,7 +40,6 @@ from pbrl.agents._reward_iql import (
     batched_numpy,
     iql_phase,
     log_due,
-    obs_stats,
     pair_minibatches,
     split_steps,
 )
@@ -48,8 +47,8 @@ from pbrl.agents._reward_iql import (
 from pbrl.agent import AgentSpec, FitContext
 from pbrl.data import TransitionTensors
 from pbrl.errors import PbrlError
-from pbrl.iql import IQLLearner, awr_policy_loss, iql_config_from
-from pbrl.nn import EnsembleMLP, GaussianActor
+from pbrl.iql import IQLConfig, IQLLearner, iql_config_from
+from pbrl.nn import EnsembleMLP
 
 # ---- losses (pure functions) ------------------------------------------------------------
 
@@ -99,12 +98,12 @@ def centred_awr_weights(a_hat: torch.Tensor, beta: float, clip: float = 100.0) -
 
 
 @dataclass
-class Config:
-    """regret hyper-parameters (A-hat: MR's reward-model sizes; policy: IQL's actor)."""
+class Config(IQLConfig):
+    """regret options: the IQL core's fields (actor; critics only for use=reward) plus A-hat's."""
 
     use: str = "greedy"
     """How A-hat is used: 'greedy' (AWR on dataset actions with A-hat frozen, centred per
-    batch) or 'reward' (A-hat handed to the IQL core as the reward)."""
+    batch; the core's actor and beta) or 'reward' (A-hat handed to the IQL core as reward)."""
     ensemble: int = 3
     """A-hat ensemble size (MR's)."""
     adv_hidden: tuple[int, ...] = (256, 256, 256)
@@ -119,28 +118,10 @@ class Config:
     """Weight of the level anchor c_reg * mean(A^2) over the batch's real steps."""
     adv_frac: float = 0.2
     """Fraction of the run's updates spent learning A-hat (the rest trains the policy)."""
-    beta: float = 3.0
-    """AWR inverse temperature (greedy) and IQL's beta (reward)."""
-    max_weight: float = 100.0
-    """Upper clip of the AWR weight."""
     batch_size: int = 256
     """Transitions per policy (AWR or IQL) minibatch."""
-    hidden: tuple[int, ...] = (256, 256)
-    """Hidden widths of the actor (and, for use=reward, IQL's critics and value net)."""
-    actor_lr: float = 3e-4
-    """Adam learning rate of the actor."""
-    actor_schedule: str = "cosine"
-    """Actor lr schedule: 'cosine' to 0 over the policy phase, or 'constant'."""
-    lr: float = 3e-4
-    """IQL critic and value learning rate (use=reward)."""
-    expectile: float = 0.7
-    """IQL expectile (use=reward)."""
-    gamma: float = 0.99
-    """IQL discount (use=reward)."""
     reward_norm: str = "none"
     """Normalisation of A-hat before IQL (use=reward): none | corl | pt_true | pt_learned."""
-    log_std_min: float = -20.0
-    """Lower clamp of the Gaussian actor's log-std (CORL's)."""
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -171,28 +152,8 @@ class Agent:
         self.device = spec.device
         d_in = spec.obs_dim + spec.act_dim
         self.adv = EnsembleMLP(cfg.ensemble, d_in, 1, cfg.adv_hidden, cfg.adv_act).to(self.device)
-        self.obs_mean = torch.zeros(spec.obs_dim, device=self.device)
-        self.obs_std = torch.ones(spec.obs_dim, device=self.device)
-        self.actor: GaussianActor | None = None
-        self.iql: IQLLearner | None = None
-        self._build_policy(max_steps=1)
-
-    # -- networks --------------------------------------------------------------------------
-    def _build_policy(self, max_steps: int) -> None:
-        cfg, spec = self.cfg, self.spec
-        if cfg.use == "greedy":
-            self.actor = GaussianActor(
-                spec.obs_dim, spec.act_dim, cfg.hidden, log_std_min=cfg.log_std_min
-            ).to(self.device)
-            self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.actor_lr)
-            self.actor_sched = (
-                torch.optim.lr_scheduler.CosineAnnealingLR(self.actor_opt, T_max=max(max_steps, 1))
-                if cfg.actor_schedule == "cosine"
-                else None
-            )
-        else:
-            icfg = iql_config_from(cfg)
-            self.iql = IQLLearner(spec.obs_dim, spec.act_dim, icfg, max_steps, self.device)
+        # greedy uses only the core's actor (its AWR step); reward uses all of it
+        self.iql = IQLLearner(spec.obs_dim, spec.act_dim, iql_config_from(cfg), 1, self.device)
 
     def advantage(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
         """A-hat per member, shape (E, *batch)."""
@@ -215,11 +176,12 @@ class Agent:
             strict = y != 0.5
             correct = ((s_b.mean(0) > s_a.mean(0)) == (y > 0.5)) & strict
             acc = correct.float().sum() / strict.float().sum().clamp_min(1.0)
+            abs_mean = torch.cat([adv_a, adv_b], 1).abs().mean()
         return loss, {
             "adv_loss": float(pref.detach().mean()),
             "adv_anchor": float(anchor.detach().mean()),
             "adv_acc": float(acc),
-            "adv_abs_mean": float(torch.cat([adv_a, adv_b], 1).detach().abs().mean()),
+            "adv_abs_mean": float(abs_mean),
         }
 
     def fit(self, ctx: FitContext) -> Iterator[dict[str, float]]:
@@ -228,10 +190,6 @@ class Agent:
         cfg = self.cfg
         ds = ctx.dataset
         n_adv, n_pol = split_steps(ctx.steps, (cfg.adv_frac,))
-        mean, std = obs_stats(ds.observations)
-        self.obs_mean = torch.as_tensor(mean, device=self.device)
-        self.obs_std = torch.as_tensor(std, device=self.device)
-        self._build_policy(n_pol)
 
         opt = torch.optim.Adam(self.adv.parameters(), lr=cfg.adv_lr)
         batches = pair_minibatches(ctx.prefs.size, cfg.adv_batch, ctx.generator, ctx.device)
@@ -245,49 +203,29 @@ class Agent:
                 yield {"step": step, "phase": 1.0, **m}
         self.adv.eval().requires_grad_(False)
 
+        self.iql.set_max_steps(n_pol)
         if cfg.use == "reward":
-            assert self.iql is not None
             rewards = self.reward(ds.observations, ds.actions)
             yield from iql_phase(
                 self.iql, ds, rewards, n_pol, cfg.batch_size, ctx, n_adv, cfg.reward_norm
             )
             return
+        self.iql.set_obs_stats(ds.observations)
         data = TransitionTensors.from_dataset(ds, ctx.device)
-        assert self.actor is not None
         for i in range(1, n_pol + 1):
             b = data.sample(cfg.batch_size, ctx.generator)
             with torch.no_grad():
                 a_hat = self.advantage(b["obs"], b["act"]).mean(0)
-            obs_n = (b["obs"] - self.obs_mean) / self.obs_std
-            nll = -self.actor.log_prob(obs_n, b["act"])
-            loss = awr_policy_loss(nll, a_hat - a_hat.mean(), cfg.beta, cfg.max_weight)
-            self.actor_opt.zero_grad(set_to_none=True)
-            loss.backward()
-            self.actor_opt.step()
-            if self.actor_sched is not None:
-                self.actor_sched.step()
+            # centring makes the weights blind to A-hat's unidentified constant
+            m = self.iql.actor_step(self.iql.norm(b["obs"]), b["act"], a_hat - a_hat.mean())
             step = n_adv + i
             if log_due(step, ctx.steps, ctx.log_interval) or i == n_pol:
                 w = centred_awr_weights(a_hat, cfg.beta, cfg.max_weight)
-                yield {
-                    "step": step,
-                    "phase": 2.0,
-                    "actor_loss": float(loss.detach()),
-                    "awr_weight_mean": float(w.mean()),
-                    "awr_weight_max": float(w.max()),
-                }
+                yield {"step": step, "phase": 2.0, **m, "awr_weight_max": float(w.max())}
 
     # -- acting / reward -------------------------------------------------------------------
-    @torch.no_grad()
     def act(self, obs: np.ndarray) -> np.ndarray:
-        if self.iql is not None:
-            a = self.iql.act(obs)
-        else:
-            assert self.actor is not None
-            self.actor.eval()
-            x = torch.as_tensor(np.asarray(obs, dtype=np.float32), device=self.device)
-            a = self.actor((x - self.obs_mean) / self.obs_std).clamp(-1.0, 1.0).cpu().numpy()
-        return np.clip(a, self.spec.act_low, self.spec.act_high).astype(np.float32)
+        return np.clip(self.iql.act(obs), self.spec.act_low, self.spec.act_high)
 
     def reward(self, obs: np.ndarray, act: np.ndarray) -> np.ndarray:
         """A-hat (ensemble mean) of each (s, a): the learned optimal advantage."""
@@ -295,22 +233,8 @@ class Agent:
         return batched_numpy(lambda o, a: self.advantage(o, a).mean(0), obs, act, self.device)
 
     def state_dict(self) -> dict[str, Any]:
-        state: dict[str, Any] = {
-            "adv": self.adv.state_dict(),
-            "obs_mean": self.obs_mean.cpu(),
-            "obs_std": self.obs_std.cpu(),
-        }
-        if self.actor is not None:
-            state["actor"] = self.actor.state_dict()
-        if self.iql is not None:
-            state["iql"] = self.iql.state_dict()
-        return state
+        return {"adv": self.adv.state_dict(), "iql": self.iql.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.adv.load_state_dict(state["adv"])
-        self.obs_mean = state["obs_mean"].to(self.device)
-        self.obs_std = state["obs_std"].to(self.device)
-        if self.actor is not None:
-            self.actor.load_state_dict(state["actor"])
-        if self.iql is not None:
-            self.iql.load_state_dict(state["iql"])
+        self.iql.load_state_dict(state["iql"])

@@ -1,0 +1,376 @@
+"""hprior: Hindsight PRIOR reward learning, relabel, IQL (Verma & Metcalf, ICLR 2024).
+
+Paper: M. Verma, K. Metcalf, "Hindsight PRIORs for Reward Learning from Human Preferences",
+ICLR 2024 (arXiv 2404.08828). No official code is public; every open detail follows the
+proposals of /work/shared/algorithms/hprior.md section 5 (docs/agents-advanced.md).
+
+Summary. A causal transformer world model over the interleaved tokens (s_1, a_1, ..., s_T,
+a_T) is trained first (next-state prediction from each a_t token) and then frozen. For every
+labelled segment, the attention of its last token, averaged over heads and layers in eval
+mode, gives a state importance alpha_t (summing to 1). The reward model (MR's ensemble) is
+trained with the Bradley-Terry loss plus a return-redistribution term that pulls each
+per-step reward towards alpha_t times the member's own predicted segment return. The
+dataset is relabelled with the ensemble mean and the shared IQL core is trained on it.
+
+Losses (per member e, summed over members; y = prefer_b, 1 = segment b preferred)::
+
+    world model: L_W = mean_{b,t,dims} (f(s_<=t, a_<=t) - s_{t+1})^2   (standardised states)
+    R^e(sigma)  = sum_t r^e(s_t, a_t)                                   (undiscounted)
+    L_CE^e      = mean_pairs -[(1 - y) log sigmoid(R^e_a - R^e_b) + y log sigmoid(R^e_b - R^e_a)]
+    L_prior^e   = mean_{sigma in {a, b}, b, t} (r^e(s_t, a_t) - alpha_t R^e(sigma))^2
+    L           = sum_e (L_CE^e + lambda L_prior^e),   lambda = 1
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from pbrl.agents._reward_iql import (
+    batched_numpy,
+    iql_phase,
+    log_due,
+    obs_stats,
+    pair_minibatches,
+    split_steps,
+)
+from pbrl.agents.regret import logistic_pref_loss, segment_sum
+from torch import nn
+
+from pbrl.agent import AgentSpec, FitContext
+from pbrl.errors import PbrlError
+from pbrl.iql import IQLConfig, IQLLearner, iql_config_from
+from pbrl.nn import CausalTransformer, EnsembleMLP
+
+# ---- losses (pure functions) ------------------------------------------------------------
+
+
+def attention_importance(attn: Sequence[torch.Tensor], lengths: torch.Tensor) -> torch.Tensor:
+    """Hindsight PRIOR state importance from a causal world model's attention maps.
+
+    ``attn`` holds one tensor per layer, (B, heads, 2T, 2T) or (B, 2T, 2T), rows = queries,
+    over interleaved tokens (s_1, a_1, ..., s_T, a_T). ``lengths`` (B,) is the number of
+    real steps n of each segment. For each segment the query row is its last real token
+    a_n (the only one that sees the whole segment), and
+
+        alpha_t = mean_layers mean_heads ( A[q, s_t] + A[q, a_t] ),   t < n;  0 otherwise.
+
+    With clean softmax rows (eval mode) sum_t alpha_t = 1.
+    """
+    maps = [a if a.dim() == 4 else a.unsqueeze(1) for a in attn]
+    stacked = torch.stack([m.mean(dim=1) for m in maps], dim=0).mean(dim=0)  # (B, 2T, 2T)
+    bsz, n_tok, _ = stacked.shape
+    q = (2 * lengths.long() - 1).clamp(min=0)
+    rows = stacked[torch.arange(bsz, device=stacked.device), q]  # (B, 2T)
+    alpha = rows.reshape(bsz, n_tok // 2, 2).sum(dim=-1)
+    steps = torch.arange(n_tok // 2, device=stacked.device)
+    return alpha * (steps[None, :] < lengths[:, None]).to(alpha.dtype)
+
+
+def prior_loss(
+    r_hat: torch.Tensor, alpha: torch.Tensor, mask: torch.Tensor, detach_target: bool = False
+) -> torch.Tensor:
+    """Return-redistribution loss: mean over real (b, t) of ``(r_t - alpha_t * R)^2``.
+
+    ``r_hat`` (..., B, T) per-step predicted rewards (a leading member axis allowed),
+    ``alpha`` (B, T) importance, ``mask`` (B, T). ``R = sum_t mask_t r_t`` is the member's
+    own predicted (undiscounted) segment return. The target is not detached by default
+    (the literal formula, as the only public implementation does), so the gradient also
+    flows into R; ``detach_target`` stops it.
+    """
+    m = mask.to(r_hat.dtype)
+    ret = (r_hat * m).sum(dim=-1, keepdim=True)
+    target = alpha * ret
+    if detach_target:
+        target = target.detach()
+    return ((r_hat - target).pow(2) * m).sum(dim=(-2, -1)) / m.sum().clamp_min(1.0)
+
+
+def world_model_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Next-state MSE, mean over real steps (mask 1) and state dimensions."""
+    m = mask.to(pred.dtype)
+    sq = (pred - target).pow(2).mean(dim=-1)
+    return (sq * m).sum() / m.sum().clamp_min(1.0)
+
+
+# ---- world model --------------------------------------------------------------------------
+
+
+class WorldModel(nn.Module):
+    """Causal GPT over (s_t, a_t) tokens predicting s_{t+1} from each a_t token.
+
+    Inputs are standardised states and raw actions; a learned per-position embedding is
+    added to both tokens of a step (the only position signal).
+    """
+
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        embed_dim: int = 256,
+        n_layers: int = 3,
+        n_heads: int = 4,
+        max_len: int = 64,
+        dropout: float = 0.1,
+    ) -> None:
+        super().__init__()
+        self.embed_s = nn.Linear(obs_dim, embed_dim)
+        self.embed_a = nn.Linear(act_dim, embed_dim)
+        self.embed_t = nn.Embedding(max_len, embed_dim)
+        self.embed_ln = nn.LayerNorm(embed_dim)
+        self.gpt = CausalTransformer(
+            embed_dim, n_layers, n_heads, 2 * max_len, dropout, pos_embedding=False
+        )
+        self.head = nn.Linear(embed_dim, obs_dim)
+        self.max_len = max_len
+
+    def forward(
+        self, obs_n: torch.Tensor, act: torch.Tensor, mask: torch.Tensor
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """(predicted next standardised state (B, T, S), per-layer attention maps)."""
+        b, t, _ = obs_n.shape
+        if t > self.max_len:
+            raise PbrlError(
+                f"hprior: segment of {t} steps exceeds the world model's {self.max_len}"
+            )
+        e_t = self.embed_t(torch.arange(t, device=obs_n.device))[None]
+        tok = torch.stack([self.embed_s(obs_n) + e_t, self.embed_a(act) + e_t], dim=2)
+        tok = self.embed_ln(tok.reshape(b, 2 * t, -1))
+        h, attn = self.gpt(tok, mask.repeat_interleave(2, dim=1))
+        return self.head(h[:, 1::2]), attn
+
+
+def dataset_windows(
+    ds: Any, length: int, batch: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """``batch`` windows of ``length`` rows starting at uniform rows, cut at episode ends.
+
+    Returns (rows (batch, length) with padding pointing at the window's first row, mask).
+    """
+    ep_end = np.repeat(np.asarray(ds.starts) + np.asarray(ds.lengths), np.asarray(ds.lengths))
+    first = rng.integers(0, ds.num_steps, batch)
+    offs = np.arange(length)
+    rows = first[:, None] + offs[None, :]
+    mask = rows < ep_end[first][:, None]
+    return np.where(mask, rows, first[:, None]), mask
+
+
+# ---- agent --------------------------------------------------------------------------------
+
+
+@dataclass
+class Config(IQLConfig):
+    """hprior options: the IQL core's fields plus the world and reward models'."""
+
+    prior_coef: float = 1.0
+    """lambda, the weight of the return-redistribution loss (sweep 0.1, 1, 10)."""
+    detach_target: bool = False
+    """Stop the gradient through alpha_t * R in the prior loss (default: not detached)."""
+    wm_embed_dim: int = 256
+    """World-model transformer width."""
+    wm_layers: int = 3
+    """World-model layers."""
+    wm_heads: int = 4
+    """World-model attention heads (importance averages over them)."""
+    wm_dropout: float = 0.1
+    """World-model dropout (off when computing importance: eval mode)."""
+    wm_lr: float = 1e-4
+    """World-model Adam learning rate (TWM's)."""
+    wm_grad_clip: float = 100.0
+    """World-model gradient-norm clip (TWM's)."""
+    wm_batch: int = 64
+    """Dataset windows per world-model minibatch."""
+    wm_frac: float = 10 / 1060
+    """Fraction of the run's updates for the world model (S1: 10k of 10k + 50k + 1M)."""
+    ensemble: int = 3
+    """Reward-model ensemble size (MR's)."""
+    rm_hidden: tuple[int, ...] = (256, 256, 256)
+    """Reward-model hidden widths (MR's)."""
+    rm_lr: float = 3e-4
+    """Reward-model Adam learning rate."""
+    rm_batch: int = 64
+    """Labelled pairs per reward minibatch."""
+    rm_frac: float = 50 / 1060
+    """Fraction of the run's updates for the reward model (S1: 50k)."""
+    reward_norm: str = "none"
+    """Normalisation of the relabelled reward: none | corl | pt_true | pt_learned."""
+    batch_size: int = 256
+    """Transitions per IQL update."""
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "paper": {},
+    "quick": {"wm_frac": 0.1, "rm_frac": 0.2, "wm_batch": 32, "rm_batch": 32, "batch_size": 128},
+}
+
+TEST_OVERRIDES: dict[str, Any] = {
+    "wm_embed_dim": 16,
+    "wm_layers": 1,
+    "wm_heads": 2,
+    "wm_batch": 4,
+    "ensemble": 2,
+    "rm_hidden": (16, 16),
+    "rm_batch": 4,
+    "hidden": (16, 16),
+    "batch_size": 8,
+    "wm_frac": 0.2,
+    "rm_frac": 0.3,
+}
+
+
+class Agent:
+    """World model -> attention importance -> PRIOR reward ensemble -> relabel -> IQL."""
+
+    def __init__(self, cfg: Config, spec: AgentSpec) -> None:
+        self.cfg = cfg
+        self.spec = spec
+        self.device = spec.device
+        d_in = spec.obs_dim + spec.act_dim
+        self.rm = EnsembleMLP(
+            cfg.ensemble, d_in, 1, cfg.rm_hidden, "leaky_relu", out_act="tanh"
+        ).to(self.device)
+        self.iql = IQLLearner(spec.obs_dim, spec.act_dim, iql_config_from(cfg), 1, self.device)
+        self.obs_mean = torch.zeros(spec.obs_dim, device=self.device)
+        self.obs_std = torch.ones(spec.obs_dim, device=self.device)
+        self.wm: WorldModel | None = None
+        self._build_wm(64)
+
+    def _build_wm(self, max_len: int) -> None:
+        c = self.cfg
+        self.wm = WorldModel(
+            self.spec.obs_dim,
+            self.spec.act_dim,
+            c.wm_embed_dim,
+            c.wm_layers,
+            c.wm_heads,
+            max_len,
+            c.wm_dropout,
+        ).to(self.device)
+
+    def rewards_of(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
+        """Per-member reward (E, *batch)."""
+        return self.rm(torch.cat([obs, act], -1), shared=True).squeeze(-1)
+
+    @torch.no_grad()
+    def importance(self, obs: torch.Tensor, act: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """alpha (B, T) of segments from the frozen world model in eval mode."""
+        assert self.wm is not None
+        self.wm.eval()
+        _, attn = self.wm((obs - self.obs_mean) / self.obs_std, act, mask)
+        return attention_importance(attn, mask.sum(-1).round().long())
+
+    def rm_losses(self, b: Any) -> tuple[torch.Tensor, dict[str, float]]:
+        """Sum over members of (BT cross-entropy + lambda * prior) on a pair minibatch."""
+        r_a = self.rewards_of(b.obs_a, b.act_a)  # (E, B, T)
+        r_b = self.rewards_of(b.obs_b, b.act_b)
+        ce = logistic_pref_loss(segment_sum(r_a, b.mask_a), segment_sum(r_b, b.mask_b), b.prefer_b)
+        alpha = torch.cat(
+            [
+                self.importance(b.obs_a, b.act_a, b.mask_a),
+                self.importance(b.obs_b, b.act_b, b.mask_b),
+            ]
+        )
+        mask = torch.cat([b.mask_a, b.mask_b])
+        prior = prior_loss(torch.cat([r_a, r_b], 1), alpha, mask, self.cfg.detach_target)
+        loss = (ce + self.cfg.prior_coef * prior).sum()
+        with torch.no_grad():
+            s_a, s_b = segment_sum(r_a, b.mask_a).mean(0), segment_sum(r_b, b.mask_b).mean(0)
+            strict = b.prefer_b != 0.5
+            ok = ((s_b > s_a) == (b.prefer_b > 0.5)) & strict
+            acc = ok.float().sum() / strict.float().sum().clamp_min(1.0)
+        return loss, {
+            "rm_ce": float(ce.detach().mean()),
+            "rm_prior": float(prior.detach().mean()),
+            "rm_acc": float(acc),
+            "alpha_max": float(alpha.max(dim=-1).values.mean()),
+        }
+
+    def fit(self, ctx: FitContext) -> Iterator[dict[str, float]]:
+        if ctx.prefs is None or ctx.prefs.size == 0:
+            raise PbrlError("hprior needs preferences (--prefs)")
+        cfg = self.cfg
+        ds = ctx.dataset
+        seg_len = int(ctx.prefs.obs_a.shape[1])
+        self._build_wm(seg_len)
+        assert self.wm is not None
+        mean, std = obs_stats(ds.observations)
+        self.obs_mean = torch.as_tensor(mean, device=self.device)
+        self.obs_std = torch.as_tensor(std, device=self.device)
+        n_wm, n_rm, n_iql = split_steps(ctx.steps, (cfg.wm_frac, cfg.rm_frac))
+
+        # phase 0: the world model on dataset windows of the segment length
+        obs_n = (
+            torch.as_tensor(ds.observations, device=self.device) - self.obs_mean
+        ) / self.obs_std
+        nxt_n = (
+            torch.as_tensor(ds.next_observations, device=self.device) - self.obs_mean
+        ) / self.obs_std
+        act = torch.as_tensor(np.asarray(ds.actions, np.float32), device=self.device)
+        opt = torch.optim.Adam(self.wm.parameters(), lr=cfg.wm_lr)
+        self.wm.train()
+        for step in range(1, n_wm + 1):
+            rows, mask = dataset_windows(ds, seg_len, cfg.wm_batch, ctx.rng)
+            r = torch.as_tensor(rows, device=self.device)
+            m = torch.as_tensor(mask, dtype=torch.float32, device=self.device)
+            pred, _ = self.wm(obs_n[r], act[r], m)
+            loss = world_model_loss(pred, nxt_n[r], m)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(self.wm.parameters(), cfg.wm_grad_clip)
+            opt.step()
+            if log_due(step, ctx.steps, ctx.log_interval) or step == n_wm:
+                yield {"step": step, "phase": 0.0, "wm_loss": float(loss.detach())}
+        self.wm.eval().requires_grad_(False)
+
+        # phase 1: the reward ensemble with the PRIOR term
+        opt = torch.optim.Adam(self.rm.parameters(), lr=cfg.rm_lr)
+        batches = pair_minibatches(ctx.prefs.size, cfg.rm_batch, ctx.generator, ctx.device)
+        self.rm.train()
+        for i in range(1, n_rm + 1):
+            loss, m = self.rm_losses(ctx.prefs.index(next(batches)))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step = n_wm + i
+            if log_due(step, ctx.steps, ctx.log_interval) or i == n_rm:
+                yield {"step": step, "phase": 1.0, **m}
+        self.rm.eval().requires_grad_(False)
+
+        # phase 2: relabel with the ensemble mean, IQL
+        self.iql.set_max_steps(n_iql)
+        rewards = self.reward(ds.observations, ds.actions)
+        yield from iql_phase(
+            self.iql, ds, rewards, n_iql, cfg.batch_size, ctx, n_wm + n_rm, cfg.reward_norm
+        )
+
+    # -- acting / reward -------------------------------------------------------------------
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        return np.clip(self.iql.act(obs), self.spec.act_low, self.spec.act_high)
+
+    def reward(self, obs: np.ndarray, act: np.ndarray) -> np.ndarray:
+        """The learned reward (ensemble mean) of each (s, a)."""
+        self.rm.eval()
+        return batched_numpy(lambda o, a: self.rewards_of(o, a).mean(0), obs, act, self.device)
+
+    def state_dict(self) -> dict[str, Any]:
+        assert self.wm is not None
+        return {
+            "wm": self.wm.state_dict(),
+            "wm_max_len": self.wm.max_len,
+            "rm": self.rm.state_dict(),
+            "obs_mean": self.obs_mean.cpu(),
+            "obs_std": self.obs_std.cpu(),
+            "iql": self.iql.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._build_wm(int(state["wm_max_len"]))
+        assert self.wm is not None
+        self.wm.load_state_dict(state["wm"])
+        self.rm.load_state_dict(state["rm"])
+        self.obs_mean = state["obs_mean"].to(self.device)
+        self.obs_std = state["obs_std"].to(self.device)
+        self.iql.load_state_dict(state["iql"])

@@ -1,0 +1,354 @@
+"""pt: Preference Transformer reward model, relabel, IQL (Kim et al., ICLR 2023).
+
+Paper: C. Kim, J. Park, J. Shin, H. Lee, P. Abbeel, K. Lee, "Preference Transformer:
+Modeling Human Preferences using Transformers for RL", ICLR 2023; official JAX code
+csmile-1006/PreferenceTransformer (facts: /work/shared/algorithms/baselines_bpref.md (a)).
+
+Summary. A causal GPT over the interleaved tokens (a_1, s_1, ..., a_H, s_H) (state and
+action embeddings plus a learned timestep embedding, timesteps restarting at 1 in every
+segment) gives a hidden state h_t at every state token. The preference-attention layer maps
+h_t to a query q_t, key k_t and non-Markovian reward r_t; the segment score is the mean over
+steps of the bidirectional attention output z_t = sum_j softmax_j(q_t . k_j) r_j (unscaled,
+as the official code). ``preference_attention=false`` is the variant the official README
+command actually runs (r_t = MLP(h_t), score = mean_t r_t). The dataset is then relabelled
+with r_t at the last position of the window of the last ``relabel_len`` steps ending at each
+transition, normalised, and the shared IQL core is trained on it.
+
+Loss (ties stay in as 0.5; y = prefer_b, 1 = segment b preferred)::
+
+    S(sigma) = (1/H) sum_t z_t,   z_t = sum_j softmax_j(q_t . k_j) r_j
+    L = mean_pairs -[(1 - y) log softmax(S_a, S_b)_a + y log softmax(S_a, S_b)_b]
+
+AdamW (weight decay 1e-4) on a warm-up-cosine schedule 1e-4 -> 1e-3 (10% of the reward
+steps) -> 1e-4.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from pbrl.agents._reward_iql import iql_phase, log_due, pair_minibatches, split_steps
+from torch import nn
+
+from pbrl.agent import AgentSpec, FitContext
+from pbrl.errors import PbrlError
+from pbrl.iql import IQLConfig, IQLLearner, iql_config_from
+from pbrl.nn import MLP, CausalTransformer
+
+# ---- losses (pure functions) ------------------------------------------------------------
+
+
+def preference_attention(
+    q: torch.Tensor, k: torch.Tensor, r: torch.Tensor, mask: torch.Tensor
+) -> torch.Tensor:
+    """PT's preference-attention output ``z_t = sum_j softmax_j(q_t . k_j) r_j``.
+
+    q, k: (B, T, D); r: (B, T); mask (B, T). Non-causal, single head and, as in the
+    official code, NOT scaled by 1/sqrt(D) (the official attention divides by the square
+    root of the value width, which is 1). Padded keys get the official additive -1e4.
+    """
+    logits = torch.einsum("btd,bjd->btj", q, k)
+    logits = logits + (1.0 - mask.to(logits.dtype))[:, None, :] * -1e4
+    w = torch.softmax(logits, dim=-1)
+    return torch.einsum("btj,bj->bt", w, r)
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of (B, T) values over the real steps of each row."""
+    m = mask.to(x.dtype)
+    return (x * m).sum(dim=-1) / m.sum(dim=-1).clamp_min(1.0)
+
+
+def pt_cross_entropy(
+    score_a: torch.Tensor, score_b: torch.Tensor, prefer_b: torch.Tensor
+) -> torch.Tensor:
+    """Softmax cross-entropy on the logits [S_a, S_b] with soft label [1-y, y], batch mean.
+
+    Ties (y = 0.5) stay in the loss as -0.5 log p_a - 0.5 log p_b (PT keeps them).
+    """
+    logp = torch.log_softmax(torch.stack([score_a, score_b], dim=-1), dim=-1)
+    y = prefer_b.to(logp.dtype)
+    return -((1.0 - y) * logp[..., 0] + y * logp[..., 1]).mean()
+
+
+# ---- model --------------------------------------------------------------------------------
+
+
+class PTRewardModel(nn.Module):
+    """The Preference Transformer: GPT over (a_t, s_t) tokens + preference attention."""
+
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        embed_dim: int = 256,
+        n_layers: int = 1,
+        n_heads: int = 4,
+        max_len: int = 100,
+        dropout: float = 0.1,
+        max_timestep: int = 1000,
+        preference_attention: bool = True,
+        pref_attn_dim: int = 256,
+    ) -> None:
+        super().__init__()
+        self.embed_s = nn.Linear(obs_dim, embed_dim)
+        self.embed_a = nn.Linear(act_dim, embed_dim)
+        self.embed_t = nn.Embedding(max_timestep + 1, embed_dim)
+        self.embed_ln = nn.LayerNorm(embed_dim)
+        # no positional table: the timestep embedding is the only position signal (official)
+        self.gpt = CausalTransformer(
+            embed_dim,
+            n_layers,
+            n_heads,
+            2 * max_len,
+            dropout,
+            pos_embedding=False,
+            activation="relu",
+        )
+        self.max_len = max_len
+        self.max_timestep = max_timestep
+        self.preference_attention = preference_attention
+        self.pref_attn_dim = pref_attn_dim
+        if preference_attention:
+            self.head: nn.Module = nn.Linear(embed_dim, 2 * pref_attn_dim + 1)
+        else:
+            self.head = MLP(embed_dim, 1, (embed_dim // 2,), "relu")
+
+    def hidden(self, obs: torch.Tensor, act: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Hidden states at the state tokens, (B, H, E); timesteps are 1..H per segment."""
+        b, h, _ = obs.shape
+        if h > self.max_len:
+            raise PbrlError(f"pt: segment of {h} steps exceeds max_len {self.max_len}")
+        ts = torch.arange(1, h + 1, device=obs.device).clamp(max=self.max_timestep)
+        e_t = self.embed_t(ts)[None]
+        tok = torch.stack([self.embed_a(act) + e_t, self.embed_s(obs) + e_t], dim=2)
+        tok = self.embed_ln(tok.reshape(b, 2 * h, -1))
+        key_mask = mask.repeat_interleave(2, dim=1)
+        out, _ = self.gpt(tok, key_mask)
+        return out[:, 1::2]
+
+    def forward(
+        self, obs: torch.Tensor, act: torch.Tensor, mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(segment score (B,), per-step reward r_t (B, H))."""
+        h = self.hidden(obs, act, mask)
+        if self.preference_attention:
+            d = self.pref_attn_dim
+            out = self.head(h)
+            q, k, r = out[..., :d], out[..., d : 2 * d], out[..., 2 * d]
+            z = preference_attention(q, k, r, mask)
+            return masked_mean(z, mask), r
+        r = self.head(h).squeeze(-1)
+        return masked_mean(r, mask), r
+
+
+def warmup_cosine(
+    step: int, total: int, warmup: int, init: float, peak: float, end: float
+) -> float:
+    """optax.warmup_cosine_decay_schedule: linear init->peak over ``warmup``, cosine to ``end``."""
+    if warmup > 0 and step < warmup:
+        return init + (peak - init) * step / warmup
+    decay = max(total - warmup, 1)
+    frac = min(max(step - warmup, 0) / decay, 1.0)
+    return end + (peak - end) * 0.5 * (1.0 + math.cos(math.pi * frac))
+
+
+# ---- agent --------------------------------------------------------------------------------
+
+
+@dataclass
+class Config(IQLConfig):
+    """pt options: the IQL core's fields plus the Preference Transformer's."""
+
+    preference_attention: bool = True
+    """Preference-attention layer (the paper's model); false = the official README variant."""
+    embed_dim: int = 256
+    """Transformer width (README: 256)."""
+    n_layers: int = 1
+    """GPT layers (README: 1)."""
+    n_heads: int = 4
+    """Attention heads (README: 4)."""
+    dropout: float = 0.1
+    """Embedding, attention and residual dropout."""
+    pref_attn_dim: int = 256
+    """Query/key width of the preference-attention layer."""
+    rm_batch: int = 256
+    """Labelled pairs per reward minibatch (README: 256)."""
+    rm_lr: float = 1e-4
+    """Initial and final learning rate; the warm-up peak is 10x this (official)."""
+    rm_weight_decay: float = 1e-4
+    """AdamW weight decay (optax default)."""
+    rm_warmup: float = 0.1
+    """Warm-up fraction of the reward steps."""
+    rm_frac: float = 0.2
+    """Fraction of the run's updates spent on the reward model (the rest is IQL)."""
+    relabel_len: int = 25
+    """Relabelling window: r_t is read at the last position of the last relabel_len steps."""
+    reward_norm: str = "pt_learned"
+    """Normalisation of the relabelled reward: none | corl | pt_true | pt_learned."""
+    batch_size: int = 256
+    """Transitions per IQL update."""
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # PT's own IQL (JAX semantics) on its relabelled reward
+    "paper": {
+        "value_for_targets": "post",
+        "critic_reduction": "sum",
+        "log_std_min": -5.0,
+        "obs_norm": False,
+        "reward_norm": "pt_learned",
+    },
+    "quick": {"rm_batch": 64, "batch_size": 128, "rm_frac": 0.25},
+    "no_pref_attention": {"preference_attention": False},
+}
+
+TEST_OVERRIDES: dict[str, Any] = {
+    "embed_dim": 16,
+    "n_heads": 2,
+    "pref_attn_dim": 8,
+    "rm_batch": 4,
+    "batch_size": 8,
+    "hidden": (16, 16),
+    "relabel_len": 5,
+}
+
+
+class Agent:
+    """Preference Transformer reward, relabel, IQL."""
+
+    def __init__(self, cfg: Config, spec: AgentSpec) -> None:
+        if cfg.relabel_len < 1:
+            raise PbrlError(f"--agent.relabel_len: must be >= 1, got {cfg.relabel_len}")
+        self.cfg = cfg
+        self.spec = spec
+        self.device = spec.device
+        self.model: PTRewardModel | None = None
+        self.iql = IQLLearner(spec.obs_dim, spec.act_dim, iql_config_from(cfg), 1, self.device)
+        self._build(max_len=max(cfg.relabel_len, 1))
+
+    def _build(self, max_len: int) -> None:
+        c = self.cfg
+        self.model = PTRewardModel(
+            self.spec.obs_dim,
+            self.spec.act_dim,
+            c.embed_dim,
+            c.n_layers,
+            c.n_heads,
+            max_len,
+            c.dropout,
+            preference_attention=c.preference_attention,
+            pref_attn_dim=c.pref_attn_dim,
+        ).to(self.device)
+
+    def fit(self, ctx: FitContext) -> Iterator[dict[str, float]]:
+        if ctx.prefs is None or ctx.prefs.size == 0:
+            raise PbrlError("pt needs preferences (--prefs)")
+        cfg = self.cfg
+        seg_len = int(ctx.prefs.obs_a.shape[1])
+        self._build(max(seg_len, cfg.relabel_len))
+        assert self.model is not None
+        n_rm, n_iql = split_steps(ctx.steps, (cfg.rm_frac,))
+        opt = torch.optim.AdamW(
+            self.model.parameters(), lr=cfg.rm_lr, weight_decay=cfg.rm_weight_decay
+        )
+        warm = int(cfg.rm_warmup * n_rm)
+        batches = pair_minibatches(ctx.prefs.size, cfg.rm_batch, ctx.generator, ctx.device)
+        self.model.train()
+        for step in range(1, n_rm + 1):
+            lr = warmup_cosine(step - 1, n_rm, warm, cfg.rm_lr, 10 * cfg.rm_lr, cfg.rm_lr)
+            for g in opt.param_groups:
+                g["lr"] = lr
+            b = ctx.prefs.index(next(batches))
+            s_a, _ = self.model(b.obs_a, b.act_a, b.mask_a)
+            s_b, _ = self.model(b.obs_b, b.act_b, b.mask_b)
+            loss = pt_cross_entropy(s_a, s_b, b.prefer_b)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if log_due(step, ctx.steps, ctx.log_interval) or step == n_rm:
+                with torch.no_grad():
+                    strict = b.prefer_b != 0.5
+                    ok = ((s_b > s_a) == (b.prefer_b > 0.5)) & strict
+                    acc = ok.float().sum() / strict.float().sum().clamp_min(1.0)
+                yield {
+                    "step": step,
+                    "phase": 1.0,
+                    "rm_loss": float(loss.detach()),
+                    "rm_acc": float(acc),
+                    "rm_lr": lr,
+                }
+        self.model.eval().requires_grad_(False)
+        self.iql.set_max_steps(n_iql)
+        rewards = self.relabel(ctx.dataset)
+        yield from iql_phase(
+            self.iql, ctx.dataset, rewards, n_iql, cfg.batch_size, ctx, n_rm, cfg.reward_norm
+        )
+
+    # -- relabelling -----------------------------------------------------------------------
+    @torch.no_grad()
+    def relabel(self, ds: Any, batch_size: int = 2048) -> np.ndarray:
+        """PT's relabelling: r_t at the last position of the window of (up to) the last
+        ``relabel_len`` steps of the same episode ending at t, timesteps 1..k."""
+        assert self.model is not None
+        self.model.eval()
+        n, k = ds.num_steps, self.cfg.relabel_len
+        ep_start = np.repeat(np.asarray(ds.starts), np.asarray(ds.lengths))
+        rows = np.arange(n)
+        first = np.maximum(ep_start, rows - k + 1)
+        win_len = rows - first + 1
+        out = np.empty(n, dtype=np.float32)
+        offs = np.arange(k)
+        for s in range(0, n, batch_size):
+            e = min(n, s + batch_size)
+            idx = first[s:e, None] + offs[None, :]
+            mask = offs[None, :] < win_len[s:e, None]
+            idx = np.where(mask, idx, first[s:e, None])  # padding: any row, masked out
+            obs = torch.as_tensor(ds.observations[idx], dtype=torch.float32, device=self.device)
+            act = torch.as_tensor(ds.actions[idx], dtype=torch.float32, device=self.device)
+            m = torch.as_tensor(mask, dtype=torch.float32, device=self.device)
+            _, r = self.model(obs, act, m)
+            last = torch.as_tensor(win_len[s:e] - 1, device=self.device)
+            out[s:e] = r[torch.arange(e - s, device=self.device), last].cpu().numpy()
+        return out
+
+    # -- acting / reward -------------------------------------------------------------------
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        return np.clip(self.iql.act(obs), self.spec.act_low, self.spec.act_high)
+
+    @torch.no_grad()
+    def reward(self, obs: np.ndarray, act: np.ndarray) -> np.ndarray:
+        """r_t of single-step windows (timestep 1) for each (s, a): the Markovian read-out.
+
+        Relabelling a dataset uses :meth:`relabel` (windows of past steps) instead.
+        """
+        assert self.model is not None
+        self.model.eval()
+        o = np.asarray(obs, dtype=np.float32)
+        a = np.asarray(act, dtype=np.float32)
+        single = o.ndim == 1
+        o2, a2 = (o[None], a[None]) if single else (o, a)
+        ot = torch.as_tensor(o2, device=self.device)[:, None]
+        at = torch.as_tensor(a2, device=self.device)[:, None]
+        _, r = self.model(ot, at, torch.ones(ot.shape[0], 1, device=self.device))
+        out = r[:, 0].cpu().numpy()
+        return out[0:1].reshape(()) if single else out
+
+    def state_dict(self) -> dict[str, Any]:
+        assert self.model is not None
+        return {
+            "model": self.model.state_dict(),
+            "max_len": self.model.max_len,
+            "iql": self.iql.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._build(int(state["max_len"]))
+        assert self.model is not None
+        self.model.load_state_dict(state["model"])
+        self.iql.load_state_dict(state["iql"])
