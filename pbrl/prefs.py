@@ -105,14 +105,19 @@ class PreferenceData:
         return np.stack([self.refs_a[:, 2], self.refs_b[:, 2]], axis=1)
 
     def dataset(self) -> OfflineDataset:
-        """The inline dataset, or load ``dataset_id`` through the dataset registry."""
+        """The inline dataset, or ``dataset_id`` (else ``meta["dataset_path"]``) via the registry."""
         if self.inline is not None:
             return self.inline
+        from pbrl.datasets.registry import load_dataset
+
         try:
-            from pbrl.datasets.registry import load_dataset
-        except ImportError as e:  # the registry module ships with the datasets package
-            raise PbrlError(f"cannot load dataset '{self.dataset_id}': {e}") from e
-        return load_dataset(self.dataset_id)
+            return load_dataset(self.dataset_id)
+        except PbrlError:
+            # Labelled from a file or folder: its id may not resolve, its path still does.
+            path = self.meta.get("dataset_path")
+            if path and Path(path).exists():
+                return load_dataset(path)
+            raise
 
     # ---- views -----------------------------------------------------------------------------
     def subset(self, idx: np.ndarray) -> PreferenceData:
@@ -557,6 +562,7 @@ def label_dataset(
         "n_queries": int(n_queries),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "task_id": ds.task_id,
+        "dataset_path": ds.path,
     }
     return make_preference_data(
         ds.id,
