@@ -61,7 +61,7 @@ def _split_name(name: str) -> tuple[str, str]:
     bare = name.removeprefix("d4rl/")
     if bare not in D4RL_URLS:
         raise UnknownIdError(
-            f"unknown D4RL dataset '{name}' (known: d4rl/<env>-<kind>-v2 with env in "
+            f"unknown D4RL dataset 'd4rl/{bare}' (known: d4rl/<env>-<kind>-v2 with env in "
             f"{', '.join(D4RL_ENVS)} and kind in {', '.join(D4RL_KINDS)})"
         )
     m = _NAME_RE.match(bare)
@@ -315,8 +315,8 @@ def load_d4rl(
     if not path.is_file():
         if not download:
             raise UnknownIdError(
-                f"D4RL dataset 'd4rl/{bare}' is not in the cache ({path}); pass --download "
-                f"(download=True) to fetch it from {d4rl_url(bare)}"
+                f"D4RL dataset 'd4rl/{bare}' is not in the cache ({path}); fetch it with "
+                f"`pbrl datasets download d4rl/{bare}` (download=True) from {d4rl_url(bare)}"
             )
         download_d4rl(bare, cache_dir)
     return load_d4rl_hdf5(path, bare)

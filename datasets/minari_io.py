@@ -502,8 +502,8 @@ def load_minari(
     except FileNotFoundError:
         raise UnknownIdError(
             f"no local Minari dataset '{dataset_id_or_path}' in {minari_root()} "
-            "(pass --download / download=True to fetch it from Minari's remote, or build it "
-            "with `pbrl datasets build`)"
+            "(fetch it with `pbrl datasets download ID` (download=True) from Minari's remote, "
+            "or generate it with `pbrl datasets build`)"
         ) from None
     except (ValueError, KeyError, OSError) as e:
         raise DataError(f"Minari dataset '{where}': cannot open ({e})") from None

@@ -224,7 +224,12 @@ def dataset_info(id_or_path: str | os.PathLike[str]) -> dict[str, Any]:
         d4rl_url,
         name_from_filename,
     )
-    from pbrl.datasets.minari_io import CARD_KEY, minari_data_path, read_minari_metadata
+    from pbrl.datasets.minari_io import (
+        CARD_KEY,
+        minari_data_path,
+        minari_root,
+        read_minari_metadata,
+    )
 
     s = str(id_or_path)
     p = Path(s).expanduser()
@@ -275,7 +280,7 @@ def dataset_info(id_or_path: str | os.PathLike[str]) -> dict[str, Any]:
     return {
         "id": dataset_id,
         "source": "generated" if dataset_id.startswith("pbrl/") else "minari",
-        "path": str(minari_data_path(p).parent if minari_data_path(p) else p),
+        "path": str(data.parent if (data := minari_data_path(p)) else minari_root() / dataset_id),
         "task_id": task or task_id_for_dataset(dataset_id, meta),
         "metadata": shown,
         "card": card,

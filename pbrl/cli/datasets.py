@@ -98,6 +98,17 @@ def verify_cmd(
         typer.echo(f"  warning: {w}")
 
 
+@app.command("download")
+def download_cmd(
+    dataset: str = typer.Argument(..., help="d4rl/<env>-<kind>-v2 or a Minari remote id."),
+) -> None:
+    """Fetch a dataset: D4RL files from D4RL's host into ~/.d4rl/datasets, Minari ids from Minari's remote."""
+    from pbrl.datasets.registry import load_dataset
+
+    ds = load_dataset(dataset, download=True, check_task=False)
+    typer.echo(f"{ds.id}: {ds.num_episodes} episodes, {ds.num_steps} steps at {ds.path}")
+
+
 def _call_build(build: Any, task_id: str, kind: str, options: dict[str, Any]) -> str:
     """Call a generator's build with the options its signature accepts."""
     params = inspect.signature(build).parameters
