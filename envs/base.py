@@ -9,6 +9,7 @@ files lazily so that ``import pbrl`` stays cheap.
 from __future__ import annotations
 
 import importlib
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,6 +17,10 @@ from typing import Any
 import numpy as np
 
 from pbrl.errors import DataError, PbrlError, UnknownIdError
+
+# Headless rendering by default: mujoco and dm_control choose their GL backend when they are
+# first imported, and every domain module imports them after this package.
+os.environ.setdefault("MUJOCO_GL", "egl")
 
 DOMAINS: dict[str, str] = {
     "mujoco": "pbrl.envs.mujoco",
@@ -64,6 +69,11 @@ _LOADED: set[str] = set()
 def register(spec: TaskSpec) -> TaskSpec:
     _REGISTRY[spec.id] = spec
     return spec
+
+
+def registered_task(task_id: str) -> TaskSpec | None:
+    """The spec registered under ``task_id`` so far, or None (loads no domain module)."""
+    return _REGISTRY.get(task_id)
 
 
 def _load_domain(domain: str) -> None:

@@ -38,3 +38,6 @@ app.add_typer(_prefs.app, name="prefs")
 from pbrl.cli import oracles as _oracles  # noqa: E402
 
 app.add_typer(_oracles.app, name="oracles")
+from pbrl.cli import tasks as _tasks  # noqa: E402
+
+app.add_typer(_tasks.app, name="tasks")
