@@ -1,0 +1,281 @@
+"""IPL: Inverse Preference Learning, preferences fitted through IQL's own Q and V (no reward model).
+
+Paper: Hejna and Sadigh, "Inverse Preference Learning: Preference-based RL without a Reward
+Function", NeurIPS 2023 (arXiv 2305.15363); official code
+jhejna/inverse-preference-learning ``research/algs/ipl_iql.py`` (``IPL_IQL``), followed as
+docs/shared/algorithms/cpl_ipl.md Part B records it.
+
+Summary: the inverse soft-Bellman operator turns any (Q, V) pair into the reward it
+implies, r(s, a) = Q(s, a) - gamma V(s'). IPL therefore drops the reward network: the
+critic is trained so that the implied rewards, summed over a segment, explain the
+preferences (one Bradley-Terry BCE per critic member, no minimum), with a chi^2
+regulariser c * E[r^2] that keeps implied rewards small, while V is IQL's expectile
+regression on the target critics and the policy is IQL's AWR. V(s') in the implied reward
+is the online value net *already updated in the same step*. With replay transitions
+(D4RL configs) every term is a 50/50 mix of feedback rows and replay rows, the chi^2 term
+included.
+
+Per step, rows = segment-a transitions, segment-b transitions, [replay rows]; d = discount:
+
+    L_V   = E_w[ |tau - 1(u < 0)| u^2 ],  u = min_k Qbar_k(s, a) - V(s)          (V stepped)
+    r_k   = Q_k(s, a) - d * V(s')        (V after its step, no gradient)
+    L_Q   = mean_k BCE( sum_t r_k(b) - sum_t r_k(a), y ) + c * mean_k E_w[ r_k^2 ]
+    L_pi  = E_w[ min(exp(beta (min_k Qbar_k - V(s))), 100) * (-log pi(a | s)) ]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from pbrl.agent import AgentSpec, FitContext
+from pbrl.data import ACTION_CLIP, TransitionTensors
+from pbrl.errors import PbrlError
+from pbrl.iql import IQLConfig, IQLLearner, iql_config_from
+from pbrl.nn import soft_update
+
+# ---- pure losses -------------------------------------------------------------------------
+
+
+def implicit_reward(q: torch.Tensor, next_v: torch.Tensor, discount: torch.Tensor) -> torch.Tensor:
+    """r_k = Q_k(s, a) - d * V(s'): q (K, N), next_v (N,), discount (N,) -> (K, N)."""
+    return q - (discount * next_v).unsqueeze(0)
+
+
+def ipl_preference_loss(
+    r_a: torch.Tensor,
+    r_b: torch.Tensor,
+    mask_a: torch.Tensor,
+    mask_b: torch.Tensor,
+    prefer_b: torch.Tensor,
+) -> torch.Tensor:
+    """Mean over members and pairs of BCE(sum_t r_k(b) - sum_t r_k(a), y).
+
+    r_a, r_b: (K, B, T) implied rewards; masks (B, T); prefer_b (B,) soft labels.
+    """
+    logits = (r_b * mask_b).sum(-1) - (r_a * mask_a).sum(-1)
+    target = prefer_b.unsqueeze(0).expand_as(logits)
+    return F.binary_cross_entropy_with_logits(logits, target)
+
+
+def chi2_regularizer(r: torch.Tensor, weights: torch.Tensor, coeff: float) -> torch.Tensor:
+    """coeff * mean over members of the ``weights``-weighted mean of r^2 (weights sum to 1)."""
+    return coeff * (r.pow(2) * weights.unsqueeze(0)).sum(-1).mean()
+
+
+def row_weights(
+    n_a: torch.Tensor, n_b: torch.Tensor, n_replay: int, replay_weight: float
+) -> torch.Tensor:
+    """Per-row weights of IPL's replay balancing; masks ``n_a``, ``n_b`` are flat 0/1 rows.
+
+    Without replay rows: a plain mean over real feedback rows. With them:
+    (1 - w) (mean_a + mean_b) / 2 + w mean_replay.
+    """
+    if n_replay == 0:
+        total = (n_a.sum() + n_b.sum()).clamp(min=1.0)
+        return torch.cat([n_a, n_b]) / total
+    wa = (1.0 - replay_weight) * 0.5 * n_a / n_a.sum().clamp(min=1.0)
+    wb = (1.0 - replay_weight) * 0.5 * n_b / n_b.sum().clamp(min=1.0)
+    wr = torch.full((n_replay,), replay_weight / n_replay, device=n_a.device)
+    return torch.cat([wa, wb, wr])
+
+
+# ---- agent ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Config(IQLConfig):
+    """IPL options; defaults are the MetaWorld ``ipl_iql.yaml``."""
+
+    hidden: tuple[int, ...] = (256, 256, 256)
+    """Hidden widths of the actor, critics and value net."""
+    expectile: float = 0.75
+    """Expectile tau of the value loss (MetaWorld 0.75; D4RL 0.7)."""
+    beta: float = 3.0
+    """AWR inverse temperature (the official beta = 0.3333 divides the advantage)."""
+    actor_schedule: str = "constant"
+    """Actor learning-rate schedule: IPL uses none ('constant')."""
+    log_std_min: float = -5.0
+    """Lower clamp of the Gaussian policy's log-std."""
+    init: str = "orthogonal"
+    """Layer init: orthogonal, gain 1, zero biases (research-lightning)."""
+    obs_norm: bool = False
+    """IPL does not standardise observations."""
+    chi2_coeff: float = 3.0
+    """chi^2 regulariser weight c (MetaWorld 3; D4RL 0.5; Robomimic 4)."""
+    batch_size: int = 16
+    """Comparisons per feedback batch."""
+    window: int = 0
+    """Window of each segment used per batch (one random start shared by the batch); 0 = all."""
+    replay_batch: int = 0
+    """Dataset transitions per update mixed into every term (D4RL configs: 256; 0 = none)."""
+    value_replay_weight: float = 0.5
+    """Share of replay rows in the value loss."""
+    chi2_replay_weight: float = 0.5
+    """Share of replay rows in the chi^2 term."""
+    policy_replay_weight: float = 0.5
+    """Share of replay rows in the actor loss."""
+    target_clipping: bool = False
+    """Clamp V(s') to +-1/(c (1 - d)) in the implied reward (D4RL configs: on)."""
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # The defaults are the MetaWorld config.
+    "paper": {},
+    # configs/gym_locomotion/ipl_iql.yaml (PT human labels, D4RL replay rows).
+    "d4rl": {
+        "hidden": (256, 256),
+        "expectile": 0.7,
+        "chi2_coeff": 0.5,
+        "batch_size": 8,
+        "window": 64,
+        "replay_batch": 256,
+        "target_clipping": True,
+    },
+    # CPU scale: the MetaWorld config already updates on 16 comparisons per step.
+    "quick": {},
+}
+
+TEST_OVERRIDES: dict[str, Any] = {"hidden": (16, 16), "batch_size": 4, "replay_batch": 8}
+
+
+class Agent:
+    """IPL on the IQL core."""
+
+    requires_true_reward = False
+    requires_preferences = True
+
+    def __init__(self, cfg: Config, spec: AgentSpec) -> None:
+        if cfg.chi2_coeff < 0:
+            raise PbrlError(f"--agent.chi2_coeff must be >= 0, got {cfg.chi2_coeff}")
+        self.cfg = cfg
+        self.spec = spec
+        self.device = spec.device
+        self.learner = IQLLearner(
+            spec.obs_dim, spec.act_dim, iql_config_from(cfg), max_steps=1, device=self.device
+        )
+
+    def _feedback_rows(self, ctx: FitContext, idx: torch.Tensor, gen: torch.Generator):
+        """Transitions (s_t, a_t, s_{t+1}), t = 0..T-2, of both segments of pairs ``idx``."""
+        b = ctx.prefs.index(idx)
+        length = b.obs_a.shape[1]
+        w = self.cfg.window
+        if 0 < w < length:
+            # One start for the whole batch, upper bound exclusive (official sampler).
+            hi = max(1, length - w)
+            s = int(torch.randint(0, hi, (1,), generator=gen, device=gen.device))
+            sl = slice(s, s + w)
+        else:
+            sl = slice(0, length)
+        out = {}
+        for side in ("a", "b"):
+            obs = getattr(b, f"obs_{side}")[:, sl]
+            act = getattr(b, f"act_{side}")[:, sl].clamp(-ACTION_CLIP, ACTION_CLIP)
+            mask = getattr(b, f"mask_{side}")[:, sl]
+            out[side] = (obs[:, :-1], act[:, :-1], obs[:, 1:], mask[:, :-1] * mask[:, 1:])
+        return out, b.prefer_b
+
+    def update(
+        self, ctx: FitContext, idx: torch.Tensor, replay: TransitionTensors | None
+    ) -> dict[str, float]:
+        cfg = self.cfg
+        L = self.learner
+        gen = ctx.generator
+        seg, y = self._feedback_rows(ctx, idx, gen)
+        bsz, t = seg["a"][0].shape[:2]
+        d = seg["a"][0].shape[-1]
+        obs = [seg["a"][0].reshape(-1, d), seg["b"][0].reshape(-1, d)]
+        act = [seg["a"][1].reshape(bsz * t, -1), seg["b"][1].reshape(bsz * t, -1)]
+        nxt = [seg["a"][2].reshape(-1, d), seg["b"][2].reshape(-1, d)]
+        disc = [torch.full((2 * bsz * t,), cfg.gamma, device=self.device)]
+        n_rep = 0
+        if replay is not None and cfg.replay_batch > 0:
+            rb = replay.sample(cfg.replay_batch, gen)
+            obs.append(rb["obs"])
+            act.append(rb["act"])
+            nxt.append(rb["next_obs"])
+            disc.append(cfg.gamma * (1.0 - rb["done"]))
+            n_rep = cfg.replay_batch
+        obs_n = L.norm(torch.cat(obs))
+        next_n = L.norm(torch.cat(nxt))
+        act_all = torch.cat(act)
+        discount = torch.cat(disc)
+        ma, mb = seg["a"][3].reshape(-1), seg["b"][3].reshape(-1)
+
+        # 1. value (expectile on the target critics)
+        w_v = row_weights(ma, mb, n_rep, cfg.value_replay_weight)
+        target_q, _, metrics = L.value_step(obs_n, act_all, w_v)
+
+        # 2. critic: implied rewards with the freshly updated V
+        with torch.no_grad():
+            next_v = L.v(next_n)
+            if cfg.target_clipping and cfg.chi2_coeff > 0:
+                bound = 1.0 / (cfg.chi2_coeff * (1.0 - discount))
+                next_v = torch.maximum(torch.minimum(next_v, bound), -bound)
+        r = implicit_reward(L.q(obs_n, act_all), next_v, discount)
+        k = r.shape[0]
+        n_seg = bsz * t
+        r_a = r[:, :n_seg].reshape(k, bsz, t)
+        r_b = r[:, n_seg : 2 * n_seg].reshape(k, bsz, t)
+        pref = ipl_preference_loss(r_a, r_b, seg["a"][3], seg["b"][3], y)
+        w_c = row_weights(ma, mb, n_rep, cfg.chi2_replay_weight)
+        chi2 = chi2_regularizer(r, w_c, cfg.chi2_coeff)
+        loss = pref + chi2
+        L.q_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        L.q_opt.step()
+        soft_update(L.q_target, L.q, cfg.polyak)
+
+        # 3. actor: AWR with the advantage from this step's target Q and updated V
+        with torch.no_grad():
+            adv = target_q - L.v(obs_n)
+        w_p = row_weights(ma, mb, n_rep, cfg.policy_replay_weight)
+        metrics.update(L.actor_step(obs_n, act_all, adv, w_p))
+        with torch.no_grad():
+            logits = (r_b * seg["b"][3]).sum(-1) - (r_a * seg["a"][3]).sum(-1)
+            acc = ((logits.mean(0) > 0).float() == torch.round(y)).float().mean()
+        metrics.update(
+            {
+                "pref_loss": float(pref.detach()),
+                "chi2": float(chi2.detach()),
+                "reward_mean": float(r.detach().mean()),
+                "pref_acc": float(acc),
+            }
+        )
+        return metrics
+
+    def fit(self, ctx: FitContext) -> Iterator[dict[str, float]]:
+        cfg = self.cfg
+        p = ctx.prefs
+        replay = None
+        if cfg.replay_batch > 0:
+            replay = TransitionTensors.from_dataset(ctx.dataset, ctx.device, None)
+        self.learner.set_obs_stats(ctx.dataset.observations)
+        self.learner.set_max_steps(ctx.steps)
+        gen = ctx.generator
+        n = p.size
+        bs = max(1, min(cfg.batch_size, n))
+        step = 0
+        while step < ctx.steps:
+            perm = torch.randperm(n, generator=gen, device=gen.device).to(self.device)
+            for s in range(0, n, bs):
+                if step >= ctx.steps:
+                    break
+                m = self.update(ctx, perm[s : s + bs], replay)
+                step += 1
+                if step % ctx.log_interval == 0 or step == ctx.steps:
+                    yield {"step": step, **m}
+
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        return np.clip(self.learner.act(obs), self.spec.act_low, self.spec.act_high)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"learner": self.learner.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.learner.load_state_dict(state["learner"])

@@ -1,0 +1,218 @@
+"""MR: a Markovian Bradley-Terry reward ensemble, relabel the dataset, then IQL.
+
+Papers: Lee, Smith, Abbeel, "B-Pref: Benchmarking Preference-Based Reinforcement Learning"
+(NeurIPS 2021 Datasets and Benchmarks; rll-research/BPref ``reward_model.py``) for the
+reward model, and Yuan et al., "Uni-RLHF" (ICLR 2024; Clean-Offline-RLHF
+``rlhf/reward_model.py``) for its offline use; "MR" is the baseline name of Kim et al.,
+"Preference Transformer" (ICLR 2023).
+
+Summary: an ensemble of 3 MLPs r_k(s, a) (3 x 256 LeakyReLU, tanh output) scores a segment
+by the SUM of its per-step rewards; each member is trained by cross-entropy of the
+Bradley-Terry model on soft labels (ties stay in as 0.5), each on its own permutation of the
+labelled pairs, the member losses summed under one Adam. Training stops after an epoch whose
+mean training accuracy (ties excluded) exceeds 0.968. The dataset is then relabelled with the
+ensemble mean and the shared IQL core (:mod:`pbrl.iql`) learns the policy.
+
+Loss (y = prefer_b; S_k(sigma) = sum_t r_k(s_t, a_t) over real steps):
+
+    L = sum_k mean_i [ -(1 - y_i) log softmax(S_k(a_i), S_k(b_i))_a - y_i log softmax(...)_b ]
+
+The step budget is shared: the reward phase runs ``reward_epochs`` epochs (capped at
+``max_reward_fraction`` of the steps), IQL gets the rest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from pbrl.agent import AgentSpec, FitContext
+from pbrl.data import TransitionTensors, relabel
+from pbrl.errors import PbrlError
+from pbrl.iql import IQLConfig, IQLLearner, iql_config_from, reward_normalize
+from pbrl.nn import EnsembleMLP
+
+# ---- pure losses -------------------------------------------------------------------------
+
+
+def segment_scores(r: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Sum of per-step rewards over real steps: (..., L) -> (...)."""
+    return (r * mask).sum(-1)
+
+
+def bt_ensemble_loss(
+    score_a: torch.Tensor, score_b: torch.Tensor, prefer_b: torch.Tensor
+) -> torch.Tensor:
+    """Soft-label Bradley-Terry cross-entropy, mean over the batch, SUMMED over members.
+
+    ``score_a``, ``score_b``, ``prefer_b``: (M, B) (one batch per member) or (B,).
+    """
+    logits = torch.stack([score_a, score_b], -1)
+    logp = F.log_softmax(logits, -1)
+    target = torch.stack([1.0 - prefer_b, prefer_b], -1)
+    per_member = -(target * logp).sum(-1).mean(-1)
+    return per_member.sum()
+
+
+def bt_accuracy(score_a: torch.Tensor, score_b: torch.Tensor, prefer_b: torch.Tensor) -> float:
+    """Fraction of non-tie pairs whose higher score is the preferred segment (nan if none)."""
+    keep = prefer_b != 0.5
+    if not bool(keep.any()):
+        return float("nan")
+    pred_b = score_b > score_a
+    return float((pred_b == (prefer_b > 0.5))[keep].float().mean())
+
+
+# ---- agent ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Config(IQLConfig):
+    """MR options: the reward ensemble's, then the IQL core's."""
+
+    n_members: int = 3
+    """Reward ensemble size."""
+    reward_hidden: tuple[int, ...] = (256, 256, 256)
+    """Reward MLP hidden widths (LeakyReLU 0.01)."""
+    reward_out: str = "tanh"
+    """Reward output activation: 'tanh' (B-Pref), 'sigmoid' or 'none'."""
+    reward_lr: float = 3e-4
+    """Adam learning rate of the reward ensemble."""
+    reward_batch: int = 64
+    """Labelled pairs per reward minibatch (per member)."""
+    reward_epochs: int = 50
+    """Epochs over the labelled pairs (Uni-RLHF MuJoCo: 50)."""
+    early_stop_acc: float = 0.968
+    """Stop the reward phase after an epoch whose training accuracy exceeds this (1 disables)."""
+    max_reward_fraction: float = 0.5
+    """Cap of the reward phase as a fraction of the step budget."""
+    batch_size: int = 256
+    """IQL transitions per update."""
+    reward_norm: str = "none"
+    """Normalisation of the relabelled reward before IQL (none | corl | pt_true | pt_learned)."""
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "paper": {},
+    "quick": {"batch_size": 128},
+}
+
+TEST_OVERRIDES: dict[str, Any] = {
+    "hidden": (16, 16),
+    "reward_hidden": (16, 16),
+    "batch_size": 8,
+    "reward_batch": 4,
+    "reward_epochs": 2,
+}
+
+
+class Agent:
+    """Reward ensemble + IQL."""
+
+    requires_true_reward = False
+    requires_preferences = True
+
+    def __init__(self, cfg: Config, spec: AgentSpec) -> None:
+        if cfg.reward_out not in ("tanh", "sigmoid", "none"):
+            raise PbrlError(f"--agent.reward_out: tanh | sigmoid | none, got '{cfg.reward_out}'")
+        self.cfg = cfg
+        self.spec = spec
+        self.device = spec.device
+        self.reward_net = EnsembleMLP(
+            cfg.n_members,
+            spec.obs_dim + spec.act_dim,
+            1,
+            cfg.reward_hidden,
+            act="leaky_relu",
+            out_act=None if cfg.reward_out == "none" else cfg.reward_out,
+        ).to(self.device)
+        self.learner = IQLLearner(
+            spec.obs_dim, spec.act_dim, iql_config_from(cfg), max_steps=1, device=self.device
+        )
+
+    # -- reward ----------------------------------------------------------------------------------
+    def member_rewards(
+        self, obs: torch.Tensor, act: torch.Tensor, per_member: bool = False
+    ) -> torch.Tensor:
+        """(M, *batch) per-member rewards of (*batch, D) rows, or of (M, *batch, D) rows
+        holding a different batch per member when ``per_member``."""
+        x = torch.cat([obs, act], -1)
+        return self.reward_net(x, shared=not per_member).squeeze(-1)
+
+    @torch.no_grad()
+    def reward(self, obs: np.ndarray, act: np.ndarray) -> np.ndarray:
+        """Ensemble-mean learned reward of (obs, act) rows."""
+        o = torch.as_tensor(np.asarray(obs, np.float32), device=self.device)
+        a = torch.as_tensor(np.asarray(act, np.float32), device=self.device)
+        return self.member_rewards(o, a).mean(0).cpu().numpy()
+
+    def _reward_phase(self, ctx: FitContext, max_updates: int) -> Iterator[dict[str, float]]:
+        cfg = self.cfg
+        p = ctx.prefs
+        n = p.size
+        m = cfg.n_members
+        bs = max(1, min(cfg.reward_batch, n))
+        opt = torch.optim.Adam(self.reward_net.parameters(), lr=cfg.reward_lr)
+        gen = ctx.generator
+        updates = 0
+        for _epoch in range(cfg.reward_epochs):
+            perms = torch.stack(
+                [torch.randperm(n, generator=gen, device=gen.device) for _ in range(m)]
+            ).to(self.device)
+            accs: list[float] = []
+            for s in range(0, n, bs):
+                if updates >= max_updates:
+                    return
+                idx = perms[:, s : s + bs]  # (M, b): each member its own rows
+                ra = self.member_rewards(p.obs_a[idx], p.act_a[idx], True)
+                rb = self.member_rewards(p.obs_b[idx], p.act_b[idx], True)
+                sa = segment_scores(ra, p.mask_a[idx])
+                sb = segment_scores(rb, p.mask_b[idx])
+                y = p.prefer_b[idx]
+                loss = bt_ensemble_loss(sa, sb, y)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                updates += 1
+                acc = bt_accuracy(sa.detach(), sb.detach(), y)
+                if acc == acc:
+                    accs.append(acc)
+                yield {"reward_loss": float(loss.detach()), "reward_acc": acc}
+            if accs and float(np.mean(accs)) > cfg.early_stop_acc:
+                return
+
+    def fit(self, ctx: FitContext) -> Iterator[dict[str, float]]:
+        cfg = self.cfg
+        max_reward = min(int(cfg.max_reward_fraction * ctx.steps), ctx.steps - 1)
+        step = 0
+        for m in self._reward_phase(ctx, max(0, max_reward)):
+            step += 1
+            if step % ctx.log_interval == 0:
+                yield {"step": step, "phase": 0.0, **m}
+        ds = ctx.dataset
+        r = relabel(ds, self.reward)
+        r = reward_normalize(r, ds.starts, ds.lengths, cfg.reward_norm, ds.task_id)
+        data = TransitionTensors.from_dataset(ds, ctx.device, r)
+        self.learner.set_obs_stats(ds.observations)
+        self.learner.set_max_steps(ctx.steps - step)
+        while step < ctx.steps:
+            m = self.learner.update(data.sample(cfg.batch_size, ctx.generator))
+            step += 1
+            if step % ctx.log_interval == 0 or step == ctx.steps:
+                yield {"step": step, "phase": 1.0, **m}
+
+    # -- acting and state ------------------------------------------------------------------------
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        return np.clip(self.learner.act(obs), self.spec.act_low, self.spec.act_high)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"reward": self.reward_net.state_dict(), "learner": self.learner.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.reward_net.load_state_dict(state["reward"])
+        self.learner.load_state_dict(state["learner"])
