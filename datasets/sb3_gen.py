@@ -1,0 +1,1368 @@
+"""SAC-generated offline datasets for MuJoCo locomotion and DeepMind Control tasks.
+
+A stable-baselines3 SAC agent is trained on the task's true reward in a *resumable run
+directory* (``$PBRL_HOME/sac/<domain>/<task>/seed<S>[-<config hash>]/``, default
+``~/.cache/pbrl/sac/...``). Every ``eval_every`` steps the run evaluates the current policy on
+a separately seeded env (deterministic actions, a fixed set of reset seeds), keeps the
+policy's weights as an evaluated snapshot and writes a full checkpoint (model, optimizers,
+entropy coefficient, replay buffer, RNG states, step counter). A killed run restarts from its
+last checkpoint. While SAC collects, a wrapper logs every training episode with its reset
+seed and the physics state (qpos, qvel) of every step, which is what ``medium-replay`` is
+made of.
+
+Dataset kinds (D4RL's recipe, on Gymnasium ``*-v5`` / shimmy DMC envs):
+
+- ``expert``: rollouts of the best evaluated checkpoint (stochastic SAC actions);
+- ``medium``: rollouts of the checkpoint whose evaluation return is closest to a third of
+  the expert's (among checkpoints up to the expert's step);
+- ``random``: uniform random actions;
+- ``medium-replay``: every training episode that ended by the medium checkpoint's step, as
+  SAC collected it (episode boundaries kept);
+- ``medium-expert``: medium and expert rollouts, half the transitions each.
+
+The expert's critic and actor are saved beside each dataset (``expert_critic.pt``) so the
+regret teacher can compute ``V(s)`` and ``Q(s, a)``: see :func:`load_expert_value_fn`.
+The file format and the recipe are documented in ``docs/sb3-data.md``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pbrl.datasets.base import EpisodeData
+from pbrl.envs.base import physics_state
+
+from pbrl.errors import DataError, PbrlError, UnknownIdError
+from pbrl.utils import atomic_path, resolve_device, write_json_atomic
+
+log = logging.getLogger(__name__)
+
+KINDS: tuple[str, ...] = ("random", "medium", "expert", "medium-replay", "medium-expert")
+DOMAINS: tuple[str, ...] = ("mujoco", "dmc")
+CRITIC_FILE = "expert_critic.pt"
+CRITIC_FORMAT = "pbrl-sac-critic-v1"
+DEFAULT_STEPS = 1_000_000
+DEFAULT_DATASET_STEPS = 100_000
+DEFAULT_REF_EPISODES = 20
+DEFAULT_EVAL_EPISODES = 10
+_MAX_LOCKSTEP_ENVS = 16
+
+# Seed streams: every seed in a run or a dataset is SeedSequence([seed, stream, index]).
+_STREAM_TRAIN = 0
+_STREAM_EVAL = 1
+_STREAM_ROLLOUT = {"random": 10, "medium": 11, "expert": 12}
+_STREAM_REF = {"random": 20, "expert": 21}
+
+
+# ---- configuration ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SacConfig:
+    """SAC hyper-parameters of a run (SB3 defaults unless noted; D4RL-style training)."""
+
+    net_arch: tuple[int, ...] = (256, 256)
+    """Hidden layer sizes of the actor and of each of the two critics."""
+    learning_rate: float = 3e-4
+    """Adam learning rate of actor, critics and entropy coefficient."""
+    batch_size: int = 256
+    """Minibatch size of each gradient step."""
+    buffer_size: int = 1_000_000
+    """Replay buffer capacity (transitions)."""
+    gamma: float = 0.99
+    """Discount factor; the saved critic's values are discounted with it."""
+    tau: float = 0.005
+    """Polyak coefficient of the target critics."""
+    learning_starts: int = 10_000
+    """Uniform-random steps before learning (RL Zoo's MuJoCo value). Capped at a tenth of the
+    requested steps so that small budgets still learn; not part of the run identity because
+    it only affects the beginning of a run."""
+    horizon: int | None = None
+    """Episode length limit overriding the task's (None: the task's horizon). Tests use a
+    short horizon; it is part of the run identity."""
+
+    def identity(self) -> dict[str, Any]:
+        """Fields that define a run: a different value means a different run directory."""
+        out = asdict(self)
+        out.pop("learning_starts")
+        out["net_arch"] = list(self.net_arch)
+        return out
+
+
+@dataclass(frozen=True)
+class EvalRecord:
+    """One evaluated checkpoint of a run."""
+
+    step: int
+    mean_return: float
+    std_return: float
+    returns: tuple[float, ...]
+    ent_coef: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "returns": list(self.returns)}
+
+    @staticmethod
+    def from_json(d: dict[str, Any]) -> EvalRecord:
+        return EvalRecord(
+            step=int(d["step"]),
+            mean_return=float(d["mean_return"]),
+            std_return=float(d["std_return"]),
+            returns=tuple(float(r) for r in d["returns"]),
+            ent_coef=float(d["ent_coef"]),
+        )
+
+
+def cache_root() -> Path:
+    """Root of SAC runs: ``$PBRL_HOME/sac`` (default ``~/.cache/pbrl/sac``)."""
+    home = os.environ.get("PBRL_HOME")
+    base = Path(home).expanduser() if home else Path.home() / ".cache" / "pbrl"
+    return base / "sac"
+
+
+def episode_seed(seed: int, stream: int, index: int) -> int:
+    """The reset seed (and action-RNG seed) of episode ``index`` of a seed stream."""
+    return int(np.random.SeedSequence([seed, stream, index]).generate_state(1, np.uint32)[0])
+
+
+def default_eval_every(steps: int) -> int:
+    """Evaluate about 20 times per run, at most every 10k steps (100 points for 1M steps)."""
+    return min(10_000, max(steps // 20, 1))
+
+
+# ---- environments ----------------------------------------------------------------------------
+def _check_task(task_id: str) -> Any:
+    from pbrl.envs.base import get_task
+
+    spec = get_task(task_id)
+    if spec.domain not in DOMAINS:
+        raise PbrlError(
+            f"{task_id}: the SAC generator builds mujoco/* and dmc/* tasks "
+            f"(MetaWorld datasets come from the scripted generator)"
+        )
+    return spec
+
+
+def make_env(task_id: str, seed: int, horizon: int | None = None) -> Any:
+    """The task's env (flat observations), with a shorter time limit when ``horizon`` is set."""
+    import gymnasium as gym
+
+    spec = _check_task(task_id)
+    env = spec.make(seed=seed)
+    if horizon is not None:
+        if horizon <= 0:
+            raise PbrlError(f"horizon must be positive, got {horizon}")
+        if horizon < spec.horizon:
+            env = gym.wrappers.TimeLimit(env, max_episode_steps=horizon)
+    return env
+
+
+def _package_versions() -> dict[str, str | None]:
+    from pbrl.datasets.minari_io import package_versions
+
+    return package_versions()
+
+
+# ---- episode recording -----------------------------------------------------------------------
+class _EpisodeBuilder:
+    """Accumulates one episode's arrays (Minari convention: T+1 observations and states)."""
+
+    def __init__(self, obs: np.ndarray, qpos: np.ndarray, qvel: np.ndarray) -> None:
+        self.obs = [np.asarray(obs)]
+        self.qpos = [qpos]
+        self.qvel = [qvel]
+        self.actions: list[np.ndarray] = []
+        self.rewards: list[float] = []
+        self.terms: list[bool] = []
+        self.truncs: list[bool] = []
+
+    def add(self, action, obs, reward, term, trunc, qpos, qvel) -> None:
+        self.actions.append(np.asarray(action, dtype=np.float32))
+        self.obs.append(np.asarray(obs))
+        self.rewards.append(float(reward))
+        self.terms.append(bool(term))
+        self.truncs.append(bool(trunc))
+        self.qpos.append(qpos)
+        self.qvel.append(qvel)
+
+    @property
+    def length(self) -> int:
+        return len(self.actions)
+
+    def finish(self, info: dict[str, Any], *, cut: bool = False) -> EpisodeData:
+        truncs = np.array(self.truncs, dtype=bool)
+        if cut and self.length:
+            # The run was interrupted mid-episode: the episode ends by truncation here.
+            truncs[-1] = True
+        act_dim = self.actions[0].shape[0] if self.actions else 0
+        return EpisodeData(
+            observations=np.stack(self.obs).astype(np.float64),
+            actions=np.stack(self.actions) if self.actions else np.zeros((0, act_dim), np.float32),
+            rewards=np.array(self.rewards, dtype=np.float64),
+            terminations=np.array(self.terms, dtype=bool),
+            truncations=truncs,
+            qpos=np.stack(self.qpos),
+            qvel=np.stack(self.qvel),
+            info=info,
+        )
+
+
+def _episodes_to_npz(path: Path, episodes: Sequence[EpisodeData]) -> None:
+    """One file of training episodes, concatenated (written atomically)."""
+    lengths = np.array([e.length for e in episodes], dtype=np.int64)
+    meta = json.dumps([e.info for e in episodes])
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(
+                f,
+                lengths=lengths,
+                observations=np.concatenate([e.observations for e in episodes]),
+                qpos=np.concatenate([e.qpos for e in episodes]),
+                qvel=np.concatenate([e.qvel for e in episodes]),
+                actions=np.concatenate([e.actions for e in episodes]),
+                rewards=np.concatenate([e.rewards for e in episodes]),
+                terminations=np.concatenate([e.terminations for e in episodes]),
+                truncations=np.concatenate([e.truncations for e in episodes]),
+                meta=np.array(meta),
+            )
+
+
+def _episodes_from_npz(path: Path) -> list[EpisodeData]:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            lengths = z["lengths"]
+            arrays = {k: z[k] for k in z.files if k not in ("lengths", "meta")}
+            meta = json.loads(str(z["meta"]))
+    except (OSError, ValueError, KeyError) as e:
+        raise DataError(f"{path}: unreadable training-episode log ({e})") from e
+    out: list[EpisodeData] = []
+    s = s1 = 0  # step rows (T per episode) and state rows (T+1 per episode)
+    for length, info in zip(lengths.tolist(), meta, strict=True):
+        out.append(
+            EpisodeData(
+                observations=arrays["observations"][s1 : s1 + length + 1],
+                actions=arrays["actions"][s : s + length],
+                rewards=arrays["rewards"][s : s + length],
+                terminations=arrays["terminations"][s : s + length],
+                truncations=arrays["truncations"][s : s + length],
+                qpos=arrays["qpos"][s1 : s1 + length + 1],
+                qvel=arrays["qvel"][s1 : s1 + length + 1],
+                info=info,
+            )
+        )
+        s += length
+        s1 += length + 1
+    return out
+
+
+def _make_recorder_class() -> type:
+    import gymnasium as gym
+
+    class EpisodeRecorder(gym.Wrapper):
+        """Logs SAC's training episodes with qpos/qvel; resets with per-episode seeds.
+
+        SB3's vectorized env resets without a seed after each episode; this wrapper
+        replaces every reset seed with ``episode_seed(run_seed, TRAIN, index)`` so each
+        training episode is reproducible from the seed stored with it.
+        """
+
+        def __init__(self, env: Any, run_seed: int, episode_index: int, step: int) -> None:
+            super().__init__(env)
+            self.run_seed = run_seed
+            self.episode_index = episode_index
+            self.step_count = step
+            self.completed: list[EpisodeData] = []
+            self.current: _EpisodeBuilder | None = None
+            self._current_info: dict[str, Any] = {}
+
+        def reset(self, *, seed: int | None = None, options: dict | None = None):
+            ep_seed = episode_seed(self.run_seed, _STREAM_TRAIN, self.episode_index)
+            obs, info = self.env.reset(seed=ep_seed, options=options)
+            self._current_info = {
+                "source": "sac-train",
+                "seed": ep_seed,
+                "episode_index": self.episode_index,
+                "start_step": self.step_count,
+            }
+            self.episode_index += 1
+            self.current = _EpisodeBuilder(obs, *physics_state(self.env))
+            return obs, info
+
+        def step(self, action):
+            obs, reward, term, trunc, info = self.env.step(action)
+            self.step_count += 1
+            if self.current is None:
+                raise PbrlError("EpisodeRecorder: step() before reset()")
+            self.current.add(action, obs, reward, term, trunc, *physics_state(self.env))
+            if term or trunc:
+                self.completed.append(self.current.finish(self._episode_info()))
+                self.current = None
+            return obs, reward, term, trunc, info
+
+        def _episode_info(self) -> dict[str, Any]:
+            return {**self._current_info, "end_step": self.step_count}
+
+        def take_completed(self) -> list[EpisodeData]:
+            out, self.completed = self.completed, []
+            return out
+
+        def partial(self) -> EpisodeData | None:
+            """The episode in progress (None when empty), for the checkpoint."""
+            if self.current is None or self.current.length == 0:
+                return None
+            return self.current.finish({**self._episode_info(), "cut_by_resume": True}, cut=True)
+
+    return EpisodeRecorder
+
+
+# ---- policies --------------------------------------------------------------------------------
+def _build_policy(obs_space: Any, act_space: Any, net_arch: Sequence[int], device: str) -> Any:
+    """An SB3 SAC policy network of the given architecture (weights loaded by the caller)."""
+    from stable_baselines3.sac.policies import SACPolicy
+
+    policy = SACPolicy(obs_space, act_space, lambda _: 3e-4, net_arch=list(net_arch))
+    return policy.to(device).eval()
+
+
+class _ActorSampler:
+    """Turns SB3's squashed-Gaussian actor into env actions with explicit numpy RNGs."""
+
+    def __init__(self, actor: Any, low: np.ndarray, high: np.ndarray, device: str) -> None:
+        self.actor = actor
+        self.low = low.astype(np.float64)
+        self.high = high.astype(np.float64)
+        self.device = device
+
+    def __call__(self, obs: np.ndarray, rngs: Sequence[np.random.Generator] | None) -> np.ndarray:
+        import torch
+
+        with torch.no_grad():
+            t = torch.as_tensor(np.asarray(obs, dtype=np.float32), device=self.device)
+            mean, log_std, _ = self.actor.get_action_dist_params(t)
+            mean = mean.cpu().numpy().astype(np.float64)
+            std = np.exp(log_std.cpu().numpy().astype(np.float64))
+        if rngs is None:
+            u = mean
+        else:
+            # One draw per row from that episode's own generator: results do not depend on
+            # which episodes happen to share a batch.
+            noise = np.stack([rng.standard_normal(mean.shape[1]) for rng in rngs])
+            u = mean + std * noise
+        squashed = np.tanh(u)
+        return (self.low + 0.5 * (squashed + 1.0) * (self.high - self.low)).astype(np.float32)
+
+
+class _RandomSampler:
+    def __init__(self, low: np.ndarray, high: np.ndarray) -> None:
+        self.low = low.astype(np.float64)
+        self.high = high.astype(np.float64)
+
+    def __call__(self, obs: np.ndarray, rngs: Sequence[np.random.Generator] | None) -> np.ndarray:
+        if rngs is None:
+            raise PbrlError("the random policy needs per-episode generators")
+        return np.stack([rng.uniform(self.low, self.high) for rng in rngs]).astype(np.float32)
+
+
+@contextlib.contextmanager
+def env_pool(make: Callable[[], Any], n: int) -> Iterator[list[Any]]:
+    """``n`` envs from ``make``, closed on exit."""
+    envs: list[Any] = []
+    try:
+        for _ in range(n):
+            envs.append(make())
+        yield envs
+    finally:
+        for env in envs:
+            env.close()
+
+
+def run_episodes(
+    envs: Sequence[Any],
+    policy: Callable[[np.ndarray, Sequence[np.random.Generator] | None], np.ndarray],
+    seed_of: Callable[[int], int],
+    *,
+    n_episodes: int | None = None,
+    target_steps: int | None = None,
+    stochastic: bool = True,
+    record: bool = True,
+    info: dict[str, Any] | None = None,
+) -> tuple[list[EpisodeData], np.ndarray]:
+    """Run episodes in lockstep over ``envs``, one batched policy call per step.
+
+    Episode ``i`` resets with ``seed_of(i)`` and draws its actions from
+    ``default_rng(seed_of(i))``, so results do not depend on how many envs share a batch.
+    Either exactly ``n_episodes`` episodes run, or (``target_steps``) episodes are launched
+    until that many transitions are done and the shortest prefix of episodes (in index
+    order) reaching it is kept. Returns (episodes if ``record`` else [], returns (E,)).
+    """
+    if (n_episodes is None) == (target_steps is None):
+        raise PbrlError("run_episodes: give exactly one of n_episodes and target_steps")
+    results: dict[int, tuple[EpisodeData | None, float, int]] = {}
+    collected = 0
+    next_index = 0
+
+    def more() -> bool:
+        if n_episodes is not None:
+            return next_index < n_episodes
+        return collected < int(target_steps or 0)
+
+    slots: list[dict[str, Any] | None] = [None] * len(envs)
+    while True:
+        for k, env in enumerate(envs):
+            if slots[k] is None and more():
+                s = seed_of(next_index)
+                obs, _ = env.reset(seed=s)
+                slots[k] = {
+                    "index": next_index,
+                    "seed": s,
+                    "rng": np.random.default_rng(s),
+                    "obs": obs,
+                    "ret": 0.0,
+                    "len": 0,
+                    "builder": _EpisodeBuilder(obs, *physics_state(env)) if record else None,
+                }
+                next_index += 1
+        active = [k for k in range(len(envs)) if slots[k] is not None]
+        if not active:
+            break
+        batch = np.stack([np.asarray(slots[k]["obs"]) for k in active])
+        rngs = [slots[k]["rng"] for k in active] if stochastic else None
+        actions = policy(batch, rngs)
+        for j, k in enumerate(active):
+            slot = slots[k]
+            obs, reward, term, trunc, _ = envs[k].step(actions[j])
+            slot["ret"] += float(reward)
+            slot["len"] += 1
+            slot["obs"] = obs
+            if slot["builder"] is not None:
+                slot["builder"].add(actions[j], obs, reward, term, trunc, *physics_state(envs[k]))
+            if term or trunc:
+                ep = None
+                if slot["builder"] is not None:
+                    ep = slot["builder"].finish(
+                        {**(info or {}), "seed": slot["seed"], "episode_index": slot["index"]}
+                    )
+                collected += slot["len"]
+                results[slot["index"]] = (ep, slot["ret"], slot["len"])
+                slots[k] = None
+    order = sorted(results)
+    if target_steps is not None:
+        total, keep = 0, []
+        for i in order:
+            keep.append(i)
+            total += results[i][2]
+            if total >= target_steps:
+                break
+        order = keep
+    episodes = [results[i][0] for i in order]
+    returns = np.array([results[i][1] for i in order], dtype=np.float64)
+    return [e for e in episodes if e is not None], returns
+
+
+# ---- the resumable SAC run -------------------------------------------------------------------
+class SacRun:
+    """One SAC training run of a task and seed, stored under :func:`cache_root`.
+
+    Layout of the run directory::
+
+        run.json                 task, seed, config, seeds, package versions, invocations
+        evals.json               evaluated checkpoints (a copy for people; the truth is in ckpt)
+        latest.json              {"step": S, "dir": "ckpt_<S>"}: the last complete checkpoint
+        ckpt_<S>/                model.pt (weights, optimizers, log alpha, counters, RNG states),
+                                 buffer.npz (replay rows in order), state.json, partial.npz
+        policies/step_<S>.pt     policy state_dict and alpha of every evaluated checkpoint
+        episodes/<S>.npz         training episodes that ended in (previous checkpoint, S]
+        episodes/<S>-cut.npz     the episode cut short by a resume from checkpoint S
+        refs/*.json              cached reference returns
+    """
+
+    def __init__(
+        self,
+        task_id: str,
+        seed: int = 0,
+        config: SacConfig | None = None,
+        *,
+        root: str | os.PathLike[str] | None = None,
+        device: str = "auto",
+    ) -> None:
+        self.spec = _check_task(task_id)
+        self.task_id = task_id
+        self.seed = int(seed)
+        self.config = config or SacConfig()
+        self.device = resolve_device(device)
+        self.root = Path(root) if root is not None else cache_root()
+        name = f"seed{self.seed}"
+        if self.config.identity() != SacConfig().identity():
+            digest = hashlib.sha1(
+                json.dumps(self.config.identity(), sort_keys=True).encode()
+            ).hexdigest()[:8]
+            name += f"-{digest}"
+        self.path = self.root / task_id / name
+
+    # ---- reading ---------------------------------------------------------------------------
+    @property
+    def horizon(self) -> int:
+        h = self.config.horizon
+        return min(h, self.spec.horizon) if h is not None else int(self.spec.horizon)
+
+    def latest_step(self) -> int:
+        latest = self._latest()
+        return int(latest["step"]) if latest else 0
+
+    def _latest(self) -> dict[str, Any] | None:
+        p = self.path / "latest.json"
+        if not p.exists():
+            return None
+        try:
+            latest = json.loads(p.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise DataError(f"{p}: unreadable checkpoint pointer ({e})") from e
+        if not (self.path / latest["dir"] / "state.json").exists():
+            raise DataError(f"{p}: points at missing checkpoint {latest['dir']}")
+        return latest
+
+    def _state(self) -> dict[str, Any]:
+        latest = self._latest()
+        if latest is None:
+            return {"step": 0, "n_updates": 0, "episode_index": 0, "evals": []}
+        return json.loads((self.path / latest["dir"] / "state.json").read_text())
+
+    def evals(self, upto: int | None = None) -> list[EvalRecord]:
+        """Evaluated checkpoints (ascending steps), those at or before ``upto`` when given."""
+        recs = [EvalRecord.from_json(d) for d in self._state()["evals"]]
+        return [r for r in recs if upto is None or r.step <= upto]
+
+    def snapshot_path(self, step: int) -> Path:
+        return self.path / "policies" / f"step_{step:09d}.pt"
+
+    def load_snapshot(self, step: int) -> dict[str, Any]:
+        import torch
+
+        p = self.snapshot_path(step)
+        if not p.exists():
+            raise DataError(f"{p}: the evaluated checkpoint of step {step} is missing")
+        return torch.load(p, map_location="cpu", weights_only=True)
+
+    def make_env(self) -> Any:
+        """An env of this run's task and horizon (episodes are seeded at reset)."""
+        return make_env(self.task_id, seed=self.seed, horizon=self.config.horizon)
+
+    def spaces(self) -> tuple[Any, Any]:
+        env = self.make_env()
+        try:
+            return env.observation_space, env.action_space
+        finally:
+            env.close()
+
+    def policy_from_snapshot(self, step: int) -> Any:
+        obs_space, act_space = self.spaces()
+        policy = _build_policy(obs_space, act_space, self.config.net_arch, self.device)
+        policy.load_state_dict(self.load_snapshot(step)["policy"])
+        return policy
+
+    def training_episodes(self, upto_step: int) -> list[EpisodeData]:
+        """Training episodes as SAC collected them that ended at or before ``upto_step``."""
+        latest = self.latest_step()
+        out: list[EpisodeData] = []
+        folder = self.path / "episodes"
+        files = sorted(folder.glob("*.npz")) if folder.exists() else []
+        for f in files:
+            if int(f.stem.split("-")[0]) > latest:
+                continue  # written by a run killed before its checkpoint completed
+            out.extend(_episodes_from_npz(f))
+        out = [e for e in out if int(e.info["end_step"]) <= upto_step]
+        out.sort(key=lambda e: (int(e.info["end_step"]), int(e.info["episode_index"])))
+        return out
+
+    # ---- training --------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _lock(self) -> Iterator[None]:
+        self.path.mkdir(parents=True, exist_ok=True)
+        with open(self.path / ".lock", "w") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError as e:
+                raise PbrlError(
+                    f"{self.path}: this SAC run is being trained by another process; "
+                    "wait for it or use another --seed"
+                ) from e
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+    def train(
+        self,
+        steps: int,
+        *,
+        eval_every: int | None = None,
+        eval_episodes: int = DEFAULT_EVAL_EPISODES,
+    ) -> list[EvalRecord]:
+        """Train (or resume) until ``steps`` environment steps; returns the evaluations so far.
+
+        A run already at or beyond ``steps`` is not touched.
+        """
+        if steps <= 0:
+            raise PbrlError(f"--steps must be positive, got {steps}")
+        if eval_episodes <= 0:
+            raise PbrlError(f"eval_episodes must be positive, got {eval_episodes}")
+        eval_every = eval_every or default_eval_every(steps)
+        if self.latest_step() >= steps:
+            return self.evals(upto=steps)
+        with self._lock():
+            self._train_locked(steps, eval_every, eval_episodes)
+        return self.evals(upto=steps)
+
+    def _write_run_json(self, steps: int, start: int, learning_starts: int) -> None:
+        p = self.path / "run.json"
+        record: dict[str, Any] = {}
+        if p.exists():
+            record = json.loads(p.read_text())
+        record.update(
+            {
+                "task_id": self.task_id,
+                "seed": self.seed,
+                "config": self.config.identity(),
+                "horizon": self.horizon,
+                "seeds": {
+                    "run": self.seed,
+                    "sb3_seed": self.seed,
+                    "train_episode_seed": "SeedSequence([run, 0, episode_index]) (stored per "
+                    "episode in episodes/*.npz)",
+                    "eval_episode_seed": "SeedSequence([run, 1, i]) (listed in evals.json)",
+                },
+            }
+        )
+        record.setdefault("invocations", []).append(
+            {
+                "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "requested_steps": steps,
+                "resumed_from_step": start,
+                "learning_starts": learning_starts,
+                "device": self.device,
+                "package_versions": _package_versions(),
+            }
+        )
+        write_json_atomic(p, record)
+
+    def _train_locked(self, steps: int, eval_every: int, eval_episodes: int) -> None:
+        from stable_baselines3 import SAC
+        from stable_baselines3.common.vec_env import DummyVecEnv
+
+        cfg = self.config
+        state = self._state()
+        start = int(state["step"])
+        learning_starts = min(cfg.learning_starts, max(steps // 10, 1))
+        self._write_run_json(steps, start, learning_starts)
+        if start > 0:
+            self._flush_partial(start)
+        self._drop_files_after(start)
+
+        recorder_cls = _make_recorder_class()
+        recorder = recorder_cls(
+            make_env(self.task_id, seed=self.seed, horizon=cfg.horizon),
+            self.seed,
+            int(state["episode_index"]),
+            start,
+        )
+        vec = DummyVecEnv([lambda: recorder])
+        model = SAC(
+            "MlpPolicy",
+            vec,
+            learning_rate=cfg.learning_rate,
+            buffer_size=min(cfg.buffer_size, steps),
+            learning_starts=learning_starts,
+            batch_size=cfg.batch_size,
+            tau=cfg.tau,
+            gamma=cfg.gamma,
+            policy_kwargs={"net_arch": list(cfg.net_arch)},
+            seed=self.seed,
+            device=self.device,
+            verbose=0,
+        )
+        if start > 0:
+            self._restore(model, state)
+        evals = [EvalRecord.from_json(d) for d in state["evals"]]
+        trainer = _Trainer(self, model, recorder, evals, eval_every, eval_episodes, start)
+        try:
+            remaining = steps - start
+            model.learn(
+                total_timesteps=remaining, callback=trainer.callback(), reset_num_timesteps=False
+            )
+        finally:
+            trainer.close_envs()
+            vec.close()
+
+    def _restore(self, model: Any, state: dict[str, Any]) -> None:
+        import torch
+
+        latest = self._latest()
+        assert latest is not None
+        ckpt = self.path / latest["dir"]
+        # Our own cache file (pickled numpy RNG state inside): not loaded from elsewhere.
+        blob = torch.load(ckpt / "model.pt", map_location=self.device, weights_only=False)
+        model.set_parameters(blob["params"], exact_match=True, device=self.device)
+        with torch.no_grad():
+            model.log_ent_coef.copy_(blob["log_ent_coef"].to(self.device))
+        model.num_timesteps = int(state["step"])
+        model._n_updates = int(state["n_updates"])
+        _load_buffer(model.replay_buffer, ckpt / "buffer.npz")
+        torch.set_rng_state(blob["torch_rng"])
+        if blob.get("cuda_rng") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(blob["cuda_rng"])
+        # SB3 draws minibatch indices from numpy's global RNG: restore its stream too.
+        np.random.set_state(blob["numpy_rng"])  # noqa: NPY002
+        log.info("%s: resumed from step %d", self.path, state["step"])
+
+    def _flush_partial(self, start: int) -> None:
+        """Log the episode that the interrupted run was in the middle of, as a cut episode."""
+        latest = self._latest()
+        assert latest is not None
+        partial = self.path / latest["dir"] / "partial.npz"
+        if partial.exists():
+            eps = _episodes_from_npz(partial)
+            if eps:
+                _episodes_to_npz(self.path / "episodes" / f"{start:09d}-cut.npz", eps)
+
+    def _drop_files_after(self, start: int) -> None:
+        folder = self.path / "episodes"
+        if folder.exists():
+            for f in folder.glob("*.npz"):
+                if int(f.stem.split("-")[0]) > start:
+                    f.unlink()
+        for d in self.path.glob("ckpt_*"):
+            if d.is_dir() and int(d.name.split("_")[1]) > start:
+                shutil.rmtree(d)
+        for d in self.path.glob(".ckpt_*.tmp"):
+            shutil.rmtree(d, ignore_errors=True)
+
+    def eval_seeds(self, n: int) -> list[int]:
+        return [episode_seed(self.seed, _STREAM_EVAL, i) for i in range(n)]
+
+
+class _Trainer:
+    """Evaluates, snapshots and checkpoints a live SB3 model at fixed step intervals."""
+
+    def __init__(
+        self,
+        run: SacRun,
+        model: Any,
+        recorder: Any,
+        evals: list[EvalRecord],
+        eval_every: int,
+        eval_episodes: int,
+        start: int,
+    ) -> None:
+        self.run = run
+        self.model = model
+        self.recorder = recorder
+        self.evals = evals
+        self.eval_every = eval_every
+        self.eval_episodes = eval_episodes
+        self.last_ckpt = start
+        self.t0 = time.monotonic()
+        self.t_step = start
+        act_space = recorder.action_space
+        self.low = np.asarray(act_space.low)
+        self.high = np.asarray(act_space.high)
+        self.eval_envs: list[Any] = []
+
+    def callback(self) -> Any:
+        from stable_baselines3.common.callbacks import BaseCallback
+
+        trainer = self
+
+        class _Callback(BaseCallback):
+            # At rollout start (train_freq = 1 step) the previous step's transition is in
+            # the buffer and its gradient step is done: a consistent point to checkpoint.
+            def _on_rollout_start(self) -> None:
+                step = self.model.num_timesteps
+                if step > trainer.last_ckpt and step % trainer.eval_every == 0:
+                    trainer.checkpoint(step)
+
+            def _on_step(self) -> bool:
+                return True
+
+            def _on_training_end(self) -> None:
+                step = self.model.num_timesteps
+                if step > trainer.last_ckpt:
+                    trainer.checkpoint(step)
+
+        return _Callback()
+
+    def close_envs(self) -> None:
+        for env in self.eval_envs:
+            env.close()
+        self.eval_envs = []
+
+    def evaluate(self, step: int) -> EvalRecord:
+        run = self.run
+        if not self.eval_envs:
+            n = min(self.eval_episodes, _MAX_LOCKSTEP_ENVS)
+            self.eval_envs = [run.make_env() for _ in range(n)]
+        sampler = _ActorSampler(self.model.policy.actor, self.low, self.high, run.device)
+        self.model.policy.set_training_mode(False)
+        seeds = run.eval_seeds(self.eval_episodes)
+        _, returns = run_episodes(
+            self.eval_envs,
+            sampler,
+            lambda i: seeds[i],
+            n_episodes=len(seeds),
+            stochastic=False,
+            record=False,
+        )
+        self.model.policy.set_training_mode(True)
+        ent = float(self.model.log_ent_coef.exp().item())
+        return EvalRecord(
+            step=step,
+            mean_return=float(returns.mean()),
+            std_return=float(returns.std()),
+            returns=tuple(float(r) for r in returns),
+            ent_coef=ent,
+        )
+
+    def checkpoint(self, step: int) -> None:
+        import torch
+
+        run = self.run
+        rec = self.evaluate(step)
+        self.evals = [e for e in self.evals if e.step < step] + [rec]
+        with atomic_path(run.snapshot_path(step)) as tmp:
+            torch.save(
+                {
+                    "policy": {k: v.cpu() for k, v in self.model.policy.state_dict().items()},
+                    "ent_coef": rec.ent_coef,
+                    "step": step,
+                },
+                tmp,
+            )
+        done = self.recorder.take_completed()
+        if done:
+            _episodes_to_npz(run.path / "episodes" / f"{step:09d}.npz", done)
+        name = f"ckpt_{step:09d}"
+        final = run.path / name
+        with atomic_path(final, is_dir=True) as tmp:
+            torch.save(
+                {
+                    "params": self.model.get_parameters(),
+                    "log_ent_coef": self.model.log_ent_coef.detach().cpu(),
+                    "torch_rng": torch.get_rng_state(),
+                    "cuda_rng": torch.cuda.get_rng_state_all()
+                    if torch.cuda.is_available()
+                    else None,
+                    "numpy_rng": np.random.get_state(),  # noqa: NPY002 (SB3 uses it)
+                },
+                tmp / "model.pt",
+            )
+            _save_buffer(self.model.replay_buffer, tmp / "buffer.npz")
+            partial = self.recorder.partial()
+            if partial is not None:
+                _episodes_to_npz(tmp / "partial.npz", [partial])
+            state = {
+                "step": step,
+                "n_updates": int(self.model._n_updates),
+                "episode_index": int(self.recorder.episode_index),
+                "evals": [e.to_json() for e in self.evals],
+            }
+            (tmp / "state.json").write_text(json.dumps(state, indent=1))
+        write_json_atomic(run.path / "latest.json", {"step": step, "dir": name})
+        write_json_atomic(
+            run.path / "evals.json",
+            {"eval_seeds": run.eval_seeds(self.eval_episodes), "evals": state["evals"]},
+        )
+        for d in run.path.glob("ckpt_*"):
+            if d.is_dir() and d.name != name:
+                shutil.rmtree(d, ignore_errors=True)
+        now = time.monotonic()
+        rate = (step - self.t_step) / max(now - self.t0, 1e-9)
+        self.t0, self.t_step, self.last_ckpt = now, step, step
+        log.info(
+            "%s step %d: eval return %.1f +- %.1f (%.1f steps/s)",
+            run.task_id,
+            step,
+            rec.mean_return,
+            rec.std_return,
+            rate,
+        )
+
+
+def _save_buffer(buf: Any, path: Path) -> None:
+    """The filled rows of an SB3 ReplayBuffer in collection order (n_envs = 1)."""
+    n = buf.buffer_size if buf.full else buf.pos
+    idx = np.arange(n)
+    if buf.full:
+        idx = np.concatenate([np.arange(buf.pos, buf.buffer_size), np.arange(0, buf.pos)])
+    with open(path, "wb") as f:
+        np.savez(
+            f,
+            observations=buf.observations[idx, 0],
+            next_observations=buf.next_observations[idx, 0],
+            actions=buf.actions[idx, 0],
+            rewards=buf.rewards[idx, 0],
+            dones=buf.dones[idx, 0],
+            timeouts=buf.timeouts[idx, 0],
+        )
+
+
+def _load_buffer(buf: Any, path: Path) -> None:
+    with np.load(path) as z:
+        rows = {k: z[k] for k in z.files}
+    n = rows["rewards"].shape[0]
+    keep = min(n, buf.buffer_size)
+    for k, arr in rows.items():
+        getattr(buf, k)[:keep, 0] = arr[n - keep :]
+    buf.full = keep == buf.buffer_size
+    buf.pos = 0 if buf.full else keep
+
+
+# ---- checkpoint selection and reference scores -------------------------------------------------
+def select_checkpoints(evals: Sequence[EvalRecord]) -> tuple[EvalRecord, EvalRecord]:
+    """(expert, medium): the best evaluation, and the one closest to a third of its return.
+
+    Medium is chosen among checkpoints at or before the expert's step (an early-stopped
+    policy, as in D4RL); ties go to the earlier checkpoint.
+    """
+    if not evals:
+        raise PbrlError("the SAC run has no evaluated checkpoint yet (train with more --steps)")
+    expert = max(evals, key=lambda e: (e.mean_return, -e.step))
+    target = expert.mean_return / 3.0
+    candidates = [e for e in evals if e.step <= expert.step]
+    medium = min(candidates, key=lambda e: (abs(e.mean_return - target), e.step))
+    return expert, medium
+
+
+def _sampler_for(run: SacRun, step: int | None) -> tuple[Any, Any]:
+    """(sampler, action space) for a snapshot step, or uniform random actions for None."""
+    _, act_space = run.spaces()
+    low, high = np.asarray(act_space.low), np.asarray(act_space.high)
+    if step is None:
+        return _RandomSampler(low, high), act_space
+    policy = run.policy_from_snapshot(step)
+    return _ActorSampler(policy.actor, low, high, run.device), act_space
+
+
+def reference_scores(run: SacRun, expert_step: int, episodes: int) -> dict[str, Any]:
+    """Random and expert mean returns over ``episodes`` episodes each (cached in the run)."""
+    if episodes <= 0:
+        raise PbrlError(f"ref_episodes must be positive, got {episodes}")
+    cache = run.path / "refs" / f"expert{expert_step:09d}-n{episodes}-mean-action.json"
+    if cache.exists():
+        return json.loads(cache.read_text())
+    out: dict[str, Any] = {"episodes": episodes}
+    for name, step in (("random", None), ("expert", expert_step)):
+        sampler, _ = _sampler_for(run, step)
+        seeds = [episode_seed(run.seed, _STREAM_REF[name], i) for i in range(episodes)]
+        with env_pool(run.make_env, min(episodes, _MAX_LOCKSTEP_ENVS)) as envs:
+            _, returns = run_episodes(
+                envs,
+                sampler,
+                seeds.__getitem__,
+                n_episodes=episodes,
+                stochastic=name == "random",
+                record=False,
+            )
+        out[name] = {
+            "mean_return": float(returns.mean()),
+            "std_return": float(returns.std()),
+            "seeds": seeds,
+        }
+    out["ref_min_score"] = out["random"]["mean_return"]
+    out["ref_max_score"] = out["expert"]["mean_return"]
+    out["method"] = (
+        f"mean undiscounted return over {episodes} episodes each: uniform random actions "
+        f"(min) and the expert checkpoint (step {expert_step}) with its deterministic (mean) "
+        "action, as RL evaluations report it (max)"
+    )
+    if not out["ref_max_score"] > out["ref_min_score"]:
+        raise PbrlError(
+            f"{run.task_id}: the expert checkpoint (step {expert_step}) returns "
+            f"{out['ref_max_score']:.2f}, not more than random actions "
+            f"({out['ref_min_score']:.2f}); train longer with more --steps"
+        )
+    write_json_atomic(cache, out)
+    return out
+
+
+# ---- dataset generation ----------------------------------------------------------------------
+@dataclass(frozen=True)
+class GenerateOptions:
+    """Everything besides task/kind/seed that decides a generated dataset."""
+
+    steps: int = DEFAULT_STEPS
+    """SAC environment steps of the run the checkpoints are taken from."""
+    episodes: int | None = None
+    """Episodes of a rollout dataset (random/medium/expert/medium-expert); None means
+    ``dataset_steps`` transitions."""
+    dataset_steps: int = DEFAULT_DATASET_STEPS
+    """Transitions of a rollout dataset when ``episodes`` is None."""
+    config: SacConfig = field(default_factory=SacConfig)
+    eval_every: int | None = None
+    """Evaluate and checkpoint every this many steps (None: steps / 20, at most 10k)."""
+    eval_episodes: int = DEFAULT_EVAL_EPISODES
+    ref_episodes: int = DEFAULT_REF_EPISODES
+    """Episodes for each reference score (at least 20 unless a test asks for fewer)."""
+    root: str | None = None
+    """SAC cache root (None: :func:`cache_root`)."""
+    device: str = "auto"
+
+
+def _rollouts(
+    run: SacRun, source: str, step: int | None, n_episodes: int | None, target: int | None
+) -> list[EpisodeData]:
+    sampler, _ = _sampler_for(run, step)
+    stream = _STREAM_ROLLOUT[source]
+    info: dict[str, Any] = {"source": source}
+    if step is not None:
+        info["checkpoint_step"] = step
+    n_envs = _MAX_LOCKSTEP_ENVS if n_episodes is None else min(n_episodes, _MAX_LOCKSTEP_ENVS)
+    with env_pool(run.make_env, n_envs) as envs:
+        episodes, _ = run_episodes(
+            envs,
+            sampler,
+            lambda i: episode_seed(run.seed, stream, i),
+            n_episodes=n_episodes,
+            target_steps=None if n_episodes is not None else target,
+            info=info,
+        )
+    return episodes
+
+
+def _summary(episodes: Sequence[EpisodeData]) -> dict[str, Any]:
+    rets = np.array([float(e.rewards.sum()) for e in episodes])
+    return {
+        "episodes": len(episodes),
+        "steps": int(sum(e.length for e in episodes)),
+        "mean_return": float(rets.mean()) if len(rets) else float("nan"),
+        "std_return": float(rets.std()) if len(rets) else float("nan"),
+    }
+
+
+def generate(
+    task_id: str, kind: str, *, seed: int = 0, options: GenerateOptions | None = None
+) -> tuple[list[EpisodeData], dict[str, Any], dict[str, Any]]:
+    """Train/resume SAC and build one dataset: (episodes, card, critic payload)."""
+    opts = options or GenerateOptions()
+    if kind not in KINDS:
+        raise UnknownIdError(f"unknown dataset kind '{kind}' (known: {', '.join(KINDS)})")
+    if opts.episodes is not None and opts.episodes <= 0:
+        raise PbrlError(f"--episodes must be positive, got {opts.episodes}")
+    if kind == "medium-replay" and opts.episodes is not None:
+        raise PbrlError(
+            "--episodes does not apply to medium-replay: it holds every training episode "
+            "up to the medium checkpoint (choose the size with --steps)"
+        )
+    t0 = time.monotonic()
+    run = SacRun(task_id, seed, opts.config, root=opts.root, device=opts.device)
+    run.train(opts.steps, eval_every=opts.eval_every, eval_episodes=opts.eval_episodes)
+    evals = run.evals(upto=opts.steps)
+    expert, medium = select_checkpoints(evals)
+    refs = reference_scores(run, expert.step, opts.ref_episodes)
+
+    n, target = opts.episodes, opts.dataset_steps
+    if kind == "random":
+        episodes = _rollouts(run, "random", None, n, target)
+    elif kind == "medium":
+        episodes = _rollouts(run, "medium", medium.step, n, target)
+    elif kind == "expert":
+        episodes = _rollouts(run, "expert", expert.step, n, target)
+    elif kind == "medium-expert":
+        half_n = None if n is None else max(n // 2, 1)
+        other_n = None if n is None else max(n - n // 2, 1)
+        episodes = _rollouts(run, "medium", medium.step, half_n, target // 2) + _rollouts(
+            run, "expert", expert.step, other_n, target - target // 2
+        )
+    else:
+        episodes = run.training_episodes(medium.step)
+    if not episodes:
+        raise PbrlError(
+            f"{task_id} {kind}: no episodes (medium checkpoint at step {medium.step}; "
+            "train with more --steps)"
+        )
+
+    lo, hi = refs["ref_min_score"], refs["ref_max_score"]
+
+    def quality(rec: EvalRecord) -> dict[str, Any]:
+        span = hi - lo
+        return {
+            "step": rec.step,
+            "eval_mean_return": rec.mean_return,
+            "eval_std_return": rec.std_return,
+            "eval_normalized": 100 * (rec.mean_return - lo) / span if span else None,
+        }
+
+    sources = sorted({str(e.info.get("source")) for e in episodes})
+    card: dict[str, Any] = {
+        "generator": "pbrl.datasets.sb3_gen: stable-baselines3 SAC trained on the true reward",
+        "task_id": task_id,
+        "kind": kind,
+        "policy_quality": {
+            "expert": quality(expert),
+            "medium": quality(medium),
+            "rule": "expert = best evaluated checkpoint; medium = checkpoint (at or before the "
+            "expert's) whose eval return is closest to a third of the expert's",
+            "dataset": _summary(episodes),
+            "per_source": {
+                s: _summary([e for e in episodes if e.info.get("source") == s]) for s in sources
+            },
+        },
+        "sac": {
+            **opts.config.identity(),
+            "learning_starts": min(opts.config.learning_starts, max(opts.steps // 10, 1)),
+            "steps": opts.steps,
+            "run_dir": str(run.path),
+            "eval_every": opts.eval_every or default_eval_every(opts.steps),
+            "eval_episodes": opts.eval_episodes,
+            "evals": [e.to_json() for e in evals],
+            "device": run.device,
+        },
+        "horizon": run.horizon,
+        "seeds": {
+            "build_seed": seed,
+            "sac_run_seed": seed,
+            "eval_episode_seeds": run.eval_seeds(opts.eval_episodes),
+            "episode_seeds": "per episode in the episode metadata ('seed'): env.reset(seed=s), "
+            "actions from numpy default_rng(s)",
+            "derivation": "SeedSequence([seed, stream, index]).generate_state(1)[0]; streams: "
+            "train 0, eval 1, rollouts random 10 / medium 11 / expert 12, references "
+            "random 20 / expert 21",
+        },
+        "actions": "rollouts sample the SAC policy (tanh-squashed Gaussian); evaluation uses "
+        "its mean action",
+        "reference": refs,
+        "critic": {"file": CRITIC_FILE, "step": expert.step, "gamma": opts.config.gamma},
+        "build_seconds": round(time.monotonic() - t0, 2),
+    }
+    snap = run.load_snapshot(expert.step)
+    obs_space, act_space = run.spaces()
+    critic = {
+        "format": CRITIC_FORMAT,
+        "task_id": task_id,
+        "step": expert.step,
+        "obs_dim": int(np.prod(obs_space.shape)),
+        "act_dim": int(np.prod(act_space.shape)),
+        "action_low": [float(x) for x in np.asarray(act_space.low).ravel()],
+        "action_high": [float(x) for x in np.asarray(act_space.high).ravel()],
+        "net_arch": list(opts.config.net_arch),
+        "gamma": float(opts.config.gamma),
+        "ent_coef": float(snap["ent_coef"]),
+        "eval_mean_return": expert.mean_return,
+        "actor": {
+            k[len("actor.") :]: v for k, v in snap["policy"].items() if k.startswith("actor.")
+        },
+        "critic": {
+            k[len("critic.") :]: v for k, v in snap["policy"].items() if k.startswith("critic.")
+        },
+    }
+    return episodes, card, critic
+
+
+def save_expert_critic(path: str | os.PathLike[str], payload: dict[str, Any]) -> None:
+    """Write the critic payload of :func:`generate` atomically (torch, tensors + plain types)."""
+    import torch
+
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def _dataset_folder(dataset_id_or_path: str) -> Path:
+    p = Path(dataset_id_or_path).expanduser()
+    if p.exists():
+        return p
+    from pbrl.datasets.minari_io import minari_root
+
+    return minari_root() / dataset_id_or_path
+
+
+def build(
+    task_id: str,
+    kind: str,
+    *,
+    steps: int | None = None,
+    episodes: int | None = None,
+    seed: int = 0,
+    device: str = "auto",
+    overwrite: bool = False,
+    diagnose: bool = True,
+    options: GenerateOptions | None = None,
+) -> str:
+    """Generate ``pbrl/<domain>/<task>/<kind>-v0`` into the Minari store; returns its id.
+
+    ``steps`` (SAC steps, default 1M) and ``episodes`` override ``options``. The expert's
+    critic is written to ``<dataset folder>/expert_critic.pt``.
+    """
+    from pbrl.datasets.minari_io import write_minari_dataset
+    from pbrl.datasets.registry import generated_dataset_id
+
+    opts = options or GenerateOptions()
+    opts = replace(
+        opts,
+        steps=steps if steps is not None else opts.steps,
+        episodes=episodes if episodes is not None else opts.episodes,
+        device=device if device != "auto" else opts.device,
+    )
+    dataset_id = generated_dataset_id(task_id, kind)
+    eps, card, critic = generate(task_id, kind, seed=seed, options=opts)
+    spec = _check_task(task_id)
+    env_id, env_kwargs = _env_spec_of(spec, opts.config.horizon)
+    with tempfile.TemporaryDirectory(prefix="pbrl-critic-") as tmpdir:
+        critic_tmp = Path(tmpdir) / CRITIC_FILE
+        save_expert_critic(critic_tmp, critic)
+        # The writer copies the critic into the dataset folder before its atomic rename.
+        write_minari_dataset(
+            dataset_id,
+            eps,
+            env_id=env_id,
+            env_kwargs=env_kwargs,
+            ref_min_score=card["reference"]["ref_min_score"],
+            ref_max_score=card["reference"]["ref_max_score"],
+            card=card,
+            description=(
+                f"pbrl generated {task_id} '{kind}' dataset from a stable-baselines3 SAC run "
+                f"({opts.steps} steps, seed {seed})."
+            ),
+            algorithm_name=f"pbrl.sb3_gen:SAC:{kind}",
+            overwrite=overwrite,
+            extra_files={CRITIC_FILE: critic_tmp},
+        )
+    log.info("wrote %s (%d episodes) with %s", dataset_id, len(eps), CRITIC_FILE)
+    if diagnose:
+        from pbrl.datasets.diagnose import run_and_record
+
+        run_and_record(dataset_id)
+    return dataset_id
+
+
+def _env_spec_of(spec: Any, horizon: int | None) -> tuple[str | None, dict[str, Any] | None]:
+    """Gymnasium id and kwargs Minari stores so ``recover_environment`` can rebuild the env."""
+    env = spec.make(seed=0)
+    try:
+        gym_spec = env.spec
+        env_id = gym_spec.id if gym_spec is not None else None
+        kwargs = dict(gym_spec.kwargs) if gym_spec is not None else {}
+    finally:
+        env.close()
+    if horizon is not None and horizon < spec.horizon:
+        kwargs["max_episode_steps"] = horizon
+    return env_id, kwargs or None
+
+
+# ---- the expert's value function -----------------------------------------------------------------
+class ExpertValueFunction:
+    """V(s) and Q(s, a) from the generating SAC's twin critic and actor.
+
+    ``Q(s, a) = mean(Q1, Q2)(s, a)`` with ``a`` in the env's action units (scaled to SAC's
+    [-1, 1] internally); ``V(s) = mean over n_actions actions a' ~ pi(.|s) of Q(s, a')``
+    (CPL's estimator: a hard value without the entropy term). Calling the object gives V.
+    """
+
+    def __init__(self, payload: dict[str, Any], *, n_actions: int, device: str, seed: int) -> None:
+        import gymnasium as gym
+        import torch
+
+        if payload.get("format") != CRITIC_FORMAT:
+            raise DataError(
+                f"critic file: format {payload.get('format')!r}, expected {CRITIC_FORMAT}"
+            )
+        if n_actions <= 0:
+            raise PbrlError(f"n_actions must be positive, got {n_actions}")
+        self.device = resolve_device(device)
+        self.gamma = float(payload["gamma"])
+        self.n_actions = int(n_actions)
+        self.obs_dim = int(payload["obs_dim"])
+        self.act_dim = int(payload["act_dim"])
+        self.step = int(payload["step"])
+        self.reduction = "mean"
+        self.low = np.asarray(payload["action_low"], dtype=np.float64)
+        self.high = np.asarray(payload["action_high"], dtype=np.float64)
+        obs_space = gym.spaces.Box(-np.inf, np.inf, (self.obs_dim,), np.float32)
+        act_space = gym.spaces.Box(self.low.astype(np.float32), self.high.astype(np.float32))
+        policy = _build_policy(obs_space, act_space, payload["net_arch"], self.device)
+        policy.actor.load_state_dict(payload["actor"])
+        policy.critic.load_state_dict(payload["critic"])
+        self.actor = policy.actor
+        self.critic = policy.critic
+        self.generator = torch.Generator(device=self.device).manual_seed(int(seed))
+
+    def _obs(self, obs: np.ndarray) -> Any:
+        import torch
+
+        o = np.asarray(obs, dtype=np.float32)
+        if o.ndim != 2 or o.shape[1] != self.obs_dim:
+            raise DataError(
+                f"observations of shape {o.shape}; the critic expects (N, {self.obs_dim})"
+            )
+        return torch.as_tensor(o, device=self.device)
+
+    def _q(self, obs_t: Any, act_scaled_t: Any) -> Any:
+        import torch
+
+        qs = self.critic(obs_t, act_scaled_t)
+        return torch.stack(qs, dim=0).mean(dim=0).squeeze(-1)
+
+    def q(self, obs: np.ndarray, actions: np.ndarray) -> np.ndarray:
+        """(N,) Q(s, a) for env-unit actions (N, act_dim)."""
+        import torch
+
+        a = np.asarray(actions, dtype=np.float64)
+        if a.ndim != 2 or a.shape[1] != self.act_dim:
+            raise DataError(f"actions of shape {a.shape}; the critic expects (N, {self.act_dim})")
+        scaled = 2.0 * (a - self.low) / (self.high - self.low) - 1.0
+        with torch.no_grad():
+            out = self._q(
+                self._obs(obs), torch.as_tensor(scaled, dtype=torch.float32, device=self.device)
+            )
+        return out.cpu().numpy().astype(np.float64)
+
+    def v(self, obs: np.ndarray, *, chunk: int = 4096) -> np.ndarray:
+        """(N,) V(s) = mean over n_actions sampled policy actions of Q(s, a')."""
+        import torch
+
+        o = self._obs(obs)
+        out = []
+        k = self.n_actions
+        with torch.no_grad():
+            for s in range(0, o.shape[0], chunk):
+                part = o[s : s + chunk]
+                mean, log_std, _ = self.actor.get_action_dist_params(part)
+                noise = torch.randn((k, *mean.shape), generator=self.generator, device=self.device)
+                acts = torch.tanh(mean[None] + log_std.exp()[None] * noise)  # (k, n, A) in [-1, 1]
+                rep = part[None].expand(k, *part.shape).reshape(-1, part.shape[1])
+                q = self._q(rep, acts.reshape(-1, acts.shape[-1])).reshape(k, -1)
+                out.append(q.mean(dim=0))
+        if not out:
+            return np.zeros(0)
+        return torch.cat(out).cpu().numpy().astype(np.float64)
+
+    def __call__(self, obs: np.ndarray) -> np.ndarray:
+        return self.v(obs)
+
+
+def load_expert_value_fn(
+    dataset_id: str, *, n_actions: int = 64, device: str = "cpu", seed: int = 0
+) -> ExpertValueFunction:
+    """The value function saved beside a generated dataset (id or folder path)."""
+    import torch
+
+    folder = _dataset_folder(dataset_id)
+    p = folder / CRITIC_FILE
+    if not p.exists():
+        raise DataError(
+            f"{p}: no expert critic beside dataset '{dataset_id}' (only SAC-generated "
+            "MuJoCo/DMC datasets have one)"
+        )
+    try:
+        payload = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises several types for corrupt files
+        raise DataError(f"{p}: unreadable critic file ({e})") from e
+    return ExpertValueFunction(payload, n_actions=n_actions, device=device, seed=seed)
