@@ -41,3 +41,9 @@ app.add_typer(_oracles.app, name="oracles")
 from pbrl.cli import tasks as _tasks  # noqa: E402
 
 app.add_typer(_tasks.app, name="tasks")
+from pbrl.cli import train as _train  # noqa: E402
+
+app.command("train", context_settings=_train.TRAIN_CONTEXT)(_train.train)
+from pbrl.cli import agents as _agents  # noqa: E402
+
+app.add_typer(_agents.app, name="agents")
