@@ -32,8 +32,9 @@ log = logging.getLogger(__name__)
 
 _KIND_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 _TASK_RE = re.compile(r"^[a-z0-9_]+/[A-Za-z0-9_.-]+$")
-# task id -> flat observation size, so a dataset check makes each task's env only once.
-_OBS_DIM_CACHE: dict[str, int | None] = {}
+# task id -> (observation space, action space), or None when its env cannot be made here:
+# each task's env is made at most once per process.
+_SPACES_CACHE: dict[str, tuple[Any, Any] | None] = {}
 
 
 def generated_dataset_id(task_id: str, kind: str) -> str:
@@ -76,26 +77,28 @@ def task_id_for_dataset(dataset_id: str, metadata: dict[str, Any] | None = None)
         return None
 
 
-def _task_obs_dim(task_id: str) -> int | None:
-    """Flat observation size of a task's env, or None when the env cannot be made here."""
-    if task_id not in _OBS_DIM_CACHE:
+def _task_spaces(task_id: str) -> tuple[Any, Any] | None:
+    """(observation_space, action_space) of a task's env, or None when it cannot be made here."""
+    if task_id not in _SPACES_CACHE:
         import gymnasium as gym
         from pbrl.envs import get_task
 
         try:
-            obs_space, _ = get_task(task_id).spaces()
-            _OBS_DIM_CACHE[task_id] = int(gym.spaces.flatdim(obs_space))
+            _SPACES_CACHE[task_id] = get_task(task_id).spaces()
         except (PbrlError, ImportError, gym.error.Error) as e:
-            log.info("task '%s' cannot be made here (%s): observation size not checked", task_id, e)
-            _OBS_DIM_CACHE[task_id] = None
-    return _OBS_DIM_CACHE[task_id]
+            log.info("task '%s' cannot be made here (%s): spaces not checked", task_id, e)
+            _SPACES_CACHE[task_id] = None
+    return _SPACES_CACHE[task_id]
 
 
 def check_task_match(ds: OfflineDataset) -> None:
     """DataError when the dataset's observation size differs from its task's."""
     if ds.task_id is None:
         return
-    expected = _task_obs_dim(ds.task_id)
+    import gymnasium as gym
+
+    spaces = _task_spaces(ds.task_id)
+    expected = None if spaces is None else int(gym.spaces.flatdim(spaces[0]))
     if expected is not None and expected != ds.obs_dim:
         raise DataError(
             f"dataset '{ds.id}': observations have {ds.obs_dim} dimensions but task "
@@ -358,15 +361,13 @@ def verify(id_or_path: str | os.PathLike[str]) -> dict[str, Any]:
             check_task_match(ds)
         except DataError as e:
             problems.append(str(e).split(": ", 1)[1])
-        try:
-            _, act_space = task.spaces()
-            low, high = getattr(act_space, "low", None), getattr(act_space, "high", None)
-            if low is not None and low.shape == ds.actions.shape[1:]:
-                outside = np.any((ds.actions < low - 1e-6) | (ds.actions > high + 1e-6), axis=1)
-                if outside.any():
-                    warn.append(f"{int(outside.sum())} action(s) lie outside the action space")
-        except PbrlError:
-            pass
+        spaces = _task_spaces(task.id)
+        act_space = None if spaces is None else spaces[1]
+        low, high = getattr(act_space, "low", None), getattr(act_space, "high", None)
+        if low is not None and high is not None and low.shape == ds.actions.shape[1:]:
+            outside = np.any((ds.actions < low - 1e-6) | (ds.actions > high + 1e-6), axis=1)
+            if outside.any():
+                warn.append(f"{int(outside.sum())} step(s) have actions outside the action space")
     if ds.id.startswith("pbrl/"):
         missing = [k for k in RECOMMENDED_CARD_KEYS if k not in ds.card]
         if missing:
