@@ -111,3 +111,18 @@ def batched_numpy(
             a = torch.as_tensor(act[s : s + batch_size], device=device)
             out[s : s + batch_size] = fn(o, a).float().cpu().numpy().reshape(-1)
     return out[0:1].reshape(()) if single else out
+
+
+def dataset_windows(
+    ds: Any, length: int, batch: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """``batch`` windows of ``length`` rows starting at uniform rows, cut at episode ends.
+
+    Returns (rows (batch, length) with padding pointing at the window's first row, mask).
+    """
+    ep_end = np.repeat(np.asarray(ds.starts) + np.asarray(ds.lengths), np.asarray(ds.lengths))
+    first = rng.integers(0, ds.num_steps, batch)
+    offs = np.arange(length)
+    rows = first[:, None] + offs[None, :]
+    mask = rows < ep_end[first][:, None]
+    return np.where(mask, rows, first[:, None]), mask

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from pbrl.agents._reward_iql import (
     batched_numpy,
+    dataset_windows,
     iql_phase,
     log_due,
     obs_stats,
@@ -141,21 +142,6 @@ class WorldModel(nn.Module):
         tok = self.embed_ln(tok.reshape(b, 2 * t, -1))
         h, attn = self.gpt(tok, mask.repeat_interleave(2, dim=1))
         return self.head(h[:, 1::2]), attn
-
-
-def dataset_windows(
-    ds: Any, length: int, batch: int, rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray]:
-    """``batch`` windows of ``length`` rows starting at uniform rows, cut at episode ends.
-
-    Returns (rows (batch, length) with padding pointing at the window's first row, mask).
-    """
-    ep_end = np.repeat(np.asarray(ds.starts) + np.asarray(ds.lengths), np.asarray(ds.lengths))
-    first = rng.integers(0, ds.num_steps, batch)
-    offs = np.arange(length)
-    rows = first[:, None] + offs[None, :]
-    mask = rows < ep_end[first][:, None]
-    return np.where(mask, rows, first[:, None]), mask
 
 
 # ---- agent --------------------------------------------------------------------------------

@@ -1,0 +1,573 @@
+"""oppo: Offline Preference-guided Policy Optimization (Kang et al., ICML 2023).
+
+Paper: Y. Kang, D. Shi, J. Liu, L. He, D. Wang, "Beyond Reward: Offline Preference-guided
+Policy Optimization", ICML 2023 (arXiv 2305.16217); official code bkkgbkjb/OPPO (two code
+trees; facts: /work/shared/algorithms/oppo.md).
+
+Summary. No reward model: a bidirectional transformer encoder I maps a segment to a
+context z = I(tau) (hindsight information), a Decision-Transformer-style causal policy
+pi(a_t | z, s_<=t, a_<t) reconstructs the segment's actions from z (hindsight information
+matching), and a free vector z* (the optimal context) is fitted with a triplet loss to lie
+closer to the encodings of preferred segments than to those of the rejected ones, while
+the encoder gets the same triplet loss with z* held fixed. At test time the policy is
+conditioned on z*. Default: the scripted tree's joint update (``update=joint``); the human
+tree's alternating update is the ``human`` preset (``update=alternating``).
+
+pbrl's departures (named options; docs/agents-advanced.md): the labelled pairs of the
+preference file replace the scripted tree's unlimited fresh labels (oppo.md Q4); the
+encoder sees the whole labelled segment, the policy a random window of ``context_len``
+steps of it; timesteps are positions inside the window (PreferenceBatch carries no episode
+time); the encoder sums over real tokens only (``pool_over_padding`` restores the official
+sum over padding); at evaluation every context position holds z* (``eval_zero_fill``
+restores the official zero vectors on all but the last position).
+
+Losses of one joint step (y = prefer_b; d(x, y) = ||x - y + 1e-6||; strict pairs only)::
+
+    L_HIM  = masked_mean (pi(z_a)_t - a_t)^2 + masked_mean (pi(z_b)_t - a_t)^2
+    L_pref = mean_strict max(d(z*, z+) - d(z*, z-) + 1, 0)               (z* detached)
+    L_norm = mean (||z_a|| - 1)^2 + mean (||z_b|| - 1)^2
+    L_enc+dec = L_HIM + 0.1 L_pref + 0.1 L_norm        (clip 0.25 per module, AdamW 1e-4)
+    then  L_w = the same triplet loss on re-encoded (detached) z, z* trainable (AdamW 1e-3)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from pbrl.agents._reward_iql import dataset_windows, log_due, obs_stats, pair_minibatches
+from torch import nn
+
+from pbrl.agent import AgentSpec, FitContext
+from pbrl.errors import PbrlError
+from pbrl.nn import CausalTransformer
+
+# ---- losses (pure functions) ------------------------------------------------------------
+
+
+def triplet_distance(x: torch.Tensor, y: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """``||x - y + eps||_2`` over the last axis (torch ``pairwise_distance``'s convention)."""
+    return torch.linalg.vector_norm(x - y + eps, dim=-1)
+
+
+def oppo_triplet_loss(
+    anchor: torch.Tensor,
+    z_a: torch.Tensor,
+    z_b: torch.Tensor,
+    prefer_b: torch.Tensor,
+    margin: float = 1.0,
+    mode: str = "scripted",
+) -> torch.Tensor:
+    """OPPO's preference loss: pull the preferred encoding towards z*, push the other away.
+
+    ``anchor`` (D,) is z*; ``z_a``, ``z_b`` (B, D) the encodings of the two segments;
+    ``prefer_b`` (B,) in [0, 1] (> 0.5: b preferred, < 0.5: a preferred, = 0.5: tie).
+    For each strict pair, ``h = max(d(z*, z+) - d(z*, z-) + margin, 0)``.
+
+    - ``scripted`` (the scripted tree): ties are dropped; mean over the strict pairs
+      (0 when there are none, where the official code would produce NaN).
+    - ``human`` (the human tree): sum over strict pairs plus, for each tie, the official
+      asymmetric hinge ``max(d(z*, z_a) - d(z*, z_b), 0)`` (margin 0); divided by B.
+    """
+    d_a = triplet_distance(anchor.expand_as(z_a), z_a)
+    d_b = triplet_distance(anchor.expand_as(z_b), z_b)
+    a_pref = prefer_b < 0.5
+    b_pref = prefer_b > 0.5
+    tie = ~(a_pref | b_pref)
+    d_pos = torch.where(b_pref, d_b, d_a)
+    d_neg = torch.where(b_pref, d_a, d_b)
+    hinge = torch.relu(d_pos - d_neg + margin)
+    strict = (a_pref | b_pref).to(hinge.dtype)
+    if mode == "scripted":
+        return (hinge * strict).sum() / strict.sum().clamp_min(1.0)
+    if mode == "human":
+        tie_term = torch.relu(d_a - d_b) * tie.to(hinge.dtype)
+        return ((hinge * strict).sum() + tie_term.sum()) / prefer_b.shape[0]
+    raise ValueError(f"oppo_triplet_loss: unknown mode '{mode}' (scripted|human)")
+
+
+def oppo_norm_loss(z: torch.Tensor, kind: str = "square") -> torch.Tensor:
+    """Norm regulariser on encodings (B, D): mean of ``(||z||-1)^2`` (scripted tree) or of
+    ``relu(||z||-1)`` (human tree, one-sided and not squared)."""
+    n = torch.linalg.vector_norm(z, dim=-1) - 1.0
+    if kind == "square":
+        return n.pow(2).mean()
+    if kind == "relu":
+        return torch.relu(n).mean()
+    raise ValueError(f"oppo_norm_loss: unknown kind '{kind}' (square|relu)")
+
+
+def him_action_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Masked action MSE: mean over real steps (mask 1) x action dimensions."""
+    m = mask.to(pred.dtype)[..., None]
+    return ((pred - target).pow(2) * m).sum() / (m.sum() * pred.shape[-1]).clamp_min(1.0)
+
+
+def pool_tokens(h: torch.Tensor, mask: torch.Tensor, over_padding: bool = False) -> torch.Tensor:
+    """Sum the encoder's hidden states (B, N, H) over tokens.
+
+    pbrl sums over the real tokens only (mask 1). ``over_padding=True`` is the official
+    behaviour: padded keys are masked inside attention but their query outputs are
+    still added, so padding leaks into z and z scales with the window length.
+    """
+    if over_padding:
+        return h.sum(dim=1)
+    return (h * mask.to(h.dtype)[..., None]).sum(dim=1)
+
+
+# ---- networks -----------------------------------------------------------------------------
+
+
+class HIMEncoder(nn.Module):
+    """I(tau): bidirectional transformer over (s_t, a_t) tokens, summed, then Linear -> z."""
+
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        z_dim: int,
+        embed_dim: int = 128,
+        n_layers: int = 3,
+        n_heads: int = 2,
+        max_len: int = 64,
+        dropout: float = 0.1,
+        pool_over_padding: bool = False,
+    ) -> None:
+        super().__init__()
+        self.embed_s = nn.Linear(obs_dim, embed_dim)
+        self.embed_a = nn.Linear(act_dim, embed_dim)
+        self.embed_t = nn.Embedding(max_len, embed_dim)
+        self.embed_ln = nn.LayerNorm(embed_dim)
+        self.tf = CausalTransformer(
+            embed_dim,
+            n_layers,
+            n_heads,
+            2 * max_len,
+            dropout,
+            pos_embedding=False,
+            causal=False,
+            activation="relu",
+        )
+        self.out = nn.Linear(embed_dim, z_dim)
+        self.max_len = max_len
+        self.pool_over_padding = pool_over_padding
+
+    def forward(self, obs_n: torch.Tensor, act: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        b, t, _ = obs_n.shape
+        if t > self.max_len:
+            raise PbrlError(f"oppo: segment of {t} steps exceeds the encoder's {self.max_len}")
+        e_t = self.embed_t(torch.arange(t, device=obs_n.device))[None]
+        tok = torch.stack([self.embed_s(obs_n) + e_t, self.embed_a(act) + e_t], dim=2)
+        tok = self.embed_ln(tok.reshape(b, 2 * t, -1))
+        key_mask = mask.repeat_interleave(2, dim=1)
+        h, _ = self.tf(tok, key_mask)
+        return self.out(pool_tokens(h, key_mask, self.pool_over_padding))
+
+
+class ContextualPolicy(nn.Module):
+    """pi(a_t | z, s_<=t, a_<t): a DT whose return-to-go token is a z token.
+
+    Tokens per step (phi_t, s_t, a_t), phi_t = Linear(z_t) (+ time embedding unless
+    ``phi_time`` is off, as in the human tree); the action is tanh(Linear(h at s_t)) and the
+    state reconstruction Linear(h at a_t) (used by the alternating update only).
+    """
+
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        z_dim: int,
+        embed_dim: int = 128,
+        n_layers: int = 3,
+        n_heads: int = 1,
+        max_len: int = 20,
+        dropout: float = 0.1,
+        phi_time: bool = True,
+    ) -> None:
+        super().__init__()
+        self.embed_z = nn.Linear(z_dim, embed_dim)
+        self.embed_s = nn.Linear(obs_dim, embed_dim)
+        self.embed_a = nn.Linear(act_dim, embed_dim)
+        self.embed_t = nn.Embedding(max_len, embed_dim)
+        self.embed_ln = nn.LayerNorm(embed_dim)
+        self.tf = CausalTransformer(
+            embed_dim,
+            n_layers,
+            n_heads,
+            3 * max_len,
+            dropout,
+            pos_embedding=False,
+            activation="relu",
+        )
+        self.act_head = nn.Linear(embed_dim, act_dim)
+        self.state_head = nn.Linear(embed_dim, obs_dim)
+        self.max_len = max_len
+        self.phi_time = phi_time
+
+    def forward(
+        self, z: torch.Tensor, obs_n: torch.Tensor, act: torch.Tensor, mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """z (B, K, z_dim) per position -> (actions (B, K, A), states (B, K, S))."""
+        b, t, _ = obs_n.shape
+        e_t = self.embed_t(torch.arange(t, device=obs_n.device))[None]
+        phi = self.embed_z(z) + (e_t if self.phi_time else 0.0)
+        tok = torch.stack([phi, self.embed_s(obs_n) + e_t, self.embed_a(act) + e_t], dim=2)
+        tok = self.embed_ln(tok.reshape(b, 3 * t, -1))
+        h, _ = self.tf(tok, mask.repeat_interleave(3, dim=1))
+        return torch.tanh(self.act_head(h[:, 1::3])), self.state_head(h[:, 2::3])
+
+
+def crop_windows(
+    mask: torch.Tensor, k: int, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-row random windows of ``k`` steps inside each segment's real steps.
+
+    Returns (index (B, k) into the segment axis, window mask (B, k)).
+    """
+    b, length = mask.shape
+    k = min(k, length)
+    n_real = mask.sum(-1).round().long()
+    room = (n_real - k).clamp(min=0)
+    u = torch.rand(b, generator=generator, device=generator.device).to(mask.device)
+    start = torch.floor(u * (room + 1).to(u.dtype)).long().clamp(max=length - k)
+    idx = start[:, None] + torch.arange(k, device=mask.device)[None]
+    return idx, torch.gather(mask, 1, idx)
+
+
+def take(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """Gather (B, L, D) -> (B, k, D) along the step axis."""
+    return torch.gather(x, 1, idx[..., None].expand(-1, -1, x.shape[-1]))
+
+
+# ---- agent --------------------------------------------------------------------------------
+
+
+@dataclass
+class Config:
+    """oppo options (scripted-tree defaults; the ``human`` preset is the human tree)."""
+
+    update: str = "joint"
+    """'joint' (scripted tree: one encoder+decoder step on L_HIM + triplet + norm) or
+    'alternating' (human tree: HIM steps on dataset windows every other step with 0.1 state
+    noise and state reconstruction; an encoder-only preference step every step with the
+    decoder frozen, sum/B triplet with the asymmetric tie term and a one-sided norm)."""
+    z_dim: int = 8
+    """Context size (scripted 8, human 16)."""
+    context_len: int = 20
+    """Policy context K in steps (scripted 20, human 100; capped by the segment length)."""
+    embed_dim: int = 128
+    """Width of the encoder and the policy."""
+    enc_layers: int = 3
+    """Encoder layers."""
+    enc_heads: int = 2
+    """Encoder heads."""
+    dec_layers: int = 3
+    """Policy layers."""
+    dec_heads: int = 1
+    """Policy heads (scripted 1, human 2)."""
+    dropout: float = 0.1
+    """Dropout of both transformers."""
+    phi_time: bool = True
+    """Add the time embedding to the z token (scripted yes, human no)."""
+    batch_size: int = 64
+    """Labelled pairs per step (and dataset windows per HIM step when alternating)."""
+    lr: float = 1e-4
+    """AdamW learning rate of the encoder and the policy."""
+    weight_decay: float = 1e-4
+    """AdamW weight decay (encoder, policy and z*)."""
+    dec_warmup: float = 0.1
+    """Linear warm-up of the policy's lr, as a fraction of the run (10k of 100k steps)."""
+    grad_clip: float = 0.25
+    """Gradient-norm clip, applied separately to the encoder and the policy."""
+    pref_coef: float = 0.1
+    """lambda_pref (scripted 0.1, human 10)."""
+    norm_coef: float = 0.1
+    """lambda_norm."""
+    margin: float = 1.0
+    """Triplet margin."""
+    w_lr: float = 1e-3
+    """AdamW learning rate of z* (scripted 1e-3, human 1e-2)."""
+    w_init_std: float = 2.0
+    """z* initial N(0, std^2) (scripted 2, human 1)."""
+    state_noise: float = 0.1
+    """Gaussian noise on the policy's input states in HIM steps (alternating only)."""
+    pool_over_padding: bool = False
+    """Official encoder pooling: also sum the outputs of padded tokens."""
+    eval_zero_fill: bool = False
+    """Official evaluation: z* only at the last context position, zero vectors before it."""
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "paper": {},
+    "human": {
+        "update": "alternating",
+        "z_dim": 16,
+        "context_len": 100,
+        "dec_heads": 2,
+        "phi_time": False,
+        "pref_coef": 10.0,
+        "w_lr": 1e-2,
+        "w_init_std": 1.0,
+    },
+    "official_eval": {"eval_zero_fill": True, "pool_over_padding": True},
+    "quick": {"batch_size": 16},
+}
+
+TEST_OVERRIDES: dict[str, Any] = {
+    "embed_dim": 16,
+    "enc_layers": 1,
+    "dec_layers": 1,
+    "context_len": 4,
+    "batch_size": 4,
+}
+
+
+class Agent:
+    """HIM encoder + contextual DT policy + learned optimal context z*."""
+
+    def __init__(self, cfg: Config, spec: AgentSpec) -> None:
+        if cfg.update not in ("joint", "alternating"):
+            raise PbrlError(f"--agent.update: 'joint' or 'alternating', got '{cfg.update}'")
+        if cfg.context_len < 1:
+            raise PbrlError(f"--agent.context_len: must be >= 1, got {cfg.context_len}")
+        self.cfg = cfg
+        self.spec = spec
+        self.device = spec.device
+        self.obs_mean = torch.zeros(spec.obs_dim, device=self.device)
+        self.obs_std = torch.ones(spec.obs_dim, device=self.device)
+        self.z_star = torch.zeros(cfg.z_dim, device=self.device)
+        self.enc: HIMEncoder | None = None
+        self.dec: ContextualPolicy | None = None
+        self._build(enc_len=64, k=cfg.context_len)
+        self._hist: list[tuple[list[np.ndarray], list[np.ndarray]]] | None = None
+
+    def _build(self, enc_len: int, k: int) -> None:
+        c, s = self.cfg, self.spec
+        self.enc = HIMEncoder(
+            s.obs_dim,
+            s.act_dim,
+            c.z_dim,
+            c.embed_dim,
+            c.enc_layers,
+            c.enc_heads,
+            enc_len,
+            c.dropout,
+            c.pool_over_padding,
+        ).to(self.device)
+        self.dec = ContextualPolicy(
+            s.obs_dim,
+            s.act_dim,
+            c.z_dim,
+            c.embed_dim,
+            c.dec_layers,
+            c.dec_heads,
+            k,
+            c.dropout,
+            c.phi_time,
+        ).to(self.device)
+
+    def _norm(self, obs: torch.Tensor) -> torch.Tensor:
+        return (obs - self.obs_mean) / self.obs_std
+
+    def _recon(
+        self,
+        z: torch.Tensor,
+        obs: torch.Tensor,
+        act: torch.Tensor,
+        mask: torch.Tensor,
+        generator: torch.Generator,
+        noise: float = 0.0,
+        states: bool = False,
+    ) -> torch.Tensor:
+        """HIM reconstruction loss of a random K-window of each segment given its z."""
+        assert self.dec is not None
+        idx, m = crop_windows(mask, self.dec.max_len, generator)
+        o = take(obs, idx)
+        a = take(act, idx)
+        o_in = o
+        if noise > 0:
+            eps = torch.randn(o.shape, generator=generator, device=generator.device)
+            o_in = o + noise * eps.to(o.device)
+        zs = z[:, None, :].expand(-1, idx.shape[1], -1)
+        pred_a, pred_s = self.dec(zs, o_in, a, m)
+        loss = him_action_loss(pred_a, a, m)
+        if states:
+            loss = loss + him_action_loss(pred_s, o, m)
+        return loss
+
+    # -- training --------------------------------------------------------------------------
+    def fit(self, ctx: FitContext) -> Iterator[dict[str, float]]:
+        if ctx.prefs is None or ctx.prefs.size == 0:
+            raise PbrlError("oppo needs preferences (--prefs)")
+        cfg = self.cfg
+        ds = ctx.dataset
+        seg_len = int(ctx.prefs.obs_a.shape[1])
+        self._build(enc_len=seg_len, k=min(cfg.context_len, seg_len))
+        assert self.enc is not None and self.dec is not None
+        mean, std = obs_stats(ds.observations)
+        self.obs_mean = torch.as_tensor(mean, device=self.device)
+        self.obs_std = torch.as_tensor(std, device=self.device)
+        g = ctx.generator
+        z0 = torch.randn(cfg.z_dim, generator=g, device=g.device).to(self.device)
+        self.z_star = (z0 * cfg.w_init_std).requires_grad_(True)
+        enc_opt = torch.optim.AdamW(self.enc.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        dec_opt = torch.optim.AdamW(self.dec.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        warm = max(1, int(round(cfg.dec_warmup * ctx.steps)))
+        dec_sched = torch.optim.lr_scheduler.LambdaLR(dec_opt, lambda st: min((st + 1) / warm, 1.0))
+        w_opt = torch.optim.AdamW([self.z_star], lr=cfg.w_lr, weight_decay=cfg.weight_decay)
+        batches = pair_minibatches(ctx.prefs.size, cfg.batch_size, g, ctx.device)
+        human = cfg.update == "alternating"
+        mode = "human" if human else "scripted"
+        norm_kind = "relu" if human else "square"
+        if human:
+            obs_all = torch.as_tensor(ds.observations, dtype=torch.float32, device=self.device)
+            act_all = torch.as_tensor(
+                np.asarray(ds.actions, np.float32), dtype=torch.float32, device=self.device
+            )
+        self.enc.train()
+        self.dec.train()
+        him = float("nan")
+        for step in range(1, ctx.steps + 1):
+            b = ctx.prefs.index(next(batches))
+            oa, ob = self._norm(b.obs_a), self._norm(b.obs_b)
+            if human and (step - 1) % 2 == 0:
+                # HIM step on unlabelled dataset windows (official: cont % 2 == 0)
+                rows, wm = dataset_windows(ds, self.dec.max_len, cfg.batch_size, ctx.rng)
+                r = torch.as_tensor(rows, device=self.device)
+                m = torch.as_tensor(wm, dtype=torch.float32, device=self.device)
+                o, a = self._norm(obs_all[r]), act_all[r]
+                z = self.enc(o, a, m)
+                loss_h = self._recon(z, o, a, m, g, cfg.state_noise, states=True)
+                enc_opt.zero_grad(set_to_none=True)
+                dec_opt.zero_grad(set_to_none=True)
+                loss_h.backward()
+                nn.utils.clip_grad_norm_(self.enc.parameters(), cfg.grad_clip)
+                nn.utils.clip_grad_norm_(self.dec.parameters(), cfg.grad_clip)
+                enc_opt.step()
+                dec_opt.step()
+                him = float(loss_h.detach())
+            z_a = self.enc(oa, b.act_a, b.mask_a)
+            z_b = self.enc(ob, b.act_b, b.mask_b)
+            l_pref = oppo_triplet_loss(self.z_star.detach(), z_a, z_b, b.prefer_b, cfg.margin, mode)
+            l_norm = oppo_norm_loss(z_a, norm_kind) + oppo_norm_loss(z_b, norm_kind)
+            if human:
+                # encoder-only step: the decoder is frozen but stays in train mode
+                self.dec.requires_grad_(False)
+                l_rec = self._recon(z_a, oa, b.act_a, b.mask_a, g, states=True) + self._recon(
+                    z_b, ob, b.act_b, b.mask_b, g, states=True
+                )
+                loss = l_rec + cfg.pref_coef * l_pref + cfg.norm_coef * l_norm
+                enc_opt.zero_grad(set_to_none=True)
+                loss.backward()
+                self.dec.requires_grad_(True)
+                nn.utils.clip_grad_norm_(self.enc.parameters(), cfg.grad_clip)
+                enc_opt.step()
+            else:
+                l_rec = self._recon(z_a, oa, b.act_a, b.mask_a, g) + self._recon(
+                    z_b, ob, b.act_b, b.mask_b, g
+                )
+                loss = l_rec + cfg.pref_coef * l_pref + cfg.norm_coef * l_norm
+                enc_opt.zero_grad(set_to_none=True)
+                dec_opt.zero_grad(set_to_none=True)
+                loss.backward()
+                nn.utils.clip_grad_norm_(self.enc.parameters(), cfg.grad_clip)
+                nn.utils.clip_grad_norm_(self.dec.parameters(), cfg.grad_clip)
+                enc_opt.step()
+                dec_opt.step()
+                him = float(l_rec.detach())
+            dec_sched.step()
+            # z* step on re-encoded (train-mode, detached) contexts
+            with torch.no_grad():
+                z_a2 = self.enc(oa, b.act_a, b.mask_a)
+                z_b2 = self.enc(ob, b.act_b, b.mask_b)
+            l_w = oppo_triplet_loss(self.z_star, z_a2, z_b2, b.prefer_b, cfg.margin, mode)
+            w_opt.zero_grad(set_to_none=True)
+            l_w.backward()
+            w_opt.step()
+            if log_due(step, ctx.steps, ctx.log_interval):
+                yield {
+                    "step": step,
+                    "him_loss": him,
+                    "rec_loss": float(l_rec.detach()),
+                    "pref_loss": float(l_w.detach()),
+                    "norm_loss": float(l_norm.detach()),
+                    "z_star_norm": float(self.z_star.detach().norm()),
+                    "z_norm": float(z_a.detach().norm(dim=-1).mean()),
+                }
+        self.z_star = self.z_star.detach()
+        self.enc.eval()
+        self.dec.eval()
+
+    # -- acting ----------------------------------------------------------------------------
+    def begin_episodes(self, n: int) -> None:
+        """Start ``n`` fresh episode histories (called by the evaluator before each wave)."""
+        self._hist = [([], []) for _ in range(int(n))]
+
+    @torch.no_grad()
+    def act(self, obs: np.ndarray, env_ids: list[int] | None = None) -> np.ndarray:
+        """Action from the last ``context_len`` steps of each episode, conditioned on z*.
+
+        With ``env_ids`` (after :meth:`begin_episodes`) each row extends its episode's
+        history; without, the call is stateless (a context of the current state only).
+        """
+        assert self.dec is not None
+        self.dec.eval()
+        x = np.asarray(obs, dtype=np.float32)
+        single = x.ndim == 1
+        if single:
+            x = x[None]
+        k = self.dec.max_len
+        a_dim = self.spec.act_dim
+        use_hist = env_ids is not None and self._hist is not None
+        if use_hist:
+            assert self._hist is not None and env_ids is not None
+            for row, j in enumerate(env_ids):
+                self._hist[j][0].append(x[row])
+            n = min(k, len(self._hist[env_ids[0]][0]))
+            o = np.stack([np.stack(self._hist[j][0][-n:]) for j in env_ids])
+            a = np.zeros((len(env_ids), n, a_dim), dtype=np.float32)
+            if n > 1:
+                a[:, :-1] = np.stack([np.stack(self._hist[j][1][-(n - 1) :]) for j in env_ids])
+        else:
+            n = 1
+            o = x[:, None]
+            a = np.zeros((x.shape[0], 1, a_dim), dtype=np.float32)
+        ot = self._norm(torch.as_tensor(o, device=self.device))
+        at = torch.as_tensor(a, device=self.device)
+        z = self.z_star.detach()[None, None].expand(ot.shape[0], n, -1).clone()
+        if self.cfg.eval_zero_fill:
+            z[:, :-1] = 0.0
+        pred, _ = self.dec(z, ot, at, torch.ones(ot.shape[0], n, device=self.device))
+        out = pred[:, -1].clamp(-1.0, 1.0).cpu().numpy()
+        out = np.clip(out, self.spec.act_low, self.spec.act_high).astype(np.float32)
+        if use_hist:
+            assert self._hist is not None and env_ids is not None
+            for row, j in enumerate(env_ids):
+                self._hist[j][1].append(out[row])
+        return out[0] if single else out
+
+    def state_dict(self) -> dict[str, Any]:
+        assert self.enc is not None and self.dec is not None
+        return {
+            "enc": self.enc.state_dict(),
+            "dec": self.dec.state_dict(),
+            "enc_len": self.enc.max_len,
+            "context_len": self.dec.max_len,
+            "z_star": self.z_star.detach().cpu(),
+            "obs_mean": self.obs_mean.cpu(),
+            "obs_std": self.obs_std.cpu(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._build(int(state["enc_len"]), int(state["context_len"]))
+        assert self.enc is not None and self.dec is not None
+        self.enc.load_state_dict(state["enc"])
+        self.dec.load_state_dict(state["dec"])
+        self.enc.eval()
+        self.dec.eval()
+        self.z_star = state["z_star"].to(self.device)
+        self.obs_mean = state["obs_mean"].to(self.device)
+        self.obs_std = state["obs_std"].to(self.device)
