@@ -35,9 +35,15 @@ def evaluate(
     ``return_std``, ``success_rate`` (or None) and ``score`` (``TaskSpec.score``). An
     episode ends on termination, truncation or after ``horizon`` (default the task's)
     steps; actions are clipped into the action space.
+
+    History-conditioned policies (a Decision-Transformer-style decoder such as OPPO's)
+    define ``begin_episodes(n)``: it is called before each wave of ``n`` fresh episodes,
+    and their ``act`` then receives ``env_ids=`` (the wave positions of the rows of the
+    batch) so each row can be matched to its own episode's history.
     """
     from pbrl.envs import get_task
 
+    begin = getattr(agent, "begin_episodes", None)
     task = get_task(task_id)
     horizon = int(horizon or task.horizon)
     returns = np.zeros(episodes, dtype=np.float64)
@@ -56,10 +62,13 @@ def evaluate(
                 for env, i in zip(envs, wave, strict=True)
             ]
             live = list(range(len(wave)))
+            if callable(begin):
+                begin(len(wave))
             t = 0
             while live and t < horizon:
                 batch = np.stack([obs[j] for j in live])
-                acts = np.asarray(agent.act(batch), dtype=np.float32).reshape(len(live), -1)
+                raw = agent.act(batch, env_ids=list(live)) if callable(begin) else agent.act(batch)
+                acts = np.asarray(raw, dtype=np.float32).reshape(len(live), -1)
                 acts = np.clip(acts, low, high)
                 still: list[int] = []
                 for k, j in enumerate(live):

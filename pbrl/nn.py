@@ -312,13 +312,19 @@ class ValueNet(nn.Module):
 
 
 class CausalSelfAttention(nn.Module):
-    """Multi-head causal self-attention that returns its attention weights (B, H, T, T)."""
+    """Multi-head causal self-attention that returns its attention weights (B, H, T, T).
 
-    def __init__(self, embed_dim: int, n_heads: int, dropout: float = 0.0) -> None:
+    ``causal=False`` lets every token attend to every (real) token (a BERT-style encoder).
+    """
+
+    def __init__(
+        self, embed_dim: int, n_heads: int, dropout: float = 0.0, *, causal: bool = True
+    ) -> None:
         super().__init__()
         if embed_dim % n_heads:
             raise ValueError(f"embed_dim {embed_dim} is not divisible by n_heads {n_heads}")
         self.n_heads = n_heads
+        self.causal = causal
         self.qkv = nn.Linear(embed_dim, 3 * embed_dim)
         self.proj = nn.Linear(embed_dim, embed_dim)
         self.attn_drop = nn.Dropout(dropout)
@@ -334,7 +340,9 @@ class CausalSelfAttention(nn.Module):
         k = k.view(b, t, h, e // h).transpose(1, 2)
         v = v.view(b, t, h, e // h).transpose(1, 2)
         scores = (q @ k.transpose(-2, -1)) / math.sqrt(e // h)
-        allowed = torch.ones(t, t, dtype=torch.bool, device=x.device).tril()
+        allowed = torch.ones(t, t, dtype=torch.bool, device=x.device)
+        if self.causal:
+            allowed = allowed.tril()
         allowed = allowed.view(1, 1, t, t)
         if key_mask is not None:
             allowed = allowed & key_mask.bool().view(b, 1, 1, t)
@@ -348,16 +356,24 @@ class CausalSelfAttention(nn.Module):
 
 
 class TransformerBlock(nn.Module):
-    """GPT-2 block: x + attn(LN(x)); x + MLP(LN(x)) with a 4x GELU MLP."""
+    """GPT-2 block: x + attn(LN(x)); x + MLP(LN(x)) with a 4x MLP (GELU unless ``activation``)."""
 
-    def __init__(self, embed_dim: int, n_heads: int, dropout: float = 0.0) -> None:
+    def __init__(
+        self,
+        embed_dim: int,
+        n_heads: int,
+        dropout: float = 0.0,
+        *,
+        causal: bool = True,
+        activation: str = "gelu",
+    ) -> None:
         super().__init__()
         self.ln1 = nn.LayerNorm(embed_dim)
-        self.attn = CausalSelfAttention(embed_dim, n_heads, dropout)
+        self.attn = CausalSelfAttention(embed_dim, n_heads, dropout, causal=causal)
         self.ln2 = nn.LayerNorm(embed_dim)
         self.mlp = nn.Sequential(
             nn.Linear(embed_dim, 4 * embed_dim),
-            nn.GELU(),
+            make_activation(activation),
             nn.Linear(4 * embed_dim, embed_dim),
             nn.Dropout(dropout),
         )
@@ -379,7 +395,9 @@ class CausalTransformer(nn.Module):
     layer (row i = how token i attends over tokens <= i). ``key_mask`` is 1 on real tokens
     and 0 on padding (padding keys get no attention). A learned positional embedding of
     ``max_len`` positions is added unless ``pos_embedding=False`` (PT adds its own timestep
-    embedding instead). The output passes a final LayerNorm, as in GPT-2.
+    embedding instead). The output passes a final LayerNorm, as in GPT-2. ``causal=False``
+    drops the causal mask (OPPO's bidirectional encoder); ``activation`` names the MLP's
+    nonlinearity (the DT/OPPO and PT GPT-2 configs use ReLU).
     """
 
     def __init__(
@@ -391,6 +409,8 @@ class CausalTransformer(nn.Module):
         dropout: float = 0.0,
         *,
         pos_embedding: bool = True,
+        causal: bool = True,
+        activation: str = "gelu",
     ) -> None:
         super().__init__()
         self.max_len = max_len
@@ -399,7 +419,8 @@ class CausalTransformer(nn.Module):
             nn.init.normal_(self.pos, std=0.02)
         self.drop = nn.Dropout(dropout)
         self.blocks = nn.ModuleList(
-            TransformerBlock(embed_dim, n_heads, dropout) for _ in range(n_layers)
+            TransformerBlock(embed_dim, n_heads, dropout, causal=causal, activation=activation)
+            for _ in range(n_layers)
         )
         self.ln_f = nn.LayerNorm(embed_dim)
 
