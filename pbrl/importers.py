@@ -73,6 +73,10 @@ _PLAIN_GLOBALS: dict[tuple[str, str], Any] = {
     ("numpy._core.numeric", "_frombuffer"): _np_numeric._frombuffer,
     ("_codecs", "encode"): codecs.encode,
 }
+# Protocols < 3 name these builtin constructors as globals instead of using opcodes.
+for _mod in ("builtins", "__builtin__"):
+    for _ctor in (set, frozenset, bytes, bytearray, complex):
+        _PLAIN_GLOBALS[(_mod, _ctor.__name__)] = _ctor
 
 
 class _Record:
