@@ -981,7 +981,7 @@ def _lbfgs(x: Any, t: Any, start: tuple[float, float]) -> tuple[float, float, fl
 
     params = torch.tensor(start, dtype=torch.float64, requires_grad=True)
     opt = torch.optim.LBFGS(
-        [params], max_iter=200, tolerance_grad=1e-10, line_search_fn="strong_wolfe"
+        [params], max_iter=100, tolerance_grad=1e-9, line_search_fn="strong_wolfe"
     )
 
     def closure() -> torch.Tensor:
@@ -998,15 +998,21 @@ def _lbfgs(x: Any, t: Any, start: tuple[float, float]) -> tuple[float, float, fl
     return beta, eps, val
 
 
-def _fit_beta_eps(dd: np.ndarray, y: np.ndarray, init_beta: float) -> tuple[float, float, float]:
+def _fit_beta_eps(
+    dd: np.ndarray, y: np.ndarray, init_beta: float, warm: tuple[float, float] | None = None
+) -> tuple[float, float, float]:
     """Maximum-likelihood (beta, eps) for targets ``y`` given score gaps ``dd``:
-    -> (beta, eps, negative log-likelihood); torch L-BFGS from three starts."""
+    -> (beta, eps, negative log-likelihood); torch L-BFGS from a default start and, when
+    given, a warm start (a neighbouring gamma's solution)."""
     import torch
 
     x = torch.as_tensor(dd, dtype=torch.float64)
     t = torch.as_tensor(y, dtype=torch.float64)
-    lb = math.log(init_beta)
-    fits = [_lbfgs(x, t, s) for s in ((lb, -3.0), (lb + 2.0, -2.0), (lb - 1.0, -4.0))]
+    starts = [(math.log(init_beta), -3.0)]
+    if warm is not None:
+        b, e = warm
+        starts.append((math.log(max(b, 1e-12)), math.log(max(2 * e, 1e-9) / max(1 - 2 * e, 1e-9))))
+    fits = [_lbfgs(x, t, s) for s in starts]
     return min(fits, key=lambda f: f[2] if np.isfinite(f[2]) else math.inf)
 
 
@@ -1023,7 +1029,7 @@ def fit_teacher_details(
       ``eps_skip`` likewise on ``max(R_a, R_b)`` when some records were skipped.
     - ``beta``, ``eps_mistake``, ``gamma``: the likelihood of the strict (and soft) answers
       under ``P(b) = (1 - eps) sigmoid(beta dD) + eps (1 - sigmoid(beta dD))``, profiled over a
-      gamma grid (0.5..1 by 0.01) then refined by golden-section search. A beta so large that
+      gamma grid (0.5..1 by 0.05) then refined by golden-section search. A beta so large that
       ``beta x median |dD| > 100`` is reported as inf (a deterministic annotator).
     """
     fr = records if isinstance(records, FitRecords) else FitRecords.from_records(records)
@@ -1050,31 +1056,31 @@ def fit_teacher_details(
     da, db, y = ra[answered][use], rb[answered][use], p[use]
     L = ra.shape[1]
 
-    def profile(g: float) -> tuple[float, float, float]:
-        w = discount_weights(g, L)
-        dd = (db - da) @ w
+    def profile(g: float, warm: tuple[float, float] | None = None) -> tuple[float, float, float]:
+        dd = (db - da) @ discount_weights(g, L)
         scale = float(np.std(dd)) or 1.0
-        return _fit_beta_eps(dd, y, 1.0 / scale)
+        return _fit_beta_eps(dd, y, 1.0 / scale, warm)
 
-    grid = np.round(np.arange(0.5, 1.0001, 0.01), 4) if gamma_grid is None else gamma_grid
-    fits = [profile(float(g)) for g in grid]
+    # coarse gamma grid, then golden-section search inside the best cell's neighbours
+    grid = np.round(np.arange(0.5, 1.0001, 0.05), 4) if gamma_grid is None else gamma_grid
+    fits: list[tuple[float, float, float]] = []
+    for g in grid:
+        fits.append(profile(float(g), fits[-1][:2] if fits else None))
     i = int(np.argmin([f[2] for f in fits]))
-    lo, hi = float(grid[max(i - 1, 0)]), float(grid[min(i + 1, len(grid) - 1)])
     best_g, best = float(grid[i]), fits[i]
-    # golden-section refinement of gamma inside the bracketing grid cells
     phi = (math.sqrt(5) - 1) / 2
-    a, b = lo, hi
+    a, b = float(grid[max(i - 1, 0)]), float(grid[min(i + 1, len(grid) - 1)])
     c, d = b - phi * (b - a), a + phi * (b - a)
-    fc, fd = profile(c), profile(d)
-    for _ in range(20):
+    fc, fd = profile(c, best[:2]), profile(d, best[:2])
+    for _ in range(14):
         if fc[2] < fd[2]:
             b, d, fd = d, c, fc
             c = b - phi * (b - a)
-            fc = profile(c)
+            fc = profile(c, fd[:2])
         else:
             a, c, fc = c, d, fd
             d = a + phi * (b - a)
-            fd = profile(d)
+            fd = profile(d, fc[:2])
     for g, f in ((c, fc), (d, fd)):
         if f[2] < best[2]:
             best_g, best = g, f
