@@ -37,7 +37,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 
 from pbrl.agent import AgentSpec, FitContext
 from pbrl.data import ACTION_CLIP, segments_tensor
@@ -57,13 +56,23 @@ def segment_advantage(logp: torch.Tensor, mask: torch.Tensor, alpha: float) -> t
     return alpha * (logp * mask).sum(-1)
 
 
+def softplus_neg(x: torch.Tensor) -> torch.Tensor:
+    """softplus(-x) = -log sigmoid(x) the way the official code computes it.
+
+    log(e^-m + e^(-x-m)) + m with m = max(-x, 0): for x >= ~16.64 the float32 sum rounds to 1
+    and the term is exactly 0 (which the score-mode mean relies on).
+    """
+    m = torch.clamp(-x, min=0.0)
+    return torch.log(torch.exp(-m) + torch.exp(-x - m)) + m
+
+
 def biased_bce_with_logits(
     adv_a: torch.Tensor, adv_b: torch.Tensor, prefer_b: torch.Tensor, bias: float
 ) -> torch.Tensor:
     """CPL's comparison loss; ``bias`` (lambda) scales the non-preferred segment's advantage."""
     y = prefer_b
-    to_b = F.softplus(-(adv_b - bias * adv_a))
-    to_a = F.softplus(-(adv_a - bias * adv_b))
+    to_b = softplus_neg(adv_b - bias * adv_a)
+    to_a = softplus_neg(adv_a - bias * adv_b)
     return (y * to_b + (1.0 - y) * to_a).mean()
 
 
@@ -78,7 +87,7 @@ def biased_bce_with_scores(adv: torch.Tensor, score: torch.Tensor, bias: float) 
     a = adv[order]
     n = a.shape[0]
     i, j = torch.triu_indices(n, n, offset=1, device=adv.device)
-    terms = F.softplus(-(a[j] - bias * a[i]))
+    terms = softplus_neg(a[j] - bias * a[i])
     nonzero = (terms != 0).sum()
     return terms.sum() / nonzero.clamp(min=1)
 

@@ -1,0 +1,331 @@
+"""Losses and building blocks of the core learners against values worked out by hand."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import numpy as np
+import pytest
+import torch
+from pbrl.agents.bc import bc_mse
+from pbrl.agents.cpl import (
+    bc_loss,
+    biased_bce_with_logits,
+    biased_bce_with_scores,
+    comparison_accuracy,
+    neg_sq_logp,
+    segment_advantage,
+    segment_scores,
+    softplus_neg,
+    warmup_factor,
+)
+from pbrl.agents.ipl import chi2_regularizer, implicit_reward, ipl_preference_loss, row_weights
+from pbrl.agents.mr import bt_accuracy, bt_ensemble_loss
+from pbrl.agents.mr import segment_scores as mr_segment_scores
+
+from pbrl.iql import (
+    IQLConfig,
+    IQLLearner,
+    awr_policy_loss,
+    awr_weights,
+    expectile_loss,
+    iql_q_loss,
+    iql_value_loss,
+    reward_normalize,
+)
+from pbrl.nn import CausalTransformer, EnsembleMLP, soft_update
+
+T = torch.tensor
+
+
+def sp(x: float) -> float:
+    """softplus(-x) = log(1 + e^-x), by hand."""
+    return math.log1p(math.exp(-x))
+
+
+# ---- IQL ---------------------------------------------------------------------------------------
+
+
+def test_expectile_and_value_loss():
+    # diff 2 -> 0.7 * 4 = 2.8 ; diff -1 -> 0.3 * 1 = 0.3
+    np.testing.assert_allclose(expectile_loss(T([2.0, -1.0]), 0.7).numpy(), [2.8, 0.3], rtol=1e-6)
+    assert iql_value_loss(T([3.0, 0.0]), T([1.0, 1.0]), 0.7).item() == pytest.approx(1.55)
+
+
+def test_q_loss_mean_and_sum():
+    qs = T([[1.0, 2.0], [3.0, 4.0]])  # member MSEs vs target 1: 0.5 and 6.5
+    assert iql_q_loss(qs, T([1.0, 1.0]), "mean").item() == pytest.approx(3.5)
+    assert iql_q_loss(qs, T([1.0, 1.0]), "sum").item() == pytest.approx(7.0)
+
+
+def test_awr_weight_clipped_from_above_only():
+    w = awr_weights(T([0.0, 1.0, 10.0, -100.0]), beta=1.0)
+    np.testing.assert_allclose(w[:3].numpy(), [1.0, math.e, 100.0], rtol=1e-6)
+    assert 0.0 < w[3].item() < 1e-40 or w[3].item() == pytest.approx(math.exp(-100), abs=1e-44)
+    # (1 * 1 + 2 * 2 + 100 * 3) / 3
+    loss = awr_policy_loss(T([1.0, 2.0, 3.0]), T([0.0, math.log(2.0), 10.0]), beta=1.0)
+    assert loss.item() == pytest.approx(305.0 / 3.0, rel=1e-6)
+
+
+def test_reward_normalisations():
+    r = np.array([1.0, 1.0, 3.0, 3.0])  # episode returns 2 and 6: span 4 -> x 250
+    starts, lengths = np.array([0, 2]), np.array([2, 2])
+    hop = "mujoco/hopper"
+    np.testing.assert_allclose(reward_normalize(r, starts, lengths, "none", hop), r)
+    np.testing.assert_allclose(
+        reward_normalize(r, starts, lengths, "corl", hop), [250, 250, 750, 750]
+    )
+    np.testing.assert_allclose(
+        reward_normalize(r, starts, lengths, "pt_learned", hop), [250.5, 250.5, 750.5, 750.5]
+    )
+    np.testing.assert_allclose(
+        reward_normalize(r, starts, lengths, "corl", "d4rl/antmaze-umaze-v2"), r - 1
+    )
+    np.testing.assert_allclose(
+        reward_normalize(r, starts, lengths, "pt_true", "d4rl/pen-human-v1"), r
+    )
+    # antmaze, learned: minus min_ret / len = 1 per step -> [0, 0, 2, 2], returns 0 and 4,
+    # x 1000 / 4 -> [0, 0, 500, 500], then - 1
+    np.testing.assert_allclose(
+        reward_normalize(r, starts, lengths, "pt_learned", "d4rl/antmaze-umaze-v2"),
+        [-1, -1, 499, 499],
+    )
+
+
+def _batch(seed: int = 0, n: int = 8, d: int = 3, a: int = 2) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return {
+        "obs": torch.randn(n, d, generator=g),
+        "act": torch.rand(n, a, generator=g) * 2 - 1,
+        "reward": torch.randn(n, generator=g),
+        "next_obs": torch.randn(n, d, generator=g),
+        "done": (torch.rand(n, generator=g) < 0.3).float(),
+    }
+
+
+@pytest.mark.parametrize("semantics", ["pre", "post"])
+def test_iql_update_uses_the_documented_value(semantics):
+    """CORL ('pre'): V before its step in the Q target and advantage; JAX ('post'): after."""
+    torch.manual_seed(0)
+    cfg = IQLConfig(hidden=(8,), value_for_targets=semantics, obs_norm=False)
+    learner = IQLLearner(3, 2, cfg, max_steps=10)
+    b = _batch()
+    q_before = copy.deepcopy(learner.q)
+    v_before = copy.deepcopy(learner.v)
+    with torch.no_grad():
+        target_q = learner.q_target(b["obs"], b["act"]).min(0).values
+    m = learner.update(b)
+    v_used = v_before if semantics == "pre" else learner.v  # V is not touched after its step
+    with torch.no_grad():
+        y = b["reward"] + 0.99 * (1 - b["done"]) * v_used(b["next_obs"])
+        expect_q = iql_q_loss(q_before(b["obs"], b["act"]), y, "mean").item()
+        expect_adv = (target_q - v_used(b["obs"])).mean().item()
+        other = learner.v if semantics == "pre" else v_before
+        y_other = b["reward"] + 0.99 * (1 - b["done"]) * other(b["next_obs"])
+        wrong_q = iql_q_loss(q_before(b["obs"], b["act"]), y_other, "mean").item()
+    assert m["q_loss"] == pytest.approx(expect_q, rel=1e-5)
+    assert m["adv_mean"] == pytest.approx(expect_adv, rel=1e-5, abs=1e-7)
+    assert abs(wrong_q - expect_q) > 1e-6  # the test can tell the two semantics apart
+
+
+def test_polyak_and_ensemble_blocks():
+    tgt, src = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+    torch.nn.init.zeros_(tgt.weight)
+    torch.nn.init.ones_(src.weight)
+    soft_update(tgt, src, 0.005)
+    np.testing.assert_allclose(tgt.weight.detach().numpy(), np.full((2, 2), 0.005), rtol=1e-6)
+
+    torch.manual_seed(0)
+    ens = EnsembleMLP(3, 4, 2, hidden=(5,))
+    x = torch.randn(6, 4)
+    out = ens(x)
+    assert out.shape == (3, 6, 2)
+    for m in range(3):  # member m = its own weights applied by hand
+        w0, b0 = ens.linears[0].weight[m], ens.linears[0].bias[m]
+        w1, b1 = ens.linears[1].weight[m], ens.linears[1].bias[m]
+        manual = torch.relu(x @ w0 + b0) @ w1 + b1
+        torch.testing.assert_close(out[m], manual)
+    per = ens(torch.randn(3, 6, 4))
+    assert per.shape == (3, 6, 2)
+
+
+def test_causal_transformer_is_causal_and_returns_attention():
+    torch.manual_seed(0)
+    tr = CausalTransformer(8, n_layers=2, n_heads=2, max_len=6).eval()
+    x = torch.randn(1, 5, 8)
+    h, att = tr(x)
+    assert h.shape == (1, 5, 8) and len(att) == 2 and att[0].shape == (1, 2, 5, 5)
+    upper = torch.triu(torch.ones(5, 5, dtype=torch.bool), 1)
+    assert torch.all(att[0][..., upper] == 0)
+    torch.testing.assert_close(att[1].sum(-1), torch.ones(1, 2, 5))
+    y = x.clone()
+    y[:, 3:] += 1.0  # changing the future leaves the past untouched
+    h2, _ = tr(y)
+    torch.testing.assert_close(h2[:, :3], h[:, :3])
+    _, att_m = tr(x, key_mask=T([[1, 1, 1, 0, 0]]))
+    assert torch.all(att_m[0][0, :, 4, 3:] == 0)
+
+
+# ---- CPL ---------------------------------------------------------------------------------------
+
+
+def test_cpl_logp_advantage_and_bc():
+    assert neg_sq_logp(T([0.5, 0.0]), T([0.0, 1.0])).item() == pytest.approx(-1.25)
+    adv = segment_advantage(T([[-1.0, -2.0, -3.0]]), T([[1.0, 1.0, 0.0]]), alpha=0.1)
+    assert adv.item() == pytest.approx(-0.3)
+    assert bc_loss(T([[-1.0, -3.0]]), T([[1.0, 0.0]])).item() == pytest.approx(1.0)
+
+
+def test_cpl_comparison_loss_bias_on_the_non_preferred():
+    a, b = T([1.0, 1.0, 1.0]), T([2.0, 2.0, 2.0])
+    y = T([1.0, 0.0, 0.5])
+    # y=1: softplus(-(2 - .5 * 1)); y=0: softplus(-(1 - .5 * 2)) = ln 2; tie: the average
+    t1, t0 = sp(1.5), math.log(2.0)
+    expect = (t1 + t0 + 0.5 * (t1 + t0)) / 3
+    assert biased_bce_with_logits(a, b, y, 0.5).item() == pytest.approx(expect, rel=1e-6)
+    # lambda = 1 is the plain Bradley-Terry loss
+    assert biased_bce_with_logits(a, b, T([1.0]), 1.0).item() == pytest.approx(sp(1.0), rel=1e-6)
+    # A_b > A_a everywhere; round(y) = 1, 0, 0 (the tie counts as "a") -> 1 of 3 right
+    assert comparison_accuracy(a, b, y) == pytest.approx(1 / 3)
+
+
+def test_cpl_score_loss_orders_by_score_and_drops_zero_terms():
+    adv, score = T([1.0, 3.0, 2.0]), T([0.0, 2.0, 1.0])  # sorted advantages: 1, 2, 3
+    expect = (sp(2 - 0.5) + sp(3 - 0.5) + sp(3 - 1.0)) / 3
+    assert biased_bce_with_scores(adv, score, 0.5).item() == pytest.approx(expect, rel=1e-5)
+    # a pair whose logit is >= ~16.6 contributes an exact float32 zero and leaves the mean
+    adv2, score2 = T([0.0, 40.0, 0.5]), T([0.0, 2.0, 1.0])  # sorted: 0, 0.5, 40
+    expect2 = sp(0.5)  # pairs (0, 40) and (0.5, 40) have logits ~40: exact zeros
+    assert softplus_neg(T([40.0])).item() == 0.0
+    assert biased_bce_with_scores(adv2, score2, 0.5).item() == pytest.approx(expect2, rel=1e-5)
+
+
+def test_cpl_warmup_and_segment_scores():
+    assert warmup_factor(0, 10, 1.0) == pytest.approx(0.1)
+    assert warmup_factor(9, 10, 1.0) == pytest.approx(1.0)
+    assert warmup_factor(50, 10, 0.1) == pytest.approx(0.1)
+    refs_a = np.array([[0, 0, 5], [0, 0, 5]])
+    refs_b = np.array([[1, 0, 5], [2, 0, 5]])
+    uniq, score, ia, ib = segment_scores(refs_a, refs_b, np.array([1.0, 0.0]))
+    # A loses once and wins once -> 0; B wins -> 1; C loses -> -1
+    assert uniq.tolist() == [[0, 0, 5], [1, 0, 5], [2, 0, 5]]
+    np.testing.assert_allclose(score, [0.0, 1.0, -1.0])
+    assert ia.tolist() == [0, 0] and ib.tolist() == [1, 2]
+
+
+def test_cpl_bc_phase_then_fresh_adam_with_warmup():
+    """bc_fraction 0.4 of 10 steps = 4 BC steps, then lr ramps over 0.2 * 10 = 2 steps."""
+    from pbrl.agents.cpl import Agent, Config
+    from test_learnability import point_dataset, point_prefs
+
+    from pbrl.agent import AgentSpec, FitContext
+
+    ds = point_dataset(episodes=6, horizon=10, seed=3)
+    prefs = point_prefs(ds, 8, 5, seed=1)
+    cfg = Config(hidden=(8,), batch_size=4, warmup_fraction=0.2, lr=1e-3)
+    agent = Agent(cfg, AgentSpec(2, 2, -np.ones(2), np.ones(2)))
+    ctx = FitContext(
+        dataset=ds.without_rewards(),
+        prefs=prefs.to_batch(ds.without_rewards()),
+        steps=10,
+        seed=0,
+        device="cpu",
+        rng=np.random.default_rng(0),
+        generator=torch.Generator().manual_seed(0),
+        log_interval=1,
+        pref_data=prefs,
+    )
+    rows = list(agent.fit(ctx))
+    assert [r["phase"] for r in rows] == [0.0] * 4 + [1.0] * 6
+    lrs = [r["lr"] for r in rows]
+    # BC steps report the old optimizer until the switch re-creates it at base lr
+    assert lrs[4] == pytest.approx(0.5e-3) and lrs[5] == pytest.approx(1e-3)
+    for r in rows[:4]:
+        assert r["loss"] == pytest.approx(r["bc_loss"])
+    for r in rows[4:]:
+        assert r["loss"] == pytest.approx(r["cpl_loss"])
+
+
+# ---- MR ----------------------------------------------------------------------------------------
+
+
+def test_mr_bradley_terry_loss_sums_members():
+    ln3 = math.log(3.0)
+    # softmax(0, ln 3) = (1/4, 3/4)
+    assert bt_ensemble_loss(T([0.0]), T([ln3]), T([1.0])).item() == pytest.approx(-math.log(0.75))
+    assert bt_ensemble_loss(T([0.0]), T([ln3]), T([0.0])).item() == pytest.approx(math.log(4.0))
+    tie = 0.5 * (math.log(4.0) - math.log(0.75))
+    assert bt_ensemble_loss(T([0.0]), T([ln3]), T([0.5])).item() == pytest.approx(tie)
+    two = bt_ensemble_loss(T([[0.0], [0.0]]), T([[ln3], [ln3]]), T([[1.0], [1.0]]))
+    assert two.item() == pytest.approx(-2 * math.log(0.75))
+    r = T([[1.0, 2.0, 4.0]])
+    assert mr_segment_scores(r, T([[1.0, 1.0, 0.0]])).item() == pytest.approx(3.0)
+    # ties are excluded from the accuracy
+    acc = bt_accuracy(T([0.0, 1.0, 0.0]), T([1.0, 0.0, 5.0]), T([1.0, 1.0, 0.5]))
+    assert acc == pytest.approx(0.5)
+
+
+# ---- IPL ---------------------------------------------------------------------------------------
+
+
+def test_ipl_implicit_reward_preference_loss_and_chi2():
+    r = implicit_reward(T([[1.0, 2.0]]), T([1.0, 2.0]), T([0.5, 0.0]))
+    np.testing.assert_allclose(r.numpy(), [[0.5, 2.0]])
+    ones = torch.ones(1, 2)
+    r_a = T([[[1.0, 1.0]], [[1.0, 1.0]]])  # (K=2, B=1, T=2)
+    r_b = T([[[2.0, 0.0]], [[2.0, 0.0]]])
+    # logit = 2 - 2 = 0 -> ln 2 ; with a's second step masked: 2 - 1 = 1 -> softplus(-1)
+    assert ipl_preference_loss(r_a, r_b, ones, ones, T([1.0])).item() == pytest.approx(
+        math.log(2.0)
+    )
+    got = ipl_preference_loss(r_a, r_b, T([[1.0, 0.0]]), ones, T([1.0])).item()
+    assert got == pytest.approx(sp(1.0), rel=1e-6)
+    # 2 * mean over members of (weighted mean r^2): 2 * mean(2.5, 12.5) = 15
+    chi = chi2_regularizer(T([[1.0, 2.0], [3.0, 4.0]]), T([0.5, 0.5]), 2.0)
+    assert chi.item() == pytest.approx(15.0)
+
+
+def test_ipl_row_weights_replay_balance():
+    w = row_weights(T([1.0, 1.0]), T([1.0, 0.0]), 0, 0.5)
+    np.testing.assert_allclose(w.numpy(), [1 / 3, 1 / 3, 1 / 3, 0.0], rtol=1e-6)
+    w = row_weights(T([1.0, 1.0]), T([1.0, 0.0]), 2, 0.5)
+    np.testing.assert_allclose(w.numpy(), [0.125, 0.125, 0.25, 0.0, 0.25, 0.25], rtol=1e-6)
+
+
+def test_ipl_implied_reward_uses_the_value_updated_this_step():
+    from pbrl.agents.ipl import Agent, Config
+    from test_learnability import point_dataset, point_prefs
+
+    from pbrl.agent import AgentSpec, FitContext
+
+    torch.manual_seed(0)
+    ds = point_dataset(episodes=6, horizon=10, seed=3)
+    prefs = point_prefs(ds, 6, 4, seed=1)
+    agent = Agent(Config(hidden=(8,), batch_size=3), AgentSpec(2, 2, -np.ones(2), np.ones(2)))
+    batch = prefs.to_batch(ds.without_rewards())
+    ctx = FitContext(
+        ds.without_rewards(), batch, 1, 0, "cpu", np.random.default_rng(0), torch.Generator()
+    )
+    idx = torch.arange(3)
+    q_before = copy.deepcopy(agent.learner.q)
+    v_before = copy.deepcopy(agent.learner.v)
+    m = agent.update(ctx, idx, None)
+    b = batch.index(idx)
+    obs = torch.cat([b.obs_a[:, :-1], b.obs_b[:, :-1]]).reshape(-1, 2)
+    act = torch.cat([b.act_a[:, :-1], b.act_b[:, :-1]]).reshape(-1, 2).clamp(-1 + 1e-5, 1 - 1e-5)
+    nxt = torch.cat([b.obs_a[:, 1:], b.obs_b[:, 1:]]).reshape(-1, 2)
+    with torch.no_grad():
+        post = (q_before(obs, act) - 0.99 * agent.learner.v(nxt)).mean().item()
+        pre = (q_before(obs, act) - 0.99 * v_before(nxt)).mean().item()
+    assert m["reward_mean"] == pytest.approx(post, rel=1e-5, abs=1e-7)
+    assert abs(pre - post) > 1e-6
+
+
+# ---- BC ----------------------------------------------------------------------------------------
+
+
+def test_bc_mse():
+    mu, act = T([[0.0, 0.0], [1.0, 1.0]]), T([[1.0, 0.0], [0.0, 0.0]])  # errors 1 and 2
+    assert bc_mse(mu, act).item() == pytest.approx(1.5)
+    assert bc_mse(mu, act, T([1.0, 0.0])).item() == pytest.approx(1.0)
