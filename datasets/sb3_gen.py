@@ -624,13 +624,25 @@ class SacRun:
             self._train_locked(steps, eval_every, eval_episodes)
         return self.evals(upto=steps)
 
-    def _write_run_json(self, steps: int, start: int, learning_starts: int) -> None:
+    def _run_record(self) -> dict[str, Any]:
         p = self.path / "run.json"
-        record: dict[str, Any] = {}
-        if p.exists():
-            record = json.loads(p.read_text())
+        if not p.exists():
+            return {}
+        try:
+            return json.loads(p.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise DataError(f"{p}: unreadable run record ({e})") from e
+
+    def learning_starts(self) -> int | None:
+        """The uniform-random warm-up steps of this run (None before it first trained)."""
+        value = self._run_record().get("learning_starts")
+        return int(value) if value is not None else None
+
+    def _write_run_json(self, steps: int, start: int, learning_starts: int) -> None:
+        record = self._run_record()
         record.update(
             {
+                "learning_starts": learning_starts,
                 "task_id": self.task_id,
                 "seed": self.seed,
                 "config": self.config.identity(),
@@ -649,12 +661,11 @@ class SacRun:
                 "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "requested_steps": steps,
                 "resumed_from_step": start,
-                "learning_starts": learning_starts,
                 "device": self.device,
                 "package_versions": _package_versions(),
             }
         )
-        write_json_atomic(p, record)
+        write_json_atomic(self.path / "run.json", record)
 
     def _train_locked(self, steps: int, eval_every: int, eval_episodes: int) -> None:
         from stable_baselines3 import SAC
@@ -663,7 +674,10 @@ class SacRun:
         cfg = self.config
         state = self._state()
         start = int(state["step"])
-        learning_starts = min(cfg.learning_starts, max(steps // 10, 1))
+        # Fixed by the run's first invocation: a resumed run must not go back to random steps.
+        learning_starts = self.learning_starts() if start > 0 else None
+        if learning_starts is None:
+            learning_starts = min(cfg.learning_starts, max(steps // 10, 1))
         self._write_run_json(steps, start, learning_starts)
         if start > 0:
             self._flush_partial(start)
@@ -746,6 +760,13 @@ class SacRun:
                 shutil.rmtree(d)
         for d in self.path.glob(".ckpt_*.tmp"):
             shutil.rmtree(d, ignore_errors=True)
+        # Snapshots (and references computed from them) after the checkpoint are re-made.
+        for f in self.path.glob("policies/step_*.pt"):
+            if int(f.stem.split("_")[1]) > start:
+                f.unlink()
+        for f in self.path.glob("refs/expert*.json"):
+            if int(f.name[len("expert") :].split("-")[0]) > start:
+                f.unlink()
 
     def eval_seeds(self, n: int) -> list[int]:
         return [episode_seed(self.seed, _STREAM_EVAL, i) for i in range(n)]
@@ -1118,7 +1139,7 @@ def generate(
         },
         "sac": {
             **opts.config.identity(),
-            "learning_starts": min(opts.config.learning_starts, max(opts.steps // 10, 1)),
+            "learning_starts": run.learning_starts(),
             "steps": opts.steps,
             "run_dir": str(run.path),
             "eval_every": opts.eval_every or default_eval_every(opts.steps),
