@@ -194,9 +194,13 @@ def discount_weights(gamma: float, length: int) -> np.ndarray:
     return gamma ** np.arange(length - 1, -1, -1, dtype=np.float64)
 
 
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    # tanh form: no overflow warnings for large |x|, and it is vectorised C code.
-    return 0.5 * (1.0 + np.tanh(0.5 * x))
+def _row_sums(r: np.ndarray) -> np.ndarray:
+    """(B, L) -> (B,): einsum is several times faster than ``sum(axis=1)`` for short rows."""
+    return np.einsum("ij->i", r)
+
+
+def _row_dot(r: np.ndarray, w: np.ndarray) -> np.ndarray:
+    return np.einsum("ij,j->i", r, w)
 
 
 def bt_label(
@@ -236,7 +240,9 @@ def bt_label(
     elif beta == 0.0:
         lab = rng.random(n) < 0.5
     else:
-        lab = rng.random(n) < _sigmoid(beta * (score_b - score_a))
+        # u < sigmoid(x)  <=>  u (1 + exp(-x)) < 1: one exp instead of a slower tanh/logistic
+        with np.errstate(over="ignore"):
+            lab = rng.random(n) * (1.0 + np.exp(-beta * (score_b - score_a))) < 1.0
     if eps_mistake > 0.0:
         lab ^= rng.random(n) < eps_mistake
     prefer_b = lab.astype(np.float64)
@@ -365,11 +371,11 @@ class BPrefTeacher:
     def _scores(self, pairs: SegmentPairs) -> tuple[np.ndarray, ...]:
         ra = np.asarray(pairs.rewards_a, dtype=np.float64)
         rb = np.asarray(pairs.rewards_b, dtype=np.float64)
-        ret_a, ret_b = ra.sum(axis=1), rb.sum(axis=1)
+        ret_a, ret_b = _row_sums(ra), _row_sums(rb)
         if self.gamma == 1.0:
             return ret_a, ret_b, ret_a, ret_b
         w = discount_weights(self.gamma, pairs.length)
-        return ret_a, ret_b, ra @ w, rb @ w
+        return ret_a, ret_b, _row_dot(ra, w), _row_dot(rb, w)
 
     # -- Oracle API --------------------------------------------------------------------------
     def label(self, pairs: SegmentPairs, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -426,8 +432,8 @@ class LiReTeacher:
             raise PbrlError(f"teacher '{self.name}': noise must be in [0, 1], got {self.noise}")
 
     def label(self, pairs: SegmentPairs, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        ret_a = np.asarray(pairs.rewards_a, dtype=np.float64).sum(axis=1)
-        ret_b = np.asarray(pairs.rewards_b, dtype=np.float64).sum(axis=1)
+        ret_a = _row_sums(np.asarray(pairs.rewards_a, dtype=np.float64))
+        ret_b = _row_sums(np.asarray(pairs.rewards_b, dtype=np.float64))
         n = ret_a.shape[0]
         tie = np.abs(ret_a - ret_b) <= self.threshold * pairs.length
         strict = (ret_b > ret_a).astype(np.float64)
