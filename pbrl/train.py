@@ -159,6 +159,10 @@ def train_agent(
         if len(answered.prefer_b) == 0:
             raise DataError(f"{spec.prefs or 'preferences'}: no answered queries")
         batch = answered.to_batch(fit_ds, device)
+    # Agents yield every ctx.log_interval steps; make that divide eval_every too, so that
+    # evaluations land exactly on multiples of eval_every (metrics keep spec.log_interval).
+    log_every = max(1, spec.log_interval)
+    yield_every = math.gcd(log_every, spec.eval_every) if spec.eval_every > 0 else log_every
     generator = torch.Generator(device=device)
     generator.manual_seed(spec.seed)
     ctx = FitContext(
@@ -169,7 +173,7 @@ def train_agent(
         device=device,
         rng=rng,
         generator=generator,
-        log_interval=spec.log_interval,
+        log_interval=yield_every,
         reward_scale=reward_scale(task_id),
         pref_data=answered,
     )
@@ -227,7 +231,7 @@ def train_agent(
                     f"agent '{spec.agent}' ran {step} steps, over its budget of {spec.steps}"
                 )
             last_metrics = {k: float(v) for k, v in m.items()}
-            if metrics_f is not None:
+            if metrics_f is not None and (step % log_every == 0 or step == spec.steps):
                 rec = _jsonable(
                     {**last_metrics, "step": step, "wall_s": round(time.time() - t0, 3)}
                 )
