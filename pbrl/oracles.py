@@ -460,7 +460,8 @@ class LiReTeacher:
 class RegretTeacher:
     """Prefers the segment with the larger sum of optimal advantages (Knox et al. 2022).
 
-    Score (deterministic dynamics, discounted, consistent with the critic's gamma):
+    Score (deterministic dynamics, discounted with ``discount``; None = the value function's
+    own ``gamma`` (the SAC critic's), 0.99 when it has none; ``prepare`` resolves it):
     ``S = sum_t discount^t r_t + discount^L V(s_L) - V(s_0)`` with ``V(s_L) = 0`` when the
     last step terminated the episode (bootstrap on time-limit truncation). ``undiscounted``
     gives CPL's ``rl_sum`` / the OA code's ``sum_t r_t + V(s_L) - V(s_0)``. Label:
@@ -477,7 +478,7 @@ class RegretTeacher:
     beta: float = math.inf
     beta_units: str = "raw"
     eps_mistake: float = 0.0
-    discount: float = 0.99
+    discount: float | None = None
     undiscounted: bool = False
     value_source: str = "auto"
     expert_source: str = "expert"
@@ -488,7 +489,7 @@ class RegretTeacher:
 
     def __post_init__(self) -> None:
         _check_common(self)
-        if not (0.0 < self.discount <= 1.0):
+        if self.discount is not None and not (0.0 < self.discount <= 1.0):
             raise PbrlError(
                 f"teacher '{self.name}': discount must be in (0, 1], got {self.discount}"
             )
@@ -517,6 +518,7 @@ class RegretTeacher:
                     f"next_obs_last_* (SegmentPairs.from_dataset does)"
                 )
             r = np.asarray(getattr(pairs, f"rewards_{side}"), dtype=np.float64)
+            gamma = self.resolved_discount()
             L = r.shape[1]
             v0 = np.asarray(self.value_fn(np.asarray(obs[:, 0])), dtype=np.float64).reshape(-1)
             vl = np.asarray(self.value_fn(np.asarray(last)), dtype=np.float64).reshape(-1)
@@ -526,10 +528,16 @@ class RegretTeacher:
             if self.undiscounted:
                 s = r.sum(axis=1) + vl - v0
             else:
-                w = self.discount ** np.arange(L, dtype=np.float64)
-                s = r @ w + self.discount**L * vl - v0
+                w = gamma ** np.arange(L, dtype=np.float64)
+                s = r @ w + gamma**L * vl - v0
             out.append(s)
         return out[0], out[1]
+
+    def resolved_discount(self) -> float:
+        """``discount``, else the value function's own ``gamma`` (the SAC critic's), else 0.99."""
+        if self.discount is not None:
+            return float(self.discount)
+        return float(getattr(self.value_fn, "gamma", 0.99))
 
     def label(self, pairs: SegmentPairs, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         beta = _effective_beta(self)
@@ -539,9 +547,9 @@ class RegretTeacher:
     def prepare(self, ds: OfflineDataset, segment_length: int) -> RegretTeacher:
         t = self
         if t.value_fn is None:
-            t = replace(
-                t, value_fn=resolve_value_fn(ds, t.value_source, t.discount, t.expert_source)
-            )
+            vf = resolve_value_fn(ds, t.value_source, t.discount or 0.99, t.expert_source)
+            t = replace(t, value_fn=vf)
+        t = replace(t, discount=t.resolved_discount())
         if t.beta_units == "std" and 0.0 < t.beta < math.inf:
             s_a, s_b = t.scores(_scale_pairs(ds, segment_length, with_obs=True))
             t = replace(t, score_scale=_positive_scale(float(np.std(s_b - s_a)), ds.id))

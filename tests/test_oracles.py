@@ -559,3 +559,27 @@ def test_cli_list_and_fit(tmp_path):
     bad.write_text("{not json\n")
     res = runner.invoke(app, ["oracles", "fit", str(bad), "-o", str(tmp_path / "x.json")])
     assert res.exit_code != 0 and not (tmp_path / "x.json").exists()
+
+
+def test_regret_sb3_source_uses_the_critics_gamma(monkeypatch):
+    import pbrl.datasets.sb3_gen as sb3_gen
+
+    class Critic:
+        gamma = 0.95
+
+        def __call__(self, obs):
+            return obs[:, 0].astype(np.float64)
+
+    seen = []
+    monkeypatch.setattr(
+        sb3_gen, "load_expert_value_fn", lambda ds_id: seen.append(ds_id) or Critic()
+    )
+    ds = make_ds(n_eps=4, ep_len=30, task_id="mujoco/hopper")
+    t = make_teacher("regret").prepare(ds, 5)
+    assert seen == [ds.id] and t.discount == 0.95 and "discount=0.95" in t.spec()
+    refs = sample_segments(ds, 2, 5, np.random.default_rng(0))
+    pairs = SegmentPairs.from_dataset(ds, refs[:1], refs[1:])
+    s_a, _ = t.scores(pairs)
+    w = 0.95 ** np.arange(5)
+    expect = pairs.rewards_a[0] @ w + 0.95**5 * pairs.next_obs_last_a[0, 0] - pairs.obs_a[0, 0, 0]
+    assert s_a[0] == pytest.approx(expect, rel=1e-6)
