@@ -344,3 +344,41 @@ def test_cli_label_and_stats(tmp_path):
     )  # fmt: skip
     assert r.returncode == 2 and "unknown teacher 'nosuch'" in r.stderr
     assert "Traceback" not in r.stderr and not bad.exists()
+
+
+@pytest.mark.slow
+def test_cli_label_by_minari_id(tmp_path, minari_home):
+    """A dataset in the local Minari store, labelled and inspected by its id."""
+    from pbrl.datasets.base import EpisodeData
+    from pbrl.datasets.minari_io import write_minari_dataset
+
+    rng = np.random.default_rng(0)
+    eps = []
+    for t in (40, 55, 35):
+        eps.append(
+            EpisodeData(
+                observations=rng.normal(size=(t + 1, 3)).astype(np.float32),
+                actions=rng.uniform(-1, 1, size=(t, 2)).astype(np.float32),
+                rewards=rng.normal(size=t).astype(np.float32),
+                terminations=np.zeros(t, bool),
+                truncations=np.eye(1, t, t - 1, dtype=bool)[0],
+            )
+        )
+    write_minari_dataset(
+        "pbrltest/tiny-v0", eps, env_id=None, ref_min_score=0.0, ref_max_score=1.0, card={}
+    )
+    out = tmp_path / "p.npz"
+    r = _pbrl(
+        "label", "pbrltest/tiny-v0", "--teacher", "skip", "--queries", "60", "--segment", "8",
+        "--seed", "1", "-o", str(out), cwd=tmp_path,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    data = load_preferences(out)
+    assert data.dataset_id == "pbrltest/tiny-v0" and data.num_queries == 60
+    assert data.num_answered < 60  # the skip teacher dropped some
+    r = _pbrl("prefs", "stats", str(out), "--json", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    import json
+
+    st = json.loads(r.stdout)
+    assert st["oracle_agreement"] == 1.0 and st["skipped"] == 60 - data.num_answered
