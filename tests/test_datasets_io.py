@@ -342,3 +342,27 @@ def test_cli_list_info_verify_and_errors(minari_home, episodes, tmp_path):
         assert out.returncode == 2
         assert needle in out.stderr and "Traceback" not in out.stderr
     assert minari_root() == minari_home
+
+
+def test_cli_build_refuses_options_that_do_not_apply(minari_home, capsys):
+    from pbrl.cli import main
+
+    with pytest.raises(SystemExit) as ex:
+        main(
+            [
+                "datasets",
+                "build",
+                "metaworld/button-press-topdown-v3",
+                "--kind",
+                "random",
+                "--steps",
+                "5",
+            ]
+        )
+    assert ex.value.code == 2
+    assert "--steps" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as ex:
+        main(["datasets", "build", "mujoco/hopper", "--kind", "random", "--workers", "2"])
+    assert ex.value.code == 2
+    assert "--workers" in capsys.readouterr().err
+    assert _files(minari_home) == []
