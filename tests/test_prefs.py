@@ -88,6 +88,10 @@ def test_label_save_load_to_batch_roundtrip(tmp_path):
     rows = ds.segment_rows(back.feedback[7].a)
     np.testing.assert_array_equal(batch.obs_a[7].numpy(), ds.observations[rows])
     np.testing.assert_array_equal(batch.next_obs_a[7].numpy(), ds.next_observations[rows])
+    # Every tensor goes to the requested device (the meta device stands in for a GPU here).
+    on_meta = back.to_batch(ds, device="meta")
+    assert all(v.device.type == "meta" for v in on_meta.__dict__.values())
+    assert on_meta.obs_b.shape == (50, 10, 3)
     # Provenance: a PreferenceBatch has no reward field at all.
     assert not any("reward" in f.name for f in dataclasses.fields(PreferenceBatch))
 
