@@ -347,6 +347,7 @@ def write_minari_dataset(
     try:
         obs_space, act_space = _spaces(episodes, env, observation_space, action_space)
         root.mkdir(parents=True, exist_ok=True)
+        _remove_stale_temps(root)
         tmp_root = Path(tempfile.mkdtemp(prefix=".pbrl-tmp-", dir=root))
         try:
             with _minari_root_set(tmp_root), warnings.catch_warnings():
@@ -395,6 +396,17 @@ def write_minari_dataset(
             env.close()
     log.info("wrote %s (%d episodes) to %s", dataset_id, len(episodes), final)
     return final
+
+
+def _remove_stale_temps(root: Path, max_age_s: float = 24 * 3600) -> None:
+    """Delete temporary roots a killed writer left behind (hidden, so harmless, but large)."""
+    now = time.time()
+    for d in root.glob(".pbrl-*"):
+        try:
+            if d.is_dir() and now - d.stat().st_mtime > max_age_s:
+                shutil.rmtree(d, ignore_errors=True)
+        except OSError:
+            continue
 
 
 def _install(tmp_root: Path, built: Path, root: Path, dataset_id: str) -> None:

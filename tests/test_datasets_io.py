@@ -366,3 +366,12 @@ def test_cli_build_refuses_options_that_do_not_apply(minari_home, capsys):
     assert ex.value.code == 2
     assert "--workers" in capsys.readouterr().err
     assert _files(minari_home) == []
+
+
+def test_stale_temporary_roots_are_cleaned(minari_home, episodes):
+    stale, fresh = minari_home / ".pbrl-tmp-stale", minari_home / ".pbrl-tmp-fresh"
+    stale.mkdir()
+    fresh.mkdir()
+    os.utime(stale, (0, 0))  # a writer killed long ago
+    _write(episodes)
+    assert not stale.exists() and fresh.exists()  # a concurrent writer's root is left alone
