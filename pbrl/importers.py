@@ -859,9 +859,17 @@ def export_labels(
     """
     _check_format(fmt)
     out = Path(out)
-    ans, labels = _hard_labels(data, fmt) if fmt != "imitation" else (data.answered(), None)
-    if fmt == "imitation" and ans.num_queries == 0:
-        raise DataError("imitation export: no answered queries to write")
+    if fmt == "imitation":
+        ans, labels = data.answered(), None
+        if ans.num_queries == 0:
+            raise DataError("imitation export: no answered queries to write")
+        if ans.num_queries < data.num_queries:
+            log.warning(
+                "imitation export: %d skipped queries are not written (the format has no skip)",
+                data.num_queries - ans.num_queries,
+            )
+    else:
+        ans, labels = _hard_labels(data, fmt)
     if fmt in ("pt", "uni-rlhf"):
         length = _uniform_length(ans, fmt)
         ka, kb = _starts_for_export(ans, dataset, fmt)

@@ -62,9 +62,12 @@ _INLINE_ARRAYS = (
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class PreferenceData:
-    """``M`` labelled (or skipped) segment pairs, by reference into one dataset."""
+    """``M`` labelled (or skipped) segment pairs, by reference into one dataset.
+
+    Compared by identity (``eq=False``): the fields are arrays; compare them explicitly.
+    """
 
     dataset_id: str
     refs_a: np.ndarray  # (M, 3) int64 [episode, start, length]
