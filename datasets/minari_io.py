@@ -203,7 +203,11 @@ def _minari_root_set(root: Path) -> Iterator[None]:
 
 
 def _spaces(
-    episodes: Sequence[EpisodeData], env: Any, observation_space: Any, action_space: Any
+    dataset_id: str,
+    episodes: Sequence[EpisodeData],
+    env: Any,
+    observation_space: Any,
+    action_space: Any,
 ) -> tuple[Any, Any]:
     """Spaces to store: the env's when they match the data, else flat Boxes of the data's shape."""
     import gymnasium as gym
@@ -218,7 +222,7 @@ def _spaces(
         if space is None or tuple(space.shape) != obs0.shape[1:]:
             if space is not None:
                 raise DataError(
-                    f"observations have per-step shape {obs0.shape[1:]} but env "
+                    f"dataset '{dataset_id}': observations have per-step shape {obs0.shape[1:]} but env "
                     f"'{env.spec.id if env.spec else env}' has observation shape {space.shape}"
                 )
             space = gym.spaces.Box(-np.inf, np.inf, shape=obs0.shape[1:], dtype=obs0.dtype)
@@ -227,7 +231,7 @@ def _spaces(
         space = env.action_space if env is not None else None
         if space is not None and tuple(space.shape) != act0.shape[1:]:
             raise DataError(
-                f"actions have per-step shape {act0.shape[1:]} but the env's action shape is "
+                f"dataset '{dataset_id}': actions have per-step shape {act0.shape[1:]} but the env's action shape is "
                 f"{space.shape}"
             )
         if space is None:
@@ -345,7 +349,7 @@ def write_minari_dataset(
         except gym.error.Error as e:
             raise DataError(f"dataset '{dataset_id}': cannot make env '{env_id}': {e}") from None
     try:
-        obs_space, act_space = _spaces(episodes, env, observation_space, action_space)
+        obs_space, act_space = _spaces(dataset_id, episodes, env, observation_space, action_space)
         root.mkdir(parents=True, exist_ok=True)
         _remove_stale_temps(root)
         tmp_root = Path(tempfile.mkdtemp(prefix=".pbrl-tmp-", dir=root))

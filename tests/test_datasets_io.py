@@ -208,6 +208,11 @@ def test_writer_rejects_bad_arguments(minari_home, episodes):
         _write(episodes, env_id="NoSuchEnv-v0")
     with pytest.raises(DataError, match="info"):
         _write(_bad(episodes, 0, info={"seed": object()}))
+    short = [replace(e, observations=e.observations[:, :7]) for e in episodes]
+    with pytest.raises(
+        DataError, match=r"\(7,\) but env 'Hopper-v5' has observation shape \(11,\)"
+    ):
+        _write(short)
     with pytest.raises(DataError, match="dataset id"):
         _write(episodes, dataset_id="not a valid id")
     assert _files(minari_home) == []
