@@ -55,7 +55,7 @@ DOMAINS: tuple[str, ...] = ("mujoco", "dmc")
 CRITIC_FILE = "expert_critic.pt"
 CRITIC_FORMAT = "pbrl-sac-critic-v1"
 DEFAULT_STEPS = 1_000_000
-DEFAULT_DATASET_STEPS = 100_000
+DEFAULT_DATASET_STEPS = 1_000_000  # D4RL's size: 1M transitions per rollout dataset
 DEFAULT_REF_EPISODES = 20
 DEFAULT_EVAL_EPISODES = 10
 _MAX_LOCKSTEP_ENVS = 16
@@ -725,7 +725,8 @@ class SacRun:
         assert latest is not None
         ckpt = self.path / latest["dir"]
         # Our own cache file (pickled numpy RNG state inside): not loaded from elsewhere.
-        blob = torch.load(ckpt / "model.pt", map_location=self.device, weights_only=False)
+        # On CPU first: RNG states must stay CPU byte tensors; set_parameters moves weights.
+        blob = torch.load(ckpt / "model.pt", map_location="cpu", weights_only=False)
         model.set_parameters(blob["params"], exact_match=True, device=self.device)
         with torch.no_grad():
             model.log_ent_coef.copy_(blob["log_ent_coef"].to(self.device))
