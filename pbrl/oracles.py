@@ -498,8 +498,6 @@ class RegretTeacher:
                 f"teacher '{self.name}': value_source must be auto, sb3, fitted or callable, "
                 f"got {self.value_source!r}"
             )
-        if self.value_fn is not None and self.value_source == "auto":
-            object.__setattr__(self, "value_source", "callable")
 
     def scores(self, pairs: SegmentPairs) -> tuple[np.ndarray, np.ndarray]:
         """(S_a, S_b), each (B,)."""
@@ -547,8 +545,9 @@ class RegretTeacher:
     def prepare(self, ds: OfflineDataset, segment_length: int) -> RegretTeacher:
         t = self
         if t.value_fn is None:
-            vf = resolve_value_fn(ds, t.value_source, t.discount or 0.99, t.expert_source)
-            t = replace(t, value_fn=vf)
+            source = resolve_value_source(ds, t.value_source)
+            vf = resolve_value_fn(ds, source, t.discount or 0.99, t.expert_source)
+            t = replace(t, value_fn=vf, value_source=source)  # the spec names the source used
         t = replace(t, discount=t.resolved_discount())
         if t.beta_units == "std" and 0.0 < t.beta < math.inf:
             s_a, s_b = t.scores(_scale_pairs(ds, segment_length, with_obs=True))
@@ -649,14 +648,20 @@ class FittedValueFunction:
         return FittedValueFunction(mean, std, proj, phase, coef, bias, discount, r2)
 
 
+def resolve_value_source(ds: OfflineDataset, source: str) -> str:
+    """``auto`` -> ``fitted`` for MetaWorld tasks, ``sb3`` otherwise."""
+    if source == "callable":
+        raise PbrlError("regret teacher: value_source='callable' but no value_fn was given")
+    if source == "auto":
+        return "fitted" if (ds.task_id or "").startswith("metaworld") else "sb3"
+    return source
+
+
 def resolve_value_fn(
     ds: OfflineDataset, source: str, discount: float, expert_source: str = "expert"
 ) -> Callable[[np.ndarray], np.ndarray]:
     """The expert value function the regret teacher uses on ``ds``."""
-    if source == "callable":
-        raise PbrlError("regret teacher: value_source='callable' but no value_fn was given")
-    if source == "auto":
-        source = "fitted" if (ds.task_id or "").startswith("metaworld") else "sb3"
+    source = resolve_value_source(ds, source)
     if source == "fitted":
         return FittedValueFunction.fit(ds, discount, source=expert_source)
     try:

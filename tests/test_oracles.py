@@ -409,6 +409,12 @@ def test_fitted_value_function_and_metaworld_auto_source():
     refs = sample_segments(ds, 20, 10, np.random.default_rng(0))
     prefer, answered = t.label(SegmentPairs.from_dataset(ds, refs[:10], refs[10:]), rng)
     assert answered.all() and set(np.unique(prefer)) <= {0.0, 1.0}
+    assert "value_source=fitted" in t.spec()
+    again = make_teacher(t.spec()).prepare(ds, 10)
+    pairs = SegmentPairs.from_dataset(ds, refs[:10], refs[10:])
+    np.testing.assert_array_equal(
+        again.label(pairs, np.random.default_rng(5))[0], t.label(pairs, np.random.default_rng(5))[0]
+    )
     no_expert = OfflineDataset(**{**ds.__dict__, "episode_info": ()})
     with pytest.raises(DataError, match="source 'expert'"):
         make_teacher("regret").prepare(no_expert, 10)
