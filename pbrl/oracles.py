@@ -524,10 +524,10 @@ class RegretTeacher:
             if term is not None:
                 vl = np.where(np.asarray(term)[:, -1], 0.0, vl)
             if self.undiscounted:
-                s = r.sum(axis=1) + vl - v0
+                s = _row_sums(r) + vl - v0
             else:
                 w = gamma ** np.arange(L, dtype=np.float64)
-                s = r @ w + gamma**L * vl - v0
+                s = _row_dot(r, w) + gamma**L * vl - v0
             out.append(s)
         return out[0], out[1]
 
