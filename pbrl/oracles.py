@@ -799,8 +799,14 @@ def make_teacher(name: str, **overrides: Any) -> Oracle:
     """
     text = str(name).strip()
     if text.endswith(".json") or (os.sep in text and Path(text).exists()):
-        teacher = load_teacher(text)
-        return replace(teacher, **overrides) if overrides else teacher  # type: ignore[type-var]
+        teacher: Any = load_teacher(text)
+        knobs: dict[str, Any] = {}
+        for k, v in overrides.items():
+            if k == "value_fn" and isinstance(teacher, RegretTeacher):
+                knobs[k] = v
+            else:
+                _apply(type(teacher), knobs, k, v, "overrides")
+        return replace(teacher, **knobs) if knobs else teacher
     parts, args = _parse_name(text)
     unknown = [p for p in parts if p not in TEACHER_PRESETS]
     if unknown or not parts:
