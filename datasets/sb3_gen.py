@@ -141,6 +141,29 @@ def default_eval_every(steps: int) -> int:
     return min(10_000, max(steps // 20, 1))
 
 
+@contextlib.contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Run a block with ``n`` torch threads (None: unchanged), restoring the setting after.
+
+    SAC's small per-step updates gain little from a second thread, and on a shared machine
+    the threads' spin-waiting makes two threads far slower than one: on this 2-core machine
+    under load, 22.7 steps/s with one thread against 1.5 with two (docs/sb3-data.md).
+    """
+    import torch
+
+    if n is None:
+        yield
+        return
+    if n <= 0:
+        raise PbrlError(f"threads must be positive, got {n}")
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 # ---- environments ----------------------------------------------------------------------------
 def _check_task(task_id: str) -> Any:
     from pbrl.envs.base import get_task
@@ -166,6 +189,12 @@ def make_env(task_id: str, seed: int, horizon: int | None = None) -> Any:
         if horizon < spec.horizon:
             env = gym.wrappers.TimeLimit(env, max_episode_steps=horizon)
     return env
+
+
+def _torch_threads() -> int:
+    import torch
+
+    return int(torch.get_num_threads())
 
 
 def _package_versions() -> dict[str, str | None]:
@@ -608,10 +637,12 @@ class SacRun:
         *,
         eval_every: int | None = None,
         eval_episodes: int = DEFAULT_EVAL_EPISODES,
+        threads: int | None = 1,
     ) -> list[EvalRecord]:
         """Train (or resume) until ``steps`` environment steps; returns the evaluations so far.
 
-        A run already at or beyond ``steps`` is not touched.
+        A run already at or beyond ``steps`` is not touched. On CPU, torch runs on
+        ``threads`` threads while training (None: leave torch's setting alone).
         """
         if steps <= 0:
             raise PbrlError(f"--steps must be positive, got {steps}")
@@ -620,7 +651,7 @@ class SacRun:
         eval_every = eval_every or default_eval_every(steps)
         if self.latest_step() >= steps:
             return self.evals(upto=steps)
-        with self._lock():
+        with self._lock(), torch_threads(threads if self.device == "cpu" else None):
             self._train_locked(steps, eval_every, eval_episodes)
         return self.evals(upto=steps)
 
@@ -662,6 +693,7 @@ class SacRun:
                 "requested_steps": steps,
                 "resumed_from_step": start,
                 "device": self.device,
+                "torch_threads": _torch_threads(),
                 "package_versions": _package_versions(),
             }
         )
@@ -1037,6 +1069,8 @@ class GenerateOptions:
     root: str | None = None
     """SAC cache root (None: :func:`cache_root`)."""
     device: str = "auto"
+    threads: int | None = 1
+    """Torch threads on CPU while training and rolling out (None: torch's default)."""
 
 
 def _rollouts(
@@ -1070,6 +1104,27 @@ def _summary(episodes: Sequence[EpisodeData]) -> dict[str, Any]:
     }
 
 
+def _episodes_of_kind(
+    run: SacRun, kind: str, opts: GenerateOptions, expert: EvalRecord, medium: EvalRecord
+) -> list[EpisodeData]:
+    n, target = opts.episodes, opts.dataset_steps
+    if kind == "random":
+        episodes = _rollouts(run, "random", None, n, target)
+    elif kind == "medium":
+        episodes = _rollouts(run, "medium", medium.step, n, target)
+    elif kind == "expert":
+        episodes = _rollouts(run, "expert", expert.step, n, target)
+    elif kind == "medium-expert":
+        half_n = None if n is None else max(n // 2, 1)
+        other_n = None if n is None else max(n - n // 2, 1)
+        episodes = _rollouts(run, "medium", medium.step, half_n, target // 2) + _rollouts(
+            run, "expert", expert.step, other_n, target - target // 2
+        )
+    else:
+        episodes = run.training_episodes(medium.step)
+    return episodes
+
+
 def generate(
     task_id: str, kind: str, *, seed: int = 0, options: GenerateOptions | None = None
 ) -> tuple[list[EpisodeData], dict[str, Any], dict[str, Any]]:
@@ -1086,26 +1141,17 @@ def generate(
         )
     t0 = time.monotonic()
     run = SacRun(task_id, seed, opts.config, root=opts.root, device=opts.device)
-    run.train(opts.steps, eval_every=opts.eval_every, eval_episodes=opts.eval_episodes)
+    run.train(
+        opts.steps,
+        eval_every=opts.eval_every,
+        eval_episodes=opts.eval_episodes,
+        threads=opts.threads,
+    )
     evals = run.evals(upto=opts.steps)
     expert, medium = select_checkpoints(evals)
-    refs = reference_scores(run, expert.step, opts.ref_episodes)
-
-    n, target = opts.episodes, opts.dataset_steps
-    if kind == "random":
-        episodes = _rollouts(run, "random", None, n, target)
-    elif kind == "medium":
-        episodes = _rollouts(run, "medium", medium.step, n, target)
-    elif kind == "expert":
-        episodes = _rollouts(run, "expert", expert.step, n, target)
-    elif kind == "medium-expert":
-        half_n = None if n is None else max(n // 2, 1)
-        other_n = None if n is None else max(n - n // 2, 1)
-        episodes = _rollouts(run, "medium", medium.step, half_n, target // 2) + _rollouts(
-            run, "expert", expert.step, other_n, target - target // 2
-        )
-    else:
-        episodes = run.training_episodes(medium.step)
+    with torch_threads(opts.threads if run.device == "cpu" else None):
+        refs = reference_scores(run, expert.step, opts.ref_episodes)
+        episodes = _episodes_of_kind(run, kind, opts, expert, medium)
     if not episodes:
         raise PbrlError(
             f"{task_id} {kind}: no episodes (medium checkpoint at step {medium.step}; "

@@ -292,3 +292,16 @@ def test_dmc_task_records_physics_state(tmp_path):
     nq = eps[0].qpos.shape[1]
     assert nq == 9 and eps[0].qvel.shape == (21, 9)
     assert all(e.truncations[-1] and not e.terminations.any() for e in eps)
+
+
+def test_torch_threads_is_restored():
+    import torch
+
+    before = torch.get_num_threads()
+    with g.torch_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    with g.torch_threads(None):
+        assert torch.get_num_threads() == before
+    with pytest.raises(PbrlError, match="threads"), g.torch_threads(0):
+        pass
