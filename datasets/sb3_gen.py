@@ -1205,10 +1205,18 @@ def generate(
             "train 0, eval 1, rollouts random 10 / medium 11 / expert 12, references "
             "random 20 / expert 21",
         },
-        "actions": "rollouts sample the SAC policy (tanh-squashed Gaussian); evaluation uses "
-        "its mean action",
+        "actions": "rollouts sample the SAC policy (tanh-squashed Gaussian) and evaluation "
+        "uses its mean action; medium-replay keeps SAC's own training actions (uniform random "
+        "during the warm-up)",
         "reference": refs,
-        "critic": {"file": CRITIC_FILE, "step": expert.step, "gamma": opts.config.gamma},
+        "critic": {
+            "file": CRITIC_FILE,
+            "format": CRITIC_FORMAT,
+            "step": expert.step,
+            "gamma": opts.config.gamma,
+            "value_estimator": "Q = mean of the twin critics; V(s) = mean of Q(s, a') over "
+            "actions sampled from the actor (load_expert_value_fn, n_actions=64 by default)",
+        },
         "build_seconds": round(time.monotonic() - t0, 2),
     }
     snap = run.load_snapshot(expert.step)
@@ -1269,7 +1277,7 @@ def build(
     ``steps`` (SAC steps, default 1M) and ``episodes`` override ``options``. The expert's
     critic is written to ``<dataset folder>/expert_critic.pt``.
     """
-    from pbrl.datasets.minari_io import write_minari_dataset
+    from pbrl.datasets.minari_io import minari_root, write_minari_dataset
     from pbrl.datasets.registry import generated_dataset_id
 
     opts = options or GenerateOptions()
@@ -1280,6 +1288,12 @@ def build(
         device=device if device != "auto" else opts.device,
     )
     dataset_id = generated_dataset_id(task_id, kind)
+    if not overwrite and (minari_root() / dataset_id).exists():
+        # Fail before hours of training rather than at the writer.
+        raise DataError(
+            f"dataset '{dataset_id}' already exists at {minari_root() / dataset_id} "
+            "(use --overwrite to replace it)"
+        )
     eps, card, critic = generate(task_id, kind, seed=seed, options=opts)
     spec = _check_task(task_id)
     env_id, env_kwargs = _env_spec_of(spec, opts.config.horizon)

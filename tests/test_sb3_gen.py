@@ -248,6 +248,8 @@ def test_expert_critic_loads_and_gives_finite_values(sac_root, minari_home):
     assert payload["format"] == g.CRITIC_FORMAT and payload["step"] == ds.card["critic"]["step"]
     with pytest.raises(DataError, match="expects"):
         vf(obs[:, :3])
+    with pytest.raises(DataError, match="already exists"):
+        g.build(TASK, "expert", options=_options(sac_root), diagnose=False)
     with pytest.raises(DataError, match="no expert critic"):
         g.load_expert_value_fn(str(minari_home / "nowhere"))
 
