@@ -222,7 +222,8 @@ class Agent:
         lp = self._logp(self.actor, obs, act)
         if self.ref_actor is not None:
             with torch.no_grad():
-                lp = lp - self._logp(self.ref_actor, obs, act)
+                ref = self._logp(self.ref_actor, obs, act)
+            lp = lp - ref
         return lp
 
     # -- batches ---------------------------------------------------------------------------------

@@ -329,3 +329,35 @@ def test_bc_mse():
     mu, act = T([[0.0, 0.0], [1.0, 1.0]]), T([[1.0, 0.0], [0.0, 0.0]])  # errors 1 and 2
     assert bc_mse(mu, act).item() == pytest.approx(1.5)
     assert bc_mse(mu, act, T([1.0, 0.0])).item() == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{"mode": "rank"}, {"mode": "score"}, {"kl": True, "alpha": 0.2, "bias": 0.75}],
+    ids=["rank", "score", "kl"],
+)
+def test_cpl_modes_and_kl_reference(overrides):
+    from pbrl.agents.cpl import Agent, Config
+    from test_learnability import point_dataset, point_prefs
+
+    from pbrl.agent import AgentSpec, FitContext
+
+    ds = point_dataset(episodes=6, horizon=10, seed=3).without_rewards()
+    full = point_dataset(episodes=6, horizon=10, seed=3)
+    prefs = point_prefs(full, 8, 5, seed=1)
+    spec = AgentSpec(2, 2, -np.ones(2), np.ones(2))
+    agent = Agent(Config(hidden=(8,), batch_size=4, **overrides), spec)
+    ctx = FitContext(
+        ds, prefs.to_batch(ds), 6, 0, "cpu", np.random.default_rng(0), torch.Generator(),
+        log_interval=1, pref_data=prefs,
+    )  # fmt: skip
+    rows = list(agent.fit(ctx))
+    assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6]
+    assert all(math.isfinite(v) for r in rows for v in r.values())
+    if overrides.get("kl"):
+        # the reference: a frozen eval-mode copy taken at the end of BC, kept by the state dict
+        assert agent.ref_actor is not None and not agent.ref_actor.training
+        fresh = Agent(Config(hidden=(8,), batch_size=4, **overrides), spec)
+        fresh.load_state_dict(agent.state_dict())
+        x = torch.as_tensor(ds.observations[:4])
+        torch.testing.assert_close(fresh.ref_actor(x), agent.ref_actor(x))
