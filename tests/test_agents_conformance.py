@@ -177,3 +177,67 @@ def test_zero_reward_iql_gets_no_reward(small_data, monkeypatch):
     )
     assert not agent.requires_true_reward
     assert SEEN[0].dataset.rewards is None
+
+
+def hopper_like_dataset(episodes: int = 6, horizon: int = 30, seed: int = 0):
+    """A synthetic OfflineDataset with the real task id ``mujoco/hopper`` (11-d obs, 3-d act)."""
+    from pbrl.datasets.base import OfflineDataset
+
+    rng = np.random.default_rng(seed)
+    n = episodes * horizon
+    obs = rng.standard_normal((n + episodes, 11)).astype(np.float32)
+    keep = np.ones(n + episodes, bool)
+    keep[horizon :: horizon + 1] = False  # drop each episode's final next-obs row
+    nxt_rows = np.flatnonzero(keep) + 1
+    terminals = np.zeros(n, bool)
+    terminals[horizon - 1 :: horizon * 2] = True  # some episodes end by termination
+    return OfflineDataset(
+        id="test/hopper-synthetic",
+        task_id="mujoco/hopper",
+        observations=obs[keep],
+        actions=rng.uniform(-1, 1, (n, 3)).astype(np.float32),
+        rewards=rng.standard_normal(n).astype(np.float32),
+        next_observations=obs[nxt_rows],
+        terminals=terminals,
+        timeouts=~terminals & (np.arange(n) % horizon == horizon - 1),
+        starts=np.arange(episodes, dtype=np.int64) * horizon,
+        lengths=np.full(episodes, horizon, dtype=np.int64),
+    )
+
+
+@pytest.fixture(scope="module")
+def hopper_data():
+    from pbrl.prefs import make_preference_data
+
+    ds = hopper_like_dataset()
+    rng = np.random.default_rng(0)
+    m = 8
+    refs_a = np.stack([rng.integers(0, 6, m), rng.integers(0, 20, m), np.full(m, 8)], 1)
+    refs_b = np.stack([rng.integers(0, 6, m), rng.integers(0, 20, m), np.full(m, 8)], 1)
+    labels = rng.choice([0.0, 0.5, 1.0], m).astype(np.float32)
+    prefs = make_preference_data(ds.id, refs_a, refs_b, labels, None, labeler="teacher:test")
+    return ds, prefs
+
+
+@pytest.mark.parametrize("name", AGENTS)
+def test_agent_runs_on_a_real_task(name, hopper_data, tmp_path) -> None:
+    """The same contract with a real task id: the env's action box, D4RL-normalised score."""
+    ds, prefs = hopper_data
+    mod = _module(name)
+    spec = TrainSpec(
+        agent=name,
+        dataset=ds.id,
+        prefs=None,
+        seed=1,
+        steps=4,
+        device="cpu",
+        overrides=_overrides(mod),
+        eval_every=4,
+        eval_episodes=1,
+        log_interval=2,
+        out=str(tmp_path / "run"),
+    )
+    summary, agent = train_agent(spec, dataset=ds, prefs=prefs)
+    assert summary["task"] == "mujoco/hopper" and math.isfinite(summary["final_score"])
+    a = np.asarray(agent.act(ds.observations[:3]))
+    assert a.shape == (3, 3) and np.all(np.abs(a) <= 1.0)
