@@ -269,3 +269,21 @@ def test_train_agent_returns_the_trained_agent(data):
     )
     assert summary["final_score"] is None  # no evaluation requested
     assert agent.act(ds.observations[:2]).shape == (2, 2)
+
+
+@pytest.mark.parametrize("agent", ["cpl", "mr", "ipl"])
+def test_same_seed_same_run(data, agent):
+    ds, prefs = data
+    ov = {"hidden": (8, 8), "batch_size": 4}
+    if agent == "mr":
+        ov.update(reward_hidden=(8,), reward_batch=4, reward_epochs=2)
+    runs = [
+        train_agent(
+            TrainSpec(agent, ds.id, None, 5, 6, "cpu", None, ov, 0, 0, 2), dataset=ds, prefs=prefs
+        )
+        for _ in range(2)
+    ]
+    assert runs[0][0]["last_metrics"] == runs[1][0]["last_metrics"]
+    np.testing.assert_array_equal(
+        runs[0][1].act(ds.observations[:5]), runs[1][1].act(ds.observations[:5])
+    )
