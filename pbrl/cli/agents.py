@@ -14,6 +14,21 @@ app = typer.Typer(
 )
 
 
+def ensure_cwd_importable(name: str) -> None:
+    """Let a dotted-path plug-in be found relative to the working directory.
+
+    ``python -m pbrl`` puts the working directory on ``sys.path`` but the ``pbrl`` console
+    script does not; plug-ins such as ``examples.my_agent`` should work from both. The
+    directory goes last, so it never shadows installed packages.
+    """
+    import os
+    import sys
+
+    cwd = os.getcwd()
+    if "." in name and cwd not in sys.path and "" not in sys.path:
+        sys.path.append(cwd)
+
+
 def config_field_docs(config_cls: type) -> dict[str, str]:
     """Field docstrings of a Config dataclass, inherited fields included (base classes first)."""
     from pbrl.agent import field_docs
@@ -57,6 +72,7 @@ def show_cmd(
     """Every Config field (type, default, docstring) and the presets of one agent."""
     from pbrl.agent import load_agent_module, summary_line
 
+    ensure_cwd_importable(name)
     mod = load_agent_module(name)
     typer.echo(f"{name}: {summary_line(mod)}")
     typer.echo("")

@@ -76,9 +76,11 @@ def train(
     import json
     import logging
 
+    from pbrl.cli.agents import ensure_cwd_importable
     from pbrl.train import TrainSpec
     from pbrl.train import train as run_train
 
+    ensure_cwd_importable(agent)
     overrides = parse_agent_args(list(ctx.args))
     out = out or f"runs/{_slug(agent)}-{_slug(dataset)}-s{seed}"
     logging.basicConfig(level=logging.INFO, format="%(message)s")
