@@ -216,7 +216,16 @@ class _EpisodeBuilder:
         self.terms: list[bool] = []
         self.truncs: list[bool] = []
 
-    def add(self, action, obs, reward, term, trunc, qpos, qvel) -> None:
+    def add(
+        self,
+        action: np.ndarray,
+        obs: np.ndarray,
+        reward: float,
+        term: bool,
+        trunc: bool,
+        qpos: np.ndarray,
+        qvel: np.ndarray,
+    ) -> None:
         self.actions.append(np.asarray(action, dtype=np.float32))
         self.obs.append(np.asarray(obs))
         self.rewards.append(float(reward))
@@ -315,7 +324,9 @@ def _make_recorder_class() -> type:
             self.current: _EpisodeBuilder | None = None
             self._current_info: dict[str, Any] = {}
 
-        def reset(self, *, seed: int | None = None, options: dict | None = None):
+        def reset(
+            self, *, seed: int | None = None, options: dict | None = None
+        ) -> tuple[Any, dict[str, Any]]:
             ep_seed = episode_seed(self.run_seed, _STREAM_TRAIN, self.episode_index)
             obs, info = self.env.reset(seed=ep_seed, options=options)
             self._current_info = {
@@ -328,7 +339,7 @@ def _make_recorder_class() -> type:
             self.current = _EpisodeBuilder(obs, *physics_state(self.env))
             return obs, info
 
-        def step(self, action):
+        def step(self, action: np.ndarray) -> tuple[Any, float, bool, bool, dict[str, Any]]:
             obs, reward, term, trunc, info = self.env.step(action)
             self.step_count += 1
             if self.current is None:
@@ -866,6 +877,7 @@ class _Trainer:
             n = min(self.eval_episodes, _MAX_LOCKSTEP_ENVS)
             self.eval_envs = [run.make_env() for _ in range(n)]
         sampler = _ActorSampler(self.model.policy.actor, self.low, self.high, run.device)
+        was_training = self.model.policy.training
         self.model.policy.set_training_mode(False)
         seeds = run.eval_seeds(self.eval_episodes)
         _, returns = run_episodes(
@@ -876,7 +888,7 @@ class _Trainer:
             stochastic=False,
             record=False,
         )
-        self.model.policy.set_training_mode(True)
+        self.model.policy.set_training_mode(was_training)
         ent = float(self.model.log_ent_coef.exp().item())
         return EvalRecord(
             step=step,
