@@ -105,6 +105,10 @@ DEFAULT_EPISODES: dict[str, int] = {
 }
 
 
+# Options of the diagnosis `build` runs when it finishes (datasets/diagnose.py).
+BUILD_DIAGNOSE: dict[str, Any] = {"steps": 1000, "seeds": 2, "eval_episodes": 5}
+
+
 # ---- planning -----------------------------------------------------------------------------
 @dataclass(frozen=True)
 class EpisodeJob:
@@ -544,5 +548,7 @@ def build(
     if diagnose:
         from pbrl.datasets.diagnose import run_and_record
 
-        run_and_record(dataset_id)
+        # A brief diagnosis keeps `pbrl datasets build` short; the recorded criteria tables
+        # come from `pbrl datasets diagnose` with more steps and 3 seeds.
+        run_and_record(dataset_id, **BUILD_DIAGNOSE)
     return dataset_id

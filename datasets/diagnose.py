@@ -1,0 +1,297 @@
+"""Does a dataset rank preference learners? Four short trainings answer it (issue 10).
+
+:func:`diagnose` trains, for each of ``seeds`` seeds, through the project's own learners and
+evaluation (:func:`pbrl.train.train_agent`):
+
+- ``bc-all``: behaviour cloning on every transition (``agents/bc``, ``data=all``);
+- ``bc-top10``: behaviour cloning on the best 10% of episodes by true return
+  (:func:`top_episodes`);
+- ``iql-true``: IQL on the true reward times the benchmark's reward scale (``agents/iql``);
+- ``iql-zero``: IQL with every reward zero (the control: it reduces to behaviour cloning).
+
+and reports each learner's success rate (where the task has one) and normalized return
+(100 x (R - ref_min) / (ref_max - ref_min), the dataset's reference scores) as the mean over
+seeds with a 95% percentile-bootstrap confidence interval of that mean.
+
+A dataset that can rank preference learners has (issue 10's criteria): bc-all at most half
+the expert's success, bc-top10 at least 80% of it, and iql-true above bc-all with
+non-overlapping intervals. :func:`criteria` checks them.
+
+:func:`run_and_record` writes the table into the dataset card (``pbrl_card.diagnose`` in the
+Minari ``metadata.json``; atomic replace).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import tempfile
+import time
+from typing import Any
+
+import numpy as np
+from pbrl.datasets.base import OfflineDataset
+
+from pbrl.errors import DataError, PbrlError
+
+log = logging.getLogger(__name__)
+
+TOP_FRACTION = 0.1
+BOOTSTRAP_RESAMPLES = 2000
+
+# name -> (agent module, config overrides, which data)
+LEARNERS: dict[str, tuple[str, dict[str, Any], str]] = {
+    "bc-all": ("bc", {"data": "all"}, "all"),
+    "bc-top10": ("bc", {"data": "all"}, "top"),
+    "iql-true": ("iql", {"reward": "true"}, "all"),
+    "iql-zero": ("iql", {"reward": "zero"}, "all"),
+}
+
+
+def top_episodes(ds: OfflineDataset, fraction: float = TOP_FRACTION) -> OfflineDataset:
+    """A dataset holding only the best ``fraction`` of ``ds``'s episodes by true return.
+
+    At least one episode is kept; ties are broken by episode order (a stable sort), so the
+    subset is deterministic. Per-episode info, qpos/qvel and successes follow their rows.
+    """
+    if not 0.0 < fraction <= 1.0:
+        raise PbrlError(f"top fraction must lie in (0, 1], got {fraction}")
+    if ds.num_episodes == 0:
+        raise DataError(f"{ds.path or ds.id}: the dataset has no episodes")
+    returns = ds.episode_returns()
+    k = max(1, int(round(fraction * ds.num_episodes)))
+    keep = np.sort(np.argsort(-returns, kind="stable")[:k])
+    rows = np.concatenate([np.arange(ds.starts[e], ds.starts[e] + ds.lengths[e]) for e in keep])
+    lengths = ds.lengths[keep].astype(np.int64)
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+
+    def take(a: np.ndarray | None) -> np.ndarray | None:
+        return None if a is None else a[rows]
+
+    info = tuple(ds.episode_info[e] for e in keep) if ds.episode_info else ()
+    return dataclasses.replace(
+        ds,
+        id=f"{ds.id}#top{int(round(100 * fraction))}",
+        observations=ds.observations[rows],
+        actions=ds.actions[rows],
+        rewards=take(ds.rewards),
+        next_observations=ds.next_observations[rows],
+        terminals=ds.terminals[rows],
+        timeouts=ds.timeouts[rows],
+        starts=starts,
+        lengths=lengths,
+        qpos=take(ds.qpos),
+        qvel=take(ds.qvel),
+        successes=take(ds.successes),
+        episode_info=info,
+    )
+
+
+def mean_ci(values: Any, seed: int = 0) -> tuple[float, float, float]:
+    """Mean and 95% percentile-bootstrap interval of the mean (one value: a point)."""
+    x = np.asarray([v for v in values if v is not None], dtype=np.float64)
+    if x.size == 0:
+        return (float("nan"),) * 3
+    if x.size == 1:
+        return float(x[0]), float(x[0]), float(x[0])
+    rng = np.random.default_rng(seed)
+    means = x[rng.integers(0, x.size, size=(BOOTSTRAP_RESAMPLES, x.size))].mean(axis=1)
+    lo, hi = np.percentile(means, [2.5, 97.5])
+    return float(x.mean()), float(lo), float(hi)
+
+
+def _normalized(ret: float | None, ds: OfflineDataset) -> float | None:
+    lo, hi = ds.ref_min_score, ds.ref_max_score
+    if ret is None or lo is None or hi is None or hi == lo:
+        return None
+    return 100.0 * (float(ret) - float(lo)) / (float(hi) - float(lo))
+
+
+def _load(dataset_id: str) -> OfflineDataset:
+    from pbrl.datasets.registry import load_dataset
+
+    return load_dataset(dataset_id)
+
+
+def diagnose(
+    dataset_id: str,
+    *,
+    steps: int = 5000,
+    seeds: int = 3,
+    device: str = "cpu",
+    eval_episodes: int = 10,
+    learners: tuple[str, ...] = tuple(LEARNERS),
+    preset: str | None = "quick",
+    dataset: OfflineDataset | None = None,
+) -> dict[str, Any]:
+    """Train the four diagnostic learners briefly and return the table (a JSON-able dict).
+
+    ``dataset`` may be passed in memory (its ``id`` is then used); otherwise ``dataset_id``
+    is loaded through :func:`pbrl.datasets.registry.load_dataset`.
+    """
+    from pbrl.train import TrainSpec, train_agent
+
+    if steps < 1:
+        raise PbrlError(f"--steps: must be >= 1, got {steps}")
+    if seeds < 1:
+        raise PbrlError(f"--seeds: must be >= 1, got {seeds}")
+    unknown = [n for n in learners if n not in LEARNERS]
+    if unknown:
+        raise PbrlError(f"unknown diagnostic learner(s) {unknown} (known: {', '.join(LEARNERS)})")
+    ds = dataset if dataset is not None else _load(dataset_id)
+    where = ds.path or ds.id
+    if ds.rewards is None:
+        raise DataError(
+            f"{where}: the dataset has no rewards; diagnose ranks episodes and trains IQL on "
+            "the true reward"
+        )
+    if ds.task_id is None:
+        raise DataError(f"{where}: no task resolved for this dataset; cannot evaluate policies")
+    top = top_episodes(ds) if any(LEARNERS[n][2] == "top" for n in learners) else None
+    t0 = time.time()
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="pbrl-diagnose-") as tmp:
+        for name in learners:
+            agent, overrides, which = LEARNERS[name]
+            data = top if which == "top" else ds
+            per_seed = []
+            for seed in range(seeds):
+                spec = TrainSpec(
+                    agent=agent,
+                    dataset=ds.id,
+                    prefs=None,
+                    seed=seed,
+                    steps=steps,
+                    device=device,
+                    preset=preset,
+                    overrides=dict(overrides),
+                    eval_every=steps,
+                    eval_episodes=eval_episodes,
+                    log_interval=max(1, steps),
+                    out=f"{tmp}/{name}-s{seed}",
+                )
+                summary, _ = train_agent(spec, dataset=data)
+                success = summary.get("final_success_rate")
+                per_seed.append(
+                    {
+                        "seed": seed,
+                        "success": None if success is None else 100.0 * float(success),
+                        "score": summary.get("final_score"),
+                        "return": summary.get("final_return"),
+                        "normalized_return": _normalized(summary.get("final_return"), ds),
+                        "wall_s": summary.get("wall_time_s"),
+                    }
+                )
+                log.info("diagnose %s %s seed %d: %s", ds.id, name, seed, per_seed[-1])
+            row: dict[str, Any] = {"learner": name, "agent": agent, "overrides": overrides}
+            for key in ("success", "normalized_return", "score"):
+                m, lo, hi = mean_ci([p[key] for p in per_seed])
+                row[key] = {"mean": m, "ci95": [lo, hi]}
+            row["seeds"] = per_seed
+            rows.append(row)
+    table = {
+        "dataset_id": ds.id,
+        "task_id": ds.task_id,
+        "steps": steps,
+        "seeds": seeds,
+        "eval_episodes": eval_episodes,
+        "preset": preset,
+        "device": device,
+        "top_fraction": TOP_FRACTION,
+        "top_episodes": None if top is None else top.num_episodes,
+        "ci": f"95% percentile bootstrap of the mean over seeds ({BOOTSTRAP_RESAMPLES} resamples)",
+        "expert_success": _expert_success(ds),
+        "rows": rows,
+        "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "wall_s": round(time.time() - t0, 1),
+    }
+    table["criteria"] = criteria(table)
+    return table
+
+
+def _expert_success(ds: OfflineDataset) -> float | None:
+    """The scripted expert's success rate in percent, from the card's references."""
+    ref = ds.card.get("reference") if isinstance(ds.card, dict) else None
+    if isinstance(ref, dict) and ref.get("expert_success_rate") is not None:
+        return 100.0 * float(ref["expert_success_rate"])
+    return None
+
+
+def criteria(table: dict[str, Any]) -> dict[str, Any]:
+    """Issue 10's three checks on a table (None where a needed number is missing).
+
+    The expert reference is the card's expert success when known, else 100% of the
+    normalized return (the expert's reference score).
+    """
+    rows = {r["learner"]: r for r in table["rows"]}
+    use_success = table.get("expert_success") is not None and all(
+        r["success"]["mean"] == r["success"]["mean"]
+        for r in rows.values()  # not NaN
+    )
+    key = "success" if use_success else "normalized_return"
+    expert = table["expert_success"] if use_success else 100.0
+    out: dict[str, Any] = {"metric": key, "expert": expert}
+    if "bc-all" in rows:
+        out["bc_all_at_most_half_expert"] = rows["bc-all"][key]["mean"] <= 0.5 * expert
+    if "bc-top10" in rows:
+        out["bc_top10_at_least_80pct_expert"] = rows["bc-top10"][key]["mean"] >= 0.8 * expert
+    if "iql-true" in rows and "bc-all" in rows:
+        out["iql_true_above_bc_all_ci_disjoint"] = (
+            rows["iql-true"][key]["ci95"][0] > rows["bc-all"][key]["ci95"][1]
+        )
+    checks = [v for k, v in out.items() if k not in ("metric", "expert")]
+    out["all_met"] = bool(checks) and all(checks)
+    return out
+
+
+def format_table(table: dict[str, Any]) -> str:
+    """A plain-text rendering of a diagnose table."""
+
+    def cell(v: dict[str, Any]) -> str:
+        m, (lo, hi) = v["mean"], v["ci95"]
+        if m != m:  # NaN: not reported by this task
+            return "-"
+        return f"{m:6.1f} [{lo:6.1f}, {hi:6.1f}]"
+
+    lines = [
+        f"{table['dataset_id']}: {table['steps']} steps, {table['seeds']} seeds, "
+        f"{table['eval_episodes']} eval episodes; expert success {table['expert_success']}",
+        f"{'learner':<10} {'success % (95% CI)':<26} {'normalized return (95% CI)':<26}",
+    ]
+    for r in table["rows"]:
+        lines.append(
+            f"{r['learner']:<10} {cell(r['success']):<26} {cell(r['normalized_return']):<26}"
+        )
+    lines.append("criteria: " + json.dumps(table["criteria"]))
+    return "\n".join(lines)
+
+
+def record(dataset_id: str, table: dict[str, Any]) -> None:
+    """Write ``table`` into the dataset card (``pbrl_card.diagnose``), atomically."""
+    from pbrl.datasets.minari_io import CARD_KEY, minari_data_path, minari_root
+
+    from pbrl.utils import write_json_atomic
+
+    data = minari_data_path(dataset_id) or (minari_root() / dataset_id / "data")
+    path = data / "metadata.json"
+    if not path.is_file():
+        raise PbrlError(
+            f"{dataset_id}: no local Minari card to write the diagnosis into (looked for {path})"
+        )
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise DataError(f"{path}: unreadable metadata ({e})") from None
+    card = meta.get(CARD_KEY)
+    card = dict(card) if isinstance(card, dict) else {}
+    card["diagnose"] = table
+    meta[CARD_KEY] = card
+    write_json_atomic(path, meta)
+
+
+def run_and_record(dataset_id: str, **kw: Any) -> dict[str, Any]:
+    """:func:`diagnose` then :func:`record`; returns the table."""
+    table = diagnose(dataset_id, **kw)
+    record(dataset_id, table)
+    return table
