@@ -175,3 +175,22 @@ def build_cmd(
 
         run_and_record(dataset_id)
     typer.echo(dataset_id)
+
+
+@app.command("diagnose")
+def diagnose_cmd(
+    dataset: str = typer.Argument(..., help="Dataset id or path (pbrl datasets list)."),
+    steps: int = typer.Option(5000, "--steps", help="Gradient updates per learner and seed."),
+    seeds: int = typer.Option(3, "--seeds", help="Seeds per learner (CIs are over seeds)."),
+    eval_episodes: int = typer.Option(10, "--eval-episodes", help="Evaluation episodes per run."),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N or auto."),
+    record: bool = typer.Option(
+        True, "--record/--no-record", help="Write the table into the dataset card."
+    ),
+) -> None:
+    """Train BC (all / top 10%) and IQL (true / zero reward) briefly; print and record the table."""
+    from pbrl.datasets import diagnose as dg
+
+    kw = dict(steps=steps, seeds=seeds, eval_episodes=eval_episodes, device=device)
+    table = dg.run_and_record(dataset, **kw) if record else dg.diagnose(dataset, **kw)
+    typer.echo(dg.format_table(table))
