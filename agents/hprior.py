@@ -189,7 +189,7 @@ class Config(IQLConfig):
 
 PRESETS: dict[str, dict[str, Any]] = {
     "paper": {},
-    "quick": {"wm_frac": 0.1, "rm_frac": 0.2, "wm_batch": 32, "rm_batch": 32, "batch_size": 128},
+    "quick": {"wm_frac": 0.1, "rm_frac": 0.2, "wm_batch": 16, "rm_batch": 32, "batch_size": 128},
 }
 
 TEST_OVERRIDES: dict[str, Any] = {

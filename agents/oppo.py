@@ -15,8 +15,8 @@ tree's alternating update is the ``human`` preset (``update=alternating``).
 
 pbrl's departures (named options; docs/agents-advanced.md): the labelled pairs of the
 preference file replace the scripted tree's unlimited fresh labels (oppo.md Q4); the
-encoder sees the whole labelled segment, the policy a random window of ``context_len``
-steps of it; timesteps are positions inside the window (PreferenceBatch carries no episode
+encoder and the policy see the same random window of ``context_len`` steps of a labelled
+segment (``encode=segment``: the encoder sees the whole segment); timesteps are positions inside the window (PreferenceBatch carries no episode
 time); the encoder sums over real tokens only (``pool_over_padding`` restores the official
 sum over padding); at evaluation every context position holds z* (``eval_zero_fill``
 restores the official zero vectors on all but the last position).
@@ -254,6 +254,10 @@ class Config:
     'alternating' (human tree: HIM steps on dataset windows every other step with 0.1 state
     noise and state reconstruction; an encoder-only preference step every step with the
     decoder frozen, sum/B triplet with the asymmetric tie term and a one-sided norm)."""
+    encode: str = "window"
+    """What the encoder sees of a labelled segment: 'window' (the same random K-step
+    window as the policy, as in the scripted tree, whose label also covers more steps than
+    the encoder sees) or 'segment' (the whole labelled segment; the policy a window of it)."""
     z_dim: int = 8
     """Context size (scripted 8, human 16)."""
     context_len: int = 20
@@ -331,6 +335,8 @@ class Agent:
     def __init__(self, cfg: Config, spec: AgentSpec) -> None:
         if cfg.update not in ("joint", "alternating"):
             raise PbrlError(f"--agent.update: 'joint' or 'alternating', got '{cfg.update}'")
+        if cfg.encode not in ("window", "segment"):
+            raise PbrlError(f"--agent.encode: 'window' or 'segment', got '{cfg.encode}'")
         if cfg.context_len < 1:
             raise PbrlError(f"--agent.context_len: must be >= 1, got {cfg.context_len}")
         self.cfg = cfg
@@ -433,6 +439,12 @@ class Agent:
         for step in range(1, ctx.steps + 1):
             b = ctx.prefs.index(next(batches))
             oa, ob = self._norm(b.obs_a), self._norm(b.obs_b)
+            aa, ab, ma, mb = b.act_a, b.act_b, b.mask_a, b.mask_b
+            if cfg.encode == "window":
+                # scripted tree: encoder and policy see the same K-step window
+                ia, ma = crop_windows(b.mask_a, self.dec.max_len, g)
+                ib, mb = crop_windows(b.mask_b, self.dec.max_len, g)
+                oa, aa, ob, ab = take(oa, ia), take(aa, ia), take(ob, ib), take(ab, ib)
             if human and (step - 1) % 2 == 0:
                 # HIM step on unlabelled dataset windows (official: cont % 2 == 0)
                 rows, wm = dataset_windows(ds, self.dec.max_len, cfg.batch_size, ctx.rng)
@@ -449,15 +461,15 @@ class Agent:
                 enc_opt.step()
                 dec_opt.step()
                 him = float(loss_h.detach())
-            z_a = self.enc(oa, b.act_a, b.mask_a)
-            z_b = self.enc(ob, b.act_b, b.mask_b)
+            z_a = self.enc(oa, aa, ma)
+            z_b = self.enc(ob, ab, mb)
             l_pref = oppo_triplet_loss(self.z_star.detach(), z_a, z_b, b.prefer_b, cfg.margin, mode)
             l_norm = oppo_norm_loss(z_a, norm_kind) + oppo_norm_loss(z_b, norm_kind)
             if human:
                 # encoder-only step: the decoder is frozen but stays in train mode
                 self.dec.requires_grad_(False)
-                l_rec = self._recon(z_a, oa, b.act_a, b.mask_a, g, states=True) + self._recon(
-                    z_b, ob, b.act_b, b.mask_b, g, states=True
+                l_rec = self._recon(z_a, oa, aa, ma, g, states=True) + self._recon(
+                    z_b, ob, ab, mb, g, states=True
                 )
                 loss = l_rec + cfg.pref_coef * l_pref + cfg.norm_coef * l_norm
                 enc_opt.zero_grad(set_to_none=True)
@@ -466,9 +478,7 @@ class Agent:
                 nn.utils.clip_grad_norm_(self.enc.parameters(), cfg.grad_clip)
                 enc_opt.step()
             else:
-                l_rec = self._recon(z_a, oa, b.act_a, b.mask_a, g) + self._recon(
-                    z_b, ob, b.act_b, b.mask_b, g
-                )
+                l_rec = self._recon(z_a, oa, aa, ma, g) + self._recon(z_b, ob, ab, mb, g)
                 loss = l_rec + cfg.pref_coef * l_pref + cfg.norm_coef * l_norm
                 enc_opt.zero_grad(set_to_none=True)
                 dec_opt.zero_grad(set_to_none=True)
@@ -481,8 +491,8 @@ class Agent:
             dec_sched.step()
             # z* step on re-encoded (train-mode, detached) contexts
             with torch.no_grad():
-                z_a2 = self.enc(oa, b.act_a, b.mask_a)
-                z_b2 = self.enc(ob, b.act_b, b.mask_b)
+                z_a2 = self.enc(oa, aa, ma)
+                z_b2 = self.enc(ob, ab, mb)
             l_w = oppo_triplet_loss(self.z_star, z_a2, z_b2, b.prefer_b, cfg.margin, mode)
             w_opt.zero_grad(set_to_none=True)
             l_w.backward()

@@ -204,7 +204,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "obs_norm": False,
         "reward_norm": "pt_learned",
     },
-    "quick": {"rm_batch": 64, "batch_size": 128, "rm_frac": 0.25},
+    "quick": {"rm_batch": 16, "batch_size": 128, "rm_frac": 0.25},
     "no_pref_attention": {"preference_attention": False},
 }
 
