@@ -23,6 +23,7 @@ Minari ``metadata.json``; atomic replace).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -124,11 +125,14 @@ def diagnose(
     learners: tuple[str, ...] = tuple(LEARNERS),
     preset: str | None = "quick",
     dataset: OfflineDataset | None = None,
+    workdir: str | None = None,
 ) -> dict[str, Any]:
     """Train the four diagnostic learners briefly and return the table (a JSON-able dict).
 
     ``dataset`` may be passed in memory (its ``id`` is then used); otherwise ``dataset_id``
-    is loaded through :func:`pbrl.datasets.registry.load_dataset`.
+    is loaded through :func:`pbrl.datasets.registry.load_dataset`. Each training's run
+    folder (config, metrics, eval.csv) goes under ``workdir`` when given, else a temporary
+    folder removed afterwards.
     """
     from pbrl.train import TrainSpec, train_agent
 
@@ -151,7 +155,8 @@ def diagnose(
     top = top_episodes(ds) if any(LEARNERS[n][2] == "top" for n in learners) else None
     t0 = time.time()
     rows: list[dict[str, Any]] = []
-    with tempfile.TemporaryDirectory(prefix="pbrl-diagnose-") as tmp:
+    with contextlib.ExitStack() as stack:
+        tmp = workdir or stack.enter_context(tempfile.TemporaryDirectory(prefix="pbrl-diagnose-"))
         for name in learners:
             agent, overrides, which = LEARNERS[name]
             data = top if which == "top" else ds
