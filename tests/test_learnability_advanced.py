@@ -99,3 +99,32 @@ def test_reward_learner_reaches_heldout_accuracy(name: str) -> None:
     acc = float(np.mean((s_b > s_a)[strict] == (y > 0.5)[strict]))
     print(f"{name}: held-out preference accuracy {acc:.3f}")
     assert acc > 0.85, f"{name}: held-out preference accuracy {acc:.3f}"
+
+
+def test_oppo_keeps_one_history_per_evaluation_episode() -> None:
+    """The evaluator's begin_episodes/env_ids hook gives OPPO's policy per-episode context."""
+    from test_learnability import POINT_TASK, register_point_task
+
+    from pbrl.evaluate import evaluate
+
+    register_point_task()
+    mod = load_agent_module("oppo")
+    cfg = dataclasses.replace(make_config(mod, None, {}), **mod.TEST_OVERRIDES)
+    spec = AgentSpec(2, 2, -np.ones(2, np.float32), np.ones(2, np.float32))
+    torch.manual_seed(0)
+    agent = mod.Agent(cfg, spec)
+    obs = np.array([[0.1, 0.2], [0.3, -0.4], [-0.5, 0.6]], np.float32)
+    agent.begin_episodes(3)
+    first = agent.act(obs, env_ids=[0, 1, 2])
+    np.testing.assert_allclose(first, agent.act(obs), atol=1e-6)  # one-step context
+    for _ in range(10):
+        out = agent.act(obs[[0, 2]], env_ids=[0, 2])  # episode 1 has ended
+    k = cfg.context_len
+    assert len(agent._hist[0][0]) == 11 and len(agent._hist[1][0]) == 1
+    assert out.shape == (2, 2) and np.all(np.abs(out) <= 1.0)
+    # with a longer context the action differs from the stateless one-step action
+    assert not np.allclose(out, agent.act(obs[[0, 2]]), atol=1e-6)
+    assert k < 11
+    res = evaluate(agent, POINT_TASK, episodes=2, seed=0, horizon=12)
+    assert res["lengths"] == [12, 12]
+    assert len(agent._hist) == 2 and len(agent._hist[0][0]) == 12
