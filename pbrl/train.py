@@ -104,14 +104,19 @@ def _action_bounds(task_id: str | None, act_dim: int) -> tuple[np.ndarray, np.nd
 
 
 def _load_inputs(spec: TrainSpec, dataset: Any, prefs: Any) -> tuple[Any, Any]:
-    if dataset is None:
-        from pbrl.datasets.registry import load_dataset
-
-        dataset = load_dataset(spec.dataset)
     if prefs is None and spec.prefs:
         from pbrl.prefs import load_preferences
 
         prefs = load_preferences(spec.prefs)
+    if dataset is None:
+        inline = getattr(prefs, "inline", None)
+        if inline is not None and spec.dataset in ("", prefs.dataset_id):
+            # Imported CPL / imitation labels carry their own segments (docs/preferences.md).
+            dataset = inline
+        else:
+            from pbrl.datasets.registry import load_dataset
+
+            dataset = load_dataset(spec.dataset)
     if prefs is not None and getattr(prefs, "dataset_id", dataset.id) != dataset.id:
         raise DataError(
             f"{spec.prefs or 'preferences'}: labels refer to dataset '{prefs.dataset_id}', "

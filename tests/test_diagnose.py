@@ -10,7 +10,7 @@ from pbrl.datasets import diagnose as dg
 from pbrl.datasets import metaworld_gen as g
 from typer.testing import CliRunner
 
-from pbrl.cli.main import app
+from pbrl.cli.app import app
 from pbrl.errors import DataError, UnknownIdError
 
 TASK = "metaworld/button-press-topdown-v3"

@@ -477,11 +477,11 @@ def test_minari_dataset_of_another_env_registers_its_task(minari_home):
 
 # ---- CLI ----------------------------------------------------------------------------------
 def _cli(argv):
-    # CliRunner on the Typer app: `from pbrl.cli import main` is shadowed by the pbrl.cli.main
+    # CliRunner on the Typer app: `from pbrl.cli import main` was once shadowed by a pbrl.cli.main
     # submodule once that is imported, so the error path is checked in a subprocess below.
     from typer.testing import CliRunner
 
-    from pbrl.cli.main import app
+    from pbrl.cli.app import app
 
     result = CliRunner().invoke(app, argv, catch_exceptions=True)
     return result.exit_code, result.output, result.exception

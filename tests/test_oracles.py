@@ -537,7 +537,7 @@ def test_fit_teacher_bad_records():
 def test_cli_list_and_fit(tmp_path):
     from typer.testing import CliRunner
 
-    from pbrl.cli.main import app
+    from pbrl.cli.app import app
 
     runner = CliRunner()
     res = runner.invoke(app, ["oracles", "list"])

@@ -1,7 +1,7 @@
 """The ``pbrl`` command line.
 
 Each command group lives in its own module in this package and is attached in
-:mod:`pbrl.cli.main`. Errors a user can cause are :class:`pbrl.errors.PbrlError`: they are
+:mod:`pbrl.cli.app`. Errors a user can cause are :class:`pbrl.errors.PbrlError`: they are
 printed as one line, without a traceback, and exit with status 2 (``PBRL_DEBUG=1`` shows
 the traceback).
 """
@@ -17,7 +17,7 @@ def main(argv: list[str] | None = None) -> None:
 
     # dm_control reads MUJOCO_GL at import: set a headless default before anything loads it.
     os.environ.setdefault("MUJOCO_GL", "egl")
-    from pbrl.cli.main import app
+    from pbrl.cli.app import app
 
     try:
         app(args=argv, standalone_mode=False)

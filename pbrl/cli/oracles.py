@@ -54,12 +54,11 @@ def _records_from_prefs(path: Path) -> list[dict[str, Any]]:
     """Human answers from a pbrl preference file, with the rewards of their dataset."""
     import numpy as np
 
-    from pbrl.datasets.registry import load_dataset
     from pbrl.errors import DataError
     from pbrl.prefs import load_preferences
 
     data = load_preferences(path)
-    ds = load_dataset(data.dataset_id)
+    ds = data.dataset()
     if ds.rewards is None:
         raise DataError(f"{path}: dataset {data.dataset_id} has no rewards to fit against")
     records = []
