@@ -29,6 +29,9 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
+
+from pbrl.agent import AgentSpec, FitContext
 from pbrl.agents._reward_iql import (
     batched_numpy,
     dataset_windows,
@@ -39,9 +42,6 @@ from pbrl.agents._reward_iql import (
     split_steps,
 )
 from pbrl.agents.regret import logistic_pref_loss, segment_sum
-from torch import nn
-
-from pbrl.agent import AgentSpec, FitContext
 from pbrl.errors import PbrlError
 from pbrl.iql import IQLConfig, IQLLearner, iql_config_from
 from pbrl.nn import CausalTransformer, EnsembleMLP

@@ -38,10 +38,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from pbrl.agents._reward_iql import dataset_windows, log_due, obs_stats, pair_minibatches
 from torch import nn
 
 from pbrl.agent import AgentSpec, FitContext
+from pbrl.agents._reward_iql import dataset_windows, log_due, obs_stats, pair_minibatches
 from pbrl.errors import PbrlError
 from pbrl.nn import CausalTransformer
 

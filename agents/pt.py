@@ -32,10 +32,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from pbrl.agents._reward_iql import iql_phase, log_due, pair_minibatches, split_steps
 from torch import nn
 
 from pbrl.agent import AgentSpec, FitContext
+from pbrl.agents._reward_iql import iql_phase, log_due, pair_minibatches, split_steps
 from pbrl.errors import PbrlError
 from pbrl.iql import IQLConfig, IQLLearner, iql_config_from
 from pbrl.nn import MLP, CausalTransformer

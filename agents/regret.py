@@ -36,6 +36,8 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from pbrl.agent import AgentSpec, FitContext
 from pbrl.agents._reward_iql import (
     batched_numpy,
     iql_phase,
@@ -43,8 +45,6 @@ from pbrl.agents._reward_iql import (
     pair_minibatches,
     split_steps,
 )
-
-from pbrl.agent import AgentSpec, FitContext
 from pbrl.data import TransitionTensors
 from pbrl.errors import PbrlError
 from pbrl.iql import IQLConfig, IQLLearner, iql_config_from

@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+
 from pbrl.agents import hprior, oppo, pt, regret
 
 D = torch.float64
