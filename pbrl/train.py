@@ -22,6 +22,7 @@ import io
 import json
 import logging
 import math
+import os
 import platform
 import time
 from dataclasses import dataclass, field
@@ -142,6 +143,11 @@ def train_agent(
     if spec.steps <= 0:
         raise PbrlError(f"--steps must be positive, got {spec.steps}")
     device = resolve_device(spec.device)
+    if device == "cpu":
+        # The networks are small: one torch thread per run is fastest, and several runs share
+        # the cores (measured 15x slower with 2 threads on a busy 2-core machine;
+        # docs/agents.md). PBRL_TORCH_THREADS overrides.
+        torch.set_num_threads(int(os.environ.get("PBRL_TORCH_THREADS", "1")))
     ds, pref_data = _load_inputs(spec, dataset, prefs)
     mod = load_agent_module(spec.agent)
     cfg = make_config(mod, spec.preset, {k: v for k, v in spec.overrides.items()})

@@ -20,7 +20,10 @@ def main(argv: list[str] | None = None) -> None:
     from pbrl.cli.app import app
 
     try:
-        app(args=argv, standalone_mode=False)
+        # With standalone_mode=False click returns typer.Exit's code instead of exiting.
+        rc = app(args=argv, standalone_mode=False)
+        if isinstance(rc, int) and rc != 0:
+            sys.exit(rc)
     except PbrlError as e:
         if os.environ.get("PBRL_DEBUG"):
             raise

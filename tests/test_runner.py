@@ -1,0 +1,234 @@
+"""The benchmark runner end to end: files, resume, kills, crashes, Ray.
+
+Runs go through the real path (suite -> labels -> one process per run -> pbrl.train ->
+evaluation on MetaWorld) on a tiny generated dataset. The learners are the real ``bc`` and
+``mr`` with tiny networks, and a do-little plug-in (tests/plugins/runner_agent.py) whose
+duration and failure the tests control.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+TESTS = Path(__file__).resolve().parent
+TASK = "metaworld/button-press-topdown-v3"
+PLUGIN = "plugins.runner_agent"
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """A Minari store holding a tiny generated MetaWorld dataset; env for child processes."""
+    root = tmp_path_factory.mktemp("minari")
+    old = os.environ.get("MINARI_DATASETS_PATH")
+    os.environ["MINARI_DATASETS_PATH"] = str(root)
+    try:
+        from pbrl.datasets.metaworld_gen import build
+
+        ds_id = build(TASK, "expert", episodes=4, seed=0, workers=1, diagnose=False, horizon=60)
+    finally:
+        if old is None:
+            os.environ.pop("MINARI_DATASETS_PATH")
+        else:
+            os.environ["MINARI_DATASETS_PATH"] = old
+    env = dict(os.environ)
+    env["MINARI_DATASETS_PATH"] = str(root)
+    env["PYTHONPATH"] = os.pathsep.join([str(TESTS), env.get("PYTHONPATH", "")])
+    env.setdefault("MUJOCO_GL", "egl")
+    return ds_id, env
+
+
+def write_suite(path: Path, ds_id: str, agents: str, seeds=(0, 1), steps=20) -> Path:
+    path.write_text(
+        f'name = "tiny"\nseeds = {list(seeds)}\nsteps = {steps}\neval_every = {steps}\n'
+        f'eval_episodes = 1\nsegment = 10\nbudgets = [12]\nteachers = ["oracle"]\n'
+        f'[[datasets]]\nid = "{ds_id}"\n{agents}'
+    )
+    return path
+
+
+def bench(
+    suite: Path, out: Path, env: dict, *extra: str, timeout=600
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pbrl",
+            "bench",
+            "--suite",
+            str(suite),
+            "--out",
+            str(out),
+            "--workers",
+            "2",
+            "--no-plots",
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+    )
+
+
+def run_dirs(out: Path) -> dict[str, Path]:
+    return {
+        p.name: p for p in out.iterdir() if p.is_dir() and not p.name.startswith((".", "prefs"))
+    }
+
+
+REAL_AGENTS = """
+[[agents]]
+name = "bc"
+overrides = { hidden = "16,16", batch_size = 8 }
+[[agents]]
+name = "mr"
+overrides = { hidden = "16,16", batch_size = 8, reward_batch = 4 }
+"""
+
+
+@pytest.mark.slow
+def test_sweep_writes_files_and_rerun_is_a_no_op(store, tmp_path):
+    ds_id, env = store
+    suite = write_suite(tmp_path / "s.toml", ds_id, REAL_AGENTS)
+    out = tmp_path / "out"
+    first = bench(suite, out, env)
+    assert first.returncode == 0, first.stdout + first.stderr
+    runs = run_dirs(out)
+    assert len(runs) == 4  # 2 agents x 2 seeds
+    for d in runs.values():
+        for f in ("job.json", "config.json", "metrics.jsonl", "eval.csv", "summary.json"):
+            assert (d / f).is_file(), (d, f)
+        job = json.loads((d / "job.json").read_text())
+        assert job["teacher"] == ("oracle" if job["agent"] == "mr" else None)
+    assert len(list((out / "prefs").glob("*.npz"))) == 2  # one label set per seed, for mr
+    assert "| bc |" in first.stdout and "| mr |" in first.stdout  # the table is printed
+    mtimes = {k: (v / "summary.json").stat().st_mtime_ns for k, v in runs.items()}
+    again = bench(suite, out, env)
+    assert again.returncode == 0, again.stderr
+    assert "0 finished, 4 skipped" in again.stdout
+    assert mtimes == {k: (v / "summary.json").stat().st_mtime_ns for k, v in run_dirs(out).items()}
+
+
+@pytest.mark.slow
+def test_failed_run_is_reported_and_others_finish(store, tmp_path):
+    ds_id, env = store
+    agents = f"""
+[[agents]]
+name = "{PLUGIN}"
+label = "ok"
+[[agents]]
+name = "{PLUGIN}"
+label = "broken"
+overrides = {{ fail = true }}
+"""
+    suite = write_suite(tmp_path / "s.toml", ds_id, agents, seeds=(0,))
+    out = tmp_path / "out"
+    res = bench(suite, out, env)
+    assert res.returncode == 1
+    assert "1 finished, 0 skipped (already done), 1 failed" in res.stdout
+    assert "FAILED" in res.stdout
+    logs = list((out / ".failed").glob("*.log"))
+    assert len(logs) == 1 and "told to fail" in logs[0].read_text()
+    assert len(run_dirs(out)) == 1
+    assert not [p for p in out.iterdir() if p.name.startswith(".tmp-")]
+
+
+@pytest.mark.slow
+def test_sigkill_midway_resumes_without_rerunning_finished(store, tmp_path):
+    ds_id, env = store
+    agents = f"""
+[[agents]]
+name = "{PLUGIN}"
+label = "fast"
+[[agents]]
+name = "{PLUGIN}"
+label = "slow"
+overrides = {{ sleep_s = 4.0 }}
+"""
+    suite = write_suite(tmp_path / "s.toml", ds_id, agents, seeds=(0,))
+    out = tmp_path / "out"
+    cmd = [
+        sys.executable,
+        "-m",
+        "pbrl",
+        "bench",
+        "--suite",
+        str(suite),
+        "--out",
+        str(out),
+        "--workers",
+        "1",
+        "--no-plots",
+    ]
+    proc = subprocess.Popen(
+        cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    deadline = time.time() + 300
+    try:
+        while time.time() < deadline:
+            if (
+                out.is_dir()
+                and run_dirs(out)
+                and any(p.name.startswith(".tmp-") for p in out.iterdir())
+            ):
+                break  # one run finished, the other is training
+            assert proc.poll() is None, "the sweep ended before it could be killed"
+            time.sleep(0.1)
+        else:
+            pytest.fail("the sweep never reached its second run")
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    finished = run_dirs(out)
+    assert len(finished) == 1
+    for d in finished.values():  # what is visible is whole
+        assert (d / "summary.json").is_file()
+    stamp = {k: (v / "summary.json").stat().st_mtime_ns for k, v in finished.items()}
+    res = bench(suite, out, env)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "1 finished, 1 skipped" in res.stdout
+    after = run_dirs(out)
+    assert len(after) == 2
+    assert all((after[k] / "summary.json").stat().st_mtime_ns == v for k, v in stamp.items())
+    assert not [p for p in out.iterdir() if p.name.startswith(".tmp-")]
+
+
+@pytest.mark.slow
+def test_ray_backend_gives_the_same_files(store, tmp_path):
+    ds_id, env = store
+    agents = f"""
+[[agents]]
+name = "{PLUGIN}"
+label = "a"
+[[agents]]
+name = "{PLUGIN}"
+label = "b"
+overrides = {{ action = 0.5 }}
+"""
+    suite = write_suite(tmp_path / "s.toml", ds_id, agents)
+    local, remote = tmp_path / "local", tmp_path / "ray"
+    r1 = bench(suite, local, env)
+    assert r1.returncode == 0, r1.stdout + r1.stderr
+    r2 = bench(suite, remote, env, "--backend", "ray")
+    assert r2.returncode == 0, r2.stdout + r2.stderr
+    a, b = run_dirs(local), run_dirs(remote)
+    assert set(a) == set(b) and len(a) == 4
+    for run_id in a:
+        assert sorted(p.name for p in a[run_id].iterdir()) == sorted(
+            p.name for p in b[run_id].iterdir()
+        )
+        ea = [r.rsplit(",", 1)[0] for r in (a[run_id] / "eval.csv").read_text().splitlines()]
+        eb = [r.rsplit(",", 1)[0] for r in (b[run_id] / "eval.csv").read_text().splitlines()]
+        assert ea[0].endswith("episodes") and ea == eb  # all but the wall-clock column
+        sa = json.loads((a[run_id] / "summary.json").read_text())
+        sb = json.loads((b[run_id] / "summary.json").read_text())
+        assert sa["final_score"] == sb["final_score"]
