@@ -97,3 +97,21 @@ def test_cli_reports_malformed_suite_without_traceback(tmp_path):
     )
     assert out.returncode == 2
     assert "field 'steps'" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_shipped_suites_parse_and_name_real_agents_and_presets():
+    from pbrl.agent import load_agent_module
+    from pbrl.oracles import list_teachers
+    from pbrl.suite import list_suites
+
+    names = list_suites()
+    assert {"quick", "metaworld", "mujoco", "d4rl", "teachers", "budgets"} <= set(names)
+    for name in names:
+        suite = load_suite(name)
+        assert suite.description
+        for agent in suite.agents:
+            mod = load_agent_module(agent.name)
+            if agent.preset:
+                assert agent.preset in mod.PRESETS, (name, agent.name, agent.preset)
+        for teacher in suite.teachers:
+            assert teacher in list_teachers(), (name, teacher)
