@@ -32,8 +32,8 @@ import time
 from typing import Any
 
 import numpy as np
-from pbrl.datasets.base import OfflineDataset
 
+from pbrl.datasets.base import OfflineDataset
 from pbrl.errors import DataError, PbrlError
 
 log = logging.getLogger(__name__)
@@ -275,7 +275,6 @@ def format_table(table: dict[str, Any]) -> str:
 def record(dataset_id: str, table: dict[str, Any]) -> None:
     """Write ``table`` into the dataset card (``pbrl_card.diagnose``), atomically."""
     from pbrl.datasets.minari_io import CARD_KEY, minari_data_path, minari_root
-
     from pbrl.utils import write_json_atomic
 
     data = minari_data_path(dataset_id) or (minari_root() / dataset_id / "data")

@@ -40,9 +40,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
 from pbrl.datasets.base import EpisodeData
 from pbrl.envs.metaworld import expert_action
-
 from pbrl.errors import PbrlError, UnknownIdError
 
 log = logging.getLogger(__name__)

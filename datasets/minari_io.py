@@ -43,8 +43,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pbrl.datasets.base import EpisodeData, OfflineDataset
 
+from pbrl.datasets.base import EpisodeData, OfflineDataset
 from pbrl.errors import DataError, UnknownIdError
 
 log = logging.getLogger(__name__)

@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pbrl.datasets.base import OfflineDataset
 
+from pbrl.datasets.base import OfflineDataset
 from pbrl.errors import DataError, PbrlError, UnknownIdError
 
 log = logging.getLogger(__name__)
@@ -81,6 +81,7 @@ def _task_spaces(task_id: str) -> tuple[Any, Any] | None:
     """(observation_space, action_space) of a task's env, or None when it cannot be made here."""
     if task_id not in _SPACES_CACHE:
         import gymnasium as gym
+
         from pbrl.envs import get_task
 
         try:
@@ -160,6 +161,7 @@ def load_dataset(
 def _d4rl_counts(path: Path) -> tuple[int | None, int | None]:
     """(episodes, steps) of a D4RL file from its flag arrays only; (None, None) if unreadable."""
     import h5py
+
     from pbrl.datasets.d4rl import episode_bounds
 
     try:
@@ -181,6 +183,7 @@ def list_datasets() -> list[dict[str, Any]]:
     ``episodes``, ``steps`` (None when not local), ``path``.
     """
     import minari
+
     from pbrl.datasets.d4rl import D4RL_URLS, d4rl_local_path
 
     rows: list[dict[str, Any]] = []
@@ -220,6 +223,7 @@ def list_datasets() -> list[dict[str, Any]]:
 def dataset_info(id_or_path: str | os.PathLike[str]) -> dict[str, Any]:
     """Metadata and card of a dataset without loading its steps."""
     import h5py
+
     from pbrl.datasets.d4rl import (
         D4RL_URLS,
         d4rl_local_path,

@@ -42,9 +42,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from pbrl.datasets.base import EpisodeData
 from pbrl.envs.base import physics_state
-
 from pbrl.errors import DataError, PbrlError, UnknownIdError
 from pbrl.utils import atomic_path, resolve_device, write_json_atomic
 

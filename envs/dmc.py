@@ -31,8 +31,8 @@ from typing import Any  # noqa: E402
 
 import gymnasium as gym  # noqa: E402
 import numpy as np  # noqa: E402
-from pbrl.envs.base import TaskSpec, check_returns, check_states, register  # noqa: E402
 
+from pbrl.envs.base import TaskSpec, check_returns, check_states, register  # noqa: E402
 from pbrl.errors import PbrlError, UnknownIdError  # noqa: E402
 
 GYM_ENV_ID = "pbrl/DMC-v0"

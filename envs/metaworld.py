@@ -26,8 +26,8 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-from pbrl.envs.base import FrameRenderer, TaskSpec, check_states, register
 
+from pbrl.envs.base import FrameRenderer, TaskSpec, check_states, register
 from pbrl.errors import DataError, PbrlError, UnknownIdError
 
 GYM_ENV_ID = "pbrl/MetaWorld-v3"
@@ -35,7 +35,7 @@ HORIZON = 500
 DEFAULT_CAMERA = "corner2"
 # Cameras whose xyaxes/euler make image-up point down: rotate their frames by 180 degrees.
 ROTATED_CAMERAS = frozenset({"corner", "corner2", "corner3", "corner4"})
-GENERATED_KINDS = ("random", "medium", "medium-replay", "medium-expert", "expert")
+GENERATED_KINDS = ("random", "medium", "medium-replay", "medium-expert", "expert", "noisy-expert")
 # The key under which a dataset stores an episode's task vector (episode info / infos).
 RAND_VEC_KEY = "rand_vec"
 

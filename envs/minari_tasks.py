@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
 from pbrl.envs.base import (
     FrameRenderer,
     TaskSpec,
@@ -45,7 +46,6 @@ from pbrl.envs.base import (
     registered_task,
 )
 from pbrl.envs.mujoco import D4RL_REF_SCORES
-
 from pbrl.errors import DataError, PbrlError
 
 # Python module of an env's entry point -> the pip name that provides it.

@@ -16,8 +16,8 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from pbrl.envs.base import FrameRenderer, TaskSpec, check_returns, check_states, register
 
+from pbrl.envs.base import FrameRenderer, TaskSpec, check_returns, check_states, register
 from pbrl.errors import UnknownIdError
 
 # family -> (min, max) return, from D4RL's infos.py (REF_MIN_SCORE / REF_MAX_SCORE).

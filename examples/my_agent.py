@@ -24,9 +24,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from pbrl.agents.mr import bt_ensemble_loss, segment_scores
 
 from pbrl.agent import AgentSpec, FitContext
+from pbrl.agents.mr import bt_ensemble_loss, segment_scores
 from pbrl.data import TransitionTensors, relabel
 from pbrl.iql import awr_weights
 from pbrl.nn import MLP, TanhDeterministicActor

@@ -8,9 +8,9 @@ import sys
 
 import numpy as np
 import pytest
-from pbrl.datasets.base import OfflineDataset
 
 from pbrl.agent import field_docs, parse_field_value
+from pbrl.datasets.base import OfflineDataset
 from pbrl.errors import DataError
 from pbrl.types import Feedback, SegmentRef
 from pbrl.utils import atomic_path

@@ -12,6 +12,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+
 from pbrl.datasets import d4rl
 from pbrl.datasets.d4rl import (
     D4RL_URLS,
@@ -22,7 +23,6 @@ from pbrl.datasets.d4rl import (
     raw_row_to_episode,
 )
 from pbrl.datasets.registry import list_datasets, load_dataset, verify
-
 from pbrl.errors import DataError, PbrlError, UnknownIdError
 
 # Episodes: rows 0-3 end with a terminal, rows 4-8 end with a timeout, rows 9-11 are a

@@ -13,6 +13,7 @@ import gymnasium as gym
 import minari
 import numpy as np
 import pytest
+
 from pbrl.datasets.base import EpisodeData
 from pbrl.datasets.minari_io import load_minari, minari_root, write_minari_dataset
 from pbrl.datasets.registry import (
@@ -22,7 +23,6 @@ from pbrl.datasets.registry import (
     load_dataset,
     verify,
 )
-
 from pbrl.errors import DataError, UnknownIdError
 
 DS_ID = "pbrl/mujoco/hopper/unit-v0"

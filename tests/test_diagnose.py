@@ -6,11 +6,11 @@ import json
 
 import numpy as np
 import pytest
-from pbrl.datasets import diagnose as dg
-from pbrl.datasets import metaworld_gen as g
 from typer.testing import CliRunner
 
 from pbrl.cli.app import app
+from pbrl.datasets import diagnose as dg
+from pbrl.datasets import metaworld_gen as g
 from pbrl.errors import DataError, UnknownIdError
 
 TASK = "metaworld/button-press-topdown-v3"

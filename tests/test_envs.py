@@ -8,9 +8,9 @@ import gymnasium as gym
 import numpy as np
 import pytest
 from gymnasium.envs.registration import EnvSpec
+
 from pbrl.envs import get_task, list_tasks
 from pbrl.envs.base import FrameRenderer, physics_state
-
 from pbrl.errors import DataError, PbrlError, UnknownIdError
 
 SIZE = 64  # frames in tests: small, rendering is the slow part on llvmpipe
@@ -167,6 +167,7 @@ def test_renderer_survives_another_renderer_closing():
 def test_metaworld_names():
     import metaworld
     from metaworld.policies import ENV_POLICY_MAP
+
     from pbrl.envs.metaworld import METAWORLD_TASKS
 
     assert len(METAWORLD_TASKS) == 50
@@ -319,6 +320,7 @@ def test_metaworld_render_mode_frames_are_upright_corner2():
 # ---- DMC ----------------------------------------------------------------------------------
 def test_dmc_task_list_matches_the_suite():
     from dm_control import suite
+
     from pbrl.envs.dmc import DMC_TASKS
 
     assert set(suite.BENCHMARKING) <= set(DMC_TASKS) <= set(suite.ALL_TASKS)
@@ -434,6 +436,7 @@ def test_task_for_minari_dataset_bad_metadata():
 def test_minari_dataset_of_another_env_registers_its_task(minari_home):
     import minari
     from minari.data_collector import EpisodeBuffer
+
     from pbrl.envs.minari_tasks import task_for_minari_dataset
 
     env = gym.make("InvertedPendulum-v5")

@@ -12,9 +12,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from pbrl.datasets.d4rl import load_d4rl_hdf5
 from test_prefs import make_ds  # tests/ is on sys.path under pytest's rootdir import mode
 
+from pbrl.datasets.d4rl import load_d4rl_hdf5
 from pbrl.errors import DataError, PbrlError, UnknownIdError
 from pbrl.importers import (
     export_labels,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 import pytest
+
 from pbrl.datasets.base import OfflineDataset
 from pbrl.envs.base import TaskSpec, get_task, register
 

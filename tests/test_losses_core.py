@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
+
 from pbrl.agents.bc import bc_mse
 from pbrl.agents.cpl import (
     bc_loss,
@@ -23,7 +24,6 @@ from pbrl.agents.cpl import (
 from pbrl.agents.ipl import chi2_regularizer, implicit_reward, ipl_preference_loss, row_weights
 from pbrl.agents.mr import bt_accuracy, bt_ensemble_loss
 from pbrl.agents.mr import segment_scores as mr_segment_scores
-
 from pbrl.iql import (
     IQLConfig,
     IQLLearner,
@@ -216,10 +216,10 @@ def test_cpl_warmup_and_segment_scores():
 
 def test_cpl_bc_phase_then_fresh_adam_with_warmup():
     """bc_fraction 0.4 of 10 steps = 4 BC steps, then lr ramps over 0.2 * 10 = 2 steps."""
-    from pbrl.agents.cpl import Agent, Config
     from test_learnability import point_dataset, point_prefs
 
     from pbrl.agent import AgentSpec, FitContext
+    from pbrl.agents.cpl import Agent, Config
 
     ds = point_dataset(episodes=6, horizon=10, seed=3)
     prefs = point_prefs(ds, 8, 5, seed=1)
@@ -294,10 +294,10 @@ def test_ipl_row_weights_replay_balance():
 
 
 def test_ipl_implied_reward_uses_the_value_updated_this_step():
-    from pbrl.agents.ipl import Agent, Config
     from test_learnability import point_dataset, point_prefs
 
     from pbrl.agent import AgentSpec, FitContext
+    from pbrl.agents.ipl import Agent, Config
 
     torch.manual_seed(0)
     ds = point_dataset(episodes=6, horizon=10, seed=3)
@@ -337,10 +337,10 @@ def test_bc_mse():
     ids=["rank", "score", "kl"],
 )
 def test_cpl_modes_and_kl_reference(overrides):
-    from pbrl.agents.cpl import Agent, Config
     from test_learnability import point_dataset, point_prefs
 
     from pbrl.agent import AgentSpec, FitContext
+    from pbrl.agents.cpl import Agent, Config
 
     ds = point_dataset(episodes=6, horizon=10, seed=3).without_rewards()
     full = point_dataset(episodes=6, horizon=10, seed=3)

@@ -6,8 +6,8 @@ import json
 
 import numpy as np
 import pytest
-from pbrl.datasets import metaworld_gen as g
 
+from pbrl.datasets import metaworld_gen as g
 from pbrl.errors import PbrlError, UnknownIdError
 
 TASK = "metaworld/button-press-topdown-v3"

@@ -8,8 +8,8 @@ import math
 
 import numpy as np
 import pytest
-from pbrl.datasets.base import OfflineDataset
 
+from pbrl.datasets.base import OfflineDataset
 from pbrl.errors import DataError, PbrlError, UnknownIdError
 from pbrl.oracles import (
     BPrefTeacher,

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from pbrl.datasets.base import OfflineDataset
 
+from pbrl.datasets.base import OfflineDataset
 from pbrl.errors import DataError, UnknownIdError
 from pbrl.prefs import (
     PreferenceData,

@@ -6,8 +6,8 @@ import math
 
 import numpy as np
 import pytest
-from pbrl.datasets.base import OfflineDataset
 
+from pbrl.datasets.base import OfflineDataset
 from pbrl.errors import DataError, PbrlError
 from pbrl.queries import (
     RewardEnsemble,

@@ -12,9 +12,9 @@ from dataclasses import replace
 import minari
 import numpy as np
 import pytest
+
 from pbrl.datasets import sb3_gen as g
 from pbrl.datasets.minari_io import load_minari
-
 from pbrl.errors import DataError, PbrlError, UnknownIdError
 
 TASK = "mujoco/hopper"

@@ -9,9 +9,7 @@ import textwrap
 
 import gymnasium as gym
 import numpy as np
-import pbrl.datasets.registry as registry
 import pytest
-from pbrl.envs.base import TaskSpec, register
 from test_learnability import (
     POINT_TASK,
     PointEnv,
@@ -20,8 +18,10 @@ from test_learnability import (
     register_point_task,
 )
 
+import pbrl.datasets.registry as registry
 from pbrl.cli import main as cli_main
 from pbrl.cli.train import parse_agent_args
+from pbrl.envs.base import TaskSpec, register
 from pbrl.errors import DataError, PbrlError
 from pbrl.evaluate import EVAL_SEED_OFFSET, evaluate
 from pbrl.prefs import save_preferences

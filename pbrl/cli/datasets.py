@@ -120,7 +120,9 @@ def _call_build(build: Any, task_id: str, kind: str, options: dict[str, Any]) ->
 def build_cmd(
     task: str = typer.Argument(..., help="Task id, e.g. metaworld/button-press-topdown-v3."),
     kind: str = typer.Option(
-        ..., "--kind", help="random, medium, medium-replay, medium-expert, expert."
+        ...,
+        "--kind",
+        help="random, medium, medium-replay, medium-expert, expert (MetaWorld also: noisy-expert).",
     ),
     episodes: int = typer.Option(
         None, "--episodes", help="Number of episodes (generator default if unset)."
