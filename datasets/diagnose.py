@@ -126,15 +126,19 @@ def diagnose(
     preset: str | None = "quick",
     dataset: OfflineDataset | None = None,
     workdir: str | None = None,
+    workers: int | None = 1,
 ) -> dict[str, Any]:
     """Train the four diagnostic learners briefly and return the table (a JSON-able dict).
+
+    ``workers`` > 1 runs the trainings on that many processes (one torch thread each); the
+    table is the same as with one worker, since every training is seeded on its own.
 
     ``dataset`` may be passed in memory (its ``id`` is then used); otherwise ``dataset_id``
     is loaded through :func:`pbrl.datasets.registry.load_dataset`. Each training's run
     folder (config, metrics, eval.csv) goes under ``workdir`` when given, else a temporary
     folder removed afterwards.
     """
-    from pbrl.train import TrainSpec, train_agent
+    from pbrl.train import TrainSpec
 
     if steps < 1:
         raise PbrlError(f"--steps: must be >= 1, got {steps}")
@@ -153,14 +157,14 @@ def diagnose(
     if ds.task_id is None:
         raise DataError(f"{where}: no task resolved for this dataset; cannot evaluate policies")
     top = top_episodes(ds) if any(LEARNERS[n][2] == "top" for n in learners) else None
+    n_workers = max(1, int(workers)) if workers is not None else 1
     t0 = time.time()
     rows: list[dict[str, Any]] = []
     with contextlib.ExitStack() as stack:
         tmp = workdir or stack.enter_context(tempfile.TemporaryDirectory(prefix="pbrl-diagnose-"))
+        jobs: list[tuple[str, int, Any, Any]] = []
         for name in learners:
             agent, overrides, which = LEARNERS[name]
-            data = top if which == "top" else ds
-            per_seed = []
             for seed in range(seeds):
                 spec = TrainSpec(
                     agent=agent,
@@ -176,7 +180,14 @@ def diagnose(
                     log_interval=max(1, steps),
                     out=f"{tmp}/{name}-s{seed}",
                 )
-                summary, _ = train_agent(spec, dataset=data)
+                jobs.append((name, seed, spec, "top" if which == "top" else "all"))
+        summaries = _run_trainings(jobs, {"all": ds, "top": top}, n_workers)
+        for name in learners:
+            agent, overrides, _ = LEARNERS[name]
+            per_seed = []
+            for (jname, seed, _, _), summary in zip(jobs, summaries, strict=True):
+                if jname != name:
+                    continue
                 success = summary.get("final_success_rate")
                 per_seed.append(
                     {
@@ -213,6 +224,29 @@ def diagnose(
     }
     table["criteria"] = criteria(table)
     return table
+
+
+def _train_one(spec: Any, data: OfflineDataset) -> dict[str, Any]:
+    from pbrl.train import train_agent
+
+    summary, _ = train_agent(spec, dataset=data)
+    return summary
+
+
+def _run_trainings(
+    jobs: list[tuple[str, int, Any, str]], data: dict[str, Any], workers: int
+) -> list[dict[str, Any]]:
+    """Train every job (in order of the list) on ``workers`` processes; summaries in order."""
+    if workers <= 1 or len(jobs) <= 1:
+        return [_train_one(spec, data[which]) for _, _, spec, which in jobs]
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    # forkserver: torch and MuJoCo state are not fork-safe once initialised in this process.
+    ctx = mp.get_context("forkserver")
+    with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=ctx) as pool:
+        futures = [pool.submit(_train_one, spec, data[which]) for _, _, spec, which in jobs]
+        return [f.result() for f in futures]
 
 
 def _expert_success(ds: OfflineDataset) -> float | None:

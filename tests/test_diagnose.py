@@ -98,3 +98,15 @@ def test_dataset_without_rewards_is_a_clear_error(tiny_dataset):
     stripped = load_dataset(did).without_rewards()
     with pytest.raises(DataError, match="no rewards"):
         dg.diagnose(did, steps=1, seeds=1, dataset=stripped)
+
+
+@pytest.mark.slow
+def test_parallel_workers_give_the_same_table(tiny_dataset):
+    did, _ = tiny_dataset
+    kw = dict(steps=3, seeds=2, eval_episodes=1, learners=("bc-top10", "iql-true"))
+    one = dg.diagnose(did, workers=1, **kw)
+    two = dg.diagnose(did, workers=2, **kw)
+    for r1, r2 in zip(one["rows"], two["rows"], strict=True):
+        assert r1["learner"] == r2["learner"]
+        assert [s["return"] for s in r1["seeds"]] == [s["return"] for s in r2["seeds"]]
+        assert [s["seed"] for s in r2["seeds"]] == [0, 1]

@@ -186,6 +186,9 @@ def diagnose_cmd(
     seeds: int = typer.Option(3, "--seeds", help="Seeds per learner (CIs are over seeds)."),
     eval_episodes: int = typer.Option(10, "--eval-episodes", help="Evaluation episodes per run."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N or auto."),
+    workers: int = typer.Option(
+        1, "--workers", help="Trainings run in parallel processes (one torch thread each)."
+    ),
     record: bool = typer.Option(
         True, "--record/--no-record", help="Write the table into the dataset card."
     ),
@@ -193,6 +196,8 @@ def diagnose_cmd(
     """Train BC (all / top 10%) and IQL (true / zero reward) briefly; print and record the table."""
     from pbrl.datasets import diagnose as dg
 
-    kw = dict(steps=steps, seeds=seeds, eval_episodes=eval_episodes, device=device)
+    if workers < 1:
+        raise PbrlError(f"--workers: must be >= 1, got {workers}")
+    kw = dict(steps=steps, seeds=seeds, eval_episodes=eval_episodes, device=device, workers=workers)
     table = dg.run_and_record(dataset, **kw) if record else dg.diagnose(dataset, **kw)
     typer.echo(dg.format_table(table))
