@@ -43,7 +43,7 @@ from pbrl.agents._reward_iql import (
 )
 from pbrl.agents.regret import logistic_pref_loss, segment_sum
 from pbrl.errors import PbrlError
-from pbrl.iql import IQLConfig, IQLLearner, iql_config_from
+from pbrl.iql import QUICK_IQL, IQLConfig, IQLLearner, iql_config_from
 from pbrl.nn import CausalTransformer, EnsembleMLP
 
 # ---- losses (pure functions) ------------------------------------------------------------
@@ -189,7 +189,14 @@ class Config(IQLConfig):
 
 PRESETS: dict[str, dict[str, Any]] = {
     "paper": {},
-    "quick": {"wm_frac": 0.1, "rm_frac": 0.2, "wm_batch": 16, "rm_batch": 32, "batch_size": 128},
+    "quick": {
+        **QUICK_IQL,
+        "wm_frac": 0.1,
+        "rm_frac": 0.2,
+        "wm_batch": 16,
+        "rm_batch": 32,
+        "batch_size": 128,
+    },
 }
 
 TEST_OVERRIDES: dict[str, Any] = {

@@ -30,7 +30,7 @@ import numpy as np
 from pbrl.agent import AgentSpec, FitContext
 from pbrl.data import TransitionTensors
 from pbrl.errors import PbrlError
-from pbrl.iql import IQLConfig, IQLLearner, iql_config_from, reward_normalize
+from pbrl.iql import QUICK_IQL, IQLConfig, IQLLearner, iql_config_from, reward_normalize
 
 
 @dataclass
@@ -57,7 +57,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "reward_norm": "pt_true",
     },
     # CPU scale: same networks and constants, smaller batches (ALGORITHMS.md "Scale presets").
-    "quick": {"batch_size": 128},
+    "quick": {**QUICK_IQL, "batch_size": 128},
 }
 
 TEST_OVERRIDES: dict[str, Any] = {"hidden": (16, 16), "batch_size": 8}

@@ -34,7 +34,7 @@ from torch.nn import functional as F
 from pbrl.agent import AgentSpec, FitContext
 from pbrl.data import TransitionTensors, relabel
 from pbrl.errors import PbrlError
-from pbrl.iql import IQLConfig, IQLLearner, iql_config_from, reward_normalize
+from pbrl.iql import QUICK_IQL, IQLConfig, IQLLearner, iql_config_from, reward_normalize
 from pbrl.nn import EnsembleMLP
 
 # ---- pure losses -------------------------------------------------------------------------
@@ -99,7 +99,7 @@ class Config(IQLConfig):
 
 PRESETS: dict[str, dict[str, Any]] = {
     "paper": {},
-    "quick": {"batch_size": 128},
+    "quick": {**QUICK_IQL, "batch_size": 128},
 }
 
 TEST_OVERRIDES: dict[str, Any] = {

@@ -37,7 +37,7 @@ from torch import nn
 from pbrl.agent import AgentSpec, FitContext
 from pbrl.agents._reward_iql import iql_phase, log_due, pair_minibatches, split_steps
 from pbrl.errors import PbrlError
-from pbrl.iql import IQLConfig, IQLLearner, iql_config_from
+from pbrl.iql import QUICK_IQL, IQLConfig, IQLLearner, iql_config_from
 from pbrl.nn import MLP, CausalTransformer
 
 # ---- losses (pure functions) ------------------------------------------------------------
@@ -204,7 +204,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "obs_norm": False,
         "reward_norm": "pt_learned",
     },
-    "quick": {"rm_batch": 16, "batch_size": 128, "rm_frac": 0.25},
+    "quick": {**QUICK_IQL, "rm_batch": 16, "batch_size": 128, "rm_frac": 0.25},
     "no_pref_attention": {"preference_attention": False},
 }
 

@@ -144,6 +144,17 @@ def reward_normalize(
     return r.astype(np.float32)
 
 
+# ---- the quick scale -----------------------------------------------------------------------
+
+QUICK_IQL: dict[str, Any] = {"beta": 10.0}
+"""IQL constants changed at the ``quick`` scale, merged into the ``quick`` preset of every
+learner that ends in IQL on a reward (``iql``, ``mr``, ``pt``, ``hprior``). A few thousand
+updates leave the critics far from their fixed point (Q about 4 against discounted returns of
+15-80 on MetaWorld at x 0.1), so advantages are ~10x smaller than at convergence and beta = 3
+weights every action about equally; beta = 10 (IQL's AntMaze value) restores the ranking.
+Measured in docs/agents.md, "IQL at the quick scale"."""
+
+
 # ---- the learner ---------------------------------------------------------------------------
 
 
