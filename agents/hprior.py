@@ -191,10 +191,11 @@ PRESETS: dict[str, dict[str, Any]] = {
     "paper": {},
     "quick": {
         **QUICK_IQL,
-        "wm_frac": 0.1,
-        "rm_frac": 0.2,
-        "wm_batch": 16,
-        "rm_batch": 32,
+        # A few hundred world-model and reward updates on small batches; IQL gets the rest.
+        "wm_frac": 0.03,
+        "rm_frac": 0.05,
+        "wm_batch": 4,
+        "rm_batch": 8,
         "batch_size": 128,
     },
 }

@@ -99,7 +99,16 @@ class Config(IQLConfig):
 
 PRESETS: dict[str, dict[str, Any]] = {
     "paper": {},
-    "quick": {**QUICK_IQL, "batch_size": 128},
+    # CPU scale (docs/agents.md "Scale presets"): 16 pairs per reward batch, 2 epochs, and the
+    # learned reward range-normalised as Uni-RLHF/CORL do offline, so that its advantages
+    # reach IQL's weights at this budget.
+    "quick": {
+        **QUICK_IQL,
+        "batch_size": 128,
+        "reward_batch": 16,
+        "reward_epochs": 2,
+        "reward_norm": "corl",
+    },
 }
 
 TEST_OVERRIDES: dict[str, Any] = {
