@@ -152,13 +152,30 @@ def list_suites() -> list[str]:
 
 
 def load_suite(name_or_path: str) -> Suite:
-    """A shipped suite by name, or a TOML/YAML file by path."""
+    """A shipped suite by name, or a TOML/YAML file by path.
+
+    A suite may start from another with ``extends = "NAME_OR_PATH"`` (a shipped suite's name,
+    or a file path relative to the extending file): the base suite's fields are taken and
+    the extending file's top-level fields replace them (lists are replaced, not merged). The
+    suite's name defaults to the extending file's stem.
+    """
+    raw, where, stem = _load_raw(name_or_path, base_dir=None, chain=())
+    return parse_suite(raw, where=where, default_name=stem)
+
+
+def _load_raw(
+    name_or_path: str, *, base_dir: Path | None, chain: tuple[str, ...]
+) -> tuple[dict[str, Any], str, str]:
+    """(fields with ``extends`` resolved, where (for errors), file stem)."""
     path = Path(name_or_path)
+    if base_dir is not None and not path.is_absolute() and path.suffix:
+        path = base_dir / path
     if path.suffix in (".toml", ".yaml", ".yml") or path.exists():
         if not path.is_file():
             raise PbrlError(f"suite file '{path}' does not exist")
         text = path.read_text()
         where = str(path)
+        here: Path | None = path.parent
     else:
         if name_or_path not in list_suites():
             raise UnknownIdError(
@@ -168,6 +185,7 @@ def load_suite(name_or_path: str) -> Suite:
         text = resources.files("pbrl.suites").joinpath(f"{name_or_path}.toml").read_text()
         where = f"suite '{name_or_path}'"
         path = Path(f"{name_or_path}.toml")
+        here = None
     if path.suffix in (".yaml", ".yml"):
         import yaml
 
@@ -180,7 +198,14 @@ def load_suite(name_or_path: str) -> Suite:
             raw = tomllib.loads(text)
         except tomllib.TOMLDecodeError as e:
             raise PbrlError(f"{where}: not valid TOML ({e})") from e
-    return parse_suite(raw, where=where, default_name=path.stem)
+    if isinstance(raw, dict) and "extends" in raw:
+        base = _want(where, "extends", raw["extends"], str, "a suite name or file path")
+        if where in chain:
+            raise PbrlError(f"{where}: field 'extends' makes a cycle ({' -> '.join(chain)})")
+        base_raw, _, _ = _load_raw(base, base_dir=here, chain=(*chain, where))
+        own = {k: v for k, v in raw.items() if k != "extends"}
+        raw = {**{k: v for k, v in base_raw.items() if k != "name"}, **own}
+    return raw, where, path.stem
 
 
 def _want(where: str, key: str, value: Any, typ: type | tuple[type, ...], what: str) -> Any:

@@ -115,3 +115,44 @@ def test_shipped_suites_parse_and_name_real_agents_and_presets():
                 assert agent.preset in mod.PRESETS, (name, agent.name, agent.preset)
         for teacher in suite.teachers:
             assert teacher in list_teachers(), (name, teacher)
+
+
+def test_extends_takes_the_base_and_replaces_top_level_fields(tmp_path):
+    quick = load_suite("quick")
+    f = tmp_path / "two.toml"
+    f.write_text(
+        'extends = "quick"\nseeds = [0, 1, 2]\n'
+        '[[datasets]]\ntask = "metaworld/door-open-v3"\nkind = "medium-replay"\n'
+    )
+    two = load_suite(str(f))
+    assert two.name == "two" and two.seeds == (0, 1, 2)
+    assert two.agents == quick.agents and two.budgets == quick.budgets
+    assert [d.dataset_id() for d in two.datasets] == [
+        "pbrl/metaworld/door-open-v3/medium-replay-v0"
+    ]
+    # The same learner on the same data and seed is the same run whatever the suite.
+    q_ids = {j.run_id for j in expand(quick, prefs_needed=lambda a: a.name != "iql")}
+    child = tmp_path / "child.yaml"
+    child.write_text(
+        "extends: two.toml\nseeds: [0]\ndatasets:\n  - {id: "
+        + quick.datasets[0].dataset_id()
+        + "}\n"
+    )
+    c_ids = {
+        j.run_id for j in expand(load_suite(str(child)), prefs_needed=lambda a: a.name != "iql")
+    }
+    assert c_ids and c_ids <= q_ids
+
+
+def test_extends_errors_name_the_field(tmp_path):
+    a, b = tmp_path / "a.toml", tmp_path / "b.toml"
+    a.write_text('extends = "b.toml"\n')
+    b.write_text('extends = "a.toml"\n')
+    with pytest.raises(PbrlError, match="'extends' makes a cycle"):
+        load_suite(str(a))
+    a.write_text("extends = 3\n")
+    with pytest.raises(PbrlError, match="field 'extends'"):
+        load_suite(str(a))
+    a.write_text('extends = "no-such-suite"\n')
+    with pytest.raises(PbrlError, match="unknown suite 'no-such-suite'"):
+        load_suite(str(a))
