@@ -550,5 +550,7 @@ def build(
 
         # A brief diagnosis keeps `pbrl datasets build` short; the recorded criteria tables
         # come from `pbrl datasets diagnose` with more steps and 3 seeds.
-        run_and_record(dataset_id, **BUILD_DIAGNOSE)
+        run_and_record(
+            dataset_id, workers=default_workers() if workers is None else workers, **BUILD_DIAGNOSE
+        )
     return dataset_id
