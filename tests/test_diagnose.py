@@ -110,3 +110,13 @@ def test_parallel_workers_give_the_same_table(tiny_dataset):
         assert r1["learner"] == r2["learner"]
         assert [s["return"] for s in r1["seeds"]] == [s["return"] for s in r2["seeds"]]
         assert [s["seed"] for s in r2["seeds"]] == [0, 1]
+
+
+@pytest.mark.slow
+def test_build_runs_its_brief_diagnosis_into_the_card(minari_home, monkeypatch):
+    monkeypatch.setattr(g, "other_task_pool", lambda *a, **k: ["reach-v3"])
+    monkeypatch.setattr(g, "BUILD_DIAGNOSE", {"steps": 2, "seeds": 1, "eval_episodes": 1})
+    did = g.build(TASK, "medium-replay", episodes=10, seed=1, workers=2, horizon=20)
+    table = _card(minari_home, did)["diagnose"]
+    assert table["steps"] == 2 and table["seeds"] == 1
+    assert [r["learner"] for r in table["rows"]] == ["bc-all", "bc-top10", "iql-true", "iql-zero"]
