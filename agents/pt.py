@@ -204,8 +204,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "obs_norm": False,
         "reward_norm": "pt_learned",
     },
-    # CPU scale: 8 pairs per reward batch; relabelling 50k transitions through 25-step
-    # windows costs about a minute of one core, so the reward phase is kept short.
+    # CPU scale: 8 pairs per reward batch, a short reward phase; the reward phase and the
+    # relabelling of 50k transitions through 25-step windows take 3-4 minutes of one core.
     "quick": {**QUICK_IQL, "rm_batch": 8, "batch_size": 128, "rm_frac": 0.1},
     "no_pref_attention": {"preference_attention": False},
 }
