@@ -204,16 +204,44 @@ def _policy(env_name: str) -> Any:
     return _POLICY_CACHE[env_name]
 
 
-def _reset_to(u: Any, rand_vec: np.ndarray) -> np.ndarray:
+# Calls of the env's task sampler within one reset after which a frozen task vector counts as
+# rejected by the env's own validity loop (e.g. sweep-into redraws goals within 0.15 of its
+# target: with a frozen vector that loop never ends).
+_REJECTED_AFTER = 100
+
+
+def _reset_to(u: Any, rand_vec: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Reset the unwrapped env to the task given by ``rand_vec`` (deterministic).
 
-    The episode's task is drawn from the episode seed instead of MT1's 50 pre-drawn goals so
-    that an episode does not depend on which worker ran it or what it ran before.
+    Returns ``(obs, task vector used)``. The episode's task is drawn from the episode seed
+    instead of MT1's 50 pre-drawn goals so that an episode does not depend on which worker ran
+    it or what it ran before. Some tasks reject vectors in ``reset_model`` and redraw until one
+    is valid; a vector the env keeps asking to replace is replaced by fresh uniform draws
+    from a generator seeded by ``seed``, so the reset ends and stays a function of its inputs
+    (a valid vector is used unchanged).
     """
-    u._last_rand_vec = np.asarray(rand_vec, dtype=np.float64)
+    frozen = np.asarray(rand_vec, dtype=np.float64)
+    state = {"calls": 0, "vec": frozen, "rng": None}
+    space = u._random_reset_space
+
+    def sampler() -> np.ndarray:
+        state["calls"] += 1
+        if state["calls"] > _REJECTED_AFTER:
+            if state["rng"] is None:
+                state["rng"] = np.random.default_rng([seed, 1])
+            state["vec"] = state["rng"].uniform(space.low, space.high)
+        return state["vec"]
+
+    u._last_rand_vec = frozen
     u._freeze_rand_vec = True
-    obs, _ = u.reset()
-    return np.asarray(obs, dtype=np.float64)
+    u._get_state_rand_vec = sampler
+    try:
+        obs, _ = u.reset()
+    finally:
+        del u._get_state_rand_vec
+    used = np.asarray(state["vec"], dtype=np.float64)
+    u._last_rand_vec = used
+    return np.asarray(obs, dtype=np.float64), used
 
 
 def _time_to_success(u: Any, policy: Any, horizon: int) -> int:
@@ -311,10 +339,10 @@ def run_episode(job: EpisodeJob) -> EpisodeData:
     u = _unwrapped_env(job.env_name, job.horizon)
     rng = np.random.default_rng(job.seed)
     rand_vec = rng.uniform(u._random_reset_space.low, u._random_reset_space.high)
-    obs = _reset_to(u, rand_vec)
+    obs, rand_vec = _reset_to(u, rand_vec, job.seed)
     beh = _Behaviour(job, u, rng)
     if beh.probed:
-        obs = _reset_to(u, rand_vec)
+        obs, rand_vec = _reset_to(u, rand_vec, job.seed)
     T = job.horizon
     nq, nv = u.data.qpos.shape[0], u.data.qvel.shape[0]
     observations = np.empty((T + 1, obs.shape[0]), dtype=np.float64)

@@ -146,3 +146,18 @@ def test_bad_input():
         g.generate(TASK, "superb", episodes=2)
     with pytest.raises(PbrlError, match="episodes"):
         g.generate(TASK, "expert", episodes=0)
+
+
+def test_a_task_vector_the_env_rejects_is_redrawn_not_looped_on():
+    # sweep-into's reset_model redraws goals closer than 0.15 to its target; this seed's first
+    # uniform draw is such a goal, and with the vector frozen the env's loop never ended.
+    seed = 2923936912
+    job = g.EpisodeJob("sweep-into-v3", "random", {}, seed, 5)
+    space = g._unwrapped_env("sweep-into-v3", 5)._random_reset_space
+    first = np.random.default_rng(seed).uniform(space.low, space.high)
+    ep = g.run_episode(job)
+    used = np.asarray(ep.info["rand_vec"])
+    assert not np.allclose(used, first)
+    u = g._unwrapped_env("sweep-into-v3", 5)
+    assert np.linalg.norm(used[:2] - u._target_pos[:2]) >= 0.15
+    assert g.run_episode(job).info["rand_vec"] == ep.info["rand_vec"]  # still a pure function
