@@ -13,6 +13,11 @@ Behaviour sources (each episode records ``info["source"]`` and its parameters):
   alternative expert.
 - ``stall``: the expert for a random prefix of ``k`` steps, then either ``hold`` (zero
   motion, gripper held) or ``wander`` (move with intent to a random wrong point).
+- ``decoy``: the task's own expert aiming at the wrong place: it is shown the object
+  displaced by a fixed offset (the same direction in every decoy episode, plus a small
+  per-episode jitter), so it reaches, grasps and pushes with intent beside the real object.
+  Because the error is systematic, BC on data that mixes it with the expert is pulled
+  towards the decoy instead of averaging back to the expert.
 - ``ou-noise``: the expert plus temporally correlated Ornstein-Uhlenbeck noise.
 - ``random``: uniform actions in [-1, 1].
 - ``gaussian``: the expert plus zero-mean Gaussian noise of a given sigma (the
@@ -47,11 +52,23 @@ from pbrl.errors import PbrlError, UnknownIdError
 
 log = logging.getLogger(__name__)
 
-SOURCES: tuple[str, ...] = ("expert", "other-task", "stall", "ou-noise", "random", "gaussian")
+SOURCES: tuple[str, ...] = (
+    "expert",
+    "other-task",
+    "stall",
+    "decoy",
+    "ou-noise",
+    "random",
+    "gaussian",
+)
 
 REF_EPISODES = 20  # random and expert episodes behind ref_min_score / ref_max_score
-SCREEN_STEPS = 150  # probe length for screening other-task policies
-SCREEN_EPISODES = 2  # probes per candidate policy; a policy that succeeds in any is dropped
+SCREEN_EPISODES = 3  # probes per candidate policy; a policy that succeeds in any is dropped
+SCREEN_SIGMA = 0.1  # probes act as the other-task source does: full horizon, the same noise
+# The decoy source's displacement of the object (metres, world frame): 20 cm towards the robot
+# (-y), so a decoy stops short on the expert's own line of approach and works the air (or the
+# table) there. Measured against sideways offsets in docs/metaworld-data.md.
+DECOY_OFFSET: tuple[float, float, float] = (0.0, -0.2, 0.0)
 
 
 @dataclass(frozen=True)
@@ -79,17 +96,17 @@ KINDS: dict[str, tuple[Component, ...]] = {
     ),
     "medium-replay": (
         Component("expert", 0.15, {"sigma": 0.1}),
-        Component("stall", 0.35, {"modes": ("hold",), "sigma": 0.1}),
-        Component("stall", 0.15, {"modes": ("wander",), "sigma": 0.1}),
-        Component("other-task", 0.20, {"sigma": 0.1}),
+        Component("stall", 0.30, {"modes": ("hold",), "sigma": 0.1}),
+        Component("decoy", 0.25, {"offset": DECOY_OFFSET, "jitter": 0.03, "sigma": 0.1}),
+        Component("other-task", 0.15, {"sigma": 0.1}),
         Component("ou-noise", 0.05, {"sigma": 0.6, "theta": 0.05}),
         Component("random", 0.10),
     ),
     "medium-expert": (
         Component("expert", 0.30, {"sigma": 0.1}),
-        Component("stall", 0.35, {"modes": ("hold",), "sigma": 0.1}),
-        Component("stall", 0.15, {"modes": ("wander",), "sigma": 0.1}),
-        Component("other-task", 0.20, {"sigma": 0.1}),
+        Component("stall", 0.30, {"modes": ("hold",), "sigma": 0.1}),
+        Component("decoy", 0.25, {"offset": DECOY_OFFSET, "jitter": 0.03, "sigma": 0.1}),
+        Component("other-task", 0.15, {"sigma": 0.1}),
     ),
     # Issue 10's zero-mean recipe, kept as its own kind: imitation recovers the expert.
     "noisy-expert": tuple(Component("gaussian", 0.25, {"sigma": s}) for s in (0.1, 0.3, 0.5, 1.0)),
@@ -298,6 +315,13 @@ class _Behaviour:
             if self.mode == "wander":
                 self.record["target"] = [float(x) for x in self.target]
             self.last_grip = 0.0
+        elif self.src == "decoy":
+            base = np.asarray(p.get("offset", DECOY_OFFSET), dtype=np.float64)
+            if base.shape != (3,):
+                raise PbrlError(f"decoy offset must have 3 entries, got {p.get('offset')}")
+            jitter = float(p.get("jitter", 0.0))
+            self.offset = base + np.concatenate([rng.uniform(-jitter, jitter, size=2), [0.0]])
+            self.record["offset"] = [float(x) for x in self.offset]
         elif self.src == "ou-noise":
             self.theta = float(p.get("theta", 0.05))
             self.x = np.zeros(4)
@@ -315,6 +339,13 @@ class _Behaviour:
             return self._expert(obs) + self.rng.normal(0.0, self.sigma, size=4)
         if src == "other-task":
             return expert_action(self.other, obs) + self.rng.normal(0.0, self.sigma, size=4)
+        if src == "decoy":
+            # Every v3 expert reads the object's position at obs[4:7] (the previous frame's
+            # copy at obs[22:25] is parsed by some but steers none).
+            shown = np.array(obs, dtype=np.float64)
+            shown[4:7] += self.offset
+            shown[22:25] += self.offset
+            return self._expert(shown) + self.rng.normal(0.0, self.sigma, size=4)
         if src == "ou-noise":
             # Discrete OU with stationary std sigma and correlation time 1/theta steps.
             th = self.theta
@@ -419,19 +450,21 @@ def run_jobs(jobs: Sequence[EpisodeJob], workers: int | None = None) -> list[Epi
 def other_task_pool(
     env_name: str, seed: int, workers: int | None = None, horizon: int = 500
 ) -> list[str]:
-    """Other tasks' experts that fail this task in short probes (wrong, not alternative)."""
+    """Other tasks' experts that fail this task in every probe (wrong, not alternative).
+
+    Probes run the whole horizon with the source's own noise, stopping at the first success.
+    """
     from metaworld.policies import ENV_POLICY_MAP
 
     names = sorted(n for n in ENV_POLICY_MAP if n != env_name)
-    probe = min(SCREEN_STEPS, horizon)
     seeds = episode_seeds(seed, SCREEN_EPISODES, stream=2)
     jobs = [
         EpisodeJob(
             env_name,
             "other-task",
-            {"policy": n, "sigma": 0.0, "stop_on_success": True},
+            {"policy": n, "sigma": SCREEN_SIGMA, "stop_on_success": True},
             s,
-            probe,
+            horizon,
             0,
             (n,),
         )

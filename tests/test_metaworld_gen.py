@@ -76,6 +76,23 @@ def test_sources_act_as_documented():
     assert rnd.actions.min() < -0.5 and rnd.actions.max() > 0.5
 
 
+def test_decoy_is_the_expert_aiming_beside_the_object():
+    job = g.EpisodeJob(ENV, "decoy", {"jitter": 0.02, "sigma": 0.0}, 7, 120)
+    dec = g.run_episode(job)
+    exp = g.run_episode(g.EpisodeJob(ENV, "expert", {"sigma": 0.0}, 7, 120))
+    off = np.array(dec.info["params"]["offset"])
+    base = np.array(g.DECOY_OFFSET)
+    assert np.all(np.abs(off - base)[:2] <= 0.02) and off[2] == base[2]
+    assert exp.info["success"] and not dec.info["success"]
+    # It moves with intent: the hand ends above the displaced object, not the object.
+    obj = dec.observations[0, 4:7]
+    hand_xy = dec.observations[-1, :2]
+    assert np.linalg.norm(hand_xy - (obj + off)[:2]) < 0.03
+    assert np.linalg.norm(hand_xy - obj[:2]) > 0.15
+    with pytest.raises(PbrlError, match="offset must have 3"):
+        g.run_episode(g.EpisodeJob(ENV, "decoy", {"offset": [0.1]}, 7, 5))
+
+
 def test_other_task_pool_drops_solvers(monkeypatch):
     # Screening runs every other task's expert; here a 2-policy map keeps it small.
     import metaworld.policies as mp
