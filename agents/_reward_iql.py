@@ -18,6 +18,22 @@ from pbrl.data import TransitionTensors
 from pbrl.errors import PbrlError
 from pbrl.iql import IQLLearner, reward_normalize
 
+REWARD_INPUTS = ("obs_act", "obs")
+"""What a learned reward model reads: ``obs_act`` = r(s, a), as the official reward learners
+do; ``obs`` = r(s), the action input held at zero (same network, so checkpoints keep their
+shapes). Why the ``quick`` presets read states only: docs/agents.md, "The action shortcut"."""
+
+
+def check_reward_input(mode: str) -> None:
+    """Raise a clear error for an unknown ``--agent.reward_input``."""
+    if mode not in REWARD_INPUTS:
+        raise PbrlError(f"--agent.reward_input: {' | '.join(REWARD_INPUTS)}, got '{mode}'")
+
+
+def reward_action(act: torch.Tensor, mode: str) -> torch.Tensor:
+    """The action a reward model is fed under ``mode`` (zeros for state-only rewards)."""
+    return act if mode == "obs_act" else torch.zeros_like(act)
+
 
 def pair_minibatches(
     n: int, batch_size: int, generator: torch.Generator, device: str

@@ -34,11 +34,13 @@ from torch import nn
 from pbrl.agent import AgentSpec, FitContext
 from pbrl.agents._reward_iql import (
     batched_numpy,
+    check_reward_input,
     dataset_windows,
     iql_phase,
     log_due,
     obs_stats,
     pair_minibatches,
+    reward_action,
     split_steps,
 )
 from pbrl.agents.regret import logistic_pref_loss, segment_sum
@@ -183,6 +185,8 @@ class Config(IQLConfig):
     """Fraction of the run's updates for the reward model (S1: 50k)."""
     reward_norm: str = "none"
     """Normalisation of the relabelled reward: none | corl | pt_true | pt_learned."""
+    reward_input: str = "obs_act"
+    """What the reward model reads: 'obs_act' (r(s, a), the paper's) or 'obs' (r(s))."""
     batch_size: int = 256
     """Transitions per IQL update."""
 
@@ -197,6 +201,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         "wm_batch": 4,
         "rm_batch": 8,
         "batch_size": 128,
+        # r(s): at this budget an r(s, a) model's action shortcut steers IQL to the decoy
+        # (docs/agents.md, "The action shortcut").
+        "reward_input": "obs",
     },
 }
 
@@ -219,6 +226,7 @@ class Agent:
     """World model -> attention importance -> PRIOR reward ensemble -> relabel -> IQL."""
 
     def __init__(self, cfg: Config, spec: AgentSpec) -> None:
+        check_reward_input(cfg.reward_input)
         self.cfg = cfg
         self.spec = spec
         self.device = spec.device
@@ -246,7 +254,8 @@ class Agent:
 
     def rewards_of(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
         """Per-member reward (E, *batch)."""
-        return self.rm(torch.cat([obs, act], -1), shared=True).squeeze(-1)
+        a = reward_action(act, self.cfg.reward_input)
+        return self.rm(torch.cat([obs, a], -1), shared=True).squeeze(-1)
 
     @torch.no_grad()
     def importance(self, obs: torch.Tensor, act: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

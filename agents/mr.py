@@ -32,6 +32,7 @@ import torch
 from torch.nn import functional as F
 
 from pbrl.agent import AgentSpec, FitContext
+from pbrl.agents._reward_iql import check_reward_input, reward_action
 from pbrl.data import TransitionTensors, relabel
 from pbrl.errors import PbrlError
 from pbrl.iql import QUICK_IQL, IQLConfig, IQLLearner, iql_config_from, reward_normalize
@@ -95,6 +96,8 @@ class Config(IQLConfig):
     """IQL transitions per update."""
     reward_norm: str = "none"
     """Normalisation of the relabelled reward before IQL (none | corl | pt_true | pt_learned)."""
+    reward_input: str = "obs_act"
+    """What the reward model reads: 'obs_act' (r(s, a), B-Pref / Uni-RLHF) or 'obs' (r(s))."""
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -108,6 +111,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         "reward_batch": 16,
         "reward_epochs": 2,
         "reward_norm": "corl",
+        # r(s): at this budget an r(s, a) model's action shortcut steers IQL to the decoy
+        # (docs/agents.md, "The action shortcut").
+        "reward_input": "obs",
     },
 }
 
@@ -129,6 +135,7 @@ class Agent:
     def __init__(self, cfg: Config, spec: AgentSpec) -> None:
         if cfg.reward_out not in ("tanh", "sigmoid", "none"):
             raise PbrlError(f"--agent.reward_out: tanh | sigmoid | none, got '{cfg.reward_out}'")
+        check_reward_input(cfg.reward_input)
         self.cfg = cfg
         self.spec = spec
         self.device = spec.device
@@ -150,7 +157,7 @@ class Agent:
     ) -> torch.Tensor:
         """(M, *batch) per-member rewards of (*batch, D) rows, or of (M, *batch, D) rows
         holding a different batch per member when ``per_member``."""
-        x = torch.cat([obs, act], -1)
+        x = torch.cat([obs, reward_action(act, self.cfg.reward_input)], -1)
         return self.reward_net(x, shared=not per_member).squeeze(-1)
 
     @torch.no_grad()

@@ -50,8 +50,48 @@ def job_from_dict(d: dict[str, Any]) -> Job:
     return Job(**d)
 
 
+def resolved_agent_config(job: Job) -> dict[str, Any]:
+    """The job's agent config as ``config.json`` stores it (preset + overrides resolved)."""
+    from pbrl.agent import load_agent_module, make_config
+    from pbrl.train import _jsonable
+
+    mod = load_agent_module(job.agent)
+    cfg = make_config(mod, job.preset, {k: str(v) for k, v in job.overrides.items()})
+    return json.loads(json.dumps(_jsonable(cfg), sort_keys=True))
+
+
+def stale_fields(folder: Path, job: Job) -> list[str]:
+    """Agent-config fields whose stored value differs from what the job resolves to now.
+
+    A run id hashes the job (agent, preset NAME, overrides, ...), not what the preset
+    contains, so a finished run trained under an older preset keeps its id; this compares
+    the stored ``config.json`` with today's resolution. Empty when current (or unreadable:
+    a folder without a readable config is judged by ``summary.json`` alone).
+    """
+    try:
+        stored = json.loads((folder / "config.json").read_text())["agent_config"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    now = resolved_agent_config(job)
+    keys = sorted(set(stored) | set(now))
+    return [k for k in keys if stored.get(k, "<absent>") != now.get(k, "<absent>")]
+
+
 def is_finished(out: Path, job: Job) -> bool:
-    return (out / job.run_id / "summary.json").is_file()
+    """A run counts as done when its folder has ``summary.json`` and its stored agent config
+    is what the job resolves to today (otherwise it is stale and trains again)."""
+    folder = out / job.run_id
+    if not (folder / "summary.json").is_file():
+        return False
+    stale = stale_fields(folder, job)
+    if stale:
+        log.warning(
+            "run %s is stale (agent config changed: %s); training it again",
+            job.run_id,
+            ", ".join(stale),
+        )
+        return False
+    return True
 
 
 def clean_partial(out: Path) -> int:
@@ -172,7 +212,7 @@ def run_job(job: Job, out: Path, device: str) -> dict[str, Any]:
     from pbrl.train import TrainSpec, train
 
     final = out / job.run_id
-    if (final / "summary.json").is_file():
+    if is_finished(out, job):
         return json.loads((final / "summary.json").read_text())
     p = prefs_path(out, job)
     tmp = out / f"{TMP_PREFIX}{job.run_id}-{os.getpid()}"

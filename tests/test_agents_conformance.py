@@ -241,3 +241,32 @@ def test_agent_runs_on_a_real_task(name, hopper_data, tmp_path) -> None:
     assert summary["task"] == "mujoco/hopper" and math.isfinite(summary["final_score"])
     a = np.asarray(agent.act(ds.observations[:3]))
     assert a.shape == (3, 3) and np.all(np.abs(a) <= 1.0)
+
+
+@pytest.mark.parametrize("name", ["mr", "pt", "hprior"])
+def test_state_only_reward_ignores_the_action(name, small_data) -> None:
+    """``--agent.reward_input obs`` trains r(s): the learned reward of a state is the same for
+    every action (and 'obs_act' is not, so the check can fail)."""
+    ds, prefs = small_data
+    mod = _module(name)
+    obs = ds.observations[:6]
+    acts = [ds.actions[:6], -ds.actions[:6], np.zeros_like(ds.actions[:6])]
+    for mode in ("obs", "obs_act"):
+        ov = {**_overrides(mod), "reward_input": mode}
+        torch.manual_seed(0)
+        _, agent = train_agent(
+            TrainSpec(name, ds.id, None, 0, 6, "cpu", None, ov, 0, 0, 2), dataset=ds, prefs=prefs
+        )
+        rs = [np.asarray(agent.reward(obs, a)) for a in acts]
+        same = all(np.allclose(rs[0], r, atol=1e-6) for r in rs[1:])
+        assert same == (mode == "obs"), f"{name} reward_input={mode}: action-invariant={same}"
+
+
+@pytest.mark.parametrize("name", ["mr", "pt", "hprior"])
+def test_unknown_reward_input_is_a_clear_error(name) -> None:
+    from pbrl.errors import PbrlError
+
+    mod = _module(name)
+    cfg = make_config(mod, None, {**_overrides(mod), "reward_input": "pixels"})
+    with pytest.raises(PbrlError, match="reward_input.*pixels"):
+        mod.Agent(cfg, AgentSpec(2, 2, -np.ones(2), np.ones(2), "cpu"))

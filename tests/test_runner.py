@@ -232,3 +232,29 @@ overrides = {{ action = 0.5 }}
         sa = json.loads((a[run_id] / "summary.json").read_text())
         sb = json.loads((b[run_id] / "summary.json").read_text())
         assert sa["final_score"] == sb["final_score"]
+
+
+def test_a_finished_run_under_an_older_preset_is_stale(tmp_path):
+    """The run id hashes the preset's NAME; a run whose stored agent config differs from what
+    the preset resolves to today must train again instead of being reused."""
+    from pbrl.runner import is_finished, resolved_agent_config, stale_fields
+    from pbrl.suite import Job
+
+    job = Job(
+        suite="s", agent="mr", label="mr", preset="quick", overrides={"hidden": "16,16"},
+        dataset="pbrl/x", teacher="oracle", budget=10, segment=5, selector="uniform",
+        label_seed=0, seed=0, steps=10, eval_every=10, eval_episodes=1,
+    )  # fmt: skip
+    folder = tmp_path / job.run_id
+    folder.mkdir()
+    assert not is_finished(tmp_path, job)  # no summary
+    (folder / "summary.json").write_text("{}")
+    cfg = resolved_agent_config(job)
+    assert cfg["hidden"] == [16, 16] and cfg["reward_input"] == "obs"
+    (folder / "config.json").write_text(json.dumps({"agent_config": cfg}))
+    assert is_finished(tmp_path, job) and stale_fields(folder, job) == []
+    old = {**cfg, "reward_input": "obs_act"}
+    old.pop("reward_norm")
+    (folder / "config.json").write_text(json.dumps({"agent_config": old}))
+    assert stale_fields(folder, job) == ["reward_input", "reward_norm"]
+    assert not is_finished(tmp_path, job)
