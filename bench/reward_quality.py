@@ -11,9 +11,11 @@ every transition of the dataset and prints:
   non-tie pairs, beside the training accuracy on TRAIN;
 * Pearson and Spearman correlation of the learned and true per-step rewards, and of the
   learned and true episode returns;
+* action sensitivity: the std of r(s, a) - r(s, a') with a' the action of a random other
+  row, against the std of r (0 for a reward of the state alone);
 * per behaviour source (the generator's ``source`` of each episode): mean true return, mean
-  learned return, success rate, so a reward that ranks a wrong behaviour above the expert
-  shows up by name.
+  learned return, success rate and mean action, so a reward that ranks a wrong behaviour
+  above the expert shows up by name.
 
 Nothing is written; measurements are recorded in docs/agents.md ("Learners below the
 zero-reward control").
@@ -106,6 +108,13 @@ def main() -> None:
     summary, agent = train_agent(spec, dataset=ds, prefs=train_p)
     r = learned_rewards(agent, ds.without_rewards())
     true_r = ds.rewards.astype(np.float64)
+    perm = np.random.default_rng(0).permutation(ds.num_steps)
+    if hasattr(agent, "reward"):
+        r_sa = np.asarray(agent.reward(ds.observations, ds.actions), np.float64).reshape(-1)
+        r_perm = np.asarray(agent.reward(ds.observations, ds.actions[perm]), np.float64)
+        sens = float((r_sa - r_perm.reshape(-1)).std() / max(r_sa.std(), 1e-12))
+    else:
+        sens = float("nan")
     tr_acc, tr_n = pref_accuracy(train_p, ds, r)
     te_acc, te_n = pref_accuracy(test_p, ds, r)
     step_p, step_s = _corr(r, true_r)
@@ -133,14 +142,18 @@ def main() -> None:
         "heldout_acc": [round(te_acc, 3), te_n],
         "step_corr_pearson_spearman": [round(step_p, 3), round(step_s, 3)],
         "episode_corr_pearson_spearman": [round(ep_p, 3), round(ep_s, 3)],
+        "action_sensitivity": round(sens, 3),
     }
     print(json.dumps(out))
-    print(f"{'source':<12} {'eps':>4} {'succ%':>6} {'true ret':>9} {'learned ret':>12}")
+    print(
+        f"{'source':<12} {'eps':>4} {'succ%':>6} {'true ret':>9} {'learned ret':>12}  mean action"
+    )
     for src, eps in sorted(by.items(), key=lambda kv: -ret_t[kv[1]].mean()):
         idx = np.array(eps)
         print(
             f"{src:<12} {len(idx):>4} {100 * succ[idx].mean():>6.0f} {ret_t[idx].mean():>9.1f} "
-            f"{ret_l[idx].mean():>12.2f}"
+            f"{ret_l[idx].mean():>12.2f}  "
+            f"{np.round(ds.actions[np.r_[tuple(ds.episode_rows(e) for e in idx)]].mean(0), 2)}"
         )
 
 
