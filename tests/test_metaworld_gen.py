@@ -23,6 +23,16 @@ def test_allot_largest_remainder():
         g.allot([0.5, 0.4], 10)
 
 
+def test_episode_counts_default_per_kind_with_diagnosed_task_exceptions():
+    assert g.default_episodes("door-open-v3", "medium-replay") == 200
+    assert (
+        g.default_episodes("door-open-v3", "medium-expert") == g.DEFAULT_EPISODES["medium-expert"]
+    )
+    assert g.default_episodes("drawer-open-v3", "medium-replay") == 100
+    for (task, kind), n in g.TASK_EPISODES.items():
+        assert kind in g.KINDS and n >= 1 and task.endswith("-v3")
+
+
 def test_kinds_are_valid_mixtures():
     for kind, comps in g.KINDS.items():
         assert abs(sum(c.share for c in comps) - 1.0) < 1e-9, kind
