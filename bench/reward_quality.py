@@ -46,10 +46,14 @@ def _corr(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     return float(np.corrcoef(a, b)[0, 1]), float(np.corrcoef(_ranks(a), _ranks(b))[0, 1])
 
 
+def learned_rewards_markov(agent: Any, ds: Any) -> np.ndarray:
+    return np.asarray(agent.reward(ds.observations, ds.actions), np.float64).reshape(-1)
+
+
 def learned_rewards(agent: Any, ds: Any) -> np.ndarray:
     if hasattr(agent, "relabel"):
         return np.asarray(agent.relabel(ds), np.float64)
-    return np.asarray(agent.reward(ds.observations, ds.actions), np.float64).reshape(-1)
+    return learned_rewards_markov(agent, ds)
 
 
 def pref_accuracy(prefs: Any, ds: Any, r: np.ndarray) -> tuple[float, int]:
@@ -110,7 +114,8 @@ def main() -> None:
     true_r = ds.rewards.astype(np.float64)
     perm = np.random.default_rng(0).permutation(ds.num_steps)
     if hasattr(agent, "reward"):
-        r_sa = np.asarray(agent.reward(ds.observations, ds.actions), np.float64).reshape(-1)
+        # r already is r(s, a) of every row unless the agent relabels through windows (pt)
+        r_sa = r if not hasattr(agent, "relabel") else learned_rewards_markov(agent, ds)
         r_perm = np.asarray(agent.reward(ds.observations, ds.actions[perm]), np.float64)
         sens = float((r_sa - r_perm.reshape(-1)).std() / max(r_sa.std(), 1e-12))
     else:
