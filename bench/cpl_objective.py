@@ -15,7 +15,11 @@ loss). Policies:
 * ``bc-top10``: behaviour cloning on the best 10% of episodes by true return (the diagnose
   table's learner: it succeeds on the generated MetaWorld data);
 * ``cpl``: CPL trained here for ``--cpl-steps`` (at ``--preset``, with ``--agent.*``), and one
-  ``cpl:DIR`` row per ``--cpl-run`` (a ``pbrl train --agent cpl`` run folder's checkpoint).
+  ``cpl:DIR`` row per ``--cpl-run`` (a ``pbrl train --agent cpl`` run folder's checkpoint);
+* ``cpl, N pairs w/ SOURCE`` per ``--cpl-pairs-with SOURCE``: a probe, not a method: CPL
+  trained the same way on only the labelled pairs that show a segment of that behaviour
+  source (e.g. ``expert``), to see whether CPL's code learns the task when the labels it
+  must explain all concern the expert.
 
 Columns: success rate and return of an evaluation (the run's own for ``--cpl-run``), CPL loss
 and accuracy on TRAIN's and TEST's answered pairs, and the per-step squared action error
@@ -106,6 +110,13 @@ def main() -> None:
     ap.add_argument("--heldout", required=True)
     ap.add_argument("--cpl-run", action="append", default=[])
     ap.add_argument("--cpl-steps", type=int, default=800, help="0: train no CPL here")
+    ap.add_argument(
+        "--cpl-pairs-with",
+        action="append",
+        default=[],
+        metavar="SOURCE",
+        help="also train CPL on only the pairs with a segment of this behaviour source (a probe)",
+    )
     ap.add_argument("--bc-steps", type=int, default=5000)
     ap.add_argument("--preset", default="quick")
     ap.add_argument("--seed", type=int, default=0)
@@ -151,6 +162,7 @@ def main() -> None:
             eval_episodes=a.eval_episodes,
         )
 
+    src = np.array([str(i.get("source", "?")) for i in ds.episode_info])
     rows: list[tuple[str, dict[str, Any], Any]] = []
     for name, data in (("bc-all", ds), ("bc-top10", top_episodes(ds))):
         summary, bc = train_agent(spec("bc", a.bc_steps, None, {"data": "all"}), dataset=data)
@@ -164,6 +176,16 @@ def main() -> None:
             prefs=load_preferences(a.prefs),
         )
         rows.append((f"cpl ({a.cpl_steps} steps)", summary, agent))
+    for keep in a.cpl_pairs_with:
+        # A probe, not a method: CPL trained on only the pairs that show a segment of `keep`.
+        ans = load_preferences(a.prefs).answered()
+        src_a = src[ans.refs_a[:, 0]]
+        src_b = src[ans.refs_b[:, 0]]
+        sub = ans.subset((src_a == keep) | (src_b == keep))
+        summary, agent = train_agent(
+            spec("cpl", a.cpl_steps, a.prefs, overrides), dataset=ds, prefs=sub
+        )
+        rows.append((f"cpl, {sub.num_queries} pairs w/ {keep}", summary, agent))
     for run in a.cpl_run:
         d = Path(run)
         cfg_json = json.loads((d / "config.json").read_text())
@@ -179,7 +201,6 @@ def main() -> None:
         )
     )
     sources = sorted({str(i.get("source", "?")) for i in ds.episode_info})
-    src = np.array([str(i.get("source", "?")) for i in ds.episode_info])
     answered = load_preferences(a.prefs).answered()
     y = np.asarray(answered.prefer_b)
     sa, sb = src[answered.refs_a[:, 0]], src[answered.refs_b[:, 0]]
