@@ -13,7 +13,10 @@ K-step windows each, as the encoder is trained with ``encode=window``; the whole
 * the mean encoding's distance to z* and the mean distance of the source's encodings to z*;
 * the triplet accuracy of z* on TRAIN's strict pairs (d(z*, z+) < d(z*, z-)).
 
-Then it evaluates the policy with z* (the run's own result) and with each ``--contexts``
+Then, teacher-forced on K-step windows of the labelled segments, the policy's action error
+with z*, and per context the mean squared shift of its actions when z* is replaced (0 for a
+policy that ignores its context). And it evaluates the policy with z* (the run's own result)
+and with each ``--contexts``
 source's mean encoding put in z*'s place: a probe, not a method (it reads the source names,
 which no learner sees). If the policy succeeds with the expert's mean encoding but not with
 z*, the policy has learned the task's behaviours and z*'s placement is what fails.
@@ -116,12 +119,28 @@ def main() -> None:
     contexts = [("z*", z_star)] + [
         (f"mean z of {s}", means[s]) for s in a.contexts.split(",") if s and s in means
     ]
-    print(f"\n{'context':<24} {'succ%':>6} {'return':>8}")
+    # Teacher-forced on K-windows of the labelled segments (their own history): how far the
+    # policy's actions move when z* is swapped for another context, against the action scale.
+    agent.dec.eval()
+    idx, m = crop_windows(batch.mask_a, agent.dec.max_len, g)
+    o_w, a_w = take(agent._norm(batch.obs_a), idx), take(batch.act_a, idx)
+
+    @torch.no_grad()
+    def policy_actions(z: torch.Tensor) -> torch.Tensor:
+        zs = z[None, None, :].expand(o_w.shape[0], o_w.shape[1], -1)
+        return agent.dec(zs, o_w, a_w, m)[0]
+
+    base = policy_actions(z_star)
+    real = m.bool()
+    err = float(((base - a_w.clamp(-1, 1)) ** 2).sum(-1)[real].mean())
+    print(f"\npolicy with z*, teacher-forced on TRAIN windows: action error {err:.4f}")
+    print(f"{'context':<24} {'succ%':>6} {'return':>8} {'action shift vs z*':>19}")
     for name, z in contexts:
+        shift = float(((policy_actions(z) - base) ** 2).sum(-1)[real].mean())
         agent.z_star = z.clone()
         res = evaluate(agent, ds.task_id, a.eval_episodes, seed=a.seed)
         rate = res.get("success_rate")
-        print(f"{name:<24} {100 * (rate or 0):>6.0f} {res['return_mean']:>8.0f}")
+        print(f"{name:<24} {100 * (rate or 0):>6.0f} {res['return_mean']:>8.0f} {shift:>19.5f}")
 
 
 if __name__ == "__main__":
