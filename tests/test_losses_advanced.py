@@ -167,3 +167,29 @@ def test_oppo_norm_him_and_pooling():
     m = t([[1.0, 1.0, 0.0]])
     assert oppo.pool_tokens(h, m).tolist() == [[4.0, 6.0]]
     assert oppo.pool_tokens(h, m, over_padding=True).tolist() == [[9.0, 12.0]]
+
+
+def test_oppo_policy_is_causal_and_reads_its_context():
+    """pi(a_t | z, s_<=t, a_<t): a_t and later tokens never reach position t; z always does."""
+    torch.manual_seed(0)
+    k = 6
+    net = oppo.ContextualPolicy(3, 2, 4, embed_dim=16, n_layers=2, n_heads=1, max_len=k)
+    net.eval()
+    z = torch.randn(2, k, 4)
+    s = torch.randn(2, k, 3)
+    a = torch.randn(2, k, 2)
+    m = torch.ones(2, k)
+    base, _ = net(z, s, a, m)
+    t = 3
+    a2 = a.clone()
+    a2[:, t] += 1.0
+    out, _ = net(z, s, a2, m)
+    assert torch.allclose(out[:, : t + 1], base[:, : t + 1], atol=1e-6)  # a_t not seen at <= t
+    assert not torch.allclose(out[:, t + 1 :], base[:, t + 1 :])  # but seen afterwards
+    s2 = s.clone()
+    s2[:, t] += 1.0
+    out, _ = net(z, s2, a, m)
+    assert torch.allclose(out[:, :t], base[:, :t], atol=1e-6)
+    assert not torch.allclose(out[:, t], base[:, t])  # s_t is seen at t
+    out, _ = net(z + 1.0, s, a, m)
+    assert (out - base).abs().amax(-1).min() > 1e-4  # every position reads the context
