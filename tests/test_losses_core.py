@@ -247,6 +247,42 @@ def test_cpl_bc_phase_then_fresh_adam_with_warmup():
         assert r["loss"] == pytest.approx(r["cpl_loss"])
 
 
+def test_cpl_objective_bench_scores_with_the_training_loss():
+    """bench/cpl_objective.py's per-pair losses average to the agent's own cpl_loss."""
+    import importlib.util
+    from pathlib import Path
+
+    from test_learnability import point_dataset, point_prefs
+
+    from pbrl.agent import AgentSpec
+    from pbrl.agents.cpl import Agent, Config
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "cpl_objective.py"
+    spec = importlib.util.spec_from_file_location("cpl_objective", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    ds = point_dataset(episodes=6, horizon=10, seed=3)
+    batch = point_prefs(ds, 9, 5, seed=1).to_batch(ds.without_rewards())
+    agent = Agent(Config(hidden=(8,), bias=0.7), AgentSpec(2, 2, -np.ones(2), np.ones(2)))
+    agent.actor.eval()
+    losses, correct = bench.pair_losses(agent, batch, chunk=4)  # chunks of 4, 4, 1
+    parts = agent.losses(
+        {
+            "obs_a": batch.obs_a,
+            "act_a": batch.act_a,
+            "mask_a": batch.mask_a,
+            "obs_b": batch.obs_b,
+            "act_b": batch.act_b,
+            "mask_b": batch.mask_b,
+            "prefer_b": batch.prefer_b,
+        }
+    )
+    assert losses.shape == (9,)
+    assert float(losses.mean()) == pytest.approx(float(parts["cpl_loss"].detach()), rel=1e-5)
+    assert bool((batch.prefer_b != 0.5).all())  # no ties here: both accuracies count every pair
+    assert float(np.mean(correct)) == pytest.approx(float(parts["accuracy"]), abs=1e-6)
+
+
 # ---- MR ----------------------------------------------------------------------------------------
 
 
