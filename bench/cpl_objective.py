@@ -21,7 +21,8 @@ loss). Policies:
   source (e.g. ``expert``), to see whether CPL's code learns the task when the labels it
   must explain all concern the expert.
 
-Columns: success rate and return of an evaluation (the run's own for ``--cpl-run``), CPL loss
+It first prints each behaviour source's win rate over its appearances in TRAIN's answered
+pairs. Columns: success rate and return of an evaluation (the run's own for ``--cpl-run``), CPL loss
 and accuracy on TRAIN's and TEST's answered pairs, and the per-step squared action error
 sum_d (mu_d(s) - a_d)^2 on the dataset's steps of each behaviour source (``source`` of the
 generator), so one sees whose actions the policy reproduces.
@@ -123,12 +124,13 @@ def main() -> None:
     ap.add_argument("--eval-episodes", type=int, default=10)
     ap.add_argument("--top-pairs", type=int, default=8, help="source pairs listed")
     a, rest = ap.parse_known_args()
-    overrides: dict[str, str] = {}
-    it = iter(rest)
-    for k in it:
-        if not k.startswith("--agent."):
-            ap.error(f"unknown argument {k}")
-        overrides[k[len("--agent.") :]] = next(it)
+    from pbrl.cli.train import parse_agent_args
+    from pbrl.errors import PbrlError
+
+    try:
+        overrides = parse_agent_args(rest)
+    except PbrlError as e:
+        ap.error(str(e))
 
     from pbrl.agent import AgentSpec, load_agent_module, make_config
     from pbrl.datasets.diagnose import top_episodes
@@ -139,7 +141,9 @@ def main() -> None:
     torch.set_num_threads(1)
     ds = load_dataset(a.dataset)
     plain = ds.without_rewards()
-    train_b = load_preferences(a.prefs).answered().to_batch(plain, "cpu")
+    train_p = load_preferences(a.prefs)
+    answered = train_p.answered()
+    train_b = answered.to_batch(plain, "cpu")
     test_b = load_preferences(a.heldout).answered().to_batch(plain, "cpu")
     cpl_mod = load_agent_module("cpl")
     low, high = _action_bounds(ds.task_id, ds.act_dim)
@@ -163,6 +167,7 @@ def main() -> None:
         )
 
     src = np.array([str(i.get("source", "?")) for i in ds.episode_info])
+    sa, sb = src[answered.refs_a[:, 0]], src[answered.refs_b[:, 0]]
     rows: list[tuple[str, dict[str, Any], Any]] = []
     for name, data in (("bc-all", ds), ("bc-top10", top_episodes(ds))):
         summary, bc = train_agent(spec("bc", a.bc_steps, None, {"data": "all"}), dataset=data)
@@ -173,15 +178,12 @@ def main() -> None:
         summary, agent = train_agent(
             spec("cpl", a.cpl_steps, a.prefs, overrides),
             dataset=ds,
-            prefs=load_preferences(a.prefs),
+            prefs=train_p,
         )
         rows.append((f"cpl ({a.cpl_steps} steps)", summary, agent))
     for keep in a.cpl_pairs_with:
         # A probe, not a method: CPL trained on only the pairs that show a segment of `keep`.
-        ans = load_preferences(a.prefs).answered()
-        src_a = src[ans.refs_a[:, 0]]
-        src_b = src[ans.refs_b[:, 0]]
-        sub = ans.subset((src_a == keep) | (src_b == keep))
+        sub = answered.subset((sa == keep) | (sb == keep))
         summary, agent = train_agent(
             spec("cpl", a.cpl_steps, a.prefs, overrides), dataset=ds, prefs=sub
         )
@@ -200,10 +202,8 @@ def main() -> None:
             {"dataset": a.dataset, "prefs": a.prefs, "heldout": a.heldout, "overrides": overrides}
         )
     )
-    sources = sorted({str(i.get("source", "?")) for i in ds.episode_info})
-    answered = load_preferences(a.prefs).answered()
+    sources = sorted(set(src))
     y = np.asarray(answered.prefer_b)
-    sa, sb = src[answered.refs_a[:, 0]], src[answered.refs_b[:, 0]]
     win = np.where(y > 0.5, sb, sa)
     lose = np.where(y > 0.5, sa, sb)
     label = np.array(
@@ -213,6 +213,18 @@ def main() -> None:
         ]
     )
     kinds = {k: label == k for k in np.unique(label)}
+    # Each source's share of wins over its appearances in TRAIN (a tie counts half).
+    wins = {
+        k: (
+            float(((1.0 - y) * (sa == k)).sum() + (y * (sb == k)).sum()),
+            int((sa == k).sum() + (sb == k).sum()),
+        )
+        for k in sources
+    }
+    print(
+        "win rate by source in TRAIN: "
+        + ", ".join(f"{k} {w / max(n, 1):.2f} ({n})" for k, (w, n) in wins.items())
+    )
     head = f"{'policy':<28} {'succ%':>5} {'return':>7} {'L train':>8} {'acc':>5} {'L test':>7} {'acc':>5}"
     print(head + "  " + " ".join(f"{s[:10]:>10}" for s in sources))
     shares: dict[str, dict[str, float]] = {}

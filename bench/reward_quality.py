@@ -83,12 +83,13 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--eval-episodes", type=int, default=10)
     a, rest = ap.parse_known_args()
-    overrides: dict[str, str] = {}
-    it = iter(rest)
-    for k in it:
-        if not k.startswith("--agent."):
-            ap.error(f"unknown argument {k}")
-        overrides[k[len("--agent.") :]] = next(it)
+    from pbrl.cli.train import parse_agent_args
+    from pbrl.errors import PbrlError
+
+    try:
+        overrides = parse_agent_args(rest)
+    except PbrlError as e:
+        ap.error(str(e))
 
     from pbrl.datasets.registry import load_dataset
     from pbrl.prefs import load_preferences

@@ -85,6 +85,23 @@ class _RecordingContext(train_mod.FitContext):
         SEEN.append(self)
 
 
+def _conformance_spec(name: str, ds_id: str, mod, device: str, out: Path) -> TrainSpec:
+    """STEPS updates at the agent's TEST_OVERRIDES, evaluated once (2 episodes) at the end."""
+    return TrainSpec(
+        agent=name,
+        dataset=ds_id,
+        prefs=None,
+        seed=0,
+        steps=STEPS,
+        device=device,
+        overrides=_overrides(mod),
+        eval_every=STEPS,
+        eval_episodes=2,
+        log_interval=4,
+        out=str(out),
+    )
+
+
 @pytest.mark.parametrize("name", AGENTS)
 def test_agent_trains_and_conforms(name, small_data, tmp_path, monkeypatch) -> None:
     ds, prefs = small_data
@@ -92,19 +109,7 @@ def test_agent_trains_and_conforms(name, small_data, tmp_path, monkeypatch) -> N
     SEEN.clear()
     monkeypatch.setattr(train_mod, "FitContext", _RecordingContext)
     torch.manual_seed(0)
-    spec = TrainSpec(
-        agent=name,
-        dataset=ds.id,
-        prefs=None,
-        seed=0,
-        steps=STEPS,
-        device="cpu",
-        overrides=_overrides(mod),
-        eval_every=STEPS,
-        eval_episodes=2,
-        log_interval=4,
-        out=str(tmp_path / "run"),
-    )
+    spec = _conformance_spec(name, ds.id, mod, "cpu", tmp_path / "run")
     summary, agent = train_agent(spec, dataset=ds, prefs=prefs)
 
     # the runner's files and the budget
@@ -297,19 +302,7 @@ def test_agent_trains_on_cuda(name, small_data, tmp_path) -> None:
     """
     ds, prefs = small_data
     mod = _module(name)
-    spec = TrainSpec(
-        agent=name,
-        dataset=ds.id,
-        prefs=None,
-        seed=0,
-        steps=STEPS,
-        device="cuda",
-        overrides=_overrides(mod),
-        eval_every=STEPS,
-        eval_episodes=2,
-        log_interval=4,
-        out=str(tmp_path / "run"),
-    )
+    spec = _conformance_spec(name, ds.id, mod, "cuda", tmp_path / "run")
     summary, agent = train_agent(spec, dataset=ds, prefs=prefs)
     assert summary["final_score"] is not None and math.isfinite(summary["final_score"])
     nets = _modules_of(agent)
