@@ -15,6 +15,69 @@ import numpy as np
 from pbrl.errors import DataError
 from pbrl.types import Segment, SegmentRef
 
+#: dtype kinds of a field that holds real numbers (observations, actions, rewards, qpos, qvel).
+REAL_KINDS = "f"
+#: dtype kinds of a flag field (terminations, truncations, success); values must be 0 or 1.
+FLAG_KINDS = "biuf"
+
+
+def check_field(
+    arr: Any,
+    name: str,
+    where: str,
+    *,
+    flag: bool = False,
+    rows: int | None = None,
+    ndim: int | tuple[int, ...] | None = None,
+) -> np.ndarray:
+    """One field of a dataset, checked: the array, or DataError naming ``where`` and the field.
+
+    Real fields (``flag=False``) must have a floating-point dtype (float16/32/64) and finite
+    values: integers, booleans, complex numbers, strings and objects are refused, since
+    every field pbrl reads this way is a continuous quantity and an integer array there
+    means the file was written wrongly. Flag fields may be boolean, integer or floating
+    point, with every value 0 or 1. Real values must also fit float32 (learners read them
+    as float32: a larger value would become inf). ``rows`` is the expected first dimension and ``ndim``
+    the allowed number(s) of dimensions. Every loader and the writer use this one rule.
+    """
+    try:
+        a = np.asarray(arr)
+    except (ValueError, TypeError) as e:  # ragged nested sequences
+        raise DataError(f"{where}: field '{name}' is not a rectangular array ({e})") from None
+    if a.ndim == 0:
+        raise DataError(f"{where}: field '{name}' is a scalar, expected an array")
+    if rows is not None and a.shape[0] != rows:
+        raise DataError(f"{where}: field '{name}' has {a.shape[0]} rows, expected {rows}")
+    allowed = (ndim,) if isinstance(ndim, int) else ndim
+    if allowed is not None and a.ndim not in allowed:
+        want = " or ".join(str(d) for d in allowed)
+        raise DataError(
+            f"{where}: field '{name}' has shape {a.shape}, expected {want} dimension(s)"
+        )
+    kinds = FLAG_KINDS if flag else REAL_KINDS
+    if a.dtype.kind not in kinds:
+        want = "booleans (or numbers 0/1)" if flag else "floating-point numbers"
+        raise DataError(f"{where}: field '{name}' has dtype {a.dtype}, expected {want}")
+    if flag:
+        if a.dtype.kind != "b":
+            bad = np.flatnonzero(~np.isin(a.reshape(-1), (0, 1)))
+            if bad.size:
+                row = int(np.unravel_index(bad[0], a.shape)[0])
+                raise DataError(
+                    f"{where}: field '{name}' has a value other than 0/1 (row {row}: "
+                    f"{a.reshape(-1)[bad[0]].item()!r})"
+                )
+        return a.astype(bool, copy=False)
+    finite = np.isfinite(a)
+    if not finite.all():
+        row = int(np.argwhere(~finite)[0][0])
+        raise DataError(f"{where}: field '{name}' has a NaN or inf value (row {row})")
+    big = np.finfo(np.float32).max
+    if a.dtype.itemsize > 4 and a.size and float(np.abs(a).max()) > big:
+        row = int(np.argwhere(np.abs(a) > big)[0][0])
+        raise DataError(f"{where}: field '{name}' has a value beyond float32's range (row {row})")
+    return a
+
 
 @dataclass(frozen=True)
 class OfflineDataset:

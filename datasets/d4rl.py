@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from pbrl.datasets.base import OfflineDataset
+from pbrl.datasets.base import OfflineDataset, check_field
 from pbrl.errors import DataError, PbrlError, UnknownIdError
 
 log = logging.getLogger(__name__)
@@ -171,7 +171,8 @@ def load_d4rl_hdf5(path: str | os.PathLike[str], name: str | None = None) -> Off
     ``name`` defaults to the file name in D4RL's naming (``hopper_medium_replay-v2.hdf5`` ->
     ``hopper-medium-replay-v2``). Reference scores are D4RL's constants when the name is
     one of D4RL's MuJoCo datasets. DataError (naming the file and field) on a missing,
-    truncated or corrupt file, missing keys, mismatched lengths or NaN/inf.
+    truncated or corrupt file, missing keys, mismatched lengths, NaN/inf, or a dtype
+    :func:`pbrl.datasets.base.check_field` refuses (the Minari loader's rule too).
     """
     import h5py
 
@@ -196,13 +197,10 @@ def load_d4rl_hdf5(path: str | os.PathLike[str], name: str | None = None) -> Off
     for k in ("rewards", "terminals", "timeouts"):
         if data[k].ndim == 2 and data[k].shape[1] == 1:  # D4RL squeezes (N, 1) columns
             data[k] = data[k][:, 0]
+    # The one rule of every loader (base.check_field): floating-point, finite values;
+    # flags 0/1; one row per step.
     for k, a in data.items():
-        if a.ndim == 0 or a.shape[0] != n:
-            got = "a scalar" if a.ndim == 0 else f"{a.shape[0]} rows"
-            raise DataError(f"{path}: field '{k}' has {got} but 'observations' has {n}")
-        if a.dtype.kind in "fc" and not np.all(np.isfinite(a)):
-            bad = int(np.argwhere(~np.isfinite(a))[0][0])
-            raise DataError(f"{path}: field '{k}' has a NaN or inf value (row {bad})")
+        data[k] = check_field(a, k, str(path), flag=k in ("terminals", "timeouts"), rows=n)
     if n == 0:
         raise DataError(f"{path}: field 'observations' is empty")
     for k in ("observations", "actions"):

@@ -33,6 +33,7 @@ import json
 import logging
 import math
 import os
+import re
 import shutil
 import tempfile
 import threading
@@ -44,8 +45,8 @@ from typing import Any
 
 import numpy as np
 
-from pbrl.datasets.base import EpisodeData, OfflineDataset
-from pbrl.errors import DataError, UnknownIdError
+from pbrl.datasets.base import EpisodeData, OfflineDataset, check_field
+from pbrl.errors import DataError, PbrlError, UnknownIdError
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +93,55 @@ def minari_root() -> Path:
     return Path.home() / ".minari" / "datasets"
 
 
+# One part of a dataset id: no leading '.', so neither '.', '..' nor hidden folders.
+_ID_PART_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+_ID_VERSION_RE = re.compile(r"-v\d+$")
+
+
+def check_dataset_id(dataset_id: str) -> str:
+    """A Minari dataset id, checked before it becomes a path in the store; returns it.
+
+    Minari's grammar: ``[<namespace>/...]<name>-v<N>``, parts of letters, digits, ``_``,
+    ``-`` and ``.``, none starting with ``.``. So ``..``, absolute paths, ``~``, empty parts
+    and backslashes are refused: an id never leads out of the store. The one check every
+    id -> store path goes through (loading, info, writing, recording a diagnosis).
+    """
+    s = str(dataset_id)
+    parts = s.split("/")
+    bad = next((p for p in parts if not _ID_PART_RE.match(p)), None)
+    if bad is not None or not _ID_VERSION_RE.search(parts[-1]):
+        why = (
+            f"part {bad!r} is not allowed"
+            if bad is not None
+            else "it does not end in a version (-v<N>)"
+        )
+        raise UnknownIdError(
+            f"dataset id {s!r}: {why} (ids look like '<namespace>/<name>-v<N>': letters, "
+            "digits, '_', '-', '.', no part starting with '.'; give a folder as a path "
+            "starting with './' or '/')"
+        )
+    return s
+
+
+def check_new_dataset(dataset_id: str, overwrite: bool) -> Path:
+    """Before generating: the id is valid, the dataset does not exist (unless ``overwrite``)
+    and the store can be written. Returns the dataset's final folder.
+
+    Generators call this before any episode is generated; the writer calls it again.
+    """
+    from pbrl.utils import check_output_dir
+
+    check_dataset_id(dataset_id)
+    root = minari_root()
+    final = root / dataset_id
+    if (final.exists() or final.is_symlink()) and not overwrite:
+        raise DataError(
+            f"dataset '{dataset_id}' already exists at {final} (use --overwrite to replace it)"
+        )
+    check_output_dir(root, what="Minari store (MINARI_DATASETS_PATH)")
+    return final
+
+
 def package_versions() -> dict[str, str | None]:
     """Installed versions of the packages a dataset's contents depend on (None if absent)."""
     out: dict[str, str | None] = {}
@@ -125,23 +175,9 @@ def _jsonable(obj: Any, where: str) -> Any:
     raise DataError(f"{where}: value of type {type(obj).__name__} cannot be stored as JSON")
 
 
-def _check_rows(arr: Any, rows: int, name: str, where: str, ndim: int | None = None) -> np.ndarray:
-    a = np.asarray(arr)
-    if a.ndim == 0 or a.shape[0] != rows:
-        got = "a scalar" if a.ndim == 0 else f"{a.shape[0]} rows"
-        raise DataError(f"{where}: field '{name}' has {got}, expected {rows}")
-    if ndim is not None and a.ndim != ndim:
-        raise DataError(f"{where}: field '{name}' has shape {a.shape}, expected {ndim} dimensions")
-    if a.dtype.kind in "fc" and not np.all(np.isfinite(a)):
-        bad = int(np.argwhere(~np.isfinite(a))[0][0])
-        raise DataError(f"{where}: field '{name}' has a NaN or inf value (row {bad})")
-    if a.dtype.kind not in "fcbiu":
-        raise DataError(f"{where}: field '{name}' has non-numeric dtype {a.dtype}")
-    return a
-
-
 def validate_episodes(dataset_id: str, episodes: Sequence[EpisodeData]) -> None:
-    """Check every episode's shapes and values; DataError naming the episode and field."""
+    """Check every episode's shapes, dtypes and values (the loader's rules, base.check_field);
+    DataError naming the episode and field."""
     if len(episodes) == 0:
         raise DataError(f"dataset '{dataset_id}': no episodes to write")
     first = episodes[0]
@@ -152,17 +188,14 @@ def validate_episodes(dataset_id: str, episodes: Sequence[EpisodeData]) -> None:
         where = f"dataset '{dataset_id}', episode {i}"
         if not isinstance(ep, EpisodeData):
             raise DataError(f"{where}: expected EpisodeData, got {type(ep).__name__}")
-        actions = np.asarray(ep.actions)
-        if actions.ndim != 2 or actions.shape[0] == 0:
-            raise DataError(
-                f"{where}: field 'actions' has shape {actions.shape}, expected (T >= 1, act_dim)"
-            )
+        actions = check_field(ep.actions, "actions", where, ndim=2)
         t = actions.shape[0]
-        _check_rows(actions, t, "actions", where)
-        obs = _check_rows(ep.observations, t + 1, "observations", where)
-        _check_rows(ep.rewards, t, "rewards", where, ndim=1)
-        _check_rows(ep.terminations, t, "terminations", where, ndim=1)
-        _check_rows(ep.truncations, t, "truncations", where, ndim=1)
+        if t == 0:
+            raise DataError(f"{where}: field 'actions' has no rows (an episode needs a step)")
+        obs = check_field(ep.observations, "observations", where, rows=t + 1)
+        check_field(ep.rewards, "rewards", where, rows=t, ndim=1)
+        check_field(ep.terminations, "terminations", where, flag=True, rows=t, ndim=1)
+        check_field(ep.truncations, "truncations", where, flag=True, rows=t, ndim=1)
         if obs.shape[1:] != obs_shape:
             raise DataError(
                 f"{where}: field 'observations' has per-step shape {obs.shape[1:]}, "
@@ -181,7 +214,8 @@ def validate_episodes(dataset_id: str, episodes: Sequence[EpisodeData]) -> None:
                     f"but {'present' if present else 'missing'} in episode 0"
                 )
             if value is not None:
-                _check_rows(value, t + 1, name, where, ndim=1 if name == "successes" else 2)
+                flag = name == "successes"
+                check_field(value, name, where, flag=flag, rows=t + 1, ndim=1 if flag else 2)
         if not isinstance(ep.info, dict):
             raise DataError(f"{where}: field 'info' must be a dict, got {type(ep.info).__name__}")
         _jsonable(ep.info, f"{where}: info")
@@ -301,12 +335,8 @@ def write_minari_dataset(
     """
     import gymnasium as gym
     import minari
-    from minari.dataset.minari_dataset import parse_dataset_id
 
-    try:
-        parse_dataset_id(dataset_id)
-    except ValueError as e:
-        raise DataError(f"dataset id '{dataset_id}': {e}") from None
+    check_dataset_id(dataset_id)
     for name, v in (("ref_min_score", ref_min_score), ("ref_max_score", ref_max_score)):
         if v is None or not math.isfinite(float(v)):
             raise DataError(f"dataset '{dataset_id}': {name} must be a finite number, got {v!r}")
@@ -320,11 +350,7 @@ def write_minari_dataset(
     validate_episodes(dataset_id, episodes)
 
     root = minari_root()
-    final = root / dataset_id
-    if final.exists() and not overwrite:
-        raise DataError(
-            f"dataset '{dataset_id}' already exists at {final} (use --overwrite to replace it)"
-        )
+    final = check_new_dataset(dataset_id, overwrite)
 
     full_card = dict(card)
     full_card.setdefault("generator", algorithm_name)
@@ -350,9 +376,14 @@ def write_minari_dataset(
             raise DataError(f"dataset '{dataset_id}': cannot make env '{env_id}': {e}") from None
     try:
         obs_space, act_space = _spaces(dataset_id, episodes, env, observation_space, action_space)
-        root.mkdir(parents=True, exist_ok=True)
-        _remove_stale_temps(root)
-        tmp_root = Path(tempfile.mkdtemp(prefix=".pbrl-tmp-", dir=root))
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            _remove_stale_temps(root)
+            tmp_root = Path(tempfile.mkdtemp(prefix=".pbrl-tmp-", dir=root))
+        except OSError as e:
+            raise PbrlError(
+                f"Minari store (MINARI_DATASETS_PATH) {root}: cannot write ({e.strerror or e})"
+            ) from None
         try:
             with _minari_root_set(tmp_root), warnings.catch_warnings():
                 # Minari warns about every unset optional field (author, permalink, ...).
@@ -414,30 +445,48 @@ def _remove_stale_temps(root: Path, max_age_s: float = 24 * 3600) -> None:
 
 
 def _install(tmp_root: Path, built: Path, root: Path, dataset_id: str) -> None:
-    """Move a finished dataset from the temporary root into the real store."""
+    """Move a finished dataset from the temporary root into the real store.
+
+    Namespace folders and Minari's namespace marker files that did not exist are created
+    (each marker written to a temporary name and renamed, so it is never half-written) and
+    removed again if the final rename fails: a failed install leaves the store as it was.
+    """
     from minari.namespace import NAMESPACE_METADATA_FILENAME
 
     final = root / dataset_id
-    final.parent.mkdir(parents=True, exist_ok=True)
-    # Minari marks every namespace level with a metadata file; copy the missing ones.
-    parts = Path(dataset_id).parts[:-1]
-    for k in range(1, len(parts) + 1):
-        src = tmp_root.joinpath(*parts[:k], NAMESPACE_METADATA_FILENAME)
-        dst = root.joinpath(*parts[:k], NAMESPACE_METADATA_FILENAME)
-        if src.exists() and not dst.exists():
-            shutil.copyfile(src, dst)
-    if final.exists():
-        trash = Path(tempfile.mkdtemp(prefix=".pbrl-old-", dir=root))
-        os.replace(final, trash / "old")
-        try:
+    created: list[Path] = []
+    try:
+        parts = Path(dataset_id).parts[:-1]
+        for k in range(1, len(parts) + 1):
+            folder = root.joinpath(*parts[:k])
+            if not folder.exists():
+                folder.mkdir()
+                created.append(folder)
+            # Minari marks every namespace level with a metadata file; copy the missing ones.
+            src = tmp_root.joinpath(*parts[:k], NAMESPACE_METADATA_FILENAME)
+            dst = folder / NAMESPACE_METADATA_FILENAME
+            if src.exists() and not dst.exists():
+                tmp = folder / f".{NAMESPACE_METADATA_FILENAME}.{os.getpid()}.tmp"
+                shutil.copyfile(src, tmp)
+                os.replace(tmp, dst)
+                created.append(dst)
+        if final.exists():
+            trash = Path(tempfile.mkdtemp(prefix=".pbrl-old-", dir=root))
+            os.replace(final, trash / "old")
+            try:
+                os.replace(built, final)
+            except BaseException:
+                os.replace(trash / "old", final)
+                raise
+            finally:
+                shutil.rmtree(trash, ignore_errors=True)
+        else:
             os.replace(built, final)
-        except BaseException:
-            os.replace(trash / "old", final)
-            raise
-        finally:
-            shutil.rmtree(trash, ignore_errors=True)
-    else:
-        os.replace(built, final)
+    except BaseException:
+        for p in reversed(created):
+            with contextlib.suppress(OSError):
+                p.unlink() if p.is_file() else p.rmdir()
+        raise
 
 
 # ---------------------------------------------------------------------------------------
@@ -453,11 +502,46 @@ def minari_data_path(dataset_id_or_path: str | os.PathLike[str]) -> Path | None:
     return None
 
 
-def read_minari_metadata(dataset_id_or_path: str | os.PathLike[str]) -> dict[str, Any]:
-    """metadata.json of a local Minari dataset (by id or folder), without reading episodes."""
+def _data_folder(dataset_id_or_path: str | os.PathLike[str]) -> Path:
+    """``data/`` of a dataset folder given as a path, else of a (checked) id in the store."""
     data = minari_data_path(dataset_id_or_path)
-    if data is None:
-        data = minari_root() / str(dataset_id_or_path) / "data"
+    if data is not None:
+        return data
+    return minari_root() / check_dataset_id(str(dataset_id_or_path)) / "data"
+
+
+def _check_metadata(meta: Any, path: Path) -> dict[str, Any]:
+    """The fields of metadata.json pbrl reads: a JSON object, a valid id, numeric scores."""
+    if not isinstance(meta, dict):
+        raise DataError(f"{path}: expected a JSON object, got {type(meta).__name__}")
+    did = meta.get("dataset_id")
+    if did is not None:
+        if not isinstance(did, str):
+            raise DataError(f"{path}: field 'dataset_id' must be a string, got {did!r}")
+        try:
+            check_dataset_id(did)
+        except UnknownIdError as e:
+            raise DataError(f"{path}: field 'dataset_id': {e}") from None
+    for key in ("ref_min_score", "ref_max_score"):
+        v = meta.get(key)
+        if v is None:
+            continue
+        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+            raise DataError(f"{path}: field '{key}' must be a finite number, got {v!r}")
+    n = meta.get("total_episodes")
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 0):
+        raise DataError(f"{path}: field 'total_episodes' must be a count, got {n!r}")
+    return meta
+
+
+def read_minari_metadata(dataset_id_or_path: str | os.PathLike[str]) -> dict[str, Any]:
+    """metadata.json of a local Minari dataset (by id or folder), without reading episodes.
+
+    UnknownIdError when there is none; DataError when it is not a JSON object, or its
+    ``dataset_id``, reference scores or episode count are malformed, or (by id) when it
+    names another id than the folder it is stored in.
+    """
+    data = _data_folder(dataset_id_or_path)
     path = data / "metadata.json"
     if not path.is_file():
         raise UnknownIdError(
@@ -465,9 +549,45 @@ def read_minari_metadata(dataset_id_or_path: str | os.PathLike[str]) -> dict[str
             "see `pbrl datasets list`"
         )
     try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
+        meta = _check_metadata(json.loads(path.read_text()), path)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise DataError(f"{path}: unreadable metadata ({e})") from None
+    stored = meta.get("dataset_id")
+    if minari_data_path(dataset_id_or_path) is None and stored not in (
+        None,
+        str(dataset_id_or_path),
+    ):
+        raise DataError(
+            f"{path}: names dataset '{stored}' but is stored as '{dataset_id_or_path}' (a "
+            "copied or renamed folder: load it by path, or fix 'dataset_id')"
+        )
+    return meta
+
+
+def _download(dataset_id: str) -> None:
+    """Fetch ``dataset_id`` from Minari's remote into the store, atomically (temp root, rename)."""
+    import minari
+
+    root = minari_root()
+    check_new_dataset(dataset_id, overwrite=False)
+    root.mkdir(parents=True, exist_ok=True)
+    tmp_root = Path(tempfile.mkdtemp(prefix=".pbrl-dl-", dir=root))
+    try:
+        with _minari_root_set(tmp_root), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                minari.download_dataset(dataset_id)
+            except Exception as e:  # network, remote and format errors alike: one line
+                raise PbrlError(
+                    f"cannot download Minari dataset '{dataset_id}' from Minari's remote: "
+                    f"{type(e).__name__}: {e}"
+                ) from None
+        built = tmp_root / dataset_id
+        if not (built / "data" / "metadata.json").is_file():
+            raise DataError(f"Minari's remote sent no metadata.json for '{dataset_id}'")
+        _install(tmp_root, built, root, dataset_id)
+    finally:
+        shutil.rmtree(tmp_root, ignore_errors=True)
 
 
 def _flatten_obs(obs: Any, space: Any) -> np.ndarray:
@@ -482,16 +602,60 @@ def _flatten_obs(obs: Any, space: Any) -> np.ndarray:
     return a.reshape(a.shape[0], -1)
 
 
-def _per_step(value: Any, t: int, name: str, where: str, *, shift: int) -> np.ndarray | None:
+def _column(value: Any, name: str, where: str, t: int, *, flag: bool = False) -> np.ndarray:
+    """A per-step scalar field of T rows, stored as (T,) or (T, 1)."""
+    a = check_field(value, name, where, flag=flag, rows=t, ndim=(1, 2))
+    if a.ndim == 2 and a.shape[1] != 1:
+        raise DataError(f"{where}: field '{name}' has shape {a.shape}, expected ({t},)")
+    return a.reshape(t)
+
+
+def _per_step(
+    value: Any, t: int, name: str, where: str, *, shift: int, flag: bool
+) -> np.ndarray | None:
     """T rows of a per-step info stored with T+1 (Minari convention) or T rows."""
     a = np.asarray(value)
     if a.ndim == 0:
         return None
+    a = check_field(a, f"infos/{name}", where, flag=flag, ndim=(1,) if flag else (2,))
     if a.shape[0] == t + 1:
         return a[shift : shift + t]
     if a.shape[0] == t:
         return a
-    raise DataError(f"{where}: info '{name}' has {a.shape[0]} rows, expected {t + 1} or {t}")
+    raise DataError(f"{where}: field 'infos/{name}' has {a.shape[0]} rows, expected {t + 1} or {t}")
+
+
+#: Fields every Minari episode group holds.
+EPISODE_FIELDS = ("observations", "actions", "rewards", "terminations", "truncations")
+
+
+def check_hdf5_layout(file: Path, n_eps: int) -> None:
+    """The HDF5 file opens, and holds ``n_eps`` episode groups with every field: else one
+    DataError naming the file, the episode and the field (before Minari reads anything)."""
+    import h5py
+
+    try:
+        f = h5py.File(file, "r")
+    except (OSError, ValueError) as e:
+        raise DataError(f"{file}: not a readable HDF5 file (truncated or corrupt: {e})") from None
+    with f:
+        for e in range(n_eps):
+            try:
+                g = f.get(f"episode_{e}")
+                missing = [k for k in EPISODE_FIELDS if k not in g] if g is not None else []
+            except (OSError, RuntimeError, ValueError, TypeError, KeyError) as err:
+                raise DataError(f"{file}: episode {e} is unreadable ({err})") from None
+            if not isinstance(g, h5py.Group):
+                raise DataError(
+                    f"{file}: episode {e} is missing (metadata.json says {n_eps} episodes)"
+                )
+            if missing:
+                raise DataError(
+                    f"{file}: episode {e}: missing field(s) {', '.join(repr(k) for k in missing)}"
+                )
+
+
+_MINARI_ERRORS = (OSError, KeyError, ValueError, TypeError, RuntimeError, AssertionError)
 
 
 def load_minari(
@@ -499,41 +663,59 @@ def load_minari(
 ) -> OfflineDataset:
     """Load a Minari dataset (local id, or a dataset folder) as a flat OfflineDataset.
 
-    ``download=True`` fetches a missing id from Minari's remote through Minari's own
-    download path. ``task_id`` is taken from the card when it names one (``task_id``);
-    :func:`pbrl.datasets.registry.load_dataset` fills it in for other ids.
+    ``download=True`` fetches a missing id from Minari's remote (into a temporary root,
+    then renamed into the store). ``task_id`` is taken from the card when it names one
+    (``task_id``); :func:`pbrl.datasets.registry.load_dataset` fills it in for other ids.
+
+    Refused with one DataError naming the file, episode and field, as the D4RL loader does
+    (:func:`pbrl.datasets.base.check_field` is the one rule): an unreadable, truncated or
+    corrupt HDF5 file, a missing episode or field, NaN/inf, a dtype other than floating
+    point in observations, actions, rewards, qpos and qvel, flags other than 0/1, rows that
+    do not add up, per-step sizes that differ between episodes or from the stored spaces,
+    empty episodes, no episodes, and a folder in the store whose metadata names another id.
     """
-    import minari
     from minari.dataset.minari_dataset import MinariDataset
 
     data_path = minari_data_path(dataset_id_or_path)
-    where = str(dataset_id_or_path)
+    requested: str | None = None
+    if data_path is None:
+        requested = check_dataset_id(str(dataset_id_or_path))
+        data_path = minari_root() / requested / "data"
+        if not (data_path / "metadata.json").is_file():
+            if not download:
+                raise UnknownIdError(
+                    f"no local Minari dataset '{requested}' in {minari_root()} "
+                    "(fetch it with `pbrl datasets download ID` (download=True) from Minari's "
+                    "remote, or generate it with `pbrl datasets build`)"
+                )
+            _download(requested)
+    meta = read_minari_metadata(requested or data_path.parent)
+    stored = meta.get("dataset_id")
+    dataset_id = requested or (stored if isinstance(stored, str) else str(dataset_id_or_path))
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            if data_path is not None:
-                mds = MinariDataset(data_path)
-            else:
-                mds = minari.load_dataset(str(dataset_id_or_path), download=download)
-    except FileNotFoundError:
-        raise UnknownIdError(
-            f"no local Minari dataset '{dataset_id_or_path}' in {minari_root()} "
-            "(fetch it with `pbrl datasets download ID` (download=True) from Minari's remote, "
-            "or generate it with `pbrl datasets build`)"
-        ) from None
-    except (ValueError, KeyError, OSError) as e:
-        raise DataError(f"Minari dataset '{where}': cannot open ({e})") from None
+            mds = MinariDataset(data_path)
+    except (*_MINARI_ERRORS, AttributeError) as e:
+        raise DataError(f"{data_path}: cannot open as a Minari dataset ({e})") from None
 
-    meta = mds.storage.metadata
-    dataset_id = str(meta.get("dataset_id", where))
-    space = mds.observation_space
     n_eps = int(mds.total_episodes)
-    indices = mds.episode_indices
+    file = data_path / "main_data.hdf5"
+    if file.exists():
+        check_hdf5_layout(file, n_eps)
+    else:
+        file = data_path
+    if n_eps == 0:
+        raise DataError(f"{file}: the dataset has no episodes")
+    import gymnasium as gym
+
+    space = mds.observation_space
     try:
-        eps = list(mds.storage.get_episodes(indices))
-        ep_meta = list(mds.storage.get_episode_metadata(indices))
-    except (OSError, KeyError, ValueError) as e:
-        raise DataError(f"Minari dataset '{dataset_id}': unreadable episode data ({e})") from None
+        obs_dim = int(gym.spaces.flatdim(space))
+    except (ValueError, TypeError, NotImplementedError):
+        obs_dim = None
+    act_shape = getattr(mds.action_space, "shape", None)
+    indices = mds.episode_indices
 
     obs_l, nobs_l, act_l, rew_l, term_l, trunc_l = [], [], [], [], [], []
     qpos_l: list[np.ndarray] = []
@@ -542,36 +724,73 @@ def load_minari(
     infos: list[dict[str, Any]] = []
     lengths = np.zeros(n_eps, dtype=np.int64)
     has = {"qpos": True, "qvel": True, "success": True}
-    for e, (ep, md) in enumerate(zip(eps, ep_meta, strict=True)):
-        w = f"Minari dataset '{dataset_id}', episode {e}"
-        acts = np.asarray(ep["actions"])
+    episodes = iter(mds.storage.get_episodes(indices))
+    ep_meta = iter(mds.storage.get_episode_metadata(indices))
+    for e in range(n_eps):
+        w = f"{file}: episode {e}"
+        try:
+            ep, md = next(episodes), next(ep_meta)
+        except StopIteration:
+            raise DataError(f"{w} is missing (metadata.json says {n_eps} episodes)") from None
+        except _MINARI_ERRORS as err:
+            raise DataError(f"{w} is unreadable ({type(err).__name__}: {err})") from None
+        acts = check_field(ep["actions"], "actions", w)
         t = int(acts.shape[0])
-        o = _flatten_obs(ep["observations"], space)
-        if o.shape[0] != t + 1:
-            raise DataError(f"{w}: field 'observations' has {o.shape[0]} rows, expected {t + 1}")
+        if t == 0:
+            raise DataError(f"{w}: field 'actions' has no rows (an episode needs a step)")
+        if act_shape is not None and tuple(acts.shape[1:]) != tuple(act_shape):
+            raise DataError(
+                f"{w}: field 'actions' has per-step shape {tuple(acts.shape[1:])} but "
+                f"metadata.json's action_space has {tuple(act_shape)}"
+            )
+        acts = acts.reshape(t, -1)
+        try:
+            o = _flatten_obs(ep["observations"], space)
+        except (ValueError, TypeError, KeyError, IndexError) as err:
+            raise DataError(f"{w}: field 'observations' does not fit its space ({err})") from None
+        o = check_field(o, "observations", w, rows=t + 1)
+        if obs_dim is not None and o.shape[1] != obs_dim:
+            raise DataError(
+                f"{w}: field 'observations' has {o.shape[1]} values per step but "
+                f"metadata.json's observation_space has {obs_dim}"
+            )
+        if e > 0 and (o.shape[1] != obs_l[0].shape[1] or acts.shape[1] != act_l[0].shape[1]):
+            name, got, first = (
+                ("observations", o.shape[1], obs_l[0].shape[1])
+                if o.shape[1] != obs_l[0].shape[1]
+                else ("actions", acts.shape[1], act_l[0].shape[1])
+            )
+            raise DataError(f"{w}: field '{name}' has {got} values per step, episode 0 has {first}")
         lengths[e] = t
         obs_l.append(o[:t])
         nobs_l.append(o[1:])
-        act_l.append(acts.reshape(t, -1))
-        rew_l.append(np.asarray(ep["rewards"]).reshape(t))
-        term_l.append(np.asarray(ep["terminations"], dtype=bool).reshape(t))
-        trunc_l.append(np.asarray(ep["truncations"], dtype=bool).reshape(t))
+        act_l.append(acts)
+        rew_l.append(_column(ep["rewards"], "rewards", w, t))
+        term_l.append(_column(ep["terminations"], "terminations", w, t, flag=True))
+        trunc_l.append(_column(ep["truncations"], "truncations", w, t, flag=True))
         ep_infos = ep.get("infos") or {}
         for key, store, shift in (("qpos", qpos_l, 0), ("qvel", qvel_l, 0), ("success", succ_l, 1)):
             v = ep_infos.get(key) if isinstance(ep_infos, dict) else None
             rows = (
-                None if v is None or isinstance(v, dict) else _per_step(v, t, key, w, shift=shift)
+                None
+                if v is None or isinstance(v, dict)
+                else _per_step(v, t, key, w, shift=shift, flag=key == "success")
             )
             if rows is None:
                 has[key] = False
             else:
+                if store and store[0].shape[1:] != rows.shape[1:]:
+                    raise DataError(
+                        f"{w}: field 'infos/{key}' has per-step shape {rows.shape[1:]}, "
+                        f"episode 0 has {store[0].shape[1:]}"
+                    )
                 store.append(rows)
         info = _episode_info(md, w)
         if "success" not in info and isinstance(ep_infos, dict) and "success" in ep_infos:
             info["success"] = bool(np.any(np.asarray(ep_infos["success"])))
         infos.append(info)
 
-    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64) if n_eps else lengths
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
     card = meta.get(CARD_KEY)
     if not isinstance(card, dict):
         card = {
@@ -603,7 +822,7 @@ def load_minari(
         ref_min_score=None if ref_min is None else float(ref_min),
         ref_max_score=None if ref_max is None else float(ref_max),
         card=card,
-        path=str(mds.storage.data_path.parent),
+        path=str(data_path.parent),
     )
 
 

@@ -93,18 +93,30 @@ def _task_spaces(task_id: str) -> tuple[Any, Any] | None:
 
 
 def check_task_match(ds: OfflineDataset) -> None:
-    """DataError when the dataset's observation size differs from its task's."""
+    """DataError when the dataset's observation or action size differs from its task's.
+
+    Checked where the task is known and its env can be made here (made once per task and
+    process); learners and evaluation size their networks from these two numbers, so a
+    mismatch would otherwise surface as a crash in training or evaluation.
+    """
     if ds.task_id is None:
         return
     import gymnasium as gym
 
     spaces = _task_spaces(ds.task_id)
-    expected = None if spaces is None else int(gym.spaces.flatdim(spaces[0]))
-    if expected is not None and expected != ds.obs_dim:
-        raise DataError(
-            f"dataset '{ds.id}': observations have {ds.obs_dim} dimensions but task "
-            f"'{ds.task_id}' has {expected}"
-        )
+    if spaces is None:
+        return
+    where = f"dataset '{ds.id}'" + (f" ({ds.path})" if ds.path and ds.path != ds.id else "")
+    for name, got, space in (
+        ("observations", ds.obs_dim, spaces[0]),
+        ("actions", ds.act_dim, spaces[1]),
+    ):
+        expected = int(gym.spaces.flatdim(space))
+        if expected != got:
+            raise DataError(
+                f"{where}: field '{name}' has {got} dimensions per step but task "
+                f"'{ds.task_id}' has {expected}"
+            )
 
 
 # ---------------------------------------------------------------------------------------
@@ -119,11 +131,18 @@ def load_dataset(
 ) -> OfflineDataset:
     """Load any dataset by id or path (see the module docstring) with its ``task_id`` set.
 
-    With ``check_task`` the observation size is checked against the task's env (made once
-    per task and process) when that env can be made here.
+    Ids that are not paths go through :func:`pbrl.datasets.minari_io.check_dataset_id`
+    (``..`` and other escapes from the store are refused). With ``check_task`` the
+    observation and action sizes are checked against the task's env
+    (:func:`check_task_match`) when that env can be made here.
     """
     from pbrl.datasets.d4rl import load_d4rl, load_d4rl_hdf5
-    from pbrl.datasets.minari_io import load_minari, minari_data_path, read_minari_metadata
+    from pbrl.datasets.minari_io import (
+        check_dataset_id,
+        load_minari,
+        minari_data_path,
+        read_minari_metadata,
+    )
 
     s = str(id_or_path)
     p = Path(s).expanduser()
@@ -143,7 +162,7 @@ def load_dataset(
     elif s.startswith("d4rl/"):
         ds = load_d4rl(s, download=download)
     else:
-        ds = load_minari(s, download=download)
+        ds = load_minari(check_dataset_id(s), download=download)
         metadata = read_minari_metadata(s)
 
     task_id = ds.task_id
@@ -233,6 +252,7 @@ def dataset_info(id_or_path: str | os.PathLike[str]) -> dict[str, Any]:
     )
     from pbrl.datasets.minari_io import (
         CARD_KEY,
+        check_hdf5_layout,
         minari_data_path,
         minari_root,
         read_minari_metadata,
@@ -277,6 +297,13 @@ def dataset_info(id_or_path: str | os.PathLike[str]) -> dict[str, Any]:
         raise DataError(f"{p}: no such dataset file or Minari dataset folder")
     meta = read_minari_metadata(s)
     dataset_id = str(meta.get("dataset_id", s))
+    folder = data.parent if (data := minari_data_path(p)) else minari_root() / s
+    h5 = folder / "data" / "main_data.hdf5"
+    if h5.is_file():
+        # Cheap: opens the file and checks every episode's fields exist, reads no steps.
+        check_hdf5_layout(h5, int(meta.get("total_episodes") or 0))
+    elif meta.get("data_format", "hdf5") == "hdf5":
+        raise DataError(f"{h5}: missing (metadata.json says the data is in HDF5)")
     card = meta.get(CARD_KEY) if isinstance(meta.get(CARD_KEY), dict) else {}
     shown = {
         k: v
@@ -287,7 +314,7 @@ def dataset_info(id_or_path: str | os.PathLike[str]) -> dict[str, Any]:
     return {
         "id": dataset_id,
         "source": "generated" if dataset_id.startswith("pbrl/") else "minari",
-        "path": str(data.parent if (data := minari_data_path(p)) else minari_root() / dataset_id),
+        "path": str(folder),
         "task_id": task or task_id_for_dataset(dataset_id, meta),
         "metadata": shown,
         "card": card,
@@ -304,9 +331,10 @@ def _stats(x: np.ndarray) -> dict[str, float]:
 def verify(id_or_path: str | os.PathLike[str]) -> dict[str, Any]:
     """Check a dataset and return a summary; DataError listing every problem found.
 
-    Checks: shapes (consistent rows, episode bounds), finiteness of every float array,
-    episode lengths in ``1..horizon``, reference scores present with ``min < max``, the
-    observation size against the task. Softer findings (actions outside the task's
+    Loading already refuses what no command may run on (the loaders' one rule,
+    :func:`pbrl.datasets.base.check_field`: unreadable files, missing fields, NaN/inf,
+    wrong dtypes and shapes). Then: episode lengths in ``1..horizon``, reference scores
+    present with ``min < max``, the observation and action sizes against the task. Softer findings (actions outside the task's
     action space, a missing card key, an episode end without a flag) go to ``warnings``.
     """
     from pbrl.datasets.minari_io import RECOMMENDED_CARD_KEYS
@@ -314,18 +342,6 @@ def verify(id_or_path: str | os.PathLike[str]) -> dict[str, Any]:
     ds = load_dataset(id_or_path, check_task=False)
     problems: list[str] = []
     warn: list[str] = []
-    arrays = {
-        "observations": ds.observations,
-        "next_observations": ds.next_observations,
-        "actions": ds.actions,
-        "rewards": ds.rewards,
-        "qpos": ds.qpos,
-        "qvel": ds.qvel,
-    }
-    for name, arr in arrays.items():
-        if arr is not None and arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
-            row = int(np.argwhere(~np.isfinite(arr))[0][0])
-            problems.append(f"field '{name}' has a NaN or inf value (row {row})")
     if ds.num_episodes == 0:
         problems.append("no episodes")
 

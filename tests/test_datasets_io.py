@@ -213,7 +213,7 @@ def test_writer_rejects_bad_arguments(minari_home, episodes):
         DataError, match=r"\(7,\) but env 'Hopper-v5' has observation shape \(11,\)"
     ):
         _write(short)
-    with pytest.raises(DataError, match="dataset id"):
+    with pytest.raises(UnknownIdError, match="dataset id"):
         _write(episodes, dataset_id="not a valid id")
     assert _files(minari_home) == []
 
