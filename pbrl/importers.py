@@ -48,7 +48,13 @@ from numpy._core import numeric as _np_numeric
 
 from pbrl.datasets.base import OfflineDataset
 from pbrl.errors import DataError, PbrlError, UnknownIdError
-from pbrl.prefs import PreferenceData, make_preference_data, segment_row_index
+from pbrl.prefs import (
+    PreferenceData,
+    dataset_fingerprint,
+    dataset_mismatch,
+    make_preference_data,
+    segment_row_index,
+)
 from pbrl.types import SegmentRef
 from pbrl.utils import atomic_path
 
@@ -308,7 +314,13 @@ def resolve_qlearning_refs(data: PreferenceData, ds: OfflineDataset) -> Preferen
         )
         for i, f in enumerate(data.feedback)
     )
-    meta = dict(data.meta, unresolved=False, resolved_against=ds.id)
+    meta = dict(
+        data.meta,
+        unresolved=False,
+        resolved_against=ds.id,
+        task_id=ds.task_id,
+        dataset_fingerprint=dataset_fingerprint(ds),
+    )
     return replace(data, dataset_id=ds.id, refs_a=ra, refs_b=rb, feedback=fb, meta=meta)
 
 
@@ -323,27 +335,40 @@ def _index_import(
     dataset_id: str,
     meta: dict[str, Any],
     labeler: str,
+    allow_mismatch: bool = False,
 ) -> PreferenceData:
     if (idx_a < 0).any() or (idx_b < 0).any():
         raise DataError(f"{where}: negative segment index")
+    if length <= 0:
+        raise PbrlError(f"{where}: segment length must be positive, got {length}")
     m = prefer_b.shape[0]
     meta = dict(meta, format=fmt, segment_length=length, index_space="d4rl_qlearning")
     ids = [f"{fmt}:{meta.get('source_tag', '')}:{i}" for i in range(m)]
-    if dataset is None:
-        refs_a = np.stack([np.full(m, -1), idx_a, np.full(m, length)], axis=1)
-        refs_b = np.stack([np.full(m, -1), idx_b, np.full(m, length)], axis=1)
-        meta["unresolved"] = True
-        ds_id = dataset_id
-    else:
-        refs_a = qlearning_refs(dataset, idx_a, length, where)
-        refs_b = qlearning_refs(dataset, idx_b, length, where)
-        meta["unresolved"] = False
-        meta["resolved_against"] = dataset.id
-        ds_id = dataset.id
+    refs_a = np.stack([np.full(m, -1), idx_a, np.full(m, length)], axis=1)
+    refs_b = np.stack([np.full(m, -1), idx_b, np.full(m, length)], axis=1)
+    meta["unresolved"] = True
     # When a published label was given is unknown: time 0.0 marks "unknown".
-    return make_preference_data(
-        ds_id, refs_a, refs_b, prefer_b, None, labeler=labeler, meta=meta, query_ids=ids, when=0.0
+    data = make_preference_data(
+        dataset_id,
+        refs_a,
+        refs_b,
+        prefer_b,
+        None,
+        labeler=labeler,
+        meta=meta,
+        query_ids=ids,
+        when=0.0,
     )
+    if dataset is None:
+        return data
+    if dataset.id != dataset_id:
+        dataset_mismatch(
+            f"the label set is for dataset '{dataset_id}' (from its file names, or "
+            f"--dataset-id), not '{dataset.id}'",
+            where=where,
+            allow_mismatch=allow_mismatch,
+        )
+    return resolve_qlearning_refs(data, dataset)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -398,6 +423,7 @@ def import_pt(
     dataset: OfflineDataset | None = None,
     dataset_id: str | None = None,
     segment_length: int | None = None,
+    allow_mismatch: bool = False,
 ) -> PreferenceData:
     """Preference Transformer human labels (a task folder or its three files)."""
     files = _pick(_expand(paths), _PT_RE, "pt import")
@@ -431,6 +457,7 @@ def import_pt(
         dataset_id or f"d4rl/{task}",
         meta,
         "human:preference-transformer",
+        allow_mismatch,
     )
 
 
@@ -453,6 +480,7 @@ def import_uni_rlhf(
     dataset: OfflineDataset | None = None,
     dataset_id: str | None = None,
     segment_length: int | None = None,
+    allow_mismatch: bool = False,
 ) -> PreferenceData:
     """Uni-RLHF crowdsourced labels (a ``<env>_human_labels`` folder or its three files)."""
     files = _pick(_expand(paths), _UNI_RE, "uni-rlhf import")
@@ -498,6 +526,7 @@ def import_uni_rlhf(
         dataset_id or (f"d4rl/{env}" if env else files["label"].parent.name),
         meta,
         "human:uni-rlhf",
+        allow_mismatch,
     )
 
 
@@ -759,6 +788,32 @@ def _check_format(fmt: str) -> str:
     return fmt
 
 
+def check_import_options(
+    fmt: str,
+    *,
+    dataset_given: bool = False,
+    segment_length: int | None = None,
+    capacity: int | None = None,
+    score_key: str = "rl_sum",
+) -> None:
+    """The options of an import, before any file is read (PbrlError naming the option)."""
+    _check_format(fmt)
+    if segment_length is not None and segment_length <= 0:
+        raise PbrlError(f"--segment-length must be positive, got {segment_length}")
+    if segment_length is not None and fmt in ("cpl", "imitation"):
+        raise PbrlError(f"--segment-length: {fmt} files carry their own segments; drop it")
+    if capacity is not None and capacity <= 0:
+        raise PbrlError(f"--capacity must be positive, got {capacity}")
+    if capacity is not None and fmt != "cpl":
+        raise PbrlError(f"--capacity applies to cpl imports only, not {fmt}")
+    if not score_key.strip():
+        raise PbrlError("--score-key must name a field of the cpl file")
+    if dataset_given and fmt in ("cpl", "imitation"):
+        raise PbrlError(
+            f"--dataset: {fmt} files carry their own segments and use no dataset; drop --dataset"
+        )
+
+
 def import_labels(
     fmt: str,
     paths: Sequence[str | Path],
@@ -768,25 +823,39 @@ def import_labels(
     segment_length: int | None = None,
     score_key: str = "rl_sum",
     capacity: int | None = None,
+    allow_mismatch: bool = False,
 ) -> PreferenceData:
     """Import published labels of format ``fmt`` from ``paths`` (files or one folder).
 
     ``dataset`` resolves pt/uni-rlhf indices to episodes (else the result is unresolved);
-    cpl/imitation carry their own segments and ignore it.
+    the label set's dataset (from its file names, or ``dataset_id``) must be that dataset
+    unless ``allow_mismatch``. cpl/imitation carry their own segments: ``dataset`` is refused.
     """
-    _check_format(fmt)
+    check_import_options(
+        fmt,
+        dataset_given=dataset is not None,
+        segment_length=segment_length,
+        capacity=capacity,
+        score_key=score_key,
+    )
     if not paths:
         raise DataError(f"{fmt} import: no paths given")
     if fmt == "pt":
         return import_pt(
-            paths, dataset=dataset, dataset_id=dataset_id, segment_length=segment_length
+            paths,
+            dataset=dataset,
+            dataset_id=dataset_id,
+            segment_length=segment_length,
+            allow_mismatch=allow_mismatch,
         )
     if fmt == "uni-rlhf":
         return import_uni_rlhf(
-            paths, dataset=dataset, dataset_id=dataset_id, segment_length=segment_length
+            paths,
+            dataset=dataset,
+            dataset_id=dataset_id,
+            segment_length=segment_length,
+            allow_mismatch=allow_mismatch,
         )
-    if dataset is not None:
-        log.info("%s files carry their own segments; the --dataset given is not used", fmt)
     if fmt == "cpl":
         return import_cpl(paths, dataset_id=dataset_id, score_key=score_key, capacity=capacity)
     return import_imitation(paths, dataset_id=dataset_id)
@@ -841,9 +910,19 @@ def _starts_for_export(
     )
 
 
-def _new_dir(out: Path) -> None:
-    if out.exists():
-        raise PbrlError(f"{out}: already exists; choose a new output folder")
+def check_export_output(fmt: str, out: str | Path, what: str = "--output") -> Path:
+    """Before any work: a known format, and an output that can be written.
+
+    pt and uni-rlhf write a new folder (it must not exist yet); cpl and imitation one file.
+    The parent folder must exist and be writable (:func:`pbrl.utils.check_output_file`).
+    """
+    from pbrl.utils import check_output_file
+
+    _check_format(fmt)
+    out = Path(out)
+    if fmt in ("pt", "uni-rlhf") and (out.exists() or out.is_symlink()):
+        raise PbrlError(f"{what} {out}: already exists; {fmt} export writes a new folder")
+    return check_output_file(out, what)
 
 
 def export_labels(
@@ -857,8 +936,7 @@ def export_labels(
 
     Atomic: nothing is left at ``out`` on error. Returns the written file paths.
     """
-    _check_format(fmt)
-    out = Path(out)
+    out = check_export_output(fmt, out, "export")
     if fmt == "imitation":
         ans, labels = data.answered(), None
         if ans.num_queries == 0:
@@ -874,7 +952,6 @@ def export_labels(
         length = _uniform_length(ans, fmt)
         ka, kb = _starts_for_export(ans, dataset, fmt)
         m = ans.num_queries
-        _new_dir(out)
         with atomic_path(out, is_dir=True) as tmp:
             if fmt == "pt":
                 if length != PT_SEGMENT_LENGTH:

@@ -26,10 +26,12 @@ Two special cases:
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import logging
 import math
+import re
 import time
 import uuid
 from collections import Counter
@@ -47,7 +49,14 @@ from pbrl.utils import atomic_path
 log = logging.getLogger(__name__)
 
 FORMAT_NAME = "pbrl-preferences"
-FORMAT_VERSION = 1
+# 1: the first format. 2: ``meta["dataset_fingerprint"]`` records the content of the dataset
+# the refs index (:func:`dataset_fingerprint`); version-1 files are read, with a warning that
+# their dataset's content cannot be checked.
+FORMAT_VERSION = 2
+FINGERPRINT_PREFIX = "sha256:"
+_FINGERPRINT_RE = re.compile(r"sha256:[0-9a-f]{64}")
+# Labelling gathers both segments of every query at once: cap queries x segment x 2 steps.
+MAX_LABEL_STEPS = 50_000_000
 
 # Keys of the inline dataset inside a preference file.
 _INLINE_ARRAYS = (
@@ -298,6 +307,111 @@ def _validate_arrays(where: str, refs_a: Any, refs_b: Any, prefer_b: Any, skippe
         )
 
 
+# ---- the tie between labels and data -------------------------------------------------------
+# Fields of an OfflineDataset that a preference file's refs index, with the dtype each is
+# hashed as (so that the same content read by different loaders gives the same fingerprint).
+_FINGERPRINT_FIELDS: tuple[tuple[str, str], ...] = (
+    ("observations", "<f4"),
+    ("actions", "<f4"),
+    ("rewards", "<f4"),
+    ("next_observations", "<f4"),
+    ("terminals", "|b1"),
+    ("timeouts", "|b1"),
+    ("lengths", "<i8"),
+)
+
+
+def dataset_fingerprint(ds: OfflineDataset) -> str:
+    """``sha256:<hex>`` over the content a preference file's refs index into.
+
+    Covers observations, actions, rewards, next observations, terminal and timeout flags and
+    episode lengths (so episode boundaries), each with its shape, as float32 / bool / int64.
+    Not the id, path, card or per-episode info: a rebuilt dataset with the same steps keeps
+    its fingerprint, one whose steps differ anywhere does not. About 0.1 s per million rows.
+    """
+    h = hashlib.sha256(b"pbrl-dataset-fingerprint-v1\x00")
+    for name, dtype in _FINGERPRINT_FIELDS:
+        arr = getattr(ds, name)
+        if arr is None:
+            h.update(f"{name}:none\x00".encode())
+            continue
+        a = np.ascontiguousarray(arr, dtype=np.dtype(dtype))
+        h.update(f"{name}:{dtype}:{list(a.shape)}\x00".encode())
+        h.update(memoryview(a).cast("B"))
+    return FINGERPRINT_PREFIX + h.hexdigest()
+
+
+def check_prefs_dataset(
+    data: PreferenceData,
+    ds: OfflineDataset,
+    *,
+    where: str,
+    allow_mismatch: bool = False,
+) -> list[str]:
+    """Refuse to use ``data`` (read from ``where``) against a dataset it was not made on.
+
+    Compares the dataset id, the task (when both record one) and the content fingerprint
+    (:func:`dataset_fingerprint`, recorded in ``meta["dataset_fingerprint"]`` by ``pbrl
+    label`` and by imports resolved against a dataset). A mismatch is a :class:`DataError`
+    naming ``where``; with ``allow_mismatch`` it is a warning instead. Files that record no
+    fingerprint (format version 1, or labels built in memory without one) are accepted with a
+    warning that the content cannot be checked. Unresolved data (published indices, no
+    dataset yet) and data read against its own inline segments need no check.
+
+    Returns the warning lines (each also logged at WARNING level).
+    """
+    warnings: list[str] = []
+    if not data.resolved or (data.inline is not None and ds is data.inline):
+        return warnings
+    problems: list[str] = []
+    if data.dataset_id and ds.id and ds.id != data.dataset_id:
+        problems.append(f"labels refer to dataset '{data.dataset_id}', not '{ds.id}'")
+    task = data.meta.get("task_id")
+    if not problems and task and ds.task_id and task != ds.task_id:
+        problems.append(f"labels were made on task '{task}', the dataset is of '{ds.task_id}'")
+    recorded = data.meta.get("dataset_fingerprint")
+    if not problems:
+        if recorded is None:
+            version = data.meta.get("format_version", FORMAT_VERSION)
+            why = (
+                f"was written before dataset fingerprints (format version {version})"
+                if isinstance(version, int) and version < 2
+                else "records no dataset fingerprint"
+            )
+            warnings.append(
+                f"warning: {where}: {why}; the content of dataset '{ds.id}' cannot be checked"
+            )
+        elif ds.rewards is None:
+            warnings.append(
+                f"warning: {where}: dataset '{ds.id}' was passed without rewards; its content "
+                "cannot be checked against the recorded fingerprint"
+            )
+        elif dataset_fingerprint(ds) != recorded:
+            problems.append(
+                f"dataset '{ds.id}' has changed since these labels were made (content "
+                "fingerprint differs: rebuilt or edited)"
+            )
+    if problems:
+        warnings.extend(dataset_mismatch(problems[0], where=where, allow_mismatch=allow_mismatch))
+    else:
+        for w in warnings:
+            log.warning("%s", w)
+    return warnings
+
+
+def dataset_mismatch(problem: str, *, where: str, allow_mismatch: bool) -> list[str]:
+    """A mismatch between labels and data: DataError, or (``allow_mismatch``) a warning.
+
+    The one wording for every command: the error names ``where`` and the override flag.
+    """
+    flag = "--allow-dataset-mismatch"
+    if not allow_mismatch:
+        raise DataError(f"{where}: {problem}; pass {flag} to use them anyway")
+    w = f"warning: {where}: {problem}; used anyway ({flag})"
+    log.warning("%s", w)
+    return [w]
+
+
 def make_preference_data(
     dataset_id: str,
     refs_a: np.ndarray,
@@ -453,11 +567,7 @@ def load_preferences(path: str | Path) -> PreferenceData:
         raise DataError(f"{path}: field 'meta_json' is not valid JSON: {e}") from e
     if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
         raise DataError(f"{path}: field 'meta_json' does not describe a {FORMAT_NAME} file")
-    if int(meta.get("format_version", 0)) > FORMAT_VERSION:
-        raise DataError(
-            f"{path}: format version {meta.get('format_version')} is newer than this pbrl "
-            f"understands ({FORMAT_VERSION})"
-        )
+    _check_meta(str(path), meta)
     where = str(path)
     _validate_arrays(
         where, arrays["refs_a"], arrays["refs_b"], arrays["prefer_b"], arrays["skipped"]
@@ -473,6 +583,23 @@ def load_preferences(path: str | Path) -> PreferenceData:
             raise DataError(
                 f"{path}: field 'feedback_jsonl': record {i} ({f.query_id}) disagrees with "
                 "'skipped'"
+            )
+        for side, ref, row in (("a", f.a, arrays["refs_a"][i]), ("b", f.b, arrays["refs_b"][i])):
+            if (ref.episode, ref.start, ref.length) != tuple(int(v) for v in row):
+                raise DataError(
+                    f"{path}: field 'feedback_jsonl': record {i} ({f.query_id}) segment {side} "
+                    f"disagrees with 'refs_{side}' row {i}"
+                )
+    unresolved = bool(meta.get("unresolved", False))
+    for name in ("refs_a", "refs_b"):
+        refs = arrays[name]
+        bad_ep = refs[:, 0] != -1 if unresolved else refs[:, 0] < 0
+        bad = bad_ep | (refs[:, 1] < 0)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise DataError(
+                f"{path}: field '{name}' row {i} is {refs[i].tolist()}: episode and start "
+                + ("must be -1 and >= 0 (unresolved)" if unresolved else "must be >= 0")
             )
     inline = None
     if meta.get("inline"):
@@ -501,6 +628,34 @@ def load_preferences(path: str | Path) -> PreferenceData:
     )
 
 
+def _check_meta(where: str, meta: dict[str, Any]) -> None:
+    """The typed fields of ``meta_json``: DataError naming the field."""
+    version = meta.get("format_version")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise DataError(
+            f"{where}: field 'format_version' must be a whole number from 1 to "
+            f"{FORMAT_VERSION}, got {version!r}"
+        )
+    if version > FORMAT_VERSION:
+        raise DataError(
+            f"{where}: field 'format_version' is {version}, newer than this pbrl understands "
+            f"({FORMAT_VERSION}); upgrade pbrl"
+        )
+    if not isinstance(meta.get("dataset_id", ""), str):
+        raise DataError(f"{where}: field 'dataset_id' must be a string, got {meta['dataset_id']!r}")
+    for key in ("task_id", "inline_dataset_id", "dataset_path"):
+        if meta.get(key) is not None and not isinstance(meta[key], str):
+            raise DataError(f"{where}: field '{key}' must be a string, got {meta[key]!r}")
+    fp = meta.get("dataset_fingerprint")
+    if fp is not None and not (isinstance(fp, str) and _FINGERPRINT_RE.fullmatch(fp)):
+        raise DataError(
+            f"{where}: field 'dataset_fingerprint' must be 'sha256:' and 64 hex digits, got {fp!r}"
+        )
+    for key in ("unresolved", "inline"):
+        if key in meta and not isinstance(meta[key], bool):
+            raise DataError(f"{where}: field '{key}' must be true or false, got {meta[key]!r}")
+
+
 def _parse_feedback(where: str, blob: np.ndarray) -> list[Feedback]:
     try:
         text = blob.tobytes().decode("utf-8")
@@ -512,12 +667,32 @@ def _parse_feedback(where: str, blob: np.ndarray) -> list[Feedback]:
             continue
         try:
             out.append(Feedback.from_dict(json.loads(line)))
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as e:
             raise DataError(f"{where}: field 'feedback_jsonl' line {n}: bad record ({e})") from e
     return out
 
 
 # ---- labelling -------------------------------------------------------------------------------
+def check_label_options(n_queries: int, segment: int, seed: int) -> None:
+    """``--queries``, ``--segment`` and ``--seed`` of a labelling, before anything is loaded."""
+    from pbrl.utils import check_seed
+
+    for flag, value in (("--queries", n_queries), ("--segment", segment)):
+        if not _whole(value) or value <= 0:
+            raise PbrlError(f"{flag} must be a positive whole number, got {value!r}")
+    if 2 * n_queries * segment > MAX_LABEL_STEPS:
+        raise PbrlError(
+            f"--queries {n_queries} x --segment {segment}: {2 * n_queries * segment:,} segment "
+            f"steps to label at once, more than pbrl allows ({MAX_LABEL_STEPS:,}); ask fewer "
+            "queries"
+        )
+    check_seed(int(seed) if _whole(seed) else seed)
+
+
+def _whole(x: Any) -> bool:
+    return isinstance(x, int | np.integer) and not isinstance(x, bool)
+
+
 def label_dataset(
     ds: OfflineDataset,
     teacher: Any,
@@ -537,10 +712,7 @@ def label_dataset(
     from pbrl.oracles import SegmentPairs, make_teacher
     from pbrl.queries import select_queries
 
-    if n_queries <= 0:
-        raise PbrlError(f"--queries must be positive, got {n_queries}")
-    if segment <= 0:
-        raise PbrlError(f"--segment must be positive, got {segment}")
+    check_label_options(n_queries, segment, seed)
     if ds.rewards is None:
         raise DataError(f"{ds.path or ds.id}: a synthetic teacher needs the dataset's rewards")
     oracle = make_teacher(teacher) if isinstance(teacher, str) else teacher
@@ -566,6 +738,7 @@ def label_dataset(
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "task_id": ds.task_id,
         "dataset_path": ds.path,
+        "dataset_fingerprint": dataset_fingerprint(ds),
     }
     return make_preference_data(
         ds.id,

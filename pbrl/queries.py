@@ -40,6 +40,8 @@ SELECTORS = (
     "kcenter_disagreement",
     "kcenter_entropy",
 )
+# Selectors that rank candidates with a reward-model ensemble.
+ENSEMBLE_SELECTORS = ("disagreement", "entropy", "kcenter_disagreement", "kcenter_entropy")
 # Dimension of the random projection used by k-center (see the module docstring).
 KCENTER_DIM = 128
 # Pairs per call to the ensemble, to bound memory on large pools.
@@ -198,6 +200,20 @@ def kcenter_greedy(
     return chosen
 
 
+def check_selector(selector: str, *, has_ensemble: bool = False) -> str:
+    """A known selector, and one that can run: ensemble selectors need a reward model."""
+    if selector not in SELECTORS:
+        raise PbrlError(
+            f"unknown query selector '{selector}'; choose one of {', '.join(SELECTORS)}"
+        )
+    if selector in ENSEMBLE_SELECTORS and not has_ensemble:
+        raise PbrlError(
+            f"query selector '{selector}' ranks candidates with a reward-model ensemble, but none "
+            f"was given (use selector 'uniform' or 'kcenter', or pass an ensemble)"
+        )
+    return selector
+
+
 def select_queries(
     ds: OfflineDataset,
     n_queries: int,
@@ -215,23 +231,10 @@ def select_queries(
     ``labelled`` (refs_a, refs_b) are pairs asked before: k-center keeps away from them.
     Ensemble selectors need ``ensemble`` (a :class:`RewardEnsemble`).
     """
-    if selector not in SELECTORS:
-        raise PbrlError(
-            f"unknown query selector '{selector}'; choose one of {', '.join(SELECTORS)}"
-        )
+    check_selector(selector, has_ensemble=ensemble is not None)
     if n_queries <= 0:
         raise PbrlError(f"number of queries must be positive, got {n_queries}")
-    needs_ensemble = selector in (
-        "disagreement",
-        "entropy",
-        "kcenter_disagreement",
-        "kcenter_entropy",
-    )
-    if needs_ensemble and ensemble is None:
-        raise PbrlError(
-            f"query selector '{selector}' ranks candidates with a reward-model ensemble, but none "
-            f"was given (use selector 'uniform' or 'kcenter', or pass an ensemble)"
-        )
+    needs_ensemble = selector in ENSEMBLE_SELECTORS
     if selector == "uniform":
         both = sample_segments(ds, 2 * n_queries, length, rng, episodes=episodes)
         return both[:n_queries], both[n_queries:]

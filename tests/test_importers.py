@@ -199,7 +199,7 @@ def test_qlearning_indices_map_to_episodes(d4rl_file, tmp_path):
         [3, 139, 10],
     ]
     folder = _write_pt(tmp_path / "pt", [0, 59, 250], [49, 120, 387], [0, 1, -1])
-    data = import_labels("pt", [folder], dataset=ds, segment_length=10)
+    data = import_labels("pt", [folder], dataset=ds, dataset_id=ds.id, segment_length=10)
     assert data.resolved and data.dataset_id == ds.id
     assert data.refs_a.tolist() == [[0, 0, 10], [1, 0, 10], [3, 2, 10]]
     assert data.refs_b.tolist() == [[0, 49, 10], [2, 0, 10], [3, 139, 10]]
@@ -232,7 +232,7 @@ def test_bad_indices_against_the_dataset(d4rl_file, tmp_path, k, message):
     ds = load_d4rl_hdf5(d4rl_file)
     folder = _write_pt(tmp_path / "pt", [0, k], [5, 6], [0, 1])
     with pytest.raises(DataError, match=message) as e:
-        import_labels("pt", [folder], dataset=ds, segment_length=10)
+        import_labels("pt", [folder], dataset=ds, dataset_id=ds.id, segment_length=10)
     assert str(folder) in str(e.value)
 
 
@@ -479,7 +479,7 @@ def test_cli_import_stats_export(tmp_path, d4rl_file):
     assert r.returncode == 0, r.stderr
     assert len(list((tmp_path / "e").iterdir())) == 3
     # With the dataset: resolved refs; a bad index fails with one line and writes nothing.
-    folder = _write_pt(tmp_path / "pt", [0, 59], [120, 50], [1, -1])
+    folder = _write_pt(tmp_path / "tiny-medium-v2", [0, 59], [120, 50], [1, -1])
     bad = tmp_path / "bad.npz"
     r = _pbrl(
         "prefs", "import", "--format", "pt", str(folder), "--dataset", str(d4rl_file),

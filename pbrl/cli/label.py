@@ -30,9 +30,15 @@ def label(
     """Select segment pairs of DATASET and label them with a teacher; write a preference file."""
     from pbrl.datasets.registry import load_dataset
     from pbrl.oracles import make_teacher
-    from pbrl.prefs import label_dataset, preference_stats, save_preferences
+    from pbrl.prefs import check_label_options, label_dataset, preference_stats, save_preferences
+    from pbrl.queries import check_selector
+    from pbrl.utils import check_output_file
 
-    make_teacher(teacher)  # an unknown teacher fails before the dataset is loaded
+    # Everything that needs no data is checked before the dataset is loaded.
+    check_output_file(output, "--output")
+    check_label_options(queries, segment, seed)
+    check_selector(selector)
+    make_teacher(teacher)
     ds = load_dataset(dataset)
     data = label_dataset(ds, teacher, queries, segment, seed, selector=selector)
     save_preferences(data, output)

@@ -18,12 +18,31 @@ app = typer.Typer(
 log = logging.getLogger(__name__)
 
 
+ALLOW_MISMATCH_HELP = (
+    "Use the labels with a dataset other than the one they were made on (another id, or "
+    "its content changed since: see docs/preferences.md); a warning says so."
+)
+
+
 def _load_ds(dataset: str | None) -> Any:
     if dataset is None:
         return None
     from pbrl.datasets.registry import load_dataset
 
     return load_dataset(dataset)
+
+
+def _dataset_for(data: Any, file: Path, dataset: str | None, allow_mismatch: bool) -> Any:
+    """The dataset ``--dataset`` names (or the file's own, when it needs one), checked
+    against the labels (:func:`pbrl.prefs.check_prefs_dataset`); None when none is needed."""
+    from pbrl.prefs import check_prefs_dataset
+
+    ds = _load_ds(dataset)
+    if ds is None and data.inline is None and data.resolved:
+        ds = data.dataset()
+    if ds is not None:
+        check_prefs_dataset(data, ds, where=str(file), allow_mismatch=allow_mismatch)
+    return ds
 
 
 @app.command("stats")
@@ -35,18 +54,27 @@ def stats(
         help="Dataset id or path for the oracle agreement (default: the file's dataset).",
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the statistics as JSON."),
+    allow_mismatch: bool = typer.Option(
+        False, "--allow-dataset-mismatch", help=ALLOW_MISMATCH_HELP
+    ),
 ) -> None:
-    """Label balance, tie and skip fractions, and agreement with the oracle teacher."""
+    """Label balance, tie and skip fractions, and agreement with the oracle teacher.
+
+    Without --dataset, a file whose dataset cannot be loaded or has changed since still gets
+    its label statistics; the oracle agreement is then left out, with the reason.
+    """
     from pbrl.prefs import load_preferences, preference_stats
 
     data = load_preferences(file)
-    ds = _load_ds(dataset)
     note = ""
-    if ds is None and data.inline is None and data.resolved:
+    if dataset is not None:
+        ds = _dataset_for(data, file, dataset, allow_mismatch)
+    else:
         try:
-            ds = data.dataset()
+            ds = _dataset_for(data, file, None, allow_mismatch)
         except PbrlError as e:
-            note = f"dataset '{data.dataset_id}' not loaded ({e}); no oracle agreement"
+            ds = None
+            note = f"dataset '{data.dataset_id}' not used ({e}); no oracle agreement"
     st = preference_stats(data, ds)
     if note:
         st["oracle_agreement_note"] = note
@@ -101,11 +129,28 @@ def import_cmd(
     capacity: int = typer.Option(
         None, "--capacity", help="cpl: pairs i vs i + capacity (default N // 2)."
     ),
+    allow_mismatch: bool = typer.Option(
+        False,
+        "--allow-dataset-mismatch",
+        help="pt/uni-rlhf: resolve the indices against --dataset even though the label set "
+        "names another dataset; a warning says so.",
+    ),
 ) -> None:
     """Import published labels into a pbrl preference file."""
-    from pbrl.importers import import_labels
+    from pbrl.importers import check_import_options, import_labels
     from pbrl.prefs import preference_stats, save_preferences
+    from pbrl.utils import check_output_file
 
+    check_output_file(output, "--output")
+    check_import_options(
+        fmt,
+        dataset_given=dataset is not None,
+        segment_length=segment_length,
+        capacity=capacity,
+        score_key=score_key,
+    )
+    if dataset_id is not None and not dataset_id.strip():
+        raise PbrlError("--dataset-id must not be empty")
     ds = _load_ds(dataset)
     data = import_labels(
         fmt,
@@ -115,6 +160,7 @@ def import_cmd(
         segment_length=segment_length,
         score_key=score_key,
         capacity=capacity,
+        allow_mismatch=allow_mismatch,
     )
     save_preferences(data, output)
     st = preference_stats(data)
@@ -138,14 +184,16 @@ def export_cmd(
     dataset: str = typer.Option(
         None, "--dataset", help="Dataset id or path (default: the file's dataset when needed)."
     ),
+    allow_mismatch: bool = typer.Option(
+        False, "--allow-dataset-mismatch", help=ALLOW_MISMATCH_HELP
+    ),
 ) -> None:
     """Write a preference file in a published label format."""
-    from pbrl.importers import export_labels
+    from pbrl.importers import check_export_output, export_labels
     from pbrl.prefs import load_preferences
 
+    check_export_output(fmt, output)
     data = load_preferences(file)
-    ds = _load_ds(dataset)
-    if ds is None and data.inline is None and data.resolved:
-        ds = data.dataset()
+    ds = _dataset_for(data, file, dataset, allow_mismatch)
     written = export_labels(data, fmt, output, dataset=ds)
     typer.echo(f"wrote {fmt}: " + ", ".join(str(p) for p in written))
