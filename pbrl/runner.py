@@ -5,13 +5,23 @@ Layout of an output folder (the report reads only these files, never folder name
     <out>/<run_id>/{job.json, config.json, metrics.jsonl, eval.csv, summary.json, checkpoint.pt}
     <out>/prefs/<key>.npz            preference files shared by runs with the same labels
     <out>/.failed/<run_id>.log       why a run failed (removed when it later succeeds)
+    <out>/.locks/                    one lock file per run / preference file / dataset build
+    <out>/.logs/<run_id>.<pid>.log   a running run's output, per sweep process
 
 Guarantees:
 
 - a run's id is a hash of its resolved job (:class:`pbrl.suite.Job`); a folder
-  ``<out>/<run_id>`` exists only for a finished run (it is trained in a hidden temporary
-  folder and renamed when ``summary.json`` is written), so a killed sweep resumes where it
-  stopped and nothing half-written is ever read;
+  ``<out>/<run_id>`` holds a finished run only: it is trained in a hidden staging folder
+  (``.tmp-<run_id>-<pid>``) and renamed once ``job.json``, ``config.json`` and
+  ``summary.json`` are all written, and a folder lacking any of them (or with an unreadable
+  one) is never counted as finished, so a killed sweep resumes where it stopped;
+- a run is claimed by exactly one process: the worker that trains it holds an exclusive
+  ``flock`` on ``<out>/.locks/<run_id>.lock`` for as long as it trains (the kernel drops
+  it when the process dies, so a claim by a killed process frees itself). Several sweeps
+  may share one output folder: a sweep that finds a run claimed waits for it, counts it
+  when the other process finishes it, and trains it itself if the other one failed or
+  died. Staging folders are removed only under their run's lock, never another live
+  process's;
 - each run is its own OS process: a crash, a segfault or a CUDA out-of-memory loses that
   run only; failures are listed at the end and retried on the next invocation;
 - devices are assigned round-robin; several runs share a GPU when ``--workers`` exceeds
@@ -22,25 +32,76 @@ Guarantees:
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
+import inspect
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pbrl.errors import PbrlError
-from pbrl.suite import Job, Suite, expand
-from pbrl.utils import atomic_path, write_json_atomic
+from pbrl.suite import DatasetEntry, Job, Suite, expand
+from pbrl.train import STAGING_PREFIX
+from pbrl.utils import atomic_path, resolve_devices, write_json_atomic
 
 log = logging.getLogger(__name__)
 
-TMP_PREFIX = ".tmp-"
+TMP_PREFIX = STAGING_PREFIX
+LOCKS = ".locks"
+BACKENDS = ("local", "ray")
+# Selectors the runner can label with (the ensemble selectors need a reward model).
+RUNNER_SELECTORS = ("uniform", "kcenter")
+# A worker that finds its run claimed by another process exits with this status (EX_TEMPFAIL).
+EXIT_BUSY = 75
+# Dataset build options that change a generated dataset's content (checked against its card).
+CONTENT_OPTIONS = ("episodes", "horizon", "seed", "steps")
+
+
+# --------------------------------------------------------------------------------------
+# Claims: one flock per run / preference file / dataset build
+# --------------------------------------------------------------------------------------
+def lock_path(out: Path, name: str) -> Path:
+    return out / LOCKS / f"{name}.lock"
+
+
+@contextlib.contextmanager
+def claim(path: Path, *, wait: bool = False) -> Iterator[bool]:
+    """Hold an exclusive ``flock`` on ``path`` for the block; yields whether it was taken.
+
+    With ``wait`` it blocks until the holder lets go. The lock lives as long as the open
+    file: the kernel releases it when the process ends, however it ends. Lock files are
+    never deleted (deleting one that another process has open would let two hold "it").
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)
+
+
+def is_claimed(out: Path, run_id: str) -> bool:
+    """Whether a live process holds the run's lock now (a momentary probe)."""
+    if not lock_path(out, run_id).exists():
+        return False
+    with claim(lock_path(out, run_id)) as got:
+        return not got
 
 
 # --------------------------------------------------------------------------------------
@@ -60,28 +121,42 @@ def resolved_agent_config(job: Job) -> dict[str, Any]:
     return json.loads(json.dumps(_jsonable(cfg), sort_keys=True))
 
 
+RUN_FILES = ("job.json", "config.json", "summary.json")
+
+
+def _read_object(path: Path) -> dict[str, Any] | None:
+    """A JSON object from ``path``, or None when missing, unreadable or not an object."""
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
 def stale_fields(folder: Path, job: Job) -> list[str]:
     """Agent-config fields whose stored value differs from what the job resolves to now.
 
     A run id hashes the job (agent, preset NAME, overrides, ...), not what the preset
     contains, so a finished run trained under an older preset keeps its id; this compares
-    the stored ``config.json`` with today's resolution. Empty when current (or unreadable:
-    a folder without a readable config is judged by ``summary.json`` alone).
+    the stored ``config.json`` with today's resolution. Empty when current; a config without
+    a readable ``agent_config`` table is reported as ``["agent_config"]``.
     """
-    try:
-        stored = json.loads((folder / "config.json").read_text())["agent_config"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return []
+    cfg = _read_object(folder / "config.json")
+    stored = None if cfg is None else cfg.get("agent_config")
+    if not isinstance(stored, dict):
+        return ["agent_config"]
     now = resolved_agent_config(job)
     keys = sorted(set(stored) | set(now))
     return [k for k in keys if stored.get(k, "<absent>") != now.get(k, "<absent>")]
 
 
 def is_finished(out: Path, job: Job) -> bool:
-    """A run counts as done when its folder has ``summary.json`` and its stored agent config
-    is what the job resolves to today (otherwise it is stale and trains again)."""
+    """A run counts as done when its folder holds readable ``job.json``, ``config.json`` and
+    ``summary.json`` (JSON objects; ``final_score`` may be null for a run that could not
+    evaluate) and its stored agent config is what the job resolves to today (otherwise it
+    is stale and trains again)."""
     folder = out / job.run_id
-    if not (folder / "summary.json").is_file():
+    if any(_read_object(folder / name) is None for name in RUN_FILES):
         return False
     stale = stale_fields(folder, job)
     if stale:
@@ -94,12 +169,30 @@ def is_finished(out: Path, job: Job) -> bool:
     return True
 
 
-def clean_partial(out: Path) -> int:
-    """Remove temporary run folders left by a killed sweep; returns how many."""
+_STAGING_RE = re.compile(re.escape(TMP_PREFIX) + r"(?P<run>.+)-(?P<pid>\d+)(?:-old)?")
+
+
+def clean_partial(out: Path, run_id: str | None = None) -> int:
+    """Remove staging folders left by killed processes; returns how many.
+
+    A staging folder ``.tmp-<run_id>-<pid>`` is removed only while this process holds (or
+    can take) its run's lock, so a folder another live process is training in is left alone.
+    ``run_id`` limits the sweep to one run (the caller already holds its lock).
+    """
     n = 0
-    if out.is_dir():
-        for p in out.iterdir():
-            if p.name.startswith(TMP_PREFIX) and p.is_dir():
+    if not out.is_dir():
+        return 0
+    for p in sorted(out.iterdir()):
+        m = _STAGING_RE.fullmatch(p.name)
+        if m is None or not p.is_dir():
+            continue
+        if run_id is not None:
+            if m.group("run") == run_id:
+                shutil.rmtree(p, ignore_errors=True)
+                n += 1
+            continue
+        with claim(lock_path(out, m.group("run"))) as got:
+            if got:
                 shutil.rmtree(p, ignore_errors=True)
                 n += 1
     return n
@@ -136,23 +229,160 @@ def plan(suite: Suite, seeds: tuple[int, ...] | None = None) -> list[Job]:
 
 
 # --------------------------------------------------------------------------------------
-# Preparation: datasets and preference files (in this process, before any run starts)
+# Checks before any work: everything a suite and the command line name
 # --------------------------------------------------------------------------------------
-def ensure_datasets(suite: Suite, echo: Callable[[str], None]) -> None:
-    """Build every generated dataset the suite names that is not in the local store."""
-    for entry in suite.datasets:
-        ds_id = entry.dataset_id()
+def check_sweep_options(*, workers: int, backend: str, device: str) -> list[str]:
+    """Workers, backend and device(s), checked before anything is built or written."""
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise PbrlError(f"--workers: must be a positive number of runs at a time, got {workers}")
+    if backend not in BACKENDS:
+        raise PbrlError(f"--backend {backend!r}: unknown backend (known: {', '.join(BACKENDS)})")
+    if backend == "ray":
+        try:
+            import ray  # noqa: F401
+        except ImportError as e:
+            raise PbrlError("--backend ray needs Ray: pip install 'pbrl[ray]'") from e
+    return resolve_devices(device)
+
+
+def _generator(task: str) -> Any:
+    domain = task.split("/", 1)[0]
+    if domain == "metaworld":
+        from pbrl.datasets import metaworld_gen as gen
+    elif domain in ("mujoco", "dmc"):
+        from pbrl.datasets import sb3_gen as gen  # type: ignore[no-redef]
+    else:
+        raise PbrlError(f"dataset for task '{task}': no local generator for domain '{domain}'")
+    return gen
+
+
+def _check_build_options(where: str, gen: Any, options: dict[str, Any]) -> None:
+    """The suite's ``build`` table against the generator's ``build`` keyword arguments."""
+    params = inspect.signature(gen.build).parameters
+    known = [n for n, p in params.items() if p.kind is p.KEYWORD_ONLY and n != "options"]
+    for key, value in options.items():
+        if key not in known:
+            raise PbrlError(f"{where}: build option '{key}' is unknown (known: {', '.join(known)})")
+        ann = str(params[key].annotation)
+        if ann.startswith("bool"):
+            ok = isinstance(value, bool)
+            want = "true or false"
+        elif ann.startswith("int"):
+            ok = isinstance(value, int) and not isinstance(value, bool) and value >= 0
+            want = "a non-negative integer"
+        elif ann.startswith("str"):
+            ok = isinstance(value, str)
+            want = "a string"
+        else:
+            ok, want = True, ""
+        if not ok:
+            raise PbrlError(f"{where}: build option '{key}' must be {want}, got {value!r}")
+    if options.get("overwrite"):
+        raise PbrlError(
+            f"{where}: build option 'overwrite' is not allowed in a suite "
+            "(rebuild by hand: pbrl datasets build ... --overwrite)"
+        )
+
+
+def _card_mismatch(ds_id: str, options: dict[str, Any]) -> str | None:
+    """The first content option (episodes, horizon, seed, steps) that the suite sets and the
+    stored dataset's card records differently, as 'name: stored X, suite Y'."""
+    from pbrl.datasets.minari_io import CARD_KEY, read_minari_metadata
+
+    try:
+        card = read_minari_metadata(ds_id).get(CARD_KEY) or {}
+    except PbrlError:
+        return None
+    for key in CONTENT_OPTIONS:
+        if key in options and key in card and card[key] != options[key]:
+            return (
+                f"{key}: the stored dataset has {card[key]!r}, the suite asks for {options[key]!r}"
+            )
+    return None
+
+
+def check_suite(suite: Suite, jobs: list[Job]) -> list[DatasetEntry]:
+    """Everything a suite names, before any dataset build, labelling or job file: teachers,
+    the selector, each dataset entry (a local dataset, or a task + kind + build options a
+    generator accepts; a stored dataset built with other content options is refused).
+    Agents, presets and overrides are checked when the job list is planned.
+    Returns the dataset entries that must be built."""
+    from pbrl.oracles import make_teacher
+
+    where = suite.source or f"suite '{suite.name}'"
+    if any(j.uses_prefs for j in jobs):
+        for t in suite.teachers:
+            try:
+                make_teacher(t)
+            except PbrlError as e:
+                raise PbrlError(f"{where}: field 'teachers': {e}") from e
+        if suite.selector not in RUNNER_SELECTORS:
+            raise PbrlError(
+                f"{where}: field 'selector' {suite.selector!r}: the runner labels with "
+                f"{' or '.join(RUNNER_SELECTORS)} (ensemble selectors need a reward model)"
+            )
+    to_build = []
+    for i, entry in enumerate(suite.datasets):
+        w = f"{where}: datasets[{i}]"
+        try:
+            ds_id = entry.dataset_id()
+            if entry.task is not None:
+                from pbrl.datasets.registry import generated_dataset_id
+                from pbrl.envs import get_task
+
+                generated_dataset_id(entry.task, entry.kind or "")
+                get_task(entry.task)
+        except PbrlError as e:
+            raise PbrlError(f"{w}: {e}") from e
+        if entry.task is not None:
+            gen = _generator(entry.task)
+            kinds = getattr(gen, "KINDS", None)
+            if kinds is not None and entry.kind not in kinds:
+                raise PbrlError(f"{w}: unknown kind '{entry.kind}' (known: {', '.join(kinds)})")
+            _check_build_options(w, gen, entry.build)
         if dataset_exists(ds_id):
+            if entry.task is not None:
+                why = _card_mismatch(ds_id, entry.build)
+                if why:
+                    raise PbrlError(
+                        f"{w}: dataset '{ds_id}' exists but was built differently ({why}); "
+                        "rebuild it with `pbrl datasets build --overwrite`, or change the suite"
+                    )
             continue
         if entry.task is None:
             raise PbrlError(
-                f"{suite.source}: dataset '{ds_id}' is not available locally "
+                f"{w}: dataset '{ds_id}' is not available locally "
                 "(download it first, or name a task + kind to generate)"
             )
-        echo(f"building dataset {ds_id} ...")
-        t0 = time.time()
-        build_dataset(entry.task, entry.kind, entry.build)
-        echo(f"built {ds_id} in {time.time() - t0:.0f}s")
+        to_build.append(entry)
+    return to_build
+
+
+# --------------------------------------------------------------------------------------
+# Preparation: datasets and preference files (in this process, before any run starts)
+# --------------------------------------------------------------------------------------
+def ensure_datasets(
+    suite: Suite, echo: Callable[[str], None], out: Path, to_build: list[DatasetEntry] | None = None
+) -> None:
+    """Build every generated dataset the suite names that is not in the local store.
+
+    Each build holds a lock in ``<out>/.locks``: a second sweep on the same folder waits for
+    it and then finds the dataset built."""
+    if to_build is None:
+        to_build = [e for e in suite.datasets if not dataset_exists(e.dataset_id())]
+    for entry in to_build:
+        ds_id = entry.dataset_id()
+        if entry.task is None:
+            raise PbrlError(f"{suite.source}: dataset '{ds_id}' is not available locally")
+        key = hashlib.sha256(ds_id.encode()).hexdigest()[:16]
+        with claim(lock_path(out, f"dataset-{key}"), wait=True):
+            if dataset_exists(ds_id):
+                echo(f"dataset {ds_id} was built by another process")
+                continue
+            echo(f"building dataset {ds_id} ...")
+            t0 = time.time()
+            build_dataset(entry.task, entry.kind, entry.build)  # type: ignore[arg-type]
+            echo(f"built {ds_id} in {time.time() - t0:.0f}s")
 
 
 def dataset_exists(ds_id: str) -> bool:
@@ -167,18 +397,14 @@ def dataset_exists(ds_id: str) -> bool:
 
 def build_dataset(task: str, kind: str, options: dict[str, Any]) -> str:
     """Generate a dataset with its domain's generator (MetaWorld scripted, or SAC)."""
-    domain = task.split("/", 1)[0]
-    if domain == "metaworld":
-        from pbrl.datasets import metaworld_gen as gen
-    elif domain in ("mujoco", "dmc"):
-        from pbrl.datasets import sb3_gen as gen  # type: ignore[no-redef]
-    else:
-        raise PbrlError(f"dataset for task '{task}': no local generator for domain '{domain}'")
-    return str(gen.build(task, kind, **options))
+    return str(_generator(task).build(task, kind, **options))
 
 
 def ensure_prefs(jobs: list[Job], out: Path, echo: Callable[[str], None]) -> None:
-    """Label each distinct (dataset, teacher, budget, segment, selector, seed) once."""
+    """Label each distinct (dataset, teacher, budget, segment, selector, seed) once.
+
+    Each file is written under a lock in ``<out>/.locks``: a second sweep on the same
+    folder waits for it and then uses the file instead of labelling again."""
     from pbrl.datasets.registry import load_dataset
     from pbrl.prefs import label_dataset, save_preferences
 
@@ -189,38 +415,47 @@ def ensure_prefs(jobs: list[Job], out: Path, echo: Callable[[str], None]) -> Non
             todo.setdefault(p, job)
     cache: dict[str, Any] = {}
     for p, job in todo.items():
-        if job.dataset not in cache:
-            cache.clear()
-            cache[job.dataset] = load_dataset(job.dataset)
-        data = label_dataset(
-            cache[job.dataset],
-            job.teacher,
-            job.budget,
-            job.segment,
-            job.label_seed,
-            selector=job.selector or "uniform",
-        )
-        save_preferences(data, p)
+        with claim(lock_path(out, f"prefs-{p.stem}"), wait=True):
+            if p.exists():
+                continue  # labelled by another process meanwhile
+            if job.dataset not in cache:
+                cache.clear()
+                cache[job.dataset] = load_dataset(job.dataset)
+            data = label_dataset(
+                cache[job.dataset],
+                job.teacher,
+                job.budget,
+                job.segment,
+                job.label_seed,
+                selector=job.selector or "uniform",
+            )
+            save_preferences(data, p)
         echo(f"labelled {job.budget} queries of {job.dataset} with '{job.teacher}' -> {p.name}")
 
 
 # --------------------------------------------------------------------------------------
 # Running one job (inside its own process)
 # --------------------------------------------------------------------------------------
+class RunBusy(PbrlError):
+    """The run is claimed by another live process."""
+
+
 def run_job(job: Job, out: Path, device: str) -> dict[str, Any]:
-    """Train one job into a hidden temporary folder, then rename it to ``<out>/<run_id>``."""
+    """Claim the run, train it (:func:`pbrl.train.train` stages it in a hidden folder and
+    publishes ``<out>/<run_id>`` only complete) and release the claim.
+
+    Raises :class:`RunBusy` when another process holds the run.
+    """
     from pbrl.train import TrainSpec, train
 
     final = out / job.run_id
-    if is_finished(out, job):
-        return json.loads((final / "summary.json").read_text())
-    p = prefs_path(out, job)
-    tmp = out / f"{TMP_PREFIX}{job.run_id}-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    try:
-        (tmp / "job.json").write_text(json.dumps(asdict(job), indent=2, sort_keys=True))
+    with claim(lock_path(out, job.run_id)) as got:
+        if not got:
+            raise RunBusy(f"run {job.run_id} is being trained by another process")
+        if is_finished(out, job):
+            return json.loads((final / "summary.json").read_text())
+        clean_partial(out, job.run_id)  # a killed process's staging folders for this run
+        p = prefs_path(out, job)
         spec = TrainSpec(
             agent=job.agent,
             dataset=job.dataset,
@@ -232,18 +467,10 @@ def run_job(job: Job, out: Path, device: str) -> dict[str, Any]:
             overrides={k: str(v) for k, v in job.overrides.items()},
             eval_every=job.eval_every,
             eval_episodes=job.eval_episodes,
-            out=str(tmp),
+            out=str(final),
+            overwrite=True,  # what is there is unfinished or stale, and this process holds it
         )
-        summary = train(spec)
-        if not (tmp / "summary.json").is_file():
-            raise PbrlError(f"run {job.run_id}: training returned without writing summary.json")
-        if final.exists():  # a folder without summary.json cannot be a finished run
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return summary
+        return train(spec, extra_files={"job.json": asdict(job)})
 
 
 def worker_command(job_file: Path, out: Path, device: str) -> list[str]:
@@ -252,9 +479,13 @@ def worker_command(job_file: Path, out: Path, device: str) -> list[str]:
 
 def _worker_main(argv: list[str]) -> int:
     job_file, out, device = Path(argv[0]), Path(argv[1]), argv[2]
-    logging.basicConfig(level=logging.WARNING)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     job = job_from_dict(json.loads(job_file.read_text()))
-    run_job(job, out, device)
+    try:
+        run_job(job, out, device)
+    except RunBusy as e:
+        print(e, file=sys.stderr)
+        return EXIT_BUSY
     return 0
 
 
@@ -266,23 +497,11 @@ class SweepResult:
     finished: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)  # run_id -> last lines of its log
+    # Runs another process (a concurrent sweep on the same folder) finished meanwhile.
+    elsewhere: list[str] = field(default_factory=list)
 
 
-def parse_devices(device: str) -> list[str]:
-    """'cpu' -> ['cpu']; 'cuda' -> every visible GPU; 'cuda:0,1' -> ['cuda:0', 'cuda:1']."""
-    from pbrl.utils import resolve_device
-
-    if device.startswith("cuda:") and "," in device:
-        ids = device.split(":", 1)[1].split(",")
-        devs = [f"cuda:{i.strip()}" for i in ids if i.strip()]
-        resolve_device(devs[0])
-        return devs
-    d = resolve_device(device)
-    if d == "cuda":
-        import torch
-
-        return [f"cuda:{i}" for i in range(torch.cuda.device_count())] or ["cuda"]
-    return [d]
+Assigned = tuple[Job, Path, str]
 
 
 def run_sweep(
@@ -295,7 +514,11 @@ def run_sweep(
     ray_address: str | None = None,
     progress: Any = None,
 ) -> SweepResult:
-    """Run every unfinished job; returns what finished, was skipped and failed."""
+    """Run every unfinished job; returns what finished, was skipped and failed.
+
+    Safe beside other sweeps on the same ``out``: runs they hold are waited for (see the
+    module docstring)."""
+    devices = check_sweep_options(workers=workers, backend=backend, device=device)
     out.mkdir(parents=True, exist_ok=True)
     clean_partial(out)
     result = SweepResult()
@@ -305,22 +528,19 @@ def run_sweep(
             result.skipped.append(job.run_id)
         else:
             todo.append(job)
-    devices = parse_devices(device)
     jobdir = out / ".jobs"
     jobdir.mkdir(exist_ok=True)
-    assigned: list[tuple[Job, Path, str]] = []
+    assigned: list[Assigned] = []
     for i, job in enumerate(todo):
         jf = jobdir / f"{job.run_id}.json"
         write_json_atomic(jf, asdict(job))
         assigned.append((job, jf, devices[i % len(devices)]))
     if progress is not None:
-        progress.start(total=len(jobs), skipped=len(result.skipped))
+        progress.start(total=len(jobs), skipped=len(result.skipped), workers=workers)
     if backend == "local":
-        _run_local(assigned, out, max(1, workers), result, progress)
-    elif backend == "ray":
-        _run_ray(assigned, out, max(1, workers), ray_address, result, progress)
+        _run_local(assigned, out, workers, result, progress)
     else:
-        raise PbrlError(f"--backend {backend}: unknown backend (local or ray)")
+        _run_ray(assigned, out, workers, ray_address, result, progress)
     if progress is not None:
         progress.stop()
     return result
@@ -346,6 +566,40 @@ def _record(
         progress.done(job, ok=False)
 
 
+class _Waiting:
+    """Runs another process holds: re-probed about once a second until their lock frees."""
+
+    def __init__(self, out: Path, result: SweepResult, progress: Any) -> None:
+        self.out, self.result, self.progress = out, result, progress
+        self.items: list[Assigned] = []
+        self.last = 0.0
+
+    def add(self, item: Assigned) -> None:
+        self.items.append(item)
+        if self.progress is not None:
+            self.progress.waiting(item[0])
+
+    def take_ready(self) -> list[Assigned]:
+        """Runs whose holder let go and that are still unfinished (to run here); runs it
+        finished are recorded as finished elsewhere."""
+        if not self.items or time.time() - self.last < 1.0:
+            return []
+        self.last = time.time()
+        ready, still = [], []
+        for item in self.items:
+            job = item[0]
+            if is_claimed(self.out, job.run_id):
+                still.append(item)
+            elif is_finished(self.out, job):
+                self.result.elsewhere.append(job.run_id)
+                if self.progress is not None:
+                    self.progress.done(job, ok=True, elsewhere=True)
+            else:
+                ready.append(item)  # the other process failed or died: train it here
+        self.items = still
+        return ready
+
+
 def _child_env() -> dict[str, str]:
     env = dict(os.environ)
     env.setdefault("MUJOCO_GL", "egl")
@@ -356,21 +610,28 @@ def _child_env() -> dict[str, str]:
 
 
 def _run_local(
-    assigned: list[tuple[Job, Path, str]],
+    assigned: list[Assigned],
     out: Path,
     workers: int,
     result: SweepResult,
     progress: Any,
 ) -> None:
-    pending = list(assigned)
-    running: list[tuple[Job, subprocess.Popen[bytes], Path]] = []
+    pending = deque(assigned)
+    waiting = _Waiting(out, result, progress)
+    running: list[tuple[Assigned, subprocess.Popen[bytes], Path]] = []
     logdir = out / ".logs"
     logdir.mkdir(exist_ok=True)
     try:
-        while pending or running:
+        while pending or running or waiting.items:
+            pending.extend(waiting.take_ready())
             while pending and len(running) < workers:
-                job, jf, dev = pending.pop(0)
-                lf = logdir / f"{job.run_id}.log"
+                item = pending.popleft()
+                job, jf, dev = item
+                if is_claimed(out, job.run_id):
+                    waiting.add(item)
+                    continue
+                # One log per run and sweep process: two sweeps never share a file.
+                lf = logdir / f"{job.run_id}.{os.getpid()}.log"
                 with open(lf, "wb") as fh:
                     proc = subprocess.Popen(
                         worker_command(jf, out, dev),
@@ -378,18 +639,24 @@ def _run_local(
                         stderr=subprocess.STDOUT,
                         env=_child_env(),
                     )
-                running.append((job, proc, lf))
+                running.append((item, proc, lf))
                 if progress is not None:
                     progress.started(job)
             time.sleep(0.2)
             still = []
-            for job, proc, lf in running:
+            for item, proc, lf in running:
                 rc = proc.poll()
                 if rc is None:
-                    still.append((job, proc, lf))
+                    still.append((item, proc, lf))
                     continue
-                _record(out, job, rc, lf.read_text(errors="replace"), result, progress)
+                text = lf.read_text(errors="replace")
                 lf.unlink(missing_ok=True)
+                if rc == EXIT_BUSY:  # claimed by another sweep between the probe and the claim
+                    if progress is not None:
+                        progress.stopped(item[0])
+                    waiting.add(item)
+                    continue
+                _record(out, item[0], rc, text, result, progress)
             running = still
     except BaseException:
         for _, proc, _ in running:
@@ -398,7 +665,7 @@ def _run_local(
 
 
 def _run_ray(
-    assigned: list[tuple[Job, Path, str]],
+    assigned: list[Assigned],
     out: Path,
     workers: int,
     address: str | None,
@@ -423,25 +690,43 @@ def _run_ray(
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
         return proc.returncode, proc.stdout + proc.stderr
 
+    waiting = _Waiting(out, result, progress)
+    refs: dict[Any, Assigned] = {}
+
+    def submit(item: Assigned) -> None:
+        job, jf, dev = item
+        if is_claimed(out, job.run_id):
+            waiting.add(item)
+            return
+        opts: dict[str, Any] = {}
+        if dev.startswith("cuda"):
+            opts["num_gpus"] = 1.0 / max(1, workers)
+        refs[_remote.options(**opts).remote(worker_command(jf, out, dev), _child_env())] = item
+        if progress is not None:
+            progress.started(job)
+
     try:
-        refs = {}
-        for job, jf, dev in assigned:
-            opts: dict[str, Any] = {}
-            if dev.startswith("cuda"):
-                opts["num_gpus"] = 1.0 / max(1, workers)
-            refs[_remote.options(**opts).remote(worker_command(jf, out, dev), _child_env())] = job
-            if progress is not None:
-                progress.started(job)
-        remaining = list(refs)
-        while remaining:
-            ready, remaining = ray.wait(remaining, num_returns=1)
+        for item in assigned:
+            submit(item)
+        while refs or waiting.items:
+            for item in waiting.take_ready():
+                submit(item)
+            if not refs:
+                time.sleep(0.2)
+                continue
+            ready, _ = ray.wait(list(refs), num_returns=1, timeout=1.0)
             for r in ready:
-                job = refs[r]
+                item = refs.pop(r)
                 try:
                     rc, text = ray.get(r)
                 except Exception as e:  # noqa: BLE001 - a lost worker is one failed run
                     rc, text = 1, repr(e)
-                _record(out, job, rc, text, result, progress)
+                if rc == EXIT_BUSY:
+                    if progress is not None:
+                        progress.stopped(item[0])
+                    waiting.add(item)
+                    continue
+                _record(out, item[0], rc, text, result, progress)
     finally:
         if started_here:
             ray.shutdown()

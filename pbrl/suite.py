@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import tomllib
 from dataclasses import asdict, dataclass, field
 from importlib import resources
@@ -38,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from pbrl.errors import PbrlError, UnknownIdError
+from pbrl.utils import MAX_SEED
 
 
 @dataclass(frozen=True)
@@ -173,8 +175,13 @@ def _load_raw(
     if path.suffix in (".toml", ".yaml", ".yml") or path.exists():
         if not path.is_file():
             raise PbrlError(f"suite file '{path}' does not exist")
-        text = path.read_text()
         where = str(path)
+        try:
+            text = path.read_bytes().decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise PbrlError(f"{where}: not a UTF-8 text file (byte {e.start})") from e
+        except OSError as e:
+            raise PbrlError(f"{where}: cannot read the suite file ({e.strerror or e})") from e
         here: Path | None = path.parent
     else:
         if name_or_path not in list_suites():
@@ -192,7 +199,7 @@ def _load_raw(
         try:
             raw = yaml.safe_load(text)
         except yaml.YAMLError as e:
-            raise PbrlError(f"{where}: not valid YAML ({e})") from e
+            raise PbrlError(f"{where}: not valid YAML ({' '.join(str(e).split())})") from e
     else:
         try:
             raw = tomllib.loads(text)
@@ -225,34 +232,73 @@ def _int_list(where: str, key: str, value: Any, *, positive: bool) -> tuple[int,
     if not value:
         raise PbrlError(f"{where}: field '{key}' is empty")
     out = []
+    what = "a positive integer" if positive else "a non-negative integer"
     for i, v in enumerate(value):
         if not isinstance(v, int) or isinstance(v, bool) or (positive and v <= 0) or v < 0:
-            raise PbrlError(
-                f"{where}: field '{key}[{i}]' must be a non-negative integer, got {v!r}"
-            )
+            raise PbrlError(f"{where}: field '{key}[{i}]' must be {what}, got {v!r}")
+        if key == "seeds" and v > MAX_SEED:
+            raise PbrlError(f"{where}: field 'seeds[{i}]' is above the largest seed, {MAX_SEED}")
+        if v in out:
+            raise PbrlError(f"{where}: field '{key}' names {v} twice")
         out.append(v)
+    if key == "seeds" and len(out) > MAX_SEEDS:
+        raise PbrlError(f"{where}: field 'seeds' names over {MAX_SEEDS} seeds")
     return tuple(out)
+
+
+# At most this many seeds in one sweep: a typo like '0-100000000' is refused at once instead
+# of expanding (and hanging) in --dry-run.
+MAX_SEEDS = 10_000
+_SEED_PART = re.compile(r"(\d+)(?:-(\d+))?")
 
 
 def parse_seeds(text: str, where: str = "--seeds") -> tuple[int, ...]:
-    """'0-4' -> (0,1,2,3,4); '0,2,5' -> (0,2,5)."""
+    """'0-4' -> (0,1,2,3,4); '0,2,5' -> (0,2,5). Seeds are non-negative (``MAX_SEED`` at
+    most), distinct, and at most :data:`MAX_SEEDS` of them."""
     out: list[int] = []
-    try:
-        for part in text.split(","):
-            part = part.strip()
-            if "-" in part:
-                a, b = part.split("-", 1)
-                lo, hi = int(a), int(b)
-                if hi < lo:
-                    raise ValueError
-                out.extend(range(lo, hi + 1))
-            elif part:
-                out.append(int(part))
-    except ValueError as e:
-        raise PbrlError(f"{where}: cannot read seeds '{text}' (use '0-4' or '0,1,2')") from e
+    for part in str(text).split(","):
+        part = part.strip()
+        if not part:
+            continue
+        m = _SEED_PART.fullmatch(part)
+        if m is None:
+            if part.startswith("-") or "--" in part:
+                raise PbrlError(f"{where}: seeds must be non-negative, got '{part}'")
+            raise PbrlError(f"{where}: cannot read seeds '{text}' (use '0-4' or '0,1,2')")
+        lo = int(m.group(1))
+        hi = lo if m.group(2) is None else int(m.group(2))
+        if hi < lo:
+            raise PbrlError(f"{where}: the range '{part}' is empty (write low-high)")
+        if hi > MAX_SEED:
+            raise PbrlError(f"{where}: seed {hi} is above the largest seed, {MAX_SEED}")
+        if len(out) + (hi - lo + 1) > MAX_SEEDS:
+            raise PbrlError(
+                f"{where}: '{text}' names over {MAX_SEEDS} seeds (the most one sweep may run)"
+            )
+        out.extend(range(lo, hi + 1))
     if not out:
         raise PbrlError(f"{where}: no seeds in '{text}'")
+    seen: set[int] = set()
+    for x in out:
+        if x in seen:
+            raise PbrlError(f"{where}: seed {x} is named twice in '{text}'")
+        seen.add(x)
     return tuple(out)
+
+
+_NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._+-]*")
+
+
+def check_suite_name(name: Any, where: str) -> str:
+    """A suite's name is its default output folder ``runs/<name>``: a plain folder name
+    (letters, digits, ``._+-``; no ``/``, no ``..``, not hidden), so output stays in runs/."""
+    _want(where, "name", name, str, "a string")
+    if not _NAME_RE.fullmatch(name) or ".." in name or len(name) > 100:
+        raise PbrlError(
+            f"{where}: field 'name' must be a plain folder name (letters, digits, '._+-', "
+            f"not starting with '.', no '/' or '..'), got {name!r}"
+        )
+    return name
 
 
 def parse_suite(raw: Any, *, where: str, default_name: str = "suite") -> Suite:
@@ -266,14 +312,20 @@ def parse_suite(raw: Any, *, where: str, default_name: str = "suite") -> Suite:
     for key in ("datasets", "agents"):
         if key not in raw:
             raise PbrlError(f"{where}: missing field '{key}'")
-    kw: dict[str, Any] = {
-        "name": _want(where, "name", raw.get("name", default_name), str, "a string")
-    }
+    if "name" in raw:
+        name = check_suite_name(raw["name"], where)
+    else:  # the file's stem, made a plain folder name
+        name = re.sub(r"[^A-Za-z0-9._+-]+", "_", default_name).lstrip("._").replace("..", "_")
+    kw: dict[str, Any] = {"name": name or "suite"}
     for key in ("steps", "eval_every", "eval_episodes", "segment", "label_seed"):
         if key in raw:
             v = _want(where, key, raw[key], int, "an integer")
             if v < 0 or (v == 0 and key != "label_seed"):
                 raise PbrlError(f"{where}: field '{key}' must be positive, got {v}")
+            if key == "label_seed" and v > MAX_SEED:
+                raise PbrlError(
+                    f"{where}: field 'label_seed' is above the largest seed, {MAX_SEED}"
+                )
             kw[key] = v
     for key in ("description", "selector"):
         if key in raw:

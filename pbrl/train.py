@@ -12,6 +12,13 @@ Files written into ``out`` (each atomically):
 - ``eval.csv``: step, score, return_mean, return_std, success_rate, episodes, wall_s;
 - ``checkpoint.pt``: ``{"agent": agent.state_dict(), "step": ..., "config": ...}``;
 - ``summary.json``: written LAST; its presence means the run finished.
+
+The run is trained in a hidden staging folder beside ``out`` (``.tmp-<name>-<pid>``, see
+:func:`staging_dir`) and renamed to ``out`` only when every file is written, so ``out``
+never holds a half-written run: an error (or a kill) leaves ``out`` as it was. An existing
+finished run at ``out`` is refused unless ``overwrite`` is set (then it is replaced at the
+end, not at the start). Every field of the spec and the output path are checked before
+anything is loaded or written (:func:`check_spec`).
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ import logging
 import math
 import os
 import platform
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +43,16 @@ import torch
 from pbrl.agent import AgentSpec, FitContext, load_agent_module, make_config
 from pbrl.errors import DataError, PbrlError
 from pbrl.scale import reward_scale
-from pbrl.utils import atomic_path, resolve_device, seed_everything, write_json_atomic
+from pbrl.utils import (
+    atomic_path,
+    check_output_dir,
+    check_seed,
+    format_duration,
+    make_output_dir,
+    resolve_device,
+    seed_everything,
+    write_json_atomic,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +84,61 @@ class TrainSpec:
     log_interval: int = 500
     out: str | None = None
     task: str | None = None
+    overwrite: bool = False
+    """Replace a finished run already at ``out`` (at the end, once this one is complete)."""
+    allow_dataset_mismatch: bool = False
+    """Train on labels made on another dataset, or on its content before a rebuild (a
+    warning says so; :func:`pbrl.prefs.check_prefs_dataset`)."""
+
+
+STAGING_PREFIX = ".tmp-"
+
+
+def staging_dir(final: Path) -> Path:
+    """The hidden folder beside ``final`` that this process trains into before publishing."""
+    return final.parent / f"{STAGING_PREFIX}{final.name}-{os.getpid()}"
+
+
+def check_run_folder(out: Path, overwrite: bool, what: str = "--out") -> None:
+    """``out`` must be creatable and hold no run unless ``overwrite``: checked before work."""
+    check_output_dir(out, what)
+    if not out.is_dir():
+        return
+    if (out / "summary.json").exists() and not overwrite:
+        raise PbrlError(
+            f"{what} {out}: already holds a finished run (summary.json); "
+            "pass --overwrite to replace it, or choose another folder"
+        )
+    if not overwrite and any(out.iterdir()):
+        raise PbrlError(
+            f"{what} {out}: the folder is not empty (and holds no finished run); "
+            "pass --overwrite to replace it, or choose another folder"
+        )
+
+
+def check_spec(spec: TrainSpec) -> str:
+    """Check every field of ``spec`` before anything is loaded or written; returns the device."""
+    for name in ("steps", "seed", "eval_every", "eval_episodes", "log_interval"):
+        v = getattr(spec, name)
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise PbrlError(f"--{name.replace('_', '-')}: must be an integer, got {v!r}")
+    if spec.steps <= 0:
+        raise PbrlError(f"--steps must be positive, got {spec.steps}")
+    check_seed(spec.seed)
+    if spec.eval_every < 0:
+        raise PbrlError(
+            f"--eval-every must be 0 (only at the end) or positive, got {spec.eval_every}"
+        )
+    if spec.eval_episodes < 0:
+        raise PbrlError(
+            f"--eval-episodes must be 0 (no evaluation) or positive, got {spec.eval_episodes}"
+        )
+    if spec.log_interval <= 0:
+        raise PbrlError(f"--log-interval must be positive, got {spec.log_interval}")
+    device = resolve_device(spec.device)
+    if spec.out:
+        check_run_folder(Path(spec.out), spec.overwrite)
+    return device
 
 
 def _versions() -> dict[str, str]:
@@ -118,31 +190,46 @@ def _load_inputs(spec: TrainSpec, dataset: Any, prefs: Any) -> tuple[Any, Any]:
             from pbrl.datasets.registry import load_dataset
 
             dataset = load_dataset(spec.dataset)
-    if prefs is not None and getattr(prefs, "dataset_id", dataset.id) != dataset.id:
-        raise DataError(
-            f"{spec.prefs or 'preferences'}: labels refer to dataset '{prefs.dataset_id}', "
-            f"but the run trains on '{dataset.id}'"
+    if prefs is not None:
+        from pbrl.prefs import check_prefs_dataset
+
+        # Another dataset id, task, or content (rebuilt since labelling) is refused here.
+        check_prefs_dataset(
+            prefs,
+            dataset,
+            where=str(spec.prefs or "preferences"),
+            allow_mismatch=spec.allow_dataset_mismatch,
         )
     return dataset, prefs
 
 
-def train(spec: TrainSpec, *, dataset: Any = None, prefs: Any = None) -> dict[str, Any]:
+def train(
+    spec: TrainSpec,
+    *,
+    dataset: Any = None,
+    prefs: Any = None,
+    extra_files: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Run ``spec`` and return the summary (also written to ``out/summary.json``).
 
     ``dataset`` (an OfflineDataset) and ``prefs`` (a PreferenceData) may be passed in
     memory instead of being loaded from ``spec.dataset`` / ``spec.prefs`` (tests, notebooks).
+    ``extra_files`` ({name: JSON value}) are written into the run folder before it is
+    published (the runner's ``job.json``).
     """
-    return train_agent(spec, dataset=dataset, prefs=prefs)[0]
+    return train_agent(spec, dataset=dataset, prefs=prefs, extra_files=extra_files)[0]
 
 
 def train_agent(
-    spec: TrainSpec, *, dataset: Any = None, prefs: Any = None
+    spec: TrainSpec,
+    *,
+    dataset: Any = None,
+    prefs: Any = None,
+    extra_files: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Any], Any]:
     """As :func:`train`, returning ``(summary, trained agent)``."""
     t0 = time.time()
-    if spec.steps <= 0:
-        raise PbrlError(f"--steps must be positive, got {spec.steps}")
-    device = resolve_device(spec.device)
+    device = check_spec(spec)
     if device == "cpu":
         # The networks are small: one torch thread per run is fastest, and several runs share
         # the cores (measured 15x slower with 2 threads on a busy 2-core machine;
@@ -188,7 +275,8 @@ def train_agent(
         reward_scale=reward_scale(task_id),
         pref_data=answered,
     )
-    out = Path(spec.out) if spec.out else None
+    final = Path(spec.out) if spec.out else None
+    out = None if final is None else staging_dir(final)
     config = {
         "spec": _jsonable(spec),
         "agent_module": mod.__name__,
@@ -204,10 +292,75 @@ def train_agent(
         "prefs_meta": _jsonable(getattr(answered, "meta", {})) if answered is not None else None,
         "versions": _versions(),
     }
+    if out is None:
+        return _fit_and_evaluate(spec, agent, ctx, config, None, t0, log_every, task_id, ds)
+    if out.exists():
+        shutil.rmtree(out)
+    make_output_dir(out, "--out")
+    try:
+        result = _fit_and_evaluate(spec, agent, ctx, config, out, t0, log_every, task_id, ds)
+        for name, value in (extra_files or {}).items():
+            write_json_atomic(out / name, value)
+        _publish(out, final)  # type: ignore[arg-type]
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)
+        raise
+    return result
+
+
+def _publish(stage: Path, final: Path) -> None:
+    """Rename a complete staging folder onto ``final`` (replacing what is there)."""
+    missing = [n for n in ("config.json", "summary.json") if not (stage / n).is_file()]
+    if missing:
+        raise PbrlError(f"{final}: the run is incomplete ({', '.join(missing)} missing)")
+    old = stage.with_name(stage.name + "-old")
+    replaced = False
+    try:
+        if final.exists():
+            os.rename(final, old)
+            replaced = True
+        os.rename(stage, final)
+    except OSError as e:
+        if replaced and not final.exists():
+            os.rename(old, final)
+        raise PbrlError(f"--out {final}: cannot publish the run ({e.strerror or e})") from e
+    if replaced:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _log_progress(step: int, steps: int, t_fit: float, metrics: dict[str, float]) -> None:
+    """One line per log interval: updates, rate, ETA and the latest losses."""
+    elapsed = max(time.time() - t_fit, 1e-9)
+    rate = step / elapsed
+    eta = format_duration((steps - step) / rate) if rate > 0 else "?"
+    # The losses first, then the other metrics the agent yields (six at most).
+    keys = sorted((k for k in metrics if k != "step"), key=lambda k: "loss" not in k)
+    shown = [(k, metrics[k]) for k in keys[:6]]
+    losses = ", ".join(f"{k} {v:.4g}" for k, v in shown)
+    logger.info(
+        "step %d/%d (%d%%), %.1f updates/s, ETA %s%s",
+        step,
+        steps,
+        100 * step // steps,
+        rate,
+        eta,
+        f"; {losses}" if losses else "",
+    )
+
+
+def _fit_and_evaluate(
+    spec: TrainSpec,
+    agent: Any,
+    ctx: FitContext,
+    config: dict[str, Any],
+    out: Path | None,
+    t0: float,
+    log_every: int,
+    task_id: str | None,
+    ds: Any,
+) -> tuple[dict[str, Any], Any]:
     metrics_f = None
     if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "summary.json").unlink(missing_ok=True)
         write_json_atomic(out / "config.json", config)
         metrics_f = open(out / "metrics.jsonl", "w")  # noqa: SIM115 - closed in finally
     evals: list[dict[str, Any]] = []
@@ -234,6 +387,7 @@ def train_agent(
 
     last_step = 0
     last_metrics: dict[str, float] = {}
+    t_fit = time.time()
     try:
         for m in agent.fit(ctx):
             step = int(m["step"])
@@ -248,6 +402,8 @@ def train_agent(
                 )
                 metrics_f.write(json.dumps(rec) + "\n")
                 metrics_f.flush()
+            if step % log_every == 0 or step == spec.steps:
+                _log_progress(step, spec.steps, t_fit, last_metrics)
             if (
                 can_eval
                 and spec.eval_every > 0
@@ -272,7 +428,7 @@ def train_agent(
         "seed": spec.seed,
         "steps": last_step,
         "preset": spec.preset,
-        "device": device,
+        "device": config["device"],
         "reward_scale": ctx.reward_scale,
         "n_prefs": config["n_prefs"],
         "final_score": scores[-1] if scores else None,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -61,17 +62,148 @@ def _json_default(o: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
-def resolve_device(device: str | None) -> str:
-    """'auto'/None -> 'cuda' when available else 'cpu'; anything else passes through."""
+DEVICE_HELP = "auto, cpu, cuda, cuda:N or mps"
+_DEVICE_RE = re.compile(r"(cpu|cuda|mps)(?::(\d+))?")
+
+
+def resolve_device(device: str | None, *, what: str = "--device") -> str:
+    """Check a device string and resolve ``auto``; the one place devices are validated.
+
+    ``auto``/None -> ``cuda`` when available else ``cpu``; ``cpu``, ``cuda``, ``cuda:N``
+    (N below the number of visible GPUs) and ``mps`` (where available) pass through.
+    Anything else, or a device this machine does not have, is a :class:`PbrlError`.
+    """
     import torch
 
-    if device in (None, "", "auto"):
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if str(device).startswith("cuda") and not torch.cuda.is_available():
-        from pbrl.errors import PbrlError
+    from pbrl.errors import PbrlError
 
-        raise PbrlError(f"--device {device}: CUDA is not available on this machine")
-    return str(device)
+    text = "auto" if device is None else str(device).strip()
+    if text in ("", "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    m = _DEVICE_RE.fullmatch(text)
+    if m is None or (m.group(1) != "cuda" and m.group(2) is not None):
+        raise PbrlError(f"{what} {device!r}: unknown device (use {DEVICE_HELP})")
+    kind, index = m.groups()
+    if kind == "cpu":
+        return "cpu"
+    if kind == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise PbrlError(f"{what} {text}: MPS is not available on this machine")
+        return "mps"
+    if not torch.cuda.is_available():
+        raise PbrlError(f"{what} {text}: CUDA is not available on this machine")
+    n = torch.cuda.device_count()
+    if index is not None and int(index) >= n:
+        raise PbrlError(
+            f"{what} {text}: no such GPU (this machine has {n}: cuda:0 to cuda:{n - 1})"
+        )
+    return text
+
+
+def resolve_devices(device: str | None, *, what: str = "--device") -> list[str]:
+    """A sweep's devices: ``cpu`` -> [cpu]; ``cuda`` -> every visible GPU;
+    ``cuda:0,1`` -> [cuda:0, cuda:1]; ``auto`` as :func:`resolve_device`. Each is checked."""
+    from pbrl.errors import PbrlError
+
+    text = "auto" if device is None else str(device).strip()
+    if text.startswith("cuda:") and "," in text:
+        ids = [i.strip() for i in text.split(":", 1)[1].split(",")]
+        if not all(i.isdigit() for i in ids) or len(set(ids)) != len(ids):
+            raise PbrlError(
+                f"{what} {text}: a GPU list looks like cuda:0,1 (distinct numbers, no blanks)"
+            )
+        return [resolve_device(f"cuda:{i}", what=what) for i in ids]
+    d = resolve_device(text, what=what)
+    if d == "cuda":
+        import torch
+
+        return [f"cuda:{i}" for i in range(torch.cuda.device_count())] or ["cuda"]
+    return [d]
+
+
+# Seeds seed numpy, torch and the evaluation envs (seed + 10000 + episode): keep them well
+# inside the 32-bit range every one of those accepts.
+MAX_SEED = 1_000_000_000
+
+
+def check_seed(seed: int, what: str = "--seed") -> int:
+    """A seed must be an integer in [0, MAX_SEED]."""
+    from pbrl.errors import PbrlError
+
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise PbrlError(f"{what}: a seed must be an integer from 0 to {MAX_SEED}, got {seed!r}")
+    return seed
+
+
+def check_output_dir(path: str | os.PathLike[str], what: str = "--out") -> Path:
+    """Check, before any work, that a folder can be created (or written) at ``path``.
+
+    Refused: a path that is (or lies under) a regular file, and a place where no folder can
+    be made (``/proc/x``, a read-only or unwritable folder). The check makes and removes one
+    empty probe folder in the nearest existing ancestor, so nothing is left behind.
+    """
+    from pbrl.errors import PbrlError
+
+    p = Path(path)
+    if str(path).strip() == "" or "\x00" in str(path):
+        raise PbrlError(f"{what} {str(path)!r}: not a valid folder path")
+    probe_in = p
+    while not probe_in.exists():
+        if probe_in.is_symlink():
+            raise PbrlError(f"{what} {p}: '{probe_in}' is a broken symbolic link")
+        if probe_in.parent == probe_in:
+            break
+        probe_in = probe_in.parent
+    if probe_in.exists() and not probe_in.is_dir():
+        where = "is" if probe_in == p else f"lies under '{probe_in}', which is"
+        raise PbrlError(f"{what} {p}: {where} a file, not a folder")
+    try:
+        probe = tempfile.mkdtemp(prefix=".pbrl-probe-", dir=probe_in)
+        os.rmdir(probe)
+    except OSError as e:
+        raise PbrlError(f"{what} {p}: cannot write in '{probe_in}' ({e.strerror or e})") from e
+    return p
+
+
+def check_output_file(path: str | os.PathLike[str], what: str = "--output") -> Path:
+    """Check, before any work, that a file can be written at ``path`` (atomically, later).
+
+    Refused: an empty path, an existing folder, a parent that does not exist or is a file,
+    and a folder where no file can be created (``/proc``, read-only). The check creates and
+    removes one empty probe file next to ``path``; an existing file at ``path`` is untouched.
+    """
+    from pbrl.errors import PbrlError
+
+    p = Path(path)
+    if str(path).strip() == "" or "\x00" in str(path):
+        raise PbrlError(f"{what} {str(path)!r}: not a valid file path")
+    if p.is_dir():
+        raise PbrlError(f"{what} {p}: is a folder; give a file name")
+    parent = p.parent
+    if not parent.exists():
+        raise PbrlError(f"{what} {p}: folder '{parent}' does not exist")
+    if not parent.is_dir():
+        raise PbrlError(f"{what} {p}: '{parent}' is a file, not a folder")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".probe", dir=parent)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise PbrlError(f"{what} {p}: cannot write in '{parent}' ({e.strerror or e})") from e
+    return p
+
+
+def make_output_dir(path: str | os.PathLike[str], what: str = "--out") -> Path:
+    """``mkdir -p`` with a one-line error naming ``what`` instead of an OSError traceback."""
+    from pbrl.errors import PbrlError
+
+    p = Path(path)
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise PbrlError(f"{what} {p}: cannot create the folder ({e.strerror or e})") from e
+    return p
 
 
 def seed_everything(seed: int) -> np.random.Generator:
@@ -80,3 +212,13 @@ def seed_everything(seed: int) -> np.random.Generator:
 
     torch.manual_seed(seed)
     return np.random.default_rng(seed)
+
+
+def format_duration(seconds: float) -> str:
+    """42 -> '42s', 185 -> '3m05s', 3725 -> '1h02m'."""
+    s = max(0, int(round(seconds)))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{(s % 3600) // 60:02d}m"

@@ -252,9 +252,76 @@ def test_a_finished_run_under_an_older_preset_is_stale(tmp_path):
     cfg = resolved_agent_config(job)
     assert cfg["hidden"] == [16, 16] and cfg["reward_input"] == "obs"
     (folder / "config.json").write_text(json.dumps({"agent_config": cfg}))
+    assert not is_finished(tmp_path, job)  # no job.json: a half-published folder
+    (folder / "job.json").write_text(json.dumps({"agent": "mr"}))
     assert is_finished(tmp_path, job) and stale_fields(folder, job) == []
     old = {**cfg, "reward_input": "obs_act"}
     old.pop("reward_norm")
     (folder / "config.json").write_text(json.dumps({"agent_config": old}))
     assert stale_fields(folder, job) == ["reward_input", "reward_norm"]
     assert not is_finished(tmp_path, job)
+
+
+def test_a_folder_missing_or_garbling_a_run_file_is_not_finished(tmp_path):
+    """job.json, config.json and summary.json must all be readable JSON objects; a summary
+    whose final_score is null (a run that could not evaluate) still counts as finished."""
+    from pbrl.runner import is_finished, resolved_agent_config
+    from pbrl.suite import Job
+
+    job = Job(
+        suite="s", agent="bc", label="bc", preset=None, overrides={}, dataset="pbrl/x",
+        teacher=None, budget=None, segment=None, selector=None, label_seed=None, seed=0,
+        steps=10, eval_every=10, eval_episodes=1,
+    )  # fmt: skip
+    folder = tmp_path / job.run_id
+    folder.mkdir()
+    good = {
+        "job.json": json.dumps({"agent": "bc"}),
+        "config.json": json.dumps({"agent_config": resolved_agent_config(job)}),
+        "summary.json": json.dumps({"final_score": None}),
+    }
+    for name, text in good.items():
+        (folder / name).write_text(text)
+    assert is_finished(tmp_path, job)
+    for name in good:
+        for bad in ("", "{not json", "[1, 2]", "null"):
+            (folder / name).write_text(bad)
+            assert not is_finished(tmp_path, job), (name, bad)
+        (folder / name).unlink()
+        assert not is_finished(tmp_path, job), name
+        (folder / name).write_text(good[name])
+    assert is_finished(tmp_path, job)
+
+
+def test_claims_are_exclusive_and_die_with_their_process(tmp_path):
+    """A run's lock is held by one process; a second claim fails while it lives and succeeds
+    once it is killed (the kernel drops the flock), and staging folders are removed only
+    when their run's lock is free."""
+    from pbrl.runner import claim, clean_partial, is_claimed, lock_path
+
+    out = tmp_path
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys, time; from pathlib import Path; from pbrl.runner import claim, lock_path\n"
+         "with claim(lock_path(Path(sys.argv[1]), 'bc-aaaa')) as got:\n"
+         "    print(got, flush=True); time.sleep(60)\n", str(out)],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "True"
+        assert is_claimed(out, "bc-aaaa") and not is_claimed(out, "bc-bbbb")
+        with claim(lock_path(out, "bc-aaaa")) as got:
+            assert not got
+        (out / ".tmp-bc-aaaa-123").mkdir()  # the holder's staging folder
+        (out / ".tmp-bc-bbbb-456").mkdir()  # a dead process's
+        (out / ".tmp-bc-bbbb-456-old").mkdir()
+        (out / ".tmp-notes").mkdir()  # not a staging folder's name: left alone
+        assert clean_partial(out) == 2
+        assert sorted(p.name for p in out.glob(".tmp-*")) == [".tmp-bc-aaaa-123", ".tmp-notes"]
+    finally:
+        holder.kill()
+        holder.wait()
+    assert not is_claimed(out, "bc-aaaa")
+    with claim(lock_path(out, "bc-aaaa")) as got:
+        assert got
+    assert clean_partial(out) == 1

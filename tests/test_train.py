@@ -197,8 +197,8 @@ def test_runner_enforces_the_step_budget_and_never_half_finishes(
     spec = TrainSpec(name, ds.id, None, 0, 5, "cpu", None, {"extra": str(extra)}, 0, 0, 1, str(out))
     with pytest.raises(PbrlError, match="budget|stopped at step"):
         train(spec, dataset=ds)
-    assert (out / "config.json").exists()
-    assert not (out / "summary.json").exists()  # its presence means "finished"
+    assert not out.exists()  # the run trained in a staging folder, removed on the error
+    assert list(tmp_path.glob(".tmp-*")) == []
 
 
 def test_evaluate_is_batched_seeded_and_scores(monkeypatch):
@@ -287,3 +287,73 @@ def test_same_seed_same_run(data, agent):
     np.testing.assert_array_equal(
         runs[0][1].act(ds.observations[:5]), runs[1][1].act(ds.observations[:5])
     )
+
+
+def _tiny_spec(ds, out, **kw):
+    base = dict(agent="iql", dataset=ds.id, prefs=None, seed=0, steps=4, device="cpu",
+                overrides={**TINY, "reward": "true"}, eval_every=0, eval_episodes=0,
+                log_interval=2, out=str(out))  # fmt: skip
+    return TrainSpec(**{**base, **kw})
+
+
+def test_out_holding_a_finished_run_is_refused_and_kept(data, tmp_path):
+    """`pbrl train --out` onto a finished run: refused before any work, the run untouched;
+    with overwrite the old run is replaced only once the new one is complete."""
+    ds, _ = data
+    out = tmp_path / "run"
+    first = train(_tiny_spec(ds, out), dataset=ds)
+    before = (out / "summary.json").read_text()
+    with pytest.raises(PbrlError, match="already holds a finished run"):
+        train(_tiny_spec(ds, out, seed=1), dataset=ds)
+    assert (out / "summary.json").read_text() == before
+    # An error after the start (a step budget the agent breaks) leaves the old run intact.
+    with pytest.raises(PbrlError):
+        train(_tiny_spec(ds, out, overwrite=True, overrides={"bogus": "1"}), dataset=ds)
+    assert (out / "summary.json").read_text() == before
+    second = train(_tiny_spec(ds, out, seed=1, overwrite=True), dataset=ds)
+    assert json.loads((out / "summary.json").read_text())["seed"] == 1 != first["seed"]
+    assert second["seed"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # no staging left behind
+
+
+def test_out_that_is_not_a_run_folder_is_refused(data, tmp_path):
+    ds, _ = data
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "notes.txt").write_text("mine")
+    (tmp_path / "file").write_text("x")
+    for out, words in [
+        (tmp_path / "full", "not empty"),
+        (tmp_path / "file", "a file"),
+        (tmp_path / "file" / "run", "lies under"),
+    ]:
+        with pytest.raises(PbrlError, match=words):
+            train(_tiny_spec(ds, out), dataset=ds)
+    assert (tmp_path / "full" / "notes.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize(
+    "field, value, words",
+    [
+        ("seed", -1, "--seed"),
+        ("device", "bogus", "unknown device"),
+        ("device", "cpu:0", "unknown device"),
+        ("log_interval", 0, "--log-interval"),
+        ("eval_episodes", -1, "--eval-episodes"),
+        ("steps", 0, "--steps"),
+    ],
+)
+def test_spec_fields_are_checked_before_anything_is_written(data, tmp_path, field, value, words):
+    ds, _ = data
+    out = tmp_path / "run"
+    with pytest.raises(PbrlError, match=words):
+        train(_tiny_spec(ds, out, **{field: value}), dataset=ds)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_progress_lines_name_rate_eta_and_losses(data, tmp_path, caplog):
+    ds, _ = data
+    with caplog.at_level("INFO", logger="pbrl.train"):
+        train(_tiny_spec(ds, tmp_path / "run"), dataset=ds)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("step ")]
+    assert [ln.split(" ", 2)[1] for ln in lines] == ["2/4", "4/4"]
+    assert all("updates/s" in ln and "ETA" in ln and "v_loss" in ln for ln in lines), lines

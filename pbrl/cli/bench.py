@@ -11,18 +11,30 @@ import typer
 
 
 class Progress:
-    """Runs done / running / failed and an ETA: a live line on a terminal, plain lines otherwise."""
+    """Runs done / running / failed and an ETA: a live line on a terminal, plain lines otherwise.
+
+    The ETA is the work left over the workers: each run still to start counts the mean
+    duration of the runs finished so far, each running run what is left of that mean. It
+    does not depend on how many runs happen to be running at the moment, so it does not jump
+    as runs start and finish.
+    """
 
     def __init__(self, live: bool) -> None:
         self.live = live
-        self.total = self.done_n = self.failed = self.running = self.skipped = 0
+        self.total = self.done_n = self.failed = self.skipped = self.elsewhere = 0
+        self.workers = 1
         self.t0 = time.time()
         self.durations: list[float] = []
         self.started_at: dict[str, float] = {}
         self._live: Any = None
 
-    def start(self, total: int, skipped: int) -> None:
+    @property
+    def running(self) -> int:
+        return len(self.started_at)
+
+    def start(self, total: int, skipped: int, workers: int = 1) -> None:
         self.total, self.skipped, self.t0 = total, skipped, time.time()
+        self.workers = max(1, workers)
         if self.live:
             from rich.live import Live
 
@@ -31,28 +43,55 @@ class Progress:
         else:
             typer.echo(f"{total} runs, {skipped} already finished")
 
+    def eta_seconds(self, now: float | None = None) -> float | None:
+        """Seconds left (None before the first run has finished)."""
+        left = self.total - self.skipped - self.done_n - self.failed - self.elsewhere
+        if left <= 0:
+            return 0.0
+        if not self.durations:
+            return None
+        now = time.time() if now is None else now
+        mean = sum(self.durations) / len(self.durations)
+        running_left = sum(max(0.0, mean - (now - t)) for t in self.started_at.values())
+        work = running_left + mean * max(0, left - self.running)
+        return work / min(self.workers, left)
+
     def _eta(self) -> str:
-        left = self.total - self.skipped - self.done_n - self.failed
-        if not self.durations or left <= 0:
-            return "?" if left > 0 else "0s"
-        per = sum(self.durations) / len(self.durations)
-        par = max(1, self.running)
-        return f"{per * left / par:.0f}s"
+        from pbrl.utils import format_duration
+
+        eta = self.eta_seconds()
+        return "?" if eta is None else format_duration(eta)
 
     def _line(self) -> str:
+        done = self.done_n + self.skipped + self.elsewhere
         return (
-            f"runs: {self.done_n + self.skipped}/{self.total} done, {self.running} running, "
+            f"runs: {done}/{self.total} done, {self.running} running, "
             f"{self.failed} failed, ETA {self._eta()}"
         )
 
     def started(self, job: Any) -> None:
-        self.running += 1
         self.started_at[job.run_id] = time.time()
         self._update(f"started  {job.label} on {job.dataset} seed {job.seed}")
 
-    def done(self, job: Any, ok: bool) -> None:
-        self.running -= 1
-        self.durations.append(time.time() - self.started_at.pop(job.run_id, time.time()))
+    def stopped(self, job: Any) -> None:
+        """A started run that did not train here (another process had claimed it)."""
+        self.started_at.pop(job.run_id, None)
+
+    def waiting(self, job: Any) -> None:
+        self._update(
+            f"waiting  {job.label} on {job.dataset} seed {job.seed}: another process trains it"
+        )
+
+    def done(self, job: Any, ok: bool, elsewhere: bool = False) -> None:
+        began = self.started_at.pop(job.run_id, None)
+        if elsewhere:
+            self.elsewhere += 1
+            self._update(
+                f"finished {job.label} on {job.dataset} seed {job.seed} (by another process)"
+            )
+            return
+        if began is not None:
+            self.durations.append(time.time() - began)
         if ok:
             self.done_n += 1
         else:
@@ -80,7 +119,9 @@ def bench(
         None, help="Seeds to run, e.g. '0-4' or '0,2' (default: the suite's)."
     ),
     workers: int = typer.Option(2, help="Runs at a time (each in its own process)."),
-    device: str = typer.Option("cpu", help="cpu, cuda, or cuda:0,1 (round-robin over GPUs)."),
+    device: str = typer.Option(
+        "auto", help="auto, cpu, cuda, cuda:N, or cuda:0,1 (round-robin over GPUs)."
+    ),
     backend: str = typer.Option("local", help="local (process pool) or ray."),
     ray_address: str = typer.Option(None, help="Ray cluster address (default: start a local Ray)."),
     out: Path = typer.Option(None, help="Output folder (default: runs/<suite name>)."),
@@ -88,12 +129,24 @@ def bench(
     list_suites: bool = typer.Option(False, "--list", help="List the shipped suites and exit."),
     plots: bool = typer.Option(True, help="Write PNG plots next to the runs."),
 ) -> None:
-    """Sweep learners x datasets x teachers x budgets x seeds and print the table."""
+    """Sweep learners x datasets x teachers x budgets x seeds and print the table.
+
+    Everything is checked before a dataset is built or a file written. Several sweeps may
+    share one output folder: each run is trained once, by whichever sweep claims it first.
+    """
     from pbrl.report import build_tables, make_plots, read_runs, render_markdown
-    from pbrl.runner import ensure_datasets, ensure_prefs, plan, run_sweep
+    from pbrl.runner import (
+        check_suite,
+        check_sweep_options,
+        ensure_datasets,
+        ensure_prefs,
+        is_finished,
+        plan,
+        run_sweep,
+    )
     from pbrl.suite import list_suites as shipped
     from pbrl.suite import load_suite, parse_seeds
-    from pbrl.utils import atomic_path
+    from pbrl.utils import atomic_path, check_output_dir
 
     if list_suites:
         for name in shipped():
@@ -102,20 +155,23 @@ def bench(
         return
     s = load_suite(suite)
     seed_list = parse_seeds(seeds) if seeds else None
+    check_sweep_options(workers=workers, backend=backend, device=device)
     jobs = plan(s, seed_list)
+    to_build = check_suite(s, jobs)
     out = out or Path("runs") / s.name
+    check_output_dir(out, "--out")
     if dry_run:
-        from pbrl.runner import is_finished
-
         for j in jobs:
             state = "done" if is_finished(out, j) else "todo"
             typer.echo(
                 f"{state}  {j.run_id}  {j.label:12s} {j.dataset}  teacher={j.teacher} "
                 f"queries={j.budget} seed={j.seed} steps={j.steps}"
             )
+        for entry in to_build:
+            typer.echo(f"build  {entry.dataset_id()}")
         typer.echo(f"{len(jobs)} runs -> {out}")
         return
-    ensure_datasets(s, typer.echo)
+    ensure_datasets(s, typer.echo, out, to_build)
     ensure_prefs(jobs, out, typer.echo)
     progress = Progress(live=sys.stdout.isatty())
     result = run_sweep(
@@ -136,9 +192,10 @@ def bench(
             make_plots(runs, out / "plots")
         typer.echo("")
         typer.echo(text)
+    elsewhere = f", {len(result.elsewhere)} trained by another process" if result.elsewhere else ""
     typer.echo(
         f"{len(result.finished)} finished, {len(result.skipped)} skipped (already done), "
-        f"{len(result.failed)} failed; results in {out}"
+        f"{len(result.failed)} failed{elsewhere}; results in {out}"
     )
     if result.failed:
         for run_id, why in result.failed.items():

@@ -66,8 +66,23 @@ def train(
     task: str | None = typer.Option(
         None, "--task", help="Evaluation task id (default: the dataset's task)."
     ),
+    overwrite: bool = typer.Option(
+        False,
+        "--overwrite",
+        help="Replace a finished run already in --out (only once the new one is complete).",
+    ),
+    allow_dataset_mismatch: bool = typer.Option(
+        False,
+        "--allow-dataset-mismatch",
+        help="Train on --prefs made on another dataset, or on this one before it was rebuilt "
+        "(refused otherwise; a warning says so). See docs/preferences.md.",
+    ),
 ) -> None:
     """Train a learner; writes config.json, metrics.jsonl, eval.csv, checkpoint.pt, summary.json.
+
+    The run trains in a hidden folder beside --out and is renamed to --out when complete;
+    an --out that already holds a run is refused unless --overwrite is given. Progress
+    (updates, rate, ETA, latest losses) goes to standard error every --log-interval steps.
 
     Agent options are passed as --agent.FIELD VALUE (or --agent.FIELD=VALUE):
     `pbrl agents show NAME` lists every field with its docstring and the presets;
@@ -75,6 +90,7 @@ def train(
     """
     import json
     import logging
+    import sys
 
     from pbrl.cli.agents import ensure_cwd_importable
     from pbrl.train import TrainSpec
@@ -83,7 +99,7 @@ def train(
     ensure_cwd_importable(agent)
     overrides = parse_agent_args(list(ctx.args))
     out = out or f"runs/{_slug(agent)}-{_slug(dataset)}-s{seed}"
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     spec = TrainSpec(
         agent=agent,
         dataset=dataset,
@@ -98,6 +114,8 @@ def train(
         log_interval=log_interval,
         out=out,
         task=task,
+        overwrite=overwrite,
+        allow_dataset_mismatch=allow_dataset_mismatch,
     )
     summary = run_train(spec)
     typer.echo(json.dumps(summary, indent=2, sort_keys=True))
