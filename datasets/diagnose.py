@@ -29,12 +29,14 @@ import json
 import logging
 import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from pbrl.datasets.base import OfflineDataset
 from pbrl.errors import DataError, PbrlError
+from pbrl.utils import format_duration
 
 log = logging.getLogger(__name__)
 
@@ -236,16 +238,50 @@ def _train_one(spec: Any, data: OfflineDataset) -> dict[str, Any]:
 def _run_trainings(
     jobs: list[tuple[str, int, Any, str]], data: dict[str, Any], workers: int
 ) -> list[dict[str, Any]]:
-    """Train every job (in order of the list) on ``workers`` processes; summaries in order."""
-    if workers <= 1 or len(jobs) <= 1:
-        return [_train_one(spec, data[which]) for _, _, spec, which in jobs]
+    """Train every job (in order of the list) on ``workers`` processes; summaries in order.
+
+    Each training is logged as it starts (one process) or is queued (several), and as it
+    finishes, with its wall time, score and the ETA of the rest.
+    """
+    n = len(jobs)
+    t0 = time.monotonic()
+
+    def finished(k: int, done: int, summary: dict[str, Any], wall: float) -> None:
+        name, seed = jobs[k][0], jobs[k][1]
+        left = n - done
+        eta = format_duration((time.monotonic() - t0) / done * left) if left else "0s"
+        log.info(
+            "diagnose: %s seed %d finished in %s (score %s), %d/%d done, ETA %s",
+            name,
+            seed,
+            format_duration(wall),
+            summary.get("final_score"),
+            done,
+            n,
+            eta,
+        )
+
+    if workers <= 1 or n <= 1:
+        out = []
+        for k, (name, seed, spec, which) in enumerate(jobs):
+            log.info("diagnose: %s seed %d started (%d/%d)", name, seed, k + 1, n)
+            t = time.monotonic()
+            out.append(_train_one(spec, data[which]))
+            finished(k, k + 1, out[-1], time.monotonic() - t)
+        return out
     import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures import ProcessPoolExecutor, as_completed
 
     # forkserver: torch and MuJoCo state are not fork-safe once initialised in this process.
     ctx = mp.get_context("forkserver")
-    with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=ctx) as pool:
+    n_proc = min(workers, n)
+    log.info("diagnose: %d trainings on %d processes", n, n_proc)
+    with ProcessPoolExecutor(max_workers=n_proc, mp_context=ctx) as pool:
         futures = [pool.submit(_train_one, spec, data[which]) for _, _, spec, which in jobs]
+        index = {f: k for k, f in enumerate(futures)}
+        for done, f in enumerate(as_completed(futures), start=1):
+            summary = f.result()
+            finished(index[f], done, summary, float(summary.get("wall_time_s") or 0.0))
         return [f.result() for f in futures]
 
 
@@ -308,28 +344,54 @@ def format_table(table: dict[str, Any]) -> str:
 
 def record(dataset_id: str, table: dict[str, Any]) -> None:
     """Write ``table`` into the dataset card (``pbrl_card.diagnose``), atomically."""
-    from pbrl.datasets.minari_io import CARD_KEY, minari_data_path, minari_root
     from pbrl.utils import write_json_atomic
 
-    data = minari_data_path(dataset_id) or (minari_root() / dataset_id / "data")
-    path = data / "metadata.json"
-    if not path.is_file():
-        raise PbrlError(
-            f"{dataset_id}: no local Minari card to write the diagnosis into (looked for {path})"
-        )
+    path = _card_path(dataset_id)
     try:
         meta = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise DataError(f"{path}: unreadable metadata ({e})") from None
+    from pbrl.datasets.minari_io import CARD_KEY
+
     card = meta.get(CARD_KEY)
     card = dict(card) if isinstance(card, dict) else {}
     card["diagnose"] = table
     meta[CARD_KEY] = card
-    write_json_atomic(path, meta)
+    try:
+        write_json_atomic(path, meta)
+    except OSError as e:
+        raise PbrlError(f"{path}: cannot write the diagnosis ({e.strerror or e})") from None
+
+
+def _card_path(dataset_id: str) -> Path:
+    """metadata.json of a local Minari dataset (id checked), or PbrlError."""
+    from pbrl.datasets.minari_io import data_folder, minari_data_path
+
+    s = str(dataset_id)
+    if minari_data_path(s) is None and (s.startswith("d4rl/") or Path(s).expanduser().is_file()):
+        raise PbrlError(
+            f"{s}: only Minari datasets carry a card to record the diagnosis in "
+            "(use --no-record to print the table only)"
+        )
+    path = data_folder(s) / "metadata.json"
+    if not path.is_file():
+        raise PbrlError(
+            f"{dataset_id}: no local Minari card to write the diagnosis into (looked for {path})"
+        )
+    return path
 
 
 def run_and_record(dataset_id: str, **kw: Any) -> dict[str, Any]:
-    """:func:`diagnose` then :func:`record`; returns the table."""
-    table = diagnose(dataset_id, **kw)
+    """:func:`diagnose` then :func:`record`; returns the table.
+
+    Where the table will go is checked first (a local Minari card in a writable folder),
+    so that a diagnosis is never trained only to be lost.
+    """
+    from pbrl.utils import check_output_dir
+
+    ds = kw.pop("dataset", None) or _load(dataset_id)
+    path = _card_path(dataset_id)
+    check_output_dir(path.parent, what=f"dataset card {path}")
+    table = diagnose(dataset_id, dataset=ds, **kw)
     record(dataset_id, table)
     return table

@@ -49,6 +49,7 @@ import numpy as np
 from pbrl.datasets.base import EpisodeData
 from pbrl.envs.metaworld import expert_action
 from pbrl.errors import PbrlError, UnknownIdError
+from pbrl.utils import check_seed
 
 log = logging.getLogger(__name__)
 
@@ -442,18 +443,38 @@ def default_workers() -> int:
     return max(1, min(os.cpu_count() or 1, 8))
 
 
-def run_jobs(jobs: Sequence[EpisodeJob], workers: int | None = None) -> list[EpisodeData]:
-    """Run the jobs, in order, on ``workers`` processes (1: in this process)."""
+def run_jobs(
+    jobs: Sequence[EpisodeJob], workers: int | None = None, what: str | None = None
+) -> list[EpisodeData]:
+    """Run the jobs, in order, on ``workers`` processes (1: in this process).
+
+    With ``what``, progress (episodes done, rate, ETA) is logged as episodes finish, at
+    most every few seconds (:class:`pbrl.datasets.progress.RateLog`).
+    """
+    from pbrl.datasets.progress import RateLog
+
     workers = default_workers() if workers is None else int(workers)
     if workers < 1:
         raise PbrlError(f"--workers: must be >= 1, got {workers}")
+    progress = RateLog(log, what, len(jobs)) if what is not None else None
+    out: list[EpisodeData] = []
+    if progress is not None:
+        progress.begin()
     if workers == 1 or len(jobs) <= 1:
-        return [run_episode(j) for j in jobs]
+        for j in jobs:
+            out.append(run_episode(j))
+            if progress is not None:
+                progress.update(len(out))
+        return out
     ctx = mp.get_context("forkserver")
     # Larger chunks cut IPC; a few chunks per worker keep the load balanced.
     chunk = max(1, len(jobs) // (workers * 4))
     with ctx.Pool(workers, initializer=_worker_init) as pool:
-        return list(pool.map(run_episode, jobs, chunksize=chunk))
+        for ep in pool.imap(run_episode, jobs, chunksize=chunk):
+            out.append(ep)
+            if progress is not None:
+                progress.update(len(out))
+    return out
 
 
 # ---- screening, references, the card ------------------------------------------------------
@@ -481,7 +502,7 @@ def other_task_pool(
         for n in names
         for s in seeds
     ]
-    eps = run_jobs(jobs, workers)
+    eps = run_jobs(jobs, workers, what=f"{env_name}: screening other tasks' experts")
     solved = {j.params["policy"] for j, e in zip(jobs, eps, strict=True) if e.info["success"]}
     return [n for n in names if n not in solved]
 
@@ -493,7 +514,7 @@ def reference_scores(
     seeds = episode_seeds(seed, 2 * n, stream=1)
     jobs = [EpisodeJob(env_name, "random", {}, s, horizon) for s in seeds[:n]]
     jobs += [EpisodeJob(env_name, "expert", {"sigma": 0.0}, s, horizon) for s in seeds[n:]]
-    eps = run_jobs(jobs, workers)
+    eps = run_jobs(jobs, workers, what=f"{env_name}: reference episodes")
     rnd, exp = eps[:n], eps[n:]
     return {
         "episodes": n,
@@ -551,11 +572,21 @@ def generate(
         raise PbrlError(f"--episodes: must be >= 1, got {n}")
     if horizon < 1:
         raise PbrlError(f"--horizon: must be >= 1, got {horizon}")
+    check_seed(seed, "--seed")
     t0 = time.perf_counter()
     needs_pool = any(c.source == "other-task" for c in KINDS[kind])
+    log.info(
+        "%s %s: %d episodes on %d worker(s)%s, then %d reference episodes",
+        env_name,
+        kind,
+        n,
+        default_workers() if workers is None else workers,
+        " after screening other tasks' experts" if needs_pool else "",
+        2 * REF_EPISODES,
+    )
     pool = other_task_pool(env_name, seed, workers, horizon) if needs_pool else []
     jobs = plan(env_name, kind, n, seed, horizon, pool)
-    eps = run_jobs(jobs, workers)
+    eps = run_jobs(jobs, workers, what=f"{env_name} {kind}")
     refs = reference_scores(env_name, seed, horizon, workers)
     elapsed = time.perf_counter() - t0
     steps = sum(e.length for e in eps)
@@ -593,11 +624,16 @@ def build(
     horizon: int = 500,
 ) -> str:
     """Generate ``pbrl/metaworld/<task>/<kind>-v0`` into the Minari store; returns its id."""
-    from pbrl.datasets.minari_io import write_minari_dataset
+    from pbrl.datasets.minari_io import check_new_dataset, minari_root, write_minari_dataset
     from pbrl.datasets.registry import generated_dataset_id
     from pbrl.envs.metaworld import gym_env_id
 
+    env_name_of(task_id)
+    if kind not in KINDS:
+        raise UnknownIdError(f"--kind {kind}: unknown kind (known: {', '.join(KINDS)})")
     dataset_id = generated_dataset_id(task_id, kind)
+    # Before any episode is generated: an existing dataset, a bad id, an unwritable store.
+    check_new_dataset(dataset_id, overwrite)
     eps, card = generate(
         task_id, kind, episodes=episodes, seed=seed, workers=workers, horizon=horizon
     )
@@ -615,7 +651,13 @@ def build(
         algorithm_name=f"pbrl.metaworld_gen:{kind}",
         overwrite=overwrite,
     )
-    log.info("wrote %s (%d episodes, %.1fs)", dataset_id, card["episodes"], card["build_seconds"])
+    log.info(
+        "wrote %s (%d episodes, %.1fs) to %s",
+        dataset_id,
+        card["episodes"],
+        card["build_seconds"],
+        minari_root() / dataset_id,
+    )
     if diagnose:
         from pbrl.datasets.diagnose import run_and_record
 

@@ -110,11 +110,14 @@ def check_dataset_id(dataset_id: str) -> str:
     parts = s.split("/")
     bad = next((p for p in parts if not _ID_PART_RE.match(p)), None)
     if bad is not None or not _ID_VERSION_RE.search(parts[-1]):
-        why = (
-            f"part {bad!r} is not allowed"
-            if bad is not None
-            else "it does not end in a version (-v<N>)"
-        )
+        if s.startswith(("/", "~", "./", "../")) or "\\" in s:
+            why = "a path, not an id"
+        elif bad == "":
+            why = "it has an empty part"
+        elif bad is not None:
+            why = f"part {bad!r} is not allowed"
+        else:
+            why = "it does not end in a version (-v<N>)"
         raise UnknownIdError(
             f"dataset id {s!r}: {why} (ids look like '<namespace>/<name>-v<N>': letters, "
             "digits, '_', '-', '.', no part starting with '.'; give a folder as a path "
@@ -429,7 +432,7 @@ def write_minari_dataset(
     finally:
         if env is not None:
             env.close()
-    log.info("wrote %s (%d episodes) to %s", dataset_id, len(episodes), final)
+    log.debug("wrote %s (%d episodes) to %s", dataset_id, len(episodes), final)
     return final
 
 
@@ -502,8 +505,10 @@ def minari_data_path(dataset_id_or_path: str | os.PathLike[str]) -> Path | None:
     return None
 
 
-def _data_folder(dataset_id_or_path: str | os.PathLike[str]) -> Path:
-    """``data/`` of a dataset folder given as a path, else of a (checked) id in the store."""
+def data_folder(dataset_id_or_path: str | os.PathLike[str]) -> Path:
+    """``data/`` of a dataset folder given as a path, else of a (checked) id in the store
+    (which need not exist). Every id -> store path goes through here or
+    :func:`check_new_dataset`."""
     data = minari_data_path(dataset_id_or_path)
     if data is not None:
         return data
@@ -541,7 +546,7 @@ def read_minari_metadata(dataset_id_or_path: str | os.PathLike[str]) -> dict[str
     ``dataset_id``, reference scores or episode count are malformed, or (by id) when it
     names another id than the folder it is stored in.
     """
-    data = _data_folder(dataset_id_or_path)
+    data = data_folder(dataset_id_or_path)
     path = data / "metadata.json"
     if not path.is_file():
         raise UnknownIdError(

@@ -222,9 +222,11 @@ def list_datasets() -> list[dict[str, Any]]:
         )
     from pbrl.datasets.minari_io import minari_root
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # Minari warns about every misconfigured folder
-        local_minari = minari.list_local_datasets()
+    local_minari: dict[str, Any] = {}
+    if minari_root().is_dir():  # no store yet (or an unusable path): nothing local to list
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Minari warns about every misconfigured folder
+            local_minari = minari.list_local_datasets()
     for dataset_id, meta in sorted(local_minari.items()):
         rows.append(
             {

@@ -46,7 +46,7 @@ import numpy as np
 from pbrl.datasets.base import EpisodeData
 from pbrl.envs.base import physics_state
 from pbrl.errors import DataError, PbrlError, UnknownIdError
-from pbrl.utils import atomic_path, resolve_device, write_json_atomic
+from pbrl.utils import atomic_path, check_seed, resolve_device, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -437,6 +437,7 @@ def run_episodes(
     stochastic: bool = True,
     record: bool = True,
     info: dict[str, Any] | None = None,
+    progress: Any = None,
 ) -> tuple[list[EpisodeData], np.ndarray]:
     """Run episodes in lockstep over ``envs``, one batched policy call per step.
 
@@ -445,6 +446,8 @@ def run_episodes(
     Either exactly ``n_episodes`` episodes run, or (``target_steps``) episodes are launched
     until that many transitions are done and the shortest prefix of episodes (in index
     order) reaching it is kept. Returns (episodes if ``record`` else [], returns (E,)).
+    ``progress`` (a :class:`pbrl.datasets.progress.RateLog`) is updated as episodes end:
+    with episodes done, or with transitions collected when ``target_steps`` is given.
     """
     if (n_episodes is None) == (target_steps is None):
         raise PbrlError("run_episodes: give exactly one of n_episodes and target_steps")
@@ -496,6 +499,10 @@ def run_episodes(
                 collected += slot["len"]
                 results[slot["index"]] = (ep, slot["ret"], slot["len"])
                 slots[k] = None
+                if progress is not None:
+                    progress.update(
+                        len(results) if n_episodes is not None else min(collected, progress.total)
+                    )
     order = sorted(results)
     if target_steps is not None:
         total, keep = 0, []
@@ -755,7 +762,9 @@ class SacRun:
         try:
             remaining = steps - start
             model.learn(
-                total_timesteps=remaining, callback=trainer.callback(), reset_num_timesteps=False
+                total_timesteps=remaining,
+                callback=trainer.callback(steps),
+                reset_num_timesteps=False,
             )
         finally:
             trainer.close_envs()
@@ -842,11 +851,18 @@ class _Trainer:
         self.low = np.asarray(act_space.low)
         self.high = np.asarray(act_space.high)
         self.eval_envs: list[Any] = []
+        self.progress: Any = None
 
-    def callback(self) -> Any:
+    def callback(self, steps: int) -> Any:
         from stable_baselines3.common.callbacks import BaseCallback
 
+        from pbrl.datasets.progress import RateLog
+
         trainer = self
+        self.progress = RateLog(
+            log, f"{self.run.task_id} SAC seed {self.run.seed}", steps, unit="steps"
+        )
+        self.progress.begin(self.last_ckpt)
 
         class _Callback(BaseCallback):
             # At rollout start (train_freq = 1 step) the previous step's transition is in
@@ -857,6 +873,8 @@ class _Trainer:
                     trainer.checkpoint(step)
 
             def _on_step(self) -> bool:
+                # Throttled: a line every few seconds at most (RateLog), not per step.
+                trainer.progress.update(self.model.num_timesteps)
                 return True
 
             def _on_training_end(self) -> None:
@@ -1094,6 +1112,14 @@ def _rollouts(
     if step is not None:
         info["checkpoint_step"] = step
     n_envs = _MAX_LOCKSTEP_ENVS if n_episodes is None else min(n_episodes, _MAX_LOCKSTEP_ENVS)
+    from pbrl.datasets.progress import RateLog
+
+    what = f"{run.task_id} {source} rollouts"
+    if n_episodes is not None:
+        progress = RateLog(log, what, n_episodes)
+    else:
+        progress = RateLog(log, what, int(target or 0), unit="steps")
+    progress.begin()
     with env_pool(run.make_env, n_envs) as envs:
         episodes, _ = run_episodes(
             envs,
@@ -1102,6 +1128,7 @@ def _rollouts(
             n_episodes=n_episodes,
             target_steps=None if n_episodes is not None else target,
             info=info,
+            progress=progress,
         )
     return episodes
 
@@ -1265,11 +1292,11 @@ def save_expert_critic(path: str | os.PathLike[str], payload: dict[str, Any]) ->
 
 def _dataset_folder(dataset_id_or_path: str) -> Path:
     p = Path(dataset_id_or_path).expanduser()
-    if p.exists():
+    if p.is_dir():
         return p
-    from pbrl.datasets.minari_io import minari_root
+    from pbrl.datasets.minari_io import data_folder
 
-    return minari_root() / dataset_id_or_path
+    return data_folder(dataset_id_or_path).parent
 
 
 def build(
@@ -1289,7 +1316,7 @@ def build(
     ``steps`` (SAC steps, default 1M) and ``episodes`` override ``options``. The expert's
     critic is written to ``<dataset folder>/expert_critic.pt``.
     """
-    from pbrl.datasets.minari_io import minari_root, write_minari_dataset
+    from pbrl.datasets.minari_io import check_new_dataset, write_minari_dataset
     from pbrl.datasets.registry import generated_dataset_id
 
     opts = options or GenerateOptions()
@@ -1299,13 +1326,15 @@ def build(
         episodes=episodes if episodes is not None else opts.episodes,
         device=device if device != "auto" else opts.device,
     )
+    _check_task(task_id)
+    if kind not in KINDS:
+        raise UnknownIdError(f"--kind {kind}: unknown kind (known: {', '.join(KINDS)})")
+    check_seed(seed, "--seed")
+    resolve_device(opts.device)
     dataset_id = generated_dataset_id(task_id, kind)
-    if not overwrite and (minari_root() / dataset_id).exists():
-        # Fail before hours of training rather than at the writer.
-        raise DataError(
-            f"dataset '{dataset_id}' already exists at {minari_root() / dataset_id} "
-            "(use --overwrite to replace it)"
-        )
+    # Fail before hours of training rather than at the writer: an existing dataset, a bad
+    # id, an unwritable store.
+    check_new_dataset(dataset_id, overwrite)
     eps, card, critic = generate(task_id, kind, seed=seed, options=opts)
     spec = _check_task(task_id)
     env_id, env_kwargs = _env_spec_of(spec, opts.config.horizon)

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import inspect
 import json
+import logging
+import sys
+from collections.abc import Iterator
 from typing import Any
 
 import typer
@@ -29,6 +33,36 @@ def _fmt(v: Any) -> str:
     return "-" if v is None else str(v)
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at each record (flushed per record)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.setStream(sys.stderr)
+        super().emit(record)
+
+
+@contextlib.contextmanager
+def _progress_on_stderr() -> Iterator[None]:
+    """Show the library's progress (``pbrl`` loggers, INFO) on standard error for one command.
+
+    One line per record, flushed, so progress appears as it happens also when standard
+    error is a pipe or a file; the library throttles its lines (datasets/progress.py).
+    """
+    logger = logging.getLogger("pbrl")
+    handler = _StderrHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    old_level, old_propagate = logger.level, logger.propagate
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False  # a root handler (logging.basicConfig) would print it twice
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+        logger.propagate = old_propagate
+
+
 @app.command("list")
 def list_cmd(
     source: str = typer.Option(None, help="Only rows from this source: d4rl, minari or generated."),
@@ -48,31 +82,51 @@ def list_cmd(
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
+    cols = ("id", "source", "local", "episodes", "steps")
+    cells = [
+        [r["id"], r["source"], "yes" if r["local"] else "no", _fmt(r["episodes"]), _fmt(r["steps"])]
+        for r in rows
+    ]
+    if not sys.stdout.isatty():
+        # Piped or redirected: plain columns, full ids, no width limit.
+        widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(cols)]
+        for row in [list(cols), *cells]:
+            typer.echo(
+                "  ".join(
+                    v.rjust(w) if i >= 3 else v.ljust(w)
+                    for i, (v, w) in enumerate(zip(row, widths, strict=True))
+                ).rstrip()
+            )
+        return
     from rich.console import Console
     from rich.table import Table
 
     table = Table(title=f"{len(rows)} datasets")
-    for col in ("id", "source", "local", "episodes", "steps"):
-        table.add_column(col, justify="right" if col in ("episodes", "steps") else "left")
-    for r in rows:
-        table.add_row(
-            r["id"],
-            r["source"],
-            "yes" if r["local"] else "no",
-            _fmt(r["episodes"]),
-            _fmt(r["steps"]),
+    for col in cols:
+        # Ids are folded onto several lines on a narrow terminal, never cut.
+        table.add_column(
+            col,
+            justify="right" if col in ("episodes", "steps") else "left",
+            overflow="fold",
+            no_wrap=col != "id",
         )
+    for row in cells:
+        table.add_row(*row)
     Console().print(table)
 
 
 @app.command("info")
 def info_cmd(dataset: str = typer.Argument(..., help="Dataset id or path.")) -> None:
     """Show a dataset's metadata and card (without loading its steps)."""
-    from rich.console import Console
-
     from pbrl.datasets.registry import dataset_info
 
-    Console().print_json(json.dumps(dataset_info(dataset), default=str))
+    text = json.dumps(dataset_info(dataset), default=str, indent=2)
+    if not sys.stdout.isatty():
+        typer.echo(text)
+        return
+    from rich.console import Console
+
+    Console().print_json(text)
 
 
 @app.command("verify")
@@ -103,8 +157,11 @@ def download_cmd(
     dataset: str = typer.Argument(..., help="d4rl/<env>-<kind>-v2 or a Minari remote id."),
 ) -> None:
     """Fetch a dataset: D4RL files from D4RL's host into ~/.d4rl/datasets, Minari ids from Minari's remote."""
+    from pbrl.datasets.minari_io import check_dataset_id
     from pbrl.datasets.registry import load_dataset
 
+    if not dataset.startswith("d4rl/"):
+        check_dataset_id(dataset)  # an id, never a path: nothing is fetched for a bad one
     ds = load_dataset(dataset, download=True, check_task=False)
     typer.echo(f"{ds.id}: {ds.num_episodes} episodes, {ds.num_steps} steps at {ds.path}")
 
@@ -138,8 +195,16 @@ def build_cmd(
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing dataset."),
 ) -> None:
-    """Generate pbrl/<domain>/<task>/<kind>-v0 into the local Minari store."""
+    """Generate pbrl/<domain>/<task>/<kind>-v0 into the local Minari store.
+
+    Every option, the dataset id, an existing dataset (without --overwrite) and the store's
+    writability are checked before any episode is generated. Progress (episodes or SAC
+    steps, rate, ETA) goes to standard error as it happens.
+    """
+    from pbrl.datasets.minari_io import check_new_dataset
+    from pbrl.datasets.registry import generated_dataset_id
     from pbrl.envs import get_task
+    from pbrl.utils import check_seed, resolve_device
 
     spec = get_task(task)  # UnknownIdError names the task
     if spec.domain not in GENERATORS:
@@ -161,6 +226,15 @@ def build_cmd(
         if e.name != module_name:
             raise
         raise PbrlError(f"the {spec.domain} generator ({module_name}) is missing") from None
+    kinds = getattr(module, "KINDS", None)
+    if kinds is not None and kind not in kinds:
+        raise PbrlError(
+            f"--kind {kind}: unknown kind for {spec.domain} (known: {', '.join(kinds)})"
+        )
+    check_seed(seed, "--seed")
+    if spec.domain != "metaworld":
+        resolve_device(device)
+    check_new_dataset(generated_dataset_id(spec.id, kind), overwrite)
     diagnose_on = diagnose and importlib.util.find_spec("pbrl.datasets.diagnose") is not None
     options: dict[str, Any] = {
         "episodes": episodes,
@@ -171,11 +245,12 @@ def build_cmd(
         "overwrite": overwrite,
         "diagnose": diagnose_on,
     }
-    dataset_id = _call_build(module.build, spec.id, kind, options)
-    if diagnose_on and "diagnose" not in inspect.signature(module.build).parameters:
-        from pbrl.datasets.diagnose import run_and_record
+    with _progress_on_stderr():
+        dataset_id = _call_build(module.build, spec.id, kind, options)
+        if diagnose_on and "diagnose" not in inspect.signature(module.build).parameters:
+            from pbrl.datasets.diagnose import run_and_record
 
-        run_and_record(dataset_id)
+            run_and_record(dataset_id)
     typer.echo(dataset_id)
 
 
@@ -185,7 +260,7 @@ def diagnose_cmd(
     steps: int = typer.Option(5000, "--steps", help="Gradient updates per learner and seed."),
     seeds: int = typer.Option(3, "--seeds", help="Seeds per learner (CIs are over seeds)."),
     eval_episodes: int = typer.Option(10, "--eval-episodes", help="Evaluation episodes per run."),
-    device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N or auto."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     workers: int = typer.Option(
         1, "--workers", help="Trainings run in parallel processes (one torch thread each)."
     ),
@@ -193,11 +268,23 @@ def diagnose_cmd(
         True, "--record/--no-record", help="Write the table into the dataset card."
     ),
 ) -> None:
-    """Train BC (all / top 10%) and IQL (true / zero reward) briefly; print and record the table."""
-    from pbrl.datasets import diagnose as dg
+    """Train BC (all / top 10%) and IQL (true / zero reward) briefly; print and record the table.
 
-    if workers < 1:
-        raise PbrlError(f"--workers: must be >= 1, got {workers}")
+    Each training is reported on standard error as it starts and finishes.
+    """
+    from pbrl.datasets import diagnose as dg
+    from pbrl.utils import resolve_device
+
+    for name, value, low in (
+        ("--workers", workers, 1),
+        ("--steps", steps, 1),
+        ("--seeds", seeds, 1),
+        ("--eval-episodes", eval_episodes, 1),
+    ):
+        if value < low:
+            raise PbrlError(f"{name}: must be >= {low}, got {value}")
+    resolve_device(device)
     kw = dict(steps=steps, seeds=seeds, eval_episodes=eval_episodes, device=device, workers=workers)
-    table = dg.run_and_record(dataset, **kw) if record else dg.diagnose(dataset, **kw)
+    with _progress_on_stderr():
+        table = dg.run_and_record(dataset, **kw) if record else dg.diagnose(dataset, **kw)
     typer.echo(dg.format_table(table))
