@@ -136,6 +136,7 @@ def bench(
     """
     from pbrl.report import build_tables, make_plots, read_runs, render_markdown
     from pbrl.runner import (
+        check_cached_prefs,
         check_suite,
         check_sweep_options,
         ensure_datasets,
@@ -160,6 +161,7 @@ def bench(
     to_build = check_suite(s, jobs)
     out = out or Path("runs") / s.name
     check_output_dir(out, "--out")
+    check_cached_prefs(jobs, out)
     if dry_run:
         for j in jobs:
             state = "done" if is_finished(out, j) else "todo"
@@ -212,12 +214,19 @@ def report(
     plots_dir: Path = typer.Option(None, help="Where plots go (default: <folder>/plots)."),
     output: Path = typer.Option(None, "-o", "--output", help="Write the table to a file too."),
 ) -> None:
-    """Tables (mean, IQM, 95% stratified-bootstrap CIs) and plots from finished runs."""
-    from pbrl.report import report as make_report
-    from pbrl.utils import atomic_path
+    """Tables (mean, IQM, 95% stratified-bootstrap CIs) and plots from finished runs.
 
-    text = make_report(folder, format, plots=plots, plots_dir=plots_dir)
-    if output:
-        with atomic_path(output) as tmp:
-            tmp.write_text(text)
-    typer.echo(text)
+    A run that finished without a score (it could not evaluate) is left out of the table
+    with a warning on stderr naming its folder; a malformed run file is an error.
+    """
+    from pbrl.report import report as make_report
+
+    text = make_report(
+        folder,
+        format,
+        plots=plots,
+        plots_dir=plots_dir,
+        output=output,
+        warn=lambda msg: typer.echo(f"warning: {msg}", err=True),
+    )
+    typer.echo(text, nl=not text.endswith("\n"))
