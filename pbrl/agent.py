@@ -103,11 +103,26 @@ def load_agent_module(name: str) -> types.ModuleType:
             raise UnknownIdError(f"unknown agent '{name}' (known: {', '.join(list_agents())})")
         modname = f"{_BUILTIN_PACKAGE}.{name}"
     else:
+        if not all(part.isidentifier() for part in name.split(".")):
+            raise UnknownIdError(
+                f"agent '{name}': not a registered agent nor a dotted module path "
+                f"(like mypkg.my_agent; known agents: {', '.join(list_agents())})"
+            )
         modname = name
     try:
         mod = importlib.import_module(modname)
     except ModuleNotFoundError as e:
         raise UnknownIdError(f"agent '{name}': cannot import module '{modname}' ({e})") from e
+    except SyntaxError as e:
+        raise PbrlError(
+            f"agent '{name}': {e.filename}, line {e.lineno}: syntax error ({e.msg})"
+        ) from e
+    except Exception as e:  # noqa: BLE001 - a plug-in's import-time failure, shown in one line
+        raise PbrlError(
+            f"agent '{name}': importing module '{modname}' failed "
+            f"({type(e).__name__}: {' '.join(str(e).split())}; "
+            "PBRL_DEBUG=1 shows the traceback)"
+        ) from e
     for attr in ("Config", "Agent"):
         if not hasattr(mod, attr):
             raise PbrlError(f"agent module '{modname}' defines no '{attr}'")

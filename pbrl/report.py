@@ -283,13 +283,11 @@ def read_runs(
         if not summary_file.is_file():
             raise DataError(f"{summary_file}: not a regular file")
         if not (d / "job.json").exists() and not (d / "config.json").exists():
-            say(f"{d}: left out: summary.json without job.json or config.json (not a run folder)")
+            say(f"{d}: summary.json without job.json or config.json (not a run folder)")
             continue
         run = read_run(d)
         if run is None:
-            say(
-                f"{d}: left out: no score (summary.json's score is null: the run could not evaluate)"
-            )
+            say(f"{d}: no score (summary.json's score is null: the run could not evaluate)")
             continue
         runs.append(run)
     return runs
@@ -695,7 +693,8 @@ def report(
     left_out: list[str] = []
     runs = read_runs(root, warn=left_out.append)
     if not runs:
-        why = f" ({len(left_out)} left out; {left_out[0]})" if left_out else ""
+        more = f" and {len(left_out) - 1} more" if len(left_out) > 1 else ""
+        why = f" (left out: {left_out[0]}{more})" if left_out else ""
         raise PbrlError(f"report: no finished runs with a score in '{root}'{why}")
     text = RENDERERS[fmt](build_tables(runs))
     for msg in left_out:

@@ -106,3 +106,32 @@ def test_cli_help_runs():
     out = subprocess.run([sys.executable, "-m", "pbrl", "--help"], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert "bench" in out.stdout
+
+
+@pytest.mark.parametrize("name", ["..x", ".cpl", "cpl.", "a..b", "a-b.c", "1x.y"])
+def test_agent_names_that_are_no_module_path_are_refused(name):
+    from pbrl.agent import load_agent_module
+    from pbrl.errors import UnknownIdError
+
+    with pytest.raises(UnknownIdError, match="dotted module path"):
+        load_agent_module(name)
+
+
+def test_a_plugin_that_fails_to_import_is_one_line(tmp_path, monkeypatch):
+    from pbrl.agent import load_agent_module
+    from pbrl.errors import PbrlError
+
+    pkg = tmp_path / "pbrl_test_plugins"
+    pkg.mkdir()
+    (pkg / "broken_syntax.py").write_text("x = 1\nclass Config(:\n")
+    (pkg / "raises.py").write_text("raise ValueError('bad\\nconstant')\n")
+    (pkg / "no_config.py").write_text("class Agent: ...\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(sys, "dont_write_bytecode", True)
+    with pytest.raises(PbrlError, match=r"broken_syntax\.py, line 2: syntax error") as e:
+        load_agent_module("pbrl_test_plugins.broken_syntax")
+    with pytest.raises(PbrlError, match="ValueError: bad constant") as e:
+        load_agent_module("pbrl_test_plugins.raises")
+    assert "\n" not in str(e.value)
+    with pytest.raises(PbrlError, match="defines no 'Config'"):
+        load_agent_module("pbrl_test_plugins.no_config")

@@ -227,6 +227,6 @@ def report(
         plots=plots,
         plots_dir=plots_dir,
         output=output,
-        warn=lambda msg: typer.echo(f"warning: {msg}", err=True),
+        warn=lambda msg: typer.echo(f"warning: left out of the table: {msg}", err=True),
     )
     typer.echo(text, nl=not text.endswith("\n"))

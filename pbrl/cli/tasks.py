@@ -24,14 +24,21 @@ def list_cmd(
     from pbrl.envs.base import list_tasks
 
     tasks = list_tasks(domain)
+    cols = ("id", "domain", "horizon", "normalizer", "datasets")
+    rows = [
+        (t.id, t.domain, str(t.horizon), str(t.extra.get("normalizer", "")), str(len(t.datasets)))
+        for t in tasks
+    ]
     table = Table(title=f"{len(tasks)} tasks" + (f" in domain '{domain}'" if domain else ""))
-    for col in ("id", "domain", "horizon", "normalizer", "datasets"):
-        table.add_column(col, justify="right" if col in ("horizon", "datasets") else "left")
-    for t in tasks:
-        table.add_row(
-            t.id, t.domain, str(t.horizon), str(t.extra.get("normalizer", "")), str(len(t.datasets))
+    for col in cols:
+        table.add_column(
+            col, justify="right" if col in ("horizon", "datasets") else "left", no_wrap=True
         )
-    Console(width=160).print(table)
+    for row in rows:
+        table.add_row(*row)
+    # As wide as the widest row (cells + borders), so no id is cut or wrapped, piped or not.
+    widths = [max([len(c), *(len(r[i]) for r in rows)]) for i, c in enumerate(cols)]
+    Console(width=sum(widths) + 3 * len(cols) + 1).print(table)
 
 
 def _space_str(space: object) -> str:
