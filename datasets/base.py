@@ -72,7 +72,7 @@ def check_field(
     if not finite.all():
         row = int(np.argwhere(~finite)[0][0])
         raise DataError(f"{where}: field '{name}' has a NaN or inf value (row {row})")
-    big = np.finfo(np.float32).max
+    big = float(np.finfo(np.float32).max)
     if a.dtype.itemsize > 4 and a.size and float(np.abs(a).max()) > big:
         row = int(np.argwhere(np.abs(a) > big)[0][0])
         raise DataError(f"{where}: field '{name}' has a value beyond float32's range (row {row})")

@@ -380,3 +380,230 @@ def test_stale_temporary_roots_are_cleaned(minari_home, episodes):
     os.utime(stale, (0, 0))  # a writer killed long ago
     _write(episodes)
     assert not stale.exists() and fresh.exists()  # a concurrent writer's root is left alone
+
+
+# ---- the one field rule, the Minari loader on corrupt files, ids, the task match -------------
+def test_check_field_accepts_floats_and_0_1_flags_only():
+    from pbrl.datasets.base import check_field
+
+    assert check_field(np.zeros((3, 2), np.float16), "x", "w").dtype == np.float16
+    for bad, words in [
+        (np.zeros((3, 2), np.int64), "dtype int64"),
+        (np.zeros((3, 2), bool), "dtype bool"),
+        (np.zeros((3, 2), np.complex64), "dtype complex64"),
+        (np.array([["a", "b"]] * 3), "dtype <U1"),
+        (np.array([1.0, np.nan, 2.0]), r"NaN or inf value \(row 1\)"),
+        (np.array([1.0, 1e39]), r"beyond float32's range \(row 1\)"),
+        (np.float64(1.0), "scalar"),
+    ]:
+        with pytest.raises(DataError, match=rf"^w: field 'x' .*{words}"):
+            check_field(bad, "x", "w")
+    with pytest.raises(DataError, match="has 2 rows, expected 3"):
+        check_field(np.zeros(2), "x", "w", rows=3)
+    with pytest.raises(DataError, match="expected 1 dimension"):
+        check_field(np.zeros((2, 2)), "x", "w", ndim=1)
+    flags = check_field(np.array([0, 1, 1], np.int8), "f", "w", flag=True)
+    assert flags.dtype == bool and flags.tolist() == [False, True, True]
+    assert check_field(np.array([0.0, 1.0]), "f", "w", flag=True).tolist() == [False, True]
+    with pytest.raises(DataError, match=r"other than 0/1 \(row 1: 2\)"):
+        check_field(np.array([0, 2]), "f", "w", flag=True)
+
+
+def _corrupt_copy(minari_home, tmp_path, edit):
+    import shutil
+
+    import h5py
+
+    src = _write(_hopper_episodes())
+    dst = tmp_path / "copy"
+    shutil.copytree(src, dst)
+    with h5py.File(dst / "data" / "main_data.hdf5", "r+") as f:
+        edit(f)
+    return dst
+
+
+def _swap(key, fn):
+    def edit(f):
+        a = f[key][()]
+        del f[key]
+        f.create_dataset(key, data=fn(a))
+
+    return edit
+
+
+def _with_nan(a):
+    a = a.astype(np.float64)
+    a[2, 1] = np.nan
+    return a
+
+
+@pytest.mark.parametrize(
+    "edit, words",
+    [
+        (_swap("episode_1/observations", _with_nan), "episode 1: field 'observations' has a NaN"),
+        (_swap("episode_0/actions", lambda a: a.astype(np.int32)), "'actions' has dtype int32"),
+        (_swap("episode_2/rewards", lambda a: a.astype(np.complex128)), "'rewards' has dtype"),
+        (_swap("episode_0/rewards", lambda a: a[:-1]), "'rewards' has 14 rows, expected 15"),
+        (_swap("episode_1/truncations", lambda a: a + 2.0), "'truncations' has a value other"),
+        (_swap("episode_1/observations", lambda a: a[:, :5]), "'observations' has 5 values"),
+        (_swap("episode_0/infos/qvel", _with_nan), "'infos/qvel' has a NaN"),
+        (lambda f: f.__delitem__("episode_2/terminations"), "missing field.*'terminations'"),
+        (lambda f: f.__delitem__("episode_1"), "episode 1 is missing"),
+    ],
+)
+def test_minari_loader_refuses_corrupt_files_naming_file_and_field(
+    minari_home, tmp_path, edit, words
+):
+    folder = _corrupt_copy(minari_home, tmp_path, edit)
+    with pytest.raises(DataError, match=words) as err:
+        load_minari(folder)
+    assert str(folder / "data" / "main_data.hdf5") in str(err.value)
+    with pytest.raises(DataError, match=words):
+        verify(str(folder))
+
+
+def test_minari_loader_refuses_truncated_files_and_bad_metadata(minari_home, tmp_path):
+    folder = _corrupt_copy(minari_home, tmp_path, lambda f: None)
+    h5 = folder / "data" / "main_data.hdf5"
+    h5.write_bytes(h5.read_bytes()[: h5.stat().st_size // 2])
+    with pytest.raises(DataError, match="truncated or corrupt"):
+        load_minari(folder)
+    with pytest.raises(DataError, match="truncated or corrupt"):
+        dataset_info(str(folder))  # info opens the file too, without reading steps
+    meta_path = folder / "data" / "metadata.json"
+    meta = json.loads(meta_path.read_text())
+    for key, value, words in [
+        ("ref_max_score", "high", "'ref_max_score' must be a finite number"),
+        ("dataset_id", "../../x-v0", "'dataset_id'.*'..'"),
+        ("total_episodes", -1, "'total_episodes' must be a count"),
+    ]:
+        meta_path.write_text(json.dumps({**meta, key: value}))
+        with pytest.raises(DataError, match=words):
+            load_minari(folder)
+
+
+def test_dataset_ids_never_leave_the_store(minari_home, tmp_path):
+    from pbrl.datasets.minari_io import check_dataset_id
+
+    for ok in ("mujoco/hopper/medium-v0", "D4RL/pen/human-v2", "x-v1", "a.b/c_d-v10"):
+        assert check_dataset_id(ok) == ok
+    for bad, words in [
+        ("pbrl/../../etc/x-v0", "part '..'"),
+        ("pbrl/./x-v0", "part '.'"),
+        ("pbrl/.pbrl-tmp-1/x-v0", "part '.pbrl-tmp-1'"),
+        ("/tmp/x-v0", "a path"),
+        ("~/x-v0", "a path"),
+        ("a//b-v0", "empty part"),
+        ("bogus", "version"),
+        ("a\\..\\b-v0", "a path"),
+    ]:
+        with pytest.raises(UnknownIdError, match=words):
+            check_dataset_id(bad)
+        with pytest.raises(UnknownIdError, match="dataset id"):
+            load_dataset(bad) if not bad.startswith(("/", "~")) else check_dataset_id(bad)
+    # A dataset outside the store reached through '..' is refused, not loaded under the id.
+    _write(_hopper_episodes())
+    escape = "pbrl/mujoco/hopper/../hopper/unit-v0"
+    with pytest.raises(UnknownIdError, match=r"part '\.\.'"):
+        load_dataset(escape)
+    with pytest.raises(UnknownIdError, match=r"part '\.\.'"):
+        dataset_info(escape)
+
+
+def test_a_renamed_folder_in_the_store_does_not_claim_its_old_id(minari_home, episodes):
+    import shutil
+
+    path = _write(episodes)
+    shutil.copytree(path, minari_home / "pbrl/mujoco/hopper/renamed-v0")
+    with pytest.raises(DataError, match="names dataset 'pbrl/mujoco/hopper/unit-v0' but is stored"):
+        load_dataset("pbrl/mujoco/hopper/renamed-v0")
+    # By path it is a copy of that dataset, and says so.
+    assert load_dataset(str(minari_home / "pbrl/mujoco/hopper/renamed-v0")).id == DS_ID
+
+
+def test_action_size_must_match_the_task(minari_home, episodes):
+    wide = [replace(e, actions=np.concatenate([e.actions, e.actions[:, :1]], 1)) for e in episodes]
+    _write(wide, dataset_id="pbrl/mujoco/hopper/wide-v0", env_id=None)
+    with pytest.raises(
+        DataError, match=r"wide-v0.*field 'actions' has 4 dimensions per step.*mujoco/hopper' has 3"
+    ):
+        load_dataset("pbrl/mujoco/hopper/wide-v0")
+    with pytest.raises(DataError, match="verify failed: field 'actions' has 4 dimensions"):
+        verify("pbrl/mujoco/hopper/wide-v0")
+
+
+def test_writer_refuses_integer_observations_and_flags_other_than_0_1(minari_home, episodes):
+    with pytest.raises(DataError, match="episode 0: field 'observations' has dtype int64"):
+        _write(_bad(episodes, 0, observations=episodes[0].observations.astype(np.int64)))
+    flags = episodes[2].truncations.astype(np.int64) * 2
+    with pytest.raises(DataError, match="episode 2: field 'truncations' has a value other"):
+        _write(_bad(episodes, 2, truncations=flags))
+    assert _files(minari_home) == []
+
+
+def test_a_failed_install_leaves_the_store_as_it_was(minari_home, episodes, monkeypatch):
+    import pbrl.datasets.minari_io as mio
+
+    real_replace = os.replace
+
+    def fail_on_final(src, dst):
+        if str(dst).endswith("unit-v0"):
+            raise OSError(28, "No space left on device")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(mio.os, "replace", fail_on_final)
+    with pytest.raises(OSError, match="No space"):
+        _write(episodes)
+    assert _files(minari_home) == []
+
+
+def test_new_dataset_checks_come_before_any_work(minari_home, episodes, tmp_path, monkeypatch):
+    from pbrl.datasets.minari_io import check_new_dataset
+    from pbrl.errors import PbrlError
+
+    _write(episodes)
+    with pytest.raises(DataError, match="already exists"):
+        check_new_dataset(DS_ID, overwrite=False)
+    assert check_new_dataset(DS_ID, overwrite=True) == minari_home / DS_ID
+    (tmp_path / "file").write_text("x")
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "file" / "store"))
+    with pytest.raises(PbrlError, match="MINARI_DATASETS_PATH.*not a folder"):
+        check_new_dataset("pbrl/mujoco/hopper/other-v0", overwrite=False)
+
+
+def test_rate_log_throttles_and_reports_rate_and_eta():
+    import logging
+
+    from pbrl.datasets.progress import RateLog
+
+    records: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            records.append(record.getMessage())
+
+    logger = logging.getLogger("pbrl.test.progress")
+    logger.addHandler(Keep())
+    logger.setLevel(logging.INFO)
+    now = [100.0]
+    p = RateLog(logger, "build", 10, every_s=5.0, clock=lambda: now[0])
+    p.begin()
+    for k in range(1, 11):
+        now[0] += 1.0  # one episode a second
+        p.update(k)
+    p.update(10)  # the final line is written once
+    assert records == [
+        "build: episodes 5/10 (50%), 1.0 episodes/s, ETA 5s",
+        "build: episodes 10/10 (100%), 1.0 episodes/s, done in 10s",
+    ]
+
+
+def test_cli_list_prints_full_ids_when_piped(minari_home, tmp_path):
+    long_id = "pbrl/mujoco/hopper/" + "a-very-long-dataset-kind-name-" * 3 + "v0"
+    _write(_hopper_episodes(n=1), dataset_id=long_id)
+    env = {"MINARI_DATASETS_PATH": str(minari_home), "D4RL_DATASET_DIR": str(tmp_path / "d4rl")}
+    out = _cli("list", "--source", "generated", env_extra=env)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].split() == ["id", "source", "local", "episodes", "steps"]
+    assert lines[1].split() == [long_id, "generated", "yes", "1", "15"]
