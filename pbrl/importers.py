@@ -46,7 +46,7 @@ import numpy as np
 from numpy._core import multiarray as _np_multiarray
 from numpy._core import numeric as _np_numeric
 
-from pbrl.datasets.base import OfflineDataset
+from pbrl.datasets.base import OfflineDataset, check_field
 from pbrl.errors import DataError, PbrlError, UnknownIdError
 from pbrl.prefs import (
     PreferenceData,
@@ -195,7 +195,10 @@ def _dump_pickle(obj: Any, path: Path) -> None:
 # small validators
 # ---------------------------------------------------------------------------------------------
 def _int_array(where: str, what: str, x: Any) -> np.ndarray:
-    a = np.asarray(x)
+    try:
+        a = np.asarray(x)
+    except (ValueError, TypeError) as e:  # ragged nested sequences
+        raise DataError(f"{where}: {what} is not a flat sequence of integers ({e})") from None
     if a.ndim != 1:
         raise DataError(f"{where}: {what} must be a 1-D sequence, got shape {a.shape}")
     if a.size and not np.issubdtype(a.dtype, np.integer):
@@ -555,8 +558,7 @@ def segments_dataset(
                 f"{r.shape[0]} steps do not match"
             )
         for name, arr in (("observations", o), ("actions", a), ("rewards", r)):
-            if not np.all(np.isfinite(arr)):
-                raise DataError(f"{where}: segment {i}: field '{name}' has NaN or inf")
+            check_field(arr, name, f"{where}: segment {i}")
     dims = {o.shape[1:] for o in obs} | {o.shape[1:] for o in next_obs}
     if len(dims) != 1 or len({a.shape[1:] for a in act}) != 1:
         raise DataError(f"{where}: segments have different observation or action sizes")
@@ -619,17 +621,14 @@ def import_cpl(
     for key in ("obs", "action", "reward", score_key):
         if key not in z:
             raise DataError(f"{where}: missing field '{key}' (keys: {', '.join(sorted(z))})")
-    obs, act, rew, score = z["obs"], z["action"], z["reward"], z[score_key]
-    if obs.ndim != 3 or act.ndim != 3 or rew.ndim != 2 or score.ndim != 1:
-        raise DataError(
-            f"{where}: expected obs (N, S, D), action (N, S, A), reward (N, S), {score_key} (N,); "
-            f"got {obs.shape}, {act.shape}, {rew.shape}, {score.shape}"
-        )
+    # Shapes obs (N, S, D), action (N, S, A), reward (N, S), score (N,); finite real numbers.
+    obs = check_field(z["obs"], "obs", where, ndim=3)
+    act = check_field(z["action"], "action", where, ndim=3)
+    rew = check_field(z["reward"], "reward", where, ndim=2)
+    score = check_field(z[score_key], score_key, where, ndim=1)
     n = _same_lengths(where, obs=obs, action=act, reward=rew, **{score_key: score})
     if obs.shape[1] != act.shape[1] or obs.shape[1] != rew.shape[1]:
         raise DataError(f"{where}: obs, action and reward have different segment lengths")
-    if not np.all(np.isfinite(score)):
-        raise DataError(f"{where}: field '{score_key}' has NaN or inf")
     cap = int(capacity) if capacity is not None else n // 2
     if cap <= 0 or 2 * cap > n:
         raise DataError(f"{where}: capacity {cap} needs 2 x capacity <= {n} segments")
@@ -639,6 +638,10 @@ def import_cpl(
     next_obs = [np.concatenate([o[1:], o[-1:]]) for o in obs]
     done = z.get("done")
     discount = z.get("discount")
+    if done is not None:
+        done = check_field(done, "done", where, flag=True)
+    if discount is not None:
+        discount = check_field(discount, "discount", where)
     term = np.zeros(n, dtype=bool)
     if done is not None and discount is not None and done.shape == (n,) and discount.shape == (n,):
         term = done.astype(bool) & (discount == 0)
@@ -678,6 +681,8 @@ def _import_cpl_pairwise(path: Path, z: dict[str, np.ndarray], ds_id: str) -> Pr
     for key in keys:
         if key not in z:
             raise DataError(f"{where}: missing field '{key}' (pairwise CPL layout)")
+    for key, ndim in zip(keys, (3, 3, 3, 3, 2, 2, (1, 2)), strict=True):
+        check_field(z[key], key, where, ndim=ndim)
     n = _same_lengths(where, **{k: z[k] for k in keys})
     label = z["label"].astype(np.float64).reshape(n, -1)[:, -1]
     if not np.all(np.isfinite(label)) or (label < 0).any() or (label > 1).any():
@@ -731,8 +736,17 @@ def import_imitation(
     for key in ("fragments1", "fragments2", "preferences"):
         if key not in top:
             raise DataError(f"{where}: missing field '{key}' of imitation's PreferenceDataset")
+    for key in ("fragments1", "fragments2"):
+        if not isinstance(top[key], list | tuple):
+            raise DataError(
+                f"{where}: field '{key}' is a {type(top[key]).__name__}, expected a list of "
+                "trajectories"
+            )
     f1, f2 = list(top["fragments1"]), list(top["fragments2"])
-    p_first = np.asarray(top["preferences"], dtype=np.float64).reshape(-1)
+    pref = top["preferences"]
+    if isinstance(pref, list | tuple | np.ndarray) and np.asarray(pref).dtype.kind in "iu":
+        pref = np.asarray(pref, dtype=np.float64)  # plain 0/1 lists
+    p_first = check_field(pref, "preferences", where).astype(np.float64).reshape(-1)
     n = _same_lengths(where, fragments1=f1, fragments2=f2, preferences=p_first)
     if not np.all(np.isfinite(p_first)) or (p_first < 0).any() or (p_first > 1).any():
         i = int(np.flatnonzero(~(np.isfinite(p_first) & (p_first >= 0) & (p_first <= 1)))[0])
@@ -749,6 +763,7 @@ def import_imitation(
                     f"{where}: fragment {j}: field '{key}' missing or not an array "
                     "(dict observations are not supported)"
                 )
+            check_field(fd[key], key, f"{where}: fragment {j}")
         o, a, r = fd["obs"], fd["acts"], fd["rews"]
         if o.shape[0] != a.shape[0] + 1:
             raise DataError(

@@ -26,6 +26,7 @@ import dataclasses
 import json
 import logging
 import math
+import numbers
 import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -960,7 +961,15 @@ class FitRecords:
                 raise DataError(f"record {i}: empty segment")
             A[i, L - a.size :] = a
             B[i, L - b.size :] = b
-        p = np.array([np.nan if v is None else float(v) for v in pb], dtype=np.float64)
+        for name, arr in (("rewards_a", A), ("rewards_b", B)):
+            if not np.all(np.isfinite(arr)):
+                i = int(np.argwhere(~np.isfinite(arr))[0][0])
+                raise DataError(f"record {i}: field '{name}' has NaN or inf")
+        p = np.empty(len(pb), dtype=np.float64)
+        for i, v in enumerate(pb):
+            if v is not None and (isinstance(v, bool) or not isinstance(v, numbers.Real)):
+                raise DataError(f"record {i}: prefer_b must be a number or null, got {v!r}")
+            p[i] = np.nan if v is None else float(v)
         bad = np.flatnonzero(~np.isnan(p) & ((p < 0) | (p > 1)))
         if bad.size:
             raise DataError(f"record {int(bad[0])}: prefer_b must be in [0, 1], got {p[bad[0]]}")

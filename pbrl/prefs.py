@@ -220,16 +220,17 @@ def _pad(x: np.ndarray, width: int) -> np.ndarray:
 
 
 def segment_row_index(
-    ds: OfflineDataset, refs: np.ndarray, what: str = "segments"
+    ds: OfflineDataset, refs: np.ndarray, what: str = "segments", *, where: str | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Flat dataset rows ``(B, Lmax)`` of each segment and the mask ``(B, Lmax)`` of real steps.
 
-    Raises :class:`DataError` naming the first query whose segment leaves its episode (the
-    boundary rule: ``0 <= start`` and ``start + length <= episode length``).
+    Raises :class:`DataError` naming ``where`` (default: the dataset) and the first query
+    whose segment leaves its episode (the boundary rule: ``0 <= start`` and
+    ``start + length <= episode length``).
     """
     refs = np.asarray(refs, dtype=np.int64).reshape(-1, 3)
     ep, start, length = refs[:, 0], refs[:, 1], refs[:, 2]
-    where = ds.path or ds.id
+    where = where or ds.path or ds.id
     bad_ep = (ep < 0) | (ep >= ds.num_episodes)
     if bad_ep.any():
         i = int(np.flatnonzero(bad_ep)[0])
@@ -296,13 +297,13 @@ def _validate_arrays(where: str, refs_a: Any, refs_b: Any, prefer_b: Any, skippe
     if not np.all(np.isfinite(pa)) or (pa < 0).any() or (pa > 1).any():
         i = int(np.flatnonzero(ans)[np.flatnonzero(~(np.isfinite(pa) & (pa >= 0) & (pa <= 1)))[0]])
         raise DataError(
-            f"{where}: field 'prefer_b': answered query {i} has prefer_b={prefer_b[i]!r}, "
+            f"{where}: field 'prefer_b': answered query {i} has prefer_b={float(prefer_b[i])}, "
             "outside [0, 1]"
         )
     if not np.all(np.isnan(prefer_b[skipped])):
         i = int(np.flatnonzero(skipped & ~np.isnan(prefer_b))[0])
         raise DataError(
-            f"{where}: field 'skipped': query {i} is skipped but has prefer_b={prefer_b[i]!r} "
+            f"{where}: field 'skipped': query {i} is skipped but has prefer_b={float(prefer_b[i])} "
             "(must be NaN)"
         )
 
@@ -396,6 +397,11 @@ def check_prefs_dataset(
     else:
         for w in warnings:
             log.warning("%s", w)
+    # Whatever was allowed, every segment must lie inside one episode of ``ds``.
+    for name in ("refs_a", "refs_b"):
+        segment_row_index(
+            ds, getattr(data, name), f"field '{name}' (dataset '{ds.id}')", where=where
+        )
     return warnings
 
 
@@ -553,6 +559,13 @@ def load_preferences(path: str | Path) -> PreferenceData:
         raise DataError(f"{path}: no such preference file")
     try:
         raw = path.read_bytes()
+    except OSError as e:
+        raise DataError(f"{path}: cannot read ({e.strerror or e})") from e
+    if not raw:
+        raise DataError(f"{path}: empty file, not a preference file (.npz)")
+    if not raw.startswith(b"PK"):
+        raise DataError(f"{path}: not a preference file (.npz is a zip archive; this is not)")
+    try:
         with np.load(io.BytesIO(raw), allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
     except Exception as e:  # noqa: BLE001 - any parse failure is a malformed file

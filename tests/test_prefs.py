@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import subprocess
 import sys
@@ -15,7 +16,12 @@ import torch
 from pbrl.datasets.base import OfflineDataset
 from pbrl.errors import DataError, UnknownIdError
 from pbrl.prefs import (
+    FORMAT_VERSION,
+    MAX_LABEL_STEPS,
     PreferenceData,
+    check_label_options,
+    check_prefs_dataset,
+    dataset_fingerprint,
     from_feedback,
     label_dataset,
     load_preferences,
@@ -228,6 +234,18 @@ def _write_npz(path: Path, **arrays):
         np.savez(fh, **arrays)
 
 
+def _meta(arrays, **changes):
+    meta = json.loads(arrays["meta_json"].tobytes())
+    meta.update(changes)
+    arrays["meta_json"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+
+
+def _set(arr, idx, value):
+    out = arr.copy()
+    out[idx] = value
+    return out
+
+
 def _valid_arrays(tmp_path):
     ds = make_ds()
     save_preferences(label_dataset(ds, "oracle", 6, 5, 0), tmp_path / "ok.npz")
@@ -245,6 +263,24 @@ def _valid_arrays(tmp_path):
         (lambda a: a.update(skipped=np.ones(6, bool)), "field 'skipped'.*must be NaN"),
         (lambda a: a.update(feedback_jsonl=a["feedback_jsonl"][:20]), "feedback_jsonl"),
         (lambda a: a.update(meta_json=np.frombuffer(b"{not json", np.uint8)), "meta_json"),
+        (lambda a: a.update(meta_json=np.frombuffer(b"\xff\xfe{", np.uint8)), "meta_json"),
+        (lambda a: _meta(a, format_version="abc"), "field 'format_version'.*'abc'"),
+        (lambda a: _meta(a, format_version=2.5), "field 'format_version'.*2.5"),
+        (lambda a: _meta(a, format_version=True), "field 'format_version'"),
+        (lambda a: _meta(a, format_version=0), "field 'format_version'"),
+        (lambda a: _meta(a, format_version=10**30), "format_version.*newer"),
+        (lambda a: _meta(a, format_version=None), "field 'format_version'"),
+        (lambda a: _meta(a, dataset_id=[1]), "field 'dataset_id' must be a string"),
+        (lambda a: _meta(a, task_id=3), "field 'task_id' must be a string"),
+        (lambda a: _meta(a, dataset_fingerprint="md5:x"), "field 'dataset_fingerprint'"),
+        (lambda a: _meta(a, unresolved="no"), "field 'unresolved'"),
+        (lambda a: a.update(prefer_b=np.array(["a"] * 6)), "field 'prefer_b'.*floating"),
+        (lambda a: a.update(refs_a=a["refs_a"].astype(np.float64)), "field 'refs_a'.*integers"),
+        (lambda a: a.update(prefer_b=_set(a["prefer_b"], 2, np.nan)), "prefer_b.*query 2"),
+        (lambda a: a.update(refs_a=_set(a["refs_a"], (1, 2), -3)), "lengths must be positive"),
+        (lambda a: a.update(refs_a=_set(a["refs_a"], (1, 1), -3)), "feedback_jsonl.*refs_a"),
+        (lambda a: a.update(feedback_jsonl=np.frombuffer(b"[1]\n" * 6, np.uint8)), "line 1"),
+        (lambda a: a.update(feedback_jsonl=np.frombuffer(b"\xff\n", np.uint8)), "UTF-8"),
     ],
 )
 def test_load_rejects_malformed_files(tmp_path, mutate, message):
@@ -260,8 +296,12 @@ def test_load_rejects_malformed_files(tmp_path, mutate, message):
 def test_load_rejects_non_npz_and_pickled_objects(tmp_path):
     junk = tmp_path / "junk.npz"
     junk.write_bytes(b"this is not a zip archive")
-    with pytest.raises(DataError, match="not a readable preference file"):
+    with pytest.raises(DataError, match="not a preference file"):
         load_preferences(junk)
+    empty = tmp_path / "empty.npz"
+    empty.write_bytes(b"")
+    with pytest.raises(DataError, match="empty file"):
+        load_preferences(empty)
     arrays = _valid_arrays(tmp_path)
     arrays["refs_a"] = np.array([object()] * 6, dtype=object)
     _write_npz(tmp_path / "obj.npz", **arrays)
@@ -282,6 +322,115 @@ def test_save_is_atomic(tmp_path):
         save_preferences(broken, path)
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p.npz"]
+
+
+def test_load_rejects_out_of_range_refs_kept_consistent(tmp_path):
+    # Refs and feedback agree, but a start is negative: refused at load, naming the field.
+    ds = make_ds()
+    data = label_dataset(ds, "oracle", 4, 5, 0)
+    refs = data.refs_b.copy()
+    refs[2, 1] = -1
+    bad = make_preference_data(
+        ds.id, data.refs_a, refs, data.prefer_b, data.skipped, labeler="x", meta=dict(data.meta)
+    )
+    save_preferences(bad, tmp_path / "neg.npz")
+    with pytest.raises(DataError, match="neg.npz: field 'refs_b' row 2"):
+        load_preferences(tmp_path / "neg.npz")
+
+
+# ---- data and labels stay tied ----------------------------------------------------------------
+def test_fingerprint_covers_the_steps_not_the_name():
+    ds = make_ds()
+    fp = dataset_fingerprint(ds)
+    assert fp.startswith("sha256:") and len(fp) == 7 + 64
+    # Same content under another id, path or dtype: same fingerprint.
+    same = dataclasses.replace(
+        ds, id="other/id-v0", path="/x", observations=ds.observations.astype(np.float64)
+    )
+    assert dataset_fingerprint(same) == fp
+    # Any step changed: another fingerprint.
+    for name in ("observations", "actions", "rewards", "next_observations"):
+        arr = getattr(ds, name).copy()
+        arr.reshape(-1)[7] += 1e-3
+        assert dataset_fingerprint(dataclasses.replace(ds, **{name: arr})) != fp, name
+    flags = ds.timeouts.copy()
+    flags[3] = ~flags[3]
+    assert dataset_fingerprint(dataclasses.replace(ds, timeouts=flags)) != fp
+    # Moved episode boundary, same steps.
+    lengths = ds.lengths.copy()
+    lengths[0] -= 1
+    lengths[1] += 1
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    moved = dataclasses.replace(ds, lengths=lengths, starts=starts)
+    assert dataset_fingerprint(moved) != fp
+
+
+def test_label_records_the_fingerprint_and_the_check_passes(tmp_path):
+    ds = make_ds()
+    save_preferences(label_dataset(ds, "oracle", 6, 5, 0), tmp_path / "p.npz")
+    data = load_preferences(tmp_path / "p.npz")
+    assert data.meta["format_version"] == FORMAT_VERSION == 2
+    assert data.meta["dataset_fingerprint"] == dataset_fingerprint(ds)
+    assert check_prefs_dataset(data, ds, where="p.npz") == []
+
+
+def test_check_refuses_another_dataset_a_rebuilt_one_and_another_task():
+    ds = make_ds()
+    data = label_dataset(ds, "oracle", 6, 5, 0)
+    other = make_ds(ds_id="test/other-v0")
+    with pytest.raises(DataError, match="p.npz: labels refer to dataset 'test/tiny-v0'.*--allow"):
+        check_prefs_dataset(data, other, where="p.npz")
+    rebuilt = make_ds(seed=1)  # same id, other content
+    with pytest.raises(DataError, match="p.npz: dataset 'test/tiny-v0' has changed"):
+        check_prefs_dataset(data, rebuilt, where="p.npz")
+    tasked = dataclasses.replace(data, meta=dict(data.meta, task_id="mujoco/hopper"))
+    with pytest.raises(DataError, match="task 'mujoco/hopper'"):
+        check_prefs_dataset(tasked, dataclasses.replace(ds, task_id="mujoco/ant"), where="p")
+    # The override: a warning line instead, naming the flag.
+    (w,) = check_prefs_dataset(data, rebuilt, where="p.npz", allow_mismatch=True)
+    assert w.startswith("warning: p.npz:") and "--allow-dataset-mismatch" in w
+    # Even with the override, segments outside the dataset are refused.
+    short = make_ds(lengths=(5, 5, 5, 5))
+    with pytest.raises(DataError, match="p.npz: field 'refs_a'"):
+        check_prefs_dataset(data, short, where="p.npz", allow_mismatch=True)
+
+
+def test_files_without_a_fingerprint_are_used_with_a_warning(tmp_path):
+    ds = make_ds()
+    arrays = _valid_arrays(tmp_path)
+    meta = json.loads(arrays["meta_json"].tobytes())
+    meta.pop("dataset_fingerprint")
+    meta["format_version"] = 1
+    arrays["meta_json"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+    _write_npz(tmp_path / "v1.npz", **arrays)
+    data = load_preferences(tmp_path / "v1.npz")
+    (w,) = check_prefs_dataset(data, ds, where="v1.npz")
+    assert "format version 1" in w and "cannot be checked" in w
+    # Unresolved data (published indices) has nothing to check yet.
+    unresolved = make_preference_data(
+        "d4rl/x", [[-1, 3, 5]], [[-1, 9, 5]], [1.0], None, labeler="h", meta={"unresolved": True}
+    )
+    assert check_prefs_dataset(unresolved, ds, where="u") == []
+
+
+@pytest.mark.parametrize(
+    ("queries", "segment", "seed", "message"),
+    [
+        (0, 5, 0, "--queries"),
+        (-3, 5, 0, "--queries"),
+        (5, 0, 0, "--segment"),
+        (5, -1, 0, "--segment"),
+        (5, 5, -1, "--seed"),
+        (MAX_LABEL_STEPS, 5, 0, "more than pbrl allows"),
+    ],
+)
+def test_label_options_are_checked(queries, segment, seed, message):
+    from pbrl.errors import PbrlError
+
+    with pytest.raises(PbrlError, match=message):
+        check_label_options(queries, segment, seed)
+    with pytest.raises(PbrlError, match=message):
+        label_dataset(make_ds(), "oracle", queries, segment, seed)
 
 
 def test_constructor_validates():

@@ -36,8 +36,14 @@ def list_cmd() -> None:
 def _records_from_jsonl(path: Path) -> list[dict[str, Any]]:
     from pbrl.errors import DataError
 
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from e
+    except OSError as e:
+        raise DataError(f"{path}: cannot read ({e.strerror or e})") from e
     out = []
-    for i, line in enumerate(path.read_text().splitlines(), 1):
+    for i, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:
@@ -50,24 +56,27 @@ def _records_from_jsonl(path: Path) -> list[dict[str, Any]]:
     return out
 
 
-def _records_from_prefs(path: Path) -> list[dict[str, Any]]:
+def _records_from_prefs(path: Path, allow_mismatch: bool) -> list[dict[str, Any]]:
     """Human answers from a pbrl preference file, with the rewards of their dataset."""
     import numpy as np
 
     from pbrl.errors import DataError
-    from pbrl.prefs import load_preferences
+    from pbrl.prefs import check_prefs_dataset, load_preferences
 
     data = load_preferences(path)
+    if not data.resolved:
+        raise DataError(
+            f"{path}: the segments are unresolved published indices; import again with "
+            "--dataset before fitting a teacher"
+        )
     ds = data.dataset()
     if ds.rewards is None:
         raise DataError(f"{path}: dataset {data.dataset_id} has no rewards to fit against")
+    # Same id, task and content as when labelled; every segment inside the dataset.
+    check_prefs_dataset(data, ds, where=str(path), allow_mismatch=allow_mismatch)
     records = []
     for i in range(len(data.prefer_b)):
         ra, rb = data.refs_a[i], data.refs_b[i]
-        for name, ref in (("refs_a", ra), ("refs_b", rb)):
-            e, s, n = (int(v) for v in ref)
-            if not (0 <= e < ds.num_episodes and 0 <= s and s + n <= int(ds.lengths[e])):
-                raise DataError(f"{path}: {name}[{i}] = {ref.tolist()} is outside the dataset")
         sa = int(ds.starts[ra[0]]) + int(ra[1])
         sb = int(ds.starts[rb[0]]) + int(rb[1])
         skipped = bool(data.skipped[i]) or not np.isfinite(data.prefer_b[i])
@@ -90,19 +99,30 @@ def fit_cmd(
     ),
     output: Path = typer.Option(..., "-o", "--output", help="Where to write the preset JSON."),
     name: str = typer.Option("", help="Preset name (default: the output file's stem)."),
+    allow_mismatch: bool = typer.Option(
+        False,
+        "--allow-dataset-mismatch",
+        help="Fit against the preference file's dataset even if its content changed since "
+        "labelling (a warning says so).",
+    ),
 ) -> None:
     """Fit beta, gamma, eps and the equal (and skip) thresholds of a B-Pref teacher to a
     human's answers by maximum likelihood, and save it as a preset for --teacher."""
     from pbrl.errors import DataError
     from pbrl.oracles import fit_teacher_details, save_teacher
+    from pbrl.utils import check_output_file
 
-    if not labels.exists():
+    check_output_file(output, "--output")
+    if not labels.is_file():
         raise DataError(f"{labels}: no such file")
     if labels.suffix == ".jsonl":
         records = _records_from_jsonl(labels)
     else:
-        records = _records_from_prefs(labels)
-    teacher, info = fit_teacher_details(records, name=name or output.stem)
+        records = _records_from_prefs(labels, allow_mismatch)
+    try:
+        teacher, info = fit_teacher_details(records, name=name or output.stem)
+    except DataError as e:
+        raise DataError(f"{labels}: {e}") from e
     info["source"] = str(labels)
     save_teacher(teacher, output, extra=info)
     typer.echo(f"fitted {teacher.spec()}")
