@@ -400,14 +400,45 @@ def build_dataset(task: str, kind: str, options: dict[str, Any]) -> str:
     return str(_generator(task).build(task, kind, **options))
 
 
+def check_cached_prefs(jobs: list[Job], out: Path, *, only_local: bool = True) -> None:
+    """Refuse cached preference files (``<out>/prefs/<key>.npz``) labelled from another
+    build of their dataset: the runs beside them were trained on the old data, so the
+    sweep stops with one line naming the file instead of mixing the two in one table.
+    ``only_local`` skips datasets not in the store yet (checked again after the build)."""
+    from pbrl.datasets.registry import load_dataset
+    from pbrl.prefs import check_prefs_dataset, load_preferences
+
+    cached: dict[Path, Job] = {}
+    for job in jobs:
+        p = prefs_path(out, job)
+        if p is not None and p.is_file():
+            cached.setdefault(p, job)
+    datasets: dict[str, Any] = {}
+    for p, job in sorted(cached.items(), key=lambda kv: kv[1].dataset):
+        if job.dataset not in datasets:
+            if only_local and not dataset_exists(job.dataset):
+                continue
+            datasets.clear()
+            datasets[job.dataset] = load_dataset(job.dataset)
+        try:
+            check_prefs_dataset(load_preferences(p), datasets[job.dataset], where=str(p))
+        except PbrlError as e:
+            raise type(e)(
+                f"{e} (the runs in {out} used the old data: choose another --out, "
+                "or remove that folder to start over)"
+            ) from e
+
+
 def ensure_prefs(jobs: list[Job], out: Path, echo: Callable[[str], None]) -> None:
     """Label each distinct (dataset, teacher, budget, segment, selector, seed) once.
 
     Each file is written under a lock in ``<out>/.locks``: a second sweep on the same
-    folder waits for it and then uses the file instead of labelling again."""
+    folder waits for it and then uses the file instead of labelling again. Cached files
+    labelled from another build of their dataset are refused (:func:`check_cached_prefs`)."""
     from pbrl.datasets.registry import load_dataset
     from pbrl.prefs import label_dataset, save_preferences
 
+    check_cached_prefs(jobs, out, only_local=False)
     todo: dict[Path, Job] = {}
     for job in jobs:
         p = prefs_path(out, job)
