@@ -487,3 +487,88 @@ def test_cli_import_stats_export(tmp_path, d4rl_file):
     )  # fmt: skip
     assert r.returncode == 2 and "crosses the end of episode 0" in r.stderr
     assert not bad.exists()
+
+
+# ---- data and labels stay tied -----------------------------------------------------------------
+def test_import_against_another_dataset_is_refused_unless_allowed(d4rl_file, tmp_path, caplog):
+    from pbrl.prefs import dataset_fingerprint
+
+    ds = load_d4rl_hdf5(d4rl_file)
+    folder = _write_pt(tmp_path / "hopper-medium-v2", [0, 59], [49, 120], [0, 1])
+    with pytest.raises(DataError, match="'d4rl/hopper-medium-v2'.*--allow-dataset-mismatch"):
+        import_labels("pt", [folder], dataset=ds, segment_length=10)
+    data = import_labels("pt", [folder], dataset=ds, segment_length=10, allow_mismatch=True)
+    assert "used anyway" in caplog.text
+    # Resolved against ds: the file now records ds's id and content.
+    assert data.dataset_id == ds.id
+    assert data.meta["dataset_fingerprint"] == dataset_fingerprint(ds)
+
+
+@pytest.mark.parametrize(
+    ("fmt", "kwargs", "message"),
+    [
+        ("cpl", {"dataset_given": True}, "--dataset"),
+        ("imitation", {"segment_length": 5}, "--segment-length"),
+        ("pt", {"segment_length": 0}, "--segment-length"),
+        ("cpl", {"capacity": 0}, "--capacity"),
+        ("pt", {"capacity": 3}, "--capacity"),
+        ("csv", {}, "unknown label format"),
+    ],
+)
+def test_import_options_are_checked_first(fmt, kwargs, message):
+    from pbrl.importers import check_import_options
+
+    with pytest.raises(PbrlError, match=message):
+        check_import_options(fmt, **kwargs)
+
+
+def test_export_output_is_checked_before_any_work(tmp_path):
+    from pbrl.importers import check_export_output
+
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "folder").mkdir()
+    for fmt, out, message in [
+        ("cpl", tmp_path / "file" / "x.npz", "is a file"),
+        ("cpl", tmp_path / "nope" / "x.npz", "does not exist"),
+        ("cpl", tmp_path / "folder", "is a folder"),
+        ("pt", tmp_path / "folder", "already exists"),
+        ("imitation", "/proc/x.pkl", "cannot write"),
+    ]:
+        with pytest.raises(PbrlError, match=message):
+            check_export_output(fmt, out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "folder"]
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"obs": np.full((4, 3, 2), "a")}, "field 'obs' has dtype"),
+        ({"reward": np.full((4, 3), np.nan, np.float32)}, "field 'reward' has a NaN"),
+        ({"rl_sum": np.array(["x"] * 4)}, "field 'rl_sum' has dtype"),
+        ({"obs": np.zeros((4, 3), np.float32)}, "field 'obs' has shape"),
+        ({"done": np.array(["y"] * 4)}, "field 'done'"),
+    ],
+)
+def test_cpl_malformed_fields(tmp_path, changes, message):
+    arrays = {
+        "obs": np.zeros((4, 3, 2), np.float32),
+        "action": np.zeros((4, 3, 1), np.float32),
+        "reward": np.zeros((4, 3), np.float32),
+        "rl_sum": np.arange(4, dtype=np.float32),
+    }
+    arrays.update(changes)
+    path = tmp_path / "c.npz"
+    np.savez(path, **arrays)
+    with pytest.raises(DataError, match=message) as e:
+        import_labels("cpl", [path])
+    assert str(path) in str(e.value)
+
+
+def test_ragged_published_indices(tmp_path):
+    folder = tmp_path / "pt"
+    folder.mkdir()
+    (folder / "indices_num2").write_bytes(pickle.dumps([[1, 2], [3]]))
+    (folder / "indices_2_num2").write_bytes(pickle.dumps(np.array([1, 2])))
+    (folder / "label_human").write_bytes(pickle.dumps([0, 1]))
+    with pytest.raises(DataError, match="indices_num2: indices is not a flat sequence"):
+        import_labels("pt", [folder])
