@@ -141,7 +141,8 @@ def check_output_dir(path: str | os.PathLike[str], what: str = "--out") -> Path:
 
     Refused: a path that is (or lies under) a regular file, and a place where no folder can
     be made (``/proc/x``, a read-only or unwritable folder). The check makes and removes one
-    empty probe folder in the nearest existing ancestor, so nothing is left behind.
+    empty probe folder in the nearest existing ancestor (restoring that folder's
+    modification time), so nothing is left behind.
     """
     from pbrl.errors import PbrlError
 
@@ -159,8 +160,11 @@ def check_output_dir(path: str | os.PathLike[str], what: str = "--out") -> Path:
         where = "is" if probe_in == p else f"lies under '{probe_in}', which is"
         raise PbrlError(f"{what} {p}: {where} a file, not a folder")
     try:
+        st = probe_in.stat()
         probe = tempfile.mkdtemp(prefix=".pbrl-probe-", dir=probe_in)
         os.rmdir(probe)
+        with contextlib.suppress(OSError):  # leave the folder's modification time as it was
+            os.utime(probe_in, ns=(st.st_atime_ns, st.st_mtime_ns))
     except OSError as e:
         raise PbrlError(f"{what} {p}: cannot write in '{probe_in}' ({e.strerror or e})") from e
     return p
@@ -171,7 +175,8 @@ def check_output_file(path: str | os.PathLike[str], what: str = "--output") -> P
 
     Refused: an empty path, an existing folder, a parent that does not exist or is a file,
     and a folder where no file can be created (``/proc``, read-only). The check creates and
-    removes one empty probe file next to ``path``; an existing file at ``path`` is untouched.
+    removes one empty probe file next to ``path`` (restoring the folder's modification time);
+    an existing file at ``path`` is untouched.
     """
     from pbrl.errors import PbrlError
 
@@ -186,9 +191,12 @@ def check_output_file(path: str | os.PathLike[str], what: str = "--output") -> P
     if not parent.is_dir():
         raise PbrlError(f"{what} {p}: '{parent}' is a file, not a folder")
     try:
+        st = parent.stat()
         fd, probe = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".probe", dir=parent)
         os.close(fd)
         os.unlink(probe)
+        with contextlib.suppress(OSError):  # leave the folder's modification time as it was
+            os.utime(parent, ns=(st.st_atime_ns, st.st_mtime_ns))
     except OSError as e:
         raise PbrlError(f"{what} {p}: cannot write in '{parent}' ({e.strerror or e})") from e
     return p
