@@ -454,6 +454,8 @@ RENDERERS = {"md": render_markdown, "csv": render_csv, "latex": render_latex}
 # Curves with at most this many evaluation points are drawn as markers with min-max error
 # bars (a line through one point draws nothing); longer ones as a line with a min-max band.
 FEW_POINTS = 12
+# Learning-curve panels (one per dataset) per row of the figure.
+PANELS_PER_ROW = 3
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "*")
 _LINESTYLES = ("-", "--", "-.", ":")
 
@@ -486,8 +488,13 @@ def learning_curves_figure(runs: list[Run]) -> Any:
     plt = _pyplot()
     datasets = sorted({r.dataset for r in runs})
     labels = _ordered_labels(runs)
-    fig, axes = plt.subplots(1, len(datasets), figsize=(4.8 * len(datasets), 3.6), squeeze=False)
-    for ax, d in zip(axes[0], datasets, strict=True):
+    ncols = min(PANELS_PER_ROW, len(datasets))
+    nrows = -(-len(datasets) // ncols)
+    fig, grid = plt.subplots(nrows, ncols, figsize=(4.8 * ncols, 3.4 * nrows + 0.3), squeeze=False)
+    axes = list(grid.ravel())
+    for ax in axes[len(datasets) :]:
+        ax.set_visible(False)
+    for ax, d in zip(axes, datasets, strict=False):
         by_label: dict[str, list[list[tuple[int, float]]]] = defaultdict(list)
         for r in runs:
             if r.dataset == d and r.curve:
@@ -525,6 +532,8 @@ def learning_curves_figure(runs: list[Run]) -> Any:
             else:
                 ax.plot(x, m, label=label, markevery=max(1, len(steps) // 8), **style)
                 ax.fill_between(x, lo, hi, color=style["color"], alpha=0.15)
+        if len(set(all_steps)) == 1:  # tick the evaluated step, not the nudged positions
+            ax.set_xticks(all_steps[:1])
         ax.set_title(_short(d), fontsize=9)
         ax.set_xlabel("updates")
         ax.set_ylabel("normalized score")
@@ -532,23 +541,30 @@ def learning_curves_figure(runs: list[Run]) -> Any:
         if not present:
             ax.text(0.5, 0.5, "no evaluations", ha="center", va="center", transform=ax.transAxes)
     handles, names = [], []
-    for ax in axes[0]:
+    for ax in axes:
         for h, n in zip(*ax.get_legend_handles_labels(), strict=True):
             if n not in names:
                 handles.append(h)
                 names.append(n)
+    order = sorted(range(len(names)), key=lambda j: labels.index(names[j]))
+    handles, names = [handles[j] for j in order], [names[j] for j in order]
     if handles:
-        axes[0][-1].legend(
+        # Beside the top-right panel; savefig(bbox_inches="tight") keeps it in the image.
+        axes[ncols - 1].legend(
             handles,
             names,
             fontsize=7,
-            loc="center left",
-            bbox_to_anchor=(1.02, 0.5),
+            loc="upper left",
+            bbox_to_anchor=(1.02, 1.0),
             frameon=False,
             title="learner",
             title_fontsize=7,
         )
-    fig.suptitle("learning curves: mean over seeds; bars or band: min-max", fontsize=9)
+    fig.suptitle(
+        "learning curves: mean over a learner's runs, bars or band: min to max\n"
+        "(learners evaluated at the same steps are drawn slightly apart)",
+        fontsize=8,
+    )
     fig.tight_layout()
     return fig
 
