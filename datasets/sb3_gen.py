@@ -1291,8 +1291,9 @@ def save_expert_critic(path: str | os.PathLike[str], payload: dict[str, Any]) ->
 
 
 def _dataset_folder(dataset_id_or_path: str) -> Path:
+    """A folder given as a path (existing or not), else the store's folder of a checked id."""
     p = Path(dataset_id_or_path).expanduser()
-    if p.is_dir():
+    if p.is_dir() or p.is_absolute() or str(dataset_id_or_path).startswith(("./", "../")):
         return p
     from pbrl.datasets.minari_io import data_folder
 

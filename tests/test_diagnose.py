@@ -101,11 +101,22 @@ def test_dataset_without_rewards_is_a_clear_error(tiny_dataset):
 
 
 @pytest.mark.slow
-def test_parallel_workers_give_the_same_table(tiny_dataset):
+def test_parallel_workers_give_the_same_table(tiny_dataset, caplog):
+    import logging
+
     did, _ = tiny_dataset
     kw = dict(steps=3, seeds=2, eval_episodes=1, learners=("bc-top10", "iql-true"))
+    caplog.set_level(logging.INFO, logger="pbrl.datasets.diagnose")
     one = dg.diagnose(did, workers=1, **kw)
+    # Each training is logged as it starts and as it finishes (with the ETA of the rest).
+    lines = [r.getMessage() for r in caplog.records if r.name == "pbrl.datasets.diagnose"]
+    assert "diagnose: bc-top10 seed 0 started (1/4)" in lines
+    done = [m for m in lines if " finished in " in m]
+    assert len(done) == 4 and done[-1].endswith("4/4 done, ETA 0s")
+    caplog.clear()
     two = dg.diagnose(did, workers=2, **kw)
+    done = [r.getMessage() for r in caplog.records if " finished in " in r.getMessage()]
+    assert len(done) == 4
     for r1, r2 in zip(one["rows"], two["rows"], strict=True):
         assert r1["learner"] == r2["learner"]
         assert [s["return"] for s in r1["seeds"]] == [s["return"] for s in r2["seeds"]]

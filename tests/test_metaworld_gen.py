@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from pbrl.datasets import metaworld_gen as g
-from pbrl.errors import PbrlError, UnknownIdError
+from pbrl.errors import DataError, PbrlError, UnknownIdError
 
 TASK = "metaworld/button-press-topdown-v3"
 ENV = "button-press-topdown-v3"
@@ -173,6 +173,35 @@ def test_bad_input():
         g.generate(TASK, "superb", episodes=2)
     with pytest.raises(PbrlError, match="episodes"):
         g.generate(TASK, "expert", episodes=0)
+
+
+def test_build_refuses_before_generating(minari_home, monkeypatch, caplog):
+    """An existing dataset, a bad seed, an unknown kind: refused before any episode runs."""
+    import logging
+
+    from pbrl.datasets.minari_io import minari_root
+
+    monkeypatch.setattr(g, "other_task_pool", lambda *a, **k: ["reach-v3"])
+    caplog.set_level(logging.INFO, logger="pbrl")
+    did = g.build(TASK, "expert", episodes=2, seed=0, workers=1, diagnose=False, horizon=10)
+    # Progress: the episodes and the reference episodes, each with its rate and a final line.
+    lines = [r.getMessage() for r in caplog.records]
+    assert "button-press-topdown-v3 expert: episodes 2/2 (100%)" in "\n".join(lines)
+    assert any(
+        m.startswith("button-press-topdown-v3: reference episodes: episodes 40/40") for m in lines
+    )
+
+    def no_work(*a, **k):
+        raise AssertionError("episodes were generated before the inputs were checked")
+
+    monkeypatch.setattr(g, "run_jobs", no_work)
+    with pytest.raises(DataError, match="already exists.*--overwrite"):
+        g.build(TASK, "expert", episodes=2, workers=1, diagnose=False, horizon=10)
+    with pytest.raises(PbrlError, match="--seed"):
+        g.build(TASK, "random", episodes=2, seed=-1, workers=1, diagnose=False)
+    with pytest.raises(UnknownIdError, match="--kind superb"):
+        g.build(TASK, "superb", episodes=2, workers=1, diagnose=False)
+    assert (minari_root() / did).is_dir()
 
 
 def test_a_task_vector_the_env_rejects_is_redrawn_not_looped_on():
