@@ -607,3 +607,17 @@ def test_cli_list_prints_full_ids_when_piped(minari_home, tmp_path):
     lines = out.stdout.splitlines()
     assert lines[0].split() == ["id", "source", "local", "episodes", "steps"]
     assert lines[1].split() == [long_id, "generated", "yes", "1", "15"]
+
+
+def test_build_and_diagnose_show_library_progress_on_stderr_only_while_they_run(capsys):
+    import logging
+
+    from pbrl.cli.datasets import _progress_on_stderr
+
+    logger = logging.getLogger("pbrl.datasets.metaworld_gen")
+    with _progress_on_stderr():
+        logger.info("episodes 1/2")
+    logger.info("after the command")
+    out, err = capsys.readouterr()
+    assert err.splitlines() == ["episodes 1/2"] and out == ""
+    assert not logging.getLogger("pbrl").handlers
