@@ -532,6 +532,9 @@ def learning_curves_figure(runs: list[Run]) -> Any:
             else:
                 ax.plot(x, m, label=label, markevery=max(1, len(steps) // 8), **style)
                 ax.fill_between(x, lo, hi, color=style["color"], alpha=0.15)
+        y0, y1 = ax.get_ylim()
+        if y1 - y0 < 10:  # all scores (nearly) equal: a readable scale, not +-0.05
+            ax.set_ylim((y0 + y1) / 2 - 5, (y0 + y1) / 2 + 5)
         if len(set(all_steps)) == 1:  # tick the evaluated step, not the nudged positions
             ax.set_xticks(all_steps[:1])
         ax.set_title(_short(d), fontsize=9)
@@ -597,6 +600,7 @@ def performance_profile_figure(runs: list[Run]) -> Any:
             alpha=0.85,
             **_style(i),
         )
+    ax.set_title("performance profile: fraction of a learner's runs scoring above tau", fontsize=9)
     ax.set_xlabel("normalized score tau")
     ax.set_ylabel("fraction of runs > tau")
     ax.set_ylim(-0.05, 1.05)
