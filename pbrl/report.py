@@ -99,6 +99,8 @@ SCORE_KEYS = ("score", "final_score", "normalized_score")
 
 
 def _read_text(path: Path) -> str:
+    if not path.is_file():  # a folder, a device or a FIFO (reading /dev/zero never ends)
+        raise DataError(f"{path}: not a regular file")
     try:
         raw = path.read_bytes()
     except OSError as e:
@@ -280,8 +282,6 @@ def read_runs(
             continue  # temporary folders of unfinished runs
         if run_ids is not None and d.name not in run_ids:
             continue
-        if not summary_file.is_file():
-            raise DataError(f"{summary_file}: not a regular file")
         if not (d / "job.json").exists() and not (d / "config.json").exists():
             say(f"{d}: summary.json without job.json or config.json (not a run folder)")
             continue

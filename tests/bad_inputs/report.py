@@ -50,6 +50,27 @@ def _raw(name: str, content: bytes) -> Callable[[World], list[str]]:
     return argv
 
 
+def _link(name: str, target: str) -> Callable[[World], list[str]]:
+    def argv(w: World) -> list[str]:
+        d = _run(w)
+        (d / name).unlink()
+        (d / name).symlink_to(target)
+        return ["report", "runs"]
+
+    return argv
+
+
+def _folder(name: str) -> Callable[[World], list[str]]:
+    def argv(w: World) -> list[str]:
+        d = _run(w)
+        (d / name).unlink(missing_ok=True)
+        (d / name).mkdir()
+        (d / name / "x").write_text("{}")
+        return ["report", "runs"]
+
+    return argv
+
+
 def _job(**fields: object) -> Callable[[World], list[str]]:
     """A job.json (as ``pbrl bench`` writes) beside the run, with ``fields`` over valid ones."""
 
@@ -164,6 +185,9 @@ CASES = [
     Case("report-eval-long-row", _raw("eval.csv", b"step,score\n4,1,2\n"), ("eval.csv", "fields")),
     Case("report-eval-not-utf8", _raw("eval.csv", b"step,score\n4,\xff\n"), ("eval.csv", "UTF-8")),
     Case("report-eval-nul-byte", _raw("eval.csv", b"step,score\n4,\x001\n"), ("eval.csv",)),
+    Case("report-eval-a-device", _link("eval.csv", "/dev/zero"), ("eval.csv", "regular file")),
+    Case("report-job-a-folder", _folder("job.json"), ("job.json", "regular file")),
+    Case("report-summary-a-folder", _folder("summary.json"), ("summary.json", "regular file")),
     # --- folders without runs ---
     Case("report-empty-folder", _empty, ("no finished runs",)),
     Case("report-folder-without-runs", _no_runs, ("no finished runs",)),
@@ -183,6 +207,11 @@ CASES = [
     Case(
         "report-plots-dir-under-a-file",
         _with_run("--plots", "--plots-dir", "file.txt/plots"),
+        ("--plots-dir", "file.txt"),
+    ),
+    Case(
+        "report-plots-dir-is-a-file",
+        _with_run("--plots", "--plots-dir", "file.txt"),
         ("--plots-dir", "file.txt"),
     ),
     Case(
