@@ -325,3 +325,33 @@ def test_claims_are_exclusive_and_die_with_their_process(tmp_path):
     with claim(lock_path(out, "bc-aaaa")) as got:
         assert got
     assert clean_partial(out) == 1
+
+
+def test_bench_eta_does_not_jump_as_runs_start_and_finish(capsys):
+    """The ETA is the work left over the workers (mean duration of finished runs), not a
+    function of how many runs happen to be running: starting a run at the same instant
+    leaves it unchanged, and it falls steadily as time passes."""
+    from types import SimpleNamespace
+
+    from pbrl.cli.bench import Progress
+
+    def job(i: int) -> SimpleNamespace:
+        return SimpleNamespace(run_id=f"r{i}", label="x", dataset="d", seed=i)
+
+    p = Progress(live=False)
+    p.start(total=6, skipped=0, workers=2)
+    assert p.eta_seconds() is None  # nothing finished yet
+    p.durations = [10.0, 10.0]
+    p.done_n = 2  # 4 left, none running: 4 x 10 s over 2 workers
+    assert p.eta_seconds(now=100.0) == pytest.approx(20.0)
+    p.started_at = {"r2": 100.0}  # one starts: the same work is left
+    assert p.eta_seconds(now=100.0) == pytest.approx(20.0)
+    p.started_at["r3"] = 100.0  # a second starts: still the same
+    assert p.eta_seconds(now=100.0) == pytest.approx(20.0)
+    assert p.eta_seconds(now=104.0) == pytest.approx(16.0)  # 2 x 6 s left + 2 x 10 s, / 2
+    p.started(job(4))  # the real methods keep the count consistent
+    p.stopped(job(4))
+    assert p.running == 2
+    p.done(job(5), ok=True, elsewhere=True)  # finished by another sweep: 3 left
+    assert p.eta_seconds(now=104.0) == pytest.approx((6 + 6 + 10) / 2)
+    capsys.readouterr()
