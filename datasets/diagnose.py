@@ -181,6 +181,7 @@ def diagnose(
                     eval_episodes=eval_episodes,
                     log_interval=max(1, steps),
                     out=f"{tmp}/{name}-s{seed}",
+                    overwrite=True,  # a reused workdir is scratch: re-diagnosing replaces it
                 )
                 jobs.append((name, seed, spec, "top" if which == "top" else "all"))
         summaries = _run_trainings(jobs, {"all": ds, "top": top}, n_workers)
