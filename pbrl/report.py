@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
 import math
 from collections import defaultdict
@@ -24,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from pbrl.errors import DataError, PbrlError
+from pbrl.utils import read_json_object, read_text_file
 
 # Rows every table shows so a reader sees what the preferences bought (docs/report.md).
 REFERENCE_ROWS = ("iql-true", "iql-zero")
@@ -98,29 +98,6 @@ class Run:
 SCORE_KEYS = ("score", "final_score", "normalized_score")
 
 
-def _read_text(path: Path) -> str:
-    if not path.is_file():  # a folder, a device or a FIFO (reading /dev/zero never ends)
-        raise DataError(f"{path}: not a regular file")
-    try:
-        raw = path.read_bytes()
-    except OSError as e:
-        raise DataError(f"{path}: cannot read ({e.strerror or e})") from e
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise DataError(f"{path}: not UTF-8 text (byte {e.start})") from e
-
-
-def _read_json_object(path: Path) -> dict[str, Any]:
-    try:
-        obj = json.loads(_read_text(path))
-    except json.JSONDecodeError as e:
-        raise DataError(f"{path}: not valid JSON ({e})") from e
-    if not isinstance(obj, dict):
-        raise DataError(f"{path}: expected a JSON object, got {type(obj).__name__}")
-    return obj
-
-
 def _str_field(obj: dict[str, Any], key: str, where: Path, *, optional: bool = False) -> Any:
     if key not in obj or obj[key] is None:
         if optional:
@@ -171,7 +148,7 @@ def read_curve(path: Path) -> list[tuple[int, float]]:
     step that is not a whole number >= 0, or a score that is not a finite number is a
     :class:`DataError` naming the file, the line and the field.
     """
-    text = _read_text(path)
+    text = read_text_file(path)
     points: dict[int, float] = {}
     try:
         reader = csv.reader(io.StringIO(text, newline=""))
@@ -223,10 +200,10 @@ def read_run(folder: Path) -> Run | None:
     ``summary.json``. Any malformed field is a :class:`DataError` naming file and field.
     """
     summary_file, job_file = folder / "summary.json", folder / "job.json"
-    summary = _read_json_object(summary_file)
+    summary = read_json_object(summary_file)
     score = summary_score(summary, summary_file)
     if job_file.exists():
-        job = _read_json_object(job_file)
+        job = read_json_object(job_file)
         meta, where = job, job_file
     else:
         job, meta, where = {}, summary, summary_file

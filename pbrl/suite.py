@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from pbrl.errors import PbrlError, UnknownIdError
-from pbrl.utils import MAX_SEED
+from pbrl.utils import MAX_SEED, read_text_file
 
 
 @dataclass(frozen=True)
@@ -176,12 +176,7 @@ def _load_raw(
         if not path.is_file():
             raise PbrlError(f"suite file '{path}' does not exist")
         where = str(path)
-        try:
-            text = path.read_bytes().decode("utf-8")
-        except UnicodeDecodeError as e:
-            raise PbrlError(f"{where}: not a UTF-8 text file (byte {e.start})") from e
-        except OSError as e:
-            raise PbrlError(f"{where}: cannot read the suite file ({e.strerror or e})") from e
+        text = read_text_file(path)
         here: Path | None = path.parent
     else:
         if name_or_path not in list_suites():

@@ -230,3 +230,36 @@ def format_duration(seconds: float) -> str:
     if s < 3600:
         return f"{s // 60}m{s % 60:02d}s"
     return f"{s // 3600}h{(s % 3600) // 60:02d}m"
+
+
+def read_text_file(path: str | os.PathLike[str]) -> str:
+    """A regular file's UTF-8 text, or a DataError naming the file and the problem.
+
+    Devices and FIFOs are refused without being read (``/dev/zero`` never ends).
+    """
+    from pbrl.errors import DataError
+
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"{p}: not a regular file" if p.exists() else f"{p}: no such file")
+    try:
+        raw = p.read_bytes()
+    except OSError as e:
+        raise DataError(f"{p}: cannot read ({e.strerror or e})") from e
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(f"{p}: not UTF-8 text (byte {e.start})") from e
+
+
+def read_json_object(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """A file holding one JSON object, or a DataError naming the file and the problem."""
+    from pbrl.errors import DataError
+
+    try:
+        obj = json.loads(read_text_file(path))
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}: not valid JSON ({e})") from e
+    if not isinstance(obj, dict):
+        raise DataError(f"{path}: expected a JSON object, got {type(obj).__name__}")
+    return obj

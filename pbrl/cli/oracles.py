@@ -35,13 +35,9 @@ def list_cmd() -> None:
 
 def _records_from_jsonl(path: Path) -> list[dict[str, Any]]:
     from pbrl.errors import DataError
+    from pbrl.utils import read_text_file
 
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise DataError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from e
-    except OSError as e:
-        raise DataError(f"{path}: cannot read ({e.strerror or e})") from e
+    text = read_text_file(path)
     out = []
     for i, line in enumerate(text.splitlines(), 1):
         if not line.strip():
