@@ -510,7 +510,9 @@ def worker_command(job_file: Path, out: Path, device: str) -> list[str]:
 
 def _worker_main(argv: list[str]) -> int:
     job_file, out, device = Path(argv[0]), Path(argv[1]), argv[2]
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
+    # pbrl's progress at INFO in the run's log; other libraries only from WARNING.
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s", stream=sys.stderr)
+    logging.getLogger("pbrl").setLevel(logging.INFO)
     job = job_from_dict(json.loads(job_file.read_text()))
     try:
         run_job(job, out, device)

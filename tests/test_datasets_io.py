@@ -612,11 +612,12 @@ def test_cli_list_prints_full_ids_when_piped(minari_home, tmp_path):
 def test_build_and_diagnose_show_library_progress_on_stderr_only_while_they_run(capsys):
     import logging
 
-    from pbrl.cli.datasets import _progress_on_stderr
+    from pbrl.cli.logs import progress_on_stderr
 
     logger = logging.getLogger("pbrl.datasets.metaworld_gen")
-    with _progress_on_stderr():
+    with progress_on_stderr():
         logger.info("episodes 1/2")
+        logging.getLogger("OpenGL.acceleratesupport").info("third-party chatter stays out")
     logger.info("after the command")
     out, err = capsys.readouterr()
     assert err.splitlines() == ["episodes 1/2"] and out == ""

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import importlib.util
 import inspect
 import json
-import logging
 import sys
-from collections.abc import Iterator
 from typing import Any
 
 import typer
 
+from pbrl.cli.logs import progress_on_stderr
 from pbrl.errors import PbrlError
 
 app = typer.Typer(
@@ -31,36 +29,6 @@ GENERATORS = {
 
 def _fmt(v: Any) -> str:
     return "-" if v is None else str(v)
-
-
-class _StderrHandler(logging.StreamHandler):
-    """Writes to whatever ``sys.stderr`` is at each record (flushed per record)."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.setStream(sys.stderr)
-        super().emit(record)
-
-
-@contextlib.contextmanager
-def _progress_on_stderr() -> Iterator[None]:
-    """Show the library's progress (``pbrl`` loggers, INFO) on standard error for one command.
-
-    One line per record, flushed, so progress appears as it happens also when standard
-    error is a pipe or a file; the library throttles its lines (datasets/progress.py).
-    """
-    logger = logging.getLogger("pbrl")
-    handler = _StderrHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    old_level, old_propagate = logger.level, logger.propagate
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    logger.propagate = False  # a root handler (logging.basicConfig) would print it twice
-    try:
-        yield
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(old_level)
-        logger.propagate = old_propagate
 
 
 @app.command("list")
@@ -245,7 +213,7 @@ def build_cmd(
         "overwrite": overwrite,
         "diagnose": diagnose_on,
     }
-    with _progress_on_stderr():
+    with progress_on_stderr():
         dataset_id = _call_build(module.build, spec.id, kind, options)
         if diagnose_on and "diagnose" not in inspect.signature(module.build).parameters:
             from pbrl.datasets.diagnose import run_and_record
@@ -285,6 +253,6 @@ def diagnose_cmd(
             raise PbrlError(f"{name}: must be >= {low}, got {value}")
     resolve_device(device)
     kw = dict(steps=steps, seeds=seeds, eval_episodes=eval_episodes, device=device, workers=workers)
-    with _progress_on_stderr():
+    with progress_on_stderr():
         table = dg.run_and_record(dataset, **kw) if record else dg.diagnose(dataset, **kw)
     typer.echo(dg.format_table(table))

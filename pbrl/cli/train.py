@@ -89,17 +89,15 @@ def train(
     `pbrl agents list` lists the agents.
     """
     import json
-    import logging
-    import sys
 
     from pbrl.cli.agents import ensure_cwd_importable
+    from pbrl.cli.logs import progress_on_stderr
     from pbrl.train import TrainSpec
     from pbrl.train import train as run_train
 
     ensure_cwd_importable(agent)
     overrides = parse_agent_args(list(ctx.args))
     out = out or f"runs/{_slug(agent)}-{_slug(dataset)}-s{seed}"
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     spec = TrainSpec(
         agent=agent,
         dataset=dataset,
@@ -117,7 +115,8 @@ def train(
         overwrite=overwrite,
         allow_dataset_mismatch=allow_dataset_mismatch,
     )
-    summary = run_train(spec)
+    with progress_on_stderr():
+        summary = run_train(spec)
     typer.echo(json.dumps(summary, indent=2, sort_keys=True))
     typer.echo(f"run written to {out}")
 
