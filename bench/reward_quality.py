@@ -57,14 +57,13 @@ def learned_rewards(agent: Any, ds: Any) -> np.ndarray:
 
 
 def pref_accuracy(prefs: Any, ds: Any, r: np.ndarray) -> tuple[float, int]:
-    from pbrl.prefs import segment_row_index
 
     ans = prefs.answered()
     keep = np.asarray(ans.prefer_b) != 0.5
     if not keep.any():
         return float("nan"), 0
-    rows_a, mask_a = segment_row_index(ds, ans.refs_a)
-    rows_b, mask_b = segment_row_index(ds, ans.refs_b)
+    rows_a, mask_a = ds.segment_index(ans.refs_a)
+    rows_b, mask_b = ds.segment_index(ans.refs_b)
     sa = (r[rows_a] * mask_a).sum(-1)
     sb = (r[rows_b] * mask_b).sum(-1)
     pred_b = sb > sa

@@ -166,20 +166,54 @@ class OfflineDataset:
             else np.zeros(0)
         )
 
+    def segment_index(
+        self, refs: Any, what: str = "segments", *, where: str | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Flat rows ``(M, Lmax)`` of segments ``refs`` ``(M, 3)`` = [episode, start, length],
+        and the mask ``(M, Lmax)`` of real steps (padding rows repeat the segment's first row).
+
+        The one place segment references become dataset rows. The boundary rule: ``refs`` is
+        an integer ``(M, 3)`` array, ``0 <= episode < num_episodes``, ``0 <= start``,
+        ``length >= 1`` and ``start + length <= episode length``; a :class:`DataError` names
+        ``where`` (default: the dataset), ``what`` and the first query that breaks it.
+        """
+        where = where or self.path or self.id
+        r = np.asarray(refs)
+        if r.ndim != 2 or r.shape[1] != 3:
+            raise DataError(
+                f"{where}: {what} must be (B, 3) [episode, start, length], got shape {r.shape}"
+            )
+        if r.size and not np.issubdtype(r.dtype, np.integer):
+            if not np.issubdtype(r.dtype, np.number) or not np.array_equal(r, np.round(r)):
+                raise DataError(f"{where}: {what} hold non-integer values")
+        r = r.astype(np.int64)
+        ep, start, length = r[:, 0], r[:, 1], r[:, 2]
+        bad_ep = (ep < 0) | (ep >= self.num_episodes)
+        if bad_ep.any():
+            i = int(np.flatnonzero(bad_ep)[0])
+            raise DataError(
+                f"{where}: {what} query {i}: episode {int(ep[i])} out of range "
+                f"(dataset has {self.num_episodes} episodes)"
+            )
+        ep_len = self.lengths[ep]
+        bad = (start < 0) | (length <= 0) | (start + length > ep_len)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise DataError(
+                f"{where}: {what} query {i}: segment start={int(start[i])} "
+                f"length={int(length[i])} crosses the end of episode {int(ep[i])} "
+                f"(length {int(ep_len[i])})"
+            )
+        width = int(length.max()) if r.shape[0] else 0
+        steps = np.arange(width, dtype=np.int64)
+        mask = steps[None, :] < length[:, None]
+        rows = self.starts[ep][:, None] + start[:, None] + np.where(mask, steps[None, :], 0)
+        return rows, mask
+
     def segment_rows(self, ref: SegmentRef) -> slice:
-        """Rows of a segment; raises when it leaves its episode (the boundary rule)."""
-        if not 0 <= ref.episode < self.num_episodes:
-            raise DataError(
-                f"{self.id}: episode {ref.episode} out of range (dataset has {self.num_episodes})"
-            )
-        ep_len = int(self.lengths[ref.episode])
-        if ref.start < 0 or ref.length <= 0 or ref.start + ref.length > ep_len:
-            raise DataError(
-                f"{self.id}: segment start={ref.start} length={ref.length} crosses the end of "
-                f"episode {ref.episode} (length {ep_len})"
-            )
-        s = int(self.starts[ref.episode]) + ref.start
-        return slice(s, s + ref.length)
+        """Rows of one segment (:meth:`segment_index` for one reference)."""
+        rows, _ = self.segment_index(np.array([[ref.episode, ref.start, ref.length]]))
+        return slice(int(rows[0, 0]), int(rows[0, 0]) + ref.length)
 
     def segment(self, ref: SegmentRef) -> Segment:
         rows = self.segment_rows(ref)

@@ -97,28 +97,6 @@ class TransitionTensors:
         return out
 
 
-def segment_row_index(ds, refs: np.ndarray) -> np.ndarray:
-    """(M, L) absolute row indices of segments ``refs`` (M, 3) = [episode, start, length].
-
-    All segments must have one length and stay inside their episode (DataError otherwise).
-    """
-    refs = np.asarray(refs, dtype=np.int64).reshape(-1, 3)
-    if refs.shape[0] == 0:
-        return np.zeros((0, 0), dtype=np.int64)
-    ep, start, length = refs[:, 0], refs[:, 1], refs[:, 2]
-    if np.any(length != length[0]):
-        raise DataError(f"{ds.id}: segments of different lengths cannot be stacked")
-    if np.any((ep < 0) | (ep >= ds.num_episodes)):
-        raise DataError(f"{ds.id}: segment episode index out of range")
-    if np.any((start < 0) | (length <= 0) | (start + length > ds.lengths[ep])):
-        bad = int(np.flatnonzero((start < 0) | (start + length > ds.lengths[ep]))[0])
-        raise DataError(
-            f"{ds.id}: segment {bad} (episode {ep[bad]}, start {start[bad]}, length "
-            f"{length[bad]}) crosses the end of its episode"
-        )
-    return ds.starts[ep][:, None] + start[:, None] + np.arange(int(length[0]))[None, :]
-
-
 def segments_tensor(
     ds, refs: np.ndarray, device: str = "cpu", key: str = "observations"
 ) -> torch.Tensor:
@@ -131,7 +109,9 @@ def segments_tensor(
     arr = getattr(ds, key, None)
     if arr is None:
         raise DataError(f"{ds.id}: dataset has no per-step array '{key}'")
-    rows = segment_row_index(ds, refs)
+    rows, mask = ds.segment_index(np.asarray(refs).reshape(-1, 3))
+    if not mask.all():
+        raise DataError(f"{ds.id}: segments of different lengths cannot be stacked")
     out = np.asarray(arr)[rows].astype(np.float32)
     return torch.as_tensor(out, device=device)
 

@@ -53,7 +53,6 @@ from pbrl.prefs import (
     dataset_fingerprint,
     dataset_mismatch,
     make_preference_data,
-    segment_row_index,
 )
 from pbrl.types import SegmentRef
 from pbrl.utils import atomic_path
@@ -278,7 +277,7 @@ def qlearning_starts(ds: OfflineDataset, refs: np.ndarray, where: str = "") -> n
     from pbrl.datasets.d4rl import qlearning_index_map
 
     where = where or (ds.path or ds.id)
-    rows, mask = segment_row_index(ds, refs)
+    rows, mask = ds.segment_index(refs)
     qmap = qlearning_index_map(ds.terminals, ds.timeouts)
     out = np.empty(rows.shape[0], dtype=np.int64)
     for i in range(rows.shape[0]):
@@ -990,8 +989,8 @@ def export_labels(
         raise PbrlError(f"{fmt} export: pass the dataset (--dataset): {fmt} files hold the steps")
     if ds.rewards is None:
         raise DataError(f"{fmt} export: dataset {ds.id} has no rewards; {fmt} files store them")
-    rows_a, mask_a = segment_row_index(ds, ans.refs_a, "segment a of")
-    rows_b, mask_b = segment_row_index(ds, ans.refs_b, "segment b of")
+    rows_a, mask_a = ds.segment_index(ans.refs_a, "segment a of")
+    rows_b, mask_b = ds.segment_index(ans.refs_b, "segment b of")
     if fmt == "cpl":
         _uniform_length(ans, fmt)
         rows = np.concatenate([rows_a, rows_b])

@@ -130,32 +130,9 @@ class SegmentPairs:
 
 
 def _check_refs(ds: OfflineDataset, refs: np.ndarray, name: str) -> np.ndarray:
-    r = np.asarray(refs)
-    if r.ndim != 2 or r.shape[1] != 3:
-        raise DataError(f"{ds.id}: {name} must be (B, 3) [episode, start, length], got {r.shape}")
-    if r.size and not np.issubdtype(r.dtype, np.integer):
-        if not np.array_equal(r, np.round(r)):
-            raise DataError(f"{ds.id}: {name} holds non-integer values")
-    r = r.astype(np.int64)
-    if r.shape[0] == 0:
-        return r
-    ep, start, length = r[:, 0], r[:, 1], r[:, 2]
-    bad = np.flatnonzero((ep < 0) | (ep >= ds.num_episodes))
-    if bad.size:
-        i = int(bad[0])
-        raise DataError(
-            f"{ds.id}: {name}[{i}] episode {int(ep[i])} out of range "
-            f"(dataset has {ds.num_episodes} episodes)"
-        )
-    ep_len = ds.lengths[ep]
-    bad = np.flatnonzero((start < 0) | (length <= 0) | (start + length > ep_len))
-    if bad.size:
-        i = int(bad[0])
-        raise DataError(
-            f"{ds.id}: {name}[{i}] segment start={int(start[i])} length={int(length[i])} "
-            f"crosses the end of episode {int(ep[i])} (length {int(ep_len[i])})"
-        )
-    return r
+    """``refs`` as int64 after the dataset's boundary rule (:meth:`OfflineDataset.segment_index`)."""
+    ds.segment_index(refs, name)
+    return np.asarray(refs).astype(np.int64)
 
 
 # ------------------------------------------------------------------------------------------

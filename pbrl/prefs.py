@@ -219,44 +219,10 @@ def _pad(x: np.ndarray, width: int) -> np.ndarray:
     return np.pad(x, pad)
 
 
-def segment_row_index(
-    ds: OfflineDataset, refs: np.ndarray, what: str = "segments", *, where: str | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Flat dataset rows ``(B, Lmax)`` of each segment and the mask ``(B, Lmax)`` of real steps.
-
-    Raises :class:`DataError` naming ``where`` (default: the dataset) and the first query
-    whose segment leaves its episode (the boundary rule: ``0 <= start`` and
-    ``start + length <= episode length``).
-    """
-    refs = np.asarray(refs, dtype=np.int64).reshape(-1, 3)
-    ep, start, length = refs[:, 0], refs[:, 1], refs[:, 2]
-    where = where or ds.path or ds.id
-    bad_ep = (ep < 0) | (ep >= ds.num_episodes)
-    if bad_ep.any():
-        i = int(np.flatnonzero(bad_ep)[0])
-        raise DataError(
-            f"{where}: {what} query {i}: episode {int(ep[i])} out of range "
-            f"(dataset has {ds.num_episodes} episodes)"
-        )
-    ep_len = ds.lengths[ep]
-    bad = (start < 0) | (length <= 0) | (start + length > ep_len)
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
-        raise DataError(
-            f"{where}: {what} query {i}: segment start={int(start[i])} length={int(length[i])} "
-            f"crosses the end of episode {int(ep[i])} (length {int(ep_len[i])})"
-        )
-    width = int(length.max()) if refs.shape[0] else 0
-    steps = np.arange(width, dtype=np.int64)
-    mask = steps[None, :] < length[:, None]
-    rows = ds.starts[ep][:, None] + start[:, None] + np.where(mask, steps[None, :], 0)
-    return rows, mask
-
-
 def _gather(
     ds: OfflineDataset, refs: np.ndarray, side: str
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    rows, mask = segment_row_index(ds, refs, f"segment {side} of")
+    rows, mask = ds.segment_index(refs, f"segment {side} of")
     m = mask.astype(np.float32)
     obs = ds.observations[rows].astype(np.float32) * m[..., None]
     act = ds.actions[rows].astype(np.float32) * m[..., None]
@@ -399,9 +365,7 @@ def check_prefs_dataset(
             log.warning("%s", w)
     # Whatever was allowed, every segment must lie inside one episode of ``ds``.
     for name in ("refs_a", "refs_b"):
-        segment_row_index(
-            ds, getattr(data, name), f"field '{name}' (dataset '{ds.id}')", where=where
-        )
+        ds.segment_index(getattr(data, name), f"field '{name}' (dataset '{ds.id}')", where=where)
     return warnings
 
 
@@ -626,8 +590,8 @@ def load_preferences(path: str | Path) -> PreferenceData:
             path=str(path),
         )
         # The refs must stay inside the inline dataset.
-        segment_row_index(inline, arrays["refs_a"], "segment a of")
-        segment_row_index(inline, arrays["refs_b"], "segment b of")
+        inline.segment_index(arrays["refs_a"], "segment a of")
+        inline.segment_index(arrays["refs_b"], "segment b of")
     meta["path"] = str(path)
     return PreferenceData(
         dataset_id=str(meta.get("dataset_id", "")),

@@ -106,9 +106,8 @@ def sample_segments(
 
 
 def _gather(ds: OfflineDataset, refs: np.ndarray, field: np.ndarray) -> np.ndarray:
-    rows = ds.starts[refs[:, 0]] + refs[:, 1]
-    idx = rows[:, None] + np.arange(int(refs[0, 2]))[None, :]
-    return field[idx]
+    rows, _ = ds.segment_index(refs)  # candidate pools hold segments of one length
+    return field[rows]
 
 
 def _ensemble_probs(
