@@ -50,6 +50,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pbrl.datasets.generators import generator_for
 from pbrl.errors import PbrlError
 from pbrl.suite import DatasetEntry, Job, Suite, expand
 from pbrl.train import STAGING_PREFIX
@@ -245,17 +246,6 @@ def check_sweep_options(*, workers: int, backend: str, device: str) -> list[str]
     return resolve_devices(device)
 
 
-def _generator(task: str) -> Any:
-    domain = task.split("/", 1)[0]
-    if domain == "metaworld":
-        from pbrl.datasets import metaworld_gen as gen
-    elif domain in ("mujoco", "dmc"):
-        from pbrl.datasets import sb3_gen as gen  # type: ignore[no-redef]
-    else:
-        raise PbrlError(f"dataset for task '{task}': no local generator for domain '{domain}'")
-    return gen
-
-
 def _check_build_options(where: str, gen: Any, options: dict[str, Any]) -> None:
     """The suite's ``build`` table against the generator's ``build`` keyword arguments."""
     params = inspect.signature(gen.build).parameters
@@ -335,7 +325,7 @@ def check_suite(suite: Suite, jobs: list[Job]) -> list[DatasetEntry]:
         except PbrlError as e:
             raise PbrlError(f"{w}: {e}") from e
         if entry.task is not None:
-            gen = _generator(entry.task)
+            gen = generator_for(entry.task)
             kinds = getattr(gen, "KINDS", None)
             if kinds is not None and entry.kind not in kinds:
                 raise PbrlError(f"{w}: unknown kind '{entry.kind}' (known: {', '.join(kinds)})")
@@ -397,7 +387,7 @@ def dataset_exists(ds_id: str) -> bool:
 
 def build_dataset(task: str, kind: str, options: dict[str, Any]) -> str:
     """Generate a dataset with its domain's generator (MetaWorld scripted, or SAC)."""
-    return str(_generator(task).build(task, kind, **options))
+    return str(generator_for(task).build(task, kind, **options))
 
 
 def check_cached_prefs(jobs: list[Job], out: Path, *, only_local: bool = True) -> None:

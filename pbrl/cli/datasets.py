@@ -19,14 +19,8 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 
+
 # domain -> module whose build(task_id, kind, ...) -> dataset_id generates its datasets
-GENERATORS = {
-    "metaworld": "pbrl.datasets.metaworld_gen",
-    "mujoco": "pbrl.datasets.sb3_gen",
-    "dmc": "pbrl.datasets.sb3_gen",
-}
-
-
 def _fmt(v: Any) -> str:
     return "-" if v is None else str(v)
 
@@ -169,17 +163,14 @@ def build_cmd(
     writability are checked before any episode is generated. Progress (episodes or SAC
     steps, rate, ETA) goes to standard error as it happens.
     """
+    from pbrl.datasets.generators import generator_for
     from pbrl.datasets.minari_io import check_new_dataset
     from pbrl.datasets.registry import generated_dataset_id
     from pbrl.envs import get_task
     from pbrl.utils import check_seed, resolve_device
 
     spec = get_task(task)  # UnknownIdError names the task
-    if spec.domain not in GENERATORS:
-        raise PbrlError(
-            f"task '{task}': no local generator for domain '{spec.domain}' (its datasets are "
-            "downloaded: see `pbrl datasets list`)"
-        )
+    module = generator_for(spec.id)
     if steps is not None and spec.domain == "metaworld":
         raise PbrlError("--steps: MetaWorld datasets come from the scripted expert; use --episodes")
     if workers is not None and spec.domain != "metaworld":
@@ -187,13 +178,6 @@ def build_cmd(
     for name, value in (("--episodes", episodes), ("--steps", steps), ("--workers", workers)):
         if value is not None and value < 1:
             raise PbrlError(f"{name}: must be >= 1, got {value}")
-    module_name = GENERATORS[spec.domain]
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as e:
-        if e.name != module_name:
-            raise
-        raise PbrlError(f"the {spec.domain} generator ({module_name}) is missing") from None
     kinds = getattr(module, "KINDS", None)
     if kinds is not None and kind not in kinds:
         raise PbrlError(
