@@ -134,6 +134,7 @@ def bench(
     Everything is checked before a dataset is built or a file written. Several sweeps may
     share one output folder: each run is trained once, by whichever sweep claims it first.
     """
+    from pbrl.cli.logs import progress_on_stderr
     from pbrl.report import build_tables, make_plots, read_runs, render_markdown
     from pbrl.runner import (
         check_cached_prefs,
@@ -173,8 +174,9 @@ def bench(
             typer.echo(f"build  {entry.dataset_id()}")
         typer.echo(f"{len(jobs)} runs -> {out}")
         return
-    ensure_datasets(s, typer.echo, out, to_build)
-    ensure_prefs(jobs, out, typer.echo)
+    with progress_on_stderr():  # a dataset build's episodes / SAC steps, rate and ETA
+        ensure_datasets(s, typer.echo, out, to_build)
+        ensure_prefs(jobs, out, typer.echo)
     progress = Progress(live=sys.stdout.isatty())
     result = run_sweep(
         jobs,
