@@ -22,7 +22,7 @@ from dataclasses import replace  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from pbrl.oracles import SegmentPairs, list_teachers, make_teacher  # noqa: E402
+from pbrl.teachers import SegmentPairs, list_teachers, make_teacher  # noqa: E402
 
 
 def cpu_name() -> str:

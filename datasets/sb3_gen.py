@@ -21,7 +21,7 @@ Dataset kinds (D4RL's recipe, on Gymnasium ``*-v5`` / shimmy DMC envs):
 - ``medium-expert``: medium and expert rollouts, half the transitions each.
 
 The expert's critic and actor are saved beside each dataset (``expert_critic.pt``) so the
-regret teacher can compute ``V(s)`` and ``Q(s, a)``: see :func:`load_expert_value_fn`.
+regret teacher can compute ``V(s)`` and ``Q(s, a)``: see :mod:`pbrl.datasets.critic`.
 The file format and the recipe are documented in ``docs/sb3-data.md``.
 """
 
@@ -44,6 +44,13 @@ from typing import Any
 import numpy as np
 
 from pbrl.datasets.base import EpisodeData
+from pbrl.datasets.critic import (
+    CRITIC_FILE,
+    CRITIC_FORMAT,
+    build_sac_policy,
+    load_expert_value_fn,  # noqa: F401  (re-exported: the loader of the critic build writes)
+    save_expert_critic,
+)
 from pbrl.envs.base import physics_state
 from pbrl.errors import DataError, PbrlError, UnknownIdError
 from pbrl.utils import atomic_path, check_seed, resolve_device, write_json_atomic
@@ -52,8 +59,6 @@ log = logging.getLogger(__name__)
 
 KINDS: tuple[str, ...] = ("random", "medium", "expert", "medium-replay", "medium-expert")
 DOMAINS: tuple[str, ...] = ("mujoco", "dmc")
-CRITIC_FILE = "expert_critic.pt"
-CRITIC_FORMAT = "pbrl-sac-critic-v1"
 DEFAULT_STEPS = 1_000_000
 DEFAULT_DATASET_STEPS = 1_000_000  # D4RL's size: 1M transitions per rollout dataset
 DEFAULT_REF_EPISODES = 20
@@ -367,14 +372,6 @@ def _make_recorder_class() -> type:
 
 
 # ---- policies --------------------------------------------------------------------------------
-def _build_policy(obs_space: Any, act_space: Any, net_arch: Sequence[int], device: str) -> Any:
-    """An SB3 SAC policy network of the given architecture (weights loaded by the caller)."""
-    from stable_baselines3.sac.policies import SACPolicy
-
-    policy = SACPolicy(obs_space, act_space, lambda _: 3e-4, net_arch=list(net_arch))
-    return policy.to(device).eval()
-
-
 class _ActorSampler:
     """Turns SB3's squashed-Gaussian actor into env actions with explicit numpy RNGs."""
 
@@ -614,7 +611,7 @@ class SacRun:
 
     def policy_from_snapshot(self, step: int) -> Any:
         obs_space, act_space = self.spaces()
-        policy = _build_policy(obs_space, act_space, self.config.net_arch, self.device)
+        policy = build_sac_policy(obs_space, act_space, self.config.net_arch, self.device)
         policy.load_state_dict(self.load_snapshot(step)["policy"])
         return policy
 
@@ -1282,24 +1279,6 @@ def generate(
     return episodes, card, critic
 
 
-def save_expert_critic(path: str | os.PathLike[str], payload: dict[str, Any]) -> None:
-    """Write the critic payload of :func:`generate` atomically (torch, tensors + plain types)."""
-    import torch
-
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
-
-
-def _dataset_folder(dataset_id_or_path: str) -> Path:
-    """A folder given as a path (existing or not), else the store's folder of a checked id."""
-    p = Path(dataset_id_or_path).expanduser()
-    if p.is_dir() or p.is_absolute() or str(dataset_id_or_path).startswith(("./", "../")):
-        return p
-    from pbrl.datasets.minari_io import data_folder
-
-    return data_folder(dataset_id_or_path).parent
-
-
 def build(
     task_id: str,
     kind: str,
@@ -1309,7 +1288,6 @@ def build(
     seed: int = 0,
     device: str = "auto",
     overwrite: bool = False,
-    diagnose: bool = True,
     options: GenerateOptions | None = None,
 ) -> str:
     """Generate ``pbrl/<domain>/<task>/<kind>-v0`` into the Minari store; returns its id.
@@ -1360,10 +1338,6 @@ def build(
             extra_files={CRITIC_FILE: critic_tmp},
         )
     log.info("wrote %s (%d episodes) with %s", dataset_id, len(eps), CRITIC_FILE)
-    if diagnose:
-        from pbrl.datasets.diagnose import run_and_record
-
-        run_and_record(dataset_id)
     return dataset_id
 
 
@@ -1379,114 +1353,3 @@ def _env_spec_of(spec: Any, horizon: int | None) -> tuple[str | None, dict[str, 
     if horizon is not None and horizon < spec.horizon:
         kwargs["max_episode_steps"] = horizon
     return env_id, kwargs or None
-
-
-# ---- the expert's value function -----------------------------------------------------------------
-class ExpertValueFunction:
-    """V(s) and Q(s, a) from the generating SAC's twin critic and actor.
-
-    ``Q(s, a) = mean(Q1, Q2)(s, a)`` with ``a`` in the env's action units (scaled to SAC's
-    [-1, 1] internally); ``V(s) = mean over n_actions actions a' ~ pi(.|s) of Q(s, a')``
-    (CPL's estimator: a hard value without the entropy term). Calling the object gives V.
-    """
-
-    def __init__(self, payload: dict[str, Any], *, n_actions: int, device: str, seed: int) -> None:
-        import gymnasium as gym
-        import torch
-
-        if payload.get("format") != CRITIC_FORMAT:
-            raise DataError(
-                f"critic file: format {payload.get('format')!r}, expected {CRITIC_FORMAT}"
-            )
-        if n_actions <= 0:
-            raise PbrlError(f"n_actions must be positive, got {n_actions}")
-        self.device = resolve_device(device)
-        self.gamma = float(payload["gamma"])
-        self.n_actions = int(n_actions)
-        self.obs_dim = int(payload["obs_dim"])
-        self.act_dim = int(payload["act_dim"])
-        self.step = int(payload["step"])
-        self.reduction = "mean"
-        self.low = np.asarray(payload["action_low"], dtype=np.float64)
-        self.high = np.asarray(payload["action_high"], dtype=np.float64)
-        obs_space = gym.spaces.Box(-np.inf, np.inf, (self.obs_dim,), np.float32)
-        act_space = gym.spaces.Box(self.low.astype(np.float32), self.high.astype(np.float32))
-        policy = _build_policy(obs_space, act_space, payload["net_arch"], self.device)
-        policy.actor.load_state_dict(payload["actor"])
-        policy.critic.load_state_dict(payload["critic"])
-        self.actor = policy.actor
-        self.critic = policy.critic
-        self.generator = torch.Generator(device=self.device).manual_seed(int(seed))
-
-    def _obs(self, obs: np.ndarray) -> Any:
-        import torch
-
-        o = np.asarray(obs, dtype=np.float32)
-        if o.ndim != 2 or o.shape[1] != self.obs_dim:
-            raise DataError(
-                f"observations of shape {o.shape}; the critic expects (N, {self.obs_dim})"
-            )
-        return torch.as_tensor(o, device=self.device)
-
-    def _q(self, obs_t: Any, act_scaled_t: Any) -> Any:
-        import torch
-
-        qs = self.critic(obs_t, act_scaled_t)
-        return torch.stack(qs, dim=0).mean(dim=0).squeeze(-1)
-
-    def q(self, obs: np.ndarray, actions: np.ndarray) -> np.ndarray:
-        """(N,) Q(s, a) for env-unit actions (N, act_dim)."""
-        import torch
-
-        a = np.asarray(actions, dtype=np.float64)
-        if a.ndim != 2 or a.shape[1] != self.act_dim:
-            raise DataError(f"actions of shape {a.shape}; the critic expects (N, {self.act_dim})")
-        scaled = 2.0 * (a - self.low) / (self.high - self.low) - 1.0
-        with torch.no_grad():
-            out = self._q(
-                self._obs(obs), torch.as_tensor(scaled, dtype=torch.float32, device=self.device)
-            )
-        return out.cpu().numpy().astype(np.float64)
-
-    def v(self, obs: np.ndarray, *, chunk: int = 4096) -> np.ndarray:
-        """(N,) V(s) = mean over n_actions sampled policy actions of Q(s, a')."""
-        import torch
-
-        o = self._obs(obs)
-        out = []
-        k = self.n_actions
-        with torch.no_grad():
-            for s in range(0, o.shape[0], chunk):
-                part = o[s : s + chunk]
-                mean, log_std, _ = self.actor.get_action_dist_params(part)
-                noise = torch.randn((k, *mean.shape), generator=self.generator, device=self.device)
-                acts = torch.tanh(mean[None] + log_std.exp()[None] * noise)  # (k, n, A) in [-1, 1]
-                rep = part[None].expand(k, *part.shape).reshape(-1, part.shape[1])
-                q = self._q(rep, acts.reshape(-1, acts.shape[-1])).reshape(k, -1)
-                out.append(q.mean(dim=0))
-        if not out:
-            return np.zeros(0)
-        return torch.cat(out).cpu().numpy().astype(np.float64)
-
-    def __call__(self, obs: np.ndarray) -> np.ndarray:
-        return self.v(obs)
-
-
-def load_expert_value_fn(
-    dataset_id: str, *, n_actions: int = 64, device: str = "cpu", seed: int = 0
-) -> ExpertValueFunction:
-    """The value function saved beside a generated dataset (id or folder path)."""
-    import torch
-
-    folder = _dataset_folder(dataset_id)
-    p = folder / CRITIC_FILE
-    if not p.exists():
-        raise DataError(
-            f"{p}: no expert critic beside dataset '{dataset_id}' (only SAC-generated "
-            "MuJoCo/DMC datasets have one)"
-        )
-    try:
-        payload = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises several types for corrupt files
-        raise DataError(f"{p}: unreadable critic file ({e})") from e
-    return ExpertValueFunction(payload, n_actions=n_actions, device=device, seed=seed)

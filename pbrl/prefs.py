@@ -683,11 +683,11 @@ def label_dataset(
     """Select ``n_queries`` segment pairs of length ``segment`` and label them with ``teacher``.
 
     ``teacher`` is a preset name / composition string / preset file (see
-    :func:`pbrl.oracles.make_teacher`) or an Oracle. One ``numpy`` Generator seeded with
+    :func:`pbrl.teachers.make_teacher`) or an Oracle. One ``numpy`` Generator seeded with
     ``seed`` drives selection then labelling, so the same call gives the same labels.
     """
-    from pbrl.oracles import SegmentPairs, make_teacher
     from pbrl.queries import select_queries
+    from pbrl.teachers import SegmentPairs, make_teacher
 
     check_label_options(n_queries, segment, seed)
     if ds.rewards is None:
@@ -782,7 +782,7 @@ def preference_stats(data: PreferenceData, ds: OfflineDataset | None = None) -> 
 
 
 def _oracle_agreement(data: PreferenceData, ds: OfflineDataset) -> tuple[float | None, int]:
-    from pbrl.oracles import SegmentPairs, make_teacher
+    from pbrl.teachers import SegmentPairs, make_teacher
 
     ans = data.answered()
     pb = ans.prefer_b

@@ -11,7 +11,8 @@ import pytest
 
 from pbrl.datasets.base import OfflineDataset
 from pbrl.errors import DataError, PbrlError, UnknownIdError
-from pbrl.oracles import (
+from pbrl.queries import sample_segments
+from pbrl.teachers import (
     BPrefTeacher,
     FittedValueFunction,
     LiReTeacher,
@@ -25,7 +26,6 @@ from pbrl.oracles import (
     make_teacher,
     save_teacher,
 )
-from pbrl.queries import sample_segments
 
 
 def binom_ok(k: int, n: int, p: float, z: float = 4.5) -> bool:
@@ -568,7 +568,7 @@ def test_cli_list_and_fit(tmp_path):
 
 
 def test_regret_sb3_source_uses_the_critics_gamma(monkeypatch):
-    import pbrl.datasets.sb3_gen as sb3_gen
+    import pbrl.datasets.critic as sb3_gen
 
     class Critic:
         gamma = 0.95

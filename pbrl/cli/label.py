@@ -29,9 +29,9 @@ def label(
 ) -> None:
     """Select segment pairs of DATASET and label them with a teacher; write a preference file."""
     from pbrl.datasets.registry import load_dataset
-    from pbrl.oracles import make_teacher
     from pbrl.prefs import check_label_options, label_dataset, preference_stats, save_preferences
     from pbrl.queries import check_selector
+    from pbrl.teachers import make_teacher
     from pbrl.utils import check_output_file
 
     # Everything that needs no data is checked before the dataset is loaded.

@@ -20,7 +20,7 @@ def list_cmd() -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from pbrl.oracles import TEACHER_PRESETS, list_teachers, make_teacher
+    from pbrl.teachers import TEACHER_PRESETS, list_teachers, make_teacher
 
     table = Table(title="teacher presets (combine with '+', set knobs with name(key=value,...))")
     table.add_column("name")
@@ -105,7 +105,7 @@ def fit_cmd(
     """Fit beta, gamma, eps and the equal (and skip) thresholds of a B-Pref teacher to a
     human's answers by maximum likelihood, and save it as a preset for --teacher."""
     from pbrl.errors import DataError
-    from pbrl.oracles import fit_teacher_details, save_teacher
+    from pbrl.teachers import fit_teacher_details, save_teacher
     from pbrl.utils import check_output_file
 
     check_output_file(output, "--output")
