@@ -22,15 +22,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from pbrl.agent import AgentSpec, FitContext
-from pbrl.data import ACTION_CLIP, TransitionTensors
 from pbrl.errors import PbrlError
-from pbrl.nn import TanhDeterministicActor
+from pbrl.learn.api import AgentSpec, FitContext
+from pbrl.learn.data import ACTION_CLIP, TransitionTensors
+from pbrl.learn.kit import deterministic_logp, epoch_minibatches
+from pbrl.learn.nn import TanhDeterministicActor
 
 
 def bc_mse(mu: torch.Tensor, act: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
     """Mean over (real) entries of sum_d (mu_d - a_d)^2; ``mask`` has mu's shape minus the last."""
-    err = ((mu - act) ** 2).sum(-1)
+    err = -deterministic_logp(mu, act)
     if mask is None:
         return err.mean()
     return (err * mask).sum() / mask.sum().clamp(min=1.0)
@@ -86,15 +87,6 @@ class Agent:
             init="orthogonal",
         ).to(self.device)
 
-    def _pair_batches(self, ctx: FitContext) -> Iterator[torch.Tensor]:
-        n = ctx.prefs.size
-        bs = max(1, min(self.cfg.pair_batch_size, n))
-        gen = ctx.generator
-        while True:
-            perm = torch.randperm(n, generator=gen, device=gen.device).to(self.device)
-            for s in range(0, n, bs):
-                yield perm[s : s + bs]
-
     def fit(self, ctx: FitContext) -> Iterator[dict[str, float]]:
         cfg = self.cfg
         opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.lr)
@@ -105,7 +97,9 @@ class Agent:
         if cfg.data == "all":
             data = TransitionTensors.from_dataset(ctx.dataset, ctx.device, None)
         else:
-            pairs = self._pair_batches(ctx)
+            pairs = epoch_minibatches(
+                ctx.prefs.size, cfg.pair_batch_size, ctx.generator, self.device
+            )
         for step in range(1, ctx.steps + 1):
             if data is not None:
                 b = data.sample(cfg.batch_size, ctx.generator)

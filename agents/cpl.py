@@ -2,8 +2,7 @@
 
 Paper: Hejna, Rafailov, Sikchi, Finn, Niekum, Knox, Sadigh, "Contrastive Preference
 Learning: Learning from Human Feedback without RL", ICLR 2024 (arXiv 2310.13639); official
-code jhejna/cpl (``research/algs/cpl.py``), followed as docs/shared/algorithms/cpl_ipl.md
-Part A records it.
+code jhejna/cpl (``research/algs/cpl.py``).
 
 Summary: under the regret preference model, the optimal advantage of a maximum-entropy
 policy is alpha * log pi(a|s), so a Bradley-Terry model over segments' summed advantages
@@ -38,22 +37,18 @@ from typing import Any
 import numpy as np
 import torch
 
-from pbrl.agent import AgentSpec, FitContext
-from pbrl.data import ACTION_CLIP, segments_tensor
 from pbrl.errors import DataError, PbrlError
-from pbrl.nn import GaussianActor, TanhDeterministicActor
+from pbrl.learn.api import AgentSpec, FitContext
+from pbrl.learn.data import ACTION_CLIP, segments_tensor
+from pbrl.learn.kit import deterministic_logp, epoch_minibatches, segment_sum
+from pbrl.learn.nn import GaussianActor, TanhDeterministicActor
 
 # ---- pure losses -------------------------------------------------------------------------
 
 
-def neg_sq_logp(mu: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
-    """CPL's deterministic "log-prob" -sum_d (mu_d - a_d)^2 over the last dim."""
-    return -((mu - act) ** 2).sum(-1)
-
-
 def segment_advantage(logp: torch.Tensor, mask: torch.Tensor, alpha: float) -> torch.Tensor:
     """alpha * sum over real steps of the per-step log-prob: (B, L) -> (B,)."""
-    return alpha * (logp * mask).sum(-1)
+    return alpha * segment_sum(logp, mask)
 
 
 def softplus_neg(x: torch.Tensor) -> torch.Tensor:
@@ -215,7 +210,7 @@ class Agent:
     def _logp(self, net: torch.nn.Module, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
         if isinstance(net, GaussianActor):
             return net.log_prob(obs, act)
-        return neg_sq_logp(net(obs), act)
+        return deterministic_logp(net(obs), act)
 
     def logp(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
         """Per-step l_t (relative to the reference policy for CPL-KL)."""
@@ -235,19 +230,17 @@ class Agent:
         if cfg.mode == "comparison":
             p = ctx.prefs
             n = p.size if cfg.capacity <= 0 else min(cfg.capacity, p.size)
-            while True:
-                perm = torch.randperm(n, generator=gen, device=gen.device).to(self.device)
-                for s in range(0, n, cfg.batch_size):
-                    b = p.index(perm[s : s + cfg.batch_size])
-                    yield {
-                        "obs_a": b.obs_a,
-                        "act_a": b.act_a.clamp(-clip, clip),
-                        "mask_a": b.mask_a,
-                        "obs_b": b.obs_b,
-                        "act_b": b.act_b.clamp(-clip, clip),
-                        "mask_b": b.mask_b,
-                        "prefer_b": b.prefer_b,
-                    }
+            for idx in epoch_minibatches(n, cfg.batch_size, gen, self.device):
+                b = p.index(idx)
+                yield {
+                    "obs_a": b.obs_a,
+                    "act_a": b.act_a.clamp(-clip, clip),
+                    "mask_a": b.mask_a,
+                    "obs_b": b.obs_b,
+                    "act_b": b.act_b.clamp(-clip, clip),
+                    "mask_b": b.mask_b,
+                    "prefer_b": b.prefer_b,
+                }
         pd = ctx.pref_data
         if pd is None:
             raise PbrlError(f"cpl --agent.mode {cfg.mode}: needs the preference data's references")
@@ -262,25 +255,22 @@ class Agent:
         sc = torch.as_tensor(score, dtype=torch.float32, device=self.device)
         n = obs.shape[0]
         ones = torch.ones(obs.shape[:2], device=self.device)
-        while True:
-            perm = torch.randperm(n, generator=gen, device=gen.device).to(self.device)
-            for s in range(0, n, cfg.batch_size):
-                i = perm[s : s + cfg.batch_size]
-                if cfg.mode == "score":
-                    yield {"obs": obs[i], "act": act[i], "mask": ones[i], "score": sc[i]}
-                    continue
-                j = torch.randint(0, n, (i.shape[0],), generator=gen, device=gen.device)
-                j = j.to(self.device)
-                y = (sc[i] < sc[j]).float() + 0.5 * (sc[i] == sc[j]).float()
-                yield {
-                    "obs_a": obs[i],
-                    "act_a": act[i],
-                    "mask_a": ones[i],
-                    "obs_b": obs[j],
-                    "act_b": act[j],
-                    "mask_b": ones[j],
-                    "prefer_b": y,
-                }
+        for i in epoch_minibatches(n, cfg.batch_size, gen, self.device):
+            if cfg.mode == "score":
+                yield {"obs": obs[i], "act": act[i], "mask": ones[i], "score": sc[i]}
+                continue
+            j = torch.randint(0, n, (i.shape[0],), generator=gen, device=gen.device)
+            j = j.to(self.device)
+            y = (sc[i] < sc[j]).float() + 0.5 * (sc[i] == sc[j]).float()
+            yield {
+                "obs_a": obs[i],
+                "act_a": act[i],
+                "mask_a": ones[i],
+                "obs_b": obs[j],
+                "act_b": act[j],
+                "mask_b": ones[j],
+                "prefer_b": y,
+            }
 
     # -- losses on one batch ---------------------------------------------------------------------
     def losses(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -2,7 +2,7 @@
 
 Paper: M. Verma, K. Metcalf, "Hindsight PRIORs for Reward Learning from Human Preferences",
 ICLR 2024 (arXiv 2404.08828). No official code is public; every open detail follows the
-proposals of /work/shared/algorithms/hprior.md section 5 (docs/agents-advanced.md).
+project's design proposals, recorded in docs/agents-advanced.md.
 
 Summary. A causal transformer world model over the interleaved tokens (s_1, a_1, ..., s_T,
 a_T) is trained first (next-state prediction from each a_t token) and then frozen. For every
@@ -31,22 +31,23 @@ import numpy as np
 import torch
 from torch import nn
 
-from pbrl.agent import AgentSpec, FitContext
-from pbrl.agents._reward_iql import (
+from pbrl.errors import PbrlError
+from pbrl.learn.api import AgentSpec, FitContext
+from pbrl.learn.data import dataset_windows
+from pbrl.learn.iql import QUICK_IQL, IQLConfig, IQLLearner, iql_config_from, iql_phase
+from pbrl.learn.kit import (
     batched_numpy,
+    bt_pair_losses,
     check_reward_input,
-    dataset_windows,
-    iql_phase,
+    epoch_minibatches,
     log_due,
     obs_stats,
-    pair_minibatches,
     reward_action,
+    segment_sum,
     split_steps,
+    strict_accuracy,
 )
-from pbrl.agents.regret import logistic_pref_loss, segment_sum
-from pbrl.errors import PbrlError
-from pbrl.iql import QUICK_IQL, IQLConfig, IQLLearner, iql_config_from
-from pbrl.nn import CausalTransformer, EnsembleMLP
+from pbrl.learn.nn import CausalTransformer, EnsembleMLP
 
 # ---- losses (pure functions) ------------------------------------------------------------
 
@@ -85,7 +86,7 @@ def prior_loss(
     flows into R; ``detach_target`` stops it.
     """
     m = mask.to(r_hat.dtype)
-    ret = (r_hat * m).sum(dim=-1, keepdim=True)
+    ret = segment_sum(r_hat, m).unsqueeze(-1)
     target = alpha * ret
     if detach_target:
         target = target.detach()
@@ -269,7 +270,8 @@ class Agent:
         """Sum over members of (BT cross-entropy + lambda * prior) on a pair minibatch."""
         r_a = self.rewards_of(b.obs_a, b.act_a)  # (E, B, T)
         r_b = self.rewards_of(b.obs_b, b.act_b)
-        ce = logistic_pref_loss(segment_sum(r_a, b.mask_a), segment_sum(r_b, b.mask_b), b.prefer_b)
+        s_a, s_b = segment_sum(r_a, b.mask_a), segment_sum(r_b, b.mask_b)
+        ce = bt_pair_losses(s_a, s_b, b.prefer_b, "logistic").mean(dim=-1)
         alpha = torch.cat(
             [
                 self.importance(b.obs_a, b.act_a, b.mask_a),
@@ -280,10 +282,7 @@ class Agent:
         prior = prior_loss(torch.cat([r_a, r_b], 1), alpha, mask, self.cfg.detach_target)
         loss = (ce + self.cfg.prior_coef * prior).sum()
         with torch.no_grad():
-            s_a, s_b = segment_sum(r_a, b.mask_a).mean(0), segment_sum(r_b, b.mask_b).mean(0)
-            strict = b.prefer_b != 0.5
-            ok = ((s_b > s_a) == (b.prefer_b > 0.5)) & strict
-            acc = ok.float().sum() / strict.float().sum().clamp_min(1.0)
+            acc = strict_accuracy(s_a.detach().mean(0), s_b.detach().mean(0), b.prefer_b)
         return loss, {
             "rm_ce": float(ce.detach().mean()),
             "rm_prior": float(prior.detach().mean()),
@@ -330,7 +329,7 @@ class Agent:
 
         # phase 1: the reward ensemble with the PRIOR term
         opt = torch.optim.Adam(self.rm.parameters(), lr=cfg.rm_lr)
-        batches = pair_minibatches(ctx.prefs.size, cfg.rm_batch, ctx.generator, ctx.device)
+        batches = epoch_minibatches(ctx.prefs.size, cfg.rm_batch, ctx.generator, ctx.device)
         self.rm.train()
         for i in range(1, n_rm + 1):
             loss, m = self.rm_losses(ctx.prefs.index(next(batches)))

@@ -2,8 +2,7 @@
 
 Paper: Hejna and Sadigh, "Inverse Preference Learning: Preference-based RL without a Reward
 Function", NeurIPS 2023 (arXiv 2305.15363); official code
-jhejna/inverse-preference-learning ``research/algs/ipl_iql.py`` (``IPL_IQL``), followed as
-docs/shared/algorithms/cpl_ipl.md Part B records it.
+jhejna/inverse-preference-learning ``research/algs/ipl_iql.py`` (``IPL_IQL``).
 
 Summary: the inverse soft-Bellman operator turns any (Q, V) pair into the reward it
 implies, r(s, a) = Q(s, a) - gamma V(s'). IPL therefore drops the reward network: the
@@ -31,13 +30,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 
-from pbrl.agent import AgentSpec, FitContext
-from pbrl.data import ACTION_CLIP, TransitionTensors
 from pbrl.errors import PbrlError
-from pbrl.iql import IQLConfig, IQLLearner, iql_config_from
-from pbrl.nn import soft_update
+from pbrl.learn.api import AgentSpec, FitContext
+from pbrl.learn.data import ACTION_CLIP, TransitionTensors
+from pbrl.learn.iql import IQLConfig, IQLLearner, iql_config_from
+from pbrl.learn.kit import bt_pair_losses, epoch_minibatches, segment_sum
+from pbrl.learn.nn import soft_update
 
 # ---- pure losses -------------------------------------------------------------------------
 
@@ -56,11 +55,11 @@ def ipl_preference_loss(
 ) -> torch.Tensor:
     """Mean over members and pairs of BCE(sum_t r_k(b) - sum_t r_k(a), y).
 
-    r_a, r_b: (K, B, T) implied rewards; masks (B, T); prefer_b (B,) soft labels.
+    r_a, r_b: (K, B, T) implied rewards; masks (B, T); prefer_b (B,) soft labels. The
+    ``bce`` form of :func:`pbrl.learn.kit.bt_pair_losses`, as the official code computes it.
     """
-    logits = (r_b * mask_b).sum(-1) - (r_a * mask_a).sum(-1)
-    target = prefer_b.unsqueeze(0).expand_as(logits)
-    return F.binary_cross_entropy_with_logits(logits, target)
+    score_a, score_b = segment_sum(r_a, mask_a), segment_sum(r_b, mask_b)
+    return bt_pair_losses(score_a, score_b, prefer_b, "bce").mean()
 
 
 def chi2_regularizer(r: torch.Tensor, weights: torch.Tensor, coeff: float) -> torch.Tensor:
@@ -237,7 +236,7 @@ class Agent:
         w_p = row_weights(ma, mb, n_rep, cfg.policy_replay_weight)
         metrics.update(L.actor_step(obs_n, act_all, adv, w_p))
         with torch.no_grad():
-            logits = (r_b * seg["b"][3]).sum(-1) - (r_a * seg["a"][3]).sum(-1)
+            logits = segment_sum(r_b, seg["b"][3]) - segment_sum(r_a, seg["a"][3])
             acc = ((logits.mean(0) > 0).float() == torch.round(y)).float().mean()
         metrics.update(
             {
@@ -257,19 +256,11 @@ class Agent:
             replay = TransitionTensors.from_dataset(ctx.dataset, ctx.device, None)
         self.learner.set_obs_stats(ctx.dataset.observations)
         self.learner.set_max_steps(ctx.steps)
-        gen = ctx.generator
-        n = p.size
-        bs = max(1, min(cfg.batch_size, n))
-        step = 0
-        while step < ctx.steps:
-            perm = torch.randperm(n, generator=gen, device=gen.device).to(self.device)
-            for s in range(0, n, bs):
-                if step >= ctx.steps:
-                    break
-                m = self.update(ctx, perm[s : s + bs], replay)
-                step += 1
-                if step % ctx.log_interval == 0 or step == ctx.steps:
-                    yield {"step": step, **m}
+        batches = epoch_minibatches(p.size, cfg.batch_size, ctx.generator, self.device)
+        for step in range(1, ctx.steps + 1):
+            m = self.update(ctx, next(batches), replay)
+            if step % ctx.log_interval == 0 or step == ctx.steps:
+                yield {"step": step, **m}
 
     def act(self, obs: np.ndarray) -> np.ndarray:
         return np.clip(self.learner.act(obs), self.spec.act_low, self.spec.act_high)

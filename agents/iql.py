@@ -10,7 +10,7 @@ policy is extracted by advantage-weighted regression on dataset actions. With
 scale (:mod:`pbrl.scale`): the upper bound a preference learner can hope to approach. With
 ``reward=zero`` every reward is 0, so Q = V = 0 up to noise, the AWR weights are ~1 and the
 policy is behaviour cloning of the whole dataset: the control that shows what preferences
-bought. It is the same core (:mod:`pbrl.iql`) that every reward-learning agent uses.
+bought. It is the same core (:mod:`pbrl.learn.iql`) that every reward-learning agent uses.
 
 Loss (one step, u = min_k Qbar_k(s, a) - V(s), V before its update):
 
@@ -27,10 +27,10 @@ from typing import Any
 
 import numpy as np
 
-from pbrl.agent import AgentSpec, FitContext
-from pbrl.data import TransitionTensors
 from pbrl.errors import PbrlError
-from pbrl.iql import QUICK_IQL, IQLConfig, IQLLearner, iql_config_from, reward_normalize
+from pbrl.learn.api import AgentSpec, FitContext
+from pbrl.learn.data import TransitionTensors
+from pbrl.learn.iql import QUICK_IQL, IQLConfig, IQLLearner, iql_config_from, reward_normalize
 
 
 @dataclass
@@ -40,7 +40,7 @@ class Config(IQLConfig):
     reward: str = "true"
     """Reward to train on: 'true' (ground truth x reward scale; oracle upper bound) or 'zero'."""
     reward_norm: str = "none"
-    """Normalisation of the true reward: none | corl | pt_true | pt_learned (pbrl.iql)."""
+    """Normalisation of the true reward: none | corl | pt_true | pt_learned (pbrl.learn.iql)."""
     batch_size: int = 256
     """Transitions per update."""
 
@@ -56,7 +56,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "obs_norm": False,
         "reward_norm": "pt_true",
     },
-    # CPU scale: same networks and constants, smaller batches (ALGORITHMS.md "Scale presets").
+    # CPU scale: same networks and constants, smaller batches (docs/agents.md "Scale presets").
     "quick": {**QUICK_IQL, "batch_size": 128},
 }
 

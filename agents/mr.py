@@ -11,7 +11,7 @@ by the SUM of its per-step rewards; each member is trained by cross-entropy of t
 Bradley-Terry model on soft labels (ties stay in as 0.5), each on its own permutation of the
 labelled pairs, the member losses summed under one Adam. Training stops after an epoch whose
 mean training accuracy (ties excluded) exceeds 0.968. The dataset is then relabelled with the
-ensemble mean and the shared IQL core (:mod:`pbrl.iql`) learns the policy.
+ensemble mean and the shared IQL core (:mod:`pbrl.learn.iql`) learns the policy.
 
 Loss (y = prefer_b; S_k(sigma) = sum_t r_k(s_t, a_t) over real steps):
 
@@ -29,21 +29,21 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 
-from pbrl.agent import AgentSpec, FitContext
-from pbrl.agents._reward_iql import check_reward_input, reward_action
-from pbrl.data import TransitionTensors, relabel
 from pbrl.errors import PbrlError
-from pbrl.iql import QUICK_IQL, IQLConfig, IQLLearner, iql_config_from, reward_normalize
-from pbrl.nn import EnsembleMLP
+from pbrl.learn.api import AgentSpec, FitContext
+from pbrl.learn.data import TransitionTensors, relabel
+from pbrl.learn.iql import QUICK_IQL, IQLConfig, IQLLearner, iql_config_from, reward_normalize
+from pbrl.learn.kit import (
+    bt_pair_losses,
+    check_reward_input,
+    reward_action,
+    segment_sum,
+    shuffled_epoch,
+)
+from pbrl.learn.nn import EnsembleMLP
 
 # ---- pure losses -------------------------------------------------------------------------
-
-
-def segment_scores(r: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Sum of per-step rewards over real steps: (..., L) -> (...)."""
-    return (r * mask).sum(-1)
 
 
 def bt_ensemble_loss(
@@ -51,13 +51,10 @@ def bt_ensemble_loss(
 ) -> torch.Tensor:
     """Soft-label Bradley-Terry cross-entropy, mean over the batch, SUMMED over members.
 
-    ``score_a``, ``score_b``, ``prefer_b``: (M, B) (one batch per member) or (B,).
+    ``score_a``, ``score_b``, ``prefer_b``: (M, B) (one batch per member) or (B,). The
+    log-softmax form of :func:`pbrl.learn.kit.bt_pair_losses`, as B-Pref computes it.
     """
-    logits = torch.stack([score_a, score_b], -1)
-    logp = F.log_softmax(logits, -1)
-    target = torch.stack([1.0 - prefer_b, prefer_b], -1)
-    per_member = -(target * logp).sum(-1).mean(-1)
-    return per_member.sum()
+    return bt_pair_losses(score_a, score_b, prefer_b, "softmax").mean(-1).sum()
 
 
 def bt_accuracy(score_a: torch.Tensor, score_b: torch.Tensor, prefer_b: torch.Tensor) -> float:
@@ -172,23 +169,19 @@ class Agent:
         p = ctx.prefs
         n = p.size
         m = cfg.n_members
-        bs = max(1, min(cfg.reward_batch, n))
         opt = torch.optim.Adam(self.reward_net.parameters(), lr=cfg.reward_lr)
         gen = ctx.generator
         updates = 0
         for _epoch in range(cfg.reward_epochs):
-            perms = torch.stack(
-                [torch.randperm(n, generator=gen, device=gen.device) for _ in range(m)]
-            ).to(self.device)
             accs: list[float] = []
-            for s in range(0, n, bs):
+            # (M, b) minibatches: each member its own permutation of the pairs
+            for idx in shuffled_epoch(n, cfg.reward_batch, gen, self.device, members=m):
                 if updates >= max_updates:
                     return
-                idx = perms[:, s : s + bs]  # (M, b): each member its own rows
                 ra = self.member_rewards(p.obs_a[idx], p.act_a[idx], True)
                 rb = self.member_rewards(p.obs_b[idx], p.act_b[idx], True)
-                sa = segment_scores(ra, p.mask_a[idx])
-                sb = segment_scores(rb, p.mask_b[idx])
+                sa = segment_sum(ra, p.mask_a[idx])
+                sb = segment_sum(rb, p.mask_b[idx])
                 y = p.prefer_b[idx]
                 loss = bt_ensemble_loss(sa, sb, y)
                 opt.zero_grad(set_to_none=True)

@@ -2,7 +2,7 @@
 
 Paper: Y. Kang, D. Shi, J. Liu, L. He, D. Wang, "Beyond Reward: Offline Preference-guided
 Policy Optimization", ICML 2023 (arXiv 2305.16217); official code bkkgbkjb/OPPO (two code
-trees; facts: /work/shared/algorithms/oppo.md).
+trees; the departures below are recorded in docs/agents-advanced.md).
 
 Summary. No reward model: a bidirectional transformer encoder I maps a segment to a
 context z = I(tau) (hindsight information), a Decision-Transformer-style causal policy
@@ -40,10 +40,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from pbrl.agent import AgentSpec, FitContext
-from pbrl.agents._reward_iql import dataset_windows, log_due, obs_stats, pair_minibatches
 from pbrl.errors import PbrlError
-from pbrl.nn import CausalTransformer
+from pbrl.learn.api import AgentSpec, FitContext
+from pbrl.learn.data import dataset_windows
+from pbrl.learn.kit import epoch_minibatches, log_due, obs_stats
+from pbrl.learn.nn import CausalTransformer
 
 # ---- losses (pure functions) ------------------------------------------------------------
 
@@ -424,7 +425,7 @@ class Agent:
         warm = max(1, int(round(cfg.dec_warmup * ctx.steps)))
         dec_sched = torch.optim.lr_scheduler.LambdaLR(dec_opt, lambda st: min((st + 1) / warm, 1.0))
         w_opt = torch.optim.AdamW([self.z_star], lr=cfg.w_lr, weight_decay=cfg.weight_decay)
-        batches = pair_minibatches(ctx.prefs.size, cfg.batch_size, g, ctx.device)
+        batches = epoch_minibatches(ctx.prefs.size, cfg.batch_size, g, ctx.device)
         human = cfg.update == "alternating"
         mode = "human" if human else "scripted"
         norm_kind = "relu" if human else "square"

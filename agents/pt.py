@@ -34,18 +34,19 @@ import numpy as np
 import torch
 from torch import nn
 
-from pbrl.agent import AgentSpec, FitContext
-from pbrl.agents._reward_iql import (
+from pbrl.errors import PbrlError
+from pbrl.learn.api import AgentSpec, FitContext
+from pbrl.learn.iql import QUICK_IQL, IQLConfig, IQLLearner, iql_config_from, iql_phase
+from pbrl.learn.kit import (
+    bt_pair_losses,
     check_reward_input,
-    iql_phase,
+    epoch_minibatches,
     log_due,
-    pair_minibatches,
     reward_action,
     split_steps,
+    strict_accuracy,
 )
-from pbrl.errors import PbrlError
-from pbrl.iql import QUICK_IQL, IQLConfig, IQLLearner, iql_config_from
-from pbrl.nn import MLP, CausalTransformer
+from pbrl.learn.nn import MLP, CausalTransformer
 
 # ---- losses (pure functions) ------------------------------------------------------------
 
@@ -76,11 +77,10 @@ def pt_cross_entropy(
 ) -> torch.Tensor:
     """Softmax cross-entropy on the logits [S_a, S_b] with soft label [1-y, y], batch mean.
 
-    Ties (y = 0.5) stay in the loss as -0.5 log p_a - 0.5 log p_b (PT keeps them).
+    Ties (y = 0.5) stay in the loss as -0.5 log p_a - 0.5 log p_b (PT keeps them). The
+    ``softmax`` form of :func:`pbrl.learn.kit.bt_pair_losses`.
     """
-    logp = torch.log_softmax(torch.stack([score_a, score_b], dim=-1), dim=-1)
-    y = prefer_b.to(logp.dtype)
-    return -((1.0 - y) * logp[..., 0] + y * logp[..., 1]).mean()
+    return bt_pair_losses(score_a, score_b, prefer_b, "softmax").mean()
 
 
 # ---- model --------------------------------------------------------------------------------
@@ -286,7 +286,7 @@ class Agent:
             self.model.parameters(), lr=cfg.rm_lr, weight_decay=cfg.rm_weight_decay
         )
         warm = int(cfg.rm_warmup * n_rm)
-        batches = pair_minibatches(ctx.prefs.size, cfg.rm_batch, ctx.generator, ctx.device)
+        batches = epoch_minibatches(ctx.prefs.size, cfg.rm_batch, ctx.generator, ctx.device)
         self.model.train()
         for step in range(1, n_rm + 1):
             lr = warmup_cosine(step - 1, n_rm, warm, cfg.rm_lr, 10 * cfg.rm_lr, cfg.rm_lr)
@@ -301,9 +301,7 @@ class Agent:
             opt.step()
             if log_due(step, ctx.steps, ctx.log_interval) or step == n_rm:
                 with torch.no_grad():
-                    strict = b.prefer_b != 0.5
-                    ok = ((s_b > s_a) == (b.prefer_b > 0.5)) & strict
-                    acc = ok.float().sum() / strict.float().sum().clamp_min(1.0)
+                    acc = strict_accuracy(s_a, s_b, b.prefer_b)
                 yield {
                     "step": step,
                     "phase": 1.0,

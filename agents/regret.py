@@ -9,7 +9,7 @@ Stephanehk/Learning-OA-From-Prefs (tabular only).
 Summary. Under the regret preference model, P(sigma_b > sigma_a) is a logistic function of
 the difference of the segments' summed optimal advantages, so fitting the standard
 Bradley-Terry learner to such preferences learns A-hat ~ A*, not a reward. pbrl lifts the
-AAAI algorithm to continuous control as /work/shared/algorithms/regret.md Part C says:
+AAAI algorithm to continuous control as the project's design notes (regret, Part C) say:
 A-hat is an ensemble MLP on (s, a) with MR's sizes and no output activation, trained
 first; then either the policy is extracted greedily (``use=greedy``, default) by
 advantage-weighted regression on dataset actions with A-hat frozen and centred per batch,
@@ -35,33 +35,23 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from pbrl.agent import AgentSpec, FitContext
-from pbrl.agents._reward_iql import (
-    batched_numpy,
-    iql_phase,
-    log_due,
-    pair_minibatches,
-    split_steps,
-)
-from pbrl.data import TransitionTensors
 from pbrl.errors import PbrlError
-from pbrl.iql import IQLConfig, IQLLearner, iql_config_from
-from pbrl.nn import EnsembleMLP
+from pbrl.learn.api import AgentSpec, FitContext
+from pbrl.learn.data import TransitionTensors
+from pbrl.learn.iql import IQLConfig, IQLLearner, iql_config_from, iql_phase
+from pbrl.learn.kit import (
+    batched_numpy,
+    bt_pair_losses,
+    epoch_minibatches,
+    log_due,
+    segment_sum,
+    split_steps,
+    strict_accuracy,
+)
+from pbrl.learn.nn import EnsembleMLP
 
 # ---- losses (pure functions) ------------------------------------------------------------
-
-
-def segment_sum(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Sum of per-step values over the real steps of each segment.
-
-    ``values`` is (..., B, L) (a leading ensemble axis is allowed), ``mask`` (B, L) with 1
-    on real steps and 0 on padding. Padding after a true termination is the absorbing
-    state, whose advantage is 0 by definition, so masking it out *is* the anchor of
-    regret.md Part C item 2 (the terminating step itself has mask 1 and counts).
-    """
-    return (values * mask).sum(dim=-1)
 
 
 def logistic_pref_loss(
@@ -71,12 +61,10 @@ def logistic_pref_loss(
 
     ``-[(1 - y) log sigma(S_a - S_b) + y log sigma(S_b - S_a)]`` with ``y = prefer_b``;
     ``score_*`` are (..., B) and the mean runs over the last axis only, so an ensemble
-    axis in front gives one loss per member. Written with logsigmoid (no clamping).
+    axis in front gives one loss per member. Written with logsigmoid (no clamping): the
+    ``logistic`` form of :func:`pbrl.learn.kit.bt_pair_losses`.
     """
-    diff = score_b - score_a
-    y = prefer_b.to(diff.dtype)
-    per_pair = -(y * F.logsigmoid(diff) + (1.0 - y) * F.logsigmoid(-diff))
-    return per_pair.mean(dim=-1)
+    return bt_pair_losses(score_a, score_b, prefer_b, "logistic").mean(dim=-1)
 
 
 def advantage_anchor(a_hat: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -172,10 +160,7 @@ class Agent:
         )
         loss = (pref + self.cfg.c_reg * anchor).sum()
         with torch.no_grad():
-            y = batch.prefer_b
-            strict = y != 0.5
-            correct = ((s_b.mean(0) > s_a.mean(0)) == (y > 0.5)) & strict
-            acc = correct.float().sum() / strict.float().sum().clamp_min(1.0)
+            acc = strict_accuracy(s_a.mean(0), s_b.mean(0), batch.prefer_b)
             abs_mean = torch.cat([adv_a, adv_b], 1).abs().mean()
         return loss, {
             "adv_loss": float(pref.detach().mean()),
@@ -192,7 +177,7 @@ class Agent:
         n_adv, n_pol = split_steps(ctx.steps, (cfg.adv_frac,))
 
         opt = torch.optim.Adam(self.adv.parameters(), lr=cfg.adv_lr)
-        batches = pair_minibatches(ctx.prefs.size, cfg.adv_batch, ctx.generator, ctx.device)
+        batches = epoch_minibatches(ctx.prefs.size, cfg.adv_batch, ctx.generator, ctx.device)
         self.adv.train()
         for step in range(1, n_adv + 1):
             loss, m = self.adv_losses(ctx.prefs.index(next(batches)))

@@ -49,8 +49,9 @@ def pair_losses(agent: Any, batch: Any, chunk: int = 256) -> tuple[np.ndarray, n
     The loss is :func:`pbrl.agents.cpl.biased_bce_with_logits` before its mean; correctness
     is (A_b > A_a) == (y > 0.5), NaN for ties.
     """
-    from pbrl.agents.cpl import neg_sq_logp, segment_advantage, softplus_neg
-    from pbrl.data import ACTION_CLIP
+    from pbrl.agents.cpl import segment_advantage, softplus_neg
+    from pbrl.learn.data import ACTION_CLIP
+    from pbrl.learn.kit import deterministic_logp as neg_sq_logp
 
     cfg = agent.cfg
     actor = agent.actor
@@ -77,7 +78,7 @@ def pair_losses(agent: Any, batch: Any, chunk: int = 256) -> tuple[np.ndarray, n
 @torch.no_grad()
 def source_errors(actor: torch.nn.Module, ds: Any) -> dict[str, float]:
     """Mean per-step sum_d (mu_d(s) - a_d)^2 over each behaviour source's steps."""
-    from pbrl.data import ACTION_CLIP
+    from pbrl.learn.data import ACTION_CLIP
 
     was = actor.training
     actor.eval()
@@ -132,9 +133,9 @@ def main() -> None:
     except PbrlError as e:
         ap.error(str(e))
 
-    from pbrl.agent import AgentSpec, load_agent_module, make_config
     from pbrl.datasets.diagnose import top_episodes
     from pbrl.datasets.registry import load_dataset
+    from pbrl.learn.api import AgentSpec, load_agent_module, make_config
     from pbrl.prefs import load_preferences
     from pbrl.train import TrainSpec, _action_bounds, train_agent
 

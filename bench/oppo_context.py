@@ -45,10 +45,10 @@ def main() -> None:
     ap.add_argument("--contexts", default="expert,stall", help="sources whose mean z to try")
     a = ap.parse_args()
 
-    from pbrl.agent import AgentSpec, load_agent_module, make_config
     from pbrl.agents.oppo import crop_windows, take, triplet_distance
     from pbrl.datasets.registry import load_dataset
     from pbrl.evaluate import evaluate
+    from pbrl.learn.api import AgentSpec, load_agent_module, make_config
     from pbrl.prefs import load_preferences
     from pbrl.train import _action_bounds
 

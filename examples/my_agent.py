@@ -2,11 +2,14 @@
 
 Not a published method: it shows how little a new algorithm needs. Train it with
 ``pbrl train --agent examples.my_agent ...`` from the repository root (any importable
-dotted path works); ``pbrl agents show examples.my_agent`` lists its options, and the shared
-conformance test covers it through ``TEST_OVERRIDES`` with no other edit.
+dotted path works, and so does a bare module name importable from the working folder);
+``pbrl agents show examples.my_agent`` lists its options, ``pbrl agents check
+examples.my_agent`` runs the learner contract's checks on it (tiny networks from
+``TEST_OVERRIDES``), and the shared conformance test covers it with no other edit. It
+imports only the public learner kit (:mod:`pbrl.learn`), never another learner.
 
 Summary: a Markovian reward MLP r(s, a) is fitted to the preferences with the
-Bradley-Terry loss on segment sums (the pure function of the ``mr`` agent, reused), then a
+Bradley-Terry loss on segment sums (both from the kit, :mod:`pbrl.learn.kit`), then a
 deterministic tanh actor regresses every dataset action, weighted by how much better than
 average the learned reward finds it.
 
@@ -25,11 +28,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from pbrl.agent import AgentSpec, FitContext
-from pbrl.agents.mr import bt_ensemble_loss, segment_scores
-from pbrl.data import TransitionTensors, relabel
-from pbrl.iql import awr_weights
-from pbrl.nn import MLP, TanhDeterministicActor
+from pbrl.learn.api import AgentSpec, FitContext
+from pbrl.learn.data import TransitionTensors, relabel
+from pbrl.learn.iql import awr_weights
+from pbrl.learn.kit import bt_pair_losses, deterministic_logp, segment_sum
+from pbrl.learn.nn import MLP, TanhDeterministicActor
 
 
 @dataclass
@@ -85,9 +88,9 @@ class Agent:
             g = ctx.generator
             idx = torch.randint(0, p.size, (cfg.reward_batch,), generator=g, device=g.device)
             b = p.index(idx.to(self.device))
-            sa = segment_scores(self._r(b.obs_a, b.act_a), b.mask_a)
-            sb = segment_scores(self._r(b.obs_b, b.act_b), b.mask_b)
-            loss = bt_ensemble_loss(sa, sb, b.prefer_b)
+            sa = segment_sum(self._r(b.obs_a, b.act_a), b.mask_a)
+            sb = segment_sum(self._r(b.obs_b, b.act_b), b.mask_b)
+            loss = bt_pair_losses(sa, sb, b.prefer_b, "softmax").mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -99,7 +102,7 @@ class Agent:
         for step in range(n_reward + 1, ctx.steps + 1):
             b = data.sample(cfg.batch_size, ctx.generator)
             w = awr_weights(b["reward"], cfg.beta)
-            loss = (w * ((self.actor(b["obs"]) - b["act"]) ** 2).sum(-1)).mean()
+            loss = (w * -deterministic_logp(self.actor(b["obs"]), b["act"])).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

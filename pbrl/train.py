@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from pbrl.agent import AgentSpec, FitContext, load_agent_module, make_config
+from pbrl.learn.api import AgentSpec, FitContext, load_agent_module, make_config
 from pbrl.errors import DataError, PbrlError
 from pbrl.scale import reward_scale
 from pbrl.utils import (

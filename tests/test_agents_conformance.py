@@ -1,12 +1,14 @@
 """Conformance of every registered learner (and the example plug-in) to the agent API.
 
-Parametrised over ``pbrl.agent.list_agents()`` plus ``examples.my_agent``: a new file in
-``agents/`` is covered with no edit here. Each agent runs a few steps through the real
-runner (:func:`pbrl.train.train_agent`) on a small ``test/point`` dataset with a few oracle
-preferences, using the module-level ``TEST_OVERRIDES`` (tiny networks and batches) that
-every agent file provides. Checked: documented config, presets that build, finite metrics
-ending at the step budget, actions inside the action space, the state round trip, and
-PROVENANCE: the ground-truth reward never reaches a learner that did not ask for it.
+Parametrised over ``pbrl.learn.api.list_agents()`` plus ``examples.my_agent``: a new file in
+``agents/`` is covered with no edit here. The learner contract's checks are the library
+call :func:`pbrl.learn.check.check_agent` (what ``pbrl agents check MODULE`` prints), run
+here for every agent on a small ``test/point`` dataset with a few oracle preferences, using
+the module-level ``TEST_OVERRIDES`` (tiny networks and batches) that every agent file
+provides. Each agent also runs a few steps through the real runner
+(:func:`pbrl.train.train_agent`): its files, finite metrics ending at the step budget,
+actions inside the action space, the checkpoint round trip, and PROVENANCE: the
+ground-truth reward never reaches a learner that did not ask for it.
 """
 
 from __future__ import annotations
@@ -23,8 +25,9 @@ import torch
 from test_learnability import point_dataset, point_prefs, register_point_task
 
 import pbrl.train as train_mod
-from pbrl.agent import AgentSpec, list_agents, load_agent_module, make_config
-from pbrl.cli.agents import config_field_docs
+from pbrl.errors import UnknownIdError
+from pbrl.learn.api import AgentSpec, list_agents, load_agent_module, make_config
+from pbrl.learn.check import check_agent, failures, torch_modules
 from pbrl.train import TrainSpec, train_agent
 
 REPO = Path(__file__).resolve().parents[1]
@@ -58,20 +61,53 @@ def _overrides(mod) -> dict:
 
 
 @pytest.mark.parametrize("name", AGENTS)
-def test_module_contract(name: str) -> None:
-    mod = _module(name)
-    doc = (mod.__doc__ or "").strip()
-    assert doc, f"{name}: the module needs a docstring (paper, summary, loss)"
-    assert dataclasses.is_dataclass(mod.Config)
-    docs = config_field_docs(mod.Config)
-    missing = [f.name for f in dataclasses.fields(mod.Config) if not docs.get(f.name)]
-    assert not missing, f"{name}: Config fields without a docstring: {missing}"
-    assert isinstance(getattr(mod, "TEST_OVERRIDES", None), dict), f"{name}: no TEST_OVERRIDES"
-    presets = getattr(mod, "PRESETS", {})
-    if name != PLUGIN:
-        assert {"paper", "quick"} <= set(presets), f"{name}: needs 'paper' and 'quick' presets"
-    for preset in presets:
-        make_config(mod, preset, {})
+def test_module_contract(name: str, small_data) -> None:
+    """The learner contract's checks (pbrl agents check) pass for every agent."""
+    ds, prefs = small_data
+    _module(name)
+    results = check_agent(name, dataset=ds, prefs=prefs)
+    failed = failures(results)
+    assert not failed, f"{name}: " + "; ".join(f"{r.name}: {r.detail}" for r in failed)
+    names = {r.name for r in results}
+    assert {"loads", "fit", "act", "state round trip", "networks on the device"} <= names
+
+
+def test_check_names_what_is_wrong_in_a_broken_plugin(small_data) -> None:
+    """A plug-in whose fit yields NaN and whose act has the wrong shape fails both checks."""
+    ds, prefs = small_data
+    results = check_agent("tests.plugins.broken_agent", dataset=ds, prefs=prefs)
+    failed = {r.name: r.detail for r in failures(results)}
+    assert set(failed) == {"fit", "act"}, failed
+    assert "'loss' = nan" in failed["fit"]
+    assert "shape (7, 1), expected (7, 2)" in failed["act"]
+
+
+def test_check_cli_exit_status(monkeypatch) -> None:
+    """``pbrl agents check``: 0 when every check passes, 1 when one fails (and it says which)."""
+    from typer.testing import CliRunner
+
+    from pbrl.cli.app import app
+
+    monkeypatch.chdir(REPO)
+    runner = CliRunner()
+    bad = runner.invoke(app, ["agents", "check", "tests.plugins.broken_agent"])
+    assert bad.exit_code == 1, bad.output
+    assert "metric 'loss' = nan" in bad.output and "FAIL" in bad.output
+    missing = runner.invoke(app, ["agents", "check", "no_such_agent_module"])
+    assert missing.exit_code == 1 and "unknown agent" in missing.output
+
+
+def test_bare_module_name_loads_like_a_dotted_path(tmp_path, monkeypatch) -> None:
+    """``--agent my_algo`` with my_algo.py importable: loaded when no shipped learner has the
+    name; a shipped name still wins, and an unknown name is still an unknown agent."""
+    src = (REPO / "tests" / "plugins" / "broken_agent.py").read_text()
+    (tmp_path / "my_algo_plugin.py").write_text(src)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    mod = load_agent_module("my_algo_plugin")
+    assert mod.__name__ == "my_algo_plugin" and hasattr(mod, "Agent")
+    assert load_agent_module("cpl").__name__ == "pbrl.agents.cpl"
+    with pytest.raises(UnknownIdError, match="unknown agent 'no_such_agent_module'"):
+        load_agent_module("no_such_agent_module")
 
 
 SEEN: list = []
@@ -145,7 +181,7 @@ def test_agent_trains_and_conforms(name, small_data, tmp_path, monkeypatch) -> N
     np.testing.assert_allclose(again.act(obs), agent.act(obs), rtol=1e-5, atol=1e-6)
 
     # every network sits on the run's device (the CUDA test below relies on finding them)
-    nets = _modules_of(agent)
+    nets = torch_modules(agent)
     assert nets or name == PLUGIN, f"{name}: no torch module found on the agent"
     assert all(p.device.type == "cpu" for n in nets for p in n.parameters())
 
@@ -282,17 +318,6 @@ def test_unknown_reward_input_is_a_clear_error(name) -> None:
         mod.Agent(cfg, AgentSpec(2, 2, -np.ones(2), np.ones(2), "cpu"))
 
 
-def _modules_of(obj, depth: int = 2) -> list[torch.nn.Module]:
-    """The torch modules an agent holds, directly or inside helper objects (an IQL core)."""
-    found: list[torch.nn.Module] = []
-    for v in vars(obj).values():
-        if isinstance(v, torch.nn.Module):
-            found.append(v)
-        elif depth > 0 and hasattr(v, "__dict__") and not isinstance(v, type):
-            found.extend(_modules_of(v, depth - 1))
-    return found
-
-
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
 @pytest.mark.parametrize("name", AGENTS)
 def test_agent_trains_on_cuda(name, small_data, tmp_path) -> None:
@@ -305,7 +330,7 @@ def test_agent_trains_on_cuda(name, small_data, tmp_path) -> None:
     spec = _conformance_spec(name, ds.id, mod, "cuda", tmp_path / "run")
     summary, agent = train_agent(spec, dataset=ds, prefs=prefs)
     assert summary["final_score"] is not None and math.isfinite(summary["final_score"])
-    nets = _modules_of(agent)
+    nets = torch_modules(agent)
     assert nets, f"{name}: no torch module found on the agent"
     # (the CPU conformance test checks that this helper finds every built-in agent's modules)
     for net in nets:

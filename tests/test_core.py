@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from pbrl.agent import field_docs, parse_field_value
+from pbrl.learn.api import field_docs, parse_field_value
 from pbrl.datasets.base import OfflineDataset
 from pbrl.errors import DataError
 from pbrl.types import Feedback, SegmentRef
@@ -110,7 +110,7 @@ def test_cli_help_runs():
 
 @pytest.mark.parametrize("name", ["..x", ".cpl", "cpl.", "a..b", "a-b.c", "1x.y"])
 def test_agent_names_that_are_no_module_path_are_refused(name):
-    from pbrl.agent import load_agent_module
+    from pbrl.learn.api import load_agent_module
     from pbrl.errors import UnknownIdError
 
     with pytest.raises(UnknownIdError, match="dotted module path"):
@@ -118,7 +118,7 @@ def test_agent_names_that_are_no_module_path_are_refused(name):
 
 
 def test_a_plugin_that_fails_to_import_is_one_line(tmp_path, monkeypatch):
-    from pbrl.agent import load_agent_module
+    from pbrl.learn.api import load_agent_module
     from pbrl.errors import PbrlError
 
     pkg = tmp_path / "pbrl_test_plugins"

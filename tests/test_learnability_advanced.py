@@ -17,7 +17,7 @@ import pytest
 import torch
 from test_learnability import point_dataset, point_prefs
 
-from pbrl.agent import AgentSpec, FitContext, load_agent_module, make_config
+from pbrl.learn.api import AgentSpec, FitContext, load_agent_module, make_config
 
 SMALL: dict[str, dict] = {
     "regret": {

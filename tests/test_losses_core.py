@@ -15,7 +15,6 @@ from pbrl.agents.cpl import (
     biased_bce_with_logits,
     biased_bce_with_scores,
     comparison_accuracy,
-    neg_sq_logp,
     segment_advantage,
     segment_scores,
     softplus_neg,
@@ -23,8 +22,7 @@ from pbrl.agents.cpl import (
 )
 from pbrl.agents.ipl import chi2_regularizer, implicit_reward, ipl_preference_loss, row_weights
 from pbrl.agents.mr import bt_accuracy, bt_ensemble_loss
-from pbrl.agents.mr import segment_scores as mr_segment_scores
-from pbrl.iql import (
+from pbrl.learn.iql import (
     IQLConfig,
     IQLLearner,
     awr_policy_loss,
@@ -34,7 +32,9 @@ from pbrl.iql import (
     iql_value_loss,
     reward_normalize,
 )
-from pbrl.nn import CausalTransformer, EnsembleMLP, soft_update
+from pbrl.learn.kit import deterministic_logp as neg_sq_logp
+from pbrl.learn.kit import segment_sum as mr_segment_scores
+from pbrl.learn.nn import CausalTransformer, EnsembleMLP, soft_update
 
 T = torch.tensor
 
@@ -218,8 +218,8 @@ def test_cpl_bc_phase_then_fresh_adam_with_warmup():
     """bc_fraction 0.4 of 10 steps = 4 BC steps, then lr ramps over 0.2 * 10 = 2 steps."""
     from test_learnability import point_dataset, point_prefs
 
-    from pbrl.agent import AgentSpec, FitContext
     from pbrl.agents.cpl import Agent, Config
+    from pbrl.learn.api import AgentSpec, FitContext
 
     ds = point_dataset(episodes=6, horizon=10, seed=3)
     prefs = point_prefs(ds, 8, 5, seed=1)
@@ -254,8 +254,8 @@ def test_cpl_objective_bench_scores_with_the_training_loss():
 
     from test_learnability import point_dataset, point_prefs
 
-    from pbrl.agent import AgentSpec
     from pbrl.agents.cpl import Agent, Config
+    from pbrl.learn.api import AgentSpec
 
     path = Path(__file__).resolve().parents[1] / "bench" / "cpl_objective.py"
     spec = importlib.util.spec_from_file_location("cpl_objective", path)
@@ -332,8 +332,8 @@ def test_ipl_row_weights_replay_balance():
 def test_ipl_implied_reward_uses_the_value_updated_this_step():
     from test_learnability import point_dataset, point_prefs
 
-    from pbrl.agent import AgentSpec, FitContext
     from pbrl.agents.ipl import Agent, Config
+    from pbrl.learn.api import AgentSpec, FitContext
 
     torch.manual_seed(0)
     ds = point_dataset(episodes=6, horizon=10, seed=3)
@@ -375,8 +375,8 @@ def test_bc_mse():
 def test_cpl_modes_and_kl_reference(overrides):
     from test_learnability import point_dataset, point_prefs
 
-    from pbrl.agent import AgentSpec, FitContext
     from pbrl.agents.cpl import Agent, Config
+    from pbrl.learn.api import AgentSpec, FitContext
 
     ds = point_dataset(episodes=6, horizon=10, seed=3).without_rewards()
     full = point_dataset(episodes=6, horizon=10, seed=3)

@@ -100,7 +100,7 @@ def test_cli_reports_malformed_suite_without_traceback(tmp_path):
 
 
 def test_shipped_suites_parse_and_name_real_agents_and_presets():
-    from pbrl.agent import load_agent_module
+    from pbrl.learn.api import load_agent_module
     from pbrl.suite import list_suites
     from pbrl.teachers import list_teachers
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from pbrl.agent import AgentSpec, FitContext
+from pbrl.learn.api import AgentSpec, FitContext
 
 
 @dataclass

@@ -4,6 +4,7 @@
   device, with uniform minibatch sampling from an explicit torch Generator.
 - :func:`segments_tensor`: (M, L, D) windows of any per-step array for segment refs.
 - :func:`relabel`: a learned reward over every transition, in batches.
+- :func:`dataset_windows`: random windows of consecutive rows, cut at episode ends.
 
 Dataset actions are clipped to +-(1 - 1e-5) when loaded, as CPL, IPL and PT's IQL do
 (Gaussian log-densities of actions on the box edge stay finite under the tanh mean).
@@ -127,3 +128,18 @@ def relabel(
         r = np.asarray(reward_fn(ds.observations[s:e], ds.actions[s:e]), dtype=np.float32)
         out[s:e] = r.reshape(-1)
     return out
+
+
+def dataset_windows(
+    ds, length: int, batch: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """``batch`` windows of ``length`` rows starting at uniform rows, cut at episode ends.
+
+    Returns (rows (batch, length) with padding pointing at the window's first row, mask).
+    """
+    ep_end = np.repeat(np.asarray(ds.starts) + np.asarray(ds.lengths), np.asarray(ds.lengths))
+    first = rng.integers(0, ds.num_steps, batch)
+    offs = np.arange(length)
+    rows = first[:, None] + offs[None, :]
+    mask = rows < ep_end[first][:, None]
+    return np.where(mask, rows, first[:, None]), mask

@@ -20,7 +20,6 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 _ACTS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
@@ -225,10 +224,6 @@ class TanhDeterministicActor(nn.Module):
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         return self.net(obs)
-
-    def neg_sq_error(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
-        """CPL's "log-prob": -sum_d (mu_d(s) - a_d)^2, shape obs.shape[:-1]."""
-        return -((self.net(obs) - act) ** 2).sum(-1)
 
 
 class GaussianActor(nn.Module):
@@ -445,8 +440,3 @@ def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
     """Polyak averaging: target <- (1 - tau) * target + tau * source (parameters only)."""
     for tp, sp in zip(target.parameters(), source.parameters(), strict=True):
         tp.lerp_(sp, tau)
-
-
-def mse_sum_actions(pred: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
-    """sum_d (pred_d - a_d)^2 over the last dim (the deterministic actors' "NLL")."""
-    return F.mse_loss(pred, act, reduction="none").sum(-1)

@@ -1,7 +1,7 @@
 """The shared IQL core (Kostrikov, Nair, Levine, "Offline RL with Implicit Q-Learning", ICLR 2022).
 
 Used by ``iql``, ``mr``, ``pt``, ``ipl``, ``regret`` and ``hprior``. Default semantics are
-CORL's (corl-team/CORL ``algorithms/offline/iql.py``), per docs ALGORITHMS.md:
+CORL's (corl-team/CORL ``algorithms/offline/iql.py``), as docs/agents.md records:
 
 - value:  u = min_k Qbar_k(s, a) - V(s);  L_V = mean(|tau - 1[u < 0]| * u^2)
 - critic: y = r + gamma * (1 - done) * V(s');  L_Q = (mean((Q1 - y)^2) + mean((Q2 - y)^2)) / 2
@@ -14,6 +14,9 @@ code PT used (V after its update, the two Q MSEs summed). The weight is clipped 
 above only. ``NLL`` is the Gaussian negative log-density (full constants) or, for the
 deterministic actor, sum_d (mu_d(s) - a_d)^2.
 
+A preference learner that relabels the dataset with a learned reward and then trains this
+core runs :func:`iql_phase`.
+
 Reward normalisations (:func:`reward_normalize`): ``none``, ``corl`` (locomotion
 r / (max_ret - min_ret) * 1000, antmaze r - 1), ``pt_true`` (PT's IQL on the true reward)
 and ``pt_learned`` (PT's normalisation of a learned reward, with the +0.5 / -1 shifts).
@@ -22,6 +25,7 @@ and ``pt_learned`` (PT's normalisation of a learned reward, with the +0.5 / -1 s
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,7 +34,9 @@ import torch
 from torch import nn
 
 from pbrl.errors import PbrlError
-from pbrl.nn import GaussianActor, TanhDeterministicActor, TwinQ, ValueNet, soft_update
+from pbrl.learn.data import TransitionTensors
+from pbrl.learn.kit import deterministic_logp, log_due
+from pbrl.learn.nn import GaussianActor, TanhDeterministicActor, TwinQ, ValueNet, soft_update
 
 # ---- pure losses ---------------------------------------------------------------------------
 
@@ -299,7 +305,7 @@ class IQLLearner(nn.Module):
         """Per-row NLL of dataset actions under the actor (normalised observations)."""
         if isinstance(self.actor, GaussianActor):
             return -self.actor.log_prob(obs_n, act)
-        return ((self.actor(obs_n) - act) ** 2).sum(-1)
+        return -deterministic_logp(self.actor(obs_n), act)
 
     def value_step(
         self, obs_n: torch.Tensor, act: torch.Tensor, weights: torch.Tensor | None = None
@@ -408,3 +414,31 @@ class IQLLearner(nn.Module):
         self.actor.train(was_training)
         out = a.cpu().numpy()
         return out[0] if single else out
+
+
+def iql_phase(
+    iql: IQLLearner,
+    ds: Any,
+    rewards: np.ndarray,
+    steps: int,
+    batch_size: int,
+    ctx: Any,
+    step0: int,
+    reward_norm: str = "none",
+    phase: float = 2.0,
+) -> Iterator[dict[str, float]]:
+    """Run ``steps`` IQL updates on ``ds`` relabelled with ``rewards``, yielding metrics.
+
+    ``rewards`` is the learned reward of every transition (never the ground truth: the
+    dataset handed to a preference learner has none). ``reward_norm`` is one of
+    :data:`REWARD_NORMS`. Step numbers continue from ``step0``.
+    """
+    r = reward_normalize(rewards, ds.starts, ds.lengths, reward_norm, ds.task_id)
+    data = TransitionTensors.from_dataset(ds, ctx.device, r)
+    iql.set_obs_stats(ds.observations)
+    total = step0 + steps
+    for i in range(1, steps + 1):
+        m = iql.update(data.sample(batch_size, ctx.generator))
+        step = step0 + i
+        if log_due(step, ctx.steps, ctx.log_interval) or step == total:
+            yield {"step": step, "phase": phase, **m}

@@ -1,7 +1,9 @@
-"""The learner plug-in API.
+"""The learner plug-in API: the contract a learner module fulfils, and how one is loaded.
 
-A learner is one Python module (``pbrl/agents/<name>.py`` in the tree, or any importable
-dotted path for an out-of-tree plug-in) that defines:
+A learner is one Python module (``agents/<name>.py`` in the tree, installed as
+``pbrl.agents.<name>``; or, for an out-of-tree plug-in, any importable dotted path, or a
+bare module name importable from the working folder when no shipped learner has that
+name) that defines:
 
 - ``Config``: a dataclass with a docstring under every field (the docstrings become the
   help of the CLI's ``--agent.FIELD`` options);
@@ -24,13 +26,17 @@ dotted path for an out-of-tree plug-in) that defines:
 - optional ``PRESETS: dict[str, dict[str, Any]]``: named config overrides (``paper`` is
   the official semantics; ``quick`` the CPU scale).
 
-The module's key in the registry is its module name (``cpl``), or the dotted path given.
+The module's key in the registry is its module name (``cpl``), or the path given.
+:mod:`pbrl.learn.check` checks a module against this contract (``pbrl agents check``); the
+pieces learners share are in :mod:`pbrl.learn.kit`, :mod:`pbrl.learn.nn`,
+:mod:`pbrl.learn.data` and :mod:`pbrl.learn.iql`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import importlib
+import importlib.util
 import pkgutil
 import types
 from collections.abc import Iterator
@@ -40,6 +46,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from pbrl.errors import PbrlError, UnknownIdError
+from pbrl.utils import parse_field
 
 
 @dataclass(frozen=True)
@@ -97,11 +104,18 @@ def list_agents() -> list[str]:
 
 
 def load_agent_module(name: str) -> types.ModuleType:
-    """A learner module by registry key (``cpl``) or dotted path (``mypkg.algos.foo``)."""
+    """A learner module by registry key (``cpl``), dotted path (``mypkg.algos.foo``) or bare
+    module name (``my_algo``, for ``my_algo.py`` importable from the working folder).
+
+    A shipped learner wins over a module of the same bare name.
+    """
     if "." not in name:
-        if name not in list_agents():
+        if name in list_agents():
+            modname = f"{_BUILTIN_PACKAGE}.{name}"
+        elif name.isidentifier() and importlib.util.find_spec(name) is not None:
+            modname = name
+        else:
             raise UnknownIdError(f"unknown agent '{name}' (known: {', '.join(list_agents())})")
-        modname = f"{_BUILTIN_PACKAGE}.{name}"
     else:
         if not all(part.isidentifier() for part in name.split(".")):
             raise UnknownIdError(
@@ -164,6 +178,15 @@ def field_docs(config_cls: type) -> dict[str, str]:
     return docs
 
 
+def config_field_docs(config_cls: type) -> dict[str, str]:
+    """Field docstrings of a Config dataclass, inherited fields included (base classes first)."""
+    docs: dict[str, str] = {}
+    for klass in reversed(config_cls.__mro__):
+        if dataclasses.is_dataclass(klass):
+            docs.update(field_docs(klass))
+    return docs
+
+
 def make_config(mod: types.ModuleType, preset: str | None, overrides: dict[str, str]) -> Any:
     """Build ``mod.Config`` from an optional preset plus ``--agent.FIELD VALUE`` strings."""
     cfg_cls = mod.Config
@@ -187,40 +210,5 @@ def make_config(mod: types.ModuleType, preset: str | None, overrides: dict[str, 
 
 
 def parse_field_value(cfg_cls: type, f: dataclasses.Field[Any], raw: Any) -> Any:
-    """Convert a CLI/suite string to the field's type (bool, int, float, str, tuples)."""
-    if not isinstance(raw, str):
-        return raw
-    hints = _type_hints(cfg_cls)
-    tp = hints.get(f.name, str)
-    text = raw.strip()
-    try:
-        if tp is bool:
-            if text.lower() in ("1", "true", "yes", "on"):
-                return True
-            if text.lower() in ("0", "false", "no", "off"):
-                return False
-            raise ValueError(text)
-        if tp is int:
-            return int(float(text)) if "e" in text.lower() else int(text)
-        if tp is float:
-            return float(text)
-        origin = getattr(tp, "__origin__", None)
-        if origin is tuple:
-            args = tp.__args__
-            inner = args[0]
-            parts = [p for p in text.strip("()[]").split(",") if p.strip()]
-            return tuple(inner(p.strip()) for p in parts)
-        return text
-    except ValueError as e:
-        raise PbrlError(
-            f"--agent.{f.name}: cannot read '{raw}' as {getattr(tp, '__name__', tp)}"
-        ) from e
-
-
-def _type_hints(cls: type) -> dict[str, Any]:
-    import typing
-
-    try:
-        return typing.get_type_hints(cls)
-    except Exception:  # noqa: BLE001 - fall back to raw annotations
-        return dict(getattr(cls, "__annotations__", {}))
+    """Convert a CLI/suite string to the field's type (:func:`pbrl.utils.parse_field`)."""
+    return parse_field(cfg_cls, f.name, raw, f"--agent.{f.name}")

@@ -1,0 +1,218 @@
+"""The learner kit: the pieces several learners share, one implementation each.
+
+A learner in ``agents/`` imports what it needs from here (and from :mod:`pbrl.learn.nn`,
+:mod:`pbrl.learn.data`, :mod:`pbrl.learn.iql`), never from another learner. Everything here
+is a pure function of its inputs or of an explicit random generator, so the numbers a
+learner produces do not depend on which learner it is:
+
+- segments: :func:`segment_sum` (a per-step value summed over a segment's real steps);
+- preferences: :func:`bt_pair_losses` (the Bradley-Terry cross-entropy of segment scores,
+  in the three numerical forms the official codes use);
+- policies: :func:`deterministic_logp` (the deterministic actors' "log-prob"
+  ``-sum_d (mu_d - a_d)^2``);
+- minibatches: :func:`shuffled_epoch` and :func:`epoch_minibatches` (one permutation per
+  epoch cut into minibatches, the last one shorter);
+- reward inputs: :data:`REWARD_INPUTS`, :func:`check_reward_input`, :func:`reward_action`;
+- the run's budget and logging: :func:`split_steps`, :func:`log_due`;
+- numpy glue: :func:`obs_stats`, :func:`batched_numpy`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from pbrl.errors import PbrlError
+
+# ---- segments and preferences ---------------------------------------------------------------
+
+
+def segment_sum(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Sum of per-step values over the real steps of each segment: (..., B, L) -> (..., B).
+
+    ``mask`` (B, L) is 1 on real steps and 0 on padding; a leading ensemble axis on
+    ``values`` gives one sum per member. Padding after a true termination is the absorbing
+    state and counts 0 (the terminating step itself has mask 1 and counts).
+    """
+    return (values * mask).sum(-1)
+
+
+BT_FORMS = ("logistic", "softmax", "bce")
+"""The numerical forms of :func:`bt_pair_losses` (equal in exact arithmetic)."""
+
+
+def bt_pair_losses(
+    score_a: torch.Tensor, score_b: torch.Tensor, prefer_b: torch.Tensor, form: str = "logistic"
+) -> torch.Tensor:
+    """Bradley-Terry cross-entropy of each pair with soft labels, not reduced.
+
+    ``-[(1 - y) log P(a > b) + y log P(b > a)]`` with ``P(b > a) = sigmoid(S_b - S_a)`` and
+    ``y = prefer_b`` (1: segment b preferred; ties 0.5 stay in). ``score_*`` are (..., B)
+    and ``prefer_b`` (B,) broadcasts over a leading ensemble axis. The caller reduces (mean
+    over pairs, then e.g. a sum over members).
+
+    ``form`` picks how the logarithms are computed; the three agree in exact arithmetic and
+    differ in the last bits, so each learner keeps the one its official code uses:
+
+    - ``logistic``: ``logsigmoid(S_b - S_a)`` and ``logsigmoid(S_a - S_b)`` (regret, hprior);
+    - ``softmax``: ``log_softmax([S_a, S_b])`` (B-Pref / Uni-RLHF's MR, PT);
+    - ``bce``: torch's ``binary_cross_entropy_with_logits(S_b - S_a, y)`` (IPL).
+    """
+    if form == "logistic":
+        diff = score_b - score_a
+        y = prefer_b.to(diff.dtype)
+        return -(y * F.logsigmoid(diff) + (1.0 - y) * F.logsigmoid(-diff))
+    if form == "softmax":
+        logp = torch.log_softmax(torch.stack([score_a, score_b], dim=-1), dim=-1)
+        y = prefer_b.to(logp.dtype)
+        return -((1.0 - y) * logp[..., 0] + y * logp[..., 1])
+    if form == "bce":
+        diff = score_b - score_a
+        target = torch.broadcast_to(prefer_b.to(diff.dtype), diff.shape)
+        return F.binary_cross_entropy_with_logits(diff, target, reduction="none")
+    raise ValueError(f"bt_pair_losses: unknown form '{form}' ({' | '.join(BT_FORMS)})")
+
+
+def strict_accuracy(
+    score_a: torch.Tensor, score_b: torch.Tensor, prefer_b: torch.Tensor
+) -> torch.Tensor:
+    """Fraction of non-tie pairs whose higher score is the preferred segment (0 if none).
+
+    ``score_*`` and ``prefer_b`` are (B,); a tensor, so it can stay on the device.
+    """
+    strict = prefer_b != 0.5
+    ok = ((score_b > score_a) == (prefer_b > 0.5)) & strict
+    return ok.float().sum() / strict.float().sum().clamp_min(1.0)
+
+
+# ---- policies -------------------------------------------------------------------------------
+
+
+def deterministic_logp(mu: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
+    """The deterministic actors' "log-prob" ``-sum_d (mu_d - a_d)^2`` over the last dim.
+
+    No 1/2 and no constant (CPL's convention; its conservative bias makes constants
+    matter). Its negation is the behaviour-cloning error of a deterministic actor.
+    """
+    return -((mu - act) ** 2).sum(-1)
+
+
+# ---- minibatches ----------------------------------------------------------------------------
+
+
+def shuffled_epoch(
+    n: int,
+    batch_size: int,
+    generator: torch.Generator,
+    device: str,
+    members: int | None = None,
+) -> list[torch.Tensor]:
+    """One epoch over ``n`` items: a permutation cut into minibatches (the last one shorter).
+
+    The permutation is drawn from ``generator`` (on the generator's device) and moved to
+    ``device``. With ``members``, each ensemble member gets its own permutation (drawn one
+    after the other) and every minibatch is an (members, b) index tensor.
+    """
+    if n <= 0:
+        raise PbrlError("no answered preference pairs to learn from")
+    bs = max(1, min(int(batch_size), n))
+    if members is None:
+        perm = torch.randperm(n, generator=generator, device=generator.device).to(device)
+    else:
+        perm = torch.stack(
+            [
+                torch.randperm(n, generator=generator, device=generator.device)
+                for _ in range(members)
+            ]
+        ).to(device)
+    return [perm[..., s : s + bs] for s in range(0, n, bs)]
+
+
+def epoch_minibatches(
+    n: int, batch_size: int, generator: torch.Generator, device: str
+) -> Iterator[torch.Tensor]:
+    """Endless minibatch index tensors over ``n`` items, one permutation per epoch.
+
+    This is how the official codes walk their label sets (B-Pref, PT, CPL, IPL): shuffle,
+    cut into minibatches of ``batch_size`` (the last one shorter), repeat. The next
+    epoch's permutation is drawn only when its first minibatch is asked for.
+    """
+    while True:
+        yield from shuffled_epoch(n, batch_size, generator, device)
+
+
+# ---- reward inputs --------------------------------------------------------------------------
+
+REWARD_INPUTS = ("obs_act", "obs")
+"""What a learned reward model reads: ``obs_act`` = r(s, a), as the official reward learners
+do; ``obs`` = r(s), the action input held at zero (same network, so checkpoints keep their
+shapes). Why the ``quick`` presets read states only: docs/agents.md, "The action shortcut"."""
+
+
+def check_reward_input(mode: str) -> None:
+    """Raise a clear error for an unknown ``--agent.reward_input``."""
+    if mode not in REWARD_INPUTS:
+        raise PbrlError(f"--agent.reward_input: {' | '.join(REWARD_INPUTS)}, got '{mode}'")
+
+
+def reward_action(act: torch.Tensor, mode: str) -> torch.Tensor:
+    """The action a reward model is fed under ``mode`` (zeros for state-only rewards)."""
+    return act if mode == "obs_act" else torch.zeros_like(act)
+
+
+# ---- budget and logging ---------------------------------------------------------------------
+
+
+def split_steps(total: int, fractions: tuple[float, ...]) -> list[int]:
+    """Split ``total`` updates into phases: ``fractions`` for all phases but the last.
+
+    Every phase but the last gets at least one update when ``total`` allows it; the last
+    phase gets the remainder, so the counts always sum to ``total``.
+    """
+    counts: list[int] = []
+    left = int(total)
+    for f in fractions:
+        c = min(left, max(1 if total > len(fractions) else 0, int(round(f * total))))
+        counts.append(c)
+        left -= c
+    counts.append(left)
+    return counts
+
+
+def log_due(step: int, total: int, interval: int) -> bool:
+    """The agent API's rule: yield when ``step % interval == 0`` and after the last update."""
+    return step == total or (interval > 0 and step % interval == 0)
+
+
+# ---- numpy glue -----------------------------------------------------------------------------
+
+
+def obs_stats(observations: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Dataset mean and std (+ 1e-3, CORL's epsilon) of the observations, float32."""
+    obs = np.asarray(observations, dtype=np.float64)
+    return obs.mean(0).astype(np.float32), (obs.std(0) + 1e-3).astype(np.float32)
+
+
+def batched_numpy(
+    fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    obs: np.ndarray,
+    act: np.ndarray,
+    device: str,
+    batch_size: int = 8192,
+) -> np.ndarray:
+    """Evaluate a torch function of (obs, act) over numpy arrays in batches, no grad."""
+    obs = np.asarray(obs, dtype=np.float32)
+    act = np.asarray(act, dtype=np.float32)
+    single = obs.ndim == 1
+    if single:
+        obs, act = obs[None], act[None]
+    out = np.empty(obs.shape[0], dtype=np.float32)
+    with torch.no_grad():
+        for s in range(0, obs.shape[0], batch_size):
+            o = torch.as_tensor(obs[s : s + batch_size], device=device)
+            a = torch.as_tensor(act[s : s + batch_size], device=device)
+            out[s : s + batch_size] = fn(o, a).float().cpu().numpy().reshape(-1)
+    return out[0:1].reshape(()) if single else out
