@@ -2,7 +2,7 @@
 
 Paper: C. Kim, J. Park, J. Shin, H. Lee, P. Abbeel, K. Lee, "Preference Transformer:
 Modeling Human Preferences using Transformers for RL", ICLR 2023; official JAX code
-csmile-1006/PreferenceTransformer (facts: /work/shared/algorithms/baselines_bpref.md (a)).
+csmile-1006/PreferenceTransformer.
 
 Summary. A causal GPT over the interleaved tokens (a_1, s_1, ..., a_H, s_H) (state and
 action embeddings plus a learned timestep embedding, timesteps restarting at 1 in every
