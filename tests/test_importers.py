@@ -16,14 +16,14 @@ from test_prefs import make_ds  # tests/ is on sys.path under pytest's rootdir i
 
 from pbrl.datasets.d4rl import load_d4rl_hdf5
 from pbrl.errors import DataError, PbrlError, UnknownIdError
-from pbrl.importers import (
+from pbrl.prefs import label_dataset, load_preferences, make_preference_data, save_preferences
+from pbrl.prefs.formats import (
     export_labels,
     import_labels,
     qlearning_refs,
     resolve_qlearning_refs,
     safe_load_pickle,
 )
-from pbrl.prefs import label_dataset, load_preferences, make_preference_data, save_preferences
 
 ROOT = Path(__file__).resolve().parents[1]
 # Unchanged copies of the published files (provenance in their README.md).
@@ -516,14 +516,14 @@ def test_import_against_another_dataset_is_refused_unless_allowed(d4rl_file, tmp
     ],
 )
 def test_import_options_are_checked_first(fmt, kwargs, message):
-    from pbrl.importers import check_import_options
+    from pbrl.prefs.formats import check_import_options
 
     with pytest.raises(PbrlError, match=message):
         check_import_options(fmt, **kwargs)
 
 
 def test_export_output_is_checked_before_any_work(tmp_path):
-    from pbrl.importers import check_export_output
+    from pbrl.prefs.formats import check_export_output
 
     (tmp_path / "file").write_text("x")
     (tmp_path / "folder").mkdir()

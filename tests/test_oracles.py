@@ -11,7 +11,7 @@ import pytest
 
 from pbrl.datasets.base import OfflineDataset
 from pbrl.errors import DataError, PbrlError, UnknownIdError
-from pbrl.queries import sample_segments
+from pbrl.prefs.select import sample_segments
 from pbrl.teachers import (
     BPrefTeacher,
     FittedValueFunction,

@@ -9,7 +9,7 @@ import pytest
 
 from pbrl.datasets.base import OfflineDataset
 from pbrl.errors import DataError, PbrlError
-from pbrl.queries import (
+from pbrl.prefs.select import (
     RewardEnsemble,
     disagreement_scores,
     entropy_scores,

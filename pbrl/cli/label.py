@@ -30,7 +30,7 @@ def label(
     """Select segment pairs of DATASET and label them with a teacher; write a preference file."""
     from pbrl.datasets.registry import load_dataset
     from pbrl.prefs import check_label_options, label_dataset, preference_stats, save_preferences
-    from pbrl.queries import check_selector
+    from pbrl.prefs.select import check_selector
     from pbrl.teachers import make_teacher
     from pbrl.utils import check_output_file
 

@@ -137,8 +137,8 @@ def import_cmd(
     ),
 ) -> None:
     """Import published labels into a pbrl preference file."""
-    from pbrl.importers import check_import_options, import_labels
     from pbrl.prefs import preference_stats, save_preferences
+    from pbrl.prefs.formats import check_import_options, import_labels
     from pbrl.utils import check_output_file
 
     check_output_file(output, "--output")
@@ -189,8 +189,8 @@ def export_cmd(
     ),
 ) -> None:
     """Write a preference file in a published label format."""
-    from pbrl.importers import check_export_output, export_labels
     from pbrl.prefs import load_preferences
+    from pbrl.prefs.formats import check_export_output, export_labels
 
     check_export_output(fmt, output)
     data = load_preferences(file)

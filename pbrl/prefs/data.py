@@ -686,7 +686,7 @@ def label_dataset(
     :func:`pbrl.teachers.make_teacher`) or an Oracle. One ``numpy`` Generator seeded with
     ``seed`` drives selection then labelling, so the same call gives the same labels.
     """
-    from pbrl.queries import select_queries
+    from pbrl.prefs.select import select_queries
     from pbrl.teachers import SegmentPairs, make_teacher
 
     check_label_options(n_queries, segment, seed)
