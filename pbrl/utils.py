@@ -49,10 +49,10 @@ def atomic_path(final: str | os.PathLike[str], *, is_dir: bool = False) -> Itera
 
 def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> None:
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=_json_default))
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=json_default))
 
 
-def _json_default(o: Any) -> Any:
+def json_default(o: Any) -> Any:
     if isinstance(o, np.ndarray):
         return o.tolist()
     if isinstance(o, np.generic):
