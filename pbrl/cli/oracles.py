@@ -70,16 +70,15 @@ def _records_from_prefs(path: Path, allow_mismatch: bool) -> list[dict[str, Any]
         raise DataError(f"{path}: dataset {data.dataset_id} has no rewards to fit against")
     # Same id, task and content as when labelled; every segment inside the dataset.
     check_prefs_dataset(data, ds, where=str(path), allow_mismatch=allow_mismatch)
+    rows_a, mask_a = ds.segment_index(data.refs_a, "refs_a", where=str(path))
+    rows_b, mask_b = ds.segment_index(data.refs_b, "refs_b", where=str(path))
     records = []
     for i in range(len(data.prefer_b)):
-        ra, rb = data.refs_a[i], data.refs_b[i]
-        sa = int(ds.starts[ra[0]]) + int(ra[1])
-        sb = int(ds.starts[rb[0]]) + int(rb[1])
         skipped = bool(data.skipped[i]) or not np.isfinite(data.prefer_b[i])
         records.append(
             {
-                "rewards_a": ds.rewards[sa : sa + int(ra[2])],
-                "rewards_b": ds.rewards[sb : sb + int(rb[2])],
+                "rewards_a": ds.rewards[rows_a[i][mask_a[i]]],
+                "rewards_b": ds.rewards[rows_b[i][mask_b[i]]],
                 "prefer_b": None if skipped else float(data.prefer_b[i]),
             }
         )
