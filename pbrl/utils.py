@@ -263,3 +263,44 @@ def read_json_object(path: str | os.PathLike[str]) -> dict[str, Any]:
     if not isinstance(obj, dict):
         raise DataError(f"{path}: expected a JSON object, got {type(obj).__name__}")
     return obj
+
+
+def parse_field(cls: type, name: str, raw: Any, where: str) -> Any:
+    """Text given for field ``name`` of dataclass ``cls`` (a CLI option, a suite entry), typed.
+
+    The one parser of text into typed dataclass fields: ``bool`` (1/true/yes/on,
+    0/false/no/off), ``int`` (``1e5`` allowed), ``float``, ``str`` and ``tuple[T, ...]``
+    (``"(256, 256)"``, ``"256,256"``); a field of any other type keeps the text. A value
+    that is not text is returned as it is. ``where`` names the field in the error
+    (``--agent.lr``): ``"{where}: cannot read '{raw}' as {type}"``.
+    """
+    import typing
+
+    from pbrl.errors import PbrlError
+
+    if not isinstance(raw, str):
+        return raw
+    try:
+        hints = typing.get_type_hints(cls)
+    except Exception:  # noqa: BLE001 - fall back to raw annotations
+        hints = dict(getattr(cls, "__annotations__", {}))
+    tp = hints.get(name, str)
+    text = raw.strip()
+    try:
+        if tp is bool:
+            if text.lower() in ("1", "true", "yes", "on"):
+                return True
+            if text.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(text)
+        if tp is int:
+            return int(float(text)) if "e" in text.lower() else int(text)
+        if tp is float:
+            return float(text)
+        if getattr(tp, "__origin__", None) is tuple:
+            inner = tp.__args__[0]
+            parts = [p for p in text.strip("()[]").split(",") if p.strip()]
+            return tuple(inner(p.strip()) for p in parts)
+        return text
+    except ValueError as e:
+        raise PbrlError(f"{where}: cannot read '{raw}' as {getattr(tp, '__name__', tp)}") from e
