@@ -96,9 +96,7 @@ def main() -> None:
 
     g.KINDS["medium-replay"] = VARIANTS[a.variant]
     t0 = time.time()
-    did = g.build(
-        f"metaworld/{a.task}", "medium-replay", workers=a.workers, diagnose=False, overwrite=True
-    )
+    did = g.build(f"metaworld/{a.task}", "medium-replay", workers=a.workers, overwrite=True)
     ds = load_dataset(did)
     print(f"{a.variant} on {a.task}: built in {time.time() - t0:.0f} s")
     for c in ds.card["mixture"]:

@@ -133,7 +133,9 @@ def default_episodes(env_name: str, kind: str) -> int:
     return TASK_EPISODES.get((env_name, kind), DEFAULT_EPISODES[kind])
 
 
-# Options of the diagnosis `build` runs when it finishes (datasets/diagnose.py).
+# Options of the brief diagnosis `pbrl datasets build` runs on a new dataset (pbrl/diagnose.py
+# brief_diagnosis): it keeps a build short; the recorded criteria tables come from
+# `pbrl datasets diagnose` with more steps and 3 seeds.
 BUILD_DIAGNOSE: dict[str, Any] = {"steps": 1000, "seeds": 2, "eval_episodes": 5}
 
 
@@ -620,7 +622,6 @@ def build(
     seed: int = 0,
     workers: int | None = None,
     overwrite: bool = False,
-    diagnose: bool = True,
     horizon: int = 500,
 ) -> str:
     """Generate ``pbrl/metaworld/<task>/<kind>-v0`` into the Minari store; returns its id."""
@@ -658,12 +659,4 @@ def build(
         card["build_seconds"],
         minari_root() / dataset_id,
     )
-    if diagnose:
-        from pbrl.datasets.diagnose import run_and_record
-
-        # A brief diagnosis keeps `pbrl datasets build` short; the recorded criteria tables
-        # come from `pbrl datasets diagnose` with more steps and 3 seeds.
-        run_and_record(
-            dataset_id, workers=default_workers() if workers is None else workers, **BUILD_DIAGNOSE
-        )
     return dataset_id

@@ -114,7 +114,7 @@ def job_from_dict(d: dict[str, Any]) -> Job:
 
 def resolved_agent_config(job: Job) -> dict[str, Any]:
     """The job's agent config as ``config.json`` stores it (preset + overrides resolved)."""
-    from pbrl.agent import load_agent_module, make_config
+    from pbrl.learn.api import load_agent_module, make_config
     from pbrl.train import _jsonable
 
     mod = load_agent_module(job.agent)
@@ -212,7 +212,7 @@ def agent_needs_prefs(name: str, preset: str | None, overrides: dict[str, Any]) 
     """
     import numpy as np
 
-    from pbrl.agent import AgentSpec, load_agent_module, make_config
+    from pbrl.learn.api import AgentSpec, load_agent_module, make_config
 
     mod = load_agent_module(name)
     cfg = make_config(mod, preset, {k: str(v) for k, v in overrides.items()})
@@ -250,10 +250,11 @@ def _check_build_options(where: str, gen: Any, options: dict[str, Any]) -> None:
     """The suite's ``build`` table against the generator's ``build`` keyword arguments."""
     params = inspect.signature(gen.build).parameters
     known = [n for n, p in params.items() if p.kind is p.KEYWORD_ONLY and n != "options"]
+    known.append("diagnose")  # the runner's own: the brief diagnosis after the build
     for key, value in options.items():
         if key not in known:
             raise PbrlError(f"{where}: build option '{key}' is unknown (known: {', '.join(known)})")
-        ann = str(params[key].annotation)
+        ann = "bool" if key == "diagnose" else str(params[key].annotation)
         if ann.startswith("bool"):
             ok = isinstance(value, bool)
             want = "true or false"
@@ -297,7 +298,7 @@ def check_suite(suite: Suite, jobs: list[Job]) -> list[DatasetEntry]:
     generator accepts; a stored dataset built with other content options is refused).
     Agents, presets and overrides are checked when the job list is planned.
     Returns the dataset entries that must be built."""
-    from pbrl.oracles import make_teacher
+    from pbrl.teachers import make_teacher
 
     where = suite.source or f"suite '{suite.name}'"
     if any(j.uses_prefs for j in jobs):
@@ -386,8 +387,17 @@ def dataset_exists(ds_id: str) -> bool:
 
 
 def build_dataset(task: str, kind: str, options: dict[str, Any]) -> str:
-    """Generate a dataset with its domain's generator (MetaWorld scripted, or SAC)."""
-    return str(generator_for(task).build(task, kind, **options))
+    """Generate a dataset with its domain's generator (MetaWorld scripted, or SAC), then its
+    brief diagnosis unless the suite's ``build`` says ``diagnose = false``."""
+    from pbrl.diagnose import brief_diagnosis
+
+    gen = generator_for(task)
+    opts = dict(options)
+    diagnose = opts.pop("diagnose", True)
+    dataset_id = str(gen.build(task, kind, **opts))
+    if diagnose:
+        brief_diagnosis(dataset_id, gen, opts.get("workers"))
+    return dataset_id
 
 
 def check_cached_prefs(jobs: list[Job], out: Path, *, only_local: bool = True) -> None:

@@ -59,7 +59,7 @@ def shared(tmp_path_factory):
         from pbrl.datasets.registry import load_dataset
         from pbrl.prefs import label_dataset, save_preferences
 
-        ds_id = build(TASK, "expert", episodes=4, seed=0, workers=1, diagnose=False, horizon=60)
+        ds_id = build(TASK, "expert", episodes=4, seed=0, workers=1, horizon=60)
         ds_path = minari_root() / ds_id
         assert (ds_path / "data" / "metadata.json").is_file()
         prefs = base / "prefs.npz"

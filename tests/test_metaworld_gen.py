@@ -121,7 +121,7 @@ def test_build_writes_a_minari_dataset(minari_home, monkeypatch):
 
     from pbrl.datasets.minari_io import read_minari_metadata
 
-    did = g.build(TASK, "medium-replay", episodes=8, seed=1, workers=1, diagnose=False, horizon=20)
+    did = g.build(TASK, "medium-replay", episodes=8, seed=1, workers=1, horizon=20)
     assert did == "pbrl/metaworld/button-press-topdown-v3/medium-replay-v0"
     ds = minari.load_dataset(did)
     assert ds.total_episodes == 8 and ds.total_steps == 8 * 20
@@ -166,7 +166,7 @@ def test_same_seed_same_dataset_any_workers():
 
 def test_bad_input():
     with pytest.raises(UnknownIdError):
-        g.build("metaworld/no-such-task-v3", "expert", diagnose=False)
+        g.build("metaworld/no-such-task-v3", "expert")
     with pytest.raises(PbrlError, match="metaworld"):
         g.env_name_of("mujoco/hopper")
     with pytest.raises(UnknownIdError, match="kind"):
@@ -183,7 +183,7 @@ def test_build_refuses_before_generating(minari_home, monkeypatch, caplog):
 
     monkeypatch.setattr(g, "other_task_pool", lambda *a, **k: ["reach-v3"])
     caplog.set_level(logging.INFO, logger="pbrl")
-    did = g.build(TASK, "expert", episodes=2, seed=0, workers=1, diagnose=False, horizon=10)
+    did = g.build(TASK, "expert", episodes=2, seed=0, workers=1, horizon=10)
     # Progress: the episodes and the reference episodes, each with its rate and a final line.
     lines = [r.getMessage() for r in caplog.records]
     assert "button-press-topdown-v3 expert: episodes 2/2 (100%)" in "\n".join(lines)
@@ -196,11 +196,11 @@ def test_build_refuses_before_generating(minari_home, monkeypatch, caplog):
 
     monkeypatch.setattr(g, "run_jobs", no_work)
     with pytest.raises(DataError, match="already exists.*--overwrite"):
-        g.build(TASK, "expert", episodes=2, workers=1, diagnose=False, horizon=10)
+        g.build(TASK, "expert", episodes=2, workers=1, horizon=10)
     with pytest.raises(PbrlError, match="--seed"):
-        g.build(TASK, "random", episodes=2, seed=-1, workers=1, diagnose=False)
+        g.build(TASK, "random", episodes=2, seed=-1, workers=1)
     with pytest.raises(UnknownIdError, match="--kind superb"):
-        g.build(TASK, "superb", episodes=2, workers=1, diagnose=False)
+        g.build(TASK, "superb", episodes=2, workers=1)
     assert (minari_root() / did).is_dir()
 
 

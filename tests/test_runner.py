@@ -32,7 +32,7 @@ def store(tmp_path_factory):
     try:
         from pbrl.datasets.metaworld_gen import build
 
-        ds_id = build(TASK, "expert", episodes=4, seed=0, workers=1, diagnose=False, horizon=60)
+        ds_id = build(TASK, "expert", episodes=4, seed=0, workers=1, horizon=60)
     finally:
         if old is None:
             os.environ.pop("MINARI_DATASETS_PATH")

@@ -175,7 +175,7 @@ def test_every_kind_builds_and_loads(sac_root, minari_home):
     card_refs = set()
     for kind in g.KINDS:
         opts = _options(sac_root, episodes=None if kind == "medium-replay" else 4)
-        dataset_id = g.build(TASK, kind, options=opts, diagnose=False)
+        dataset_id = g.build(TASK, kind, options=opts)
         assert dataset_id == f"pbrl/mujoco/hopper/{kind}-v0"
         d = minari.load_dataset(dataset_id)
         assert d.total_episodes > 0
@@ -216,7 +216,7 @@ def test_same_seed_gives_identical_random_dataset(sac_root, tmp_path, monkeypatc
     arrays = []
     for home in ("a", "b"):
         monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / home))
-        dataset_id = g.build(TASK, "random", options=_options(sac_root), diagnose=False)
+        dataset_id = g.build(TASK, "random", options=_options(sac_root))
         arrays.append(load_minari(dataset_id))
     a, b = arrays
     for field in ("observations", "actions", "rewards", "qpos", "qvel", "terminals"):
@@ -231,7 +231,7 @@ def test_same_seed_gives_identical_random_dataset(sac_root, tmp_path, monkeypatc
 
 
 def test_expert_critic_loads_and_gives_finite_values(sac_root, minari_home):
-    dataset_id = g.build(TASK, "expert", options=_options(sac_root), diagnose=False)
+    dataset_id = g.build(TASK, "expert", options=_options(sac_root))
     ds = load_minari(dataset_id)
     vf = g.load_expert_value_fn(dataset_id, n_actions=16, seed=3)
     obs, act = ds.observations[:20], ds.actions[:20]
@@ -249,7 +249,7 @@ def test_expert_critic_loads_and_gives_finite_values(sac_root, minari_home):
     with pytest.raises(DataError, match="expects"):
         vf(obs[:, :3])
     with pytest.raises(DataError, match="already exists"):
-        g.build(TASK, "expert", options=_options(sac_root), diagnose=False)
+        g.build(TASK, "expert", options=_options(sac_root))
     with pytest.raises(DataError, match="no expert critic"):
         g.load_expert_value_fn(str(minari_home / "nowhere"))
 
@@ -257,7 +257,7 @@ def test_expert_critic_loads_and_gives_finite_values(sac_root, minari_home):
 def test_value_is_mean_of_q_over_policy_actions(sac_root, minari_home):
     import torch
 
-    dataset_id = g.build(TASK, "medium", options=_options(sac_root), diagnose=False)
+    dataset_id = g.build(TASK, "medium", options=_options(sac_root))
     vf = g.load_expert_value_fn(dataset_id, n_actions=8, seed=0)
     obs = load_minari(dataset_id).observations[:5]
     # Reproduce V by hand: the same generator draws, squashed, Q averaged over draws.

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import inspect
 import json
 import sys
@@ -187,7 +185,6 @@ def build_cmd(
     if spec.domain != "metaworld":
         resolve_device(device)
     check_new_dataset(generated_dataset_id(spec.id, kind), overwrite)
-    diagnose_on = diagnose and importlib.util.find_spec("pbrl.datasets.diagnose") is not None
     options: dict[str, Any] = {
         "episodes": episodes,
         "steps": steps,
@@ -195,14 +192,13 @@ def build_cmd(
         "workers": workers,
         "device": device,
         "overwrite": overwrite,
-        "diagnose": diagnose_on,
     }
     with progress_on_stderr():
         dataset_id = _call_build(module.build, spec.id, kind, options)
-        if diagnose_on and "diagnose" not in inspect.signature(module.build).parameters:
-            from pbrl.datasets.diagnose import run_and_record
+        if diagnose:
+            from pbrl.diagnose import brief_diagnosis
 
-            run_and_record(dataset_id)
+            brief_diagnosis(dataset_id, module, workers)
     typer.echo(dataset_id)
 
 
@@ -224,7 +220,7 @@ def diagnose_cmd(
 
     Each training is reported on standard error as it starts and finishes.
     """
-    from pbrl.datasets import diagnose as dg
+    from pbrl import diagnose as dg
     from pbrl.utils import resolve_device
 
     for name, value, low in (

@@ -29,8 +29,8 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from pbrl.datasets.base import OfflineDataset
-from pbrl.errors import DataError, PbrlError
+from pbrl.datasets.base import OfflineDataset, sample_segments
+from pbrl.errors import PbrlError
 
 SELECTORS = (
     "uniform",
@@ -57,52 +57,6 @@ class RewardEnsemble(Protocol):
     """
 
     def predict_segments(self, obs: np.ndarray, act: np.ndarray) -> np.ndarray: ...
-
-
-def sample_segments(
-    ds: OfflineDataset,
-    n: int,
-    length: int,
-    rng: np.random.Generator,
-    *,
-    episodes: np.ndarray | None = None,
-) -> np.ndarray:
-    """``(n, 3)`` int64 ``[episode, start, length]``: windows drawn uniformly (with
-    replacement) among all length-``length`` windows inside the eligible episodes.
-
-    ``episodes`` restricts the draw to those episode indices. Raises :class:`DataError` when
-    no eligible episode has at least ``length`` steps.
-    """
-    if length <= 0:
-        raise PbrlError(f"segment length must be positive, got {length}")
-    if n < 0:
-        raise PbrlError(f"number of segments must be >= 0, got {n}")
-    eps = (
-        np.arange(ds.num_episodes, dtype=np.int64)
-        if episodes is None
-        else np.asarray(episodes, dtype=np.int64).reshape(-1)
-    )
-    if eps.size and (eps.min() < 0 or eps.max() >= ds.num_episodes):
-        raise DataError(
-            f"{ds.id}: episode index out of range in 'episodes' (dataset has {ds.num_episodes})"
-        )
-    windows = np.maximum(ds.lengths[eps].astype(np.int64) - length + 1, 0)
-    total = int(windows.sum())
-    if total == 0:
-        longest = int(ds.lengths[eps].max()) if eps.size else 0
-        raise DataError(
-            f"{ds.id}: no episode has at least {length} steps (longest: {longest}); "
-            f"use a shorter segment length"
-        )
-    cum = np.cumsum(windows)
-    k = rng.integers(0, total, size=n)
-    pos = np.searchsorted(cum, k, side="right")
-    start = k - (cum[pos] - windows[pos])
-    out = np.empty((n, 3), dtype=np.int64)
-    out[:, 0] = eps[pos]
-    out[:, 1] = start
-    out[:, 2] = length
-    return out
 
 
 def _gather(ds: OfflineDataset, refs: np.ndarray, field: np.ndarray) -> np.ndarray:

@@ -29,6 +29,7 @@ import json
 import logging
 import tempfile
 import time
+import types
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,7 @@ import numpy as np
 
 from pbrl.datasets.base import OfflineDataset
 from pbrl.errors import DataError, PbrlError
+from pbrl.report import mean, stratified_bootstrap_ci
 from pbrl.utils import format_duration
 
 log = logging.getLogger(__name__)
@@ -92,16 +94,12 @@ def top_episodes(ds: OfflineDataset, fraction: float = TOP_FRACTION) -> OfflineD
 
 
 def mean_ci(values: Any, seed: int = 0) -> tuple[float, float, float]:
-    """Mean and 95% percentile-bootstrap interval of the mean (one value: a point)."""
+    """Mean and 95% percentile-bootstrap interval of the mean over seeds (the report's
+    bootstrap with one task; ``None`` values left out, one value gives a point)."""
     x = np.asarray([v for v in values if v is not None], dtype=np.float64)
-    if x.size == 0:
-        return (float("nan"),) * 3
-    if x.size == 1:
-        return float(x[0]), float(x[0]), float(x[0])
-    rng = np.random.default_rng(seed)
-    means = x[rng.integers(0, x.size, size=(BOOTSTRAP_RESAMPLES, x.size))].mean(axis=1)
-    lo, hi = np.percentile(means, [2.5, 97.5])
-    return float(x.mean()), float(lo), float(hi)
+    return stratified_bootstrap_ci(
+        [x], mean, reps=BOOTSTRAP_RESAMPLES, rng=np.random.default_rng(seed)
+    )
 
 
 def _normalized(ret: float | None, ds: OfflineDataset) -> float | None:
@@ -380,6 +378,23 @@ def _card_path(dataset_id: str) -> Path:
             f"{dataset_id}: no local Minari card to write the diagnosis into (looked for {path})"
         )
     return path
+
+
+def brief_diagnosis(
+    dataset_id: str, generator: types.ModuleType, workers: int | None = None
+) -> dict[str, Any]:
+    """The short diagnosis a build runs on the dataset it just wrote (recorded in its card).
+
+    Options come from the generator's ``BUILD_DIAGNOSE`` (default: :func:`diagnose`'s own);
+    trainings run on ``workers`` processes, else the generator's ``default_workers()``.
+    Builds call generators, then this: the dataset layer never trains learners.
+    """
+    opts: dict[str, Any] = dict(getattr(generator, "BUILD_DIAGNOSE", {}))
+    if workers is None and hasattr(generator, "default_workers"):
+        workers = generator.default_workers()
+    if workers is not None:
+        opts["workers"] = workers
+    return run_and_record(dataset_id, **opts)
 
 
 def run_and_record(dataset_id: str, **kw: Any) -> dict[str, Any]:

@@ -1,0 +1,182 @@
+"""The layers of docs/architecture.md, checked on the source: no import cycles (module-level
+or inside functions) and no import from a lower layer into a higher one.
+
+The graph is read with ``ast`` from every module the distribution installs (``pbrl/`` and
+the ``envs/``, ``agents/``, ``datasets/`` folders installed as ``pbrl.envs``, ...), so an
+import hidden in a function counts as much as one at the top of a file.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections import defaultdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+# installed package -> folder in the repository (pyproject.toml's package-dir)
+FOLDERS = {
+    "pbrl": "pbrl",
+    "pbrl.envs": "envs",
+    "pbrl.agents": "agents",
+    "pbrl.datasets": "datasets",
+}
+
+# Layer of each package (longest prefix wins); a module may import only its own layer or
+# lower ones. Kept in step with docs/architecture.md.
+LAYERS = {
+    "pbrl": 0,  # the package itself: version only
+    "pbrl.errors": 0,
+    "pbrl.types": 0,
+    "pbrl.utils": 0,
+    "pbrl.envs": 1,
+    "pbrl.datasets": 2,
+    "pbrl.teachers": 3,
+    "pbrl.prefs": 3,
+    "pbrl.learn": 4,
+    "pbrl.agents": 4,
+    "pbrl.train": 5,
+    "pbrl.evaluate": 5,
+    "pbrl.scale": 5,
+    "pbrl.diagnose": 5,
+    "pbrl.suite": 5,
+    "pbrl.runner": 5,
+    "pbrl.report": 5,
+    "pbrl.cli": 6,
+    "pbrl.__main__": 6,
+}
+
+
+def _modules() -> dict[str, Path]:
+    out: dict[str, Path] = {}
+    for pkg, folder in FOLDERS.items():
+        base = ROOT / folder
+        for path in base.rglob("*.py"):
+            rel = path.relative_to(base)
+            if pkg == "pbrl" and rel.parts[0] in ("envs", "agents", "datasets"):
+                continue
+            parts = list(rel.with_suffix("").parts)
+            if parts[-1] == "__init__":
+                parts = parts[:-1]
+            out[".".join([pkg, *parts])] = path
+    return out
+
+
+def import_graph() -> dict[str, set[str]]:
+    """module -> the project modules it imports anywhere in its file.
+
+    ``from pkg import sub`` where ``sub`` is a module is an edge to ``pkg.sub`` (a package's
+    ``__init__`` runs for any submodule import; that is structure, not a dependency).
+    """
+    mods = _modules()
+
+    def owner(name: str) -> str | None:
+        while name and name not in mods:
+            name = name.rsplit(".", 1)[0] if "." in name else ""
+        return name or None
+
+    graph: dict[str, set[str]] = defaultdict(set)
+    for mod, path in mods.items():
+        is_pkg = path.name == "__init__.py"
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            targets: list[str] = []
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    parts = mod.split(".") if is_pkg else mod.split(".")[:-1]
+                    parts = parts[: len(parts) - (node.level - 1)]
+                    base = ".".join(parts + ([base] if base else []))
+                for alias in node.names:
+                    sub = f"{base}.{alias.name}"
+                    targets.append(sub if sub in mods else base)
+            for t in targets:
+                o = owner(t) if t.startswith("pbrl") else None
+                if o is not None and o != mod:
+                    graph[mod].add(o)
+    return graph
+
+
+def layer(mod: str) -> int:
+    best = max(
+        (k for k in LAYERS if mod == k or (k != "pbrl" and mod.startswith(k + "."))),
+        key=len,
+        default=None,
+    )
+    assert best is not None, f"{mod}: no layer in tests/test_architecture.py LAYERS"
+    return LAYERS[best]
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan, iterative)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on: set[str] = set()
+    out: list[list[str]] = []
+    counter = 0
+    nodes = set(graph) | {t for ts in graph.values() for t in ts}
+    for root in sorted(nodes):
+        if root in index:
+            continue
+        work = [(root, iter(sorted(graph.get(root, ()))))]
+        index[root] = low[root] = counter
+        counter += 1
+        stack.append(root)
+        on.add(root)
+        while work:
+            v, it = work[-1]
+            advanced = False
+            for w in it:
+                if w not in index:
+                    index[w] = low[w] = counter
+                    counter += 1
+                    stack.append(w)
+                    on.add(w)
+                    work.append((w, iter(sorted(graph.get(w, ())))))
+                    advanced = True
+                    break
+                if w in on:
+                    low[v] = min(low[v], index[w])
+            if advanced:
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[v])
+            if low[v] == index[v]:
+                comp = []
+                while True:
+                    w = stack.pop()
+                    on.discard(w)
+                    comp.append(w)
+                    if w == v:
+                        break
+                if len(comp) > 1:
+                    out.append(sorted(comp))
+    return out
+
+
+def test_every_module_has_a_layer():
+    for mod in _modules():
+        layer(mod)
+
+
+def test_no_import_cycles():
+    found = cycles(import_graph())
+    assert not found, f"import cycles (function-local imports included): {found}"
+
+
+def test_no_import_from_a_lower_layer_into_a_higher_one():
+    upward = sorted(
+        f"{m} (layer {layer(m)}) imports {t} (layer {layer(t)})"
+        for m, ts in import_graph().items()
+        for t in ts
+        if layer(t) > layer(m)
+    )
+    assert not upward, "imports against the layers:\n" + "\n".join(upward)
+
+
+def test_the_checks_catch_a_cycle_and_an_upward_import():
+    graph = {"pbrl.prefs.a": {"pbrl.learn.b"}, "pbrl.learn.b": {"pbrl.prefs.a"}}
+    assert cycles(graph) == [["pbrl.learn.b", "pbrl.prefs.a"]]
+    assert layer("pbrl.learn.b") > layer("pbrl.prefs.a")
