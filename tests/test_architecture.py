@@ -39,6 +39,7 @@ LAYERS = {
     "pbrl.scale": 5,
     "pbrl.diagnose": 5,
     "pbrl.suite": 5,
+    "pbrl.suites": 5,
     "pbrl.runner": 5,
     "pbrl.report": 5,
     "pbrl.cli": 6,

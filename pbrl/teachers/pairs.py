@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from pbrl.datasets.base import OfflineDataset
+from pbrl.datasets.base import OfflineDataset, sample_segments
 from pbrl.errors import DataError, PbrlError
 
 log = logging.getLogger(__name__)
@@ -188,8 +188,6 @@ def chunk_return(ds: OfflineDataset, segment_length: int) -> float:
 def scale_pairs(ds: OfflineDataset, segment_length: int, with_obs: bool) -> SegmentPairs:
     """4096 random pairs of ``ds`` (fixed seed) on which ``prepare`` measures the spread of
     score gaps for ``beta_units="std"``."""
-    from pbrl.prefs.select import sample_segments
-
     # A fixed seed: the scale is a property of the dataset, not of the labeling seed.
     refs = sample_segments(ds, 2 * _SCALE_PAIRS, segment_length, np.random.default_rng(0))
     return SegmentPairs.from_dataset(
