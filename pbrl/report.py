@@ -25,7 +25,7 @@ import numpy as np
 from pbrl.errors import DataError, PbrlError
 from pbrl.utils import read_json_object, read_text_file
 
-# Rows every table shows so a reader sees what the preferences bought (docs/report.md).
+# Rows every table shows so a reader sees what the preferences bought (docs/runner.md).
 REFERENCE_ROWS = ("iql-true", "iql-zero")
 
 log = logging.getLogger(__name__)

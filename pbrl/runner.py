@@ -208,7 +208,7 @@ def agent_needs_prefs(name: str, preset: str | None, overrides: dict[str, Any]) 
     """Whether a learner reads preferences, asked of the learner itself.
 
     The agent is built on a 1-D placeholder spec (cheap: tiny tensors) and its
-    ``requires_preferences`` attribute read (default True, see pbrl/agent.py).
+    ``requires_preferences`` attribute read (default True, see pbrl/learn/api.py).
     """
     import numpy as np
 

@@ -1,6 +1,6 @@
 """Core data types shared by datasets, oracles, learners, the runner and the UI.
 
-Conventions (docs/conventions.md):
+Conventions (docs/preferences.md):
 
 - ``prefer_b`` in [0, 1]: 1.0 means the *second* segment (b) is preferred, 0.0 the
   first (a), 0.5 a tie. Every importer converts to it.
