@@ -40,8 +40,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from pbrl.learn.api import AgentSpec, FitContext, load_agent_module, make_config
 from pbrl.errors import DataError, PbrlError
+from pbrl.learn.api import AgentSpec, FitContext, load_agent_module, make_config
 from pbrl.scale import reward_scale
 from pbrl.utils import (
     atomic_path,

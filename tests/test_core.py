@@ -9,9 +9,9 @@ import sys
 import numpy as np
 import pytest
 
-from pbrl.learn.api import field_docs, parse_field_value
 from pbrl.datasets.base import OfflineDataset
 from pbrl.errors import DataError
+from pbrl.learn.api import field_docs, parse_field_value
 from pbrl.types import Feedback, SegmentRef
 from pbrl.utils import atomic_path
 
@@ -110,16 +110,16 @@ def test_cli_help_runs():
 
 @pytest.mark.parametrize("name", ["..x", ".cpl", "cpl.", "a..b", "a-b.c", "1x.y"])
 def test_agent_names_that_are_no_module_path_are_refused(name):
-    from pbrl.learn.api import load_agent_module
     from pbrl.errors import UnknownIdError
+    from pbrl.learn.api import load_agent_module
 
     with pytest.raises(UnknownIdError, match="dotted module path"):
         load_agent_module(name)
 
 
 def test_a_plugin_that_fails_to_import_is_one_line(tmp_path, monkeypatch):
-    from pbrl.learn.api import load_agent_module
     from pbrl.errors import PbrlError
+    from pbrl.learn.api import load_agent_module
 
     pkg = tmp_path / "pbrl_test_plugins"
     pkg.mkdir()
