@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from pbrl.datasets.base import OfflineDataset, check_field
+from pbrl.envs.mujoco import D4RL_REF_SCORES
 from pbrl.errors import DataError, PbrlError, UnknownIdError
 
 log = logging.getLogger(__name__)
@@ -88,7 +89,6 @@ def d4rl_task_id(name: str) -> str:
 
 def d4rl_ref_scores(env: str) -> tuple[float, float]:
     """D4RL's (random, expert) reference returns for a locomotion env (``hopper``, ...)."""
-    from pbrl.envs.mujoco import D4RL_REF_SCORES
 
     scores = D4RL_REF_SCORES[env]
     if isinstance(scores, dict):

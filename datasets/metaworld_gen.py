@@ -47,7 +47,11 @@ from typing import Any
 import numpy as np
 
 from pbrl.datasets.base import EpisodeData
-from pbrl.envs.metaworld import expert_action
+from pbrl.datasets.minari_io import check_new_dataset, minari_root, write_minari_dataset
+from pbrl.datasets.progress import RateLog
+from pbrl.datasets.registry import generated_dataset_id
+from pbrl.envs.base import get_task
+from pbrl.envs.metaworld import expert_action, expert_policy, gym_env_id, make_metaworld_env
 from pbrl.errors import PbrlError, UnknownIdError
 from pbrl.utils import check_seed
 
@@ -218,8 +222,6 @@ def _unwrapped_env(env_name: str, horizon: int) -> Any:
     """This process's env for ``env_name`` (made once through the task registry)."""
     key = (env_name, horizon)
     if key not in _ENV_CACHE:
-        from pbrl.envs.metaworld import make_metaworld_env
-
         # make_metaworld_env sets the task, the observation space and max_path_length.
         env = make_metaworld_env(env_name, seed=0, horizon=horizon)
         _ENV_CACHE[key] = (env, env.unwrapped)
@@ -228,8 +230,6 @@ def _unwrapped_env(env_name: str, horizon: int) -> Any:
 
 def _policy(env_name: str) -> Any:
     if env_name not in _POLICY_CACHE:
-        from pbrl.envs.metaworld import expert_policy
-
         _POLICY_CACHE[env_name] = expert_policy(env_name)
     return _POLICY_CACHE[env_name]
 
@@ -453,7 +453,6 @@ def run_jobs(
     With ``what``, progress (episodes done, rate, ETA) is logged as episodes finish, at
     most every few seconds (:class:`pbrl.datasets.progress.RateLog`).
     """
-    from pbrl.datasets.progress import RateLog
 
     workers = default_workers() if workers is None else int(workers)
     if workers < 1:
@@ -548,7 +547,6 @@ def source_stats(episodes: Sequence[EpisodeData], kind: str) -> list[dict[str, A
 # ---- the public entry point ---------------------------------------------------------------
 def env_name_of(task_id: str) -> str:
     """``metaworld/<name>`` -> ``<name>``, checked against the task registry."""
-    from pbrl.envs.base import get_task
 
     spec = get_task(task_id)
     if spec.domain != "metaworld":
@@ -625,9 +623,6 @@ def build(
     horizon: int = 500,
 ) -> str:
     """Generate ``pbrl/metaworld/<task>/<kind>-v0`` into the Minari store; returns its id."""
-    from pbrl.datasets.minari_io import check_new_dataset, minari_root, write_minari_dataset
-    from pbrl.datasets.registry import generated_dataset_id
-    from pbrl.envs.metaworld import gym_env_id
 
     env_name_of(task_id)
     if kind not in KINDS:

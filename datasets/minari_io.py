@@ -47,6 +47,7 @@ import numpy as np
 
 from pbrl.datasets.base import EpisodeData, OfflineDataset, check_field
 from pbrl.errors import DataError, PbrlError, UnknownIdError
+from pbrl.utils import check_output_dir
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +133,6 @@ def check_new_dataset(dataset_id: str, overwrite: bool) -> Path:
 
     Generators call this before any episode is generated; the writer calls it again.
     """
-    from pbrl.utils import check_output_dir
 
     check_dataset_id(dataset_id)
     root = minari_root()

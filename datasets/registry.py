@@ -26,6 +26,28 @@ from typing import Any
 import numpy as np
 
 from pbrl.datasets.base import OfflineDataset
+from pbrl.datasets.d4rl import (
+    D4RL_URLS,
+    d4rl_local_path,
+    d4rl_ref_scores,
+    d4rl_task_id,
+    d4rl_url,
+    episode_bounds,
+    load_d4rl,
+    load_d4rl_hdf5,
+    name_from_filename,
+)
+from pbrl.datasets.minari_io import (
+    CARD_KEY,
+    RECOMMENDED_CARD_KEYS,
+    check_dataset_id,
+    check_hdf5_layout,
+    load_minari,
+    minari_data_path,
+    minari_root,
+    read_minari_metadata,
+)
+from pbrl.envs import get_task
 from pbrl.errors import DataError, PbrlError, UnknownIdError
 
 log = logging.getLogger(__name__)
@@ -52,8 +74,6 @@ def generated_dataset_id(task_id: str, kind: str) -> str:
 # ---------------------------------------------------------------------------------------
 def task_id_for_dataset(dataset_id: str, metadata: dict[str, Any] | None = None) -> str | None:
     """The task a dataset id belongs to, or None when it cannot be resolved."""
-    from pbrl.datasets.d4rl import D4RL_URLS, d4rl_task_id
-    from pbrl.envs import get_task
 
     if dataset_id.startswith("d4rl/"):
         bare = dataset_id.removeprefix("d4rl/")
@@ -81,8 +101,6 @@ def _task_spaces(task_id: str) -> tuple[Any, Any] | None:
     """(observation_space, action_space) of a task's env, or None when it cannot be made here."""
     if task_id not in _SPACES_CACHE:
         import gymnasium as gym
-
-        from pbrl.envs import get_task
 
         try:
             _SPACES_CACHE[task_id] = get_task(task_id).spaces()
@@ -136,13 +154,6 @@ def load_dataset(
     observation and action sizes are checked against the task's env
     (:func:`check_task_match`) when that env can be made here.
     """
-    from pbrl.datasets.d4rl import load_d4rl, load_d4rl_hdf5
-    from pbrl.datasets.minari_io import (
-        check_dataset_id,
-        load_minari,
-        minari_data_path,
-        read_minari_metadata,
-    )
 
     s = str(id_or_path)
     p = Path(s).expanduser()
@@ -181,8 +192,6 @@ def _d4rl_counts(path: Path) -> tuple[int | None, int | None]:
     """(episodes, steps) of a D4RL file from its flag arrays only; (None, None) if unreadable."""
     import h5py
 
-    from pbrl.datasets.d4rl import episode_bounds
-
     try:
         with h5py.File(path, "r") as f:
             term = np.asarray(f["terminals"][()], bool).reshape(-1)
@@ -203,8 +212,6 @@ def list_datasets() -> list[dict[str, Any]]:
     """
     import minari
 
-    from pbrl.datasets.d4rl import D4RL_URLS, d4rl_local_path
-
     rows: list[dict[str, Any]] = []
     for name in D4RL_URLS:
         path = d4rl_local_path(name)
@@ -220,7 +227,6 @@ def list_datasets() -> list[dict[str, Any]]:
                 "path": str(path),
             }
         )
-    from pbrl.datasets.minari_io import minari_root
 
     local_minari: dict[str, Any] = {}
     if minari_root().is_dir():  # no store yet (or an unusable path): nothing local to list
@@ -244,21 +250,6 @@ def list_datasets() -> list[dict[str, Any]]:
 def dataset_info(id_or_path: str | os.PathLike[str]) -> dict[str, Any]:
     """Metadata and card of a dataset without loading its steps."""
     import h5py
-
-    from pbrl.datasets.d4rl import (
-        D4RL_URLS,
-        d4rl_local_path,
-        d4rl_ref_scores,
-        d4rl_url,
-        name_from_filename,
-    )
-    from pbrl.datasets.minari_io import (
-        CARD_KEY,
-        check_hdf5_layout,
-        minari_data_path,
-        minari_root,
-        read_minari_metadata,
-    )
 
     s = str(id_or_path)
     p = Path(s).expanduser()
@@ -339,7 +330,6 @@ def verify(id_or_path: str | os.PathLike[str]) -> dict[str, Any]:
     present with ``min < max``, the observation and action sizes against the task. Softer findings (actions outside the task's
     action space, a missing card key, an episode end without a flag) go to ``warnings``.
     """
-    from pbrl.datasets.minari_io import RECOMMENDED_CARD_KEYS
 
     ds = load_dataset(id_or_path, check_task=False)
     problems: list[str] = []
@@ -349,8 +339,6 @@ def verify(id_or_path: str | os.PathLike[str]) -> dict[str, Any]:
 
     task = None
     if ds.task_id is not None:
-        from pbrl.envs import get_task
-
         try:
             task = get_task(ds.task_id)
         except UnknownIdError as e:

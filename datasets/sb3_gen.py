@@ -51,7 +51,10 @@ from pbrl.datasets.critic import (
     load_expert_value_fn,  # noqa: F401  (re-exported: the loader of the critic build writes)
     save_expert_critic,
 )
-from pbrl.envs.base import physics_state
+from pbrl.datasets.minari_io import check_new_dataset, package_versions, write_minari_dataset
+from pbrl.datasets.progress import RateLog
+from pbrl.datasets.registry import generated_dataset_id
+from pbrl.envs.base import get_task, physics_state
 from pbrl.errors import DataError, PbrlError, UnknownIdError
 from pbrl.utils import atomic_path, check_seed, resolve_device, write_json_atomic
 
@@ -171,7 +174,6 @@ def torch_threads(n: int | None) -> Iterator[None]:
 
 # ---- environments ----------------------------------------------------------------------------
 def _check_task(task_id: str) -> Any:
-    from pbrl.envs.base import get_task
 
     spec = get_task(task_id)
     if spec.domain not in DOMAINS:
@@ -203,7 +205,6 @@ def _torch_threads() -> int:
 
 
 def _package_versions() -> dict[str, str | None]:
-    from pbrl.datasets.minari_io import package_versions
 
     return package_versions()
 
@@ -853,8 +854,6 @@ class _Trainer:
     def callback(self, steps: int) -> Any:
         from stable_baselines3.common.callbacks import BaseCallback
 
-        from pbrl.datasets.progress import RateLog
-
         trainer = self
         self.progress = RateLog(
             log, f"{self.run.task_id} SAC seed {self.run.seed}", steps, unit="steps"
@@ -1109,7 +1108,6 @@ def _rollouts(
     if step is not None:
         info["checkpoint_step"] = step
     n_envs = _MAX_LOCKSTEP_ENVS if n_episodes is None else min(n_episodes, _MAX_LOCKSTEP_ENVS)
-    from pbrl.datasets.progress import RateLog
 
     what = f"{run.task_id} {source} rollouts"
     if n_episodes is not None:
@@ -1295,8 +1293,6 @@ def build(
     ``steps`` (SAC steps, default 1M) and ``episodes`` override ``options``. The expert's
     critic is written to ``<dataset folder>/expert_critic.pt``.
     """
-    from pbrl.datasets.minari_io import check_new_dataset, write_minari_dataset
-    from pbrl.datasets.registry import generated_dataset_id
 
     opts = options or GenerateOptions()
     opts = replace(

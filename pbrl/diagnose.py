@@ -36,9 +36,12 @@ from typing import Any
 import numpy as np
 
 from pbrl.datasets.base import OfflineDataset
+from pbrl.datasets.minari_io import CARD_KEY, data_folder, minari_data_path
+from pbrl.datasets.registry import load_dataset
 from pbrl.errors import DataError, PbrlError
 from pbrl.report import mean, stratified_bootstrap_ci
-from pbrl.utils import format_duration
+from pbrl.train import TrainSpec, train_agent
+from pbrl.utils import check_output_dir, format_duration, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +113,6 @@ def _normalized(ret: float | None, ds: OfflineDataset) -> float | None:
 
 
 def _load(dataset_id: str) -> OfflineDataset:
-    from pbrl.datasets.registry import load_dataset
 
     return load_dataset(dataset_id)
 
@@ -138,7 +140,6 @@ def diagnose(
     folder (config, metrics, eval.csv) goes under ``workdir`` when given, else a temporary
     folder removed afterwards.
     """
-    from pbrl.train import TrainSpec
 
     if steps < 1:
         raise PbrlError(f"--steps: must be >= 1, got {steps}")
@@ -228,7 +229,6 @@ def diagnose(
 
 
 def _train_one(spec: Any, data: OfflineDataset) -> dict[str, Any]:
-    from pbrl.train import train_agent
 
     summary, _ = train_agent(spec, dataset=data)
     return summary
@@ -343,14 +343,12 @@ def format_table(table: dict[str, Any]) -> str:
 
 def record(dataset_id: str, table: dict[str, Any]) -> None:
     """Write ``table`` into the dataset card (``pbrl_card.diagnose``), atomically."""
-    from pbrl.utils import write_json_atomic
 
     path = _card_path(dataset_id)
     try:
         meta = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise DataError(f"{path}: unreadable metadata ({e})") from None
-    from pbrl.datasets.minari_io import CARD_KEY
 
     card = meta.get(CARD_KEY)
     card = dict(card) if isinstance(card, dict) else {}
@@ -364,7 +362,6 @@ def record(dataset_id: str, table: dict[str, Any]) -> None:
 
 def _card_path(dataset_id: str) -> Path:
     """metadata.json of a local Minari dataset (id checked), or PbrlError."""
-    from pbrl.datasets.minari_io import data_folder, minari_data_path
 
     s = str(dataset_id)
     if minari_data_path(s) is None and (s.startswith("d4rl/") or Path(s).expanduser().is_file()):
@@ -403,7 +400,6 @@ def run_and_record(dataset_id: str, **kw: Any) -> dict[str, Any]:
     Where the table will go is checked first (a local Minari card in a writable folder),
     so that a diagnosis is never trained only to be lost.
     """
-    from pbrl.utils import check_output_dir
 
     ds = kw.pop("dataset", None) or _load(dataset_id)
     path = _card_path(dataset_id)

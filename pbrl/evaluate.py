@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from pbrl.envs import get_task
+
 logger = logging.getLogger(__name__)
 
 EVAL_SEED_OFFSET = 10_000
@@ -41,7 +43,6 @@ def evaluate(
     and their ``act`` then receives ``env_ids=`` (the wave positions of the rows of the
     batch) so each row can be matched to its own episode's history.
     """
-    from pbrl.envs import get_task
 
     begin = getattr(agent, "begin_episodes", None)
     task = get_task(task_id)

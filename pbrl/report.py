@@ -23,7 +23,13 @@ from typing import Any
 import numpy as np
 
 from pbrl.errors import DataError, PbrlError
-from pbrl.utils import read_json_object, read_text_file
+from pbrl.utils import (
+    atomic_path,
+    check_output_dir,
+    make_output_dir,
+    read_json_object,
+    read_text_file,
+)
 
 # Rows every table shows so a reader sees what the preferences bought (docs/runner.md).
 REFERENCE_ROWS = ("iql-true", "iql-zero")
@@ -623,7 +629,6 @@ def score_vs_queries_figure(runs: list[Run], budgets: list[int]) -> Any:
 
 def make_plots(runs: list[Run], out_dir: str | Path) -> list[Path]:
     """Learning curves (score vs updates), score vs query budget, performance profile."""
-    from pbrl.utils import atomic_path, make_output_dir
 
     plt = _pyplot()
     if not runs:
@@ -653,7 +658,6 @@ def make_plots(runs: list[Run], out_dir: str | Path) -> list[Path]:
 
 
 def _check_output_file(path: Path, what: str) -> None:
-    from pbrl.utils import check_output_dir
 
     if path.is_dir():
         raise PbrlError(f"{what} {path}: is a folder, not a file")
@@ -676,7 +680,6 @@ def report(
     paths, every run file. Runs left out (no score) go to ``warn`` once the table stands;
     when no run is left, the error names them.
     """
-    from pbrl.utils import atomic_path, check_output_dir
 
     if fmt not in RENDERERS:
         raise PbrlError(f"--format {fmt!r}: unknown format (use {', '.join(RENDERERS)})")

@@ -51,9 +51,16 @@ from pathlib import Path
 from typing import Any
 
 from pbrl.datasets.generators import generator_for
+from pbrl.datasets.minari_io import CARD_KEY, read_minari_metadata
+from pbrl.datasets.registry import generated_dataset_id, load_dataset
+from pbrl.diagnose import brief_diagnosis
+from pbrl.envs import get_task
 from pbrl.errors import PbrlError
+from pbrl.learn.api import AgentSpec, load_agent_module, make_config
+from pbrl.prefs import check_prefs_dataset, label_dataset, load_preferences, save_preferences
 from pbrl.suite import DatasetEntry, Job, Suite, expand
-from pbrl.train import STAGING_PREFIX
+from pbrl.teachers import make_teacher
+from pbrl.train import STAGING_PREFIX, TrainSpec, _jsonable, train
 from pbrl.utils import atomic_path, resolve_devices, write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -114,8 +121,6 @@ def job_from_dict(d: dict[str, Any]) -> Job:
 
 def resolved_agent_config(job: Job) -> dict[str, Any]:
     """The job's agent config as ``config.json`` stores it (preset + overrides resolved)."""
-    from pbrl.learn.api import load_agent_module, make_config
-    from pbrl.train import _jsonable
 
     mod = load_agent_module(job.agent)
     cfg = make_config(mod, job.preset, {k: str(v) for k, v in job.overrides.items()})
@@ -212,8 +217,6 @@ def agent_needs_prefs(name: str, preset: str | None, overrides: dict[str, Any]) 
     """
     import numpy as np
 
-    from pbrl.learn.api import AgentSpec, load_agent_module, make_config
-
     mod = load_agent_module(name)
     cfg = make_config(mod, preset, {k: str(v) for k, v in overrides.items()})
     spec = AgentSpec(obs_dim=3, act_dim=2, act_low=-np.ones(2), act_high=np.ones(2), device="cpu")
@@ -278,7 +281,6 @@ def _check_build_options(where: str, gen: Any, options: dict[str, Any]) -> None:
 def _card_mismatch(ds_id: str, options: dict[str, Any]) -> str | None:
     """The first content option (episodes, horizon, seed, steps) that the suite sets and the
     stored dataset's card records differently, as 'name: stored X, suite Y'."""
-    from pbrl.datasets.minari_io import CARD_KEY, read_minari_metadata
 
     try:
         card = read_minari_metadata(ds_id).get(CARD_KEY) or {}
@@ -298,7 +300,6 @@ def check_suite(suite: Suite, jobs: list[Job]) -> list[DatasetEntry]:
     generator accepts; a stored dataset built with other content options is refused).
     Agents, presets and overrides are checked when the job list is planned.
     Returns the dataset entries that must be built."""
-    from pbrl.teachers import make_teacher
 
     where = suite.source or f"suite '{suite.name}'"
     if any(j.uses_prefs for j in jobs):
@@ -318,9 +319,6 @@ def check_suite(suite: Suite, jobs: list[Job]) -> list[DatasetEntry]:
         try:
             ds_id = entry.dataset_id()
             if entry.task is not None:
-                from pbrl.datasets.registry import generated_dataset_id
-                from pbrl.envs import get_task
-
                 generated_dataset_id(entry.task, entry.kind or "")
                 get_task(entry.task)
         except PbrlError as e:
@@ -377,7 +375,6 @@ def ensure_datasets(
 
 
 def dataset_exists(ds_id: str) -> bool:
-    from pbrl.datasets.registry import load_dataset
 
     try:
         load_dataset(ds_id)
@@ -389,7 +386,6 @@ def dataset_exists(ds_id: str) -> bool:
 def build_dataset(task: str, kind: str, options: dict[str, Any]) -> str:
     """Generate a dataset with its domain's generator (MetaWorld scripted, or SAC), then its
     brief diagnosis unless the suite's ``build`` says ``diagnose = false``."""
-    from pbrl.diagnose import brief_diagnosis
 
     gen = generator_for(task)
     opts = dict(options)
@@ -405,8 +401,6 @@ def check_cached_prefs(jobs: list[Job], out: Path, *, only_local: bool = True) -
     build of their dataset: the runs beside them were trained on the old data, so the
     sweep stops with one line naming the file instead of mixing the two in one table.
     ``only_local`` skips datasets not in the store yet (checked again after the build)."""
-    from pbrl.datasets.registry import load_dataset
-    from pbrl.prefs import check_prefs_dataset, load_preferences
 
     cached: dict[Path, Job] = {}
     for job in jobs:
@@ -435,8 +429,6 @@ def ensure_prefs(jobs: list[Job], out: Path, echo: Callable[[str], None]) -> Non
     Each file is written under a lock in ``<out>/.locks``: a second sweep on the same
     folder waits for it and then uses the file instead of labelling again. Cached files
     labelled from another build of their dataset are refused (:func:`check_cached_prefs`)."""
-    from pbrl.datasets.registry import load_dataset
-    from pbrl.prefs import label_dataset, save_preferences
 
     check_cached_prefs(jobs, out, only_local=False)
     todo: dict[Path, Job] = {}
@@ -477,7 +469,6 @@ def run_job(job: Job, out: Path, device: str) -> dict[str, Any]:
 
     Raises :class:`RunBusy` when another process holds the run.
     """
-    from pbrl.train import TrainSpec, train
 
     final = out / job.run_id
     with claim(lock_path(out, job.run_id)) as got:

@@ -40,8 +40,13 @@ from typing import Any
 import numpy as np
 import torch
 
+import pbrl
+from pbrl.datasets import registry
+from pbrl.envs import get_task
 from pbrl.errors import DataError, PbrlError
+from pbrl.evaluate import evaluate
 from pbrl.learn.api import AgentSpec, FitContext, load_agent_module, make_config
+from pbrl.prefs import check_prefs_dataset, load_preferences
 from pbrl.scale import reward_scale
 from pbrl.utils import (
     atomic_path,
@@ -142,7 +147,6 @@ def check_spec(spec: TrainSpec) -> str:
 
 
 def _versions() -> dict[str, str]:
-    import pbrl
 
     return {
         "pbrl": getattr(pbrl, "__version__", "unknown"),
@@ -169,8 +173,6 @@ def _jsonable(x: Any) -> Any:
 def _action_bounds(task_id: str | None, act_dim: int) -> tuple[np.ndarray, np.ndarray]:
     """The task's action box, or [-1, 1] when the dataset names no task."""
     if task_id:
-        from pbrl.envs import get_task
-
         _, space = get_task(task_id).spaces()
         return np.asarray(space.low, np.float32), np.asarray(space.high, np.float32)
     return -np.ones(act_dim, np.float32), np.ones(act_dim, np.float32)
@@ -178,8 +180,6 @@ def _action_bounds(task_id: str | None, act_dim: int) -> tuple[np.ndarray, np.nd
 
 def _load_inputs(spec: TrainSpec, dataset: Any, prefs: Any) -> tuple[Any, Any]:
     if prefs is None and spec.prefs:
-        from pbrl.prefs import load_preferences
-
         prefs = load_preferences(spec.prefs)
     if dataset is None:
         inline = getattr(prefs, "inline", None)
@@ -187,12 +187,8 @@ def _load_inputs(spec: TrainSpec, dataset: Any, prefs: Any) -> tuple[Any, Any]:
             # Imported CPL / imitation labels carry their own segments (docs/preferences.md).
             dataset = inline
         else:
-            from pbrl.datasets.registry import load_dataset
-
-            dataset = load_dataset(spec.dataset)
+            dataset = registry.load_dataset(spec.dataset)
     if prefs is not None:
-        from pbrl.prefs import check_prefs_dataset
-
         # Another dataset id, task, or content (rebuilt since labelling) is refused here.
         check_prefs_dataset(
             prefs,
@@ -367,7 +363,6 @@ def _fit_and_evaluate(
     can_eval = bool(task_id) and spec.eval_episodes > 0
 
     def run_eval(step: int) -> None:
-        from pbrl.evaluate import evaluate
 
         res = evaluate(agent, task_id, spec.eval_episodes, spec.seed)
         row = {

@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from pbrl.errors import DataError, PbrlError
+
 
 @contextlib.contextmanager
 def atomic_path(final: str | os.PathLike[str], *, is_dir: bool = False) -> Iterator[Path]:
@@ -75,8 +77,6 @@ def resolve_device(device: str | None, *, what: str = "--device") -> str:
     """
     import torch
 
-    from pbrl.errors import PbrlError
-
     text = "auto" if device is None else str(device).strip()
     if text in ("", "auto"):
         return "cuda" if torch.cuda.is_available() else "cpu"
@@ -104,7 +104,6 @@ def resolve_device(device: str | None, *, what: str = "--device") -> str:
 def resolve_devices(device: str | None, *, what: str = "--device") -> list[str]:
     """A sweep's devices: ``cpu`` -> [cpu]; ``cuda`` -> every visible GPU;
     ``cuda:0,1`` -> [cuda:0, cuda:1]; ``auto`` as :func:`resolve_device`. Each is checked."""
-    from pbrl.errors import PbrlError
 
     text = "auto" if device is None else str(device).strip()
     if text.startswith("cuda:") and "," in text:
@@ -129,7 +128,6 @@ MAX_SEED = 1_000_000_000
 
 def check_seed(seed: int, what: str = "--seed") -> int:
     """A seed must be an integer in [0, MAX_SEED]."""
-    from pbrl.errors import PbrlError
 
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
         raise PbrlError(f"{what}: a seed must be an integer from 0 to {MAX_SEED}, got {seed!r}")
@@ -144,7 +142,6 @@ def check_output_dir(path: str | os.PathLike[str], what: str = "--out") -> Path:
     empty probe folder in the nearest existing ancestor (restoring that folder's
     modification time), so nothing is left behind.
     """
-    from pbrl.errors import PbrlError
 
     p = Path(path)
     if str(path).strip() == "" or "\x00" in str(path):
@@ -178,7 +175,6 @@ def check_output_file(path: str | os.PathLike[str], what: str = "--output") -> P
     removes one empty probe file next to ``path`` (restoring the folder's modification time);
     an existing file at ``path`` is untouched.
     """
-    from pbrl.errors import PbrlError
 
     p = Path(path)
     if str(path).strip() == "" or "\x00" in str(path):
@@ -204,7 +200,6 @@ def check_output_file(path: str | os.PathLike[str], what: str = "--output") -> P
 
 def make_output_dir(path: str | os.PathLike[str], what: str = "--out") -> Path:
     """``mkdir -p`` with a one-line error naming ``what`` instead of an OSError traceback."""
-    from pbrl.errors import PbrlError
 
     p = Path(path)
     try:
@@ -237,7 +232,6 @@ def read_text_file(path: str | os.PathLike[str]) -> str:
 
     Devices and FIFOs are refused without being read (``/dev/zero`` never ends).
     """
-    from pbrl.errors import DataError
 
     p = Path(path)
     if not p.is_file():
@@ -254,7 +248,6 @@ def read_text_file(path: str | os.PathLike[str]) -> str:
 
 def read_json_object(path: str | os.PathLike[str]) -> dict[str, Any]:
     """A file holding one JSON object, or a DataError naming the file and the problem."""
-    from pbrl.errors import DataError
 
     try:
         obj = json.loads(read_text_file(path))
@@ -275,8 +268,6 @@ def parse_field(cls: type, name: str, raw: Any, where: str) -> Any:
     (``--agent.lr``): ``"{where}: cannot read '{raw}' as {type}"``.
     """
     import typing
-
-    from pbrl.errors import PbrlError
 
     if not isinstance(raw, str):
         return raw

@@ -181,3 +181,37 @@ def test_the_checks_catch_a_cycle_and_an_upward_import():
     graph = {"pbrl.prefs.a": {"pbrl.learn.b"}, "pbrl.learn.b": {"pbrl.prefs.a"}}
     assert cycles(graph) == [["pbrl.learn.b", "pbrl.prefs.a"]]
     assert layer("pbrl.learn.b") > layer("pbrl.prefs.a")
+
+
+def local_project_imports() -> list[str]:
+    """Project imports inside functions, outside the CLI (which defers them to keep
+    ``pbrl --help`` fast) and outside ``try`` blocks (optional pieces)."""
+    out = []
+    for mod, path in _modules().items():
+        if mod.startswith("pbrl.cli"):
+            continue
+        tree = ast.parse(path.read_text(), str(path))
+        guarded = {
+            id(n)
+            for t in ast.walk(tree)
+            if isinstance(t, ast.Try)
+            for b in t.body
+            for n in ast.walk(b)
+        }
+        for fn in ast.walk(tree):
+            if not isinstance(fn, ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            for node in ast.walk(fn):
+                if isinstance(node, ast.Import | ast.ImportFrom) and id(node) not in guarded:
+                    if isinstance(node, ast.ImportFrom):
+                        project = bool(node.level) or (node.module or "").startswith("pbrl")
+                    else:
+                        project = any(a.name.startswith("pbrl") for a in node.names)
+                    if project:
+                        out.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    return sorted(set(out))
+
+
+def test_project_imports_sit_at_module_level():
+    # A function-local import of a project module is how import cycles were hidden.
+    assert not local_project_imports(), local_project_imports()
