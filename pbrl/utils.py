@@ -134,6 +134,18 @@ def check_seed(seed: int, what: str = "--seed") -> int:
     return seed
 
 
+def _probe_writable(folder: Path, p: Path, what: str) -> None:
+    """Create and remove one empty probe folder in ``folder`` (restoring its modification
+    time); a one-line error naming ``what`` and ``p`` when nothing can be created there."""
+    try:
+        st = folder.stat()
+        os.rmdir(tempfile.mkdtemp(prefix=".pbrl-probe-", dir=folder))
+        with contextlib.suppress(OSError):  # leave the folder's modification time as it was
+            os.utime(folder, ns=(st.st_atime_ns, st.st_mtime_ns))
+    except OSError as e:
+        raise PbrlError(f"{what} {p}: cannot write in '{folder}' ({e.strerror or e})") from e
+
+
 def check_output_dir(path: str | os.PathLike[str], what: str = "--out") -> Path:
     """Check, before any work, that a folder can be created (or written) at ``path``.
 
@@ -156,14 +168,7 @@ def check_output_dir(path: str | os.PathLike[str], what: str = "--out") -> Path:
     if probe_in.exists() and not probe_in.is_dir():
         where = "is" if probe_in == p else f"lies under '{probe_in}', which is"
         raise PbrlError(f"{what} {p}: {where} a file, not a folder")
-    try:
-        st = probe_in.stat()
-        probe = tempfile.mkdtemp(prefix=".pbrl-probe-", dir=probe_in)
-        os.rmdir(probe)
-        with contextlib.suppress(OSError):  # leave the folder's modification time as it was
-            os.utime(probe_in, ns=(st.st_atime_ns, st.st_mtime_ns))
-    except OSError as e:
-        raise PbrlError(f"{what} {p}: cannot write in '{probe_in}' ({e.strerror or e})") from e
+    _probe_writable(probe_in, p, what)
     return p
 
 
@@ -172,7 +177,7 @@ def check_output_file(path: str | os.PathLike[str], what: str = "--output") -> P
 
     Refused: an empty path, an existing folder, a parent that does not exist or is a file,
     and a folder where no file can be created (``/proc``, read-only). The check creates and
-    removes one empty probe file next to ``path`` (restoring the folder's modification time);
+    removes one empty probe folder next to ``path`` (restoring the folder's modification time);
     an existing file at ``path`` is untouched.
     """
 
@@ -186,15 +191,7 @@ def check_output_file(path: str | os.PathLike[str], what: str = "--output") -> P
         raise PbrlError(f"{what} {p}: folder '{parent}' does not exist")
     if not parent.is_dir():
         raise PbrlError(f"{what} {p}: '{parent}' is a file, not a folder")
-    try:
-        st = parent.stat()
-        fd, probe = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".probe", dir=parent)
-        os.close(fd)
-        os.unlink(probe)
-        with contextlib.suppress(OSError):  # leave the folder's modification time as it was
-            os.utime(parent, ns=(st.st_atime_ns, st.st_mtime_ns))
-    except OSError as e:
-        raise PbrlError(f"{what} {p}: cannot write in '{parent}' ({e.strerror or e})") from e
+    _probe_writable(parent, p, what)
     return p
 
 
