@@ -25,7 +25,7 @@ import torch
 from pbrl.errors import PbrlError
 from pbrl.learn.api import AgentSpec, FitContext
 from pbrl.learn.data import ACTION_CLIP, TransitionTensors
-from pbrl.learn.kit import deterministic_logp, epoch_minibatches
+from pbrl.learn.kit import deterministic_logp, epoch_minibatches, greedy_action
 from pbrl.learn.nn import TanhDeterministicActor
 
 
@@ -121,11 +121,7 @@ class Agent:
 
     @torch.no_grad()
     def act(self, obs: np.ndarray) -> np.ndarray:
-        was = self.actor.training
-        self.actor.eval()
-        x = torch.as_tensor(np.asarray(obs, dtype=np.float32), device=self.device)
-        a = self.actor(x).clamp(-1.0, 1.0).cpu().numpy()
-        self.actor.train(was)
+        a = greedy_action(self.actor, obs, self.device)
         return np.clip(a, self.spec.act_low, self.spec.act_high)
 
     def state_dict(self) -> dict[str, Any]:

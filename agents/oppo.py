@@ -376,7 +376,8 @@ class Agent:
             c.phi_time,
         ).to(self.device)
 
-    def _norm(self, obs: torch.Tensor) -> torch.Tensor:
+    def normalize_obs(self, obs: torch.Tensor) -> torch.Tensor:
+        """Observations standardised with the dataset statistics the agent was fitted on."""
         return (obs - self.obs_mean) / self.obs_std
 
     def _recon(
@@ -439,7 +440,7 @@ class Agent:
         him = float("nan")
         for step in range(1, ctx.steps + 1):
             b = ctx.prefs.index(next(batches))
-            oa, ob = self._norm(b.obs_a), self._norm(b.obs_b)
+            oa, ob = self.normalize_obs(b.obs_a), self.normalize_obs(b.obs_b)
             aa, ab, ma, mb = b.act_a, b.act_b, b.mask_a, b.mask_b
             if cfg.encode == "window":
                 # scripted tree: encoder and policy see the same K-step window
@@ -451,7 +452,7 @@ class Agent:
                 rows, wm = dataset_windows(ds, self.dec.max_len, cfg.batch_size, ctx.rng)
                 r = torch.as_tensor(rows, device=self.device)
                 m = torch.as_tensor(wm, dtype=torch.float32, device=self.device)
-                o, a = self._norm(obs_all[r]), act_all[r]
+                o, a = self.normalize_obs(obs_all[r]), act_all[r]
                 z = self.enc(o, a, m)
                 loss_h = self._recon(z, o, a, m, g, cfg.state_noise, states=True)
                 enc_opt.zero_grad(set_to_none=True)
@@ -546,7 +547,7 @@ class Agent:
             n = 1
             o = x[:, None]
             a = np.zeros((x.shape[0], 1, a_dim), dtype=np.float32)
-        ot = self._norm(torch.as_tensor(o, device=self.device))
+        ot = self.normalize_obs(torch.as_tensor(o, device=self.device))
         at = torch.as_tensor(a, device=self.device)
         z = self.z_star.detach()[None, None].expand(ot.shape[0], n, -1).clone()
         if self.cfg.eval_zero_fill:

@@ -137,7 +137,7 @@ def main() -> None:
     from pbrl.datasets.registry import load_dataset
     from pbrl.learn.api import AgentSpec, load_agent_module, make_config
     from pbrl.prefs import load_preferences
-    from pbrl.train import TrainSpec, _action_bounds, train_agent
+    from pbrl.run.train import TrainSpec, action_bounds, train_agent
 
     torch.set_num_threads(1)
     ds = load_dataset(a.dataset)
@@ -147,7 +147,7 @@ def main() -> None:
     train_b = answered.to_batch(plain, "cpu")
     test_b = load_preferences(a.heldout).answered().to_batch(plain, "cpu")
     cpl_mod = load_agent_module("cpl")
-    low, high = _action_bounds(ds.task_id, ds.act_dim)
+    low, high = action_bounds(ds.task_id, ds.act_dim)
 
     def cpl_shell(cfg_overrides: dict[str, Any]) -> Any:
         cfg = make_config(cpl_mod, a.preset, cfg_overrides)

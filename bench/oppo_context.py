@@ -47,10 +47,10 @@ def main() -> None:
 
     from pbrl.agents.oppo import crop_windows, take, triplet_distance
     from pbrl.datasets.registry import load_dataset
-    from pbrl.evaluate import evaluate
     from pbrl.learn.api import AgentSpec, load_agent_module, make_config
     from pbrl.prefs import load_preferences
-    from pbrl.train import _action_bounds
+    from pbrl.run.evaluate import evaluate
+    from pbrl.run.train import action_bounds
 
     torch.set_num_threads(1)
     run = Path(a.run)
@@ -60,7 +60,7 @@ def main() -> None:
     prefs = load_preferences(a.prefs).answered()
     mod = load_agent_module("oppo")
     cfg = make_config(mod, None, dict(config.get("agent_config", {})))
-    low, high = _action_bounds(ds.task_id, ds.act_dim)
+    low, high = action_bounds(ds.task_id, ds.act_dim)
     agent = mod.Agent(cfg, AgentSpec(ds.obs_dim, ds.act_dim, low, high, "cpu"))
     state = torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=False)
     agent.load_state_dict(state["agent"])
@@ -73,7 +73,7 @@ def main() -> None:
     @torch.no_grad()
     def encode(obs: torch.Tensor, act: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """(B, windows, z_dim): encodings of random K-windows (or of the whole segment)."""
-        o = agent._norm(obs)
+        o = agent.normalize_obs(obs)
         if cfg.encode == "segment":
             return agent.enc(o, act, mask)[:, None]
         out = []
@@ -123,7 +123,7 @@ def main() -> None:
     # policy's actions move when z* is swapped for another context, against the action scale.
     agent.dec.eval()
     idx, m = crop_windows(batch.mask_a, agent.dec.max_len, g)
-    o_w, a_w = take(agent._norm(batch.obs_a), idx), take(batch.act_a, idx)
+    o_w, a_w = take(agent.normalize_obs(batch.obs_a), idx), take(batch.act_a, idx)
 
     @torch.no_grad()
     def policy_actions(z: torch.Tensor) -> torch.Tensor:

@@ -92,7 +92,7 @@ def main() -> None:
 
     from pbrl.datasets.registry import load_dataset
     from pbrl.prefs import load_preferences
-    from pbrl.train import TrainSpec, train_agent
+    from pbrl.run.train import TrainSpec, train_agent
 
     ds = load_dataset(a.dataset)
     train_p = load_preferences(a.prefs)

@@ -137,7 +137,7 @@ def default_episodes(env_name: str, kind: str) -> int:
     return TASK_EPISODES.get((env_name, kind), DEFAULT_EPISODES[kind])
 
 
-# Options of the brief diagnosis `pbrl datasets build` runs on a new dataset (pbrl/diagnose.py
+# Options of the brief diagnosis `pbrl datasets build` runs on a new dataset (pbrl/run/diagnose.py
 # brief_diagnosis): it keeps a build short; the recorded criteria tables come from
 # `pbrl datasets diagnose` with more steps and 3 seeds.
 BUILD_DIAGNOSE: dict[str, Any] = {"steps": 1000, "seeds": 2, "eval_episodes": 5}
@@ -606,7 +606,7 @@ def generate(
         "other_task_pool": pool,
         "reference": refs,
         "build_seconds": round(elapsed, 2),
-        "reward": "raw MetaWorld v2 reward (0..10 per step); learners scale it (pbrl.scale)",
+        "reward": "raw MetaWorld v2 reward (0..10 per step); learners scale it (pbrl.run.scale)",
         "success": "per step in infos['success']; an episode succeeds if any step does",
     }
     return eps, card

@@ -31,7 +31,7 @@ import torch
 from pbrl.learn.api import AgentSpec, FitContext
 from pbrl.learn.data import TransitionTensors, relabel
 from pbrl.learn.iql import awr_weights
-from pbrl.learn.kit import bt_pair_losses, deterministic_logp, segment_sum
+from pbrl.learn.kit import bt_pair_losses, deterministic_logp, greedy_action, segment_sum
 from pbrl.learn.nn import MLP, TanhDeterministicActor
 
 
@@ -109,11 +109,8 @@ class Agent:
             if step % ctx.log_interval == 0 or step == ctx.steps:
                 yield {"step": step, "actor_loss": float(loss.detach())}
 
-    @torch.no_grad()
     def act(self, obs: np.ndarray) -> np.ndarray:
-        x = torch.as_tensor(np.asarray(obs, np.float32), device=self.device)
-        a = self.actor.eval()(x).cpu().numpy()
-        self.actor.train()
+        a = greedy_action(self.actor, obs, self.device)
         return np.clip(a, self.spec.act_low, self.spec.act_high)
 
     def state_dict(self) -> dict[str, Any]:

@@ -6,7 +6,7 @@ call :func:`pbrl.learn.check.check_agent` (what ``pbrl agents check MODULE`` pri
 here for every agent on a small ``test/point`` dataset with a few oracle preferences, using
 the module-level ``TEST_OVERRIDES`` (tiny networks and batches) that every agent file
 provides. Each agent also runs a few steps through the real runner
-(:func:`pbrl.train.train_agent`): its files, finite metrics ending at the step budget,
+(:func:`pbrl.run.train.train_agent`): its files, finite metrics ending at the step budget,
 actions inside the action space, the checkpoint round trip, and PROVENANCE: the
 ground-truth reward never reaches a learner that did not ask for it.
 """
@@ -24,11 +24,11 @@ import pytest
 import torch
 from test_learnability import point_dataset, point_prefs, register_point_task
 
-import pbrl.train as train_mod
+import pbrl.run.train as train_mod
 from pbrl.errors import UnknownIdError
 from pbrl.learn.api import AgentSpec, list_agents, load_agent_module, make_config
 from pbrl.learn.check import check_agent, failures, torch_modules
-from pbrl.train import TrainSpec, train_agent
+from pbrl.run.train import TrainSpec, train_agent
 
 REPO = Path(__file__).resolve().parents[1]
 PLUGIN = "examples.my_agent"

@@ -34,14 +34,8 @@ LAYERS = {
     "pbrl.prefs": 3,
     "pbrl.learn": 4,
     "pbrl.agents": 4,
-    "pbrl.train": 5,
-    "pbrl.evaluate": 5,
-    "pbrl.scale": 5,
-    "pbrl.diagnose": 5,
-    "pbrl.suite": 5,
+    "pbrl.run": 5,
     "pbrl.suites": 5,
-    "pbrl.runner": 5,
-    "pbrl.report": 5,
     "pbrl.cli": 6,
     "pbrl.__main__": 6,
 }
@@ -215,3 +209,52 @@ def local_project_imports() -> list[str]:
 def test_project_imports_sit_at_module_level():
     # A function-local import of a project module is how import cycles were hidden.
     assert not local_project_imports(), local_project_imports()
+
+
+def _private_uses(path: Path) -> list[str]:
+    """``from pbrl.x import _name`` and ``module._name`` on an imported project module."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    where = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
+    bad: list[str] = []
+    project_aliases: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            if node.module.split(".")[0] != "pbrl":
+                continue
+            for a in node.names:
+                if a.name.startswith("_") and not a.name.startswith("__"):
+                    bad.append(f"{where}:{node.lineno}: {node.module}.{a.name}")
+                else:
+                    project_aliases.add(a.asname or a.name)
+        elif isinstance(node, ast.Import):
+            for a in node.names:
+                if a.name.split(".")[0] == "pbrl":
+                    project_aliases.add(a.asname or a.name.split(".")[0])
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Attribute)
+            and node.attr.startswith("_")
+            and not node.attr.startswith("__")
+            and isinstance(node.value, ast.Name)
+            and node.value.id in project_aliases
+        ):
+            bad.append(f"{where}:{node.lineno}: {node.value.id}.{node.attr}")
+    return bad
+
+
+def test_no_private_names_across_modules() -> None:
+    """pbrl, the learners, datasets, tasks, bench/ and the example use each other's public
+    names only (issue 18): a private name is free to change without breaking a caller."""
+    files = [
+        p
+        for folder in (*FOLDERS.values(), "bench", "examples")
+        for p in (ROOT / folder).rglob("*.py")
+    ]
+    bad = [b for p in sorted(set(files)) for b in _private_uses(p)]
+    assert not bad, "private names used from another module:\n" + "\n".join(bad)
+
+
+def test_the_private_name_check_catches_both_forms(tmp_path: Path) -> None:
+    f = tmp_path / "m.py"
+    f.write_text("from pbrl.run.train import _x\nimport pbrl.utils as u\nu._probe(1)\n")
+    assert [b.split(": ", 1)[1] for b in _private_uses(f)] == ["pbrl.run.train._x", "u._probe"]

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from pbrl import diagnose as dg
 from pbrl.cli.app import app
 from pbrl.datasets import metaworld_gen as g
 from pbrl.errors import DataError, UnknownIdError
+from pbrl.run import diagnose as dg
 
 TASK = "metaworld/button-press-topdown-v3"
 
@@ -106,10 +106,10 @@ def test_parallel_workers_give_the_same_table(tiny_dataset, caplog):
 
     did, _ = tiny_dataset
     kw = dict(steps=3, seeds=2, eval_episodes=1, learners=("bc-top10", "iql-true"))
-    caplog.set_level(logging.INFO, logger="pbrl.diagnose")
+    caplog.set_level(logging.INFO, logger="pbrl.run.diagnose")
     one = dg.diagnose(did, workers=1, **kw)
     # Each training is logged as it starts and as it finishes (with the ETA of the rest).
-    lines = [r.getMessage() for r in caplog.records if r.name == "pbrl.diagnose"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "pbrl.run.diagnose"]
     assert "diagnose: bc-top10 seed 0 started (1/4)" in lines
     done = [m for m in lines if " finished in " in m]
     assert len(done) == 4 and done[-1].endswith("4/4 done, ETA 0s")
@@ -127,7 +127,7 @@ def test_parallel_workers_give_the_same_table(tiny_dataset, caplog):
 def test_build_runs_its_brief_diagnosis_into_the_card(minari_home, monkeypatch):
     # A suite's build (the runner) and `pbrl datasets build` run the generator, then the
     # brief diagnosis with the generator's BUILD_DIAGNOSE options.
-    from pbrl.runner import build_dataset
+    from pbrl.run.runner import build_dataset
 
     monkeypatch.setattr(g, "other_task_pool", lambda *a, **k: ["reach-v3"])
     monkeypatch.setattr(g, "BUILD_DIAGNOSE", {"steps": 2, "seeds": 1, "eval_episodes": 1})

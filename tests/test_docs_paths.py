@@ -1,6 +1,6 @@
 """Docs, docstrings and comments name only files that exist in the repository.
 
-Every repository path with a file extension (``pbrl/report.py``, ``docs/runner.md``,
+Every repository path with a file extension (``pbrl/run/report.py``, ``docs/runner.md``,
 ``results/quick/table.md``) written in a Markdown file, a Python file or a suite must exist.
 Dataset ids (``pbrl/metaworld/.../medium-replay-v0``) have no extension and are not paths;
 placeholders in capitals (``TASK``) and globs are skipped.

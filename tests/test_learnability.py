@@ -144,7 +144,7 @@ def learn_data():
 
 
 def _run(agent: str, overrides: dict, steps: int, ds, prefs, seed: int = 0):
-    from pbrl.train import TrainSpec, train_agent
+    from pbrl.run.train import TrainSpec, train_agent
 
     spec = TrainSpec(
         agent=agent,

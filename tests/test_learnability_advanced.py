@@ -105,7 +105,7 @@ def test_oppo_keeps_one_history_per_evaluation_episode() -> None:
     """The evaluator's begin_episodes/env_ids hook gives OPPO's policy per-episode context."""
     from test_learnability import POINT_TASK, register_point_task
 
-    from pbrl.evaluate import evaluate
+    from pbrl.run.evaluate import evaluate
 
     register_point_task()
     mod = load_agent_module("oppo")

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from pbrl.errors import DataError, PbrlError
-from pbrl.report import (
+from pbrl.run.report import (
     Cell,
     Table,
     build_tables,

@@ -1,6 +1,6 @@
 """The benchmark runner end to end: files, resume, kills, crashes, Ray.
 
-Runs go through the real path (suite -> labels -> one process per run -> pbrl.train ->
+Runs go through the real path (suite -> labels -> one process per run -> pbrl.run.train ->
 evaluation on MetaWorld) on a tiny generated dataset. The learners are the real ``bc`` and
 ``mr`` with tiny networks, and a do-little plug-in (tests/plugins/runner_agent.py) whose
 duration and failure the tests control.
@@ -237,8 +237,8 @@ overrides = {{ action = 0.5 }}
 def test_a_finished_run_under_an_older_preset_is_stale(tmp_path):
     """The run id hashes the preset's NAME; a run whose stored agent config differs from what
     the preset resolves to today must train again instead of being reused."""
-    from pbrl.runner import is_finished, resolved_agent_config, stale_fields
-    from pbrl.suite import Job
+    from pbrl.run.runner import is_finished, resolved_agent_config, stale_fields
+    from pbrl.run.suite import Job
 
     job = Job(
         suite="s", agent="mr", label="mr", preset="quick", overrides={"hidden": "16,16"},
@@ -265,8 +265,8 @@ def test_a_finished_run_under_an_older_preset_is_stale(tmp_path):
 def test_a_folder_missing_or_garbling_a_run_file_is_not_finished(tmp_path):
     """job.json, config.json and summary.json must all be readable JSON objects; a summary
     whose final_score is null (a run that could not evaluate) still counts as finished."""
-    from pbrl.runner import is_finished, resolved_agent_config
-    from pbrl.suite import Job
+    from pbrl.run.runner import is_finished, resolved_agent_config
+    from pbrl.run.suite import Job
 
     job = Job(
         suite="s", agent="bc", label="bc", preset=None, overrides={}, dataset="pbrl/x",
@@ -297,12 +297,12 @@ def test_claims_are_exclusive_and_die_with_their_process(tmp_path):
     """A run's lock is held by one process; a second claim fails while it lives and succeeds
     once it is killed (the kernel drops the flock), and staging folders are removed only
     when their run's lock is free."""
-    from pbrl.runner import claim, clean_partial, is_claimed, lock_path
+    from pbrl.run.runner import claim, clean_partial, is_claimed, lock_path
 
     out = tmp_path
     holder = subprocess.Popen(
         [sys.executable, "-c",
-         "import sys, time; from pathlib import Path; from pbrl.runner import claim, lock_path\n"
+         "import sys, time; from pathlib import Path; from pbrl.run.runner import claim, lock_path\n"
          "with claim(lock_path(Path(sys.argv[1]), 'bc-aaaa')) as got:\n"
          "    print(got, flush=True); time.sleep(60)\n", str(out)],
         stdout=subprocess.PIPE, text=True,

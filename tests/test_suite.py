@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from pbrl.errors import PbrlError
-from pbrl.suite import expand, load_suite, parse_seeds, parse_suite
+from pbrl.run.suite import expand, load_suite, parse_seeds, parse_suite
 
 BASE = {
     "name": "t",
@@ -101,7 +101,7 @@ def test_cli_reports_malformed_suite_without_traceback(tmp_path):
 
 def test_shipped_suites_parse_and_name_real_agents_and_presets():
     from pbrl.learn.api import load_agent_module
-    from pbrl.suite import list_suites
+    from pbrl.run.suite import list_suites
     from pbrl.teachers import list_teachers
 
     names = list_suites()

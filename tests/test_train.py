@@ -1,4 +1,4 @@
-"""The runner (``pbrl.train``), batched evaluation and the ``pbrl train`` / ``pbrl agents`` CLI."""
+"""The runner (``pbrl.run.train``), batched evaluation and the ``pbrl train`` / ``pbrl agents`` CLI."""
 
 from __future__ import annotations
 
@@ -23,9 +23,9 @@ from pbrl.cli import main as cli_main
 from pbrl.cli.train import parse_agent_args
 from pbrl.envs.base import TaskSpec, register
 from pbrl.errors import DataError, PbrlError
-from pbrl.evaluate import EVAL_SEED_OFFSET, evaluate
 from pbrl.prefs import save_preferences
-from pbrl.train import TrainSpec, train, train_agent
+from pbrl.run.evaluate import EVAL_SEED_OFFSET, evaluate
+from pbrl.run.train import TrainSpec, train, train_agent
 
 TINY = {"hidden": (8, 8), "batch_size": 4}
 
@@ -352,7 +352,7 @@ def test_spec_fields_are_checked_before_anything_is_written(data, tmp_path, fiel
 
 def test_progress_lines_name_rate_eta_and_losses(data, tmp_path, caplog):
     ds, _ = data
-    with caplog.at_level("INFO", logger="pbrl.train"):
+    with caplog.at_level("INFO", logger="pbrl.run.train"):
         train(_tiny_spec(ds, tmp_path / "run"), dataset=ds)
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("step ")]
     assert [ln.split(" ", 2)[1] for ln in lines] == ["2/4", "4/4"]

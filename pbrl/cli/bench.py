@@ -135,8 +135,8 @@ def bench(
     share one output folder: each run is trained once, by whichever sweep claims it first.
     """
     from pbrl.cli.logs import progress_on_stderr
-    from pbrl.report import build_tables, make_plots, read_runs, render_markdown
-    from pbrl.runner import (
+    from pbrl.run.report import build_tables, make_plots, read_runs, render_markdown
+    from pbrl.run.runner import (
         check_cached_prefs,
         check_suite,
         check_sweep_options,
@@ -146,8 +146,8 @@ def bench(
         plan,
         run_sweep,
     )
-    from pbrl.suite import list_suites as shipped
-    from pbrl.suite import load_suite, parse_seeds
+    from pbrl.run.suite import list_suites as shipped
+    from pbrl.run.suite import load_suite, parse_seeds
     from pbrl.utils import atomic_path, check_output_dir
 
     if list_suites:
@@ -221,7 +221,7 @@ def report(
     A run that finished without a score (it could not evaluate) is left out of the table
     with a warning on stderr naming its folder; a malformed run file is an error.
     """
-    from pbrl.report import report as make_report
+    from pbrl.run.report import report as make_report
 
     text = make_report(
         folder,

@@ -196,7 +196,7 @@ def build_cmd(
     with progress_on_stderr():
         dataset_id = _call_build(module.build, spec.id, kind, options)
         if diagnose:
-            from pbrl.diagnose import brief_diagnosis
+            from pbrl.run.diagnose import brief_diagnosis
 
             brief_diagnosis(dataset_id, module, workers)
     typer.echo(dataset_id)
@@ -220,7 +220,7 @@ def diagnose_cmd(
 
     Each training is reported on standard error as it starts and finishes.
     """
-    from pbrl import diagnose as dg
+    from pbrl.run import diagnose as dg
     from pbrl.utils import resolve_device
 
     for name, value, low in (

@@ -92,8 +92,8 @@ def train(
 
     from pbrl.cli.agents import ensure_cwd_importable
     from pbrl.cli.logs import progress_on_stderr
-    from pbrl.train import TrainSpec
-    from pbrl.train import train as run_train
+    from pbrl.run.train import TrainSpec
+    from pbrl.run.train import train as run_train
 
     ensure_cwd_importable(agent)
     overrides = parse_agent_args(list(ctx.args))

@@ -35,7 +35,7 @@ from torch import nn
 
 from pbrl.errors import PbrlError
 from pbrl.learn.data import TransitionTensors
-from pbrl.learn.kit import deterministic_logp, log_due
+from pbrl.learn.kit import deterministic_logp, greedy_action, log_due
 from pbrl.learn.nn import GaussianActor, TanhDeterministicActor, TwinQ, ValueNet, soft_update
 
 # ---- pure losses ---------------------------------------------------------------------------
@@ -401,19 +401,9 @@ class IQLLearner(nn.Module):
         return metrics
 
     # -- acting ----------------------------------------------------------------------------
-    @torch.no_grad()
     def act(self, obs: np.ndarray) -> np.ndarray:
         """Deterministic action(s) (the actor mean, eval mode) clamped to [-1, 1]."""
-        was_training = self.actor.training
-        self.actor.eval()
-        x = torch.as_tensor(np.asarray(obs, dtype=np.float32), device=self.device)
-        single = x.dim() == 1
-        if single:
-            x = x.unsqueeze(0)
-        a = self.actor(self.norm(x)).clamp(-1.0, 1.0)
-        self.actor.train(was_training)
-        out = a.cpu().numpy()
-        return out[0] if single else out
+        return greedy_action(self.actor, obs, self.device, self.norm)
 
 
 def iql_phase(

@@ -152,6 +152,28 @@ do; ``obs`` = r(s), the action input held at zero (same network, so checkpoints 
 shapes). Why the ``quick`` presets read states only: docs/agents.md, "The action shortcut"."""
 
 
+@torch.no_grad()
+def greedy_action(
+    actor: torch.nn.Module,
+    obs: np.ndarray,
+    device: torch.device | str,
+    transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> np.ndarray:
+    """The actor's deterministic action for ``obs`` (one observation or a batch), clamped to
+    [-1, 1]; ``transform`` (e.g. observation normalisation) is applied first. The actor runs
+    in eval mode and its train/eval mode is restored afterwards."""
+    was_training = actor.training
+    actor.eval()
+    x = torch.as_tensor(np.asarray(obs, dtype=np.float32), device=device)
+    single = x.dim() == 1
+    if single:
+        x = x.unsqueeze(0)
+    a = actor(transform(x) if transform is not None else x).clamp(-1.0, 1.0)
+    actor.train(was_training)
+    out = a.cpu().numpy()
+    return out[0] if single else out
+
+
 def check_reward_input(mode: str) -> None:
     """Raise a clear error for an unknown ``--agent.reward_input``."""
     if mode not in REWARD_INPUTS:

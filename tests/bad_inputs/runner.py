@@ -66,8 +66,8 @@ def _not_empty(w: World) -> str:
 
 def _stale_prefs(w: World) -> list[str]:
     """A sweep folder whose cached labels were made from another build of the dataset."""
-    from pbrl.runner import plan, prefs_path
-    from pbrl.suite import load_suite
+    from pbrl.run.runner import plan, prefs_path
+    from pbrl.run.suite import load_suite
 
     suite = _suite(w, _ds(w) + MR)
     out = w.cwd / "out"

@@ -1,7 +1,7 @@
 """Does a dataset rank preference learners? Four short trainings answer it (issue 10).
 
 :func:`diagnose` trains, for each of ``seeds`` seeds, through the project's own learners and
-evaluation (:func:`pbrl.train.train_agent`):
+evaluation (:func:`pbrl.run.train.train_agent`):
 
 - ``bc-all``: behaviour cloning on every transition (``agents/bc``, ``data=all``);
 - ``bc-top10``: behaviour cloning on the best 10% of episodes by true return
@@ -39,8 +39,8 @@ from pbrl.datasets.base import OfflineDataset
 from pbrl.datasets.minari_io import CARD_KEY, data_folder, minari_data_path
 from pbrl.datasets.registry import load_dataset
 from pbrl.errors import DataError, PbrlError
-from pbrl.report import mean, stratified_bootstrap_ci
-from pbrl.train import TrainSpec, train_agent
+from pbrl.run.report import mean, stratified_bootstrap_ci
+from pbrl.run.train import TrainSpec, train_agent
 from pbrl.utils import check_output_dir, format_duration, write_json_atomic
 
 log = logging.getLogger(__name__)

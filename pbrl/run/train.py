@@ -3,7 +3,7 @@
 :func:`train` resolves the device, loads the dataset and preferences, builds the agent
 from its module, strips the ground-truth reward unless the agent declares
 ``requires_true_reward``, runs ``agent.fit(ctx)`` and, between its yields, logs metrics,
-evaluates on a separately seeded env (:mod:`pbrl.evaluate`) and checkpoints.
+evaluates on a separately seeded env (:mod:`pbrl.run.evaluate`) and checkpoints.
 
 Files written into ``out`` (each atomically):
 
@@ -24,7 +24,6 @@ anything is loaded or written (:func:`check_spec`).
 from __future__ import annotations
 
 import csv
-import dataclasses
 import io
 import json
 import logging
@@ -44,15 +43,16 @@ import pbrl
 from pbrl.datasets import registry
 from pbrl.envs import get_task
 from pbrl.errors import DataError, PbrlError
-from pbrl.evaluate import evaluate
 from pbrl.learn.api import AgentSpec, FitContext, load_agent_module, make_config
 from pbrl.prefs import check_prefs_dataset, load_preferences
-from pbrl.scale import reward_scale
+from pbrl.run.evaluate import evaluate
+from pbrl.run.scale import reward_scale
 from pbrl.utils import (
     atomic_path,
     check_output_dir,
     check_seed,
     format_duration,
+    jsonable,
     make_output_dir,
     resolve_device,
     seed_everything,
@@ -156,21 +156,7 @@ def _versions() -> dict[str, str]:
     }
 
 
-def _jsonable(x: Any) -> Any:
-    if dataclasses.is_dataclass(x) and not isinstance(x, type):
-        return {f.name: _jsonable(getattr(x, f.name)) for f in dataclasses.fields(x)}
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, list | tuple):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, np.generic):
-        return x.item()
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    return x
-
-
-def _action_bounds(task_id: str | None, act_dim: int) -> tuple[np.ndarray, np.ndarray]:
+def action_bounds(task_id: str | None, act_dim: int) -> tuple[np.ndarray, np.ndarray]:
     """The task's action box, or [-1, 1] when the dataset names no task."""
     if task_id:
         _, space = get_task(task_id).spaces()
@@ -235,7 +221,7 @@ def train_agent(
     mod = load_agent_module(spec.agent)
     cfg = make_config(mod, spec.preset, {k: v for k, v in spec.overrides.items()})
     task_id = spec.task or ds.task_id
-    low, high = _action_bounds(task_id, ds.act_dim)
+    low, high = action_bounds(task_id, ds.act_dim)
     rng = seed_everything(spec.seed)
     agent = mod.Agent(cfg, AgentSpec(ds.obs_dim, ds.act_dim, low, high, device))
     needs_truth = bool(getattr(agent, "requires_true_reward", False))
@@ -274,9 +260,9 @@ def train_agent(
     final = Path(spec.out) if spec.out else None
     out = None if final is None else staging_dir(final)
     config = {
-        "spec": _jsonable(spec),
+        "spec": jsonable(spec),
         "agent_module": mod.__name__,
-        "agent_config": _jsonable(cfg),
+        "agent_config": jsonable(cfg),
         "preset": spec.preset,
         "task": task_id,
         "dataset_id": ds.id,
@@ -285,7 +271,7 @@ def train_agent(
         "requires_true_reward": needs_truth,
         "requires_preferences": needs_prefs,
         "n_prefs": 0 if answered is None else len(answered.prefer_b),
-        "prefs_meta": _jsonable(getattr(answered, "meta", {})) if answered is not None else None,
+        "prefs_meta": jsonable(getattr(answered, "meta", {})) if answered is not None else None,
         "versions": _versions(),
     }
     if out is None:
@@ -392,9 +378,7 @@ def _fit_and_evaluate(
                 )
             last_metrics = {k: float(v) for k, v in m.items()}
             if metrics_f is not None and (step % log_every == 0 or step == spec.steps):
-                rec = _jsonable(
-                    {**last_metrics, "step": step, "wall_s": round(time.time() - t0, 3)}
-                )
+                rec = jsonable({**last_metrics, "step": step, "wall_s": round(time.time() - t0, 3)})
                 metrics_f.write(json.dumps(rec) + "\n")
                 metrics_f.flush()
             if step % log_every == 0 or step == spec.steps:
@@ -430,7 +414,7 @@ def _fit_and_evaluate(
         "best_score": max(scores) if scores else None,
         "final_return": evals[-1]["return_mean"] if evals else None,
         "final_success_rate": evals[-1]["success_rate"] if evals else None,
-        "last_metrics": _jsonable(last_metrics),
+        "last_metrics": jsonable(last_metrics),
         "wall_time_s": round(time.time() - t0, 3),
     }
     if out is not None:

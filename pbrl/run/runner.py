@@ -10,7 +10,7 @@ Layout of an output folder (the report reads only these files, never folder name
 
 Guarantees:
 
-- a run's id is a hash of its resolved job (:class:`pbrl.suite.Job`); a folder
+- a run's id is a hash of its resolved job (:class:`pbrl.run.suite.Job`); a folder
   ``<out>/<run_id>`` holds a finished run only: it is trained in a hidden staging folder
   (``.tmp-<run_id>-<pid>``) and renamed once ``job.json``, ``config.json`` and
   ``summary.json`` are all written, and a folder lacking any of them (or with an unreadable
@@ -53,15 +53,15 @@ from typing import Any
 from pbrl.datasets.generators import generator_for
 from pbrl.datasets.minari_io import CARD_KEY, read_minari_metadata
 from pbrl.datasets.registry import generated_dataset_id, load_dataset
-from pbrl.diagnose import brief_diagnosis
 from pbrl.envs import get_task
 from pbrl.errors import PbrlError
 from pbrl.learn.api import AgentSpec, load_agent_module, make_config
 from pbrl.prefs import check_prefs_dataset, label_dataset, load_preferences, save_preferences
-from pbrl.suite import DatasetEntry, Job, Suite, expand
+from pbrl.run.diagnose import brief_diagnosis
+from pbrl.run.suite import DatasetEntry, Job, Suite, expand
+from pbrl.run.train import STAGING_PREFIX, TrainSpec, train
 from pbrl.teachers import make_teacher
-from pbrl.train import STAGING_PREFIX, TrainSpec, _jsonable, train
-from pbrl.utils import atomic_path, resolve_devices, write_json_atomic
+from pbrl.utils import atomic_path, jsonable, resolve_devices, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +124,7 @@ def resolved_agent_config(job: Job) -> dict[str, Any]:
 
     mod = load_agent_module(job.agent)
     cfg = make_config(mod, job.preset, {k: str(v) for k, v in job.overrides.items()})
-    return json.loads(json.dumps(_jsonable(cfg), sort_keys=True))
+    return json.loads(json.dumps(jsonable(cfg), sort_keys=True))
 
 
 RUN_FILES = ("job.json", "config.json", "summary.json")
@@ -464,7 +464,7 @@ class RunBusy(PbrlError):
 
 
 def run_job(job: Job, out: Path, device: str) -> dict[str, Any]:
-    """Claim the run, train it (:func:`pbrl.train.train` stages it in a hidden folder and
+    """Claim the run, train it (:func:`pbrl.run.train.train` stages it in a hidden folder and
     publishes ``<out>/<run_id>`` only complete) and release the claim.
 
     Raises :class:`RunBusy` when another process holds the run.
@@ -496,7 +496,7 @@ def run_job(job: Job, out: Path, device: str) -> dict[str, Any]:
 
 
 def worker_command(job_file: Path, out: Path, device: str) -> list[str]:
-    return [sys.executable, "-m", "pbrl.runner", str(job_file), str(out), device]
+    return [sys.executable, "-m", "pbrl.run.runner", str(job_file), str(out), device]
 
 
 def _worker_main(argv: list[str]) -> int:
