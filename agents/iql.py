@@ -7,7 +7,7 @@ Summary: IQL never queries actions outside the dataset. A value net V is fitted 
 expectile of the target critics, the twin critic Q is fitted to r + gamma V(s'), and the
 policy is extracted by advantage-weighted regression on dataset actions. With
 ``reward=true`` it trains on the dataset's ground-truth reward times the benchmark's reward
-scale (:mod:`pbrl.run.scale`): the upper bound a preference learner can hope to approach. With
+scale (the task's ``TaskSpec.reward_scale``): the upper bound a preference learner can hope to approach. With
 ``reward=zero`` every reward is 0, so Q = V = 0 up to noise, the AWR weights are ~1 and the
 policy is behaviour cloning of the whole dataset: the control that shows what preferences
 bought. It is the same core (:mod:`pbrl.learn.iql`) that every reward-learning agent uses.

@@ -606,7 +606,7 @@ def generate(
         "other_task_pool": pool,
         "reference": refs,
         "build_seconds": round(elapsed, 2),
-        "reward": "raw MetaWorld v2 reward (0..10 per step); learners scale it (pbrl.run.scale)",
+        "reward": "raw MetaWorld v2 reward (0..10 per step); learners scale it (TaskSpec.reward_scale)",
         "success": "per step in infos['success']; an episode succeeds if any step does",
     }
     return eps, card

@@ -41,6 +41,18 @@ class TaskSpec:
       (max - min); MetaWorld: success rate in percent; DMC: return / 10).
     - ``render(qpos, qvel, episode_info, width, height, camera)`` turns stored physics
       states (T, nq), (T, nv) into RGB frames (T, H, W, 3) uint8.
+
+    The domain's facts that learners and teachers read live here too, set by the domain
+    file that registers the task (docs/architecture.md):
+
+    - ``reward_scale``: the multiplier learners apply to raw dataset rewards
+      (docs/reward-scale.md; MetaWorld 0.1, everything else 1.0);
+    - ``value_source``: where the regret teacher's ``value_source=auto`` takes the expert
+      value function from (``sb3``: the SAC critic stored with the dataset; ``fitted``: a
+      value function fitted to the dataset's expert episodes);
+    - ``family``: the reward-normalisation family of the IQL core (``locomotion``,
+      ``antmaze``, ``adroit`` or ``other``; :func:`pbrl.learn.iql.reward_normalize`);
+    - the normaliser is ``score`` itself, described by ``extra["normalizer"]``.
     """
 
     id: str
@@ -52,6 +64,9 @@ class TaskSpec:
     datasets: tuple[str, ...] = ()
     description: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    reward_scale: float = 1.0
+    value_source: str = "sb3"
+    family: str = "other"
 
     def spaces(self) -> tuple[Any, Any]:
         """(observation_space, action_space), from a freshly made env."""
@@ -103,6 +118,19 @@ def get_task(task_id: str) -> TaskSpec:
             "'mujoco/hopper', 'metaworld/button-press-topdown-v3', 'dmc/walker-walk')"
         )
     return _REGISTRY[task_id]
+
+
+def find_task(task_id: str | None) -> TaskSpec | None:
+    """The spec of ``task_id`` (loading its domain), or None when the id names no task.
+
+    For callers that read a task's facts with defaults when a dataset names no known task
+    (a dataset without a task id, a test's toy task)."""
+    if not task_id:
+        return None
+    try:
+        return get_task(task_id)
+    except UnknownIdError:
+        return None
 
 
 # ---- shared helpers for the domain modules --------------------------------------------------

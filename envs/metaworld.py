@@ -278,6 +278,11 @@ def _register(env_name: str) -> None:
                 "camera": DEFAULT_CAMERA,
                 "rand_vec_key": RAND_VEC_KEY,
             },
+            # Up to 10 reward per step (returns in the thousands) saturates IQL's
+            # exp(beta * A) weights; CPL divides MetaWorld rewards by 10 for the same reason.
+            reward_scale=0.1,
+            # The MetaWorld generator stores no SAC critic: the regret teacher fits V.
+            value_source="fitted",
         )
     )
 

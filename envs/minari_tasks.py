@@ -45,7 +45,7 @@ from pbrl.envs.base import (
     register,
     registered_task,
 )
-from pbrl.envs.mujoco import D4RL_REF_SCORES
+from pbrl.envs.mujoco import D4RL_ADROIT, D4RL_LOCOMOTION, D4RL_REF_SCORES
 from pbrl.errors import DataError, PbrlError
 
 # Python module of an env's entry point -> the pip name that provides it.
@@ -183,6 +183,18 @@ def _ref_score_fn(task_id: str, lo: float | None, hi: float | None, source: str)
     return score
 
 
+def norm_family(d4rl_family: str, gym_id: str) -> str:
+    """TaskSpec.family of a Minari task: from its D4RL family when the static table knows
+    it, else read from the gymnasium id (``AntMaze_*``, ``AdroitHand*``)."""
+    if d4rl_family == "antmaze" or (not d4rl_family and "antmaze" in gym_id.lower()):
+        return "antmaze"
+    if d4rl_family in D4RL_ADROIT or (not d4rl_family and "adroit" in gym_id.lower()):
+        return "adroit"
+    if d4rl_family in D4RL_LOCOMOTION:
+        return "locomotion"
+    return "other"
+
+
 def _family_refs(family: str) -> tuple[float | None, float | None]:
     return D4RL_REF_SCORES.get(family, (None, None))
 
@@ -199,6 +211,7 @@ def _minari_spec(
     normalizer: str,
     extra: dict[str, Any],
     description: str,
+    family: str = "",
 ) -> TaskSpec:
     task_id = f"minari/{gym_id}"
 
@@ -225,6 +238,7 @@ def _minari_spec(
         datasets=datasets,
         description=description,
         extra={"gym_id": gym_id, "normalizer": normalizer, "camera": "free (-1)", **extra},
+        family=norm_family(family, gym_id),
     )
 
 
@@ -252,6 +266,7 @@ def _register_static() -> None:
                 normalizer=normalizer,
                 extra={"d4rl_family": info.family, "requires": PIP_NAMES[info.module]},
                 description=f"{gym_id} ({info.family}, gymnasium-robotics), Minari D4RL datasets.",
+                family=info.family,
             )
         )
 
@@ -385,6 +400,7 @@ def task_for_minari_dataset(dataset_id: str, metadata: dict) -> TaskSpec:
             "requires": PIP_NAMES.get(module.split(".", 1)[0], module.split(".", 1)[0]),
         },
         description=f"{gym_id}, resolved from Minari dataset {dataset_id}.",
+        family=family,
     )
     if existing is None:
         register(resolved)

@@ -42,6 +42,12 @@ GYM_IDS: dict[str, str] = {
     "ant": "Ant-v5",
 }
 
+# The tasks CORL's and Preference Transformer's reward normalisations treat as locomotion
+# (TaskSpec.family; ant is not among them).
+D4RL_LOCOMOTION = ("hopper", "halfcheetah", "walker2d")
+# D4RL families of the adroit hand tasks (TaskSpec.family "adroit").
+D4RL_ADROIT = ("pen", "door", "hammer", "relocate")
+
 HORIZON = 1000
 DEFAULT_CAMERA = "track"
 D4RL_KINDS = ("random", "medium", "medium-replay", "medium-expert", "expert")
@@ -152,6 +158,7 @@ def _register(name: str) -> None:
             render=render,
             datasets=known_datasets(name),
             description=f"Gymnasium {GYM_IDS[name]} locomotion, {HORIZON}-step episodes.",
+            family="locomotion" if name in D4RL_LOCOMOTION else "other",
             extra={
                 "gym_id": GYM_IDS[name],
                 "gym_kwargs": {},

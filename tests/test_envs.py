@@ -517,3 +517,19 @@ def test_cli_unknown_task_exits_2_without_traceback():
     )
     assert proc.returncode == 2
     assert "mujoco/nope" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_domain_facts_live_on_the_task_spec():
+    """Reward scale, regret value source and normalisation family are read from TaskSpec
+    (issue 18): the domain file sets them, nothing guesses them from the id string."""
+    from pbrl.envs import find_task, get_task
+
+    mw = get_task("metaworld/button-press-topdown-v3")
+    assert (mw.reward_scale, mw.value_source, mw.family) == (0.1, "fitted", "other")
+    hopper = get_task("mujoco/hopper")
+    assert (hopper.reward_scale, hopper.value_source, hopper.family) == (1.0, "sb3", "locomotion")
+    assert get_task("mujoco/ant").family == "other"
+    assert get_task("dmc/walker-walk").reward_scale == 1.0
+    assert get_task("minari/AntMaze_UMaze-v4").family == "antmaze"
+    assert get_task("minari/AdroitHandPen-v1").family == "adroit"
+    assert find_task("nosuch/task") is None and find_task(None) is None

@@ -69,6 +69,7 @@ def test_awr_weight_clipped_from_above_only():
 
 
 def test_reward_normalisations():
+    # The family comes from the registered task's TaskSpec.family (envs/), not from the id.
     r = np.array([1.0, 1.0, 3.0, 3.0])  # episode returns 2 and 6: span 4 -> x 250
     starts, lengths = np.array([0, 2]), np.array([2, 2])
     hop = "mujoco/hopper"
@@ -80,15 +81,15 @@ def test_reward_normalisations():
         reward_normalize(r, starts, lengths, "pt_learned", hop), [250.5, 250.5, 750.5, 750.5]
     )
     np.testing.assert_allclose(
-        reward_normalize(r, starts, lengths, "corl", "d4rl/antmaze-umaze-v2"), r - 1
+        reward_normalize(r, starts, lengths, "corl", "minari/AntMaze_UMaze-v4"), r - 1
     )
     np.testing.assert_allclose(
-        reward_normalize(r, starts, lengths, "pt_true", "d4rl/pen-human-v1"), r
+        reward_normalize(r, starts, lengths, "pt_true", "minari/AdroitHandPen-v1"), r
     )
     # antmaze, learned: minus min_ret / len = 1 per step -> [0, 0, 2, 2], returns 0 and 4,
     # x 1000 / 4 -> [0, 0, 500, 500], then - 1
     np.testing.assert_allclose(
-        reward_normalize(r, starts, lengths, "pt_learned", "d4rl/antmaze-umaze-v2"),
+        reward_normalize(r, starts, lengths, "pt_learned", "minari/AntMaze_UMaze-v4"),
         [-1, -1, 499, 499],
     )
 

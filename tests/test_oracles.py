@@ -393,7 +393,7 @@ def test_fitted_value_function_and_metaworld_auto_source():
         rew.append(x)
     obs_a = np.concatenate(obs).astype(np.float32)
     infos = tuple({"source": "expert" if i % 2 == 0 else "random"} for i in range(n_eps))
-    ds = make_ds(lengths=[T] * n_eps, task_id="metaworld/toy", infos=infos)
+    ds = make_ds(lengths=[T] * n_eps, task_id="metaworld/button-press-topdown-v3", infos=infos)
     ds = OfflineDataset(
         **{
             **ds.__dict__,

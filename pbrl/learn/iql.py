@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from pbrl.envs import find_task
 from pbrl.errors import PbrlError
 from pbrl.learn.data import TransitionTensors
 from pbrl.learn.kit import deterministic_logp, greedy_action, log_due
@@ -80,23 +81,6 @@ def awr_policy_loss(
 # ---- reward normalisation ------------------------------------------------------------------
 
 REWARD_NORMS = ("none", "corl", "pt_true", "pt_learned")
-_LOCOMOTION = ("hopper", "halfcheetah", "walker2d")
-_ADROIT = ("pen", "door", "hammer", "relocate")
-
-
-def _family(task_id: str | None) -> str:
-    """'antmaze' | 'locomotion' | 'adroit' | 'other' from a task or dataset id."""
-    tid = (task_id or "").lower()
-    if tid.startswith("metaworld/") or tid.startswith("dmc/"):
-        return "other"
-    if "antmaze" in tid:
-        return "antmaze"
-    if any(k in tid for k in _LOCOMOTION):
-        return "locomotion"
-    name = tid.rsplit("/", 1)[-1]
-    if any(name.startswith(k) for k in _ADROIT) or "adroit" in tid:
-        return "adroit"
-    return "other"
 
 
 def reward_normalize(
@@ -123,7 +107,8 @@ def reward_normalize(
     r = np.asarray(rewards, dtype=np.float64).copy()
     if mode == "none":
         return r.astype(np.float32)
-    family = _family(task_id)
+    spec = find_task(task_id)
+    family = spec.family if spec is not None else "other"
 
     def ep_returns(x: np.ndarray) -> np.ndarray:
         return np.add.reduceat(x, starts) if len(starts) else np.zeros(1)

@@ -41,12 +41,11 @@ import torch
 
 import pbrl
 from pbrl.datasets import registry
-from pbrl.envs import get_task
+from pbrl.envs import find_task, get_task
 from pbrl.errors import DataError, PbrlError
 from pbrl.learn.api import AgentSpec, FitContext, load_agent_module, make_config
 from pbrl.prefs import check_prefs_dataset, load_preferences
 from pbrl.run.evaluate import evaluate
-from pbrl.run.scale import reward_scale
 from pbrl.utils import (
     atomic_path,
     check_output_dir,
@@ -254,7 +253,7 @@ def train_agent(
         rng=rng,
         generator=generator,
         log_interval=yield_every,
-        reward_scale=reward_scale(task_id),
+        reward_scale=task.reward_scale if (task := find_task(task_id)) is not None else 1.0,
         pref_data=answered,
     )
     final = Path(spec.out) if spec.out else None

@@ -14,6 +14,7 @@ import numpy as np
 
 from pbrl.datasets import critic as expert_critic
 from pbrl.datasets.base import OfflineDataset
+from pbrl.envs import find_task
 from pbrl.errors import DataError, PbrlError
 from pbrl.teachers.pairs import (
     SegmentPairs,
@@ -223,11 +224,13 @@ class FittedValueFunction:
 
 
 def resolve_value_source(ds: OfflineDataset, source: str) -> str:
-    """``auto`` -> ``fitted`` for MetaWorld tasks, ``sb3`` otherwise."""
+    """``auto`` -> the dataset's task's ``value_source`` (``fitted`` for MetaWorld, ``sb3``
+    elsewhere and for a dataset that names no known task)."""
     if source == "callable":
         raise PbrlError("regret teacher: value_source='callable' but no value_fn was given")
     if source == "auto":
-        return "fitted" if (ds.task_id or "").startswith("metaworld") else "sb3"
+        spec = find_task(ds.task_id)
+        return spec.value_source if spec is not None else "sb3"
     return source
 
 
