@@ -1,0 +1,471 @@
+"""DPPO: Direct Preference-based Policy Optimization, a policy pulled toward preferred windows.
+
+Paper: G. An, J. Lee, X. Zuo, N. Kosaka, K.-M. Kim, H. O. Song, "Direct Preference-based
+Policy Optimization without Reward Modeling", NeurIPS 2023 (arXiv 2301.12842); official JAX
+code snu-mllab/DPPO (``JaxPref/PrefTransformer.py``, ``learner.py``, ``train.py``).
+
+Summary: (1) a preference predictor (the Preference Transformer's encoder without its
+preference-attention head: bidirectional attention over interleaved (a_t, s_t) tokens,
+an MLP on the state tokens, the mean over positions) is trained on the labelled pairs;
+(2) it scores once every window of the offline dataset (the window of up to ``window`` steps
+ending at each row, cut at the episode start); (3) a deterministic tanh policy is trained
+with a contrastive loss over a batch of scored windows: each window's distance to the policy
+is pulled down relative to every lower-scored window's. No reward model, critic or value.
+
+Losses (y = prefer_b; d_i the mean over window i's real steps of ||(pi(s_t) - a_t) / 2||_2,
+windows sorted by predicted score, descending; T the temperature, lambda the weight of
+the less-preferred window)::
+
+    L_pred = mean_b CE(softmax[S(sigma_a), S(sigma_b)], [1 - y, y])
+             + smooth_w * mean_m (S(tau_m) - S(tau'_m))^2        (tau' = tau slid by ~N(0, M))
+    l_ij   = -log( exp(-d_i / T) / (exp(-d_i / T) + exp(-lambda d_j / T)) ),  i ranked above j
+    L_pi   = sum_{i<j} l_ij / #{i<j : l_ij != 0 in float32}
+
+T = 0.1 and lambda = 1 are ``train.py``'s flags (the ``Learner`` default T = 1.0 is not used).
+The official window score averages the head's output over all positions, padding included
+(``pool_padding``); a pair whose float32 probability rounds to 1 drops out of the mean.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from pbrl.errors import PbrlError
+from pbrl.learn.api import AgentSpec, FitContext
+from pbrl.learn.data import ACTION_CLIP
+from pbrl.learn.kit import (
+    bt_pair_losses,
+    epoch_minibatches,
+    greedy_action,
+    log_due,
+    split_steps,
+    strict_accuracy,
+)
+from pbrl.learn.nn import MLP, CausalTransformer
+
+ACTION_RANGE = 2.0
+"""a_max - a_min of the normalised action box [-1, 1] (the official distance divides by it)."""
+
+# ---- pure losses ------------------------------------------------------------------------
+
+
+def window_distances(pred: torch.Tensor, act: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """d_i = mean over window i's real steps of ||(pi(s_t) - a_t) / 2||_2: (N, W, A) -> (N,)."""
+    step = torch.linalg.vector_norm((pred - act) / ACTION_RANGE, dim=-1)
+    return (step * mask).sum(-1) / mask.sum(-1).clamp_min(1.0)
+
+
+def preference_order(score: torch.Tensor) -> torch.Tensor:
+    """Indices of ``score`` in descending order, as the official code sorts: a stable ascending
+    argsort flipped (so among equal scores the later index comes first)."""
+    return torch.flip(torch.argsort(score, stable=True), dims=(0,))
+
+
+def dppo_policy_loss(
+    dist: torch.Tensor, score: torch.Tensor, lambd: float, temperature: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """DPPO's contrastive policy loss over all ordered pairs of a batch of windows.
+
+    ``dist`` (N,) are the windows' distances to the policy and ``score`` (N,) their
+    predicted preference scores. For windows sorted by score (descending), every pair i < j
+    contributes ``softplus((d_i - lambda d_j) / T)`` = -log P(i preferred); the sum is divided
+    by the number of pairs whose float32 probability ``exp(-d_i/T) / (exp(-d_i/T) +
+    exp(-lambda d_j/T))`` is below 1 (the official mean over the non-zero log terms; the
+    others are dropped). Returns (loss, number of pairs kept).
+    """
+    d = dist[preference_order(score)] / temperature
+    n = d.shape[0]
+    i, j = torch.triu_indices(n, n, offset=1, device=d.device)
+    terms = nn.functional.softplus(d[i] - lambd * d[j])
+    with torch.no_grad():
+        d32 = d.detach().float()
+        e_i, e_j = torch.exp(-d32[i]), torch.exp(-lambd * d32[j])
+        keep = (e_i / (e_i + e_j)) != 1.0
+    kept = keep.sum()
+    loss = (terms * keep).sum() / kept.clamp_min(1)
+    return loss, kept
+
+
+def predictor_loss(
+    score_a: torch.Tensor, score_b: torch.Tensor, prefer_b: torch.Tensor
+) -> torch.Tensor:
+    """Softmax cross-entropy of the pair logits [S_a, S_b] against [1 - y, y], batch mean."""
+    return bt_pair_losses(score_a, score_b, prefer_b, "softmax").mean()
+
+
+def smoothness_loss(score: torch.Tensor, score_shifted: torch.Tensor) -> torch.Tensor:
+    """mean (S(tau) - S(tau'))^2 over the smoothness pairs."""
+    return ((score - score_shifted) ** 2).mean()
+
+
+def warmup_cosine(
+    step: int, total: int, warmup: int, init: float, peak: float, end: float
+) -> float:
+    """optax.warmup_cosine_decay_schedule: linear init->peak over ``warmup``, cosine to ``end``
+    at ``total`` (the official predictor's schedule)."""
+    if warmup > 0 and step < warmup:
+        return init + (peak - init) * step / warmup
+    frac = min(max(step - warmup, 0) / max(total - warmup, 1), 1.0)
+    return end + (peak - end) * 0.5 * (1.0 + math.cos(math.pi * frac))
+
+
+# ---- windows ------------------------------------------------------------------------------
+
+
+def row_windows(
+    starts: np.ndarray, lengths: np.ndarray, window: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The official window of every dataset row: rows max(episode start, i - window + 1) .. i,
+    left-aligned, padded at the end.
+
+    Returns (rows (N, window) with padding pointing at the window's first row, mask (N,
+    window), lowest and highest row index of each row's episode (N,), for sliding a window
+    inside its episode).
+    """
+    starts = np.asarray(starts, dtype=np.int64)
+    lengths = np.asarray(lengths, dtype=np.int64)
+    ep_start = np.repeat(starts, lengths)
+    ep_last = np.repeat(starts + lengths - 1, lengths)
+    n = int(lengths.sum())
+    idx = np.arange(n, dtype=np.int64)
+    first = np.maximum(ep_start, idx - window + 1)
+    offs = np.arange(window, dtype=np.int64)
+    rows = first[:, None] + offs[None, :]
+    mask = rows <= idx[:, None]
+    return np.where(mask, rows, first[:, None]), mask, ep_start, ep_last
+
+
+# ---- the preference predictor -----------------------------------------------------------
+
+
+class ScoreModel(nn.Module):
+    """The DPPO preference predictor: PT's encoder (bidirectional), an MLP head, a mean."""
+
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        embed_dim: int,
+        n_layers: int,
+        n_heads: int,
+        max_len: int,
+        dropout: float,
+        max_timestep: int = 1000,
+        pool_padding: bool = True,
+    ) -> None:
+        super().__init__()
+        self.embed_s = nn.Linear(obs_dim, embed_dim)
+        self.embed_a = nn.Linear(act_dim, embed_dim)
+        self.embed_t = nn.Embedding(max_timestep + 1, embed_dim)
+        self.embed_ln = nn.LayerNorm(embed_dim)
+        self.encoder = CausalTransformer(
+            embed_dim,
+            n_layers,
+            n_heads,
+            2 * max_len,
+            dropout,
+            pos_embedding=False,
+            causal=False,
+            activation="relu",
+        )
+        self.head = MLP(embed_dim, 1, (embed_dim // 2,), "relu")
+        self.max_len = max_len
+        self.max_timestep = max_timestep
+        self.pool_padding = pool_padding
+
+    def forward(self, obs: torch.Tensor, act: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Scores (B,) of (B, L) windows; padded steps have timestep 0 and zero inputs."""
+        b, h, _ = obs.shape
+        if h > self.max_len:
+            raise PbrlError(f"dppo: window of {h} steps exceeds max_len {self.max_len}")
+        m = mask.to(obs.dtype)
+        ts = torch.arange(1, h + 1, device=obs.device).clamp(max=self.max_timestep)
+        ts = (ts[None, :] * mask.long()).long()
+        e_t = self.embed_t(ts)
+        obs, act = obs * m[..., None], act * m[..., None]
+        tok = torch.stack([self.embed_a(act) + e_t, self.embed_s(obs) + e_t], dim=2)
+        tok = self.embed_ln(tok.reshape(b, 2 * h, -1))
+        out, _ = self.encoder(tok, mask.repeat_interleave(2, dim=1))
+        r = self.head(out[:, 1::2]).squeeze(-1)
+        if self.pool_padding:
+            return r.mean(-1)
+        return (r * m).sum(-1) / m.sum(-1).clamp_min(1.0)
+
+
+# ---- agent --------------------------------------------------------------------------------
+
+
+@dataclass
+class Config:
+    """DPPO options (defaults: the official ``train.py`` flags and PT's predictor config)."""
+
+    lambd: float = 1.0
+    """lambda: weight of the less-preferred window's distance (train.py --lambd; tuned per task)."""
+    temperature: float = 0.1
+    """Distance temperature T (train.py --dist_temperature 0.1)."""
+    batch_size: int = 256
+    """Windows per policy update (all their ordered pairs enter the loss)."""
+    lr: float = 3e-4
+    """Policy Adam learning rate (constant)."""
+    hidden: tuple[int, ...] = (256, 256)
+    """Policy hidden widths (ReLU, tanh output, orthogonal init gain sqrt 2)."""
+    dropout: float = 0.0
+    """Policy dropout after each hidden activation (train.py --dropout; 0 = none)."""
+    window: int = 0
+    """Window length of the scored dataset windows; 0 = the labelled segments' length (official
+    seq_len 100 = the query length)."""
+    score_windows: int = 0
+    """Score only this many random dataset windows and train on them; 0 = every window."""
+    embed_dim: int = 256
+    """Predictor transformer width."""
+    n_layers: int = 1
+    """Predictor transformer layers."""
+    n_heads: int = 4
+    """Predictor attention heads."""
+    rm_dropout: float = 0.1
+    """Predictor embedding, attention and residual dropout."""
+    pool_padding: bool = True
+    """Window score = mean of the head over all positions, padding included (official)."""
+    rm_batch: int = 256
+    """Labelled pairs per predictor update."""
+    rm_lr: float = 1e-4
+    """Predictor initial and final learning rate; the warm-up peak is 10x this."""
+    rm_weight_decay: float = 1e-4
+    """Predictor AdamW weight decay (optax default)."""
+    rm_warmup: float = 0.1
+    """Warm-up fraction of the predictor steps."""
+    rm_frac: float = 0.1
+    """Fraction of the run's updates spent on the predictor (the rest trains the policy)."""
+    smooth_w: float = 0.0
+    """nu: weight of the smoothness regulariser (official default 0, set per task)."""
+    smooth_sigma: float = 0.0
+    """M: std (in steps) of the slide between a smoothness window and its partner."""
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "paper": {},
+    # CPU scale: a small predictor, 2,048 scored windows, 64 windows (2,016 pairs) per update.
+    "quick": {
+        "embed_dim": 64,
+        "n_heads": 2,
+        "rm_batch": 32,
+        "batch_size": 64,
+        "score_windows": 2048,
+        "rm_frac": 0.2,
+    },
+}
+
+TEST_OVERRIDES: dict[str, Any] = {
+    "hidden": (16, 16),
+    "embed_dim": 16,
+    "n_heads": 2,
+    "rm_batch": 4,
+    "batch_size": 6,
+    "smooth_w": 0.1,
+    "smooth_sigma": 2.0,
+}
+
+
+class Agent:
+    """The DPPO predictor and policy."""
+
+    requires_true_reward = False
+    requires_preferences = True
+
+    def __init__(self, cfg: Config, spec: AgentSpec) -> None:
+        if cfg.temperature <= 0:
+            raise PbrlError(f"--agent.temperature: must be > 0, got {cfg.temperature}")
+        if cfg.lambd < 0:
+            raise PbrlError(f"--agent.lambd: must be >= 0, got {cfg.lambd}")
+        if cfg.batch_size < 2:
+            raise PbrlError(f"--agent.batch_size: needs >= 2 windows, got {cfg.batch_size}")
+        if cfg.window < 0 or cfg.score_windows < 0:
+            raise PbrlError("--agent.window and --agent.score_windows: must be >= 0")
+        if not 0.0 < cfg.rm_frac < 1.0:
+            raise PbrlError(f"--agent.rm_frac: must lie in (0, 1), got {cfg.rm_frac}")
+        self.cfg = cfg
+        self.spec = spec
+        self.device = spec.device
+        self.actor = MLP(
+            spec.obs_dim,
+            spec.act_dim,
+            cfg.hidden,
+            "relu",
+            "tanh",
+            cfg.dropout,
+            init="orthogonal",
+            gain=math.sqrt(2.0),
+        ).to(self.device)
+        self.model: ScoreModel | None = None
+
+    def _build(self, max_len: int) -> ScoreModel:
+        c = self.cfg
+        self.model = ScoreModel(
+            self.spec.obs_dim,
+            self.spec.act_dim,
+            c.embed_dim,
+            c.n_layers,
+            c.n_heads,
+            max_len,
+            c.rm_dropout,
+            pool_padding=c.pool_padding,
+        ).to(self.device)
+        return self.model
+
+    # -- training --------------------------------------------------------------------------
+    def fit(self, ctx: FitContext) -> Iterator[dict[str, float]]:
+        if ctx.prefs is None or ctx.prefs.size == 0:
+            raise PbrlError("dppo needs preferences (--prefs)")
+        cfg = self.cfg
+        ds = ctx.dataset
+        seg_len = int(ctx.prefs.obs_a.shape[1])
+        win = cfg.window or seg_len
+        model = self._build(max(seg_len, win))
+        n_rm, n_pi = split_steps(ctx.steps, (cfg.rm_frac,))
+        obs_all = torch.as_tensor(np.asarray(ds.observations, np.float32), device=self.device)
+        act_all = torch.as_tensor(
+            np.clip(np.asarray(ds.actions, np.float32), -ACTION_CLIP, ACTION_CLIP),
+            device=self.device,
+        )
+        rows, mask, ep_lo, ep_hi = row_windows(ds.starts, ds.lengths, win)
+
+        def windows(idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+            r = torch.as_tensor(rows[idx], device=self.device)
+            m = torch.as_tensor(mask[idx], dtype=torch.float32, device=self.device)
+            return obs_all[r], act_all[r], m
+
+        # (1) the preference predictor
+        in_rows = self._labelled_window_ends(ctx, win)
+        opt = torch.optim.AdamW(model.parameters(), lr=cfg.rm_lr, weight_decay=cfg.rm_weight_decay)
+        warm = int(cfg.rm_warmup * n_rm)
+        batches = epoch_minibatches(ctx.prefs.size, cfg.rm_batch, ctx.generator, self.device)
+        model.train()
+        for step in range(1, n_rm + 1):
+            lr = warmup_cosine(step - 1, n_rm, warm, cfg.rm_lr, 10 * cfg.rm_lr, cfg.rm_lr)
+            for g in opt.param_groups:
+                g["lr"] = lr
+            b = ctx.prefs.index(next(batches))
+            act_a = b.act_a.clamp(-ACTION_CLIP, ACTION_CLIP)
+            act_b = b.act_b.clamp(-ACTION_CLIP, ACTION_CLIP)
+            s_a = model(b.obs_a, act_a, b.mask_a)
+            s_b = model(b.obs_b, act_b, b.mask_b)
+            ce = predictor_loss(s_a, s_b, b.prefer_b)
+            loss = ce
+            smooth = torch.zeros((), device=self.device)
+            if cfg.smooth_w > 0:
+                first, second = self._smooth_pairs(
+                    ctx.rng, b.size, in_rows, ep_lo, ep_hi, cfg.smooth_sigma
+                )
+                smooth = smoothness_loss(model(*windows(first)), model(*windows(second)))
+                loss = ce + cfg.smooth_w * smooth
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if log_due(step, ctx.steps, ctx.log_interval) or step == n_rm:
+                yield {
+                    "step": step,
+                    "phase": 1.0,
+                    "rm_loss": float(ce.detach()),
+                    "rm_smooth": float(smooth.detach()),
+                    "rm_acc": float(strict_accuracy(s_a.detach(), s_b.detach(), b.prefer_b)),
+                    "rm_lr": lr,
+                }
+
+        # (2) score the dataset's windows once
+        model.eval()
+        n_rows = rows.shape[0]
+        if cfg.score_windows and cfg.score_windows < n_rows:
+            pool = np.sort(ctx.rng.choice(n_rows, cfg.score_windows, replace=False))
+        else:
+            pool = np.arange(n_rows)
+        scores = np.empty(pool.shape[0], dtype=np.float32)
+        with torch.no_grad():
+            for s in range(0, pool.shape[0], 1024):
+                scores[s : s + 1024] = model(*windows(pool[s : s + 1024])).cpu().numpy()
+        model.requires_grad_(False)
+
+        # (3) the policy
+        pi_opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.lr)
+        self.actor.train()
+        bs = min(cfg.batch_size, pool.shape[0])
+        score_t = torch.as_tensor(scores, device=self.device)
+        for k in range(1, n_pi + 1):
+            pick = ctx.rng.choice(pool.shape[0], bs, replace=False)
+            obs, act, m = windows(pool[pick])
+            dist = window_distances(self.actor(obs), act, m)
+            loss, kept = dppo_policy_loss(
+                dist, score_t[torch.as_tensor(pick, device=self.device)], cfg.lambd, cfg.temperature
+            )
+            pi_opt.zero_grad(set_to_none=True)
+            loss.backward()
+            pi_opt.step()
+            step = n_rm + k
+            if log_due(step, ctx.steps, ctx.log_interval):
+                yield {
+                    "step": step,
+                    "phase": 2.0,
+                    "dppo_loss": float(loss.detach()),
+                    "distance": float(dist.detach().mean()),
+                    "pairs_kept": float(kept) / max(1, bs * (bs - 1) // 2),
+                    "score_std": float(scores.std()),
+                }
+
+    def _labelled_window_ends(self, ctx: FitContext, win: int) -> np.ndarray:
+        """Rows whose window is a full-length window starting where a labelled segment starts
+        (the official ``smooth_in`` half of the smoothness batch); empty without references."""
+        pd = ctx.pref_data
+        if pd is None:
+            return np.zeros(0, dtype=np.int64)
+        ds = ctx.dataset
+        refs = np.concatenate([np.asarray(pd.refs_a), np.asarray(pd.refs_b)]).astype(np.int64)
+        ep, start = refs[:, 0], refs[:, 1]
+        end = start + win - 1
+        ok = end < np.asarray(ds.lengths)[ep]
+        return np.unique(np.asarray(ds.starts)[ep[ok]] + end[ok])
+
+    @staticmethod
+    def _smooth_pairs(
+        rng: np.random.Generator,
+        n: int,
+        in_rows: np.ndarray,
+        ep_lo: np.ndarray,
+        ep_hi: np.ndarray,
+        sigma: float,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Smoothness windows and their partners slid by round(N(0, 1) * sigma) steps, clipped
+        to the same episode; half from labelled starts (as many as exist), half uniform."""
+        n_in = min(n // 2, in_rows.shape[0])
+        first = np.concatenate(
+            [
+                rng.choice(in_rows, n_in, replace=False),
+                rng.choice(ep_lo.shape[0], n - n_in, replace=ep_lo.shape[0] < n - n_in),
+            ]
+        ).astype(np.int64)
+        shift = np.round(rng.standard_normal(n) * sigma).astype(np.int64)
+        second = np.clip(first + shift, ep_lo[first], ep_hi[first])
+        return first, second
+
+    # -- acting and state ----------------------------------------------------------------------
+    @torch.no_grad()
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        a = greedy_action(self.actor, obs, self.device)
+        return np.clip(a, self.spec.act_low, self.spec.act_high)
+
+    def state_dict(self) -> dict[str, Any]:
+        state: dict[str, Any] = {"actor": self.actor.state_dict()}
+        if self.model is not None:
+            state["model"] = self.model.state_dict()
+            state["max_len"] = self.model.max_len
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.actor.load_state_dict(state["actor"])
+        if "model" in state:
+            self._build(int(state["max_len"])).load_state_dict(state["model"])
