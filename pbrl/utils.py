@@ -273,15 +273,18 @@ def read_json_object(path: str | os.PathLike[str]) -> dict[str, Any]:
     return obj
 
 
-def parse_field(cls: type, name: str, raw: Any, where: str) -> Any:
-    """Text given for field ``name`` of dataclass ``cls`` (a CLI option, a suite entry), typed.
+def parse_field(cls: type, name: str, raw: Any, where: str, *, strict: bool = False) -> Any:
+    """Text given for field ``name`` of dataclass ``cls`` (a CLI option, a suite entry, a
+    teacher knob), typed.
 
     The one parser of text into typed dataclass fields: ``bool`` (1/true/yes/on,
     0/false/no/off), ``int`` (``1e5`` allowed), ``float``, ``str`` and ``tuple[T, ...]``
-    (``"(256, 256)"``, ``"256,256"``); a field of any other type keeps the text. A value
-    that is not text is returned as it is. ``where`` names the field in the error
-    (``--agent.lr``): ``"{where}: cannot read '{raw}' as {type}"``.
+    (``"(256, 256)"``, ``"256,256"``); ``T | None`` also reads ``none`` as None. A field of
+    any other type keeps the text, or with ``strict`` is an error. A value that is not text
+    is returned as it is. ``where`` names the field in the error (``--agent.lr``):
+    ``"{where}: cannot read '{raw}' as {type} (expected ...)"``.
     """
+    import types
     import typing
 
     if not isinstance(raw, str):
@@ -292,6 +295,12 @@ def parse_field(cls: type, name: str, raw: Any, where: str) -> Any:
         hints = dict(getattr(cls, "__annotations__", {}))
     tp = hints.get(name, str)
     text = raw.strip()
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) < len(typing.get_args(tp)) and text.lower() == "none":
+            return None
+        tp = args[0] if len(args) == 1 else tp
+    expected = {bool: "true/false", int: "an integer", float: "a number"}
     try:
         if tp is bool:
             if text.lower() in ("1", "true", "yes", "on"):
@@ -307,6 +316,11 @@ def parse_field(cls: type, name: str, raw: Any, where: str) -> Any:
             inner = tp.__args__[0]
             parts = [p for p in text.strip("()[]").split(",") if p.strip()]
             return tuple(inner(p.strip()) for p in parts)
+        if strict and tp is not str:
+            raise PbrlError(f"{where}: cannot be set from text")
         return text
     except ValueError as e:
-        raise PbrlError(f"{where}: cannot read '{raw}' as {getattr(tp, '__name__', tp)}") from e
+        hint = f" (expected {expected[tp]})" if tp in expected else ""
+        raise PbrlError(
+            f"{where}: cannot read '{raw}' as {getattr(tp, '__name__', tp)}{hint}"
+        ) from e

@@ -102,6 +102,33 @@ def test_config_field_docs_and_parsing():
     assert parse_field_value(_Cfg, f["bc"], "true") is True
 
 
+@dataclasses.dataclass
+class _Knobs:
+    gamma: float = 1.0
+    eps: float | None = None
+    on: bool = False
+    fn: object = None
+
+
+def test_one_field_parser_for_agents_and_teachers():
+    """pbrl.utils.parse_field serves --agent.FIELD, suites and teacher knobs (issue 18)."""
+    from pbrl.errors import PbrlError
+    from pbrl.teachers.presets import coerce_knob
+    from pbrl.utils import parse_field
+
+    assert parse_field(_Knobs, "eps", "none", "x") is None
+    assert parse_field(_Knobs, "eps", " 0.25 ", "x") == 0.25
+    assert parse_field(_Knobs, "on", "off", "x") is False
+    assert parse_field(_Knobs, "fn", "text", "x") == "text"
+    with pytest.raises(PbrlError, match="^k: cannot be set from text$"):
+        parse_field(_Knobs, "fn", "text", "k", strict=True)
+    with pytest.raises(PbrlError, match=r"^g: cannot read 'abc' as float \(expected a number\)$"):
+        parse_field(_Knobs, "gamma", "abc", "g")
+    assert coerce_knob(_Knobs, "on", "yes") is True
+    with pytest.raises(PbrlError, match="teacher knob on: cannot read 'maybe' as bool"):
+        coerce_knob(_Knobs, "on", "maybe")
+
+
 def test_cli_help_runs():
     out = subprocess.run([sys.executable, "-m", "pbrl", "--help"], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pbrl.errors import PbrlError, UnknownIdError
+from pbrl.utils import parse_field
 
 
 @dataclass(frozen=True)
@@ -67,28 +68,9 @@ def knob_fields(cls: type) -> dict[str, dataclasses.Field[Any]]:
 
 
 def coerce_knob(cls: type, key: str, value: Any) -> Any:
-    """Parse a knob given as text (CLI, spec strings) into the field's type."""
-    f = knob_fields(cls)[key]
-    t = str(f.type)
-    if not isinstance(value, str):
-        return value
-    v = value.strip()
-    if t.startswith("bool"):
-        if v.lower() in ("true", "1", "yes"):
-            return True
-        if v.lower() in ("false", "0", "no"):
-            return False
-        raise PbrlError(f"teacher knob {key}: expected true/false, got {value!r}")
-    if t.startswith("float"):
-        if v.lower() == "none" and "None" in t:
-            return None
-        try:
-            return float(v)
-        except ValueError:
-            raise PbrlError(f"teacher knob {key}: expected a number, got {value!r}") from None
-    if t.startswith("str"):
-        return v
-    raise PbrlError(f"teacher knob {key} cannot be set from text")
+    """Parse a knob given as text (CLI, spec strings) into the field's type
+    (:func:`pbrl.utils.parse_field`, strict: a knob that text cannot set is an error)."""
+    return parse_field(cls, key, value, f"teacher knob {key}", strict=True)
 
 
 def parse_teacher_name(text: str) -> tuple[list[str], dict[str, str]]:
