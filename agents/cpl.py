@@ -14,17 +14,18 @@ constants matter). Training starts with behaviour cloning on every segment for
 
 Loss (y = prefer_b, 1 means segment b preferred; sums over the real steps of a segment):
 
-    l_t   = -sum_d (mu_d(s_t) - a_{t,d})^2           (CPL-KL: l_t - l_t^ref)
-    A     = alpha * sum_t l_t
+    l_t   = -sum_d (mu_d(s_t) - a_{t,d})^2
+    A     = alpha * sum_t l_t                        (CPL-KL: alpha * sum_t (l_t - l_t^ref))
     L_CPL = mean_i [ y_i softplus(-(A_b - lambda A_a)) + (1 - y_i) softplus(-(A_a - lambda A_b)) ]
-    L     = L_CPL + bc_coeff * mean_{t}(-l_t)           (L = BC loss while pre-training)
+    L     = L_CPL + bc_coeff * mean_{t}(-l_t)        (L = BC loss while pre-training)
 
 Modes: ``comparison`` (the labelled pairs as they are), ``rank`` (each segment paired with
 a random partner from the pool, labelled by segment score) and ``score`` (all in-batch pairs
-ordered by score, the loss averaged over its non-zero terms). pbrl's preference files hold
-pairwise labels, so ``rank``/``score`` use each segment's net preference over the pairs it
-appears in (wins minus losses per appearance) as its score: a documented stand-in for the
-teacher's per-segment ``rl_sum`` that the official code reads.
+ordered by score, the loss and the reported accuracy averaged over the pairs whose loss term
+is non-zero). pbrl's preference files hold pairwise labels, so ``rank``/``score`` use each
+segment's net preference over the pairs it appears in (wins minus losses per appearance) as
+its score: a documented stand-in for the teacher's per-segment ``rl_sum`` that the official
+code reads. The BC term always uses the policy's own l_t (CPL-KL too).
 """
 
 from __future__ import annotations
@@ -85,6 +86,19 @@ def biased_bce_with_scores(adv: torch.Tensor, score: torch.Tensor, bias: float) 
     terms = softplus_neg(a[j] - bias * a[i])
     nonzero = (terms != 0).sum()
     return terms.sum() / nonzero.clamp(min=1)
+
+
+def score_accuracy(adv: torch.Tensor, score: torch.Tensor, bias: float) -> torch.Tensor:
+    """Official score-mode metric: among the in-batch pairs i < j (ascending ``score``) whose
+    loss term softplus(-(A_j - bias * A_i)) is non-zero, the fraction with A_j > A_i (0 if
+    none)."""
+    order = torch.argsort(score)
+    a = adv[order]
+    n = a.shape[0]
+    i, j = torch.triu_indices(n, n, offset=1, device=adv.device)
+    counted = softplus_neg(a[j] - bias * a[i]) != 0
+    right = (a[j] > a[i]) & counted
+    return right.sum() / counted.sum().clamp(min=1)
 
 
 def bc_loss(logp: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -212,14 +226,19 @@ class Agent:
             return net.log_prob(obs, act)
         return deterministic_logp(net(obs), act)
 
-    def logp(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
-        """Per-step l_t (relative to the reference policy for CPL-KL)."""
+    def logp(self, obs: torch.Tensor, act: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-step (l_t of the policy, l_t of the advantage).
+
+        The two are equal except for CPL-KL, whose advantage uses l_t minus the frozen
+        reference's; the BC term and its metric always use the policy's own l_t (official
+        ``cpl_kl.py``).
+        """
         lp = self._logp(self.actor, obs, act)
-        if self.ref_actor is not None:
-            with torch.no_grad():
-                ref = self._logp(self.ref_actor, obs, act)
-            lp = lp - ref
-        return lp
+        if self.ref_actor is None:
+            return lp, lp
+        with torch.no_grad():
+            ref = self._logp(self.ref_actor, obs, act)
+        return lp, lp - ref
 
     # -- batches ---------------------------------------------------------------------------------
     def _batches(self, ctx: FitContext) -> Iterator[dict[str, torch.Tensor]]:
@@ -276,19 +295,16 @@ class Agent:
     def losses(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         cfg = self.cfg
         if "score" in batch:
-            lp = self.logp(batch["obs"], batch["act"])
-            adv = segment_advantage(lp, batch["mask"], cfg.alpha)
+            lp, rel = self.logp(batch["obs"], batch["act"])
+            adv = segment_advantage(rel, batch["mask"], cfg.alpha)
             cpl = biased_bce_with_scores(adv, batch["score"], cfg.bias)
             bc = bc_loss(lp, batch["mask"])
-            order = torch.argsort(batch["score"])
-            a = adv[order].detach()
-            i, j = torch.triu_indices(a.shape[0], a.shape[0], offset=1, device=a.device)
-            acc = (a[j] > a[i]).float().mean() if i.numel() else torch.tensor(0.0)
+            acc = score_accuracy(adv.detach(), batch["score"], cfg.bias)
             return {"cpl_loss": cpl, "bc_loss": bc, "accuracy": acc, "adv_mean": adv.mean()}
-        lp_a = self.logp(batch["obs_a"], batch["act_a"])
-        lp_b = self.logp(batch["obs_b"], batch["act_b"])
-        adv_a = segment_advantage(lp_a, batch["mask_a"], cfg.alpha)
-        adv_b = segment_advantage(lp_b, batch["mask_b"], cfg.alpha)
+        lp_a, rel_a = self.logp(batch["obs_a"], batch["act_a"])
+        lp_b, rel_b = self.logp(batch["obs_b"], batch["act_b"])
+        adv_a = segment_advantage(rel_a, batch["mask_a"], cfg.alpha)
+        adv_b = segment_advantage(rel_b, batch["mask_b"], cfg.alpha)
         y = batch["prefer_b"]
         cpl = biased_bce_with_logits(adv_a, adv_b, y, cfg.bias)
         if cfg.bc_data == "pos":

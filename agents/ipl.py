@@ -96,7 +96,8 @@ class Config(IQLConfig):
     expectile: float = 0.75
     """Expectile tau of the value loss (MetaWorld 0.75; D4RL 0.7)."""
     beta: float = 3.0
-    """AWR inverse temperature (the official beta = 0.3333 divides the advantage)."""
+    """AWR inverse temperature (the official beta = 0.3333 divides the advantage: the ``paper``
+    preset sets 1 / 0.3333)."""
     actor_schedule: str = "constant"
     """Actor learning-rate schedule: IPL uses none ('constant')."""
     log_std_min: float = -5.0
@@ -124,10 +125,12 @@ class Config(IQLConfig):
 
 
 PRESETS: dict[str, dict[str, Any]] = {
-    # The defaults are the MetaWorld config.
-    "paper": {},
-    # configs/gym_locomotion/ipl_iql.yaml (PT human labels, D4RL replay rows).
+    # The defaults are the MetaWorld config, with its beta: the official weight is
+    # exp(A / 0.3333), i.e. beta = 1 / 0.3333 = 3.0003 here, not 3.0.
+    "paper": {"beta": 1.0 / 0.3333},
+    # configs/gym_locomotion/ipl_iql.yaml (PT human labels, D4RL replay rows; beta 0.333333).
     "d4rl": {
+        "beta": 1.0 / 0.333333,
         "hidden": (256, 256),
         "expectile": 0.7,
         "chi2_coeff": 0.5,

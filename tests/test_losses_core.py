@@ -15,6 +15,7 @@ from pbrl.agents.cpl import (
     biased_bce_with_logits,
     biased_bce_with_scores,
     comparison_accuracy,
+    score_accuracy,
     segment_advantage,
     segment_scores,
     softplus_neg,
@@ -202,6 +203,44 @@ def test_cpl_score_loss_orders_by_score_and_drops_zero_terms():
     assert biased_bce_with_scores(adv2, score2, 0.5).item() == pytest.approx(expect2, rel=1e-5)
 
 
+def test_cpl_score_accuracy_counts_only_pairs_with_a_nonzero_loss_term():
+    # sorted by score the advantages are 0, 40, 0.5 (bias 0.5):
+    # (0, 40): logit 40, term exactly 0 -> not counted (it would be right);
+    # (0, 0.5): logit 0.5, right; (40, 0.5): logit 0.5 - 20, wrong -> 1 of 2 (official),
+    # where the mean over all three pairs would say 2 of 3
+    adv, score = T([0.0, 40.0, 0.5]), T([0.0, 1.0, 2.0])
+    assert score_accuracy(adv, score, 0.5).item() == pytest.approx(0.5)
+    assert score_accuracy(T([1.0, 3.0, 2.0]), T([0.0, 2.0, 1.0]), 0.5).item() == 1.0
+    assert score_accuracy(T([0.0, 40.0]), T([0.0, 1.0]), 1.0).item() == 0.0  # nothing counted
+
+
+def test_cpl_kl_bc_term_uses_the_policys_own_log_prob():
+    """CPL-KL: the advantage is alpha * sum_t (l_t - l_t^ref), the BC term -mean l_t."""
+    from pbrl.agents.cpl import Agent, Config
+    from pbrl.learn.api import AgentSpec
+
+    cfg = Config(hidden=(4,), dropout=0.0, kl=True, alpha=0.2, bias=0.75, bc_coeff=1.0)
+    agent = Agent(cfg, AgentSpec(2, 2, -np.ones(2), np.ones(2)))
+    with torch.no_grad():
+        for p in agent.actor.parameters():
+            p.zero_()  # mu(s) = tanh(0) = 0
+        agent.ref_actor = copy.deepcopy(agent.actor)
+        agent.ref_actor.net.net[-2].bias.fill_(math.atanh(0.5))  # mu_ref(s) = 0.5
+    obs = torch.randn(1, 2, 2)
+    batch = {
+        "obs_a": obs, "act_a": torch.full((1, 2, 2), 0.5), "mask_a": torch.ones(1, 2),
+        "obs_b": obs, "act_b": torch.zeros(1, 2, 2), "mask_b": torch.ones(1, 2),
+        "prefer_b": T([1.0]),
+    }  # fmt: skip
+    parts = agent.losses(batch)
+    # own l_t: a: -(0.25 + 0.25) = -0.5 per step, b: 0; reference l_t: a: 0, b: -0.5
+    assert parts["bc_loss"].item() == pytest.approx((0.5 + 0.5 + 0.0 + 0.0) / 4)
+    # A_a = 0.2 * 2 * (-0.5 - 0) = -0.2, A_b = 0.2 * 2 * (0 + 0.5) = 0.2
+    assert parts["adv_mean"].item() == pytest.approx(0.0, abs=1e-7)
+    assert parts["cpl_loss"].item() == pytest.approx(sp(0.2 + 0.75 * 0.2), rel=1e-6)
+    assert parts["accuracy"].item() == 1.0
+
+
 def test_cpl_warmup_and_segment_scores():
     assert warmup_factor(0, 10, 1.0) == pytest.approx(0.1)
     assert warmup_factor(9, 10, 1.0) == pytest.approx(1.0)
@@ -321,6 +360,19 @@ def test_ipl_implicit_reward_preference_loss_and_chi2():
     # 2 * mean over members of (weighted mean r^2): 2 * mean(2.5, 12.5) = 15
     chi = chi2_regularizer(T([[1.0, 2.0], [3.0, 4.0]]), T([0.5, 0.5]), 2.0)
     assert chi.item() == pytest.approx(15.0)
+
+
+def test_ipl_paper_beta_is_the_official_one_over_0_3333():
+    import pbrl.agents.ipl as ipl
+    from pbrl.learn.api import make_config
+
+    paper = make_config(ipl, "paper", {})
+    # the official weight is exp(A / 0.3333), clipped at 100: A = 0.5 -> exp(1.50015)
+    w = awr_weights(T([0.5, 2.0]), paper.beta, paper.max_weight)
+    assert w[0].item() == pytest.approx(4.48236, rel=1e-5)  # exp(3.0 * 0.5) would be 4.48169
+    assert w[1].item() == 100.0
+    assert make_config(ipl, "d4rl", {}).beta == pytest.approx(3.000003, rel=1e-9)
+    assert make_config(ipl, "quick", {}).beta == 3.0  # the CPU preset is unchanged
 
 
 def test_ipl_row_weights_replay_balance():
