@@ -362,6 +362,42 @@ def test_regret_teacher_picks_regret_answer_where_partial_return_disagrees():
     assert t_a[0] == pytest.approx(0.0 + 0.81 * 0.0 - v[0])
 
 
+def test_regret_rounding_and_the_official_tie_rule():
+    # value 0 everywhere, undiscounted: S = the sum of rewards
+    ra = np.array([[1.004, 2.0], [1.0, 0.0], [2.5, 0.0]])
+    rb = np.array([[3.001, 0.0], [1.006, 0.0], [1.25, 1.25]])
+    zeros = np.zeros((3, 2, 1))
+    pairs = SegmentPairs(ra, rb, zeros, zeros, None, None, np.zeros((3, 1)), np.zeros((3, 1)))
+
+    def labels(**knobs):
+        t = make_teacher("regret", value_fn=lambda o: np.zeros(len(o)), undiscounted=True, **knobs)
+        prefer, answered = t.label(pairs, np.random.default_rng(0))
+        assert answered.all()
+        return prefer.tolist()
+
+    # raw scores: 3.004 > 3.001, 1.0 < 1.006, 2.5 == 2.5 (an exact tie goes to a by default)
+    assert labels() == [0.0, 1.0, 0.0]
+    assert labels(ties="half") == [0.0, 1.0, 0.5]  # CPL's FeedbackBuffer rule: exact tie 0.5
+    # rounded to 2 decimals: 3.00 == 3.00 (tie), 1.00 < 1.01, 2.50 == 2.50 (tie)
+    assert labels(decimals=2, ties="half") == [0.5, 1.0, 0.5]
+    assert labels(decimals=2) == [0.0, 1.0, 0.0]
+    t = make_teacher("regret", value_fn=lambda o: np.zeros(len(o)), undiscounted=True, decimals=2)
+    s_a, s_b = t.scores(pairs)
+    assert s_a.tolist() == [3.0, 1.0, 2.5] and s_b.tolist() == [3.0, 1.01, 2.5]
+    # the CPL-protocol preset: undiscounted rl_sum, exact ties 0.5, no rounding (CPL's labels
+    # compare float32 scores as they are; OA's gridworld labels round to 2 decimals)
+    cpl = make_teacher("regret_cpl", value_fn=lambda o: np.zeros(len(o)))
+    assert cpl.undiscounted and cpl.ties == "half" and cpl.decimals is None
+    assert cpl.label(pairs, np.random.default_rng(0))[0].tolist() == [0.0, 1.0, 0.5]
+    assert make_teacher("regret_cpl(decimals=2)").decimals == 2
+    with pytest.raises(PbrlError, match="ties must be first or half"):
+        make_teacher("regret", ties="third")
+    with pytest.raises(PbrlError, match="needs beta=inf"):
+        make_teacher("regret_cpl", beta=5.0)
+    with pytest.raises(PbrlError, match="decimals must be >= 0"):
+        make_teacher("regret", decimals=-1)
+
+
 def test_regret_noise_and_errors():
     step, v = chain_mdp()
     with pytest.raises(PbrlError, match="no value function"):

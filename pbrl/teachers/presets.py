@@ -54,6 +54,11 @@ TEACHER_PRESETS: dict[str, TeacherPreset] = {
     "regret": TeacherPreset(
         "regret", {}, "argmax of sum_t gamma^t r_t + gamma^L V(s_L) - V(s_0), expert V"
     ),
+    "regret_cpl": TeacherPreset(
+        "regret",
+        {"undiscounted": True, "ties": "half"},
+        "CPL's labels: argmax of sum_t r_t + V(s_L) - V(s_0) (rl_sum), an exact tie is 0.5",
+    ),
 }
 
 

@@ -42,6 +42,10 @@ class RegretTeacher:
     gives CPL's ``rl_sum`` / the OA code's ``sum_t r_t + V(s_L) - V(s_0)``. Label:
     ``beta = inf`` argmax of S, else Bernoulli(sigmoid(beta (S_b - S_a))) (``beta_units="std"``
     divides beta by the std of ``S_b - S_a`` over random dataset pairs), then mistake flips.
+    ``decimals`` rounds each S first (OA's official regret labels: 2; off by default).
+    ``ties``: with ``beta = inf``, an exact tie of the scores goes to segment a (``"first"``,
+    B-Pref's argmax) or is labelled 0.5 (``"half"``: the official rule of both CPL's
+    ``FeedbackBuffer`` and OA's deterministic labels).
 
     ``value_source``: ``"auto"`` (MetaWorld -> ``"fitted"``, otherwise ``"sb3"``), ``"sb3"``
     (the SAC critic saved beside a generated dataset, via
@@ -58,6 +62,8 @@ class RegretTeacher:
     value_source: str = "auto"
     expert_source: str = "expert"
     score_scale: float | None = None
+    decimals: int | None = None
+    ties: str = "first"
     value_fn: Callable[[np.ndarray], np.ndarray] | None = field(
         default=None, compare=False, repr=False
     )
@@ -68,6 +74,15 @@ class RegretTeacher:
             raise PbrlError(
                 f"teacher '{self.name}': discount must be in (0, 1], got {self.discount}"
             )
+        if self.ties not in ("first", "half"):
+            raise PbrlError(f"teacher '{self.name}': ties must be first or half, got {self.ties!r}")
+        if self.ties == "half" and not math.isinf(self.beta):
+            raise PbrlError(
+                f"teacher '{self.name}': ties=half labels exact ties of a deterministic teacher; "
+                f"it needs beta=inf, got beta={self.beta}"
+            )
+        if self.decimals is not None and self.decimals < 0:
+            raise PbrlError(f"teacher '{self.name}': decimals must be >= 0, got {self.decimals}")
         if self.value_source not in ("auto", "sb3", "fitted", "callable"):
             raise PbrlError(
                 f"teacher '{self.name}': value_source must be auto, sb3, fitted or callable, "
@@ -103,6 +118,8 @@ class RegretTeacher:
             else:
                 w = gamma ** np.arange(L, dtype=np.float64)
                 s = row_dot(r, w) + gamma**L * vl - v0
+            if self.decimals is not None:
+                s = np.round(s, self.decimals)
             out.append(s)
         return out[0], out[1]
 
@@ -115,7 +132,11 @@ class RegretTeacher:
     def label(self, pairs: SegmentPairs, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         beta = effective_beta(self)
         s_a, s_b = self.scores(pairs)
-        return bt_label(s_a, s_b, s_a, s_b, rng, beta=beta, eps_mistake=self.eps_mistake)
+        # ties=half: |S_a - S_b| <= 0 is a tie (0.5); no random numbers are drawn for it
+        tie: dict[str, Any] = (
+            {"equal_threshold": 0.0, "equal_inclusive": True} if self.ties == "half" else {}
+        )
+        return bt_label(s_a, s_b, s_a, s_b, rng, beta=beta, eps_mistake=self.eps_mistake, **tie)
 
     def prepare(self, ds: OfflineDataset, segment_length: int) -> RegretTeacher:
         t = self
