@@ -317,6 +317,16 @@ CASES = [
     ),
     Case("prefs-label-teacher-unknown", lambda w: _label(w, "--teacher", "nope"), ("nope",)),
     Case(
+        "prefs-label-teacher-regret-ties-bogus",
+        lambda w: _label(w, "--teacher", "regret_cpl(ties=third)"),
+        ("ties", "third"),
+    ),
+    Case(
+        "prefs-label-teacher-regret-ties-half-stochastic",
+        lambda w: _label(w, "--teacher", "regret_cpl(beta=5)"),
+        ("ties=half", "beta"),
+    ),
+    Case(
         "prefs-label-teacher-unclosed",
         lambda w: _label(w, "--teacher", "oracle(gamma=0.9"),
         ("oracle(gamma=0.9",),

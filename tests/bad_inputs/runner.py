@@ -120,6 +120,14 @@ CASES = [
         expect=("--device", "cuda:99"),
     ),
     Case("run-train-seed-negative", lambda w: _train(w, "--seed", "-1"), expect=("--seed",)),
+    Case(
+        "run-train-dppo-temperature-zero",
+        lambda w: (
+            ["train", "--agent", "dppo", "--dataset", w.dataset_id, "--prefs", str(w.prefs)]
+            + ["--steps", "2", "--device", "cpu", "--out", "run", "--agent.temperature", "0"]
+        ),
+        expect=("--agent.temperature",),
+    ),
     Case("run-train-seed-huge", lambda w: _train(w, "--seed", str(2**40)), expect=("--seed",)),
     Case(
         "run-train-log-interval-zero",
