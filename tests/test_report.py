@@ -349,3 +349,44 @@ def test_outputs_are_checked_before_anything_is_written(tmp_path):
     for root, words in [(tmp_path / "nope", "does not exist"), (blocker, "not a folder")]:
         with pytest.raises(PbrlError, match=words):
             report(root)
+
+
+def test_intervals_equal_rliables_on_the_same_scores():
+    """pbrl's IQM / mean and their stratified-bootstrap 95% intervals against rliable's
+    (the field's reference, Agarwal et al. 2021) on the same score matrix (issue 18).
+
+    The point estimates are equal to float precision. The intervals are percentile
+    intervals of the same resampling scheme (runs resampled within each task) but drawn
+    from different random streams (rliable uses numpy's global RNG), so they agree up to
+    Monte Carlo error: with 10,000 replicates, each end within 4% of the interval's width.
+    """
+    from rliable import library as rly
+    from rliable import metrics
+
+    from pbrl.run.report import iqm, stratified_bootstrap_ci
+
+    saved = np.random.get_state()  # noqa: NPY002 - restored below for the other tests
+    try:
+        _compare_with_rliable(rly, metrics, iqm, stratified_bootstrap_ci)
+    finally:
+        np.random.set_state(saved)  # noqa: NPY002
+
+
+def _compare_with_rliable(rly, metrics, iqm, stratified_bootstrap_ci) -> None:  # noqa: ANN001
+    for seed in range(2):
+        scores = np.random.default_rng(seed).uniform(0, 100, (5, 4)) + [0, 20, 40, 60]
+        np.random.seed(seed)  # noqa: NPY002 - rliable draws from numpy's global RNG
+        points, intervals = rly.get_interval_estimates(
+            {"x": scores},
+            lambda s: np.array([metrics.aggregate_iqm(s), metrics.aggregate_mean(s)]),
+            reps=10000,
+        )
+        per_task = [scores[:, k] for k in range(scores.shape[1])]
+        for j, agg in enumerate((iqm, np.mean)):
+            point, lo, hi = stratified_bootstrap_ci(
+                per_task, agg, reps=10000, rng=np.random.default_rng(seed)
+            )
+            r_lo, r_hi = intervals["x"][:, j]
+            assert point == pytest.approx(points["x"][j], abs=1e-9)
+            width = r_hi - r_lo
+            assert abs(lo - r_lo) < 0.04 * width and abs(hi - r_hi) < 0.04 * width
