@@ -119,27 +119,27 @@ def warmup_cosine(
 # ---- windows ------------------------------------------------------------------------------
 
 
-def row_windows(
-    starts: np.ndarray, lengths: np.ndarray, window: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The official window of every dataset row: rows max(episode start, i - window + 1) .. i,
-    left-aligned, padded at the end.
-
-    Returns (rows (N, window) with padding pointing at the window's first row, mask (N,
-    window), lowest and highest row index of each row's episode (N,), for sliding a window
-    inside its episode).
-    """
+def episode_bounds(starts: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """First and last row index of each dataset row's episode, (N,) each."""
     starts = np.asarray(starts, dtype=np.int64)
     lengths = np.asarray(lengths, dtype=np.int64)
-    ep_start = np.repeat(starts, lengths)
-    ep_last = np.repeat(starts + lengths - 1, lengths)
-    n = int(lengths.sum())
-    idx = np.arange(n, dtype=np.int64)
-    first = np.maximum(ep_start, idx - window + 1)
-    offs = np.arange(window, dtype=np.int64)
-    rows = first[:, None] + offs[None, :]
-    mask = rows <= idx[:, None]
-    return np.where(mask, rows, first[:, None]), mask, ep_start, ep_last
+    return np.repeat(starts, lengths), np.repeat(starts + lengths - 1, lengths)
+
+
+def row_windows(
+    ends: np.ndarray, ep_start: np.ndarray, window: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The official windows ending at rows ``ends``: rows max(episode start, i - window + 1)
+    .. i, left-aligned, padded at the end (``ep_start`` is each end row's episode start).
+
+    Returns (rows (M, window) with padding pointing at the window's first row, mask (M,
+    window)); built per batch, so no (N, window) table is ever held.
+    """
+    ends = np.asarray(ends, dtype=np.int64)
+    first = np.maximum(np.asarray(ep_start, dtype=np.int64), ends - window + 1)
+    rows = first[:, None] + np.arange(window, dtype=np.int64)[None, :]
+    mask = rows <= ends[:, None]
+    return np.where(mask, rows, first[:, None]), mask
 
 
 # ---- the preference predictor -----------------------------------------------------------
@@ -334,11 +334,12 @@ class Agent:
             np.clip(np.asarray(ds.actions, np.float32), -ACTION_CLIP, ACTION_CLIP),
             device=self.device,
         )
-        rows, mask, ep_lo, ep_hi = row_windows(ds.starts, ds.lengths, win)
+        ep_lo, ep_hi = episode_bounds(ds.starts, ds.lengths)
 
         def windows(idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-            r = torch.as_tensor(rows[idx], device=self.device)
-            m = torch.as_tensor(mask[idx], dtype=torch.float32, device=self.device)
+            rows, mask = row_windows(idx, ep_lo[idx], win)
+            r = torch.as_tensor(rows, device=self.device)
+            m = torch.as_tensor(mask, dtype=torch.float32, device=self.device)
             return obs_all[r], act_all[r], m
 
         # (1) the preference predictor
@@ -380,7 +381,7 @@ class Agent:
 
         # (2) score the dataset's windows once
         model.eval()
-        n_rows = rows.shape[0]
+        n_rows = ep_lo.shape[0]
         if cfg.score_windows and cfg.score_windows < n_rows:
             pool = np.sort(ctx.rng.choice(n_rows, cfg.score_windows, replace=False))
         else:

@@ -118,15 +118,18 @@ def test_predictor_loss_is_the_softmax_cross_entropy():
 
 
 def test_row_windows_end_at_each_row_and_stop_at_the_episode_start():
-    rows, mask, lo, hi = dppo.row_windows(np.array([0, 3]), np.array([3, 2]), 2)
+    lo, hi = dppo.episode_bounds(np.array([0, 3]), np.array([3, 2]))
+    assert lo.tolist() == [0, 0, 0, 3, 3] and hi.tolist() == [2, 2, 2, 4, 4]
+    rows, mask = dppo.row_windows(np.arange(5), lo, 2)
     assert rows.tolist() == [[0, 0], [0, 1], [1, 2], [3, 3], [3, 4]]
     assert mask.tolist() == [[1, 0], [1, 1], [1, 1], [1, 0], [1, 1]]
-    assert lo.tolist() == [0, 0, 0, 3, 3] and hi.tolist() == [2, 2, 2, 4, 4]
+    rows, mask = dppo.row_windows(np.array([4, 1]), lo[[4, 1]], 3)  # any rows, any order
+    assert rows.tolist() == [[3, 4, 3], [0, 1, 0]] and mask.sum(1).tolist() == [2, 2]
 
 
 def test_smoothness_partners_stay_in_their_episode():
     rng = np.random.default_rng(0)
-    _, _, lo, hi = dppo.row_windows(np.array([0, 10]), np.array([10, 5]), 4)
+    lo, hi = dppo.episode_bounds(np.array([0, 10]), np.array([10, 5]))
     first, second = dppo.Agent._smooth_pairs(rng, 40, np.array([5, 12]), lo, hi, 3.0)
     assert first.shape == second.shape == (40,)
     assert set(first[:2].tolist()) == {5, 12}  # the labelled half: as many as exist
