@@ -44,7 +44,7 @@ from pbrl.errors import PbrlError
 from pbrl.learn.api import AgentSpec, FitContext
 from pbrl.learn.data import dataset_windows
 from pbrl.learn.kit import epoch_minibatches, log_due, obs_stats
-from pbrl.learn.nn import CausalTransformer
+from pbrl.learn.nn import CausalTransformer, interleave_steps
 
 # ---- losses (pure functions) ------------------------------------------------------------
 
@@ -161,9 +161,8 @@ class HIMEncoder(nn.Module):
         if t > self.max_len:
             raise PbrlError(f"oppo: segment of {t} steps exceeds the encoder's {self.max_len}")
         e_t = self.embed_t(torch.arange(t, device=obs_n.device))[None]
-        tok = torch.stack([self.embed_s(obs_n) + e_t, self.embed_a(act) + e_t], dim=2)
-        tok = self.embed_ln(tok.reshape(b, 2 * t, -1))
-        key_mask = mask.repeat_interleave(2, dim=1)
+        streams = [self.embed_s(obs_n) + e_t, self.embed_a(act) + e_t]
+        tok, key_mask = interleave_steps(streams, self.embed_ln, mask)
         h, _ = self.tf(tok, key_mask)
         return self.out(pool_tokens(h, key_mask, self.pool_over_padding))
 
@@ -215,9 +214,9 @@ class ContextualPolicy(nn.Module):
         b, t, _ = obs_n.shape
         e_t = self.embed_t(torch.arange(t, device=obs_n.device))[None]
         phi = self.embed_z(z) + (e_t if self.phi_time else 0.0)
-        tok = torch.stack([phi, self.embed_s(obs_n) + e_t, self.embed_a(act) + e_t], dim=2)
-        tok = self.embed_ln(tok.reshape(b, 3 * t, -1))
-        h, _ = self.tf(tok, mask.repeat_interleave(3, dim=1))
+        streams = [phi, self.embed_s(obs_n) + e_t, self.embed_a(act) + e_t]
+        tok, key_mask = interleave_steps(streams, self.embed_ln, mask)
+        h, _ = self.tf(tok, key_mask)
         return torch.tanh(self.act_head(h[:, 1::3])), self.state_head(h[:, 2::3])
 
 

@@ -46,7 +46,7 @@ from pbrl.learn.kit import (
     split_steps,
     strict_accuracy,
 )
-from pbrl.learn.nn import MLP, CausalTransformer
+from pbrl.learn.nn import MLP, CausalTransformer, interleave_steps
 
 # ---- losses (pure functions) ------------------------------------------------------------
 
@@ -133,9 +133,8 @@ class PTRewardModel(nn.Module):
             raise PbrlError(f"pt: segment of {h} steps exceeds max_len {self.max_len}")
         ts = torch.arange(1, h + 1, device=obs.device).clamp(max=self.max_timestep)
         e_t = self.embed_t(ts)[None]
-        tok = torch.stack([self.embed_a(act) + e_t, self.embed_s(obs) + e_t], dim=2)
-        tok = self.embed_ln(tok.reshape(b, 2 * h, -1))
-        key_mask = mask.repeat_interleave(2, dim=1)
+        streams = [self.embed_a(act) + e_t, self.embed_s(obs) + e_t]
+        tok, key_mask = interleave_steps(streams, self.embed_ln, mask)
         out, _ = self.gpt(tok, key_mask)
         return out[:, 1::2]
 

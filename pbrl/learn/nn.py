@@ -435,6 +435,22 @@ class CausalTransformer(nn.Module):
         return self.ln_f(h), attentions
 
 
+def interleave_steps(
+    streams: Sequence[torch.Tensor], norm: nn.Module, mask: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sequence models' tokens from per-step embeddings.
+
+    ``streams`` are k tensors (B, T, E), one per token kind (e.g. action and state, each
+    with its time embedding added); the tokens are ordered step by step
+    (s_1^1, ..., s_1^k, s_2^1, ...), i.e. (B, k*T, E), then ``norm``-ed. ``mask`` (B, T)
+    becomes the key mask (B, k*T) of the interleaved sequence. Preference Transformer and
+    OPPO's encoder and decoder build their inputs this way.
+    """
+    b, t = streams[0].shape[:2]
+    tok = torch.stack(list(streams), dim=2).reshape(b, len(streams) * t, -1)
+    return norm(tok), mask.repeat_interleave(len(streams), dim=1)
+
+
 @torch.no_grad()
 def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
     """Polyak averaging: target <- (1 - tau) * target + tau * source (parameters only)."""
