@@ -36,6 +36,7 @@ LAYERS = {
     "pbrl.agents": 4,
     "pbrl.run": 5,
     "pbrl.suites": 5,
+    "pbrl.ui": 5,
     "pbrl.cli": 6,
     "pbrl.__main__": 6,
 }

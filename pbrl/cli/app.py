@@ -47,3 +47,6 @@ app.command("train", context_settings=_train.TRAIN_CONTEXT)(_train.train)
 from pbrl.cli import agents as _agents  # noqa: E402
 
 app.add_typer(_agents.app, name="agents")
+from pbrl.cli import ui as _ui  # noqa: E402
+
+app.add_typer(_ui.app, name="ui")

@@ -1,0 +1,905 @@
+"""What the labeling UI does, independent of HTTP: projects, tokens, the query queue, answers,
+undo, ranking by binary insertion, status and export. The web app (:mod:`pbrl.ui.web`) and
+the CLI (``pbrl ui ...``) both call these functions with a SQLAlchemy session factory.
+
+Errors a person can cause are :class:`UiError` with an HTTP status (404 unknown, 403 not
+yours, 409 conflict such as a second answer) and a one-line message; the web app returns them
+as JSON, the CLI prints them as ``error: ...``. Nothing is written when one is raised.
+
+The queue: a project's ``queries`` rows, served in id order to annotators who have not seen
+them, until each has ``per_query`` assignments (gold queries go to everyone). A training loop
+posts its own pairs to the same table (:func:`post_queries`) and reads their answers
+(:func:`query_answers`); nothing in it waits on the web server.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from sqlalchemy import func, or_, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from pbrl.datasets.base import OfflineDataset
+from pbrl.datasets.registry import load_dataset
+from pbrl.envs.base import find_task
+from pbrl.errors import DataError, PbrlError
+from pbrl.prefs.data import PreferenceData
+from pbrl.prefs.io import dataset_fingerprint
+from pbrl.prefs.select import SELECTORS, check_selector, select_queries
+from pbrl.teachers import make_teacher
+from pbrl.teachers.pairs import SegmentPairs
+from pbrl.types import Feedback, SegmentRef
+from pbrl.ui.crowd import (
+    PREFER_B,
+    category,
+    dawid_skene,
+    fleiss_kappa,
+    krippendorff_alpha,
+    majority,
+    pairwise_agreement,
+    soft_prefer_b,
+)
+from pbrl.ui.db import Answer, Assignment, Project, Query, SegmentRow, Token
+from pbrl.utils import check_seed
+
+MODES = ("compare", "rank")
+AGGREGATES = ("none", "majority", "reliability")
+# answer -> prefer_b (None: skipped); the left video is segment a, the right one segment b
+CHOICES: dict[str, float | None] = {"left": 0.0, "right": 1.0, "equal": 0.5, "skip": None}
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+# Candidates looked at per request when the first ones' videos are still rendering.
+_CANDIDATES = 16
+MAX_SIDE = 1024
+
+
+class UiError(PbrlError):
+    """A request the UI refuses: ``status`` is the HTTP status, the message one line."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def check_name(name: str, what: str) -> str:
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
+        raise PbrlError(
+            f"{what}: {name!r} must be 1-64 letters, digits, '_', '.' or '-', starting with a "
+            "letter or digit"
+        )
+    return name
+
+
+@dataclass(frozen=True)
+class ProjectOptions:
+    """Everything ``pbrl ui project create`` takes besides the dataset."""
+
+    name: str
+    queries: int
+    segment: int
+    mode: str = "compare"
+    selector: str = "uniform"
+    per_query: int = 1
+    gold: int = 0
+    seed: int = 0
+    fps: int = 25
+    width: int = 256
+    height: int = 256
+    instruction: str = ""
+
+    def check(self) -> None:
+        """Every option, before any data is loaded; PbrlError naming the option."""
+        check_name(self.name, "project name")
+        if self.mode not in MODES:
+            raise PbrlError(f"--mode: {self.mode!r} is not one of {', '.join(MODES)}")
+        if self.selector not in SELECTORS:
+            raise PbrlError(f"--selector: {self.selector!r} is not one of {', '.join(SELECTORS)}")
+        for flag, v, lo in (
+            ("--queries", self.queries, 2 if self.mode == "rank" else 1),
+            ("--segment", self.segment, 1),
+            ("--annotators-per-query", self.per_query, 1),
+            ("--fps", self.fps, 1),
+            ("--width", self.width, 16),
+            ("--height", self.height, 16),
+        ):
+            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+                raise PbrlError(f"{flag}: must be a whole number >= {lo}, got {v!r}")
+        if self.width > MAX_SIDE or self.height > MAX_SIDE:
+            raise PbrlError(f"--width/--height: at most {MAX_SIDE} pixels")
+        if isinstance(self.gold, bool) or not isinstance(self.gold, int) or self.gold < 0:
+            raise PbrlError(f"--gold: must be a whole number >= 0, got {self.gold!r}")
+        if self.mode == "compare" and self.gold > self.queries:
+            raise PbrlError(f"--gold: {self.gold} gold queries exceed --queries {self.queries}")
+        if self.mode == "rank" and (self.gold or self.selector != "uniform"):
+            raise PbrlError("--mode rank: takes no --gold and only --selector uniform")
+        check_seed(self.seed)
+
+
+# ---- datasets ------------------------------------------------------------------------------
+_DATASETS: dict[tuple[str, str], OfflineDataset] = {}
+
+
+def project_dataset(project: Project) -> OfflineDataset:
+    """The project's dataset, loaded once per process and checked against its fingerprint."""
+    key = (project.dataset_path or project.dataset, project.fingerprint)
+    ds = _DATASETS.get(key)
+    if ds is None:
+        ds = load_dataset(project.dataset_path or project.dataset)
+        if dataset_fingerprint(ds) != project.fingerprint:
+            raise DataError(
+                f"{project.dataset_path or project.dataset}: dataset has changed since project "
+                f"'{project.name}' was created (content fingerprint differs)"
+            )
+        _DATASETS[key] = ds
+    return ds
+
+
+def check_renderable(ds: OfflineDataset) -> None:
+    """The dataset stores physics state, and its task can render it."""
+    if ds.qpos is None or ds.qvel is None:
+        raise DataError(
+            f"{ds.path or ds.id}: stores no physics state (qpos/qvel); the UI renders videos "
+            "from it (D4RL files need infos/qpos and infos/qvel)"
+        )
+    task = find_task(ds.task_id)
+    if task is None or task.render is None:
+        raise DataError(f"{ds.path or ds.id}: task {ds.task_id!r} has no renderer")
+
+
+# ---- projects and tokens -------------------------------------------------------------------
+def create_project(
+    sessions: sessionmaker,
+    ds: OfflineDataset,
+    opts: ProjectOptions,
+    *,
+    dataset_arg: str,
+) -> Project:
+    """A new project on ``ds``: its segments and its first queries (gold ones labelled by the
+    ``oracle`` teacher), in one transaction."""
+    opts.check()
+    if ds.rewards is None and opts.gold:
+        raise DataError(f"{ds.path or ds.id}: --gold needs the dataset's rewards (the oracle)")
+    if opts.selector not in ("uniform", "kcenter"):
+        # The first round has no reward model yet: it is drawn uniformly; later rounds use
+        # the ensemble (docs/ui.md, active queries).
+        check_selector(opts.selector, has_ensemble=True)
+    rng = np.random.default_rng(opts.seed)
+    now = time.time()
+    with sessions() as s, s.begin():
+        if s.scalar(select(Project.id).where(Project.name == opts.name)) is not None:
+            raise PbrlError(f"project name: a project named '{opts.name}' exists already")
+        first = opts.selector if opts.selector in ("uniform", "kcenter") else "uniform"
+        text = opts.instruction or default_instruction(ds, opts.mode)
+        p = Project(
+            name=opts.name,
+            dataset=dataset_arg,
+            dataset_id=ds.id,
+            dataset_path=ds.path,
+            task_id=ds.task_id,
+            fingerprint=dataset_fingerprint(ds),
+            mode=opts.mode,
+            selector=opts.selector,
+            segment=opts.segment,
+            n_queries=opts.queries,
+            per_query=opts.per_query,
+            n_gold=opts.gold,
+            seed=opts.seed,
+            fps=opts.fps,
+            width=opts.width,
+            height=opts.height,
+            instruction=text,
+            created=now,
+        )
+        s.add(p)
+        s.flush()
+        if opts.mode == "rank":
+            refs = select_queries(ds, (opts.queries + 1) // 2, opts.segment, rng)
+            both = np.concatenate(refs)[: opts.queries]
+            for e, st, ln in both.tolist():
+                s.add(SegmentRow(project_id=p.id, episode=e, start=st, length=ln))
+        else:
+            ra, rb = select_queries(ds, opts.queries, opts.segment, rng, selector=first)
+            gold = np.zeros(opts.queries, dtype=bool)
+            gold[rng.choice(opts.queries, size=opts.gold, replace=False)] = True
+            gold_pb = gold_labels(ds, ra[gold], rb[gold], rng)
+            _add_queries(s, p.id, ra, rb, "initial", now, gold=gold, gold_prefer_b=gold_pb)
+    return p
+
+
+def default_instruction(ds: OfflineDataset, mode: str) -> str:
+    task = ds.task_id or ds.id
+    goal = task.split("/")[-1].rsplit("-v", 1)[0].replace("-", " ")
+    if mode == "rank":
+        return (
+            f"Task: {goal}. Is the NEW clip (left) better or worse at the task than the right one?"
+        )
+    return f"Task: {goal}. Which clip makes more progress on the task?"
+
+
+def gold_labels(
+    ds: OfflineDataset, refs_a: np.ndarray, refs_b: np.ndarray, rng: np.random.Generator
+) -> np.ndarray:
+    """The ``oracle`` teacher's prefer_b for each pair (ties 0.5)."""
+    if refs_a.shape[0] == 0:
+        return np.zeros(0)
+    teacher = make_teacher("oracle").prepare(ds, int(refs_a[0, 2]))
+    pb, _ = teacher.label(SegmentPairs.from_dataset(ds, refs_a, refs_b, with_obs=False), rng)
+    return np.asarray(pb, dtype=np.float64)
+
+
+def _add_queries(
+    s: Session,
+    project_id: int,
+    refs_a: np.ndarray,
+    refs_b: np.ndarray,
+    origin: str,
+    now: float,
+    *,
+    gold: np.ndarray | None = None,
+    gold_prefer_b: np.ndarray | None = None,
+) -> list[int]:
+    ids = []
+    gi = 0
+    for i, (a, b) in enumerate(zip(refs_a.tolist(), refs_b.tolist(), strict=True)):
+        sa = SegmentRow(project_id=project_id, episode=a[0], start=a[1], length=a[2])
+        sb = SegmentRow(project_id=project_id, episode=b[0], start=b[1], length=b[2])
+        s.add_all([sa, sb])
+        s.flush()
+        is_gold = bool(gold[i]) if gold is not None else False
+        q = Query(
+            project_id=project_id,
+            seg_a=sa.id,
+            seg_b=sb.id,
+            gold=is_gold,
+            gold_prefer_b=float(gold_prefer_b[gi]) if is_gold else None,  # type: ignore[index]
+            origin=origin,
+            created=now,
+        )
+        gi += int(is_gold)
+        s.add(q)
+        s.flush()
+        ids.append(q.id)
+    return ids
+
+
+def get_project(s: Session, name: str) -> Project:
+    p = s.scalar(select(Project).where(Project.name == name))
+    if p is None:
+        raise UiError(404, f"no project named '{name}'")
+    return p
+
+
+def add_token(sessions: sessionmaker, project: str, name: str, *, owner: bool = False) -> str:
+    """A new secret token for ``name`` on ``project``; only its hash is stored."""
+    check_name(name, "annotator name")
+    secret = secrets.token_urlsafe(24)
+    with sessions() as s, s.begin():
+        p = get_project(s, project)
+        if s.scalar(select(Token.id).where(Token.project_id == p.id, Token.name == name)):
+            raise UiError(409, f"project '{project}' has a token for '{name}' already")
+        s.add(
+            Token(
+                project_id=p.id,
+                name=name,
+                token_hash=hash_token(secret),
+                owner=owner,
+                created=time.time(),
+            )
+        )
+    return secret
+
+
+@dataclass(frozen=True)
+class Annotator:
+    id: int
+    name: str
+    project_id: int
+    project: str
+    owner: bool
+
+
+def authenticate(sessions: sessionmaker, token: str | None, project: str) -> Annotator:
+    """The annotator holding ``token`` on ``project``; 401 unknown token, 403 other project."""
+    if not token:
+        raise UiError(401, "missing token (Authorization: Bearer <token> or ?token=)")
+    with sessions() as s:
+        row = s.execute(
+            select(Token, Project.name)
+            .join(Project, Project.id == Token.project_id)
+            .where(Token.token_hash == hash_token(token))
+        ).first()
+    if row is None:
+        raise UiError(401, "unknown token")
+    tok, pname = row
+    if pname != project:
+        raise UiError(403, f"this token is not invited to project '{project}'")
+    return Annotator(tok.id, tok.name, tok.project_id, pname, tok.owner)
+
+
+# ---- serving queries -----------------------------------------------------------------------
+def _segment_json(seg: SegmentRow) -> dict[str, Any]:
+    return {"id": seg.id, "episode": seg.episode, "start": seg.start, "length": seg.length}
+
+
+def _query_json(s: Session, q: Query) -> dict[str, Any]:
+    a, b = s.get(SegmentRow, q.seg_a), s.get(SegmentRow, q.seg_b)
+    return {"query_id": q.id, "left": _segment_json(a), "right": _segment_json(b)}
+
+
+def _ready(s: Session, q: Query) -> bool:
+    n = s.scalar(
+        select(func.count())
+        .select_from(SegmentRow)
+        .where(SegmentRow.id.in_((q.seg_a, q.seg_b)), SegmentRow.video == "ready")
+    )
+    return n == (1 if q.seg_a == q.seg_b else 2)
+
+
+def _hurry(s: Session, q: Query) -> None:
+    """Ask the render worker for this query's videos next."""
+    for sid in (q.seg_a, q.seg_b):
+        seg = s.get(SegmentRow, sid)
+        if seg is not None and seg.video == "pending":
+            seg.priority = max(seg.priority, 10)
+
+
+def _progress(s: Session, who: Annotator, project: Project) -> dict[str, Any]:
+    rows = s.execute(
+        select(func.count(), func.min(Answer.shown_at), func.max(Answer.answered_at)).where(
+            Answer.annotator_id == who.id
+        )
+    ).one()
+    n, first, last = int(rows[0]), rows[1], rows[2]
+    rate = n / (last - first) * 3600.0 if n >= 2 and last > first else None
+    if project.mode == "rank":
+        total = s.scalar(
+            select(func.count()).select_from(SegmentRow).where(SegmentRow.project_id == project.id)
+        )
+        placed = len(_rank_replay(s, who, project)[0])
+        return {"answered": n, "placed": placed, "total": int(total), "rate_per_hour": rate}
+    total = s.scalar(
+        select(func.count())
+        .select_from(Query)
+        .where(Query.project_id == project.id, Query.annotator_id.is_(None))
+    )
+    return {"answered": n, "total": int(total), "rate_per_hour": rate}
+
+
+def next_query(sessions: sessionmaker, who: Annotator) -> dict[str, Any]:
+    """The pair ``who`` should answer now.
+
+    ``{"state": "ready", "query": ..., "upcoming": ...}`` (``upcoming`` the likely next pair,
+    for the page to preload), ``"rendering"`` while its videos are not cached yet, or
+    ``"done"``. The pair is recorded as shown (the answer's latency starts now) once.
+    """
+    for _ in range(3):  # a race on the unique (query, annotator) assignment: look again
+        try:
+            with sessions() as s, s.begin():
+                return _next_query(s, who)
+        except IntegrityError:
+            continue
+    raise UiError(409, "could not assign a query (too many concurrent requests); retry")
+
+
+def _next_query(s: Session, who: Annotator) -> dict[str, Any]:
+    project = s.get(Project, who.project_id)
+    assert project is not None
+    now = time.time()
+    if project.mode == "rank":
+        return _next_rank(s, who, project, now)
+    mine = select(Answer.query_id).where(Answer.annotator_id == who.id)
+    open_q = s.scalar(
+        select(Query)
+        .join(Assignment, Assignment.query_id == Query.id)
+        .where(Assignment.annotator_id == who.id, Query.id.not_in(mine))
+        .order_by(Assignment.id)
+        .limit(1)
+    )
+    cands = _candidates(s, who, project, exclude=open_q.id if open_q else None)
+    if open_q is not None:
+        if not _ready(s, open_q):
+            _hurry(s, open_q)
+            return {"state": "rendering", "progress": _progress(s, who, project)}
+        return _serve(s, who, project, open_q, cands, now, new=False)
+    for i, q in enumerate(cands):
+        if _ready(s, q):
+            return _serve(s, who, project, q, cands[i + 1 :], now, new=True)
+    if cands:
+        _hurry(s, cands[0])
+        return {"state": "rendering", "progress": _progress(s, who, project)}
+    return {"state": "done", "progress": _progress(s, who, project)}
+
+
+def _candidates(
+    s: Session, who: Annotator, project: Project, *, exclude: int | None
+) -> list[Query]:
+    shown = (
+        select(Assignment.query_id, func.count().label("n"))
+        .where(Assignment.project_id == project.id)
+        .group_by(Assignment.query_id)
+        .subquery()
+    )
+    seen = select(Assignment.query_id).where(Assignment.annotator_id == who.id)
+    stmt = (
+        select(Query)
+        .outerjoin(shown, shown.c.query_id == Query.id)
+        .where(
+            Query.project_id == project.id,
+            Query.annotator_id.is_(None),
+            Query.id.not_in(seen),
+            or_(Query.gold, func.coalesce(shown.c.n, 0) < project.per_query),
+        )
+        .order_by(Query.id)
+        .limit(_CANDIDATES)
+    )
+    return [q for q in s.scalars(stmt) if q.id != exclude]
+
+
+def _serve(
+    s: Session,
+    who: Annotator,
+    project: Project,
+    q: Query,
+    rest: list[Query],
+    now: float,
+    *,
+    new: bool,
+) -> dict[str, Any]:
+    if new:
+        s.add(Assignment(project_id=project.id, query_id=q.id, annotator_id=who.id, shown_at=now))
+        s.flush()
+    upcoming = next((r for r in rest if _ready(s, r)), None)
+    return {
+        "state": "ready",
+        "query": _query_json(s, q),
+        "upcoming": _query_json(s, upcoming) if upcoming is not None else None,
+        "progress": _progress(s, who, project),
+    }
+
+
+# ---- ranking by binary insertion -----------------------------------------------------------
+def insertion_replay(
+    order: list[int], steps: list[tuple[int, int, float | None]]
+) -> tuple[list[list[int]], tuple[int, int] | None, int]:
+    """Replay binary insertion of ``order`` (segment ids) against recorded comparisons.
+
+    ``steps`` are ``(new, pivot, prefer_b)`` in the order they were answered: prefer_b 1
+    (the pivot is better) sends the new segment below the pivot, 0 above it, 0.5 joins the
+    pivot's tie group, None (skip) drops the new segment. Returns ``(groups, next, used)``:
+    the ranked tie groups, worst first; the next comparison ``(new, pivot)`` to ask, or None
+    when every segment is placed; and how many steps were consumed. A step that is not the
+    comparison the replay asks for raises ValueError.
+    """
+    groups: list[list[int]] = []
+    k = 0
+    for cur in order:
+        if not groups:
+            groups.append([cur])
+            continue
+        lo, hi = 0, len(groups)
+        placed = False
+        while lo < hi:
+            mid = (lo + hi) // 2
+            pivot = groups[mid][0]
+            if k == len(steps):
+                return groups, (cur, pivot), k
+            new, piv, pb = steps[k]
+            if (new, piv) != (cur, pivot):
+                raise ValueError(f"step {k} compares {(new, piv)}, expected {(cur, pivot)}")
+            k += 1
+            if pb is None:
+                placed = True
+                break
+            if pb == 0.5:
+                groups[mid].append(cur)
+                placed = True
+                break
+            if pb > 0.5:
+                hi = mid
+            else:
+                lo = mid + 1
+        if not placed:
+            groups.insert(lo, [cur])
+    return groups, None, k
+
+
+def _rank_steps(s: Session, who: Annotator) -> list[tuple[int, int, float | None]]:
+    rows = s.execute(
+        select(Query.seg_a, Query.seg_b, Answer.prefer_b)
+        .join(Answer, Answer.query_id == Query.id)
+        .where(Answer.annotator_id == who.id)
+        .order_by(Answer.id)
+    ).all()
+    return [(a, b, pb) for a, b, pb in rows]
+
+
+def _rank_order(s: Session, project: Project) -> list[int]:
+    return list(
+        s.scalars(
+            select(SegmentRow.id).where(SegmentRow.project_id == project.id).order_by(SegmentRow.id)
+        )
+    )
+
+
+def _rank_replay(
+    s: Session, who: Annotator, project: Project
+) -> tuple[list[list[int]], tuple[int, int] | None]:
+    groups, nxt, _ = insertion_replay(_rank_order(s, project), _rank_steps(s, who))
+    return groups, nxt
+
+
+def _next_rank(s: Session, who: Annotator, project: Project, now: float) -> dict[str, Any]:
+    groups, nxt = _rank_replay(s, who, project)
+    if nxt is None:
+        return {
+            "state": "done",
+            "ranking": groups,
+            "progress": _progress(s, who, project),
+        }
+    new, pivot = nxt
+    mine = select(Answer.query_id).where(Answer.annotator_id == who.id)
+    q = s.scalar(
+        select(Query).where(
+            Query.project_id == project.id,
+            Query.annotator_id == who.id,
+            Query.seg_a == new,
+            Query.seg_b == pivot,
+            Query.id.not_in(mine),
+        )
+    )
+    if q is None:
+        q = Query(
+            project_id=project.id,
+            seg_a=new,
+            seg_b=pivot,
+            origin="rank",
+            annotator_id=who.id,
+            created=now,
+        )
+        s.add(q)
+        s.flush()
+    if not _ready(s, q):
+        _hurry(s, q)
+        return {"state": "rendering", "progress": _progress(s, who, project)}
+    asg = s.scalar(
+        select(Assignment).where(Assignment.query_id == q.id, Assignment.annotator_id == who.id)
+    )
+    if asg is None:
+        s.add(Assignment(project_id=project.id, query_id=q.id, annotator_id=who.id, shown_at=now))
+        s.flush()
+    out = {"state": "ready", "query": _query_json(s, q), "upcoming": None}
+    out["ranking"] = groups
+    out["progress"] = _progress(s, who, project)
+    return out
+
+
+# ---- answers -------------------------------------------------------------------------------
+def submit_answer(sessions: sessionmaker, who: Annotator, query_id: int, choice: str) -> None:
+    """Store ``who``'s answer to ``query_id``: 404 for a query that is not the project's,
+    409 for a query not shown to them or answered already. Nothing is written on an error."""
+    if choice not in CHOICES:
+        raise UiError(422, f"choice: {choice!r} is not one of {', '.join(CHOICES)}")
+    now = time.time()
+    try:
+        with sessions() as s, s.begin():
+            q = s.get(Query, query_id)
+            if q is None or q.project_id != who.project_id or q.annotator_id not in (None, who.id):
+                raise UiError(404, f"query {query_id}: no such query in project '{who.project}'")
+            asg = s.scalar(
+                select(Assignment).where(
+                    Assignment.query_id == q.id, Assignment.annotator_id == who.id
+                )
+            )
+            if asg is None:
+                raise UiError(409, f"query {query_id}: was not shown to you")
+            if s.scalar(
+                select(Answer.id).where(Answer.query_id == q.id, Answer.annotator_id == who.id)
+            ):
+                raise UiError(409, f"query {query_id}: you answered it already")
+            project = s.get(Project, who.project_id)
+            assert project is not None
+            if project.mode == "rank":
+                _, nxt = _rank_replay(s, who, project)
+                if nxt != (q.seg_a, q.seg_b):
+                    raise UiError(409, f"query {query_id}: not the comparison your ranking needs")
+            pb = CHOICES[choice]
+            s.add(
+                Answer(
+                    project_id=who.project_id,
+                    query_id=q.id,
+                    annotator_id=who.id,
+                    prefer_b=pb,
+                    skipped=pb is None,
+                    shown_at=asg.shown_at,
+                    answered_at=now,
+                    latency_s=max(0.0, now - asg.shown_at),
+                )
+            )
+    except IntegrityError as e:  # the same answer posted twice at once
+        raise UiError(409, f"query {query_id}: you answered it already") from e
+
+
+def undo_last(sessions: sessionmaker, who: Annotator) -> int | None:
+    """Delete ``who``'s last answer in the project; the pair is shown again (its latency
+    restarts). Returns the query id, or None when there is nothing to undo."""
+    with sessions() as s, s.begin():
+        last = s.scalar(
+            select(Answer)
+            .where(Answer.annotator_id == who.id, Answer.project_id == who.project_id)
+            .order_by(Answer.id.desc())
+            .limit(1)
+        )
+        if last is None:
+            return None
+        qid = last.query_id
+        s.delete(last)
+        asg = s.scalar(
+            select(Assignment).where(Assignment.query_id == qid, Assignment.annotator_id == who.id)
+        )
+        if asg is not None:
+            asg.shown_at = time.time()
+        return qid
+
+
+# ---- the queue for a training loop ---------------------------------------------------------
+def post_queries(
+    sessions: sessionmaker, project: str, refs_a: np.ndarray, refs_b: np.ndarray
+) -> list[int]:
+    """Put pairs (``(n, 3)`` refs each) at the end of ``project``'s queue; their ids."""
+    ra = np.asarray(refs_a, dtype=np.int64)
+    rb = np.asarray(refs_b, dtype=np.int64)
+    if ra.ndim != 2 or ra.shape[1] != 3 or ra.shape != rb.shape:
+        raise UiError(422, f"refs: expected two (n, 3) arrays, got {ra.shape} and {rb.shape}")
+    with sessions() as s, s.begin():
+        p = get_project(s, project)
+        if p.mode != "compare":
+            raise UiError(
+                409, f"project '{project}' ranks segments; post pairs to a compare project"
+            )
+        ds = project_dataset(p)
+        for name, refs in (("refs_a", ra), ("refs_b", rb)):
+            try:
+                ds.segment_index(refs, name)
+            except DataError as e:
+                raise UiError(422, str(e)) from e
+        return _add_queries(s, p.id, ra, rb, "posted", time.time())
+
+
+def query_answers(sessions: sessionmaker, project: str, ids: list[int]) -> dict[int, list[Any]]:
+    """``{query id: [(annotator, prefer_b or None), ...]}`` for ``ids`` of ``project``."""
+    out: dict[int, list[Any]] = {int(i): [] for i in ids}
+    with sessions() as s:
+        p = get_project(s, project)
+        rows = s.execute(
+            select(Answer.query_id, Token.name, Answer.prefer_b)
+            .join(Token, Token.id == Answer.annotator_id)
+            .where(Answer.project_id == p.id, Answer.query_id.in_(list(out)))
+            .order_by(Answer.id)
+        ).all()
+    for qid, name, pb in rows:
+        out[qid].append((name, pb))
+    return out
+
+
+# ---- status and export ---------------------------------------------------------------------
+def _answer_rows(s: Session, project: Project) -> list[Any]:
+    return list(
+        s.execute(
+            select(Answer, Query, Token.name)
+            .join(Query, Query.id == Answer.query_id)
+            .join(Token, Token.id == Answer.annotator_id)
+            .where(Answer.project_id == project.id)
+            .order_by(Answer.id)
+        ).all()
+    )
+
+
+def _items(rows: list[Any]) -> tuple[list[int], list[dict[str, int]]]:
+    """Shared (not rank) queries with at least one non-skip answer: ids and categories."""
+    by_q: dict[int, dict[str, int]] = defaultdict(dict)
+    for ans, q, name in rows:
+        if q.annotator_id is None and not ans.skipped:
+            by_q[q.id][name] = category(ans.prefer_b)
+    ids = sorted(by_q)
+    return ids, [by_q[i] for i in ids]
+
+
+def project_status(sessions: sessionmaker, project: str) -> dict[str, Any]:
+    """Counts, videos, and per-annotator and crowd measures for the owner."""
+    with sessions() as s:
+        p = get_project(s, project)
+        rows = _answer_rows(s, p)
+        videos = dict(
+            s.execute(
+                select(SegmentRow.video, func.count())
+                .where(SegmentRow.project_id == p.id)
+                .group_by(SegmentRow.video)
+            ).all()
+        )
+        n_queries = s.scalar(
+            select(func.count())
+            .select_from(Query)
+            .where(Query.project_id == p.id, Query.annotator_id.is_(None))
+        )
+        tokens = list(s.scalars(select(Token).where(Token.project_id == p.id).order_by(Token.id)))
+    people: dict[str, dict[str, Any]] = {
+        t.name: {"owner": t.owner, "answers": 0, "skipped": 0, "gold": 0, "gold_correct": 0}
+        for t in tokens
+    }
+    latencies: dict[str, list[float]] = defaultdict(list)
+    for ans, q, name in rows:
+        d = people[name]
+        d["answers"] += 1
+        d["skipped"] += int(ans.skipped)
+        latencies[name].append(ans.latency_s)
+        if q.gold and not ans.skipped:
+            d["gold"] += 1
+            d["gold_correct"] += int(category(ans.prefer_b) == category(q.gold_prefer_b))
+    for name, d in people.items():
+        d["gold_accuracy"] = d["gold_correct"] / d["gold"] if d["gold"] else None
+        lat = latencies.get(name)
+        d["median_latency_s"] = float(np.median(lat)) if lat else None
+    _, items = _items(rows)
+    agree, pairs = pairwise_agreement(items)
+    return {
+        "project": p.name,
+        "mode": p.mode,
+        "dataset": p.dataset_id,
+        "task": p.task_id,
+        "segment": p.segment,
+        "queries": int(n_queries or 0),
+        "gold": p.n_gold,
+        "annotators_per_query": p.per_query,
+        "answers": len(rows),
+        "videos": {k: int(v) for k, v in videos.items()},
+        "annotators": people,
+        "agreement": {
+            "pairwise": agree,
+            "pairs": pairs,
+            "krippendorff_alpha": krippendorff_alpha(items),
+            "fleiss_kappa": fleiss_kappa(items),
+        },
+    }
+
+
+def export_preferences(
+    sessions: sessionmaker, project: str, aggregate: str = "none"
+) -> PreferenceData:
+    """The project's answers as pbrl preference data.
+
+    ``none``: one record per (query, annotator), labeler ``human:<name>`` (rank projects: the
+    pairs each annotator's final ranking implies, ``meta["derived"]``, and the rankings in
+    ``meta["rankings"]``). ``majority`` / ``reliability``: one record per query, the majority
+    vote or the Dawid-Skene posterior (prefer_b = P(b) + P(equal) / 2), labeler ``crowd:...``.
+    """
+    if aggregate not in AGGREGATES:
+        raise PbrlError(f"--aggregate: {aggregate!r} is not one of {', '.join(AGGREGATES)}")
+    with sessions() as s:
+        p = get_project(s, project)
+        rows = _answer_rows(s, p)
+        segs = {r.id: r for r in s.scalars(select(SegmentRow).where(SegmentRow.project_id == p.id))}
+        tokens = list(s.scalars(select(Token).where(Token.project_id == p.id).order_by(Token.id)))
+        rankings: dict[str, list[list[int]]] = {}
+        if p.mode == "rank":
+            order = _rank_order(s, p)
+            for t in tokens:
+                who = Annotator(t.id, t.name, p.id, p.name, t.owner)
+                groups, _, _ = insertion_replay(order, _rank_steps(s, who))
+                if len(groups) > 0 and _rank_steps(s, who):
+                    rankings[t.name] = groups
+
+    def ref(sid: int) -> SegmentRef:
+        r = segs[sid]
+        return SegmentRef(p.dataset_id, r.episode, r.start, r.length)
+
+    feedback: list[Feedback] = []
+    derived: list[bool] = []
+    meta: dict[str, Any] = {
+        "task_id": p.task_id,
+        "dataset_fingerprint": p.fingerprint,
+        "source": "pbrl-ui",
+        "ui_project": p.name,
+        "ui_mode": p.mode,
+        "aggregate": aggregate,
+        "segment": p.segment,
+    }
+    if p.dataset_path:
+        meta["dataset_path"] = p.dataset_path
+    if p.mode == "rank":
+        if aggregate != "none":
+            raise PbrlError("--aggregate: a rank project exports each annotator's ranking (none)")
+        for name, groups in rankings.items():
+            last = max(a.answered_at for a, _, n in rows if n == name)
+            flat = [(g, sid) for g, grp in enumerate(groups) for sid in grp]
+            for i in range(len(flat)):
+                for j in range(i + 1, len(flat)):
+                    (gi, si), (gj, sj) = flat[i], flat[j]
+                    # worst first: the later segment is the better one unless tied
+                    pb = 0.5 if gi == gj else 1.0
+                    feedback.append(
+                        Feedback(
+                            query_id=f"{p.name}/rank/{name}/{si}-{sj}",
+                            a=ref(si),
+                            b=ref(sj),
+                            prefer_b=pb,
+                            skipped=False,
+                            labeler=f"human:{name}",
+                            time=last,
+                        )
+                    )
+                    derived.append(True)
+        meta["rankings"] = {
+            name: [[[ref(sid).episode, ref(sid).start, ref(sid).length] for sid in g] for g in gs]
+            for name, gs in rankings.items()
+        }
+        meta["comparisons"] = len(rows)
+    elif aggregate == "none":
+        for ans, q, name in rows:
+            feedback.append(
+                Feedback(
+                    query_id=f"{p.name}/{q.id}",
+                    a=ref(q.seg_a),
+                    b=ref(q.seg_b),
+                    prefer_b=ans.prefer_b,
+                    skipped=ans.skipped,
+                    labeler=f"human:{name}",
+                    time=ans.answered_at,
+                    latency_s=ans.latency_s,
+                )
+            )
+            derived.append(False)
+        meta["gold_queries"] = sorted({f"{p.name}/{q.id}" for _, q, _ in rows if q.gold})
+    else:
+        ids, items = _items(rows)
+        qrow = {q.id: q for _, q, _ in rows}
+        last = {q.id: a.answered_at for a, q, _ in rows}
+        if aggregate == "majority":
+            pbs = [PREFER_B[majority(it)] for it in items]  # type: ignore[index]
+            spec = "crowd:majority"
+        else:
+            post, conf = dawid_skene(items)
+            pbs = soft_prefer_b(post).tolist()
+            spec = "crowd:dawid-skene"
+            meta["reliability"] = {
+                name: float(np.trace(c) / 3.0) for name, c in sorted(conf.items())
+            }
+        for qid, it, pb in zip(ids, items, pbs, strict=True):
+            q = qrow[qid]
+            feedback.append(
+                Feedback(
+                    query_id=f"{p.name}/{qid}",
+                    a=ref(q.seg_a),
+                    b=ref(q.seg_b),
+                    prefer_b=float(pb),
+                    skipped=False,
+                    labeler=f"{spec}(n={len(it)})",
+                    time=last[qid],
+                )
+            )
+            derived.append(False)
+    meta["derived"] = derived
+    n = len(feedback)
+    refs_a = np.array([[f.a.episode, f.a.start, f.a.length] for f in feedback], dtype=np.int64)
+    refs_b = np.array([[f.b.episode, f.b.start, f.b.length] for f in feedback], dtype=np.int64)
+    return PreferenceData(
+        dataset_id=p.dataset_id,
+        refs_a=refs_a.reshape(n, 3),
+        refs_b=refs_b.reshape(n, 3),
+        prefer_b=np.array(
+            [np.nan if f.skipped else f.prefer_b for f in feedback], dtype=np.float32
+        ),
+        skipped=np.array([f.skipped for f in feedback], dtype=bool),
+        feedback=tuple(feedback),
+        meta=meta,
+    )

@@ -1,0 +1,196 @@
+"""The FastAPI app of the labeling UI: the annotator's page, the owner's dashboard, a JSON API.
+
+Every ``/api/projects/{project}/...`` route needs a token (``Authorization: Bearer <token>``,
+or ``?token=`` where a header cannot be set, as in a ``<video src>``); a token opens only the
+project it was made for, and the owner routes (status, export, posting queries) need an owner
+token. Bodies are validated by pydantic models that forbid unknown fields; errors are JSON
+``{"detail": "..."}`` with a 4xx status, and nothing is written when one is returned.
+Videos are served from the project's cache by segment id (an integer): a path is never taken
+from the request.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import numpy as np
+from fastapi import Depends, FastAPI, Header, Query, Request
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.orm import sessionmaker
+
+from pbrl.errors import PbrlError
+from pbrl.prefs.io import save_preferences
+from pbrl.ui.db import Project, SegmentRow
+from pbrl.ui.service import (
+    AGGREGATES,
+    Annotator,
+    UiError,
+    authenticate,
+    export_preferences,
+    next_query,
+    post_queries,
+    project_status,
+    query_answers,
+    submit_answer,
+    undo_last,
+)
+from pbrl.ui.video import video_path
+
+log = logging.getLogger(__name__)
+
+
+class AnswerBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    query_id: int = Field(ge=1, strict=True)
+    choice: Literal["left", "right", "equal", "skip"]
+
+
+class PostBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    refs_a: list[Annotated[list[int], Field(min_length=3, max_length=3)]] = Field(
+        min_length=1, max_length=10000
+    )
+    refs_b: list[Annotated[list[int], Field(min_length=3, max_length=3)]] = Field(
+        min_length=1, max_length=10000
+    )
+
+
+def who(
+    request: Request,
+    project: str,
+    authorization: Annotated[str | None, Header()] = None,
+    token: Annotated[str | None, Query()] = None,
+) -> Annotator:
+    """The caller, from ``Authorization: Bearer`` (or ``?token=``), invited to ``project``."""
+    secret = token
+    if authorization:
+        scheme, _, value = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not value:
+            raise UiError(401, "Authorization header must be 'Bearer <token>'")
+        secret = value.strip()
+    return authenticate(request.app.state.sessions, secret, project)
+
+
+Who = Annotated[Annotator, Depends(who)]
+
+
+def owner(a: Who) -> Annotator:
+    if not a.owner:
+        raise UiError(403, "this needs an owner token")
+    return a
+
+
+Owner = Annotated[Annotator, Depends(owner)]
+
+
+def _page(name: str) -> str:
+    return resources.files("pbrl.ui").joinpath("static", name).read_text(encoding="utf-8")
+
+
+def create_app(sessions: sessionmaker, cache_dir: Path) -> FastAPI:
+    """The app on an open database (:func:`pbrl.ui.db.open_db`) and a video cache folder."""
+    app = FastAPI(title="pbrl labeling UI", docs_url=None, redoc_url=None, openapi_url=None)
+    cache_dir = Path(cache_dir)
+    app.state.sessions = sessions
+    pages = {"annotate": _page("annotate.html"), "dashboard": _page("dashboard.html")}
+
+    @app.exception_handler(UiError)
+    async def _ui_error(_request: Request, exc: UiError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=exc.status)
+
+    @app.exception_handler(PbrlError)
+    async def _pbrl_error(_request: Request, exc: PbrlError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=400)
+
+    @app.get("/", response_class=HTMLResponse)
+    def annotate_page() -> str:
+        return pages["annotate"]
+
+    @app.get("/dashboard", response_class=HTMLResponse)
+    def dashboard_page() -> str:
+        return pages["dashboard"]
+
+    @app.get("/api/projects/{project}/me")
+    def me(a: Who) -> dict[str, Any]:
+        with sessions() as s:
+            p = s.get(Project, a.project_id)
+            assert p is not None
+            return {
+                "name": a.name,
+                "owner": a.owner,
+                "project": p.name,
+                "mode": p.mode,
+                "instruction": p.instruction,
+                "segment": p.segment,
+                "fps": p.fps,
+                "task": p.task_id,
+            }
+
+    @app.get("/api/projects/{project}/next")
+    def get_next(a: Who) -> dict[str, Any]:
+        return next_query(sessions, a)
+
+    @app.post("/api/projects/{project}/answers")
+    def post_answer(body: AnswerBody, a: Who) -> dict[str, Any]:
+        submit_answer(sessions, a, body.query_id, body.choice)
+        return {"stored": body.query_id, "next": next_query(sessions, a)}
+
+    @app.post("/api/projects/{project}/undo")
+    def post_undo(a: Who) -> dict[str, Any]:
+        qid = undo_last(sessions, a)
+        return {"undone": qid, "next": next_query(sessions, a)}
+
+    @app.get("/api/projects/{project}/videos/{segment_id}.mp4")
+    def video(segment_id: int, a: Who) -> FileResponse:
+        with sessions() as s:
+            seg = s.get(SegmentRow, segment_id)
+        if seg is None or seg.project_id != a.project_id:
+            raise UiError(404, f"segment {segment_id}: no such segment in project '{a.project}'")
+        if seg.video != "ready":
+            raise UiError(409, f"segment {segment_id}: video is {seg.video}")
+        path = video_path(cache_dir, a.project_id, seg.id)
+        if not path.is_file():
+            raise UiError(404, f"segment {segment_id}: video missing from the cache")
+        return FileResponse(path, media_type="video/mp4", headers={"Cache-Control": "private"})
+
+    @app.get("/api/projects/{project}/status")
+    def status(a: Owner) -> dict[str, Any]:
+        return project_status(sessions, a.project)
+
+    @app.get("/api/projects/{project}/export")
+    def export(a: Owner, aggregate: str = "none") -> Response:
+        if aggregate not in AGGREGATES:
+            raise UiError(422, f"aggregate: {aggregate!r} is not one of {', '.join(AGGREGATES)}")
+        data = export_preferences(sessions, a.project, aggregate)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "prefs.npz"
+            save_preferences(data, path)
+            blob = path.read_bytes()
+        return Response(
+            blob,
+            media_type="application/octet-stream",
+            headers={"Content-Disposition": f'attachment; filename="{a.project}-prefs.npz"'},
+        )
+
+    @app.post("/api/projects/{project}/queries")
+    def post_pairs(body: PostBody, a: Owner) -> dict[str, Any]:
+        ids = post_queries(sessions, a.project, np.array(body.refs_a), np.array(body.refs_b))
+        return {"query_ids": ids}
+
+    @app.get("/api/projects/{project}/queries")
+    def get_pairs(a: Owner, ids: str) -> dict[str, Any]:
+        try:
+            wanted = [int(x) for x in ids.split(",") if x.strip()]
+        except ValueError as e:
+            raise UiError(422, f"ids: comma-separated query ids, got {ids!r}") from e
+        got = query_answers(sessions, a.project, wanted)
+        return {"answers": {str(k): v for k, v in got.items()}}
+
+    return app

@@ -1,0 +1,427 @@
+"""The labeling UI's HTTP API through FastAPI's TestClient on SQLite: the compare flow, undo,
+the queue's annotators-per-query rule, ranking by binary insertion, security (tokens, other
+projects, malformed bodies, second answers, video paths) and the export that pbrl reads.
+
+The videos here come from a stand-in renderer (coloured frames, encoded to real MP4 by the
+same encoder); rendering real MuJoCo frames is covered by tests/test_ui_browser.py's slow test
+and by the README flow. ``ui_world`` is shared with the browser and PostgreSQL tests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("fastapi")
+pytest.importorskip("sqlalchemy")
+
+from fastapi.testclient import TestClient  # noqa: E402
+from sqlalchemy import func, select, text  # noqa: E402
+
+from pbrl.datasets.base import EpisodeData, OfflineDataset  # noqa: E402
+from pbrl.datasets.minari_io import write_minari_dataset  # noqa: E402
+from pbrl.datasets.registry import load_dataset  # noqa: E402
+from pbrl.prefs import load_preferences, save_preferences  # noqa: E402
+from pbrl.prefs.io import check_prefs_dataset  # noqa: E402
+from pbrl.ui.db import Answer, Assignment, Query, SegmentRow, open_db  # noqa: E402
+from pbrl.ui.service import (  # noqa: E402
+    ProjectOptions,
+    add_token,
+    create_project,
+    export_preferences,
+    insertion_replay,
+    post_queries,
+    query_answers,
+)
+from pbrl.ui.video import render_pending, video_path  # noqa: E402
+from pbrl.ui.web import create_app  # noqa: E402
+
+DATASET = "test/uitiny-v0"
+
+
+def fake_renderer(
+    ds: OfflineDataset, episode: int, start: int, length: int, width: int, height: int
+) -> np.ndarray:
+    """Coloured frames with a bar that moves, so a playing video visibly changes."""
+    frames = np.zeros((length, height, width, 3), dtype=np.uint8)
+    frames[...] = np.array([(37 * episode) % 256, (11 * start) % 256, 160], dtype=np.uint8)
+    for t in range(length):
+        x = int((t / max(length - 1, 1)) * (width - 8))
+        frames[t, :, x : x + 8] = 255
+    return frames
+
+
+def write_tiny_dataset(episodes: int = 6, steps: int = 40, seed: int = 0) -> OfflineDataset:
+    """A small dataset with qpos/qvel and known rewards in the Minari store (no task)."""
+    rng = np.random.default_rng(seed)
+    eps = []
+    for e in range(episodes):
+        eps.append(
+            EpisodeData(
+                observations=rng.normal(size=(steps + 1, 3)).astype(np.float32),
+                actions=rng.uniform(-1, 1, size=(steps, 2)).astype(np.float32),
+                # episode e earns about e per step: later episodes are better
+                rewards=(e + 0.01 * rng.normal(size=steps)).astype(np.float32),
+                terminations=np.zeros(steps, bool),
+                truncations=np.r_[np.zeros(steps - 1, bool), True],
+                qpos=rng.normal(size=(steps + 1, 2)),
+                qvel=rng.normal(size=(steps + 1, 2)),
+                info={"seed": e},
+            )
+        )
+    write_minari_dataset(
+        DATASET, eps, env_id=None, ref_min_score=0.0, ref_max_score=1.0, card={}, overwrite=True
+    )
+    return load_dataset(DATASET)
+
+
+@dataclass
+class UiWorld:
+    sessions: object
+    cache: Path
+    ds: OfflineDataset
+    client: TestClient
+    url: str
+
+    def create(self, name: str = "p", **kw: object) -> None:
+        opts = ProjectOptions(
+            name=name, **{"queries": 6, "segment": 8, "width": 32, "height": 32, **kw}
+        )  # type: ignore[arg-type]
+        create_project(self.sessions, self.ds, opts, dataset_arg=DATASET)
+        render_pending(self.sessions, self.cache, renderer=fake_renderer)
+
+    def token(self, project: str, name: str, owner: bool = False) -> dict[str, str]:
+        return {"Authorization": f"Bearer {add_token(self.sessions, project, name, owner=owner)}"}
+
+    def count(self, model: type) -> int:
+        with self.sessions() as s:  # type: ignore[operator]
+            return int(s.scalar(select(func.count()).select_from(model)))
+
+
+def make_world(tmp_path: Path, url: str | None = None) -> UiWorld:
+    ds = write_tiny_dataset()
+    url = url or f"sqlite:///{tmp_path / 'ui.db'}"
+    _, sessions = open_db(url)
+    cache = tmp_path / "videos"
+    return UiWorld(sessions, cache, ds, TestClient(create_app(sessions, cache)), url)
+
+
+@pytest.fixture()
+def ui_world(tmp_path, minari_home) -> UiWorld:
+    return make_world(tmp_path)
+
+
+# ---- schema --------------------------------------------------------------------------------
+def test_sqlite_database_is_migrated_and_in_wal_mode(ui_world):
+    with ui_world.sessions() as s:
+        assert s.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+        assert s.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0001"
+    # opening again is a no-op migration
+    open_db(ui_world.url)
+
+
+# ---- the compare flow ----------------------------------------------------------------------
+def test_answer_undo_and_answer_again(ui_world):
+    w = ui_world
+    w.create(gold=1)
+    alice = w.token("p", "alice")
+    r = w.client.get("/api/projects/p/next", headers=alice).json()
+    assert r["state"] == "ready" and r["upcoming"] is not None
+    q1 = r["query"]["query_id"]
+    # the same pair again until it is answered (a reload does not skip it)
+    assert w.client.get("/api/projects/p/next", headers=alice).json()["query"]["query_id"] == q1
+    r = w.client.post(
+        "/api/projects/p/answers", headers=alice, json={"query_id": q1, "choice": "left"}
+    )
+    assert r.status_code == 200, r.text
+    q2 = r.json()["next"]["query"]["query_id"]
+    assert q2 != q1
+    r = w.client.post(
+        "/api/projects/p/answers", headers=alice, json={"query_id": q2, "choice": "equal"}
+    )
+    assert r.status_code == 200
+    assert w.count(Answer) == 2
+    # undo removes the last answer and shows its pair again
+    r = w.client.post("/api/projects/p/undo", headers=alice).json()
+    assert r["undone"] == q2 and r["next"]["query"]["query_id"] == q2
+    assert w.count(Answer) == 1
+    r = w.client.post(
+        "/api/projects/p/answers", headers=alice, json={"query_id": q2, "choice": "right"}
+    )
+    assert r.status_code == 200
+    with w.sessions() as s:
+        rows = {a.query_id: a for a in s.scalars(select(Answer))}
+    assert rows[q1].prefer_b == 0.0 and rows[q2].prefer_b == 1.0
+    assert all(a.latency_s >= 0 and a.answered_at >= a.shown_at for a in rows.values())
+    # everything answered: done
+    for _ in range(10):
+        nxt = w.client.get("/api/projects/p/next", headers=alice).json()
+        if nxt["state"] == "done":
+            break
+        qid = nxt["query"]["query_id"]
+        w.client.post(
+            "/api/projects/p/answers", headers=alice, json={"query_id": qid, "choice": "skip"}
+        )
+    assert nxt["state"] == "done" and nxt["progress"]["answered"] == 6
+
+
+def test_annotators_per_query_and_gold_for_everyone(ui_world):
+    w = ui_world
+    w.create(queries=4, per_query=1, gold=1)
+    heads = [w.token("p", n) for n in ("a", "b")]
+    with w.sessions() as s:
+        gold = s.scalar(select(Query.id).where(Query.gold))
+    seen = []
+    for h in heads:
+        mine = []
+        while (r := w.client.get("/api/projects/p/next", headers=h).json())["state"] == "ready":
+            qid = r["query"]["query_id"]
+            mine.append(qid)
+            w.client.post(
+                "/api/projects/p/answers", headers=h, json={"query_id": qid, "choice": "left"}
+            )
+        seen.append(set(mine))
+    # one annotator per ordinary query, the gold query to both
+    assert seen[0] & seen[1] == {gold}
+    assert len(seen[0] | seen[1]) == 4
+
+
+def test_videos_are_h264_mp4_and_served_only_from_the_cache(ui_world):
+    w = ui_world
+    w.create()
+    w.create("other")
+    alice = w.token("p", "alice")
+    with w.sessions() as s:
+        mine = s.scalar(select(SegmentRow).where(SegmentRow.project_id == 1))
+        theirs = s.scalar(select(SegmentRow).where(SegmentRow.project_id == 2))
+    path = video_path(w.cache, 1, mine.id)
+    assert path.read_bytes()[4:8] == b"ftyp"
+    import imageio_ffmpeg
+
+    meta = imageio_ffmpeg.read_frames(str(path))
+    info = next(meta)
+    meta.close()
+    assert info["codec"].startswith("h264") and info["size"] == (32, 32)
+    r = w.client.get(f"/api/projects/p/videos/{mine.id}.mp4", headers=alice)
+    assert r.status_code == 200 and r.headers["content-type"] == "video/mp4"
+    assert r.content == path.read_bytes()
+    token = alice["Authorization"].split()[1]
+    assert w.client.get(f"/api/projects/p/videos/{mine.id}.mp4?token={token}").status_code == 200
+    # another project's segment, and paths that try to leave the cache
+    assert w.client.get(f"/api/projects/p/videos/{theirs.id}.mp4", headers=alice).status_code == 404
+    for bad in ("..%2F..%2Fui.db", "..%2Fp1%2Fs1", "%2Fetc%2Fpasswd", "1%00", "-1", "1e3"):
+        r = w.client.get(f"/api/projects/p/videos/{bad}.mp4", headers=alice)
+        assert r.status_code in (404, 422), (bad, r.status_code)
+    r = w.client.get("/api/projects/p/videos/../../ui.db", headers=alice)
+    assert r.status_code == 404
+
+
+# ---- security ------------------------------------------------------------------------------
+def test_tokens_projects_and_owner_actions(ui_world):
+    w = ui_world
+    w.create()
+    w.create("other")
+    alice = w.token("p", "alice")
+    boss = w.token("p", "boss", owner=True)
+    eve = w.token("other", "eve")
+    assert w.client.get("/api/projects/p/next").status_code == 401
+    assert (
+        w.client.get("/api/projects/p/next", headers={"Authorization": "Bearer nope"}).status_code
+        == 401
+    )
+    assert (
+        w.client.get("/api/projects/p/next", headers={"Authorization": "Basic x"}).status_code
+        == 401
+    )
+    assert w.client.get("/api/projects/p/next", headers=eve).status_code == 403
+    assert w.client.get("/api/projects/nope/next", headers=alice).status_code == 403
+    for path in ("/status", "/export"):
+        assert w.client.get(f"/api/projects/p{path}", headers=alice).status_code == 403
+        assert w.client.get(f"/api/projects/p{path}", headers=boss).status_code == 200
+    assert w.client.get("/api/projects/other/status", headers=boss).status_code == 403
+    assert w.count(Assignment) == 0  # nothing was served by the refused calls
+
+
+def test_bad_answers_are_refused_and_write_nothing(ui_world):
+    w = ui_world
+    w.create()
+    w.create("other")
+    alice = w.token("p", "alice")
+    eve = w.token("other", "eve")
+    q = w.client.get("/api/projects/p/next", headers=alice).json()["query"]["query_id"]
+    foreign = w.client.get("/api/projects/other/next", headers=eve).json()["query"]["query_id"]
+    with w.sessions() as s:
+        unseen = s.scalar(
+            select(Query.id).where(Query.project_id == 1, Query.id != q).order_by(Query.id.desc())
+        )
+    url = "/api/projects/p/answers"
+    cases = [
+        ({"query_id": foreign, "choice": "left"}, 404),
+        ({"query_id": 99999, "choice": "left"}, 404),
+        ({"query_id": unseen, "choice": "left"}, 409),
+        ({"query_id": q, "choice": "up"}, 422),
+        ({"query_id": str(q), "choice": "left"}, 422),
+        ({"query_id": q}, 422),
+        ({"query_id": q, "choice": "left", "extra": 1}, 422),
+        ({"query_id": -1, "choice": "left"}, 422),
+        ([q, "left"], 422),
+    ]
+    for body, code in cases:
+        r = w.client.post(url, headers=alice, json=body)
+        assert r.status_code == code, (body, r.status_code, r.text)
+        assert r.json()["detail"]
+    r = w.client.post(
+        url,
+        headers=alice,
+        content=b"{not json",
+    )
+    assert r.status_code == 422
+    assert w.count(Answer) == 0
+    assert (
+        w.client.post(url, headers=alice, json={"query_id": q, "choice": "left"}).status_code == 200
+    )
+    # a second answer to the same query: 409, the first one kept, idempotent on repeats
+    for _ in range(2):
+        r = w.client.post(url, headers=alice, json={"query_id": q, "choice": "right"})
+        assert r.status_code == 409 and "already" in r.json()["detail"]
+    with w.sessions() as s:
+        assert [a.prefer_b for a in s.scalars(select(Answer))] == [0.0]
+
+
+# ---- export --------------------------------------------------------------------------------
+def answer_all(w: UiWorld, head: dict[str, str], project: str, pick) -> int:
+    n = 0
+    while (r := w.client.get(f"/api/projects/{project}/next", headers=head).json())[
+        "state"
+    ] == "ready":
+        q = r["query"]
+        choice = pick(q)
+        res = w.client.post(
+            f"/api/projects/{project}/answers",
+            headers=head,
+            json={"query_id": q["query_id"], "choice": choice},
+        )
+        assert res.status_code == 200, res.text
+        n += 1
+    return n
+
+
+def better(q: dict) -> str:
+    """The rational answer on the tiny dataset: later episodes earn more per step."""
+    a, b = q["left"]["episode"], q["right"]["episode"]
+    return "equal" if a == b else ("right" if b > a else "left")
+
+
+def test_export_keeps_every_annotator_and_aggregates(ui_world, tmp_path):
+    w = ui_world
+    w.create(queries=5, per_query=3, gold=2)
+    heads = {n: w.token("p", n) for n in ("ann", "bob", "cat")}
+    answer_all(w, heads["ann"], "p", better)
+    answer_all(w, heads["bob"], "p", better)
+    flip = {"left": "right", "right": "left", "equal": "equal"}
+    answer_all(w, heads["cat"], "p", lambda q: flip[better(q)])
+    data = export_preferences(w.sessions, "p", "none")
+    assert data.num_queries == 15
+    assert sorted({f.labeler for f in data.feedback}) == ["human:ann", "human:bob", "human:cat"]
+    assert all(f.latency_s is not None and f.latency_s >= 0 for f in data.feedback)
+    path = tmp_path / "out.npz"
+    save_preferences(data, path)
+    back = load_preferences(path)
+    check_prefs_dataset(back, w.ds, where=str(path))
+    assert len(back.meta["gold_queries"]) == 2
+    # the file is what learners read
+    batch = back.to_batch(w.ds)
+    assert batch.size == back.num_answered
+    # aggregation: the two rational annotators outvote the contrarian one
+    for how in ("majority", "reliability"):
+        agg = export_preferences(w.sessions, "p", how)
+        assert agg.num_queries == 5
+        truth = np.array(
+            [
+                {"left": 0.0, "right": 1.0, "equal": 0.5}[
+                    better({"left": {"episode": f.a.episode}, "right": {"episode": f.b.episode}})
+                ]
+                for f in agg.feedback
+            ]
+        )
+        np.testing.assert_allclose(np.round(agg.prefer_b, 6), truth, atol=0.02)
+    st = w.client.get("/api/projects/p/status", headers=w.token("p", "own", owner=True)).json()
+    assert st["annotators"]["ann"]["gold_accuracy"] == 1.0
+    assert (
+        st["annotators"]["cat"]["gold_accuracy"] in (0.0, None)
+        or st["annotators"]["cat"]["gold_accuracy"] < 1
+    )
+    assert st["agreement"]["pairs"] == 15
+
+
+def test_training_loop_posts_queries_and_reads_answers(ui_world):
+    w = ui_world
+    w.create(queries=1)
+    alice = w.token("p", "alice")
+    ids = post_queries(
+        w.sessions, "p", np.array([[0, 0, 8], [1, 0, 8]]), np.array([[2, 0, 8], [3, 0, 8]])
+    )
+    render_pending(w.sessions, w.cache, renderer=fake_renderer)
+    answer_all(w, alice, "p", better)
+    got = query_answers(w.sessions, "p", ids)
+    assert got == {ids[0]: [("alice", 1.0)], ids[1]: [("alice", 1.0)]}
+    with pytest.raises(Exception, match="refs_a"):
+        post_queries(w.sessions, "p", np.array([[0, 35, 8]]), np.array([[1, 0, 8]]))
+    boss = w.token("p", "boss", owner=True)
+    r = w.client.post(
+        "/api/projects/p/queries", headers=boss, json={"refs_a": [[0, 0, 8]], "refs_b": [[1, 1, 8]]}
+    )
+    assert r.status_code == 200 and len(r.json()["query_ids"]) == 1
+    r = w.client.post(
+        "/api/projects/p/queries",
+        headers=alice,
+        json={"refs_a": [[0, 0, 8]], "refs_b": [[1, 1, 8]]},
+    )
+    assert r.status_code == 403
+
+
+# ---- ranking -------------------------------------------------------------------------------
+def test_insertion_replay_sorts_with_about_log2_comparisons():
+    rng = np.random.default_rng(0)
+    for n in (1, 2, 5, 16, 33):
+        value = rng.permutation(n)
+        order = list(range(n))
+        steps: list = []
+        while True:
+            groups, nxt, used = insertion_replay(order, steps)
+            assert used == len(steps)
+            if nxt is None:
+                break
+            new, pivot = nxt
+            steps.append((new, pivot, 1.0 if value[pivot] > value[new] else 0.0))
+        assert [g[0] for g in groups] == list(np.argsort(value))
+        assert len(steps) <= sum(int(np.ceil(np.log2(k + 1))) for k in range(1, n))
+    # ties join the pivot's group; a skip drops the segment
+    groups, nxt, _ = insertion_replay([7, 8, 9], [(8, 7, 0.5), (9, 7, None)])
+    assert groups == [[7, 8]] and nxt is None
+    with pytest.raises(ValueError):
+        insertion_replay([1, 2], [(2, 3, 1.0)])
+
+
+def test_rank_mode_places_four_segments_and_exports_derived_pairs(ui_world):
+    w = ui_world
+    w.create("r", queries=4, mode="rank")
+    alice = w.token("r", "alice")
+    n = answer_all(w, alice, "r", better)
+    assert 3 <= n <= 5
+    done = w.client.get("/api/projects/r/next", headers=alice).json()
+    assert done["state"] == "done"
+    data = export_preferences(w.sessions, "r", "none")
+    ranking = data.meta["rankings"]["alice"]
+    flat = [seg for group in ranking for seg in group]
+    assert len(flat) == 4
+    episodes = [seg[0] for seg in flat]
+    assert episodes == sorted(episodes)
+    assert data.num_queries == 6 and all(data.meta["derived"])
+    assert data.meta["comparisons"] == n
+    # undo reopens the last comparison
+    r = w.client.post("/api/projects/r/undo", headers=alice).json()
+    assert r["next"]["state"] == "ready"
