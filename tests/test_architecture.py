@@ -259,3 +259,27 @@ def test_the_private_name_check_catches_both_forms(tmp_path: Path) -> None:
     f = tmp_path / "m.py"
     f.write_text("from pbrl.run.train import _x\nimport pbrl.utils as u\nu._probe(1)\n")
     assert [b.split(": ", 1)[1] for b in _private_uses(f)] == ["pbrl.run.train._x", "u._probe"]
+
+
+def test_learners_import_the_kit_never_each_other() -> None:
+    """An agent file imports pbrl.learn (the kit) and lower layers, never another learner;
+    the example plug-in likewise (issue 18)."""
+    graph = import_graph()
+    bad = sorted(
+        f"{m} imports {t}"
+        for m, ts in graph.items()
+        if m.startswith("pbrl.agents.")
+        for t in ts
+        if t.startswith("pbrl.agents")
+    )
+    example = ROOT / "examples" / "my_agent.py"
+    for node in ast.walk(ast.parse(example.read_text(), str(example))):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("pbrl.agents"):
+            bad.append(f"examples/my_agent.py imports {node.module}")
+        if isinstance(node, ast.Import):
+            bad += [
+                f"examples/my_agent.py imports {a.name}"
+                for a in node.names
+                if a.name.startswith("pbrl.agents")
+            ]
+    assert not bad, "learners importing learners:\n" + "\n".join(bad)
