@@ -118,7 +118,7 @@ def ui_world(tmp_path, minari_home) -> UiWorld:
 def test_sqlite_database_is_migrated_and_in_wal_mode(ui_world):
     with ui_world.sessions() as s:
         assert s.execute(text("PRAGMA journal_mode")).scalar() == "wal"
-        assert s.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0001"
+        assert s.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0002"
     # opening again is a no-op migration
     open_db(ui_world.url)
 

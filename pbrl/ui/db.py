@@ -9,6 +9,7 @@ One row per fact, so that nothing an annotator did is lost or merged:
 - ``segments``: ``[episode, start, length]`` windows of the dataset, with the state of their
   cached video (``pending``, ``ready``, ``failed``);
 - ``queries``: segment pairs to compare; ``gold`` ones carry the oracle teacher's answer;
+  ``shown`` counts the annotators it went to (claimed atomically, at most ``per_query``);
   ``origin`` says who put them in the queue (``initial``, ``active``, ``posted`` by a training
   loop, ``rank`` for binary-insertion comparisons, which belong to one annotator);
 - ``assignments``: a query shown to an annotator, and when (the latency's start);
@@ -18,7 +19,7 @@ One row per fact, so that nothing an annotator did is lost or merged:
 The schema is created and upgraded by Alembic (``pbrl/ui/migrations``); :func:`open_db` runs
 the migrations to ``head`` on every start. SQLite files run in WAL mode (readers never wait
 for the writer) with a busy timeout, so several server threads and the render worker share one
-file.
+file. Revisions: 0001 the tables, 0002 ``queries.shown``.
 """
 
 from __future__ import annotations
@@ -113,6 +114,8 @@ class Query(Base):
     gold: Mapped[bool] = mapped_column(Boolean, default=False)
     gold_prefer_b: Mapped[float | None] = mapped_column(Float, nullable=True)
     origin: Mapped[str] = mapped_column(String(16), default="initial")
+    # annotators it has been shown to; claimed by a conditional UPDATE (never over per_query)
+    shown: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     # rank-mode comparisons belong to one annotator's insertion; None for shared queries
     annotator_id: Mapped[int | None] = mapped_column(
         ForeignKey("tokens.id"), nullable=True, index=True
@@ -186,11 +189,18 @@ def make_engine(url: str) -> Engine:
 
         @event.listens_for(engine, "connect")
         def _pragmas(conn: Any, _record: Any) -> None:
+            # Transactions start with BEGIN IMMEDIATE (below): a read that later writes
+            # never fails on a stale snapshot, it waits for the lock (busy timeout).
+            conn.isolation_level = None
             cur = conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _begin(conn: Any) -> None:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
 

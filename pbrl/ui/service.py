@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -411,10 +411,14 @@ def _next_query(s: Session, who: Annotator) -> dict[str, Any]:
         if not _ready(s, open_q):
             _hurry(s, open_q)
             return {"state": "rendering", "progress": _progress(s, who, project)}
-        return _serve(s, who, project, open_q, cands, now, new=False)
+        return _serve(s, who, project, open_q, cands, now)
     for i, q in enumerate(cands):
-        if _ready(s, q):
-            return _serve(s, who, project, q, cands[i + 1 :], now, new=True)
+        if _ready(s, q) and _claim(s, project, q):
+            s.add(
+                Assignment(project_id=project.id, query_id=q.id, annotator_id=who.id, shown_at=now)
+            )
+            s.flush()
+            return _serve(s, who, project, q, cands[i + 1 :], now)
     if cands:
         _hurry(s, cands[0])
         return {"state": "rendering", "progress": _progress(s, who, project)}
@@ -424,26 +428,34 @@ def _next_query(s: Session, who: Annotator) -> dict[str, Any]:
 def _candidates(
     s: Session, who: Annotator, project: Project, *, exclude: int | None
 ) -> list[Query]:
-    shown = (
-        select(Assignment.query_id, func.count().label("n"))
-        .where(Assignment.project_id == project.id)
-        .group_by(Assignment.query_id)
-        .subquery()
-    )
     seen = select(Assignment.query_id).where(Assignment.annotator_id == who.id)
     stmt = (
         select(Query)
-        .outerjoin(shown, shown.c.query_id == Query.id)
         .where(
             Query.project_id == project.id,
             Query.annotator_id.is_(None),
             Query.id.not_in(seen),
-            or_(Query.gold, func.coalesce(shown.c.n, 0) < project.per_query),
+            or_(Query.gold, Query.shown < project.per_query),
         )
         .order_by(Query.id)
         .limit(_CANDIDATES)
     )
     return [q for q in s.scalars(stmt) if q.id != exclude]
+
+
+def _claim(s: Session, project: Project, q: Query) -> bool:
+    """Count ``who`` among the query's annotators unless it has ``per_query`` already.
+
+    One conditional UPDATE: the database re-checks the condition on the locked row, so two
+    requests at once never push a query past ``per_query`` (a plain read-then-write would).
+    """
+    res = s.execute(
+        update(Query)
+        .where(Query.id == q.id, or_(Query.gold, Query.shown < project.per_query))
+        .values(shown=Query.shown + 1)
+        .execution_options(synchronize_session=False)
+    )
+    return res.rowcount == 1
 
 
 def _serve(
@@ -453,12 +465,7 @@ def _serve(
     q: Query,
     rest: list[Query],
     now: float,
-    *,
-    new: bool,
 ) -> dict[str, Any]:
-    if new:
-        s.add(Assignment(project_id=project.id, query_id=q.id, annotator_id=who.id, shown_at=now))
-        s.flush()
     upcoming = next((r for r in rest if _ready(s, r)), None)
     return {
         "state": "ready",
@@ -576,6 +583,7 @@ def _next_rank(s: Session, who: Annotator, project: Project, now: float) -> dict
         select(Assignment).where(Assignment.query_id == q.id, Assignment.annotator_id == who.id)
     )
     if asg is None:
+        _claim(s, project, q)
         s.add(Assignment(project_id=project.id, query_id=q.id, annotator_id=who.id, shown_at=now))
         s.flush()
     out = {"state": "ready", "query": _query_json(s, q), "upcoming": None}
