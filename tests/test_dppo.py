@@ -3,8 +3,10 @@ dataset windows, the smoothness pairs, and ``pbrl train --agent dppo`` end to en
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,6 +20,7 @@ from pbrl.prefs import save_preferences
 from pbrl.run.train import TrainSpec, train_agent
 
 dppo = load_agent_module("dppo")
+BENCH = Path(__file__).resolve().parents[1] / "bench" / "dppo_official_loss.py"
 
 
 def official_policy_loss(dist: np.ndarray, score: np.ndarray, lambd: float, temp: float) -> float:
@@ -73,6 +76,54 @@ def test_policy_loss_equals_the_official_code_on_a_fixed_batch(lambd):
         )
     ).mean()
     assert float(everything) != pytest.approx(want, rel=1e-3)  # the drop rule matters here
+
+
+# The official loss on bench/dppo_official_loss.py's fixed batches, printed by
+#   python bench/dppo_official_loss.py DPPO/learner.py     (snu-mllab/DPPO@bce1756, jax 0.10.2)
+OFFICIAL_LOSSES = [
+    1.182661533355713,
+    3.750964641571045,
+    0.7835272550582886,
+    1.9539848566055298,
+    1.5723679065704346,
+    3.7495968341827393,
+    0.7949396967887878,
+    2.8098268508911133,
+    0.5754992961883545,
+    3.071424961090088,
+    0.72996586561203,
+    0.7468025088310242,
+    0.8759399056434631,
+    2.695348024368286,
+    0.7285072207450867,
+    1.4336209297180176,
+    2.058471918106079,
+    2.6634981632232666,
+    0.7284653186798096,
+    4.164102077484131,
+    7.036103248596191,
+    8.877161026000977,
+    1.1351665258407593,
+    16.017948150634766,
+]
+
+
+def test_policy_loss_equals_the_executed_official_code():
+    spec = importlib.util.spec_from_file_location("dppo_official_loss", BENCH)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    cases = list(bench.fixed_batches())
+    assert len(cases) == len(OFFICIAL_LOSSES)
+    dropped = 0
+    for case, want in zip(cases, OFFICIAL_LOSSES, strict=True):
+        pred, act, mask = (torch.as_tensor(case[k]) for k in ("pred", "act", "mask"))
+        dist = dppo.window_distances(pred, act, mask)
+        got, kept = dppo.dppo_policy_loss(
+            dist, torch.as_tensor(case["score"]), case["lambd"], case["temp"]
+        )
+        assert float(got) == pytest.approx(want, rel=1e-6)
+        dropped += int(kept) < 120
+    assert dropped >= 2  # the drop rule is exercised (batch 5 at T = 0.05)
 
 
 def test_policy_loss_orders_ties_like_the_official_argsort():
