@@ -29,6 +29,7 @@ from pbrl.prefs.io import check_prefs_dataset  # noqa: E402
 from pbrl.ui.db import Answer, Assignment, Query, SegmentRow, open_db  # noqa: E402
 from pbrl.ui.service import (  # noqa: E402
     ProjectOptions,
+    UiError,
     add_token,
     create_project,
     export_preferences,
@@ -347,7 +348,11 @@ def test_export_keeps_every_annotator_and_aggregates(ui_world, tmp_path):
                 for f in agg.feedback
             ]
         )
-        np.testing.assert_allclose(np.round(agg.prefer_b, 6), truth, atol=0.02)
+        np.testing.assert_allclose(agg.prefer_b, truth, atol=0.05)
+    bob = export_preferences(w.sessions, "p", "none", annotator="bob")
+    assert bob.num_queries == 5 and {f.labeler for f in bob.feedback} == {"human:bob"}
+    with pytest.raises(UiError, match="no annotator 'zed'"):
+        export_preferences(w.sessions, "p", "none", annotator="zed")
     st = w.client.get("/api/projects/p/status", headers=w.token("p", "own", owner=True)).json()
     assert st["annotators"]["ann"]["gold_accuracy"] == 1.0
     assert (

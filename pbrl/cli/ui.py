@@ -24,7 +24,9 @@ app.add_typer(project_app, name="project")
 app.add_typer(token_app, name="token")
 
 HomeOpt = typer.Option(
-    None, "--home", help="Folder of the SQLite file and the video cache [$PBRL_UI_HOME or ./pbrl-ui]."
+    None,
+    "--home",
+    help="Folder of the SQLite file and the video cache [$PBRL_UI_HOME or ./pbrl-ui].",
 )
 DbOpt = typer.Option(
     None, "--db", help="SQLAlchemy database URL [$PBRL_UI_DB or sqlite:///<home>/ui.db]."
@@ -108,7 +110,9 @@ def serve(
         worker.start()
     typer.echo(f"pbrl ui: http://{host}:{port}/?project=<project>&token=<token> (db {url})")
     try:
-        uvicorn.run(create_app(sessions, home / "videos"), host=host, port=port, log_level="warning")
+        uvicorn.run(
+            create_app(sessions, home / "videos"), host=host, port=port, log_level="warning"
+        )
     finally:
         if worker is not None:
             worker.terminate()
@@ -264,6 +268,9 @@ def export(
     aggregate: str = typer.Option(
         "none", "--aggregate", help="none (every answer), majority or reliability (Dawid-Skene)."
     ),
+    annotator: str = typer.Option(
+        None, "--annotator", help="Only this person's answers (for pbrl oracles fit)."
+    ),
     home: Path = HomeOpt,
     db: str = DbOpt,
 ) -> None:
@@ -278,7 +285,7 @@ def export(
     from pbrl.prefs import save_preferences
     from pbrl.ui.service import export_preferences
 
-    data = export_preferences(sessions, project, aggregate)
+    data = export_preferences(sessions, project, aggregate, annotator)
     if data.num_queries == 0:
         raise PbrlError(f"project '{project}': no answers to export yet")
     save_preferences(data, output)

@@ -12,8 +12,8 @@ every function is ``items``: one mapping per query from annotator to category.
 - :func:`fleiss_kappa`: Fleiss' kappa with a varying number of raters per item (per-item
   agreement ``sum_j n_ij (n_ij - 1) / (n_i (n_i - 1))``; chance from pooled proportions).
 - :func:`majority`: the most frequent category; a tie between ``A`` and ``B`` is ``EQUAL``.
-- :func:`dawid_skene`: EM over the true category and each annotator's 3x3 confusion matrix
-  (Dawid and Skene 1979), started from the majority vote; returns posteriors.
+- :func:`dawid_skene`: EM over each item's true category and each annotator's 3x3 confusion
+  matrix (Dawid and Skene 1979) with a Dirichlet prior (MAP), from the vote shares.
 """
 
 from __future__ import annotations
@@ -94,32 +94,42 @@ def majority(item: Mapping[str, int]) -> int | None:
 
 
 def dawid_skene(
-    items: Items, *, iters: int = 100, tol: float = 1e-6, smoothing: float = 0.01
+    items: Items,
+    *,
+    iters: int = 200,
+    tol: float = 1e-7,
+    prior_right: float = 2.0,
+    prior_wrong: float = 0.5,
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """EM estimate of each item's true category and each annotator's confusion matrix.
+    """EM estimate of each item's true category and each annotator's 3x3 confusion matrix.
 
-    Returns ``(posterior (I, 3), {annotator: confusion (3, 3)})``; confusion row ``t`` is the
-    distribution of the annotator's answer when the truth is ``t``. ``smoothing`` is a
-    pseudo-count on every confusion cell and class prior, so an annotator seen once does not
-    get a degenerate matrix. Items without answers get the class prior.
+    The maximum a posteriori variant: each confusion row gets Dirichlet pseudo-counts,
+    ``prior_right`` on the diagonal and ``prior_wrong`` elsewhere (annotators are more often
+    right than not), and the class prior one pseudo-count per class. Without them, EM with
+    three hidden classes explains random answers by inventing a class of "equal" pairs (a
+    simulated crowd of three 80% annotators and two spammers: 0.74 accuracy unregularised,
+    0.86 with these defaults, tests/test_ui_crowd.py). Returns ``(posterior (I, 3),
+    {annotator: confusion (3, 3)})``; confusion row ``t`` is the distribution of the
+    annotator's answer when the truth is ``t``. Items without answers get the class prior.
     """
     names = sorted({a for item in items for a in item})
     idx = {a: k for k, a in enumerate(names)}
     n_items, n_ann = len(items), len(names)
     post = np.zeros((n_items, N_CATEGORIES))
-    for i, item in enumerate(items):  # start: the (soft) vote shares
+    for i, item in enumerate(items):  # start: the vote shares
         for v in item.values():
             post[i, v] += 1.0
-    empty = post.sum(axis=1) == 0
-    post[empty] = 1.0
+    post[post.sum(axis=1) == 0] = 1.0
     post /= post.sum(axis=1, keepdims=True)
     obs = [(i, idx[a], v) for i, item in enumerate(items) for a, v in item.items()]
-    conf = np.full((n_ann, N_CATEGORIES, N_CATEGORIES), 1.0 / N_CATEGORIES)
+    pseudo = np.full((N_CATEGORIES, N_CATEGORIES), prior_wrong)
+    np.fill_diagonal(pseudo, prior_right)
+    conf = np.tile(pseudo / pseudo.sum(axis=1, keepdims=True), (n_ann, 1, 1))
     for _ in range(iters):
         # M step: class prior and confusion matrices from the posteriors
-        prior = post.sum(axis=0) + smoothing
+        prior = post.sum(axis=0) + 1.0
         prior /= prior.sum()
-        conf = np.full((n_ann, N_CATEGORIES, N_CATEGORIES), smoothing)
+        conf = np.tile(pseudo, (n_ann, 1, 1))
         for i, k, v in obs:
             conf[k, :, v] += post[i]
         conf /= conf.sum(axis=2, keepdims=True)
@@ -135,6 +145,12 @@ def dawid_skene(
         if delta < tol:
             break
     return post, {a: conf[idx[a]] for a in names}
+
+
+def reliability(confusion: np.ndarray) -> float:
+    """An annotator's mean probability of naming the better segment: (c[A, A] + c[B, B]) / 2."""
+    c = np.asarray(confusion)
+    return float((c[A, A] + c[B, B]) / 2.0)
 
 
 def soft_prefer_b(posterior: np.ndarray) -> np.ndarray:

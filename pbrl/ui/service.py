@@ -45,6 +45,7 @@ from pbrl.ui.crowd import (
     krippendorff_alpha,
     majority,
     pairwise_agreement,
+    reliability,
     soft_prefer_b,
 )
 from pbrl.ui.db import Answer, Assignment, Project, Query, SegmentRow, Token
@@ -782,7 +783,7 @@ def project_status(sessions: sessionmaker, project: str) -> dict[str, Any]:
 
 
 def export_preferences(
-    sessions: sessionmaker, project: str, aggregate: str = "none"
+    sessions: sessionmaker, project: str, aggregate: str = "none", annotator: str | None = None
 ) -> PreferenceData:
     """The project's answers as pbrl preference data.
 
@@ -790,12 +791,26 @@ def export_preferences(
     pairs each annotator's final ranking implies, ``meta["derived"]``, and the rankings in
     ``meta["rankings"]``). ``majority`` / ``reliability``: one record per query, the majority
     vote or the Dawid-Skene posterior (prefer_b = P(b) + P(equal) / 2), labeler ``crowd:...``.
+    ``annotator``: only that person's answers (e.g. to fit a simulated teacher to them with
+    ``pbrl oracles fit``).
     """
     if aggregate not in AGGREGATES:
         raise PbrlError(f"--aggregate: {aggregate!r} is not one of {', '.join(AGGREGATES)}")
     with sessions() as s:
         p = get_project(s, project)
         rows = _answer_rows(s, p)
+        tokens = list(s.scalars(select(Token).where(Token.project_id == p.id).order_by(Token.id)))
+        if annotator is not None:
+            if annotator not in {t.name for t in tokens}:
+                raise UiError(
+                    404, f"--annotator: project '{project}' has no annotator '{annotator}'"
+                )
+            if aggregate != "none":
+                raise PbrlError(
+                    "--annotator: one person's answers are not aggregated (--aggregate none)"
+                )
+            rows = [r for r in rows if r[2] == annotator]
+            tokens = [t for t in tokens if t.name == annotator]
         segs = {r.id: r for r in s.scalars(select(SegmentRow).where(SegmentRow.project_id == p.id))}
         tokens = list(s.scalars(select(Token).where(Token.project_id == p.id).order_by(Token.id)))
         rankings: dict[str, list[list[int]]] = {}
@@ -820,6 +835,7 @@ def export_preferences(
         "ui_project": p.name,
         "ui_mode": p.mode,
         "aggregate": aggregate,
+        "annotator": annotator,
         "segment": p.segment,
     }
     if p.dataset_path:
@@ -879,9 +895,7 @@ def export_preferences(
             post, conf = dawid_skene(items)
             pbs = soft_prefer_b(post).tolist()
             spec = "crowd:dawid-skene"
-            meta["reliability"] = {
-                name: float(np.trace(c) / 3.0) for name, c in sorted(conf.items())
-            }
+            meta["reliability"] = {name: reliability(c) for name, c in sorted(conf.items())}
         for qid, it, pb in zip(ids, items, pbs, strict=True):
             q = qrow[qid]
             feedback.append(
