@@ -171,12 +171,13 @@ def project_create(
     from dataclasses import replace
 
     from pbrl.datasets.registry import load_dataset
-    from pbrl.ui.service import check_renderable, create_project
+    from pbrl.ui.service import check_project_dataset, check_renderable, create_project
 
     ds = load_dataset(dataset)
     check_renderable(ds)
     if name is None:
         opts = replace(opts, name=_default_name(ds.id))
+    check_project_dataset(ds, opts)
     _, sessions = _open(home, db, create=True)
     p = create_project(sessions, ds, opts, dataset_arg=dataset)
     typer.echo(

@@ -158,6 +158,19 @@ def check_renderable(ds: OfflineDataset) -> None:
         raise DataError(f"{ds.path or ds.id}: task {ds.task_id!r} has no renderer")
 
 
+def check_project_dataset(ds: OfflineDataset, opts: ProjectOptions) -> None:
+    """What ``opts`` asks of ``ds``, before a database is touched: long enough episodes,
+    rewards for gold queries."""
+    longest = int(ds.lengths.max()) if ds.num_episodes else 0
+    if longest < opts.segment:
+        raise DataError(
+            f"{ds.path or ds.id}: --segment {opts.segment} is longer than every episode "
+            f"(longest: {longest} steps)"
+        )
+    if opts.gold and ds.rewards is None:
+        raise DataError(f"{ds.path or ds.id}: --gold needs the dataset's rewards (the oracle)")
+
+
 # ---- projects and tokens -------------------------------------------------------------------
 def create_project(
     sessions: sessionmaker,
@@ -169,8 +182,7 @@ def create_project(
     """A new project on ``ds``: its segments and its first queries (gold ones labelled by the
     ``oracle`` teacher), in one transaction."""
     opts.check()
-    if ds.rewards is None and opts.gold:
-        raise DataError(f"{ds.path or ds.id}: --gold needs the dataset's rewards (the oracle)")
+    check_project_dataset(ds, opts)
     if opts.selector not in ("uniform", "kcenter"):
         # The first round has no reward model yet: it is drawn uniformly; later rounds use
         # the ensemble (docs/ui.md, active queries).
