@@ -48,7 +48,7 @@ from pbrl.learn.kit import (
     split_steps,
     strict_accuracy,
 )
-from pbrl.learn.nn import MLP, CausalTransformer
+from pbrl.learn.nn import MLP, CausalTransformer, interleave_steps
 
 ACTION_RANGE = 2.0
 """a_max - a_min of the normalised action box [-1, 1] (the official distance divides by it)."""
@@ -182,7 +182,7 @@ class ScoreModel(nn.Module):
 
     def forward(self, obs: torch.Tensor, act: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Scores (B,) of (B, L) windows; padded steps have timestep 0 and zero inputs."""
-        b, h, _ = obs.shape
+        h = obs.shape[1]
         if h > self.max_len:
             raise PbrlError(f"dppo: window of {h} steps exceeds max_len {self.max_len}")
         m = mask.to(obs.dtype)
@@ -190,9 +190,9 @@ class ScoreModel(nn.Module):
         ts = (ts[None, :] * mask.long()).long()
         e_t = self.embed_t(ts)
         obs, act = obs * m[..., None], act * m[..., None]
-        tok = torch.stack([self.embed_a(act) + e_t, self.embed_s(obs) + e_t], dim=2)
-        tok = self.embed_ln(tok.reshape(b, 2 * h, -1))
-        out, _ = self.encoder(tok, mask.repeat_interleave(2, dim=1))
+        streams = [self.embed_a(act) + e_t, self.embed_s(obs) + e_t]
+        tok, key_mask = interleave_steps(streams, self.embed_ln, mask)
+        out, _ = self.encoder(tok, key_mask)
         r = self.head(out[:, 1::2]).squeeze(-1)
         if self.pool_padding:
             return r.mean(-1)
