@@ -94,7 +94,7 @@ def main() -> None:
     from pbrl.datasets.diagnose import diagnose, format_table
     from pbrl.datasets.registry import load_dataset
 
-    g.KINDS["medium-replay"] = VARIANTS[a.variant]
+    g.MIXTURES["medium-replay"] = VARIANTS[a.variant]
     t0 = time.time()
     did = g.build(f"metaworld/{a.task}", "medium-replay", workers=a.workers, overwrite=True)
     ds = load_dataset(did)

@@ -56,6 +56,7 @@ class ExpertValueFunction:
     ``Q(s, a) = mean(Q1, Q2)(s, a)`` with ``a`` in the env's action units (scaled to SAC's
     [-1, 1] internally); ``V(s) = mean over n_actions actions a' ~ pi(.|s) of Q(s, a')``
     (CPL's estimator: a hard value without the entropy term). Calling the object gives V.
+    ``reward_scale``: the factor SAC's rewards were multiplied by; V and Q are in those units.
     """
 
     def __init__(self, payload: dict[str, Any], *, n_actions: int, device: str, seed: int) -> None:
@@ -70,6 +71,9 @@ class ExpertValueFunction:
             raise PbrlError(f"n_actions must be positive, got {n_actions}")
         self.device = resolve_device(device)
         self.gamma = float(payload["gamma"])
+        # The critic learned from the env reward times this (CPL's MetaWorld SAC: 0.1), so its
+        # values are in those units; files written before the field existed used 1.
+        self.reward_scale = float(payload.get("reward_scale", 1.0))
         self.n_actions = int(n_actions)
         self.obs_dim = int(payload["obs_dim"])
         self.act_dim = int(payload["act_dim"])

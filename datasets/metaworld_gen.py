@@ -23,7 +23,7 @@ Behaviour sources (each episode records ``info["source"]`` and its parameters):
 - ``gaussian``: the expert plus zero-mean Gaussian noise of a given sigma (the
   ``noisy-expert`` kind: an imitation dataset that cannot rank preference learners).
 
-Kinds are mixtures of components with fixed shares (:data:`KINDS`); episode counts are
+Kinds are mixtures of components with fixed shares (:data:`MIXTURES`); episode counts are
 allotted by largest remainder and recorded in the card. Every episode's seed comes from the
 build seed through ``numpy.random.SeedSequence``; each episode is a pure function of its
 job (task, source, parameters, seed, horizon), so a dataset is identical for a given seed
@@ -39,17 +39,21 @@ import logging
 import math
 import multiprocessing as mp
 import os
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from pbrl.datasets.base import EpisodeData
+from pbrl.datasets.critic import CRITIC_FILE, CRITIC_FORMAT, save_expert_critic
 from pbrl.datasets.minari_io import check_new_dataset, minari_root, write_minari_dataset
 from pbrl.datasets.progress import RateLog
 from pbrl.datasets.registry import generated_dataset_id
+from pbrl.datasets.sb3_gen import EvalRecord, SacConfig, SacRun, critic_payload
 from pbrl.envs.base import get_task
 from pbrl.envs.metaworld import expert_action, expert_policy, gym_env_id, make_metaworld_env
 from pbrl.errors import PbrlError, UnknownIdError
@@ -91,7 +95,7 @@ class Component:
 # Kind -> mixture. Shares sum to 1. The purposeful-failure shares of medium-replay /
 # medium-expert were chosen so that BC on all data fails while BC on the best 10% and
 # true-reward IQL succeed (issue 10's criteria); the measurement is in docs/metaworld-data.md.
-KINDS: dict[str, tuple[Component, ...]] = {
+MIXTURES: dict[str, tuple[Component, ...]] = {
     "expert": (Component("expert", 1.0, {"sigma": 0.1}),),
     "random": (Component("random", 1.0),),
     # About half succeed: the expert stops (holds or wanders off) after a prefix of
@@ -116,6 +120,10 @@ KINDS: dict[str, tuple[Component, ...]] = {
     # Issue 10's zero-mean recipe, kept as its own kind: imitation recovers the expert.
     "noisy-expert": tuple(Component("gaussian", 0.25, {"sigma": s}) for s in (0.1, 0.3, 0.5, 1.0)),
 }
+
+# CPL's protocol (docs/cpl-protocol.md): rollouts of one suboptimal SAC policy, not a mixture.
+PROTOCOL_KINDS: tuple[str, ...] = ("rollouts",)
+KINDS: tuple[str, ...] = (*MIXTURES, *PROTOCOL_KINDS)
 
 DEFAULT_EPISODES: dict[str, int] = {
     "expert": 100,
@@ -191,9 +199,9 @@ def plan(
     other_pool: Sequence[str] = (),
 ) -> list[EpisodeJob]:
     """The episode jobs of one dataset, in component order."""
-    if kind not in KINDS:
-        raise UnknownIdError(f"--kind {kind}: unknown kind (known: {', '.join(KINDS)})")
-    comps = KINDS[kind]
+    if kind not in MIXTURES:
+        raise UnknownIdError(f"--kind {kind}: unknown kind (known: {', '.join(MIXTURES)})")
+    comps = MIXTURES[kind]
     counts = allot([c.share for c in comps], episodes)
     seeds = episode_seeds(seed, episodes)
     jobs: list[EpisodeJob] = []
@@ -529,7 +537,7 @@ def reference_scores(
 
 def source_stats(episodes: Sequence[EpisodeData], kind: str) -> list[dict[str, Any]]:
     """Per-component episode count, success rate and mean return."""
-    comps = KINDS[kind]
+    comps = MIXTURES[kind]
     out = []
     for ci, comp in enumerate(comps):
         eps = [e for e in episodes if e.info["component"] == ci]
@@ -542,6 +550,409 @@ def source_stats(episodes: Sequence[EpisodeData], kind: str) -> list[dict[str, A
             }
         )
     return out
+
+
+# ---- CPL's protocol: a SAC policy on the dense reward ----------------------------------------
+CPL_HORIZON = 250  # CPL's MetaWorld episodes: min(250, max_path_length)
+CPL_SAC_STEPS = 1_000_000  # CPL's oracle SAC (configs/oracle/sac.yaml)
+CPL_EVAL_EVERY = 10_000
+CPL_EVAL_EPISODES = 20
+SAC_ENV_LABEL = "mw-seeded-goals"
+
+
+def cpl_sac_config(horizon: int = CPL_HORIZON) -> SacConfig:
+    """CPL's oracle SAC settings in SB3 terms (``../shared/algorithms/cpl_ipl.md`` A3).
+
+    256x3 actor and twin critics, batch 512, lr 3e-4, tau 0.005, target update every 2 steps,
+    initial temperature 0.1 (auto-tuned), 25,000 random steps, reward divided by 10. SB3 clamps
+    the log-std to [-20, 2] where CPL uses [-5, 2].
+    """
+    return SacConfig(
+        net_arch=(256, 256, 256),
+        learning_rate=3e-4,
+        batch_size=512,
+        buffer_size=1_000_000,
+        gamma=0.99,
+        tau=0.005,
+        learning_starts=25_000,
+        horizon=int(horizon),
+        reward_scale=0.1,
+        ent_coef_init=0.1,
+        target_update_interval=2,
+    )
+
+
+def goal_of_seed(u: Any, seed: int) -> np.ndarray:
+    """The task vector (object/goal positions) an episode of reset seed ``seed`` starts from."""
+    rng = np.random.default_rng(seed)
+    return rng.uniform(u._random_reset_space.low, u._random_reset_space.high)
+
+
+def _make_seeded_goal_env_class() -> type:
+    import gymnasium as gym
+
+    class SeededGoalEnv(gym.Env):
+        """One MetaWorld task whose ``reset(seed=s)`` places a fresh uniform goal drawn from
+        ``s`` (CPL: a random goal on every reset), truncating after ``horizon`` steps.
+
+        MetaWorld itself ignores reset seeds and cycles MT1's 50 pre-drawn goals; here every
+        episode's goal is a function of its seed alone, so SAC's training, its evaluation and
+        the rollouts draw from the same goal distribution and every episode can be replayed.
+        ``info["rand_vec"]`` of a reset is the task vector used.
+        """
+
+        metadata: dict[str, Any] = {"render_modes": []}
+
+        def __init__(self, env_name: str, horizon: int) -> None:
+            self._env = make_metaworld_env(env_name, seed=0, horizon=horizon)
+            self.u = self._env.unwrapped
+            self.env_name = env_name
+            self.horizon = int(horizon)
+            self.observation_space = self.u.observation_space
+            self.action_space = self.u.action_space
+            self.t = 0
+            self.rand_vec = np.zeros(0)
+            self._unseeded = np.random.default_rng(0)
+
+        @property
+        def data(self) -> Any:
+            return self.u.data
+
+        def reset(
+            self, *, seed: int | None = None, options: dict | None = None
+        ) -> tuple[np.ndarray, dict[str, Any]]:
+            if seed is None:
+                seed = int(self._unseeded.integers(2**32))
+            obs, self.rand_vec = _reset_to(self.u, goal_of_seed(self.u, int(seed)), int(seed))
+            self.t = 0
+            return obs, {"rand_vec": self.rand_vec.copy(), "seed": int(seed)}
+
+        def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+            a = np.clip(np.asarray(action, dtype=np.float64), -1.0, 1.0)
+            obs, reward, _, _, info = self.u.step(a)
+            self.t += 1
+            return np.asarray(obs), float(reward), False, self.t >= self.horizon, info
+
+        def close(self) -> None:
+            self._env.close()
+
+    return SeededGoalEnv
+
+
+def seeded_goal_env(env_name: str, horizon: int) -> Any:
+    """A :class:`SeededGoalEnv` of ``env_name`` (see its docstring)."""
+    return _make_seeded_goal_env_class()(env_name, horizon)
+
+
+def sac_run(
+    task_id: str,
+    *,
+    seed: int = 0,
+    root: str | os.PathLike[str] | None = None,
+    device: str = "cpu",
+    horizon: int = CPL_HORIZON,
+    config: SacConfig | None = None,
+) -> SacRun:
+    """The resumable SAC run behind a task's ``rollouts`` kind (CPL's settings by default)."""
+    env_name = env_name_of(task_id)
+    return SacRun(
+        task_id,
+        seed,
+        config or cpl_sac_config(horizon),
+        root=root,
+        device=device,
+        env_factory=lambda _seed, h: seeded_goal_env(env_name, int(h or horizon)),
+        env_label=SAC_ENV_LABEL,
+    )
+
+
+def train_sac(
+    task_id: str,
+    steps: int = CPL_SAC_STEPS,
+    *,
+    seed: int = 0,
+    root: str | os.PathLike[str] | None = None,
+    device: str = "cpu",
+    eval_every: int = CPL_EVAL_EVERY,
+    eval_episodes: int = CPL_EVAL_EPISODES,
+    threads: int | None = 1,
+    config: SacConfig | None = None,
+) -> SacRun:
+    """Train (or resume) the task's SAC run up to ``steps``; returns the run.
+
+    Checkpoints (with the replay buffer) every ``eval_every`` steps, each evaluated on
+    ``eval_episodes`` episodes with its success rate; a killed run resumes from the last.
+    """
+    run = sac_run(task_id, seed=seed, root=root, device=device, config=config)
+    run.train(steps, eval_every=eval_every, eval_episodes=eval_episodes, threads=threads)
+    return run
+
+
+# ---- CPL's protocol: the rollouts kind ---------------------------------------------------------
+CPL_EPISODES = 2500  # CPL's scripts/create_dataset.py --num-ep 2500
+ROLLOUT_NOISE = 0.3  # ... --noise 0.3: std of the Gaussian added to the mean action
+# The chosen checkpoint's evaluation success is the closest to this fraction of the best
+# checkpoint's (CPL's data is one suboptimal policy's; the repository does not record which
+# checkpoint it rolled out): half the expert's leaves room both to fail and to succeed.
+ROLLOUT_TARGET_FRACTION = 0.5
+_STREAM_ROLLOUTS = 30  # episode seeds: SeedSequence([seed, 30, i])
+
+
+def choose_rollout_checkpoint(
+    evals: Sequence[EvalRecord], step: int | None = None
+) -> tuple[EvalRecord, EvalRecord, str]:
+    """(chosen, best, reason): the checkpoint a ``rollouts`` dataset is made of.
+
+    ``best`` has the highest evaluation success rate (ties: higher return, then earlier).
+    ``chosen``, among the checkpoints up to ``best``'s step, has the success rate closest to
+    :data:`ROLLOUT_TARGET_FRACTION` of ``best``'s (ties: earlier). ``step`` picks a checkpoint
+    by hand instead. A run whose checkpoints never succeeded is refused: its policy is not
+    the suboptimal-but-competent one CPL rolls out.
+    """
+    if not evals:
+        raise PbrlError("the SAC run has no evaluated checkpoint yet (train it longer)")
+
+    def rate(e: EvalRecord) -> float:
+        return float(e.success_rate or 0.0)
+
+    best = max(evals, key=lambda e: (rate(e), e.mean_return, -e.step))
+    if step is not None:
+        picked = [e for e in evals if e.step == step]
+        if not picked:
+            known = ", ".join(str(e.step) for e in evals)
+            raise PbrlError(f"--checkpoint {step}: no evaluated checkpoint there (known: {known})")
+        return picked[0], best, f"checkpoint step {step} given by hand"
+    if rate(best) <= 0.0:
+        raise PbrlError(
+            f"no SAC checkpoint succeeds yet (best return {best.mean_return:.1f} at step "
+            f"{best.step}); train the SAC run longer before building rollouts"
+        )
+    target = ROLLOUT_TARGET_FRACTION * rate(best)
+    candidates = [e for e in evals if e.step <= best.step]
+    chosen = min(candidates, key=lambda e: (abs(rate(e) - target), e.step))
+    reason = (
+        f"success {rate(chosen):.0f}% is the closest to {ROLLOUT_TARGET_FRACTION:.0%} of the "
+        f"best checkpoint's {rate(best):.0f}% (step {best.step}) among checkpoints up to it"
+    )
+    return chosen, best, reason
+
+
+def _mean_action_fn(run: SacRun, step: int) -> Any:
+    """obs (D,) -> the SAC checkpoint's deterministic action tanh(mu(s)) in [-1, 1]."""
+    import torch
+
+    actor = run.policy_from_snapshot(step).actor
+
+    def act(obs: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            t = torch.as_tensor(np.asarray(obs, dtype=np.float32)[None], device=run.device)
+            mean, _, _ = actor.get_action_dist_params(t)
+            return np.tanh(mean.cpu().numpy()[0].astype(np.float64))
+
+    return act
+
+
+def rollout_episode(
+    env: Any, act: Any, seed: int, noise: float, info: dict[str, Any]
+) -> EpisodeData:
+    """One episode: ``clip(mean action + N(0, noise^2), -1, 1)``, goal and noise from ``seed``."""
+    rng = np.random.default_rng(seed)
+    obs, reset_info = env.reset(seed=seed)
+    T = int(env.horizon)
+    u = env.u
+    nq, nv = u.data.qpos.shape[0], u.data.qvel.shape[0]
+    observations = np.empty((T + 1, obs.shape[0]), dtype=np.float64)
+    actions = np.empty((T, 4), dtype=np.float32)
+    rewards = np.empty(T, dtype=np.float64)
+    qpos = np.empty((T + 1, nq), dtype=np.float64)
+    qvel = np.empty((T + 1, nv), dtype=np.float64)
+    successes = np.zeros(T + 1, dtype=bool)
+    observations[0] = obs
+    qpos[0], qvel[0] = u.data.qpos, u.data.qvel
+    for t in range(T):
+        a = np.clip(act(obs) + noise * rng.standard_normal(4), -1.0, 1.0).astype(np.float32)
+        obs, r, _, _, step_info = env.step(a)
+        actions[t] = a
+        rewards[t] = float(r)
+        observations[t + 1] = obs
+        qpos[t + 1], qvel[t + 1] = u.data.qpos, u.data.qvel
+        successes[t + 1] = bool(step_info["success"])
+    truncations = np.zeros(T, dtype=bool)
+    truncations[-1] = True
+    return EpisodeData(
+        observations=observations,
+        actions=actions,
+        rewards=rewards,
+        terminations=np.zeros(T, dtype=bool),
+        truncations=truncations,
+        qpos=qpos,
+        qvel=qvel,
+        successes=successes,
+        info={
+            **info,
+            "seed": int(seed),
+            "rand_vec": [float(x) for x in reset_info["rand_vec"]],
+            "success": bool(successes.any()),
+            "return": float(rewards.sum()),
+        },
+    )
+
+
+def rollout_seeds(seed: int, n: int) -> list[int]:
+    """Reset/noise seeds of a ``rollouts`` dataset's episodes."""
+    return [
+        int(np.random.SeedSequence([int(seed), _STREAM_ROLLOUTS, i]).generate_state(1)[0])
+        for i in range(n)
+    ]
+
+
+def generate_rollouts(
+    task_id: str,
+    *,
+    episodes: int | None = None,
+    seed: int = 0,
+    steps: int | None = None,
+    checkpoint: int | None = None,
+    root: str | os.PathLike[str] | None = None,
+    device: str = "cpu",
+    horizon: int = CPL_HORIZON,
+    noise: float = ROLLOUT_NOISE,
+    config: SacConfig | None = None,
+) -> tuple[list[EpisodeData], dict[str, Any], dict[str, Any]]:
+    """CPL's data: a suboptimal SAC checkpoint's noisy rollouts; (episodes, card, critic).
+
+    With ``steps`` the SAC run is trained (resumed) to that many steps first; without, the
+    run's checkpoints so far are used (it trains in the background: docs/cpl-protocol.md).
+    The critic payload is the chosen checkpoint's (its critic scores the regret labels).
+    """
+    env_name = env_name_of(task_id)
+    n = CPL_EPISODES if episodes is None else int(episodes)
+    if n < 1:
+        raise PbrlError(f"--episodes: must be >= 1, got {n}")
+    if not noise >= 0.0:
+        raise PbrlError(f"noise: must be >= 0, got {noise}")
+    check_seed(seed, "--seed")
+    t0 = time.perf_counter()
+    run = sac_run(task_id, seed=seed, root=root, device=device, horizon=horizon, config=config)
+    if steps is not None:
+        run.train(steps, eval_every=CPL_EVAL_EVERY, eval_episodes=CPL_EVAL_EPISODES)
+    evals = run.evals()
+    chosen, best, reason = choose_rollout_checkpoint(evals, checkpoint)
+    log.info("%s rollouts: SAC checkpoint %d (%s)", env_name, chosen.step, reason)
+    act = _mean_action_fn(run, chosen.step)
+    env = seeded_goal_env(env_name, run.horizon)
+    progress = RateLog(log, f"{env_name} rollouts", n)
+    progress.begin()
+    eps: list[EpisodeData] = []
+    base = {"source": "sac-rollout", "checkpoint_step": chosen.step, "noise": noise}
+    try:
+        for i, s in enumerate(rollout_seeds(seed, n)):
+            eps.append(rollout_episode(env, act, s, noise, {**base, "episode_index": i}))
+            progress.update(len(eps))
+    finally:
+        env.close()
+    refs = reference_scores(env_name, seed, run.horizon, workers=1)
+    succ = [e.info["success"] for e in eps]
+
+    def ck(e: EvalRecord) -> dict[str, Any]:
+        return {"step": e.step, "success_rate": e.success_rate, "mean_return": e.mean_return}
+
+    card: dict[str, Any] = {
+        "generator": "pbrl.datasets.metaworld_gen: CPL's protocol (SAC rollouts with noise)",
+        "task_id": task_id,
+        "env_name": env_name,
+        "kind": "rollouts",
+        "horizon": run.horizon,
+        "seed": seed,
+        "episodes": n,
+        "paper_episodes": CPL_EPISODES,
+        "steps": int(sum(e.length for e in eps)),
+        "episode_seeds": "SeedSequence([seed, 30, i]).generate_state(1)[0]: the reset (goal "
+        "drawn uniformly from the task's random-reset space) and the action noise",
+        "policy": {
+            "checkpoint": ck(chosen),
+            "best_checkpoint": ck(best),
+            "reason": reason,
+            "rule": f"success closest to {ROLLOUT_TARGET_FRACTION:.0%} of the best checkpoint's",
+            "actions": f"clip(tanh(mu(s)) + N(0, {noise}^2), -1, 1): the SAC mean action plus "
+            "Gaussian noise (CPL scripts/create_dataset.py --noise)",
+        },
+        "success_rate": float(np.mean(succ)),
+        "mean_return": float(np.mean([e.info["return"] for e in eps])),
+        "sac": {
+            **run.config.identity(),
+            "learning_starts": run.learning_starts(),
+            "run_dir": str(run.path),
+            "trained_steps": run.latest_step(),
+            "eval_episodes": CPL_EVAL_EPISODES,
+            "evals": [ck(e) for e in evals],
+            "env": "SeededGoalEnv: a uniform random goal per episode from its reset seed",
+        },
+        "reference": refs,
+        "critic": {
+            "file": CRITIC_FILE,
+            "format": CRITIC_FORMAT,
+            "step": chosen.step,
+            "gamma": run.config.gamma,
+            "reward_scale": run.config.reward_scale,
+            "value_estimator": "Q = mean of the twin critics; V(s) = mean of Q(s, a') over 64 "
+            "actions sampled from the same checkpoint's actor (CPL add_pref_labels.py); values "
+            "are in units of reward x reward_scale (CPL: reward / 10)",
+        },
+        "build_seconds": round(time.perf_counter() - t0, 2),
+        "reward": "raw MetaWorld v3 reward (0..10 per step); SAC learned from it x 0.1",
+        "success": "per step in infos['success']; an episode succeeds if any step does",
+    }
+    return eps, card, critic_payload(run, chosen)
+
+
+def build_rollouts(
+    task_id: str,
+    *,
+    episodes: int | None = None,
+    seed: int = 0,
+    steps: int | None = None,
+    checkpoint: int | None = None,
+    overwrite: bool = False,
+    device: str = "cpu",
+    root: str | os.PathLike[str] | None = None,
+    config: SacConfig | None = None,
+) -> str:
+    """Write ``pbrl/metaworld/<task>/rollouts-v0`` with the SAC critic beside it."""
+    dataset_id = generated_dataset_id(task_id, "rollouts")
+    check_new_dataset(dataset_id, overwrite)
+    eps, card, critic = generate_rollouts(
+        task_id,
+        episodes=episodes,
+        seed=seed,
+        steps=steps,
+        checkpoint=checkpoint,
+        root=root,
+        device=device,
+        config=config,
+    )
+    with tempfile.TemporaryDirectory(prefix="pbrl-critic-") as tmpdir:
+        critic_tmp = Path(tmpdir) / CRITIC_FILE
+        save_expert_critic(critic_tmp, critic)
+        write_minari_dataset(
+            dataset_id,
+            eps,
+            env_id=gym_env_id(),
+            env_kwargs={"env_name": card["env_name"], "seed": seed, "horizon": card["horizon"]},
+            ref_min_score=card["reference"]["ref_min_score"],
+            ref_max_score=card["reference"]["ref_max_score"],
+            card=card,
+            description=(
+                f"pbrl generated MetaWorld {card['env_name']} 'rollouts' dataset (CPL's "
+                f"protocol): {len(eps)} episodes of SAC step {card['policy']['checkpoint']['step']}"
+                f" with Gaussian noise {ROLLOUT_NOISE}."
+            ),
+            algorithm_name="pbrl.metaworld_gen:rollouts",
+            overwrite=overwrite,
+            extra_files={CRITIC_FILE: critic_tmp},
+        )
+    log.info("wrote %s (%d episodes) with %s", dataset_id, len(eps), CRITIC_FILE)
+    return dataset_id
 
 
 # ---- the public entry point ---------------------------------------------------------------
@@ -565,8 +976,8 @@ def generate(
 ) -> tuple[list[EpisodeData], dict[str, Any]]:
     """Generate a kind's episodes and its card, without writing anything."""
     env_name = env_name_of(task_id)
-    if kind not in KINDS:
-        raise UnknownIdError(f"--kind {kind}: unknown kind (known: {', '.join(KINDS)})")
+    if kind not in MIXTURES:
+        raise UnknownIdError(f"--kind {kind}: unknown kind (known: {', '.join(MIXTURES)})")
     n = default_episodes(env_name, kind) if episodes is None else int(episodes)
     if n < 1:
         raise PbrlError(f"--episodes: must be >= 1, got {n}")
@@ -574,7 +985,7 @@ def generate(
         raise PbrlError(f"--horizon: must be >= 1, got {horizon}")
     check_seed(seed, "--seed")
     t0 = time.perf_counter()
-    needs_pool = any(c.source == "other-task" for c in KINDS[kind])
+    needs_pool = any(c.source == "other-task" for c in MIXTURES[kind])
     log.info(
         "%s %s: %d episodes on %d worker(s)%s, then %d reference episodes",
         env_name,
@@ -621,12 +1032,27 @@ def build(
     workers: int | None = None,
     overwrite: bool = False,
     horizon: int = 500,
+    steps: int | None = None,
+    device: str = "cpu",
 ) -> str:
-    """Generate ``pbrl/metaworld/<task>/<kind>-v0`` into the Minari store; returns its id."""
+    """Generate ``pbrl/metaworld/<task>/<kind>-v0`` into the Minari store; returns its id.
+
+    ``steps`` and ``device`` apply to the ``rollouts`` kind only (SAC training steps to reach
+    first, the device it trains and rolls out on); the scripted kinds take ``workers`` and
+    ``horizon``.
+    """
 
     env_name_of(task_id)
     if kind not in KINDS:
         raise UnknownIdError(f"--kind {kind}: unknown kind (known: {', '.join(KINDS)})")
+    if kind in PROTOCOL_KINDS:
+        if horizon != 500:
+            raise PbrlError("--horizon: the rollouts kind uses CPL's 250-step episodes")
+        return build_rollouts(
+            task_id, episodes=episodes, seed=seed, steps=steps, overwrite=overwrite, device=device
+        )
+    if steps is not None:
+        raise PbrlError(f"--steps: the {kind} kind is scripted (SAC steps apply to rollouts)")
     dataset_id = generated_dataset_id(task_id, kind)
     # Before any episode is generated: an existing dataset, a bad id, an unwritable store.
     check_new_dataset(dataset_id, overwrite)

@@ -99,13 +99,35 @@ class SacConfig:
     horizon: int | None = None
     """Episode length limit overriding the task's (None: the task's horizon). Tests use a
     short horizon; it is part of the run identity."""
+    reward_scale: float = 1.0
+    """SAC learns from the env reward times this (CPL's MetaWorld oracle: 0.1). Recorded
+    episodes and evaluation returns keep the env's own reward."""
+    ent_coef_init: float | None = None
+    """Initial value of the auto-tuned entropy coefficient (None: SB3's 1.0; CPL: 0.1)."""
+    target_update_interval: int = 1
+    """Gradient steps between target-critic updates (SB3's 1; CPL: 2)."""
 
     def identity(self) -> dict[str, Any]:
-        """Fields that define a run: a different value means a different run directory."""
+        """Fields that define a run: a different value means a different run directory.
+
+        Fields added after the first runs were stored are left out at their defaults, so
+        existing run directories keep their names.
+        """
         out = asdict(self)
         out.pop("learning_starts")
         out["net_arch"] = list(self.net_arch)
+        for name, default in _LATER_FIELDS.items():
+            if out[name] == default:
+                out.pop(name)
         return out
+
+
+# Fields of SacConfig added after runs existed, with the defaults an old run had.
+_LATER_FIELDS: dict[str, Any] = {
+    "reward_scale": 1.0,
+    "ent_coef_init": None,
+    "target_update_interval": 1,
+}
 
 
 @dataclass(frozen=True)
@@ -117,18 +139,35 @@ class EvalRecord:
     std_return: float
     returns: tuple[float, ...]
     ent_coef: float
+    successes: tuple[bool, ...] | None = None
+    """Per evaluation episode: ``info["success"]`` at any step (None: the task has none)."""
+
+    @property
+    def success_rate(self) -> float | None:
+        """Percent of evaluation episodes that succeeded (None without success signals)."""
+        if not self.successes:
+            return None
+        return 100.0 * sum(self.successes) / len(self.successes)
 
     def to_json(self) -> dict[str, Any]:
-        return {**asdict(self), "returns": list(self.returns)}
+        out = {**asdict(self), "returns": list(self.returns)}
+        if self.successes is None:
+            out.pop("successes")
+        else:
+            out["successes"] = list(self.successes)
+            out["success_rate"] = self.success_rate
+        return out
 
     @staticmethod
     def from_json(d: dict[str, Any]) -> EvalRecord:
+        succ = d.get("successes")
         return EvalRecord(
             step=int(d["step"]),
             mean_return=float(d["mean_return"]),
             std_return=float(d["std_return"]),
             returns=tuple(float(r) for r in d["returns"]),
             ent_coef=float(d["ent_coef"]),
+            successes=None if succ is None else tuple(bool(x) for x in succ),
         )
 
 
@@ -173,10 +212,10 @@ def torch_threads(n: int | None) -> Iterator[None]:
 
 
 # ---- environments ----------------------------------------------------------------------------
-def _check_task(task_id: str) -> Any:
+def _check_task(task_id: str, domains: Sequence[str] = DOMAINS) -> Any:
 
     spec = get_task(task_id)
-    if spec.domain not in DOMAINS:
+    if spec.domain not in domains:
         raise PbrlError(
             f"{task_id}: the SAC generator builds mujoco/* and dmc/* tasks "
             f"(MetaWorld datasets come from the scripted generator)"
@@ -436,6 +475,7 @@ def run_episodes(
     record: bool = True,
     info: dict[str, Any] | None = None,
     progress: Any = None,
+    successes: list[bool] | None = None,
 ) -> tuple[list[EpisodeData], np.ndarray]:
     """Run episodes in lockstep over ``envs``, one batched policy call per step.
 
@@ -446,10 +486,13 @@ def run_episodes(
     order) reaching it is kept. Returns (episodes if ``record`` else [], returns (E,)).
     ``progress`` (a :class:`pbrl.datasets.progress.RateLog`) is updated as episodes end:
     with episodes done, or with transitions collected when ``target_steps`` is given.
+    ``successes``, when given, is extended with each kept episode's ``info["success"]`` at
+    any step (False for tasks that report none).
     """
     if (n_episodes is None) == (target_steps is None):
         raise PbrlError("run_episodes: give exactly one of n_episodes and target_steps")
     results: dict[int, tuple[EpisodeData | None, float, int]] = {}
+    succeeded: dict[int, bool] = {}
     collected = 0
     next_index = 0
 
@@ -471,6 +514,7 @@ def run_episodes(
                     "obs": obs,
                     "ret": 0.0,
                     "len": 0,
+                    "success": False,
                     "builder": _EpisodeBuilder(obs, *physics_state(env)) if record else None,
                 }
                 next_index += 1
@@ -482,7 +526,8 @@ def run_episodes(
         actions = policy(batch, rngs)
         for j, k in enumerate(active):
             slot = slots[k]
-            obs, reward, term, trunc, _ = envs[k].step(actions[j])
+            obs, reward, term, trunc, step_info = envs[k].step(actions[j])
+            slot["success"] = slot["success"] or bool(step_info.get("success", False))
             slot["ret"] += float(reward)
             slot["len"] += 1
             slot["obs"] = obs
@@ -496,6 +541,7 @@ def run_episodes(
                     )
                 collected += slot["len"]
                 results[slot["index"]] = (ep, slot["ret"], slot["len"])
+                succeeded[slot["index"]] = slot["success"]
                 slots[k] = None
                 if progress is not None:
                     progress.update(
@@ -512,6 +558,8 @@ def run_episodes(
         order = keep
     episodes = [results[i][0] for i in order]
     returns = np.array([results[i][1] for i in order], dtype=np.float64)
+    if successes is not None:
+        successes.extend(succeeded[i] for i in order)
     return [e for e in episodes if e is not None], returns
 
 
@@ -540,14 +588,28 @@ class SacRun:
         *,
         root: str | os.PathLike[str] | None = None,
         device: str = "auto",
+        env_factory: Callable[[int, int | None], Any] | None = None,
+        env_label: str | None = None,
     ) -> None:
-        self.spec = _check_task(task_id)
+        """``env_factory(seed, horizon)``, when given, makes every env of the run (training,
+        evaluation, rollouts) instead of the task's own ``make``, which lets another domain's
+        generator (MetaWorld's seeded random goals) train with this run; ``env_label`` names
+        that env and is part of the run's identity (its directory name)."""
+        if (env_factory is None) != (env_label is None):
+            raise PbrlError("SacRun: give env_factory and env_label together")
+        self.spec = _check_task(
+            task_id, DOMAINS if env_factory is None else (get_task(task_id).domain,)
+        )
         self.task_id = task_id
         self.seed = int(seed)
         self.config = config or SacConfig()
         self.device = resolve_device(device)
         self.root = Path(root) if root is not None else cache_root()
+        self.env_factory = env_factory
+        self.env_label = env_label
         name = f"seed{self.seed}"
+        if env_label is not None:
+            name += f"-{env_label}"
         if self.config.identity() != SacConfig().identity():
             digest = hashlib.sha1(
                 json.dumps(self.config.identity(), sort_keys=True).encode()
@@ -601,6 +663,8 @@ class SacRun:
 
     def make_env(self) -> Any:
         """An env of this run's task and horizon (episodes are seeded at reset)."""
+        if self.env_factory is not None:
+            return self.env_factory(self.seed, self.config.horizon)
         return make_env(self.task_id, seed=self.seed, horizon=self.config.horizon)
 
     def spaces(self) -> tuple[Any, Any]:
@@ -733,12 +797,20 @@ class SacRun:
 
         recorder_cls = _make_recorder_class()
         recorder = recorder_cls(
-            make_env(self.task_id, seed=self.seed, horizon=cfg.horizon),
+            self.make_env(),
             self.seed,
             int(state["episode_index"]),
             start,
         )
-        vec = DummyVecEnv([lambda: recorder])
+        learner_env = recorder
+        if cfg.reward_scale != 1.0:
+            import gymnasium as gym
+
+            # Above the recorder: logged episodes keep the env's reward, SAC sees it scaled.
+            scale = float(cfg.reward_scale)
+            learner_env = gym.wrappers.TransformReward(recorder, lambda r: scale * float(r))
+        vec = DummyVecEnv([lambda: learner_env])
+        ent_coef = "auto" if cfg.ent_coef_init is None else f"auto_{cfg.ent_coef_init}"
         model = SAC(
             "MlpPolicy",
             vec,
@@ -748,6 +820,8 @@ class SacRun:
             batch_size=cfg.batch_size,
             tau=cfg.tau,
             gamma=cfg.gamma,
+            ent_coef=ent_coef,
+            target_update_interval=cfg.target_update_interval,
             policy_kwargs={"net_arch": list(cfg.net_arch)},
             seed=self.seed,
             device=self.device,
@@ -894,6 +968,7 @@ class _Trainer:
         was_training = self.model.policy.training
         self.model.policy.set_training_mode(False)
         seeds = run.eval_seeds(self.eval_episodes)
+        successes: list[bool] = []
         _, returns = run_episodes(
             self.eval_envs,
             sampler,
@@ -901,6 +976,7 @@ class _Trainer:
             n_episodes=len(seeds),
             stochastic=False,
             record=False,
+            successes=successes,
         )
         self.model.policy.set_training_mode(was_training)
         ent = float(self.model.log_ent_coef.exp().item())
@@ -910,6 +986,7 @@ class _Trainer:
             std_return=float(returns.std()),
             returns=tuple(float(r) for r in returns),
             ent_coef=ent,
+            successes=tuple(successes) if run.spec.domain == "metaworld" else None,
         )
 
     def checkpoint(self, step: int) -> None:
@@ -967,12 +1044,14 @@ class _Trainer:
         now = time.monotonic()
         rate = (step - self.t_step) / max(now - self.t0, 1e-9)
         self.t0, self.t_step, self.last_ckpt = now, step, step
+        success = "" if rec.success_rate is None else f", success {rec.success_rate:.0f}%"
         log.info(
-            "%s step %d: eval return %.1f +- %.1f (%.1f steps/s)",
+            "%s step %d: eval return %.1f +- %.1f%s (%.1f steps/s)",
             run.task_id,
             step,
             rec.mean_return,
             rec.std_return,
+            success,
             rate,
         )
 
@@ -1253,20 +1332,27 @@ def generate(
         },
         "build_seconds": round(time.monotonic() - t0, 2),
     }
-    snap = run.load_snapshot(expert.step)
+    return episodes, card, critic_payload(run, expert)
+
+
+def critic_payload(run: SacRun, rec: EvalRecord) -> dict[str, Any]:
+    """The critic file's content (:mod:`pbrl.datasets.critic`) for an evaluated checkpoint."""
+    snap = run.load_snapshot(rec.step)
     obs_space, act_space = run.spaces()
-    critic = {
+    cfg = run.config
+    return {
         "format": CRITIC_FORMAT,
-        "task_id": task_id,
-        "step": expert.step,
+        "task_id": run.task_id,
+        "step": rec.step,
         "obs_dim": int(np.prod(obs_space.shape)),
         "act_dim": int(np.prod(act_space.shape)),
         "action_low": [float(x) for x in np.asarray(act_space.low).ravel()],
         "action_high": [float(x) for x in np.asarray(act_space.high).ravel()],
-        "net_arch": list(opts.config.net_arch),
-        "gamma": float(opts.config.gamma),
+        "net_arch": list(cfg.net_arch),
+        "gamma": float(cfg.gamma),
+        "reward_scale": float(cfg.reward_scale),
         "ent_coef": float(snap["ent_coef"]),
-        "eval_mean_return": expert.mean_return,
+        "eval_mean_return": rec.mean_return,
         "actor": {
             k[len("actor.") :]: v for k, v in snap["policy"].items() if k.startswith("actor.")
         },
@@ -1274,7 +1360,6 @@ def generate(
             k[len("critic.") :]: v for k, v in snap["policy"].items() if k.startswith("critic.")
         },
     }
-    return episodes, card, critic
 
 
 def build(

@@ -34,16 +34,16 @@ def test_episode_counts_default_per_kind_with_diagnosed_task_exceptions():
 
 
 def test_kinds_are_valid_mixtures():
-    for kind, comps in g.KINDS.items():
+    for kind, comps in g.MIXTURES.items():
         assert abs(sum(c.share for c in comps) - 1.0) < 1e-9, kind
         assert all(c.source in g.SOURCES for c in comps), kind
-    assert {c.params["sigma"] for c in g.KINDS["noisy-expert"]} == {0.1, 0.3, 0.5, 1.0}
+    assert {c.params["sigma"] for c in g.MIXTURES["noisy-expert"]} == {0.1, 0.3, 0.5, 1.0}
 
 
 def test_plan_records_a_source_for_every_episode():
     jobs = g.plan(ENV, "medium-replay", 20, seed=3, horizon=10, other_pool=("reach-v3",))
     assert len(jobs) == 20
-    counts = g.allot([c.share for c in g.KINDS["medium-replay"]], 20)
+    counts = g.allot([c.share for c in g.MIXTURES["medium-replay"]], 20)
     for ci, n in enumerate(counts):
         assert sum(j.component == ci for j in jobs) == n
     assert len({j.seed for j in jobs}) == 20
@@ -132,7 +132,7 @@ def test_build_writes_a_minari_dataset(minari_home, monkeypatch):
     card = read_minari_metadata(did)["pbrl_card"]
     assert card["kind"] == "medium-replay" and card["horizon"] == 20 and card["seed"] == 1
     mix = card["mixture"]
-    assert [m["share"] for m in mix] == [c.share for c in g.KINDS["medium-replay"]]
+    assert [m["share"] for m in mix] == [c.share for c in g.MIXTURES["medium-replay"]]
     assert sum(m["episodes"] for m in mix) == 8
     assert card["reference"]["episodes"] >= 20
     assert card["ref_max_score"] > card["ref_min_score"]

@@ -169,8 +169,11 @@ def build_cmd(
 
     spec = get_task(task)  # UnknownIdError names the task
     module = generator_for(spec.id)
-    if steps is not None and spec.domain == "metaworld":
-        raise PbrlError("--steps: MetaWorld datasets come from the scripted expert; use --episodes")
+    if steps is not None and spec.domain == "metaworld" and kind != "rollouts":
+        raise PbrlError(
+            "--steps: MetaWorld datasets other than rollouts come from the scripted expert; "
+            "use --episodes"
+        )
     if workers is not None and spec.domain != "metaworld":
         raise PbrlError("--workers applies to MetaWorld generation only")
     for name, value in (("--episodes", episodes), ("--steps", steps), ("--workers", workers)):
