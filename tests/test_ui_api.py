@@ -60,9 +60,11 @@ def write_tiny_dataset(episodes: int = 6, steps: int = 40, seed: int = 0) -> Off
     rng = np.random.default_rng(seed)
     eps = []
     for e in range(episodes):
+        obs = rng.normal(size=(steps + 1, 3)).astype(np.float32)
+        obs[:, 0] = e / episodes + 0.05 * obs[:, 0]  # the state shows how good the episode is
         eps.append(
             EpisodeData(
-                observations=rng.normal(size=(steps + 1, 3)).astype(np.float32),
+                observations=obs,
                 actions=rng.uniform(-1, 1, size=(steps, 2)).astype(np.float32),
                 # episode e earns about e per step: later episodes are better
                 rewards=(e + 0.01 * rng.normal(size=steps)).astype(np.float32),

@@ -226,7 +226,7 @@ def create_project(
             gold = np.zeros(opts.queries, dtype=bool)
             gold[rng.choice(opts.queries, size=opts.gold, replace=False)] = True
             gold_pb = gold_labels(ds, ra[gold], rb[gold], rng)
-            _add_queries(s, p.id, ra, rb, "initial", now, gold=gold, gold_prefer_b=gold_pb)
+            add_queries(s, p.id, ra, rb, "initial", now, gold=gold, gold_prefer_b=gold_pb)
     return p
 
 
@@ -251,7 +251,7 @@ def gold_labels(
     return np.asarray(pb, dtype=np.float64)
 
 
-def _add_queries(
+def add_queries(
     s: Session,
     project_id: int,
     refs_a: np.ndarray,
@@ -694,7 +694,7 @@ def post_queries(
                 ds.segment_index(refs, name)
             except DataError as e:
                 raise UiError(422, str(e)) from e
-        return _add_queries(s, p.id, ra, rb, "posted", time.time())
+        return add_queries(s, p.id, ra, rb, "posted", time.time())
 
 
 def query_answers(sessions: sessionmaker, project: str, ids: list[int]) -> dict[int, list[Any]]:

@@ -25,6 +25,7 @@ from sqlalchemy.orm import sessionmaker
 from pbrl.datasets.base import OfflineDataset
 from pbrl.envs.base import get_task
 from pbrl.errors import PbrlError
+from pbrl.ui.active import active_pass
 from pbrl.ui.db import Project, SegmentRow, open_db
 from pbrl.ui.service import project_dataset
 from pbrl.utils import atomic_path
@@ -127,9 +128,15 @@ def render_pending(
 
 
 def render_loop(db_url: str, cache_dir: str, poll_s: float = 0.5) -> None:
-    """The render worker's process: render pending segments forever, polling the database."""
-    logging.basicConfig(level=logging.INFO, format="render worker: %(message)s")
+    """The worker's process: render pending segments, run the active-query rounds that are
+    due (:func:`pbrl.ui.active.active_pass`), poll the database, forever."""
+    logging.basicConfig(level=logging.INFO, format="ui worker: %(message)s")
     _, sessions = open_db(db_url)
     while True:
-        if render_pending(sessions, Path(cache_dir)) == 0:
+        busy = render_pending(sessions, Path(cache_dir))
+        try:
+            busy += active_pass(sessions)
+        except Exception:  # noqa: BLE001 - a failed round is logged; labelling goes on
+            log.exception("active round failed")
+        if busy == 0:
             time.sleep(poll_s)
