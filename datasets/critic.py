@@ -144,6 +144,14 @@ class ExpertValueFunction:
         return self.v(obs)
 
 
+def has_expert_critic(dataset_id: str) -> bool:
+    """Whether a critic file lies beside the dataset (an id in the store or a folder path)."""
+    try:
+        return (_dataset_folder(dataset_id) / CRITIC_FILE).is_file()
+    except PbrlError:
+        return False
+
+
 def load_expert_value_fn(
     dataset_id: str, *, n_actions: int = 64, device: str = "cpu", seed: int = 0
 ) -> ExpertValueFunction:
@@ -155,7 +163,7 @@ def load_expert_value_fn(
     if not p.exists():
         raise DataError(
             f"{p}: no expert critic beside dataset '{dataset_id}' (only SAC-generated "
-            "MuJoCo/DMC datasets have one)"
+            "MuJoCo/DMC datasets and MetaWorld rollouts have one)"
         )
     try:
         payload = torch.load(p, map_location="cpu", weights_only=True)
