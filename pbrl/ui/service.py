@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from pbrl.datasets.base import OfflineDataset
 from pbrl.datasets.registry import load_dataset
@@ -57,7 +57,7 @@ AGGREGATES = ("none", "majority", "reliability")
 CHOICES: dict[str, float | None] = {"left": 0.0, "right": 1.0, "equal": 0.5, "skip": None}
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 # Candidates looked at per request when the first ones' videos are still rendering.
-_CANDIDATES = 16
+_CANDIDATES = 4
 MAX_SIDE = 1024
 
 
@@ -345,25 +345,10 @@ def _segment_json(seg: SegmentRow) -> dict[str, Any]:
     return {"id": seg.id, "episode": seg.episode, "start": seg.start, "length": seg.length}
 
 
-def _query_json(s: Session, q: Query) -> dict[str, Any]:
-    a, b = s.get(SegmentRow, q.seg_a), s.get(SegmentRow, q.seg_b)
-    return {"query_id": q.id, "left": _segment_json(a), "right": _segment_json(b)}
-
-
-def _ready(s: Session, q: Query) -> bool:
-    n = s.scalar(
-        select(func.count())
-        .select_from(SegmentRow)
-        .where(SegmentRow.id.in_((q.seg_a, q.seg_b)), SegmentRow.video == "ready")
-    )
-    return n == (1 if q.seg_a == q.seg_b else 2)
-
-
-def _hurry(s: Session, q: Query) -> None:
-    """Ask the render worker for this query's videos next."""
-    for sid in (q.seg_a, q.seg_b):
-        seg = s.get(SegmentRow, sid)
-        if seg is not None and seg.video == "pending":
+def _hurry(*segments: SegmentRow) -> None:
+    """Ask the render worker for these videos next (the caller's transaction writes it)."""
+    for seg in segments:
+        if seg.video == "pending":
             seg.priority = max(seg.priority, 10)
 
 
@@ -405,55 +390,63 @@ def next_query(sessions: sessionmaker, who: Annotator) -> dict[str, Any]:
     raise UiError(409, "could not assign a query (too many concurrent requests); retry")
 
 
+_SEG_A, _SEG_B = aliased(SegmentRow), aliased(SegmentRow)
+
+
 def _next_query(s: Session, who: Annotator) -> dict[str, Any]:
     project = s.get(Project, who.project_id)
     assert project is not None
     now = time.time()
     if project.mode == "rank":
         return _next_rank(s, who, project, now)
+    sa, sb = _SEG_A, _SEG_B
+    pairs = (
+        select(Query, sa, sb)
+        .join(sa, sa.id == Query.seg_a)
+        .join(sb, sb.id == Query.seg_b)
+        .where(Query.project_id == project.id)
+    )
     mine = select(Answer.query_id).where(Answer.annotator_id == who.id)
-    open_q = s.scalar(
-        select(Query)
-        .join(Assignment, Assignment.query_id == Query.id)
+    open_row = s.execute(
+        pairs.join(Assignment, Assignment.query_id == Query.id)
         .where(Assignment.annotator_id == who.id, Query.id.not_in(mine))
         .order_by(Assignment.id)
         .limit(1)
-    )
-    cands = _candidates(s, who, project, exclude=open_q.id if open_q else None)
-    if open_q is not None:
-        if not _ready(s, open_q):
-            _hurry(s, open_q)
+    ).first()
+    seen = select(Assignment.query_id).where(Assignment.annotator_id == who.id)
+    wanted = pairs.where(
+        Query.annotator_id.is_(None),
+        Query.id.not_in(seen),
+        or_(Query.gold, Query.shown < project.per_query),
+    ).order_by(Query.id)
+    ready = s.execute(
+        wanted.where(sa.video == "ready", sb.video == "ready").limit(_CANDIDATES)
+    ).all()
+    if open_row is not None:
+        q, a, b = open_row
+        if a.video != "ready" or b.video != "ready":
+            _hurry(a, b)
             return {"state": "rendering", "progress": _progress(s, who, project)}
-        return _serve(s, who, project, open_q, cands, now)
-    for i, q in enumerate(cands):
-        if _ready(s, q) and _claim(s, project, q):
+        return _serve(s, who, project, open_row, ready)
+    for i, row in enumerate(ready):
+        if _claim(s, project, row[0]):
             s.add(
-                Assignment(project_id=project.id, query_id=q.id, annotator_id=who.id, shown_at=now)
+                Assignment(
+                    project_id=project.id, query_id=row[0].id, annotator_id=who.id, shown_at=now
+                )
             )
             s.flush()
-            return _serve(s, who, project, q, cands[i + 1 :], now)
-    if cands:
-        _hurry(s, cands[0])
+            return _serve(s, who, project, row, ready[i + 1 :])
+    waiting = s.execute(wanted.limit(1)).first()
+    if waiting is not None:
+        _hurry(waiting[1], waiting[2])
         return {"state": "rendering", "progress": _progress(s, who, project)}
     return {"state": "done", "progress": _progress(s, who, project)}
 
 
-def _candidates(
-    s: Session, who: Annotator, project: Project, *, exclude: int | None
-) -> list[Query]:
-    seen = select(Assignment.query_id).where(Assignment.annotator_id == who.id)
-    stmt = (
-        select(Query)
-        .where(
-            Query.project_id == project.id,
-            Query.annotator_id.is_(None),
-            Query.id.not_in(seen),
-            or_(Query.gold, Query.shown < project.per_query),
-        )
-        .order_by(Query.id)
-        .limit(_CANDIDATES)
-    )
-    return [q for q in s.scalars(stmt) if q.id != exclude]
+def _pair_json(row: Any) -> dict[str, Any]:
+    q, a, b = row
+    return {"query_id": q.id, "left": _segment_json(a), "right": _segment_json(b)}
 
 
 def _claim(s: Session, project: Project, q: Query) -> bool:
@@ -472,18 +465,13 @@ def _claim(s: Session, project: Project, q: Query) -> bool:
 
 
 def _serve(
-    s: Session,
-    who: Annotator,
-    project: Project,
-    q: Query,
-    rest: list[Query],
-    now: float,
+    s: Session, who: Annotator, project: Project, row: Any, rest: list[Any]
 ) -> dict[str, Any]:
-    upcoming = next((r for r in rest if _ready(s, r)), None)
+    upcoming = next((r for r in rest if r[0].id != row[0].id), None)
     return {
         "state": "ready",
-        "query": _query_json(s, q),
-        "upcoming": _query_json(s, upcoming) if upcoming is not None else None,
+        "query": _pair_json(row),
+        "upcoming": _pair_json(upcoming) if upcoming is not None else None,
         "progress": _progress(s, who, project),
     }
 
@@ -589,8 +577,10 @@ def _next_rank(s: Session, who: Annotator, project: Project, now: float) -> dict
         )
         s.add(q)
         s.flush()
-    if not _ready(s, q):
-        _hurry(s, q)
+    a, b = s.get(SegmentRow, q.seg_a), s.get(SegmentRow, q.seg_b)
+    assert a is not None and b is not None
+    if a.video != "ready" or b.video != "ready":
+        _hurry(a, b)
         return {"state": "rendering", "progress": _progress(s, who, project)}
     asg = s.scalar(
         select(Assignment).where(Assignment.query_id == q.id, Assignment.annotator_id == who.id)
@@ -599,7 +589,7 @@ def _next_rank(s: Session, who: Annotator, project: Project, now: float) -> dict
         _claim(s, project, q)
         s.add(Assignment(project_id=project.id, query_id=q.id, annotator_id=who.id, shown_at=now))
         s.flush()
-    out = {"state": "ready", "query": _query_json(s, q), "upcoming": None}
+    out = {"state": "ready", "query": _pair_json((q, a, b)), "upcoming": None}
     out["ranking"] = groups
     out["progress"] = _progress(s, who, project)
     return out
@@ -624,10 +614,6 @@ def submit_answer(sessions: sessionmaker, who: Annotator, query_id: int, choice:
             )
             if asg is None:
                 raise UiError(409, f"query {query_id}: was not shown to you")
-            if s.scalar(
-                select(Answer.id).where(Answer.query_id == q.id, Answer.annotator_id == who.id)
-            ):
-                raise UiError(409, f"query {query_id}: you answered it already")
             project = s.get(Project, who.project_id)
             assert project is not None
             if project.mode == "rank":

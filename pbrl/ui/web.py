@@ -75,7 +75,17 @@ def who(
         if scheme.lower() != "bearer" or not value:
             raise UiError(401, "Authorization header must be 'Bearer <token>'")
         secret = value.strip()
-    return authenticate(request.app.state.sessions, secret, project)
+    # Tokens are never edited once made: a verified one is remembered (bounded), which saves
+    # a database round trip on every request.
+    cache = request.app.state.auth_cache
+    key = (secret, project)
+    hit = cache.get(key)
+    if hit is None:
+        hit = authenticate(request.app.state.sessions, secret, project)
+        if len(cache) > 10000:
+            cache.clear()
+        cache[key] = hit
+    return hit
 
 
 Who = Annotated[Annotator, Depends(who)]
@@ -99,6 +109,7 @@ def create_app(sessions: sessionmaker, cache_dir: Path) -> FastAPI:
     app = FastAPI(title="pbrl labeling UI", docs_url=None, redoc_url=None, openapi_url=None)
     cache_dir = Path(cache_dir)
     app.state.sessions = sessions
+    app.state.auth_cache = {}
     pages = {"annotate": _page("annotate.html"), "dashboard": _page("dashboard.html")}
 
     @app.exception_handler(UiError)
