@@ -110,7 +110,13 @@ async def _annotator(
                 await asyncio.sleep(think_s * float(rng.uniform(0.5, 1.5)))
             choice = ("left", "right", "equal", "skip")[int(rng.integers(0, 4))]
             t0 = time.perf_counter()
-            res = await c.post(f"{api}/answers", json={"query_id": q["query_id"], "choice": choice})
+            try:
+                res = await c.post(
+                    f"{api}/answers", json={"query_id": q["query_id"], "choice": choice}
+                )
+            except httpx.TransportError as e:  # counted, never retried: a retry could hide a loss
+                out["errors"].append(type(e).__name__)
+                break
             t1 = time.perf_counter()
             if res.status_code != 200:
                 out["errors"].append(res.status_code)

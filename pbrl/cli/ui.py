@@ -110,8 +110,14 @@ def serve(
         worker.start()
     typer.echo(f"pbrl ui: http://{host}:{port}/?project=<project>&token=<token> (db {url})")
     try:
+        # Annotators think for seconds between requests: a keep-alive shorter than that makes
+        # the server close connections the browser is about to reuse.
         uvicorn.run(
-            create_app(sessions, home / "videos"), host=host, port=port, log_level="warning"
+            create_app(sessions, home / "videos"),
+            host=host,
+            port=port,
+            log_level="warning",
+            timeout_keep_alive=75,
         )
     finally:
         if worker is not None:

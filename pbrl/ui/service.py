@@ -353,25 +353,31 @@ def _hurry(*segments: SegmentRow) -> None:
 
 
 def _progress(s: Session, who: Annotator, project: Project) -> dict[str, Any]:
-    rows = s.execute(
-        select(func.count(), func.min(Answer.shown_at), func.max(Answer.answered_at)).where(
-            Answer.annotator_id == who.id
-        )
-    ).one()
-    n, first, last = int(rows[0]), rows[1], rows[2]
-    rate = n / (last - first) * 3600.0 if n >= 2 and last > first else None
     if project.mode == "rank":
-        total = s.scalar(
-            select(func.count()).select_from(SegmentRow).where(SegmentRow.project_id == project.id)
+        total_q = (
+            select(func.count())
+            .select_from(SegmentRow)
+            .where(SegmentRow.project_id == project.id)
+            .scalar_subquery()
         )
-        placed = len(_rank_replay(s, who, project)[0])
-        return {"answered": n, "placed": placed, "total": int(total), "rate_per_hour": rate}
-    total = s.scalar(
-        select(func.count())
-        .select_from(Query)
-        .where(Query.project_id == project.id, Query.annotator_id.is_(None))
-    )
-    return {"answered": n, "total": int(total), "rate_per_hour": rate}
+    else:
+        total_q = (
+            select(func.count())
+            .select_from(Query)
+            .where(Query.project_id == project.id, Query.annotator_id.is_(None))
+            .scalar_subquery()
+        )
+    n, first, last, total = s.execute(
+        select(
+            func.count(Answer.id), func.min(Answer.shown_at), func.max(Answer.answered_at), total_q
+        ).where(Answer.annotator_id == who.id)
+    ).one()
+    n = int(n)
+    rate = n / (last - first) * 3600.0 if n >= 2 and last > first else None
+    out = {"answered": n, "total": int(total), "rate_per_hour": rate}
+    if project.mode == "rank":
+        out["placed"] = sum(len(g) for g in _rank_replay(s, who, project)[0])
+    return out
 
 
 def next_query(sessions: sessionmaker, who: Annotator) -> dict[str, Any]:
@@ -391,11 +397,24 @@ def next_query(sessions: sessionmaker, who: Annotator) -> dict[str, Any]:
 
 
 _SEG_A, _SEG_B = aliased(SegmentRow), aliased(SegmentRow)
+# Project rows never change after creation: one read per database and process.
+_PROJECTS: dict[tuple[str, int], Project] = {}
+
+
+def _project(s: Session, project_id: int) -> Project:
+    key = (str(s.get_bind().url), project_id)
+    p = _PROJECTS.get(key)
+    if p is None:
+        p = s.get(Project, project_id)
+        if p is None:
+            raise UiError(404, f"project {project_id}: no such project")
+        s.expunge(p)
+        _PROJECTS[key] = p
+    return p
 
 
 def _next_query(s: Session, who: Annotator) -> dict[str, Any]:
-    project = s.get(Project, who.project_id)
-    assert project is not None
+    project = _project(s, who.project_id)
     now = time.time()
     if project.mode == "rank":
         return _next_rank(s, who, project, now)
@@ -599,42 +618,53 @@ def _next_rank(s: Session, who: Annotator, project: Project, now: float) -> dict
 def submit_answer(sessions: sessionmaker, who: Annotator, query_id: int, choice: str) -> None:
     """Store ``who``'s answer to ``query_id``: 404 for a query that is not the project's,
     409 for a query not shown to them or answered already. Nothing is written on an error."""
+    answer_and_next(sessions, who, query_id, choice, serve_next=False)
+
+
+def answer_and_next(
+    sessions: sessionmaker, who: Annotator, query_id: int, choice: str, *, serve_next: bool = True
+) -> dict[str, Any] | None:
+    """:func:`submit_answer`, then :func:`next_query` in the same transaction (one round trip
+    to the database's lock for the page's most frequent request)."""
     if choice not in CHOICES:
         raise UiError(422, f"choice: {choice!r} is not one of {', '.join(CHOICES)}")
     now = time.time()
     try:
         with sessions() as s, s.begin():
-            q = s.get(Query, query_id)
-            if q is None or q.project_id != who.project_id or q.annotator_id not in (None, who.id):
-                raise UiError(404, f"query {query_id}: no such query in project '{who.project}'")
-            asg = s.scalar(
-                select(Assignment).where(
-                    Assignment.query_id == q.id, Assignment.annotator_id == who.id
-                )
-            )
-            if asg is None:
-                raise UiError(409, f"query {query_id}: was not shown to you")
-            project = s.get(Project, who.project_id)
-            assert project is not None
-            if project.mode == "rank":
-                _, nxt = _rank_replay(s, who, project)
-                if nxt != (q.seg_a, q.seg_b):
-                    raise UiError(409, f"query {query_id}: not the comparison your ranking needs")
-            pb = CHOICES[choice]
-            s.add(
-                Answer(
-                    project_id=who.project_id,
-                    query_id=q.id,
-                    annotator_id=who.id,
-                    prefer_b=pb,
-                    skipped=pb is None,
-                    shown_at=asg.shown_at,
-                    answered_at=now,
-                    latency_s=max(0.0, now - asg.shown_at),
-                )
-            )
+            _submit(s, who, query_id, choice, now)
+            s.flush()  # a duplicate fails here, before anything else is done
+            return _next_query(s, who) if serve_next else None
     except IntegrityError as e:  # the same answer posted twice at once
         raise UiError(409, f"query {query_id}: you answered it already") from e
+
+
+def _submit(s: Session, who: Annotator, query_id: int, choice: str, now: float) -> None:
+    q = s.get(Query, query_id)
+    if q is None or q.project_id != who.project_id or q.annotator_id not in (None, who.id):
+        raise UiError(404, f"query {query_id}: no such query in project '{who.project}'")
+    asg = s.scalar(
+        select(Assignment).where(Assignment.query_id == q.id, Assignment.annotator_id == who.id)
+    )
+    if asg is None:
+        raise UiError(409, f"query {query_id}: was not shown to you")
+    project = _project(s, who.project_id)
+    if project.mode == "rank":
+        _, nxt = _rank_replay(s, who, project)
+        if nxt != (q.seg_a, q.seg_b):
+            raise UiError(409, f"query {query_id}: not the comparison your ranking needs")
+    pb = CHOICES[choice]
+    s.add(
+        Answer(
+            project_id=who.project_id,
+            query_id=q.id,
+            annotator_id=who.id,
+            prefer_b=pb,
+            skipped=pb is None,
+            shown_at=asg.shown_at,
+            answered_at=now,
+            latency_s=max(0.0, now - asg.shown_at),
+        )
+    )
 
 
 def undo_last(sessions: sessionmaker, who: Annotator) -> int | None:

@@ -30,13 +30,13 @@ from pbrl.ui.service import (
     AGGREGATES,
     Annotator,
     UiError,
+    answer_and_next,
     authenticate,
     export_preferences,
     next_query,
     post_queries,
     project_status,
     query_answers,
-    submit_answer,
     undo_last,
 )
 from pbrl.ui.video import video_path
@@ -150,8 +150,10 @@ def create_app(sessions: sessionmaker, cache_dir: Path) -> FastAPI:
 
     @app.post("/api/projects/{project}/answers")
     def post_answer(body: AnswerBody, a: Who) -> dict[str, Any]:
-        submit_answer(sessions, a, body.query_id, body.choice)
-        return {"stored": body.query_id, "next": next_query(sessions, a)}
+        return {
+            "stored": body.query_id,
+            "next": answer_and_next(sessions, a, body.query_id, body.choice),
+        }
 
     @app.post("/api/projects/{project}/undo")
     def post_undo(a: Who) -> dict[str, Any]:
