@@ -432,3 +432,42 @@ def test_rank_mode_places_four_segments_and_exports_derived_pairs(ui_world):
     # undo reopens the last comparison
     r = w.client.post("/api/projects/r/undo", headers=alice).json()
     assert r["next"]["state"] == "ready"
+
+
+def test_owner_creates_a_project_and_invites_from_the_web(ui_world, monkeypatch):
+    import pbrl.ui.web as web
+
+    w = ui_world
+    w.create()
+    boss = w.token("p", "boss", owner=True)
+    alice = w.token("p", "alice")
+    # the tiny dataset names no task, so nothing could render it: accept it for this test
+    monkeypatch.setattr(web, "check_renderable", lambda ds: None)
+    body = {"dataset": DATASET, "name": "web", "queries": 3, "segment": 8, "size": 32}
+    assert w.client.post("/api/projects", json=body).status_code == 401
+    assert w.client.post("/api/projects", headers=alice, json=body).status_code == 403
+    for bad in ({"queries": 0}, {"segment": 999}, {"selector": "best"}, {"name": "../x"}, {"x": 1}):
+        r = w.client.post("/api/projects", headers=boss, json={**body, **bad})
+        assert r.status_code == 422, (bad, r.text)
+    r = w.client.post("/api/projects", headers=boss, json=body)
+    assert r.status_code == 200, r.text
+    owner = {"Authorization": f"Bearer {r.json()['owner_token']}"}
+    assert w.client.post("/api/projects", headers=boss, json=body).status_code == 422  # exists
+    st = w.client.get("/api/projects/web/status", headers=owner).json()
+    assert st["queries"] == 3 and st["annotators"]["boss"]["owner"]
+    r = w.client.post("/api/projects/web/tokens", headers=owner, json={"name": "zoe"})
+    assert r.status_code == 200
+    zoe = {"Authorization": f"Bearer {r.json()['token']}"}
+    assert w.client.get("/api/projects/web/me", headers=zoe).json()["name"] == "zoe"
+    assert (
+        w.client.post("/api/projects/web/tokens", headers=owner, json={"name": "zoe"}).status_code
+        == 409
+    )
+    assert (
+        w.client.post("/api/projects/web/tokens", headers=zoe, json={"name": "x"}).status_code
+        == 403
+    )
+    assert (
+        w.client.post("/api/projects/web/tokens", headers=owner, json={"name": "a b"}).status_code
+        == 422
+    )

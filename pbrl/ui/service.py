@@ -322,8 +322,11 @@ class Annotator:
     owner: bool
 
 
-def authenticate(sessions: sessionmaker, token: str | None, project: str) -> Annotator:
-    """The annotator holding ``token`` on ``project``; 401 unknown token, 403 other project."""
+def authenticate(sessions: sessionmaker, token: str | None, project: str | None) -> Annotator:
+    """The annotator holding ``token`` on ``project``; 401 unknown token, 403 other project.
+
+    ``project=None``: any project (the caller then checks what the token may do).
+    """
     if not token:
         raise UiError(401, "missing token (Authorization: Bearer <token> or ?token=)")
     with sessions() as s:
@@ -335,7 +338,7 @@ def authenticate(sessions: sessionmaker, token: str | None, project: str) -> Ann
     if row is None:
         raise UiError(401, "unknown token")
     tok, pname = row
-    if pname != project:
+    if project is not None and pname != project:
         raise UiError(403, f"this token is not invited to project '{project}'")
     return Annotator(tok.id, tok.name, tok.project_id, pname, tok.owner)
 

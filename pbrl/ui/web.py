@@ -23,15 +23,21 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import sessionmaker
 
+from pbrl.datasets.registry import load_dataset
 from pbrl.errors import PbrlError
 from pbrl.prefs.io import save_preferences
 from pbrl.ui.db import Project, SegmentRow
 from pbrl.ui.service import (
     AGGREGATES,
     Annotator,
+    ProjectOptions,
     UiError,
+    add_token,
     answer_and_next,
     authenticate,
+    check_project_dataset,
+    check_renderable,
+    create_project,
     export_preferences,
     next_query,
     post_queries,
@@ -98,6 +104,30 @@ def owner(a: Who) -> Annotator:
 
 
 Owner = Annotated[Annotator, Depends(owner)]
+
+
+class ProjectBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    dataset: str = Field(min_length=1, max_length=1000)
+    name: str = Field(min_length=1, max_length=64)
+    queries: int = Field(ge=1, le=100000, strict=True)
+    segment: int = Field(ge=1, le=10000, strict=True)
+    mode: Literal["compare", "rank"] = "compare"
+    selector: str = "uniform"
+    annotators_per_query: int = Field(default=1, ge=1, le=1000, strict=True)
+    gold: int = Field(default=0, ge=0, strict=True)
+    seed: int = Field(default=0, ge=0, strict=True)
+    fps: int = Field(default=25, ge=1, le=120, strict=True)
+    size: int = Field(default=256, ge=16, le=1024, strict=True)
+    instruction: str = Field(default="", max_length=2000)
+
+
+class TokenBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=64)
+    owner: bool = False
 
 
 def _page(name: str) -> str:
@@ -191,6 +221,56 @@ def create_app(sessions: sessionmaker, cache_dir: Path) -> FastAPI:
             media_type="application/octet-stream",
             headers={"Content-Disposition": f'attachment; filename="{a.project}-prefs.npz"'},
         )
+
+    @app.post("/api/projects")
+    def new_project(
+        body: ProjectBody,
+        request: Request,
+        authorization: Annotated[str | None, Header()] = None,
+    ) -> dict[str, Any]:
+        """Any project's owner may create a project; they become its owner too."""
+        scheme, _, secret = (authorization or "").partition(" ")
+        creator = authenticate(
+            sessions, secret.strip() if scheme.lower() == "bearer" else None, None
+        )
+        if not creator.owner:
+            raise UiError(403, "creating a project needs an owner token")
+        opts = ProjectOptions(
+            name=body.name,
+            queries=body.queries,
+            segment=body.segment,
+            mode=body.mode,
+            selector=body.selector,
+            per_query=body.annotators_per_query,
+            gold=body.gold,
+            seed=body.seed,
+            fps=body.fps,
+            width=body.size,
+            height=body.size,
+            instruction=body.instruction,
+        )
+        try:
+            opts.check()
+            ds = load_dataset(body.dataset)
+            check_renderable(ds)
+            check_project_dataset(ds, opts)
+            p = create_project(sessions, ds, opts, dataset_arg=body.dataset)
+        except UiError:
+            raise
+        except PbrlError as e:
+            raise UiError(422, str(e)) from e
+        secret = add_token(sessions, p.name, creator.name, owner=True)
+        return {"project": p.name, "owner_token": secret}
+
+    @app.post("/api/projects/{project}/tokens")
+    def new_token(body: TokenBody, a: Owner) -> dict[str, Any]:
+        try:
+            secret = add_token(sessions, a.project, body.name, owner=body.owner)
+        except UiError:
+            raise
+        except PbrlError as e:
+            raise UiError(422, str(e)) from e
+        return {"name": body.name, "owner": body.owner, "token": secret}
 
     @app.post("/api/projects/{project}/queries")
     def post_pairs(body: PostBody, a: Owner) -> dict[str, Any]:
