@@ -35,7 +35,15 @@ HORIZON = 500
 DEFAULT_CAMERA = "corner2"
 # Cameras whose xyaxes/euler make image-up point down: rotate their frames by 180 degrees.
 ROTATED_CAMERAS = frozenset({"corner", "corner2", "corner3", "corner4"})
-GENERATED_KINDS = ("random", "medium", "medium-replay", "medium-expert", "expert", "noisy-expert")
+GENERATED_KINDS = (
+    "random",
+    "medium",
+    "medium-replay",
+    "medium-expert",
+    "expert",
+    "noisy-expert",
+    "rollouts",  # CPL's protocol: a SAC policy's noisy rollouts (docs/cpl-protocol.md)
+)
 # The key under which a dataset stores an episode's task vector (episode info / infos).
 RAND_VEC_KEY = "rand_vec"
 

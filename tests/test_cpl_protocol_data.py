@@ -22,6 +22,9 @@ from pbrl.datasets import sb3_gen
 from pbrl.datasets.critic import CRITIC_FILE, load_expert_value_fn
 from pbrl.datasets.minari_io import load_minari
 from pbrl.errors import PbrlError
+from pbrl.teachers import make_teacher
+from pbrl.teachers.pairs import SegmentPairs
+from pbrl.teachers.regret import resolve_value_source
 
 TASK = "metaworld/button-press-v3"
 TINY = replace(
@@ -157,6 +160,51 @@ def test_rollouts_kind_is_registered():
         g.build(TASK, "medium", steps=10)
 
 
+# ---- labels: CPL's rl_sum ---------------------------------------------------------------------
+class _FirstCoordinate:
+    """V(s) = s[0], in the units of reward x 0.1 (as CPL's SAC critic)."""
+
+    reward_scale = 0.1
+    gamma = 0.99
+
+    def __call__(self, obs: np.ndarray) -> np.ndarray:
+        return np.asarray(obs, dtype=np.float64)[:, 0]
+
+
+def _pairs(r_b_last: float, v_b_last_state: float) -> SegmentPairs:
+    obs_a = np.array([[[1.0], [2.0], [3.0], [5.0]]])
+    obs_b = np.array([[[0.0], [0.0], [0.0], [v_b_last_state]]])
+    return SegmentPairs(
+        rewards_a=np.array([[10.0, 20.0, 30.0, 40.0]]),
+        rewards_b=np.array([[0.0, 0.0, 0.0, r_b_last]]),
+        obs_a=obs_a,
+        obs_b=obs_b,
+        next_obs_last_a=np.array([[9.0]]),
+        next_obs_last_b=np.array([[0.0]]),
+    )
+
+
+def test_rl_sum_by_hand():
+    cpl = make_teacher("regret_cpl", value_fn=_FirstCoordinate())
+    assert cpl.bootstrap == "last" and cpl.undiscounted and cpl.ties == "half"
+    # rl_sum(a) = 0.1 (10 + 20 + 30) + V(s_3) - V(s_0) = 6 + 5 - 1 = 10 (r_3 = 40 left out);
+    # rl_sum(b) = 0.1 (0 + 0 + 0) + 4 - 0 = 4.
+    s_a, s_b = cpl.scores(_pairs(200.0, 4.0))
+    np.testing.assert_allclose([s_a[0], s_b[0]], [10.0, 4.0])
+    prefer_b, answered = cpl.label(_pairs(200.0, 4.0), np.random.default_rng(0))
+    assert prefer_b.tolist() == [0.0] and answered.tolist() == [True]
+    # The full window with the state after the segment disagrees here:
+    # a: 0.1 * 100 + 9 - 1 = 18; b: 0.1 * 200 + 0 - 0 = 20.
+    full = make_teacher("regret_cpl(bootstrap=next)", value_fn=_FirstCoordinate())
+    s_a, s_b = full.scores(_pairs(200.0, 4.0))
+    np.testing.assert_allclose([s_a[0], s_b[0]], [18.0, 20.0])
+    # An exact tie of rl_sum is labelled 0.5: b = 0 + 10 - 0 = 10 = a.
+    prefer_b, _ = cpl.label(_pairs(123.0, 10.0), np.random.default_rng(0))
+    assert prefer_b.tolist() == [0.5]
+    with pytest.raises(PbrlError, match="bootstrap must be next or last"):
+        make_teacher("regret_cpl(bootstrap=first)")
+
+
 # ---- training, resume, build (slow) ------------------------------------------------------------
 _TRAIN = """
 import sys
@@ -216,6 +264,7 @@ def test_build_rollouts_writes_dataset_and_critic(tmp_path, minari_home):
     assert vf.reward_scale == 0.1 and vf.step == 100
     v = vf(ds.observations[:5])
     assert v.shape == (5,) and np.all(np.isfinite(v))
+    assert resolve_value_source(ds, "auto") == "sb3"  # the critic beside the data, not fitted
     card = ds.card
     assert card["kind"] == "rollouts" and card["episodes"] == 3 and card["horizon"] == 60
     assert card["policy"]["checkpoint"]["step"] == 100 and card["critic"]["reward_scale"] == 0.1

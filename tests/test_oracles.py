@@ -386,9 +386,12 @@ def test_regret_rounding_and_the_official_tie_rule():
     assert s_a.tolist() == [3.0, 1.0, 2.5] and s_b.tolist() == [3.0, 1.01, 2.5]
     # the CPL-protocol preset: undiscounted rl_sum, exact ties 0.5, no rounding (CPL's labels
     # compare float32 scores as they are; OA's gridworld labels round to 2 decimals)
-    cpl = make_teacher("regret_cpl", value_fn=lambda o: np.zeros(len(o)))
+    # (its rl_sum window, the first L-1 rewards and V(s_{L-1}), is tested by hand in
+    # tests/test_cpl_protocol_data.py; bootstrap=next keeps the whole window here)
+    cpl = make_teacher("regret_cpl(bootstrap=next)", value_fn=lambda o: np.zeros(len(o)))
     assert cpl.undiscounted and cpl.ties == "half" and cpl.decimals is None
     assert cpl.label(pairs, np.random.default_rng(0))[0].tolist() == [0.0, 1.0, 0.5]
+    assert make_teacher("regret_cpl").bootstrap == "last"
     assert make_teacher("regret_cpl(decimals=2)").decimals == 2
     with pytest.raises(PbrlError, match="ties must be first or half"):
         make_teacher("regret", ties="third")

@@ -56,8 +56,9 @@ TEACHER_PRESETS: dict[str, TeacherPreset] = {
     ),
     "regret_cpl": TeacherPreset(
         "regret",
-        {"undiscounted": True, "ties": "half"},
-        "CPL's labels: argmax of sum_t r_t + V(s_L) - V(s_0) (rl_sum), an exact tie is 0.5",
+        {"undiscounted": True, "ties": "half", "bootstrap": "last"},
+        "CPL's labels: argmax of rl_sum = sum_{t<L-1} r_t + V(s_{L-1}) - V(s_0), in the "
+        "critic's reward units; an exact tie is 0.5",
     ),
 }
 

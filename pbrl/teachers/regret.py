@@ -43,11 +43,17 @@ class RegretTeacher:
     ``beta = inf`` argmax of S, else Bernoulli(sigmoid(beta (S_b - S_a))) (``beta_units="std"``
     divides beta by the std of ``S_b - S_a`` over random dataset pairs), then mistake flips.
     ``decimals`` rounds each S first (OA's official regret labels: 2; off by default).
+    ``bootstrap``: ``"next"`` scores all L steps and bootstraps from the state after the last
+    one (above); ``"last"`` is CPL's ``rl_sum`` window, the first L-1 rewards plus
+    ``V(s_{L-1}) - V(s_0)`` (the segment's last reward is left out). Rewards are multiplied by
+    the value function's ``reward_scale`` when it has one (CPL's SAC critic learned from the
+    reward / 10), so S is in the critic's units.
     ``ties``: with ``beta = inf``, an exact tie of the scores goes to segment a (``"first"``,
     B-Pref's argmax) or is labelled 0.5 (``"half"``: the official rule of both CPL's
     ``FeedbackBuffer`` and OA's deterministic labels).
 
-    ``value_source``: ``"auto"`` (MetaWorld -> ``"fitted"``, otherwise ``"sb3"``), ``"sb3"``
+    ``value_source``: ``"auto"`` (a critic beside the dataset -> ``"sb3"``, else MetaWorld ->
+    ``"fitted"``, otherwise ``"sb3"``), ``"sb3"``
     (the SAC critic saved beside a generated dataset, via
     ``pbrl.datasets.critic.load_expert_value_fn``), ``"fitted"`` (:class:`FittedValueFunction`
     regressed on the dataset's ``expert`` episodes), or ``"callable"`` (``value_fn`` given).
@@ -64,6 +70,7 @@ class RegretTeacher:
     score_scale: float | None = None
     decimals: int | None = None
     ties: str = "first"
+    bootstrap: str = "next"
     value_fn: Callable[[np.ndarray], np.ndarray] | None = field(
         default=None, compare=False, repr=False
     )
@@ -80,6 +87,10 @@ class RegretTeacher:
             raise PbrlError(
                 f"teacher '{self.name}': ties=half labels exact ties of a deterministic teacher; "
                 f"it needs beta=inf, got beta={self.beta}"
+            )
+        if self.bootstrap not in ("next", "last"):
+            raise PbrlError(
+                f"teacher '{self.name}': bootstrap must be next or last, got {self.bootstrap!r}"
             )
         if self.decimals is not None and self.decimals < 0:
             raise PbrlError(f"teacher '{self.name}': decimals must be >= 0, got {self.decimals}")
@@ -106,13 +117,20 @@ class RegretTeacher:
                     f"next_obs_last_* (SegmentPairs.from_dataset does)"
                 )
             r = np.asarray(getattr(pairs, f"rewards_{side}"), dtype=np.float64)
+            r = r * float(getattr(self.value_fn, "reward_scale", 1.0))
             gamma = self.resolved_discount()
-            L = r.shape[1]
             v0 = np.asarray(self.value_fn(np.asarray(obs[:, 0])), dtype=np.float64).reshape(-1)
-            vl = np.asarray(self.value_fn(np.asarray(last)), dtype=np.float64).reshape(-1)
-            term = getattr(pairs, f"terminal_{side}")
-            if term is not None:
-                vl = np.where(np.asarray(term)[:, -1], 0.0, vl)
+            if self.bootstrap == "last":
+                # CPL's rl_sum: r_0 .. r_{L-2}, then V(s_{L-1}) (a state inside the segment)
+                r = r[:, :-1]
+                vl = np.asarray(self.value_fn(np.asarray(obs[:, -1])), dtype=np.float64)
+                vl = vl.reshape(-1)
+            else:
+                vl = np.asarray(self.value_fn(np.asarray(last)), dtype=np.float64).reshape(-1)
+                term = getattr(pairs, f"terminal_{side}")
+                if term is not None:
+                    vl = np.where(np.asarray(term)[:, -1], 0.0, vl)
+            L = r.shape[1]
             if self.undiscounted:
                 s = row_sums(r) + vl - v0
             else:
@@ -245,10 +263,13 @@ class FittedValueFunction:
 
 
 def resolve_value_source(ds: OfflineDataset, source: str) -> str:
-    """``auto`` -> the dataset's task's ``value_source`` (``fitted`` for MetaWorld, ``sb3``
-    elsewhere and for a dataset that names no known task)."""
+    """``auto`` -> ``sb3`` when a SAC critic lies beside the dataset (SAC-generated data,
+    MetaWorld ``rollouts``), else the dataset's task's ``value_source`` (``fitted`` for
+    MetaWorld, ``sb3`` elsewhere and for a dataset that names no known task)."""
     if source == "callable":
         raise PbrlError("regret teacher: value_source='callable' but no value_fn was given")
+    if source == "auto" and expert_critic.has_expert_critic(ds.id):
+        return "sb3"
     if source == "auto":
         spec = find_task(ds.task_id)
         return spec.value_source if spec is not None else "sb3"

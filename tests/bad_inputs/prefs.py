@@ -327,6 +327,11 @@ CASES = [
         ("ties=half", "beta"),
     ),
     Case(
+        "prefs-label-teacher-regret-bootstrap-bogus",
+        lambda w: _label(w, "--teacher", "regret_cpl(bootstrap=first)"),
+        ("bootstrap", "first"),
+    ),
+    Case(
         "prefs-label-teacher-unclosed",
         lambda w: _label(w, "--teacher", "oracle(gamma=0.9"),
         ("oracle(gamma=0.9",),
