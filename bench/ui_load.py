@@ -182,7 +182,17 @@ def main() -> None:
     home = Path(tempfile.mkdtemp(prefix="pbrl-ui-load-"))
     env = dict(os.environ, MINARI_DATASETS_PATH=str(home / "minari"), PBRL_UI_HOME=str(home))
     os.environ.update(env)
-    url = args.db or f"sqlite:///{home / 'ui.db'}"
+    url = f"sqlite:///{home / 'ui.db'}"
+    admin = None
+    if args.db:  # a database of its own on that server, dropped at the end
+        from sqlalchemy import create_engine, text
+        from sqlalchemy.engine import make_url
+
+        admin = create_engine(args.db, isolation_level="AUTOCOMMIT")
+        name = f"pbrl_ui_load_{os.getpid()}"
+        with admin.connect() as c:
+            c.execute(text(f'CREATE DATABASE "{name}"'))
+        url = make_url(args.db).set(database=name).render_as_string(hide_password=False)
     server = None
     try:
         t = time.perf_counter()
@@ -193,7 +203,7 @@ def main() -> None:
         port = _free_port()
         cmd = [sys.executable, "-m", "pbrl", "ui", "serve", "--no-render", "--port", str(port)]
         if args.db:
-            cmd += ["--db", args.db]
+            cmd += ["--db", url]
         server = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         base = f"http://127.0.0.1:{port}"
         import httpx
@@ -211,6 +221,11 @@ def main() -> None:
             server.terminate()
             server.wait(10)
         shutil.rmtree(home, ignore_errors=True)
+        if admin is not None:
+            from sqlalchemy import text
+
+            with admin.connect() as c:
+                c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     sub = np.array(out["submit"]) * 1000
     rdy = np.array(out["ready"]) * 1000
     cpu = ""

@@ -58,6 +58,8 @@ CHOICES: dict[str, float | None] = {"left": 0.0, "right": 1.0, "equal": 0.5, "sk
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 # Candidates looked at per request when the first ones' videos are still rendering.
 _CANDIDATES = 4
+# Rounds of candidates tried before answering 'rendering' when concurrent requests fill them.
+_CLAIM_ROUNDS = 20
 MAX_SIDE = 1024
 
 
@@ -441,24 +443,29 @@ def _next_query(s: Session, who: Annotator) -> dict[str, Any]:
         Query.id.not_in(seen),
         or_(Query.gold, Query.shown < project.per_query),
     ).order_by(Query.id)
-    ready = s.execute(
-        wanted.where(sa.video == "ready", sb.video == "ready").limit(_CANDIDATES)
-    ).all()
+    ready_stmt = wanted.where(sa.video == "ready", sb.video == "ready").limit(_CANDIDATES)
+    ready = s.execute(ready_stmt).all()
     if open_row is not None:
         q, a, b = open_row
         if a.video != "ready" or b.video != "ready":
             _hurry(a, b)
             return {"state": "rendering", "progress": _progress(s, who, project)}
         return _serve(s, who, project, open_row, ready)
-    for i, row in enumerate(ready):
-        if _claim(s, project, row[0]):
-            s.add(
-                Assignment(
-                    project_id=project.id, query_id=row[0].id, annotator_id=who.id, shown_at=now
+    # Concurrent requests may fill every candidate first (PostgreSQL runs them in parallel):
+    # then look again, the filled ones no longer qualify.
+    for _ in range(_CLAIM_ROUNDS):
+        for i, row in enumerate(ready):
+            if _claim(s, project, row[0]):
+                s.add(
+                    Assignment(
+                        project_id=project.id, query_id=row[0].id, annotator_id=who.id, shown_at=now
+                    )
                 )
-            )
-            s.flush()
-            return _serve(s, who, project, row, ready[i + 1 :])
+                s.flush()
+                return _serve(s, who, project, row, ready[i + 1 :])
+        if not ready:
+            break
+        ready = s.execute(ready_stmt).all()
     waiting = s.execute(wanted.limit(1)).first()
     if waiting is not None:
         _hurry(waiting[1], waiting[2])
