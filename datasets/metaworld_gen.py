@@ -699,7 +699,7 @@ _STREAM_ROLLOUTS = 30  # episode seeds: SeedSequence([seed, 30, i])
 
 
 def choose_rollout_checkpoint(
-    evals: Sequence[EvalRecord], step: int | None = None
+    evals: Sequence[EvalRecord], step: int | None = None, where: str = "the SAC run"
 ) -> tuple[EvalRecord, EvalRecord, str]:
     """(chosen, best, reason): the checkpoint a ``rollouts`` dataset is made of.
 
@@ -707,10 +707,13 @@ def choose_rollout_checkpoint(
     ``chosen``, among the checkpoints up to ``best``'s step, has the success rate closest to
     :data:`ROLLOUT_TARGET_FRACTION` of ``best``'s (ties: earlier). ``step`` picks a checkpoint
     by hand instead. A run whose checkpoints never succeeded is refused: its policy is not
-    the suboptimal-but-competent one CPL rolls out.
+    the suboptimal-but-competent one CPL rolls out. ``where`` (the run folder) starts errors.
     """
     if not evals:
-        raise PbrlError("the SAC run has no evaluated checkpoint yet (train it longer)")
+        raise PbrlError(
+            f"{where}: the SAC run has no evaluated checkpoint yet (train it first: "
+            "docs/cpl-protocol.md)"
+        )
 
     def rate(e: EvalRecord) -> float:
         return float(e.success_rate or 0.0)
@@ -724,8 +727,8 @@ def choose_rollout_checkpoint(
         return picked[0], best, f"checkpoint step {step} given by hand"
     if rate(best) <= 0.0:
         raise PbrlError(
-            f"no SAC checkpoint succeeds yet (best return {best.mean_return:.1f} at step "
-            f"{best.step}); train the SAC run longer before building rollouts"
+            f"{where}: no SAC checkpoint succeeds yet (best return {best.mean_return:.1f} at "
+            f"step {best.step}); train the SAC run longer before building rollouts"
         )
     target = ROLLOUT_TARGET_FRACTION * rate(best)
     candidates = [e for e in evals if e.step <= best.step]
@@ -837,7 +840,7 @@ def generate_rollouts(
     if steps is not None:
         run.train(steps, eval_every=CPL_EVAL_EVERY, eval_episodes=CPL_EVAL_EPISODES)
     evals = run.evals()
-    chosen, best, reason = choose_rollout_checkpoint(evals, checkpoint)
+    chosen, best, reason = choose_rollout_checkpoint(evals, checkpoint, str(run.path))
     log.info("%s rollouts: SAC checkpoint %d (%s)", env_name, chosen.step, reason)
     act = _mean_action_fn(run, chosen.step)
     env = seeded_goal_env(env_name, run.horizon)

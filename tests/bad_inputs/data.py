@@ -435,6 +435,18 @@ CASES = [
         expect=("--device", "bogus"),
     ),
     Case(
+        "data-build-steps-on-a-scripted-metaworld-kind",
+        _build("--kind", "random", "--steps", "10"),
+        expect=("--steps", "rollouts"),
+    ),
+    Case(
+        # CPL's protocol: no SAC run (or none that succeeds) behind the rollouts yet
+        "data-build-rollouts-without-a-sac-run",
+        _build("--kind", "rollouts", "--episodes", "2"),
+        expect=("SAC run", "no evaluated checkpoint"),
+        env={"PBRL_HOME": "/nonexistent-pbrl-home"},
+    ),
+    Case(
         "data-build-store-in-proc",
         _build("--kind", "random", "--episodes", "1"),
         expect=("MINARI_DATASETS_PATH", "/proc/pbrl-store"),
