@@ -132,6 +132,7 @@ DEFAULT_EPISODES: dict[str, int] = {
     "medium-replay": 100,
     "medium-expert": 100,
     "noisy-expert": 100,
+    "rollouts": 2500,  # CPL's --num-ep 2500 (CPL_EPISODES)
 }
 
 # Per-task exceptions to DEFAULT_EPISODES, each from a diagnosis (docs/metaworld-data.md,
@@ -689,7 +690,7 @@ def train_sac(
 
 
 # ---- CPL's protocol: the rollouts kind ---------------------------------------------------------
-CPL_EPISODES = 2500  # CPL's scripts/create_dataset.py --num-ep 2500
+CPL_EPISODES = DEFAULT_EPISODES["rollouts"]  # CPL's scripts/create_dataset.py --num-ep 2500
 ROLLOUT_NOISE = 0.3  # ... --noise 0.3: std of the Gaussian added to the mean action
 # The chosen checkpoint's evaluation success is the closest to this fraction of the best
 # checkpoint's (CPL's data is one suboptimal policy's; the repository does not record which
@@ -829,7 +830,7 @@ def generate_rollouts(
     The critic payload is the chosen checkpoint's (its critic scores the regret labels).
     """
     env_name = env_name_of(task_id)
-    n = CPL_EPISODES if episodes is None else int(episodes)
+    n = default_episodes(env_name, "rollouts") if episodes is None else int(episodes)
     if n < 1:
         raise PbrlError(f"--episodes: must be >= 1, got {n}")
     if not noise >= 0.0:
