@@ -247,6 +247,21 @@ def test_sigkill_then_restart_continues_from_the_last_checkpoint(tmp_path):
 
 
 @pytest.mark.slow
+def test_sac_learns_from_the_scaled_reward_with_cpls_temperature(tmp_path):
+    run = g.train_sac(TASK, 60, root=tmp_path, eval_every=60, eval_episodes=1, config=TINY)
+    # 20 updates after 40 random steps from an initial temperature of 0.1 (SB3's is 1.0)
+    (rec,) = run.evals()
+    assert 0.05 < rec.ent_coef < 0.2
+    # The replay buffer holds reward x 0.1; the logged episodes keep the env's reward.
+    with np.load(run.path / f"ckpt_{60:09d}" / "buffer.npz") as z:
+        buffered = z["rewards"].reshape(-1)
+    logged = np.concatenate([e.rewards for e in run.training_episodes(60)])
+    assert logged.shape == (60,) and buffered.shape == (60,)
+    np.testing.assert_allclose(buffered, 0.1 * logged, rtol=1e-5)
+    assert np.all(logged > 0)
+
+
+@pytest.mark.slow
 def test_build_rollouts_writes_dataset_and_critic(tmp_path, minari_home):
     # 60-step episodes: long enough for the scripted expert's reference return to beat random.
     cfg = replace(TINY, horizon=60)
