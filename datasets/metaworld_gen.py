@@ -705,10 +705,12 @@ def choose_rollout_checkpoint(
     """(chosen, best, reason): the checkpoint a ``rollouts`` dataset is made of.
 
     ``best`` has the highest evaluation success rate (ties: higher return, then earlier).
-    ``chosen``, among the checkpoints up to ``best``'s step, has the success rate closest to
-    :data:`ROLLOUT_TARGET_FRACTION` of ``best``'s (ties: earlier). ``step`` picks a checkpoint
-    by hand instead. A run whose checkpoints never succeeded is refused: its policy is not
-    the suboptimal-but-competent one CPL rolls out. ``where`` (the run folder) starts errors.
+    ``chosen``, among the checkpoints up to ``best``'s step that succeed at all, has the
+    success rate closest to :data:`ROLLOUT_TARGET_FRACTION` of ``best``'s (ties: earlier); a
+    policy that never succeeds is not the suboptimal-but-competent one CPL rolls out, so while
+    a run is young this is its best checkpoint so far. ``step`` picks a checkpoint by hand
+    instead. A run whose checkpoints never succeeded is refused. ``where`` (the run folder)
+    starts errors.
     """
     if not evals:
         raise PbrlError(
@@ -732,11 +734,12 @@ def choose_rollout_checkpoint(
             f"step {best.step}); train the SAC run longer before building rollouts"
         )
     target = ROLLOUT_TARGET_FRACTION * rate(best)
-    candidates = [e for e in evals if e.step <= best.step]
+    candidates = [e for e in evals if e.step <= best.step and rate(e) > 0.0]
     chosen = min(candidates, key=lambda e: (abs(rate(e) - target), e.step))
     reason = (
         f"success {rate(chosen):.0f}% is the closest to {ROLLOUT_TARGET_FRACTION:.0%} of the "
-        f"best checkpoint's {rate(best):.0f}% (step {best.step}) among checkpoints up to it"
+        f"best checkpoint's {rate(best):.0f}% (step {best.step}) among the checkpoints up to it "
+        f"that succeed at all; the run had trained {max(e.step for e in evals)} steps"
     )
     return chosen, best, reason
 

@@ -99,6 +99,11 @@ def test_checkpoint_closest_to_half_the_best_success():
     evals = [_rec(10, 0, n=8), _rec(20, 25, n=8), _rec(30, 50, n=8), _rec(40, 75, n=8)]
     chosen, best, _ = g.choose_rollout_checkpoint(evals)
     assert best.step == 40 and chosen.step == 20
+    # A checkpoint that never succeeds is not chosen: with the best at 30% the target is 15%,
+    # as far from 0% (steps 10, 20) as from 30% (step 30), and the young run's best is taken.
+    evals = [_rec(10, 0, n=10), _rec(20, 0, n=10), _rec(30, 30, n=10)]
+    chosen, best, reason = g.choose_rollout_checkpoint(evals)
+    assert chosen.step == best.step == 30 and "trained 30 steps" in reason
 
 
 def test_checkpoint_by_hand_and_refusals():
