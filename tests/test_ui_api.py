@@ -471,3 +471,22 @@ def test_owner_creates_a_project_and_invites_from_the_web(ui_world, monkeypatch)
         w.client.post("/api/projects/web/tokens", headers=owner, json={"name": "a b"}).status_code
         == 422
     )
+
+
+def test_one_annotators_export_fits_a_simulated_teacher(ui_world, tmp_path):
+    from pbrl.cli import main
+
+    w = ui_world
+    w.create(queries=20)
+    alice = w.token("p", "alice")
+    assert answer_all(w, alice, "p", better) == 20
+    data = export_preferences(w.sessions, "p", "none", annotator="alice")
+    path = tmp_path / "alice.npz"
+    save_preferences(data, path)
+    out = tmp_path / "alice-teacher.json"
+    code = 0
+    try:
+        main(["oracles", "fit", str(path), "-o", str(out)])
+    except SystemExit as e:
+        code = int(e.code or 0)
+    assert code == 0 and out.is_file()
