@@ -14,7 +14,7 @@ from test_ui_api import UiWorld, answer_all, better, fake_renderer, make_world  
 from pbrl.datasets.base import sample_segments  # noqa: E402
 from pbrl.ui.active import RewardEnsemble, active_pass, round_due  # noqa: E402
 from pbrl.ui.db import Project, Query  # noqa: E402
-from pbrl.ui.video import render_pending  # noqa: E402
+from pbrl.ui.video import worker_pass  # noqa: E402
 
 
 @pytest.fixture()
@@ -58,8 +58,11 @@ def test_disagreement_project_queues_the_next_round(world):
     assert round_due(w.sessions, project)
     assert active_pass(w.sessions) == 4
     assert not round_due(w.sessions, project)
+    assert active_pass(w.sessions) == 0  # nothing due: nothing added
     with w.sessions() as s:
         origins = [q.origin for q in s.scalars(select(Query).order_by(Query.id))]
     assert origins == ["initial"] * 4 + ["active"] * 4
-    render_pending(w.sessions, w.cache, renderer=fake_renderer)
+    # the worker's pass renders the new round's 8 videos; then it is idle
+    assert worker_pass(w.sessions, w.cache, renderer=fake_renderer) == 8
+    assert worker_pass(w.sessions, w.cache, renderer=fake_renderer) == 0
     assert answer_all(w, alice, "p", better) == 4

@@ -490,3 +490,16 @@ def test_one_annotators_export_fits_a_simulated_teacher(ui_world, tmp_path):
     except SystemExit as e:
         code = int(e.code or 0)
     assert code == 0 and out.is_file()
+
+
+def test_without_the_ui_extra_every_command_says_so(monkeypatch, capsys):
+    import sys
+
+    from pbrl.cli import main
+
+    monkeypatch.setitem(sys.modules, "fastapi", None)  # as if not installed
+    for argv in (["status", "x"], ["token", "add", "p", "a"], ["serve"], ["project", "list"]):
+        with pytest.raises(SystemExit) as e:
+            main(["ui", *argv])
+        assert e.value.code == 2
+        assert "needs the 'ui' extra" in capsys.readouterr().err

@@ -156,6 +156,7 @@ def project_create(
     db: str = DbOpt,
 ) -> None:
     """Create a labeling project on DATASET (segments and queries drawn now)."""
+    _need_extra()
     from pbrl.ui.service import ProjectOptions
 
     opts = ProjectOptions(
@@ -173,7 +174,6 @@ def project_create(
         instruction=instruction,
     )
     opts.check()  # everything but the dataset, before anything is loaded or created
-    _need_extra()
     from dataclasses import replace
 
     from pbrl.datasets.registry import load_dataset
@@ -217,6 +217,7 @@ def token_add(
     db: str = DbOpt,
 ) -> None:
     """Make a token for NAME on PROJECT; print it once with the annotator's link."""
+    _need_extra()
     from pbrl.ui.service import add_token, check_name
 
     check_name(name, "annotator name")
@@ -236,6 +237,7 @@ def status(
     db: str = DbOpt,
 ) -> None:
     """Answers, videos, each annotator's gold accuracy and the crowd's agreement."""
+    _need_extra()
     import json
 
     from pbrl.ui.service import project_status

@@ -127,16 +127,24 @@ def render_pending(
     return done
 
 
+def worker_pass(
+    sessions: sessionmaker, cache_dir: Path, *, renderer: Renderer = task_renderer
+) -> int:
+    """One pass of the worker: render what is pending, then run the active-query rounds that
+    are due (:func:`pbrl.ui.active.active_pass`). Returns the work done (0: idle)."""
+    busy = render_pending(sessions, cache_dir, renderer=renderer)
+    try:
+        busy += active_pass(sessions)
+    except Exception:  # noqa: BLE001 - a failed round is logged; labelling goes on
+        log.exception("active round failed")
+    return busy
+
+
 def render_loop(db_url: str, cache_dir: str, poll_s: float = 0.5) -> None:
-    """The worker's process: render pending segments, run the active-query rounds that are
-    due (:func:`pbrl.ui.active.active_pass`), poll the database, forever."""
+    """The worker's process (``pbrl ui serve`` starts it): :func:`worker_pass` forever,
+    sleeping ``poll_s`` when there was nothing to do."""
     logging.basicConfig(level=logging.INFO, format="ui worker: %(message)s")
     _, sessions = open_db(db_url)
     while True:
-        busy = render_pending(sessions, Path(cache_dir))
-        try:
-            busy += active_pass(sessions)
-        except Exception:  # noqa: BLE001 - a failed round is logged; labelling goes on
-            log.exception("active round failed")
-        if busy == 0:
+        if worker_pass(sessions, Path(cache_dir)) == 0:
             time.sleep(poll_s)
