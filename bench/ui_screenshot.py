@@ -3,6 +3,7 @@ pairs with the keyboard, as a person would (docs/ui.md: the screenshot and the R
 
     python bench/ui_screenshot.py --url http://127.0.0.1:8000 --project demo --token T \
         --out docs/img/ui.png --phone docs/img/ui-phone.png --answers 10
+    python bench/ui_screenshot.py --project demo --token OWNER --dashboard docs/img/ui-dashboard.png
 
 Needs a running ``pbrl ui serve`` and Debian's ``chromium`` (``--chromium PATH``).
 Answers alternate left / right / equal on the arrow keys; prints each query id and the key.
@@ -23,6 +24,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, help="Desktop screenshot (1280x800) to write.")
     ap.add_argument("--phone", type=Path, help="Phone screenshot (390x844) to write.")
     ap.add_argument("--answers", type=int, default=0, help="Pairs to answer by keyboard.")
+    ap.add_argument("--dashboard", type=Path, help="Dashboard screenshot (--token: an owner's).")
     ap.add_argument("--chromium", default="/usr/bin/chromium")
     args = ap.parse_args()
 
@@ -46,6 +48,16 @@ def main() -> None:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 page.screenshot(path=str(path))
                 print(f"wrote {path}")
+                page.close()
+            if args.dashboard is not None:
+                page = browser.new_page(viewport={"width": 1100, "height": 900})
+                page.goto(f"{args.url}/dashboard?project={args.project}&token={args.token}")
+                page.wait_for_function(
+                    "document.querySelectorAll('#people tbody tr').length > 0", timeout=60000
+                )
+                args.dashboard.parent.mkdir(parents=True, exist_ok=True)
+                page.screenshot(path=str(args.dashboard), full_page=True)
+                print(f"wrote {args.dashboard}")
                 page.close()
             if args.answers:
                 page = browser.new_page(viewport={"width": 1280, "height": 800})
