@@ -144,6 +144,7 @@ def render_loop(db_url: str, cache_dir: str, poll_s: float = 0.5) -> None:
     """The worker's process (``pbrl ui serve`` starts it): :func:`worker_pass` forever,
     sleeping ``poll_s`` when there was nothing to do."""
     logging.basicConfig(level=logging.INFO, format="ui worker: %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     _, sessions = open_db(db_url)
     while True:
         if worker_pass(sessions, Path(cache_dir)) == 0:
