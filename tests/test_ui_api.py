@@ -503,3 +503,48 @@ def test_without_the_ui_extra_every_command_says_so(monkeypatch, capsys):
             main(["ui", *argv])
         assert e.value.code == 2
         assert "needs the 'ui' extra" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("task_id", ["mujoco/hopper", "dmc/walker-walk"])
+def test_mujoco_and_dmc_segments_render_from_stored_state(task_id, tmp_path):
+    """The renderer the worker uses, on the physics state of a few real steps, then the MP4
+    encoder (MetaWorld's segments are rendered in tests/test_ui_cli.py)."""
+    import imageio_ffmpeg
+
+    from pbrl.envs.base import get_task, physics_state
+    from pbrl.ui.video import encode_mp4, task_renderer
+
+    env = get_task(task_id).make(seed=0)
+    env.reset(seed=0)
+    qpos, qvel, obs, act = [], [], [], []
+    for _ in range(6):
+        q, v = physics_state(env)
+        qpos.append(q)
+        qvel.append(v)
+        a = env.action_space.sample()
+        o, *_ = env.step(a)
+        obs.append(o)
+        act.append(a)
+    env.close()
+    n = len(obs)
+    ds = OfflineDataset(
+        id="test/render-v0",
+        task_id=task_id,
+        observations=np.asarray(obs, np.float32),
+        actions=np.asarray(act, np.float32),
+        rewards=np.zeros(n, np.float32),
+        next_observations=np.asarray(obs, np.float32),
+        terminals=np.zeros(n, bool),
+        timeouts=np.zeros(n, bool),
+        starts=np.array([0]),
+        lengths=np.array([n]),
+        qpos=np.asarray(qpos),
+        qvel=np.asarray(qvel),
+    )
+    frames = task_renderer(ds, 0, 1, 4, 48, 48)
+    assert frames.shape == (4, 48, 48, 3) and frames.dtype == np.uint8 and frames.std() > 0
+    path = tmp_path / "s.mp4"
+    encode_mp4(frames, path, 10)
+    reader = imageio_ffmpeg.read_frames(str(path))
+    meta = next(reader)
+    assert meta["size"] == (48, 48) and sum(1 for _ in reader) == 4
