@@ -140,6 +140,7 @@ def create_app(sessions: sessionmaker, cache_dir: Path) -> FastAPI:
     cache_dir = Path(cache_dir)
     app.state.sessions = sessions
     app.state.auth_cache = {}
+    ready_videos: dict[int, int] = {}  # segment id -> project id, once its video is ready
     pages = {"annotate": _page("annotate.html"), "dashboard": _page("dashboard.html")}
 
     @app.exception_handler(UiError)
@@ -192,13 +193,23 @@ def create_app(sessions: sessionmaker, cache_dir: Path) -> FastAPI:
 
     @app.get("/api/projects/{project}/videos/{segment_id}.mp4")
     def video(segment_id: int, a: Who) -> FileResponse:
-        with sessions() as s:
-            seg = s.get(SegmentRow, segment_id)
-        if seg is None or seg.project_id != a.project_id:
+        # A ready video stays ready: remember whose it is, and serve it again without the
+        # database (whose single SQLite writer the answers need).
+        owner_project = ready_videos.get(segment_id)
+        if owner_project is None:
+            with sessions() as s:
+                seg = s.get(SegmentRow, segment_id)
+            if seg is None:
+                owner_project = -1
+            else:
+                if seg.project_id == a.project_id and seg.video != "ready":
+                    raise UiError(409, f"segment {segment_id}: video is {seg.video}")
+                owner_project = seg.project_id
+                if seg.video == "ready":
+                    ready_videos[segment_id] = seg.project_id
+        if owner_project != a.project_id:
             raise UiError(404, f"segment {segment_id}: no such segment in project '{a.project}'")
-        if seg.video != "ready":
-            raise UiError(409, f"segment {segment_id}: video is {seg.video}")
-        path = video_path(cache_dir, a.project_id, seg.id)
+        path = video_path(cache_dir, a.project_id, segment_id)
         if not path.is_file():
             raise UiError(404, f"segment {segment_id}: video missing from the cache")
         return FileResponse(path, media_type="video/mp4", headers={"Cache-Control": "private"})
