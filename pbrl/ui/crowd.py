@@ -107,8 +107,8 @@ def dawid_skene(
     ``prior_right`` on the diagonal and ``prior_wrong`` elsewhere (annotators are more often
     right than not), and the class prior one pseudo-count per class. Without them, EM with
     three hidden classes explains random answers by inventing a class of "equal" pairs (a
-    simulated crowd of three 80% annotators and two spammers: 0.74 accuracy unregularised,
-    0.86 with these defaults, tests/test_ui_crowd.py). Returns ``(posterior (I, 3),
+    simulated crowd of tests/test_ui_crowd.py, three 80% annotators and two spammers: 0.65
+    accuracy with pseudo-counts 0.01, 0.86 with these defaults, 0.71 for the majority vote). Returns ``(posterior (I, 3),
     {annotator: confusion (3, 3)})``; confusion row ``t`` is the distribution of the
     annotator's answer when the truth is ``t``. Items without answers get the class prior.
     """
