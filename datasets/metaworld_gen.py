@@ -396,7 +396,48 @@ def run_episode(job: EpisodeJob) -> EpisodeData:
     beh = _Behaviour(job, u, rng)
     if beh.probed:
         obs, rand_vec = _reset_to(u, rand_vec, job.seed)
-    T = job.horizon
+
+    def info(successes: np.ndarray, rewards: np.ndarray) -> dict[str, Any]:
+        return {
+            "source": job.source,
+            "component": job.component,
+            "seed": job.seed,
+            "rand_vec": [float(x) for x in rand_vec],
+            "success": bool(successes.any()),
+            "return": float(rewards.sum()),
+            "params": {k: v for k, v in beh.record.items() if v is not None},
+        }
+
+    # Screening probes (stop_on_success) only need to know whether the policy succeeds.
+    return record_episode(
+        u,
+        obs,
+        job.horizon,
+        beh.act,
+        u.step,
+        info,
+        stop_on_success=bool(job.params.get("stop_on_success", False)),
+    )
+
+
+def record_episode(
+    u: Any,
+    obs: np.ndarray,
+    horizon: int,
+    choose: Any,
+    step: Any,
+    info: Any,
+    *,
+    stop_on_success: bool = False,
+) -> EpisodeData:
+    """Step a MetaWorld env from ``obs`` for ``horizon`` steps (Minari's T+1 convention).
+
+    ``choose(t, obs)`` gives the action (clipped to [-1, 1] here), ``step(a)`` is the env's
+    gymnasium step, ``u`` the unwrapped env whose qpos/qvel are stored, and
+    ``info(successes, rewards)`` the episode's info. The one recording loop of the scripted
+    kinds and of ``rollouts``.
+    """
+    T = int(horizon)
     nq, nv = u.data.qpos.shape[0], u.data.qvel.shape[0]
     observations = np.empty((T + 1, obs.shape[0]), dtype=np.float64)
     actions = np.empty((T, 4), dtype=np.float32)
@@ -406,32 +447,21 @@ def run_episode(job: EpisodeJob) -> EpisodeData:
     successes = np.zeros(T + 1, dtype=bool)
     observations[0] = obs
     qpos[0], qvel[0] = u.data.qpos, u.data.qvel
-    stop = bool(job.params.get("stop_on_success", False))
     for t in range(T):
-        a = np.clip(beh.act(t, obs), -1.0, 1.0).astype(np.float32)
-        obs, r, _, _, info = u.step(a)
+        a = np.clip(choose(t, obs), -1.0, 1.0).astype(np.float32)
+        obs, r, _, _, step_info = step(a)
         actions[t] = a
         rewards[t] = float(r)
         observations[t + 1] = obs
         qpos[t + 1], qvel[t + 1] = u.data.qpos, u.data.qvel
-        successes[t + 1] = bool(info["success"])
-        if stop and successes[t + 1]:
-            # Screening probes only need to know whether the policy succeeds.
+        successes[t + 1] = bool(step_info["success"])
+        if stop_on_success and successes[t + 1]:
             T = t + 1
             break
     observations, actions, rewards = observations[: T + 1], actions[:T], rewards[:T]
     qpos, qvel, successes = qpos[: T + 1], qvel[: T + 1], successes[: T + 1]
     truncations = np.zeros(T, dtype=bool)
     truncations[-1] = True
-    info_out: dict[str, Any] = {
-        "source": job.source,
-        "component": job.component,
-        "seed": job.seed,
-        "rand_vec": [float(x) for x in rand_vec],
-        "success": bool(successes.any()),
-        "return": float(rewards.sum()),
-        "params": {k: v for k, v in beh.record.items() if v is not None},
-    }
     return EpisodeData(
         observations=observations,
         actions=actions,
@@ -441,7 +471,7 @@ def run_episode(job: EpisodeJob) -> EpisodeData:
         qpos=qpos,
         qvel=qvel,
         successes=successes,
-        info=info_out,
+        info=info(successes, rewards),
     )
 
 
@@ -765,44 +795,20 @@ def rollout_episode(
     """One episode: ``clip(mean action + N(0, noise^2), -1, 1)``, goal and noise from ``seed``."""
     rng = np.random.default_rng(seed)
     obs, reset_info = env.reset(seed=seed)
-    T = int(env.horizon)
-    u = env.u
-    nq, nv = u.data.qpos.shape[0], u.data.qvel.shape[0]
-    observations = np.empty((T + 1, obs.shape[0]), dtype=np.float64)
-    actions = np.empty((T, 4), dtype=np.float32)
-    rewards = np.empty(T, dtype=np.float64)
-    qpos = np.empty((T + 1, nq), dtype=np.float64)
-    qvel = np.empty((T + 1, nv), dtype=np.float64)
-    successes = np.zeros(T + 1, dtype=bool)
-    observations[0] = obs
-    qpos[0], qvel[0] = u.data.qpos, u.data.qvel
-    for t in range(T):
-        a = np.clip(act(obs) + noise * rng.standard_normal(4), -1.0, 1.0).astype(np.float32)
-        obs, r, _, _, step_info = env.step(a)
-        actions[t] = a
-        rewards[t] = float(r)
-        observations[t + 1] = obs
-        qpos[t + 1], qvel[t + 1] = u.data.qpos, u.data.qvel
-        successes[t + 1] = bool(step_info["success"])
-    truncations = np.zeros(T, dtype=bool)
-    truncations[-1] = True
-    return EpisodeData(
-        observations=observations,
-        actions=actions,
-        rewards=rewards,
-        terminations=np.zeros(T, dtype=bool),
-        truncations=truncations,
-        qpos=qpos,
-        qvel=qvel,
-        successes=successes,
-        info={
+
+    def choose(t: int, o: np.ndarray) -> np.ndarray:
+        return act(o) + noise * rng.standard_normal(4)
+
+    def episode_info(successes: np.ndarray, rewards: np.ndarray) -> dict[str, Any]:
+        return {
             **info,
             "seed": int(seed),
             "rand_vec": [float(x) for x in reset_info["rand_vec"]],
             "success": bool(successes.any()),
             "return": float(rewards.sum()),
-        },
-    )
+        }
+
+    return record_episode(env.u, obs, int(env.horizon), choose, env.step, episode_info)
 
 
 def rollout_seeds(seed: int, n: int) -> list[int]:
