@@ -357,3 +357,34 @@ def test_progress_lines_name_rate_eta_and_losses(data, tmp_path, caplog):
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("step ")]
     assert [ln.split(" ", 2)[1] for ln in lines] == ["2/4", "4/4"]
     assert all("updates/s" in ln and "ETA" in ln and "v_loss" in ln for ln in lines), lines
+
+
+def test_evaluation_runs_for_the_dataset_cards_shorter_horizon(data, monkeypatch):
+    """CPL's rollouts are 250-step episodes of 500-step tasks and CPL evaluates at 250: the
+    run layer evaluates for the card's ``horizon`` when it is shorter than the task's, and
+    for the task's otherwise (a longer card horizon is not the task's to extend)."""
+
+    import dataclasses
+
+    import pbrl.run.train as train_mod
+    from pbrl.run.train import eval_horizon
+    from test_learnability import POINT_HORIZON
+
+    ds, prefs = data
+    seen: list[int | None] = []
+    real = train_mod.evaluate
+
+    def spy(agent, task_id, episodes, seed, horizon=None, **kw):
+        seen.append(horizon)
+        return real(agent, task_id, episodes, seed, horizon, **kw)
+
+    monkeypatch.setattr(train_mod, "evaluate", spy)
+    short = dataclasses.replace(ds, card={**ds.card, "horizon": 7})
+    summary, _ = train_agent(
+        TrainSpec("iql", short.id, None, 0, 3, "cpu", None, TINY, 3, 2, 1), dataset=short
+    )
+    assert seen == [7] and summary["eval_horizon"] == 7
+    assert eval_horizon(ds, POINT_TASK) == POINT_HORIZON
+    longer = dataclasses.replace(ds, card={"horizon": POINT_HORIZON + 5})
+    assert eval_horizon(longer, POINT_TASK) == POINT_HORIZON
+    assert eval_horizon(ds, None) is None

@@ -270,6 +270,7 @@ def train_agent(
         "requires_true_reward": needs_truth,
         "requires_preferences": needs_prefs,
         "n_prefs": 0 if answered is None else len(answered.prefer_b),
+        "eval_horizon": eval_horizon(ds, task_id),
         "prefs_meta": jsonable(getattr(answered, "meta", {})) if answered is not None else None,
         "versions": _versions(),
     }
@@ -307,6 +308,20 @@ def _publish(stage: Path, final: Path) -> None:
         raise PbrlError(f"--out {final}: cannot publish the run ({e.strerror or e})") from e
     if replaced:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def eval_horizon(ds: Any, task_id: str | None) -> int | None:
+    """The episode length evaluations run for: the dataset card's ``horizon`` when it records
+    one shorter than the task's (CPL's rollouts are 250-step episodes of 500-step MetaWorld
+    tasks, and CPL evaluates on 250), else the task's own horizon (None without a task)."""
+
+    task = find_task(task_id) if task_id else None
+    if task is None:
+        return None
+    card_h = getattr(ds, "card", {}).get("horizon")
+    if isinstance(card_h, int) and not isinstance(card_h, bool) and 0 < card_h < task.horizon:
+        return card_h
+    return int(task.horizon)
 
 
 def _log_progress(step: int, steps: int, t_fit: float, metrics: dict[str, float]) -> None:
@@ -349,7 +364,7 @@ def _fit_and_evaluate(
 
     def run_eval(step: int) -> None:
 
-        res = evaluate(agent, task_id, spec.eval_episodes, spec.seed)
+        res = evaluate(agent, task_id, spec.eval_episodes, spec.seed, config["eval_horizon"])
         row = {
             "step": step,
             "score": res["score"],
@@ -409,6 +424,7 @@ def _fit_and_evaluate(
         "device": config["device"],
         "reward_scale": ctx.reward_scale,
         "n_prefs": config["n_prefs"],
+        "eval_horizon": config["eval_horizon"],
         "final_score": scores[-1] if scores else None,
         "best_score": max(scores) if scores else None,
         "final_return": evals[-1]["return_mean"] if evals else None,
