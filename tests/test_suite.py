@@ -105,7 +105,16 @@ def test_shipped_suites_parse_and_name_real_agents_and_presets():
     from pbrl.teachers import list_teachers
 
     names = list_suites()
-    assert {"quick", "metaworld-mixture", "cpl-protocol", "cpl-protocol-cpu", "mujoco", "d4rl", "teachers", "budgets"} <= set(names)
+    assert {
+        "quick",
+        "metaworld-mixture",
+        "cpl-protocol",
+        "cpl-protocol-cpu",
+        "mujoco",
+        "d4rl",
+        "teachers",
+        "budgets",
+    } <= set(names)
     for name in names:
         suite = load_suite(name)
         assert suite.description

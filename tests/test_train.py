@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import sys
 import textwrap
@@ -11,6 +12,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 from test_learnability import (
+    POINT_HORIZON,
     POINT_TASK,
     PointEnv,
     point_dataset,
@@ -19,13 +21,14 @@ from test_learnability import (
 )
 
 import pbrl.datasets.registry as registry
+import pbrl.run.train as train_mod
 from pbrl.cli import main as cli_main
 from pbrl.cli.train import parse_agent_args
 from pbrl.envs.base import TaskSpec, register
 from pbrl.errors import DataError, PbrlError
 from pbrl.prefs import save_preferences
 from pbrl.run.evaluate import EVAL_SEED_OFFSET, evaluate
-from pbrl.run.train import TrainSpec, train, train_agent
+from pbrl.run.train import TrainSpec, eval_horizon, train, train_agent
 
 TINY = {"hidden": (8, 8), "batch_size": 4}
 
@@ -364,13 +367,7 @@ def test_evaluation_runs_for_the_dataset_cards_shorter_horizon(data, monkeypatch
     run layer evaluates for the card's ``horizon`` when it is shorter than the task's, and
     for the task's otherwise (a longer card horizon is not the task's to extend)."""
 
-    import dataclasses
-
-    import pbrl.run.train as train_mod
-    from pbrl.run.train import eval_horizon
-    from test_learnability import POINT_HORIZON
-
-    ds, prefs = data
+    ds, _ = data
     seen: list[int | None] = []
     real = train_mod.evaluate
 
