@@ -144,6 +144,7 @@ class Agent:
             act="leaky_relu",
             out_act=None if cfg.reward_out == "none" else cfg.reward_out,
         ).to(self.device)
+        self.optimizer: torch.optim.Optimizer | None = None  # made at the first train_reward
         self.learner = IQLLearner(
             spec.obs_dim, spec.act_dim, iql_config_from(cfg), max_steps=1, device=self.device
         )
@@ -164,25 +165,45 @@ class Agent:
         a = torch.as_tensor(np.asarray(act, np.float32), device=self.device)
         return self.member_rewards(o, a).mean(0).cpu().numpy()
 
-    def _reward_phase(self, ctx: FitContext, max_updates: int) -> Iterator[dict[str, float]]:
+    @torch.no_grad()
+    def predict_segments(self, obs: np.ndarray, act: np.ndarray) -> np.ndarray:
+        """(M, N) predicted return of each of N segments ``obs (N, L, D)``, ``act (N, L, A)``
+        under each member (the query selectors' :class:`~pbrl.prefs.select.RewardEnsemble`)."""
+        o = torch.as_tensor(np.asarray(obs, np.float32), device=self.device)
+        a = torch.as_tensor(np.asarray(act, np.float32), device=self.device)
+        return self.member_rewards(o, a).sum(-1).cpu().numpy()
+
+    def train_reward(
+        self,
+        prefs: Any,
+        generator: torch.Generator,
+        *,
+        epochs: int | None = None,
+        max_updates: int | None = None,
+    ) -> Iterator[dict[str, float]]:
+        """Train the ensemble on ``prefs`` (a PreferenceBatch), continuing from its weights:
+        up to ``epochs`` passes (default ``reward_epochs``), stopping after an epoch whose mean
+        training accuracy exceeds ``early_stop_acc`` or after ``max_updates`` minibatches.
+        Yields ``reward_loss`` and ``reward_acc`` after every minibatch. The reward phase of
+        :meth:`fit`, and the online track's reward model (``agents/pebble.py``)."""
         cfg = self.cfg
-        p = ctx.prefs
-        n = p.size
+        n = prefs.size
         m = cfg.n_members
-        opt = torch.optim.Adam(self.reward_net.parameters(), lr=cfg.reward_lr)
-        gen = ctx.generator
+        if self.optimizer is None:
+            self.optimizer = torch.optim.Adam(self.reward_net.parameters(), lr=cfg.reward_lr)
+        opt = self.optimizer
         updates = 0
-        for _epoch in range(cfg.reward_epochs):
+        for _epoch in range(cfg.reward_epochs if epochs is None else epochs):
             accs: list[float] = []
             # (M, b) minibatches: each member its own permutation of the pairs
-            for idx in shuffled_epoch(n, cfg.reward_batch, gen, self.device, members=m):
-                if updates >= max_updates:
+            for idx in shuffled_epoch(n, cfg.reward_batch, generator, self.device, members=m):
+                if max_updates is not None and updates >= max_updates:
                     return
-                ra = self.member_rewards(p.obs_a[idx], p.act_a[idx], True)
-                rb = self.member_rewards(p.obs_b[idx], p.act_b[idx], True)
-                sa = segment_sum(ra, p.mask_a[idx])
-                sb = segment_sum(rb, p.mask_b[idx])
-                y = p.prefer_b[idx]
+                ra = self.member_rewards(prefs.obs_a[idx], prefs.act_a[idx], True)
+                rb = self.member_rewards(prefs.obs_b[idx], prefs.act_b[idx], True)
+                sa = segment_sum(ra, prefs.mask_a[idx])
+                sb = segment_sum(rb, prefs.mask_b[idx])
+                y = prefs.prefer_b[idx]
                 loss = bt_ensemble_loss(sa, sb, y)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -199,7 +220,7 @@ class Agent:
         cfg = self.cfg
         max_reward = min(int(cfg.max_reward_fraction * ctx.steps), ctx.steps - 1)
         step = 0
-        for m in self._reward_phase(ctx, max(0, max_reward)):
+        for m in self.train_reward(ctx.prefs, ctx.generator, max_updates=max(0, max_reward)):
             step += 1
             if step % ctx.log_interval == 0:
                 yield {"step": step, "phase": 0.0, **m}

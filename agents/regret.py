@@ -46,6 +46,7 @@ from pbrl.learn.kit import (
     epoch_minibatches,
     log_due,
     segment_sum,
+    shuffled_epoch,
     split_steps,
     strict_accuracy,
 )
@@ -110,6 +111,10 @@ class Config(IQLConfig):
     """Transitions per policy (AWR or IQL) minibatch."""
     reward_norm: str = "none"
     """Normalisation of A-hat before IQL (use=reward): none | corl | pt_true | pt_learned."""
+    early_stop_acc: float = 0.97
+    """As the online reward model (:meth:`Agent.train_reward`): stop after an epoch whose
+    mean training accuracy exceeds this (B-Pref's rule; the offline ``fit`` runs a fixed
+    number of updates instead)."""
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -140,6 +145,7 @@ class Agent:
         self.device = spec.device
         d_in = spec.obs_dim + spec.act_dim
         self.adv = EnsembleMLP(cfg.ensemble, d_in, 1, cfg.adv_hidden, cfg.adv_act).to(self.device)
+        self.optimizer: torch.optim.Optimizer | None = None  # train_reward's, made at first use
         # greedy uses only the core's actor (its AWR step); reward uses all of it
         self.iql = IQLLearner(spec.obs_dim, spec.act_dim, iql_config_from(cfg), 1, self.device)
 
@@ -168,6 +174,46 @@ class Agent:
             "adv_acc": float(acc),
             "adv_abs_mean": float(abs_mean),
         }
+
+    @torch.no_grad()
+    def predict_segments(self, obs: np.ndarray, act: np.ndarray) -> np.ndarray:
+        """(E, N) summed A-hat of each of N segments ``obs (N, L, D)``, ``act (N, L, A)``
+        under each member (the query selectors' ensemble)."""
+        o = torch.as_tensor(np.asarray(obs, np.float32), device=self.device)
+        a = torch.as_tensor(np.asarray(act, np.float32), device=self.device)
+        return self.advantage(o, a).sum(-1).cpu().numpy()
+
+    def train_reward(
+        self,
+        prefs: Any,
+        generator: torch.Generator,
+        *,
+        epochs: int | None = None,
+        max_updates: int | None = None,
+    ) -> Iterator[dict[str, float]]:
+        """Online use (``agents/pebble.py``): train A-hat on ``prefs`` (a PreferenceBatch),
+        continuing from its weights, for up to ``epochs`` passes of ``adv_batch`` pairs
+        (default 1), stopping after an epoch whose mean accuracy exceeds ``early_stop_acc``
+        or after ``max_updates`` minibatches. Yields the loss terms after every minibatch."""
+        if self.optimizer is None:
+            self.optimizer = torch.optim.Adam(self.adv.parameters(), lr=self.cfg.adv_lr)
+        self.adv.train().requires_grad_(True)
+        updates = 0
+        for _epoch in range(1 if epochs is None else epochs):
+            accs: list[float] = []
+            for idx in shuffled_epoch(prefs.size, self.cfg.adv_batch, generator, self.device):
+                if max_updates is not None and updates >= max_updates:
+                    return
+                loss, m = self.adv_losses(prefs.index(idx))
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                self.optimizer.step()
+                updates += 1
+                if m["adv_acc"] == m["adv_acc"]:
+                    accs.append(m["adv_acc"])
+                yield {"reward_loss": m["adv_loss"], "reward_acc": m["adv_acc"], **m}
+            if accs and float(np.mean(accs)) > self.cfg.early_stop_acc:
+                return
 
     def fit(self, ctx: FitContext) -> Iterator[dict[str, float]]:
         if ctx.prefs is None or ctx.prefs.size == 0:

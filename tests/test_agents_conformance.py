@@ -33,6 +33,11 @@ from pbrl.run.train import TrainSpec, train_agent
 REPO = Path(__file__).resolve().parents[1]
 PLUGIN = "examples.my_agent"
 AGENTS = [*list_agents(), PLUGIN]
+# Learners trained from a dataset and a label file; the online ones (ONLINE = True) act in
+# an environment instead and have their own run-layer tests (tests/test_online.py).
+OFFLINE_AGENTS = [
+    a for a in list_agents() if not getattr(load_agent_module(a), "ONLINE", False)
+] + [PLUGIN]
 STEPS = 12
 
 
@@ -138,7 +143,7 @@ def _conformance_spec(name: str, ds_id: str, mod, device: str, out: Path) -> Tra
     )
 
 
-@pytest.mark.parametrize("name", AGENTS)
+@pytest.mark.parametrize("name", OFFLINE_AGENTS)
 def test_agent_trains_and_conforms(name, small_data, tmp_path, monkeypatch) -> None:
     ds, prefs = small_data
     mod = _module(name)
@@ -265,7 +270,7 @@ def hopper_data():
     return ds, prefs
 
 
-@pytest.mark.parametrize("name", AGENTS)
+@pytest.mark.parametrize("name", OFFLINE_AGENTS)
 def test_agent_runs_on_a_real_task(name, hopper_data, tmp_path) -> None:
     """The same contract with a real task id: the env's action box, D4RL-normalised score."""
     ds, prefs = hopper_data
@@ -319,7 +324,7 @@ def test_unknown_reward_input_is_a_clear_error(name) -> None:
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
-@pytest.mark.parametrize("name", AGENTS)
+@pytest.mark.parametrize("name", OFFLINE_AGENTS)
 def test_agent_trains_on_cuda(name, small_data, tmp_path) -> None:
     """The CUDA path of every agent: trains, acts, and its checkpoint loads on a CPU agent.
 

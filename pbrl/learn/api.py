@@ -19,10 +19,17 @@ name) that defines:
   - ``state_dict()`` / ``load_state_dict(state)``;
   - optional ``reward(obs, act) -> np.ndarray`` (learned reward, for relabelling and for
     the online track);
+  - optional ``train_reward(prefs, generator, *, epochs=None, max_updates=None)`` and
+    ``predict_segments(obs (N, L, D), act (N, L, A)) -> (M, N)``: a learner whose reward
+    model can be trained again as labels arrive serves the online track as its reward
+    model (``mr``, ``regret``; see ``agents/pebble.py``);
   - optional attributes ``requires_true_reward`` (default False: the runner strips the
     ground-truth reward from the dataset before ``fit`` sees it) and
     ``requires_preferences`` (default True).
 
+- optional ``ONLINE = True``: the learner collects its own experience (the online track):
+  ``fit`` gets no dataset and no labels, but the task, a teacher and a query budget
+  (:class:`FitContext`), and its steps are environment steps;
 - optional ``PRESETS: dict[str, dict[str, Any]]``: named config overrides (``paper`` is
   the official semantics; ``quick`` the CPU scale).
 
@@ -58,6 +65,8 @@ class AgentSpec:
     act_low: np.ndarray  # (act_dim,)
     act_high: np.ndarray  # (act_dim,)
     device: str = "cpu"
+    task_id: str | None = None
+    """The task the agent acts in (online learners build their environment from it)."""
 
 
 @dataclass
@@ -81,6 +90,15 @@ class FitContext:
     log_interval: int = 1000
     reward_scale: float = 1.0
     pref_data: Any | None = None  # pbrl.prefs.PreferenceData (refs, feedback) when present
+    # The online track (learners whose module sets ``ONLINE = True``): no dataset and no
+    # labels up front; the learner acts in ``task_id``'s environment for ``steps`` env steps
+    # and asks ``teacher`` (an unprepared :class:`~pbrl.teachers.Oracle`) at most ``budget``
+    # queries of ``segment``-step pairs, chosen by ``selector``.
+    task_id: str | None = None
+    teacher: Any | None = None
+    budget: int = 0
+    segment: int = 50
+    selector: str = "uniform"
 
 
 @runtime_checkable

@@ -15,7 +15,10 @@ returns finite actions of the right shape inside the action box, batched and sin
 fresh agent loading ``state_dict`` (directly and through ``torch.save``) acts the same;
 every network sits on the run's device; an optional ``reward`` returns one finite value
 per row. The learner sees the dataset's rewards only if it declares
-``requires_true_reward``, as under the runner.
+``requires_true_reward``, as under the runner. An online learner (``ONLINE = True``) is
+checked the same way, but ``fit`` acts in ``ONLINE_CHECK_TASK``'s environment for
+``ONLINE_CHECK_STEPS`` env steps with the ``oracle`` teacher and a small query budget, and
+must never ask more queries than the budget (its ``queries_used``).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import numpy as np
 import torch
 
 from pbrl.datasets.base import OfflineDataset
+from pbrl.envs import get_task
 from pbrl.errors import PbrlError
 from pbrl.learn.api import (
     AgentSpec,
@@ -42,10 +46,18 @@ from pbrl.learn.api import (
     make_config,
 )
 from pbrl.prefs import label_dataset
+from pbrl.teachers import make_teacher
 from pbrl.utils import seed_everything
 
 CHECK_STEPS = 12
 CHECK_LOG_INTERVAL = 4
+# Online learners (``ONLINE = True``) are checked in a real environment, asking the
+# ``oracle`` teacher: env steps, log interval, query budget and segment length.
+ONLINE_CHECK_TASK = "mujoco/hopper"
+ONLINE_CHECK_STEPS = 200
+ONLINE_CHECK_LOG_INTERVAL = 40
+ONLINE_CHECK_BUDGET = 12
+ONLINE_CHECK_SEGMENT = 10
 
 
 @dataclass(frozen=True)
@@ -202,13 +214,28 @@ def check_agent(
     attempt("presets", presets)
 
     # -- building and training --------------------------------------------------------------
-    if dataset is None:
-        dataset = check_dataset()
-        if prefs is None:
-            prefs = check_prefs(dataset)
+    online = bool(getattr(mod, "ONLINE", False))
+    if online:
+        task = get_task(ONLINE_CHECK_TASK)
+        obs_space, act_space = task.spaces()
+        obs_dim, act_dim = int(np.prod(obs_space.shape)), int(np.prod(act_space.shape))
+        low = np.asarray(act_space.low, np.float32)
+        high = np.asarray(act_space.high, np.float32)
+        aspec = AgentSpec(obs_dim, act_dim, low, high, device, task_id=ONLINE_CHECK_TASK)
+        obs = np.random.default_rng(seed).standard_normal((7, obs_dim)).astype(np.float32)
+        acts = np.zeros((7, act_dim), np.float32)
+        steps, log_interval = ONLINE_CHECK_STEPS, ONLINE_CHECK_LOG_INTERVAL
+    else:
+        if dataset is None:
+            dataset = check_dataset()
+            if prefs is None:
+                prefs = check_prefs(dataset)
+        act_dim = dataset.act_dim
+        low, high = -np.ones(act_dim, np.float32), np.ones(act_dim, np.float32)
+        aspec = AgentSpec(dataset.obs_dim, act_dim, low, high, device)
+        obs = np.asarray(dataset.observations[:7])
+        acts = np.asarray(dataset.actions[:7])
     ds = dataset
-    low, high = -np.ones(ds.act_dim, np.float32), np.ones(ds.act_dim, np.float32)
-    aspec = AgentSpec(ds.obs_dim, ds.act_dim, low, high, device)
     state: dict[str, Any] = {}
 
     def build() -> str:
@@ -222,29 +249,46 @@ def check_agent(
     agent_obj = state["agent"]
 
     def fit() -> str:
-        needs_truth = bool(getattr(agent_obj, "requires_true_reward", False))
-        needs_prefs = bool(getattr(agent_obj, "requires_preferences", True))
-        fit_ds = ds if needs_truth else ds.without_rewards()
-        batch = answered = None
-        if needs_prefs:
-            _require(prefs is not None, "the agent learns from preferences; none were given")
-            answered = prefs.answered()
-            batch = answered.to_batch(fit_ds, device)
         rng = seed_everything(seed)
         gen = torch.Generator(device=device)
         gen.manual_seed(seed)
-        ctx = FitContext(
-            dataset=fit_ds,
-            prefs=batch,
-            steps=steps,
-            seed=seed,
-            device=device,
-            rng=rng,
-            generator=gen,
-            log_interval=log_interval,
-            reward_scale=1.0,
-            pref_data=answered,
-        )
+        if online:
+            ctx = FitContext(
+                dataset=None,
+                prefs=None,
+                steps=steps,
+                seed=seed,
+                device=device,
+                rng=rng,
+                generator=gen,
+                log_interval=log_interval,
+                task_id=ONLINE_CHECK_TASK,
+                teacher=make_teacher("oracle"),
+                budget=ONLINE_CHECK_BUDGET,
+                segment=ONLINE_CHECK_SEGMENT,
+                selector="disagreement",
+            )
+        else:
+            needs_truth = bool(getattr(agent_obj, "requires_true_reward", False))
+            needs_prefs = bool(getattr(agent_obj, "requires_preferences", True))
+            fit_ds = ds if needs_truth else ds.without_rewards()
+            batch = answered = None
+            if needs_prefs:
+                _require(prefs is not None, "the agent learns from preferences; none were given")
+                answered = prefs.answered()
+                batch = answered.to_batch(fit_ds, device)
+            ctx = FitContext(
+                dataset=fit_ds,
+                prefs=batch,
+                steps=steps,
+                seed=seed,
+                device=device,
+                rng=rng,
+                generator=gen,
+                log_interval=log_interval,
+                reward_scale=1.0,
+                pref_data=answered,
+            )
         seen: list[int] = []
         for m in agent_obj.fit(ctx):
             _require(
@@ -267,17 +311,22 @@ def check_agent(
         due = [s for s in range(log_interval, steps + 1, log_interval)]
         missing = [s for s in due if s not in seen]
         _require(not missing, f"no metrics yielded at step(s) {missing} (every {log_interval})")
+        if online:
+            used = int(getattr(agent_obj, "queries_used", -1))
+            _require(
+                0 <= used <= ONLINE_CHECK_BUDGET,
+                f"queries_used is {used}: the budget is {ONLINE_CHECK_BUDGET} queries",
+            )
+            return f"{steps} env steps, {used} queries, {len(seen)} metric rows, all finite"
         return f"{steps} updates, {len(seen)} metric rows, all finite"
 
     attempt("fit", fit)  # act and state are checked even after a failed fit
 
-    obs = np.asarray(ds.observations[:7])
-
     def act() -> str:
         a = np.asarray(agent_obj.act(obs))
         _require(
-            a.shape == (7, ds.act_dim),
-            f"act of 7 observations: shape {a.shape}, expected (7, {ds.act_dim})",
+            a.shape == (7, act_dim),
+            f"act of 7 observations: shape {a.shape}, expected (7, {act_dim})",
         )
         _require(bool(np.all(np.isfinite(a))), "act returned non-finite actions")
         _require(
@@ -287,8 +336,8 @@ def check_agent(
         )
         one = np.asarray(agent_obj.act(obs[0]))
         _require(
-            one.shape == (ds.act_dim,),
-            f"act of one observation: shape {one.shape}, expected ({ds.act_dim},)",
+            one.shape == (act_dim,),
+            f"act of one observation: shape {one.shape}, expected ({act_dim},)",
         )
         return "batched and single, inside the box"
 
@@ -327,7 +376,7 @@ def check_agent(
     if hasattr(agent_obj, "reward"):
 
         def reward() -> str:
-            r = np.asarray(agent_obj.reward(ds.observations[:5], ds.actions[:5]))
+            r = np.asarray(agent_obj.reward(obs[:5], acts[:5]))
             _require(r.shape == (5,), f"reward of 5 rows: shape {r.shape}, expected (5,)")
             _require(bool(np.all(np.isfinite(r))), "reward returned non-finite values")
             return "one finite value per row"

@@ -44,8 +44,9 @@ from pbrl.datasets import registry
 from pbrl.envs import find_task, get_task
 from pbrl.errors import DataError, PbrlError
 from pbrl.learn.api import AgentSpec, FitContext, load_agent_module, make_config
-from pbrl.prefs import check_prefs_dataset, load_preferences
+from pbrl.prefs import check_prefs_dataset, check_selector, load_preferences
 from pbrl.run.evaluate import evaluate
+from pbrl.teachers import make_teacher
 from pbrl.utils import (
     atomic_path,
     check_output_dir,
@@ -93,6 +94,14 @@ class TrainSpec:
     allow_dataset_mismatch: bool = False
     """Train on labels made on another dataset, or on its content before a rebuild (a
     warning says so; :func:`pbrl.prefs.check_prefs_dataset`)."""
+    teacher: str | None = None
+    """Online learners: the teacher they ask (a preset, composition or preset file)."""
+    budget: int = 0
+    """Online learners: the most queries they may ask."""
+    segment: int = 50
+    """Online learners: steps per queried segment."""
+    selector: str = "uniform"
+    """Online learners: the query selector after their first session."""
 
 
 STAGING_PREFIX = ".tmp-"
@@ -216,8 +225,10 @@ def train_agent(
         # the cores (measured 15x slower with 2 threads on a busy 2-core machine;
         # docs/agents.md). PBRL_TORCH_THREADS overrides.
         torch.set_num_threads(int(os.environ.get("PBRL_TORCH_THREADS", "1")))
-    ds, pref_data = _load_inputs(spec, dataset, prefs)
     mod = load_agent_module(spec.agent)
+    if getattr(mod, "ONLINE", False):
+        return _train_online(spec, mod, device, t0, extra_files)
+    ds, pref_data = _load_inputs(spec, dataset, prefs)
     cfg = make_config(mod, spec.preset, {k: v for k, v in spec.overrides.items()})
     task_id = spec.task or ds.task_id
     low, high = action_bounds(task_id, ds.act_dim)
@@ -256,8 +267,6 @@ def train_agent(
         reward_scale=task.reward_scale if (task := find_task(task_id)) is not None else 1.0,
         pref_data=answered,
     )
-    final = Path(spec.out) if spec.out else None
-    out = None if final is None else staging_dir(final)
     config = {
         "spec": jsonable(spec),
         "agent_module": mod.__name__,
@@ -274,6 +283,94 @@ def train_agent(
         "prefs_meta": jsonable(getattr(answered, "meta", {})) if answered is not None else None,
         "versions": _versions(),
     }
+    return _run(spec, agent, ctx, config, t0, log_every, task_id, ds, extra_files)
+
+
+def check_online_spec(spec: TrainSpec) -> None:
+    """The online fields of ``spec`` (task, teacher, budget, segment), before anything runs."""
+    if not spec.task:
+        raise PbrlError(f"agent '{spec.agent}' learns online: pass --task (it takes no dataset)")
+    get_task(spec.task)
+    for name in ("budget", "segment"):
+        v = getattr(spec, name)
+        if isinstance(v, bool) or not isinstance(v, int) or v < (0 if name == "budget" else 2):
+            raise PbrlError(f"--{name}: must be a whole number of at least "
+                            f"{0 if name == 'budget' else 2}, got {v!r}")  # fmt: skip
+    if spec.teacher is not None:
+        make_teacher(spec.teacher)
+    check_selector(spec.selector, has_ensemble=True)
+
+
+def _train_online(
+    spec: TrainSpec, mod: Any, device: str, t0: float, extra_files: dict[str, Any] | None
+) -> tuple[dict[str, Any], Any]:
+    """An online learner: no dataset, its own environment, a teacher and a query budget."""
+    check_online_spec(spec)
+    cfg = make_config(mod, spec.preset, dict(spec.overrides))
+    task_id = str(spec.task)
+    obs_space, act_space = get_task(task_id).spaces()
+    obs_dim = int(np.prod(obs_space.shape))
+    act_dim = int(np.prod(act_space.shape))
+    low, high = action_bounds(task_id, act_dim)
+    rng = seed_everything(spec.seed)
+    agent = mod.Agent(cfg, AgentSpec(obs_dim, act_dim, low, high, device, task_id=task_id))
+    log_every = max(1, spec.log_interval)
+    yield_every = math.gcd(log_every, spec.eval_every) if spec.eval_every > 0 else log_every
+    generator = torch.Generator(device=device)
+    generator.manual_seed(spec.seed)
+    teacher = make_teacher(spec.teacher) if spec.teacher is not None else None
+    ctx = FitContext(
+        dataset=None,
+        prefs=None,
+        steps=spec.steps,
+        seed=spec.seed,
+        device=device,
+        rng=rng,
+        generator=generator,
+        log_interval=yield_every,
+        reward_scale=get_task(task_id).reward_scale,
+        task_id=task_id,
+        teacher=teacher,
+        budget=spec.budget,
+        segment=spec.segment,
+        selector=spec.selector,
+    )
+    config = {
+        "spec": jsonable(spec),
+        "agent_module": mod.__name__,
+        "agent_config": jsonable(cfg),
+        "preset": spec.preset,
+        "task": task_id,
+        "dataset_id": None,
+        "online": True,
+        "teacher": teacher.spec() if teacher is not None else None,
+        "budget": spec.budget,
+        "device": device,
+        "reward_scale": ctx.reward_scale,
+        "requires_true_reward": False,
+        "requires_preferences": False,
+        "n_prefs": 0,
+        "eval_horizon": int(get_task(task_id).horizon),
+        "prefs_meta": None,
+        "versions": _versions(),
+    }
+    return _run(spec, agent, ctx, config, t0, log_every, task_id, None, extra_files)
+
+
+def _run(
+    spec: TrainSpec,
+    agent: Any,
+    ctx: FitContext,
+    config: dict[str, Any],
+    t0: float,
+    log_every: int,
+    task_id: str | None,
+    ds: Any,
+    extra_files: dict[str, Any] | None,
+) -> tuple[dict[str, Any], Any]:
+    """Fit and evaluate, in memory (no ``spec.out``) or into a staged, then published, folder."""
+    final = Path(spec.out) if spec.out else None
+    out = None if final is None else staging_dir(final)
     if out is None:
         return _fit_and_evaluate(spec, agent, ctx, config, None, t0, log_every, task_id, ds)
     if out.exists():
@@ -416,7 +513,7 @@ def _fit_and_evaluate(
     scores = [e["score"] for e in evals]
     summary = {
         "agent": spec.agent,
-        "dataset": ds.id,
+        "dataset": ds.id if ds is not None else None,
         "task": task_id,
         "seed": spec.seed,
         "steps": last_step,
@@ -424,6 +521,7 @@ def _fit_and_evaluate(
         "device": config["device"],
         "reward_scale": ctx.reward_scale,
         "n_prefs": config["n_prefs"],
+        "queries_used": int(getattr(agent, "queries_used", config["n_prefs"])),
         "eval_horizon": config["eval_horizon"],
         "final_score": scores[-1] if scores else None,
         "best_score": max(scores) if scores else None,

@@ -45,6 +45,11 @@ TEACHER_PRESETS: dict[str, TeacherPreset] = {
         "bpref", {"eps_equal": 0.1}, "ties when the returns differ by < 0.1 x chunk return"
     ),
     "myopic": TeacherPreset("bpref", {"gamma": 0.9}, "weights step t by 0.9^(L-1-t)"),
+    "random": TeacherPreset(
+        "bpref",
+        {"eps_mistake": 0.5},
+        "coin-flip labels (each rational label flipped with probability 0.5): a control",
+    ),
     "unirlhf": TeacherPreset(
         "bpref",
         {"thresholds": "absolute", "eps_equal": 10.0, "equal_inclusive": True},

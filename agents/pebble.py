@@ -1,0 +1,655 @@
+"""pebble: online preference-based RL on stable-baselines3's SAC (PEBBLE, QPA, SAC baselines).
+
+Papers: K. Lee, L. Smith, P. Abbeel, "PEBBLE: Feedback-Efficient Interactive Reinforcement
+Learning via Relabeling Experience and Unsupervised Pre-training" (ICML 2021) and "B-Pref"
+(NeurIPS 2021 Datasets and Benchmarks), official code rll-research/BPref; X. Hu, J. Li,
+X. Zhan, Q.-S. Jia, Y.-Q. Zhang, "Query-Policy Misalignment in Preference-Based
+Reinforcement Learning" (QPA, ICLR 2024), official code huxiao09/QPA.
+
+Summary. The agent acts in the task's environment with stable-baselines3's SAC (one
+gradient step per env step). The first ``seed_steps`` steps are uniform random actions;
+the next ``unsup_steps`` train SAC on PEBBLE's intrinsic reward, the distance of a state to
+its k-th nearest neighbour among all stored states divided by a running std. Then a
+feedback session every ``session_every`` steps, until the query budget is spent: segment
+pairs are drawn from the ``max_episodes`` most recent finished episodes (the first session
+uniformly, later ones with the run's selector), the teacher labels them from the true
+rewards, the reward model is trained on every label so far, and the whole replay buffer is
+relabelled with it in place. After the first session the critic is re-initialised and
+``reset_update`` gradient steps are taken (B-Pref). The reward model is a pbrl learner's
+(``reward_model``: ``mr``, B-Pref's ensemble, or ``regret``'s A-hat), trained through its
+``train_reward`` method.
+
+Methods (``method``):
+
+- ``pebble``: the above.
+- ``qpa``: PEBBLE with QPA's three changes: queries drawn uniformly from the ``max_episodes``
+  (QPA: 10) most recent episodes only (policy-aligned), hybrid experience replay (while the
+  budget lasts, ``her_ratio`` of each SAC batch comes from the last ``max_episodes``
+  episodes' transitions), a single reward network and temporal-crop augmentation (each
+  labelled pair repeated ``aug_ratio`` times with a crop ``crop_min``..``crop_max`` steps
+  shorter, its start drawn independently in each segment).
+- ``sac``: SAC on the true reward (no teacher, no intrinsic phase): the reference.
+
+The seam into stable-baselines3 is its replay buffer class (``replay_buffer_class``):
+:class:`PreferenceReplayBuffer` keeps the true reward of every transition beside SB3's
+``rewards`` array, writes the current learned reward into ``rewards`` when a transition is
+added, rewrites ``rewards[:pos]`` in place after each session (:meth:`relabel`), draws
+batches with its own numpy Generator (QPA's hybrid replay), and serves the intrinsic reward
+during the unsupervised phase by replacing the rewards of a sampled batch. The actions it
+stores are SB3's, scaled to [-1, 1]; the reward model reads those.
+
+Intrinsic reward (B-Pref ``compute_state_entropy``): r_int(s) = || s - s_(k) ||_2, s_(k) the
+(k+1)-th nearest stored observation (the state itself is the first), divided by the running
+std of r_int over the batches seen so far (not mean-centred; pbrl's running std is the
+textbook parallel update, without B-Pref's mean-update slip, docs/online.md).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from pbrl.datasets.base import OfflineDataset
+from pbrl.envs import get_task
+from pbrl.errors import PbrlError
+from pbrl.learn.api import AgentSpec, FitContext, load_agent_module, make_config
+from pbrl.prefs import check_selector, make_preference_data, select_queries
+from pbrl.teachers import SegmentPairs
+
+ONLINE = True
+METHODS = ("pebble", "qpa", "sac")
+REWARD_MODELS = ("mr", "regret")
+# pbrl's names of the reward model's ensemble size, hidden widths, learning rate and batch,
+# per reward learner (each keeps its own field names).
+REWARD_FIELDS: dict[str, dict[str, str]] = {
+    "mr": {"ensemble": "n_members", "hidden": "reward_hidden", "lr": "reward_lr",
+           "batch": "reward_batch", "stop": "early_stop_acc"},
+    "regret": {"ensemble": "ensemble", "hidden": "adv_hidden", "lr": "adv_lr",
+               "batch": "adv_batch", "stop": "early_stop_acc"},
+}  # fmt: skip
+
+
+# ---- pure pieces ---------------------------------------------------------------------------
+def knn_distance(obs: torch.Tensor, pool: torch.Tensor, k: int, chunk: int = 4096) -> torch.Tensor:
+    """(B,) Euclidean distance from each row of ``obs`` to its (k+1)-th nearest row of
+    ``pool`` (which holds ``obs`` itself, at distance 0: so the k-th other neighbour)."""
+    if pool.shape[0] < k + 1:
+        raise PbrlError(f"k-NN reward: {pool.shape[0]} stored states, need at least {k + 1}")
+    dists = torch.cat(
+        [torch.cdist(obs, pool[lo : lo + chunk]) for lo in range(0, pool.shape[0], chunk)], dim=1
+    )
+    return torch.kthvalue(dists, k + 1, dim=1).values
+
+
+class RunningStd:
+    """Running variance of a stream of batches (Chan et al.'s parallel update); ``std`` uses
+    the initial variance 1 with weight ``1e-4`` as B-Pref's ``TorchRunningMeanStd`` does."""
+
+    def __init__(self) -> None:
+        self.mean = 0.0
+        self.var = 1.0
+        self.count = 1e-4
+
+    def update(self, x: np.ndarray) -> None:
+        x = np.asarray(x, np.float64).ravel()
+        n = x.size
+        if n == 0:
+            return
+        b_mean = float(x.mean())
+        b_var = float(x.var(ddof=1)) if n > 1 else 0.0
+        delta = b_mean - self.mean
+        tot = self.count + n
+        m2 = self.var * self.count + b_var * n + delta**2 * self.count * n / tot
+        self.mean += delta * n / tot
+        self.var = m2 / tot
+        self.count = tot
+
+    @property
+    def std(self) -> float:
+        return math.sqrt(max(self.var, 1e-12))
+
+
+def temporal_crop(
+    mask: torch.Tensor, n_rep: int, shorter: tuple[int, int], generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """SURF/QPA temporal crop as masks: every pair is repeated ``n_rep`` times; each copy keeps
+    a window of ``L - d`` steps, d uniform in ``shorter`` (inclusive), one length per pair
+    copy, its start drawn independently for the two segments. ``mask`` is the (B, L) mask
+    of full segments (all ones). Returns ``(rows (B * n_rep,), masks (2, B * n_rep, L))``:
+    the index of the source pair of each copy, and the crop masks of segments a and b."""
+    b, length = mask.shape
+    lo, hi = shorter
+    if not 0 <= lo <= hi < length:
+        raise PbrlError(f"crop of {lo}..{hi} steps does not fit segments of {length}")
+    dev = generator.device
+    rows = torch.arange(b, device=dev).repeat(n_rep)
+    keep = length - torch.randint(lo, hi + 1, (b * n_rep,), generator=generator, device=dev)
+    t = torch.arange(length, device=dev)
+    masks = []
+    for _ in range(2):
+        start = (
+            torch.rand(b * n_rep, generator=generator, device=dev) * (length - keep + 1)
+        ).long()
+        masks.append(((t >= start[:, None]) & (t < (start + keep)[:, None])).float())
+    return rows.to(mask.device), torch.stack(masks).to(mask.device)
+
+
+def pearson(x: np.ndarray, y: np.ndarray) -> float:
+    """Pearson correlation (nan when either side is constant)."""
+    x = np.asarray(x, np.float64)
+    y = np.asarray(y, np.float64)
+    if x.size < 2 or x.std() == 0 or y.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(x, y)[0, 1])
+
+
+# ---- the replay buffer seam ----------------------------------------------------------------
+def _replay_buffer_class() -> type:
+    """:class:`PreferenceReplayBuffer`, defined on first use (stable-baselines3 is imported
+    only when an online agent is built)."""
+    from stable_baselines3.common.buffers import ReplayBuffer
+
+    class PreferenceReplayBuffer(ReplayBuffer):  # type: ignore[misc, valid-type]
+        """SB3's replay buffer with the true rewards kept aside, learned rewards written in,
+        episode boundaries tracked, and batches drawn by its own Generator."""
+
+        def __init__(self, *args: Any, seed: int = 0, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            if self.n_envs != 1:
+                raise PbrlError("the online agent runs one environment")
+            self.true_rewards = np.zeros(self.buffer_size, dtype=np.float32)
+            self.reward_fn: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None
+            self.use_true_reward = False
+            self.intrinsic_k = 0  # > 0: serve the k-NN intrinsic reward in sample()
+            self.ent_stats = RunningStd()
+            self.recent_ratio = 0.0  # QPA's hybrid replay: share of a batch from recent steps
+            self.recent_steps = 0
+            self.rng = np.random.default_rng(seed)
+            self.episodes: list[tuple[int, int]] = []  # (start, length) of finished episodes
+            self._ep_start = 0
+
+        def add(self, obs, next_obs, action, reward, done, infos) -> None:  # type: ignore[override]
+            if self.full or self.pos + 1 >= self.buffer_size:
+                raise PbrlError("the online replay buffer is full (it holds the whole run)")
+            pos = self.pos
+            self.true_rewards[pos] = float(np.asarray(reward).reshape(-1)[0])
+            if self.use_true_reward:
+                stored = np.asarray(reward, np.float32)
+            elif self.reward_fn is not None:
+                o = np.asarray(obs, np.float32).reshape(1, -1)
+                a = np.asarray(action, np.float32).reshape(1, -1)
+                stored = np.asarray(self.reward_fn(o, a), np.float32).reshape(1)
+            else:
+                stored = np.zeros(1, np.float32)
+            super().add(obs, next_obs, action, stored, done, infos)
+            if bool(np.asarray(done).reshape(-1)[0]):
+                self.episodes.append((self._ep_start, pos + 1 - self._ep_start))
+                self._ep_start = pos + 1
+
+        def sample(self, batch_size: int, env: Any = None) -> Any:
+            n = self.pos
+            if self.recent_ratio > 0 and self.recent_steps > 0:
+                n_recent = int(round(self.recent_ratio * batch_size))
+                lo = max(0, n - self.recent_steps)
+                inds = np.concatenate(
+                    [
+                        self.rng.integers(0, n, batch_size - n_recent),
+                        self.rng.integers(lo, n, n_recent),
+                    ]
+                )
+            else:
+                inds = self.rng.integers(0, n, batch_size)
+            samples = self._get_samples(inds, env)
+            if self.intrinsic_k > 0:
+                pool = torch.as_tensor(self.observations[:n, 0], dtype=torch.float32)
+                pool = pool.to(samples.observations.device)
+                r = knn_distance(samples.observations.float(), pool, self.intrinsic_k)
+                self.ent_stats.update(r.cpu().numpy())
+                r = (r / self.ent_stats.std).reshape(-1, 1).to(samples.rewards.dtype)
+                samples = samples._replace(rewards=r)
+            return samples
+
+        def relabel(
+            self, fn: Callable[[np.ndarray, np.ndarray], np.ndarray], chunk: int = 8192
+        ) -> None:
+            """Rewrite every stored reward (rows ``[0, pos)``) with ``fn(obs, act)``; nothing else."""
+            for lo in range(0, self.pos, chunk):
+                hi = min(self.pos, lo + chunk)
+                o = self.observations[lo:hi, 0].astype(np.float32)
+                a = self.actions[lo:hi, 0].astype(np.float32)
+                self.rewards[lo:hi, 0] = np.asarray(fn(o, a), np.float32).reshape(-1)
+
+        def episode_view(self, max_episodes: int, task_id: str | None) -> OfflineDataset:
+            """The ``max_episodes`` most recent finished episodes, with their true rewards."""
+            eps = self.episodes[-max_episodes:]
+            if not eps:
+                raise PbrlError("no finished episode to ask about yet")
+            rows = np.concatenate([np.arange(s, s + n) for s, n in eps])
+            lengths = np.array([n for _, n in eps], np.int64)
+            done = self.dones[rows, 0] > 0
+            timeout = done & (self.timeouts[rows, 0] > 0)
+            return OfflineDataset(
+                id="online-buffer",
+                task_id=task_id,
+                observations=self.observations[rows, 0].astype(np.float32),
+                actions=self.actions[rows, 0].astype(np.float32),
+                rewards=self.true_rewards[rows].copy(),
+                next_observations=self.next_observations[rows, 0].astype(np.float32),
+                terminals=done & ~timeout,
+                timeouts=timeout,
+                starts=np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64),
+                lengths=lengths,
+            )
+
+        def recent_episode_steps(self, n_episodes: int) -> int:
+            return int(sum(n for _, n in self.episodes[-n_episodes:]))
+
+    return PreferenceReplayBuffer
+
+
+# ---- agent ---------------------------------------------------------------------------------
+@dataclass
+class Config:
+    """Online PbRL options: the method, the feedback schedule, the reward model, SAC."""
+
+    method: str = "pebble"
+    """pebble | qpa | sac (SAC on the true reward, the reference)."""
+    reward_model: str = "mr"
+    """The learner whose reward model is trained online: mr (B-Pref's ensemble) | regret."""
+    selector: str = ""
+    """Query selector after the first session ('' = the run's; QPA's preset: uniform)."""
+    queries: int = 50
+    """Queries per feedback session (B-Pref's reward_batch; the last one shrinks to the budget)."""
+    session_every: int = 5000
+    """Env steps between feedback sessions (B-Pref's num_interact)."""
+    seed_steps: int = 1000
+    """Uniform random actions before any SAC update."""
+    unsup_steps: int = 9000
+    """Steps of SAC on the k-NN intrinsic reward before the first session (0: none)."""
+    knn_k: int = 5
+    """k of the k-NN intrinsic reward."""
+    max_episodes: int = 100
+    """Recent finished episodes the queries are drawn from (B-Pref 100; QPA 10)."""
+    pool_factor: int = 10
+    """Candidate pool of the ensemble / k-center selectors, as a multiple of the queries."""
+    reward_epochs: int = 50
+    """Epochs over all labels per session (B-Pref's reward_update: 50 DMC, 10 MetaWorld)."""
+    reward_batch: int = 128
+    """Labelled pairs per reward minibatch (B-Pref: 128)."""
+    reward_lr: float = 3e-4
+    """Adam learning rate of the reward model."""
+    ensemble: int = 3
+    """Reward-model ensemble size (B-Pref 3; QPA 1)."""
+    reward_hidden: tuple[int, ...] = (256, 256, 256)
+    """Reward-model hidden widths."""
+    early_stop_acc: float = 0.97
+    """Stop a session's reward training after an epoch above this training accuracy."""
+    aug_ratio: int = 0
+    """QPA/SURF temporal-crop copies of each labelled pair (0: no augmentation; QPA DMC 20)."""
+    crop_min: int = 5
+    """A crop is crop_min..crop_max steps shorter than the segment (QPA: H-15..H-5)."""
+    crop_max: int = 15
+    """See crop_min."""
+    her_ratio: float = 0.0
+    """QPA's hybrid replay: share of each SAC batch from the last max_episodes episodes while
+    the budget lasts (QPA 0.5)."""
+    reset_update: int = 100
+    """SAC gradient steps right after the first session's critic reset (B-Pref)."""
+    sac_hidden: tuple[int, ...] = (256, 256, 256)
+    """SAC actor and critic hidden widths (B-Pref MetaWorld 3 x 256; DMC 2 x 1024)."""
+    sac_batch: int = 512
+    """SAC minibatch (B-Pref MetaWorld 512; DMC 1024)."""
+    sac_lr: float = 3e-4
+    """Learning rate of SB3's actor, critic and temperature (SB3 has one)."""
+    gamma: float = 0.99
+    """Discount."""
+    tau: float = 0.005
+    """Polyak rate of the target critic."""
+    target_every: int = 2
+    """Gradient steps between target-critic updates (B-Pref: 2)."""
+    init_alpha: float = 0.1
+    """Initial SAC temperature (learned; B-Pref 0.1)."""
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "paper": {},
+    "qpa": {
+        "method": "qpa",
+        "selector": "uniform",
+        "max_episodes": 10,
+        "her_ratio": 0.5,
+        "ensemble": 1,
+        "aug_ratio": 20,
+    },
+    "sac": {"method": "sac"},
+    # CPU scale (docs/online.md): smaller networks and a shorter intrinsic phase.
+    "quick": {
+        "sac_hidden": (64, 64),
+        "sac_batch": 128,
+        "reward_hidden": (64, 64),
+        "unsup_steps": 2000,
+        "reward_epochs": 20,
+    },
+}
+
+TEST_OVERRIDES: dict[str, Any] = {
+    "sac_hidden": (16, 16),
+    "sac_batch": 16,
+    "reward_hidden": (16, 16),
+    "reward_batch": 8,
+    "reward_epochs": 2,
+    "seed_steps": 20,
+    "unsup_steps": 20,
+    "session_every": 40,
+    "queries": 4,
+    "reset_update": 2,
+}
+
+
+def check_config(cfg: Config) -> None:
+    """Every choice and count of ``cfg``, before anything is built."""
+    if cfg.method not in METHODS:
+        raise PbrlError(f"--agent.method: unknown method '{cfg.method}' ({' | '.join(METHODS)})")
+    if cfg.reward_model not in REWARD_MODELS:
+        raise PbrlError(
+            f"--agent.reward_model: unknown reward model '{cfg.reward_model}' "
+            f"({' | '.join(REWARD_MODELS)})"
+        )
+    if cfg.selector:
+        check_selector(cfg.selector, has_ensemble=True)
+    for name in ("queries", "session_every", "max_episodes", "pool_factor", "reward_epochs",
+                 "reward_batch", "ensemble", "sac_batch", "knn_k", "target_every"):  # fmt: skip
+        if getattr(cfg, name) < 1:
+            raise PbrlError(f"--agent.{name}: must be at least 1, got {getattr(cfg, name)}")
+    for name in ("seed_steps", "unsup_steps", "aug_ratio", "reset_update"):
+        if getattr(cfg, name) < 0:
+            raise PbrlError(f"--agent.{name}: must be 0 or more, got {getattr(cfg, name)}")
+    if not 0.0 <= cfg.her_ratio < 1.0:
+        raise PbrlError(f"--agent.her_ratio: must be in [0, 1), got {cfg.her_ratio}")
+    if not 0 <= cfg.crop_min <= cfg.crop_max:
+        raise PbrlError(f"--agent.crop_min/crop_max: need 0 <= min <= max, got {cfg.crop_min}, "
+                        f"{cfg.crop_max}")  # fmt: skip
+
+
+def check_run(cfg: Config, ctx: FitContext) -> None:
+    """The run's schedule against ``cfg``: a budget of at least one session, a selector that
+    exists, segments that fit the crop; raised before anything trains."""
+    if ctx.task_id is None:
+        raise PbrlError("the online agent needs a task (--task)")
+    if cfg.method == "sac":
+        return
+    if ctx.teacher is None:
+        raise PbrlError(f"method '{cfg.method}' asks a teacher: pass --teacher")
+    if ctx.budget < cfg.queries:
+        raise PbrlError(
+            f"--budget {ctx.budget}: below one feedback session of {cfg.queries} queries "
+            "(--agent.queries)"
+        )
+    check_selector(cfg.selector or ctx.selector, has_ensemble=True)
+    if cfg.aug_ratio > 0 and cfg.crop_max >= ctx.segment:
+        raise PbrlError(f"--agent.crop_max {cfg.crop_max}: must be shorter than the segment "
+                        f"({ctx.segment})")  # fmt: skip
+    first = cfg.seed_steps + cfg.unsup_steps
+    if first >= ctx.steps:
+        raise PbrlError(
+            f"--steps {ctx.steps}: the first feedback session comes after {first} steps "
+            "(seed_steps + unsup_steps); give more steps"
+        )
+
+
+class Agent:
+    """SB3 SAC acting online, with a reward model trained from a teacher's answers."""
+
+    requires_true_reward = False
+    requires_preferences = False
+
+    def __init__(self, cfg: Config, spec: AgentSpec) -> None:
+        check_config(cfg)
+        if spec.task_id is None:
+            raise PbrlError("the online agent needs a task (--task)")
+        self.cfg = cfg
+        self.spec = spec
+        self.device = spec.device
+        mod = load_agent_module(cfg.reward_model)
+        names = REWARD_FIELDS[cfg.reward_model]
+        ensemble = cfg.ensemble
+        rm_cfg = make_config(
+            mod,
+            None,
+            {
+                names["ensemble"]: ensemble,
+                names["hidden"]: tuple(cfg.reward_hidden),
+                names["lr"]: cfg.reward_lr,
+                names["batch"]: cfg.reward_batch,
+                names["stop"]: cfg.early_stop_acc,
+            },
+        )
+        self.reward_model = mod.Agent(rm_cfg, spec)
+        self.model: Any = None
+        self.labels: Any = None  # PreferenceBatch of every answered query so far
+        self.queries_used = 0
+        self.sessions = 0
+
+    # -- SB3 -------------------------------------------------------------------------------
+    def _build(self, buffer_size: int, seed: int) -> None:
+        from stable_baselines3 import SAC
+
+        cfg = self.cfg
+        env = get_task(self.spec.task_id).make(seed=seed)  # type: ignore[arg-type]
+        self.model = SAC(
+            "MlpPolicy",
+            env,
+            learning_rate=cfg.sac_lr,
+            buffer_size=buffer_size,
+            learning_starts=cfg.seed_steps,
+            batch_size=cfg.sac_batch,
+            tau=cfg.tau,
+            gamma=cfg.gamma,
+            train_freq=1,
+            gradient_steps=1,
+            ent_coef=f"auto_{cfg.init_alpha}",
+            target_update_interval=cfg.target_every,
+            replay_buffer_class=_replay_buffer_class(),
+            replay_buffer_kwargs={"seed": seed},
+            policy_kwargs={"net_arch": list(cfg.sac_hidden)},
+            seed=seed,
+            device=self.device,
+            verbose=0,
+        )
+
+    @property
+    def buffer(self) -> Any:
+        return self.model.replay_buffer
+
+    def reset_critic(self) -> None:
+        """New critic weights (PyTorch default init), its target copied, a fresh optimizer;
+        the actor and the temperature are kept (B-Pref's ``reset_critic``)."""
+        policy = self.model.policy
+        for m in policy.critic.modules():
+            if isinstance(m, torch.nn.Linear):
+                m.reset_parameters()
+        policy.critic_target.load_state_dict(policy.critic.state_dict())
+        policy.critic.optimizer = policy.optimizer_class(
+            policy.critic.parameters(), lr=self.model.lr_schedule(1), **policy.optimizer_kwargs
+        )
+
+    # -- the reward model ------------------------------------------------------------------
+    def reward(self, obs: np.ndarray, act: np.ndarray) -> np.ndarray:
+        """The reward model's learned reward of (obs, SB3-scaled action) rows."""
+        return np.asarray(self.reward_model.reward(obs, act), np.float32)
+
+    def predict_segments(self, obs: np.ndarray, act: np.ndarray) -> np.ndarray:
+        return self.reward_model.predict_segments(obs, act)
+
+    def _augment(self, batch: Any, generator: torch.Generator) -> Any:
+        cfg = self.cfg
+        if cfg.aug_ratio <= 0:
+            return batch
+        rows, masks = temporal_crop(
+            batch.mask_a, cfg.aug_ratio, (cfg.crop_min, cfg.crop_max), generator
+        )
+        return dataclasses.replace(
+            batch.index(rows),
+            mask_a=batch.mask_a[rows] * masks[0],
+            mask_b=batch.mask_b[rows] * masks[1],
+        )
+
+    def heldout_accuracy(self, batch: Any) -> float:
+        """Accuracy of the current reward model (ensemble mean) on ``batch``, ties excluded."""
+        keep = (batch.prefer_b != 0.5).cpu().numpy()
+        if not keep.any():
+            return float("nan")
+        obs = torch.cat([batch.obs_a, batch.obs_b]).cpu().numpy()
+        act = torch.cat([batch.act_a, batch.act_b]).cpu().numpy()
+        ret = self.predict_segments(obs, act).mean(0)
+        n = batch.size
+        pred_b = ret[n:] > ret[:n]
+        truth_b = batch.prefer_b.cpu().numpy() > 0.5
+        return float(np.mean((pred_b == truth_b)[keep]))
+
+    def session(self, ctx: FitContext, rng: np.random.Generator) -> dict[str, float]:
+        """One feedback session: select, ask, train the reward model, relabel the buffer."""
+        cfg = self.cfg
+        n = min(cfg.queries, ctx.budget - self.queries_used)
+        view = self.buffer.episode_view(cfg.max_episodes, ctx.task_id)
+        selector = "uniform" if self.sessions == 0 else (cfg.selector or ctx.selector)
+        refs_a, refs_b = select_queries(
+            view,
+            n,
+            ctx.segment,
+            rng,
+            selector=selector,
+            ensemble=self if selector != "uniform" else None,
+            pool_factor=cfg.pool_factor,
+        )
+        oracle = ctx.teacher.prepare(view, ctx.segment)
+        prefer_b, answered = oracle.label(SegmentPairs.from_dataset(view, refs_a, refs_b), rng)
+        self.queries_used += n
+        self.sessions += 1
+        data = make_preference_data(
+            view.id,
+            refs_a,
+            refs_b,
+            np.asarray(prefer_b, np.float32),
+            ~np.asarray(answered, bool),
+            labeler=f"teacher:{oracle.spec()}",
+        )
+        out: dict[str, float] = {"session_answered": float(np.sum(answered))}
+        if len(data.answered().prefer_b):
+            new = data.to_batch(view, ctx.device)
+            if self.labels is not None:
+                out["reward_acc_heldout"] = self.heldout_accuracy(new)
+                new = type(new)(
+                    **{k: torch.cat([getattr(self.labels, k), v]) for k, v in new.__dict__.items()}
+                )
+            self.labels = new
+        if self.labels is not None:
+            last: dict[str, float] = {}
+            train_on = self._augment(self.labels, ctx.generator)
+            n_updates = 0
+            for m in self.reward_model.train_reward(
+                train_on, ctx.generator, epochs=cfg.reward_epochs
+            ):
+                last = m
+                n_updates += 1
+            out.update(
+                reward_loss=float(last.get("reward_loss", float("nan"))),
+                reward_acc=float(last.get("reward_acc", float("nan"))),
+                reward_updates=float(n_updates),
+            )
+            self.buffer.relabel(self.reward)
+            self.buffer.reward_fn = self.reward
+            pos = self.buffer.pos
+            out["reward_corr"] = pearson(
+                self.buffer.rewards[:pos, 0], self.buffer.true_rewards[:pos]
+            )
+        return out
+
+    # -- training ----------------------------------------------------------------------------
+    def fit(self, ctx: FitContext) -> Iterator[dict[str, float]]:
+        cfg = self.cfg
+        check_run(cfg, ctx)
+        self._build(ctx.steps + 1, ctx.seed)
+        buf = self.buffer
+        online = cfg.method != "sac"
+        if not online:
+            buf.use_true_reward = True
+        elif cfg.method == "qpa" and cfg.her_ratio > 0:
+            buf.recent_ratio = cfg.her_ratio
+        rng = np.random.default_rng([ctx.seed, 0x0B])
+        first = cfg.seed_steps + cfg.unsup_steps
+        next_session = first if online else None
+        metrics: dict[str, float] = {}
+        returns: deque[float] = deque(maxlen=10)
+        n_eps = 0
+        step = 0
+        while step < ctx.steps:
+            intrinsic = online and cfg.unsup_steps > 0 and cfg.seed_steps <= step < first
+            buf.intrinsic_k = cfg.knn_k if intrinsic else 0
+            nxt = ctx.steps
+            nxt = min(nxt, (step // ctx.log_interval + 1) * ctx.log_interval)
+            if intrinsic:
+                nxt = min(nxt, first)
+            if next_session is not None:
+                nxt = min(nxt, next_session)
+            self.model.learn(nxt - step, reset_num_timesteps=False, progress_bar=False)
+            step = int(self.model.num_timesteps)
+            for s, n in buf.episodes[n_eps:]:
+                returns.append(float(buf.true_rewards[s : s + n].sum()))
+            n_eps = len(buf.episodes)
+            if next_session is not None and step >= next_session:
+                metrics.update(self.session(ctx, rng))
+                if self.sessions == 1:
+                    self.reset_critic()
+                    if cfg.reset_update > 0:
+                        self.model.train(gradient_steps=cfg.reset_update, batch_size=cfg.sac_batch)
+                if cfg.method == "qpa":
+                    buf.recent_steps = buf.recent_episode_steps(cfg.max_episodes)
+                if self.queries_used >= ctx.budget:
+                    next_session = None
+                    buf.recent_ratio = 0.0  # QPA: plain replay once the budget is spent
+                else:
+                    next_session = step + cfg.session_every
+            if step % ctx.log_interval == 0 or step == ctx.steps:
+                phase = 0.0 if step < cfg.seed_steps else (1.0 if step < first and online else 2.0)
+                logged = self.model.logger.name_to_value
+                yield {
+                    "step": step,
+                    "phase": phase,
+                    "queries": float(self.queries_used),
+                    "sessions": float(self.sessions),
+                    "train_return": float(np.mean(returns)) if returns else float("nan"),
+                    "critic_loss": float(logged.get("train/critic_loss", float("nan"))),
+                    "ent_coef": float(logged.get("train/ent_coef", float("nan"))),
+                    **metrics,
+                }
+
+    # -- acting and state ------------------------------------------------------------------
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        if self.model is None:
+            self._build(2, 0)
+        action, _ = self.model.predict(np.asarray(obs, np.float32), deterministic=True)
+        return np.clip(action, self.spec.act_low, self.spec.act_high)
+
+    def state_dict(self) -> dict[str, Any]:
+        if self.model is None:
+            self._build(2, 0)
+        return {
+            "policy": self.model.policy.state_dict(),
+            "reward": self.reward_model.state_dict(),
+            "queries_used": self.queries_used,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if self.model is None:
+            self._build(2, 0)
+        self.model.policy.load_state_dict(state["policy"])
+        self.reward_model.load_state_dict(state["reward"])
+        self.queries_used = int(state.get("queries_used", 0))
