@@ -248,9 +248,6 @@ def _replay_buffer_class() -> type:
                 lengths=lengths,
             )
 
-        def recent_episode_steps(self, n_episodes: int) -> int:
-            return int(sum(n for _, n in self.episodes[-n_episodes:]))
-
     return PreferenceReplayBuffer
 
 
@@ -412,9 +409,9 @@ class Agent:
 
     def __init__(self, cfg: Config, spec: AgentSpec) -> None:
         check_config(cfg)
-        if spec.task_id is None:
-            raise PbrlError("the online agent needs a task (--task)")
         self.cfg = cfg
+        # Whether runs of this agent ask a teacher (the runner plans teacher x budget rows).
+        self.asks_teacher = cfg.method != "sac"
         self.spec = spec
         self.device = spec.device
         mod = load_agent_module(cfg.reward_model)
@@ -442,7 +439,9 @@ class Agent:
         from stable_baselines3 import SAC
 
         cfg = self.cfg
-        env = get_task(self.spec.task_id).make(seed=seed)  # type: ignore[arg-type]
+        if self.spec.task_id is None:
+            raise PbrlError("the online agent needs a task (--task)")
+        env = get_task(self.spec.task_id).make(seed=seed)
         self.model = SAC(
             "MlpPolicy",
             env,
@@ -581,8 +580,10 @@ class Agent:
         online = cfg.method != "sac"
         if not online:
             buf.use_true_reward = True
-        elif cfg.method == "qpa" and cfg.her_ratio > 0:
+        elif cfg.her_ratio > 0:
             buf.recent_ratio = cfg.her_ratio
+            # QPA: the last max_episodes x max_episode_len transitions
+            buf.recent_steps = cfg.max_episodes * int(get_task(ctx.task_id).horizon)
         rng = np.random.default_rng([ctx.seed, 0x0B])
         first = cfg.seed_steps + cfg.unsup_steps
         next_session = first if online else None
@@ -610,8 +611,6 @@ class Agent:
                     self.reset_critic()
                     if cfg.reset_update > 0:
                         self.model.train(gradient_steps=cfg.reset_update, batch_size=cfg.sac_batch)
-                if cfg.method == "qpa":
-                    buf.recent_steps = buf.recent_episode_steps(cfg.max_episodes)
                 if self.queries_used >= ctx.budget:
                     next_session = None
                     buf.recent_ratio = 0.0  # QPA: plain replay once the budget is spent

@@ -43,12 +43,16 @@ def _slug(text: str) -> str:
 def train(
     ctx: typer.Context,
     agent: str = typer.Option(..., "--agent", help="Agent name (pbrl agents list) or dotted path."),
-    dataset: str = typer.Option(..., "--dataset", help="Dataset id or path (pbrl datasets list)."),
+    dataset: str = typer.Option(
+        "", "--dataset", help="Dataset id or path (pbrl datasets list); none for online agents."
+    ),
     prefs: str | None = typer.Option(
         None, "--prefs", help="Preference file (.npz); needed by every preference learner."
     ),
     seed: int = typer.Option(0, "--seed", help="Seed of the run (eval envs use seed + 10000 + i)."),
-    steps: int = typer.Option(..., "--steps", help="Gradient updates over all phases."),
+    steps: int = typer.Option(
+        ..., "--steps", help="Gradient updates over all phases (online agents: env steps)."
+    ),
     device: str = typer.Option("auto", "--device", help="cpu, cuda, cuda:N or auto."),
     preset: str | None = typer.Option(
         None, "--preset", help="Named config of the agent (paper, quick, ...)."
@@ -64,7 +68,19 @@ def train(
     ),
     log_interval: int = typer.Option(500, "--log-interval", help="Metrics every K steps."),
     task: str | None = typer.Option(
-        None, "--task", help="Evaluation task id (default: the dataset's task)."
+        None,
+        "--task",
+        help="Evaluation task id (default: the dataset's task); online agents act in it.",
+    ),
+    teacher: str | None = typer.Option(
+        None, "--teacher", help="Online agents: the teacher they ask (pbrl oracles list)."
+    ),
+    budget: int = typer.Option(0, "--budget", help="Online agents: the most queries they ask."),
+    segment: int = typer.Option(50, "--segment", help="Online agents: steps per segment."),
+    selector: str = typer.Option(
+        "uniform",
+        "--selector",
+        help="Online agents: query selector after the first (uniform) session.",
     ),
     overwrite: bool = typer.Option(
         False,
@@ -84,6 +100,10 @@ def train(
     an --out that already holds a run is refused unless --overwrite is given. Progress
     (updates, rate, ETA, latest losses) goes to standard error every --log-interval steps.
 
+    Online agents (pebble: PEBBLE, QPA, SAC) take no dataset: they act in --task's
+    environment for --steps env steps and ask --teacher up to --budget queries of
+    --segment steps (docs/online.md).
+
     Agent options are passed as --agent.FIELD VALUE (or --agent.FIELD=VALUE):
     `pbrl agents show NAME` lists every field with its docstring and the presets;
     `pbrl agents list` lists the agents.
@@ -97,7 +117,7 @@ def train(
 
     ensure_cwd_importable(agent)
     overrides = parse_agent_args(list(ctx.args))
-    out = out or f"runs/{_slug(agent)}-{_slug(dataset)}-s{seed}"
+    out = out or f"runs/{_slug(agent)}-{_slug(dataset or task or 'online')}-s{seed}"
     spec = TrainSpec(
         agent=agent,
         dataset=dataset,
@@ -114,6 +134,10 @@ def train(
         task=task,
         overwrite=overwrite,
         allow_dataset_mismatch=allow_dataset_mismatch,
+        teacher=teacher,
+        budget=budget,
+        segment=segment,
+        selector=selector,
     )
     with progress_on_stderr():
         summary = run_train(spec)

@@ -56,7 +56,13 @@ from pbrl.datasets.registry import generated_dataset_id, load_dataset
 from pbrl.envs import get_task
 from pbrl.errors import PbrlError
 from pbrl.learn.api import AgentSpec, load_agent_module, make_config
-from pbrl.prefs import check_prefs_dataset, label_dataset, load_preferences, save_preferences
+from pbrl.prefs import (
+    check_prefs_dataset,
+    check_selector,
+    label_dataset,
+    load_preferences,
+    save_preferences,
+)
 from pbrl.run.diagnose import brief_diagnosis
 from pbrl.run.suite import DatasetEntry, Job, Suite, expand
 from pbrl.run.train import STAGING_PREFIX, TrainSpec, train
@@ -221,6 +227,9 @@ def agent_needs_prefs(name: str, preset: str | None, overrides: dict[str, Any]) 
     cfg = make_config(mod, preset, {k: str(v) for k, v in overrides.items()})
     spec = AgentSpec(obs_dim=3, act_dim=2, act_low=-np.ones(2), act_high=np.ones(2), device="cpu")
     agent = mod.Agent(cfg, spec)
+    if getattr(mod, "ONLINE", False):
+        # An online learner asks its teacher while it trains (SAC on the true reward does not).
+        return bool(getattr(agent, "asks_teacher", True))
     return bool(getattr(agent, "requires_preferences", True))
 
 
@@ -302,13 +311,25 @@ def check_suite(suite: Suite, jobs: list[Job]) -> list[DatasetEntry]:
     Returns the dataset entries that must be built."""
 
     where = suite.source or f"suite '{suite.name}'"
+    for j in jobs:
+        online_mod = bool(getattr(load_agent_module(j.agent), "ONLINE", False))
+        if online_mod != j.online:
+            what = "an online learner" if online_mod else "an offline learner"
+            data = "a dataset" if online_mod else "an 'online' task entry"
+            raise PbrlError(
+                f"{where}: agent '{j.label}' is {what} and cannot run on {data} ({j.dataset}); "
+                "keep online and offline learners in separate suites"
+            )
     if any(j.uses_prefs for j in jobs):
         for t in suite.teachers:
             try:
                 make_teacher(t)
             except PbrlError as e:
                 raise PbrlError(f"{where}: field 'teachers': {e}") from e
-        if suite.selector not in RUNNER_SELECTORS:
+        if any(j.online for j in jobs):
+            # online learners select their own queries with their reward model
+            check_selector(suite.selector, has_ensemble=True)
+        elif suite.selector not in RUNNER_SELECTORS:
             raise PbrlError(
                 f"{where}: field 'selector' {suite.selector!r}: the runner labels with "
                 f"{' or '.join(RUNNER_SELECTORS)} (ensemble selectors need a reward model)"
@@ -316,6 +337,14 @@ def check_suite(suite: Suite, jobs: list[Job]) -> list[DatasetEntry]:
     to_build = []
     for i, entry in enumerate(suite.datasets):
         w = f"{where}: datasets[{i}]"
+        if entry.online:
+            try:
+                get_task(str(entry.task))
+            except PbrlError as e:
+                raise PbrlError(f"{w}: {e}") from e
+            if entry.build:
+                raise PbrlError(f"{w}: an 'online' entry builds nothing; remove 'build'")
+            continue
         try:
             ds_id = entry.dataset_id()
             if entry.task is not None:
@@ -358,7 +387,9 @@ def ensure_datasets(
     Each build holds a lock in ``<out>/.locks``: a second sweep on the same folder waits for
     it and then finds the dataset built."""
     if to_build is None:
-        to_build = [e for e in suite.datasets if not dataset_exists(e.dataset_id())]
+        to_build = [
+            e for e in suite.datasets if not e.online and not dataset_exists(e.dataset_id())
+        ]
     for entry in to_build:
         ds_id = entry.dataset_id()
         if entry.task is None:
@@ -478,9 +509,15 @@ def run_job(job: Job, out: Path, device: str) -> dict[str, Any]:
             return json.loads((final / "summary.json").read_text())
         clean_partial(out, job.run_id)  # a killed process's staging folders for this run
         p = prefs_path(out, job)
+        online = job.online and job.uses_prefs
         spec = TrainSpec(
             agent=job.agent,
-            dataset=job.dataset,
+            dataset="" if job.online else job.dataset,
+            task=job.task,
+            teacher=job.teacher if online else None,
+            budget=int(job.budget or 0) if online else 0,
+            segment=int(job.segment or 50) if online else 50,
+            selector=(job.selector or "uniform") if online else "uniform",
             prefs=None if p is None else str(p),
             seed=job.seed,
             steps=job.steps,

@@ -17,6 +17,10 @@ A suite is a TOML or YAML file (or a name shipped in ``pbrl/suites/``)::
     kind = "medium-replay"
     build = { episodes = 100 }
 
+    [[datasets]]             # kind "online": no dataset, the task's environment itself,
+    task = "dmc/walker-walk" # for online learners (agents/pebble.py); their runs ask the
+    kind = "online"          # teacher during training, up to the budget (docs/online.md)
+
     [[agents]]
     name = "iql"             # registry key or dotted path
     label = "iql-true"       # row name in tables (default: name)
@@ -41,6 +45,11 @@ from typing import Any
 from pbrl.errors import PbrlError, UnknownIdError
 from pbrl.utils import MAX_SEED, read_text_file
 
+# A dataset entry of kind "online" is a task's environment: its jobs' ``dataset`` is
+# ``online/<task id>`` and their learner collects its own data (agents/pebble.py).
+ONLINE_KIND = "online"
+ONLINE_PREFIX = "online/"
+
 
 @dataclass(frozen=True)
 class DatasetEntry:
@@ -49,9 +58,15 @@ class DatasetEntry:
     kind: str | None = None
     build: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def online(self) -> bool:
+        return self.kind == ONLINE_KIND
+
     def dataset_id(self) -> str:
         if self.id:
             return self.id
+        if self.online:
+            return f"{ONLINE_PREFIX}{self.task}"
         domain, name = self.task.split("/", 1)  # type: ignore[union-attr]
         return f"pbrl/{domain}/{name}/{self.kind}-v0"
 
@@ -107,6 +122,16 @@ class Job:
     def uses_prefs(self) -> bool:
         return self.teacher is not None
 
+    @property
+    def online(self) -> bool:
+        """An online run: ``dataset`` is ``online/<task>``; the teacher is asked while training."""
+        return self.dataset.startswith(ONLINE_PREFIX)
+
+    @property
+    def task(self) -> str | None:
+        """The task of an online run (None otherwise)."""
+        return self.dataset[len(ONLINE_PREFIX) :] if self.online else None
+
     def identity(self) -> dict[str, Any]:
         """What the run id hashes: the label and suite name are display only."""
         d = asdict(self)
@@ -120,7 +145,7 @@ class Job:
         return f"{self.agent.rsplit('.', 1)[-1]}-{hashlib.sha256(blob).hexdigest()[:12]}"
 
     def prefs_key(self) -> str | None:
-        if not self.uses_prefs:
+        if not self.uses_prefs or self.online:
             return None
         blob = json.dumps(
             [self.dataset, self.teacher, self.budget, self.segment, self.selector, self.label_seed]

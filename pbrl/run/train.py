@@ -180,6 +180,8 @@ def _load_inputs(spec: TrainSpec, dataset: Any, prefs: Any) -> tuple[Any, Any]:
         if inline is not None and spec.dataset in ("", prefs.dataset_id):
             # Imported CPL / imitation labels carry their own segments (docs/preferences.md).
             dataset = inline
+        elif not spec.dataset:
+            raise PbrlError(f"--dataset: agent '{spec.agent}' trains on a dataset; pass --dataset")
         else:
             dataset = registry.load_dataset(spec.dataset)
     if prefs is not None:
@@ -290,6 +292,12 @@ def check_online_spec(spec: TrainSpec) -> None:
     """The online fields of ``spec`` (task, teacher, budget, segment), before anything runs."""
     if not spec.task:
         raise PbrlError(f"agent '{spec.agent}' learns online: pass --task (it takes no dataset)")
+    if spec.dataset or spec.prefs:
+        flag = "--dataset" if spec.dataset else "--prefs"
+        raise PbrlError(
+            f"{flag}: agent '{spec.agent}' learns online from its own experience and a teacher; "
+            "it takes no dataset or label file (pass --task, --teacher, --budget)"
+        )
     get_task(spec.task)
     for name in ("budget", "segment"):
         v = getattr(spec, name)

@@ -1,0 +1,343 @@
+"""The online track (agents/pebble.py on stable-baselines3's SAC): its pure pieces, the query
+budget, relabelling, the unsupervised phase, the selectors, the runner's online entries, and
+(slow) that PEBBLE with the oracle teacher learns where random labels do not."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+import torch
+from test_learnability import POINT_TASK, register_point_task
+
+import pbrl.agents.pebble as pebble
+from pbrl.errors import PbrlError
+from pbrl.learn.api import AgentSpec, FitContext, make_config
+from pbrl.run.runner import check_suite, plan, run_job
+from pbrl.run.suite import load_suite
+from pbrl.run.train import TrainSpec, train_agent
+from pbrl.teachers import make_teacher
+
+
+@pytest.fixture(autouse=True)
+def _point_task():
+    register_point_task()
+
+
+class RecordingTeacher:
+    """The oracle, recording when it was asked (the env step) and how many pairs."""
+
+    def __init__(self, clock) -> None:
+        self.inner = make_teacher("oracle")
+        self.name = "recording"
+        self.clock = clock
+        self.calls: list[tuple[int, int]] = []
+
+    def prepare(self, ds, segment_length):
+        self.inner = self.inner.prepare(ds, segment_length)
+        return self
+
+    def label(self, pairs, rng):
+        self.calls.append((self.clock(), len(pairs.rewards_a)))
+        return self.inner.label(pairs, rng)
+
+    def spec(self) -> str:
+        return "recording"
+
+
+def _agent(**overrides):
+    cfg = make_config(pebble, None, {**pebble.TEST_OVERRIDES, **overrides})
+    one = np.ones(2, np.float32)
+    return pebble.Agent(cfg, AgentSpec(2, 2, -one, one, "cpu", task_id=POINT_TASK))
+
+
+def _ctx(steps: int, teacher, budget: int, selector: str = "uniform", segment: int = 8):
+    gen = torch.Generator()
+    gen.manual_seed(0)
+    return FitContext(
+        dataset=None,
+        prefs=None,
+        steps=steps,
+        seed=0,
+        device="cpu",
+        rng=np.random.default_rng(0),
+        generator=gen,
+        log_interval=20,
+        task_id=POINT_TASK,
+        teacher=teacher,
+        budget=budget,
+        segment=segment,
+        selector=selector,
+    )
+
+
+def _fit(agent, ctx) -> list[dict]:
+    return list(agent.fit(ctx))
+
+
+# ---- pure pieces -------------------------------------------------------------------------------
+def test_knn_distance_is_the_kth_other_neighbour():
+    pool = torch.tensor([[0.0], [1.0], [3.0], [6.0], [10.0]])
+    # from 0: others at 1, 3, 6, 10 -> k=1: 1, k=2: 3; from 6: others at 3 (3), 10 (4), 1 (5)
+    d1 = pebble.knn_distance(pool[[0, 3]], pool, k=1)
+    d2 = pebble.knn_distance(pool[[0, 3]], pool, k=2, chunk=2)
+    assert d1.tolist() == [1.0, 3.0] and d2.tolist() == [3.0, 4.0]
+    with pytest.raises(PbrlError, match="at least 6"):
+        pebble.knn_distance(pool[:1], pool, k=5)
+
+
+def test_running_std_matches_the_pooled_variance():
+    rng = np.random.default_rng(0)
+    batches = [rng.normal(3.0, 2.0, n) for n in (5, 40, 1, 17)]
+    rs = pebble.RunningStd()
+    for b in batches:
+        rs.update(b)
+    allx = np.concatenate(batches)
+    # the prior (variance 1, weight 1e-4) is negligible; batch variances are Bessel-corrected,
+    # so the pooled value is close to, not equal to, the population variance
+    assert rs.mean == pytest.approx(allx.mean(), rel=1e-4)
+    assert rs.std == pytest.approx(allx.std(), rel=0.05)
+
+
+def test_temporal_crop_keeps_windows_of_the_drawn_lengths():
+    gen = torch.Generator()
+    gen.manual_seed(1)
+    rows, masks = pebble.temporal_crop(torch.ones(3, 20), 4, (5, 8), gen)
+    assert rows.tolist() == [0, 1, 2] * 4 and masks.shape == (2, 12, 20)
+    kept = masks.sum(-1)
+    assert torch.equal(kept[0], kept[1])  # one length per copy, for both segments
+    assert ((kept >= 12) & (kept <= 15)).all()
+    for m in masks.reshape(-1, 20):  # one contiguous window
+        idx = torch.nonzero(m).flatten()
+        assert idx[-1] - idx[0] + 1 == len(idx)
+    with pytest.raises(PbrlError, match="does not fit"):
+        pebble.temporal_crop(torch.ones(3, 6), 2, (5, 8), gen)
+
+
+def test_pearson():
+    assert pebble.pearson(np.arange(5), 2 * np.arange(5) + 1) == pytest.approx(1.0)
+    assert math.isnan(pebble.pearson(np.ones(4), np.arange(4)))
+
+
+# ---- the loop ----------------------------------------------------------------------------------
+def test_budget_is_never_exceeded_and_the_last_session_shrinks():
+    agent = _agent(queries=4)
+    teacher = RecordingTeacher(lambda: int(agent.model.num_timesteps))
+    rows = _fit(agent, _ctx(400, teacher, budget=10))
+    asked = [n for _, n in teacher.calls]
+    assert asked == [4, 4, 2] and agent.queries_used == 10
+    assert max(r["queries"] for r in rows) == 10
+    # sessions every session_every (40) steps from the first one at seed + unsup (40)
+    assert [t for t, _ in teacher.calls] == [40, 80, 120]
+
+
+def test_pretraining_asks_no_teacher_and_uses_the_intrinsic_reward(monkeypatch):
+    agent = _agent(seed_steps=30, unsup_steps=50, session_every=1000)
+    teacher = RecordingTeacher(lambda: int(agent.model.num_timesteps))
+    modes: list[tuple[int, int]] = []
+    real = pebble.knn_distance
+
+    def spy(obs, pool, k, chunk=4096):
+        modes.append((int(agent.model.num_timesteps), k))
+        return real(obs, pool, k, chunk)
+
+    monkeypatch.setattr(pebble, "knn_distance", spy)
+    _fit(agent, _ctx(120, teacher, budget=4))
+    assert teacher.calls and teacher.calls[0][0] == 80  # the first question at seed + unsup
+    steps = [t for t, _ in modes]
+    # SB3 trains after each env step past learning_starts: intrinsic rewards during (30, 80]
+    assert steps and min(steps) > 30 and max(steps) <= 80 and {k for _, k in modes} == {5}
+
+
+def test_relabel_changes_every_stored_reward_and_only_the_rewards():
+    agent = _agent()
+    teacher = RecordingTeacher(lambda: 0)
+    _fit(agent, _ctx(100, teacher, budget=8))
+    buf = agent.buffer
+    n = buf.pos
+    before = {
+        k: np.array(getattr(buf, k)[:n], copy=True)
+        for k in ("observations", "next_observations", "actions", "dones", "timeouts")
+    }
+    true_before = buf.true_rewards[:n].copy()
+    old = buf.rewards[:n, 0].copy()
+    buf.relabel(lambda o, a: o[:, 0] + 10.0 * a[:, 1] + 100.0, chunk=7)
+    new = buf.rewards[:n, 0]
+    expect = buf.observations[:n, 0, 0] + 10.0 * buf.actions[:n, 0, 1] + 100.0
+    np.testing.assert_allclose(new, expect, rtol=1e-6)
+    assert np.all(new != old)
+    assert np.all(buf.rewards[n:] == 0)  # rows past pos untouched
+    for k, v in before.items():
+        np.testing.assert_array_equal(getattr(buf, k)[:n], v, err_msg=k)
+    np.testing.assert_array_equal(buf.true_rewards[:n], true_before)
+
+
+def test_session_relabels_with_the_reward_model_and_logs_its_measures():
+    agent = _agent()
+    rows = _fit(agent, _ctx(120, make_teacher("oracle"), budget=8))
+    buf = agent.buffer
+    n = buf.pos
+    learned = agent.reward(buf.observations[:n, 0], buf.actions[:n, 0])
+    # after the last session the buffer holds the model's reward (the transitions added since
+    # were written with it at collection time)
+    np.testing.assert_allclose(buf.rewards[:n, 0], learned, rtol=1e-5, atol=1e-6)
+    last = rows[-1]
+    for key in ("reward_corr", "reward_acc", "reward_acc_heldout", "train_return", "queries"):
+        assert key in last and math.isfinite(last[key]), key
+
+
+def test_sessions_after_the_first_use_the_runs_selector(monkeypatch):
+    seen: list[tuple[str, bool]] = []
+    real = pebble.select_queries
+
+    def spy(view, n, length, rng, *, selector, ensemble, pool_factor):
+        seen.append((selector, ensemble is not None))
+        if ensemble is not None:
+            ret = ensemble.predict_segments(view.observations[None, :3], view.actions[None, :3])
+            assert ret.shape == (agent.cfg.ensemble, 1)
+        return real(
+            view, n, length, rng, selector=selector, ensemble=ensemble, pool_factor=pool_factor
+        )
+
+    monkeypatch.setattr(pebble, "select_queries", spy)
+    agent = _agent()
+    _fit(agent, _ctx(160, make_teacher("oracle"), budget=12, selector="disagreement"))
+    assert seen == [("uniform", False), ("disagreement", True), ("disagreement", True)]
+
+
+def test_qpa_draws_from_recent_episodes_and_replays_them(monkeypatch):
+    agent = _agent(**{**pebble.PRESETS["qpa"], "aug_ratio": 3, "crop_min": 1, "crop_max": 3})
+    views: list[int] = []
+    real = pebble.select_queries
+
+    def spy(view, *a, **kw):
+        views.append(view.num_episodes)
+        return real(view, *a, **kw)
+
+    monkeypatch.setattr(pebble, "select_queries", spy)
+    _fit(agent, _ctx(400, make_teacher("oracle"), budget=12))
+    assert views and max(views) <= 10  # QPA's 10 most recent episodes
+    assert agent.buffer.recent_steps == 10 * 40  # 10 episodes x the task's horizon
+    assert agent.buffer.recent_ratio == 0.0  # plain replay once the budget is spent
+
+
+def test_sac_reference_asks_nobody_and_stores_the_true_reward():
+    agent = _agent(method="sac")
+    assert not agent.asks_teacher
+    _fit(agent, _ctx(60, None, budget=0))
+    buf = agent.buffer
+    np.testing.assert_array_equal(buf.rewards[: buf.pos, 0], buf.true_rewards[: buf.pos])
+    assert agent.queries_used == 0
+
+
+@pytest.mark.parametrize("model", ["mr", "regret"])
+def test_reward_models_serve_online(model, tmp_path):
+    spec = TrainSpec(
+        "pebble", "", None, 0, 120, "cpu", None,
+        {**pebble.TEST_OVERRIDES, "reward_model": model},
+        60, 1, 20, out=str(tmp_path / "run"), task=POINT_TASK, teacher="mistake",
+        budget=8, segment=8, selector="entropy",
+    )  # fmt: skip
+    summary, agent = train_agent(spec)
+    assert summary["queries_used"] == 8 and math.isfinite(summary["final_score"])
+    fresh = _agent(reward_model=model)
+    fresh.load_state_dict(agent.state_dict())
+    obs = np.random.default_rng(0).uniform(-1, 1, (5, 2)).astype(np.float32)
+    np.testing.assert_allclose(fresh.act(obs), agent.act(obs), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(fresh.reward(obs, obs), agent.reward(obs, obs), rtol=1e-5, atol=1e-6)
+
+
+def test_config_errors_name_the_field():
+    with pytest.raises(PbrlError, match="--agent.her_ratio"):
+        _agent(her_ratio=1.5)
+    with pytest.raises(PbrlError, match="--agent.queries"):
+        _agent(queries=0)
+    agent = _agent(crop_max=9, aug_ratio=2)
+    with pytest.raises(PbrlError, match="crop_max 9"):
+        _fit(agent, _ctx(400, make_teacher("oracle"), budget=8, segment=8))
+    assert agent.model is None  # refused before anything was built
+
+
+# ---- the runner --------------------------------------------------------------------------------
+SUITE = f"""
+name = "online-test"
+seeds = [0]
+steps = 120
+eval_every = 60
+eval_episodes = 1
+segment = 8
+budgets = [8, 12]
+teachers = ["oracle"]
+selector = "disagreement"
+[[datasets]]
+task = "{POINT_TASK}"
+kind = "online"
+[[agents]]
+name = "pebble"
+overrides = {{ sac_hidden = "16,16", sac_batch = 16, reward_hidden = "16,16", reward_batch = 8, reward_epochs = 2, seed_steps = 20, unsup_steps = 20, session_every = 40, queries = 4, reset_update = 2 }}
+[[agents]]
+name = "pebble"
+label = "sac-true"
+preset = "sac"
+overrides = {{ sac_hidden = "16,16", sac_batch = 16, seed_steps = 20 }}
+"""
+
+
+def test_runner_plans_and_trains_online_entries(tmp_path):
+    path = tmp_path / "online.toml"
+    path.write_text(SUITE)
+    suite = load_suite(str(path))
+    jobs = plan(suite)
+    assert check_suite(suite, jobs) == []  # nothing to build
+    by_label: dict[str, list] = {}
+    for j in jobs:
+        by_label.setdefault(j.label, []).append(j)
+    # two budgets for pebble; one SAC run serves both rows (it asks nobody)
+    assert sorted(j.budget for j in by_label["pebble"]) == [8, 12]
+    assert [j.budget for j in by_label["sac-true"]] == [None]
+    assert all(j.online and j.task == POINT_TASK and j.prefs_key() is None for j in jobs)
+    job = next(j for j in jobs if j.budget == 8)
+    summary = run_job(job, tmp_path / "out", "cpu")
+    assert summary["queries_used"] == 8 and summary["task"] == POINT_TASK
+    assert (tmp_path / "out" / job.run_id / "job.json").exists()
+
+
+# ---- learnability ------------------------------------------------------------------------------
+LEARN = {
+    "sac_hidden": (64, 64),
+    "sac_batch": 64,
+    "reward_hidden": (32, 32),
+    "reward_batch": 32,
+    "reward_epochs": 20,
+    "seed_steps": 200,
+    "unsup_steps": 300,
+    "session_every": 400,
+    "queries": 20,
+    "reset_update": 50,
+    "sac_lr": 1e-3,
+}
+
+
+@pytest.mark.slow
+def test_pebble_with_the_oracle_beats_random_labels():
+    """On the point task (reward -||x - goal||), 3,000 env steps and 100 queries: PEBBLE with
+    the oracle reaches the goal region; the same agent on coin-flip labels does not."""
+
+    def run(teacher: str, seed: int) -> float:
+        spec = TrainSpec(
+            "pebble", "", None, seed, 3000, "cpu", None, dict(LEARN), 3000, 10, 500,
+            task=POINT_TASK, teacher=teacher, budget=100, segment=10, selector="uniform",
+        )  # fmt: skip
+        summary, _ = train_agent(spec)
+        return float(summary["final_return"])
+
+    oracle = [run("oracle", s) for s in (0, 1)]
+    rand = [run("random", s) for s in (0, 1)]
+    assert min(oracle) > max(rand) + 5.0, (oracle, rand)
+
+
+def test_learn_settings_are_valid_config():
+    cfg = make_config(pebble, None, dict(LEARN))
+    assert dataclasses.asdict(cfg)["queries"] == 20
