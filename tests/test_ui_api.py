@@ -9,6 +9,7 @@ and by the README flow. ``ui_world`` is shared with the browser and PostgreSQL t
 
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,16 +27,30 @@ from pbrl.datasets.minari_io import write_minari_dataset  # noqa: E402
 from pbrl.datasets.registry import load_dataset  # noqa: E402
 from pbrl.prefs import load_preferences, save_preferences  # noqa: E402
 from pbrl.prefs.io import check_prefs_dataset  # noqa: E402
-from pbrl.ui.db import Answer, Assignment, Query, SegmentRow, open_db  # noqa: E402
+from pbrl.ui.db import (  # noqa: E402
+    Answer,
+    Assignment,
+    Project,
+    Query,
+    SegmentRow,
+    Token,
+    UndoneAnswer,
+    open_db,
+)
 from pbrl.ui.service import (  # noqa: E402
+    CHOICES,
     ProjectOptions,
     UiError,
     add_token,
+    answer_prefer_b,
+    authenticate,
     create_project,
     export_preferences,
     insertion_replay,
     post_queries,
     query_answers,
+    revoke_token,
+    shown_swapped,
 )
 from pbrl.ui.video import render_pending, video_path  # noqa: E402
 from pbrl.ui.web import create_app  # noqa: E402
@@ -121,9 +136,77 @@ def ui_world(tmp_path, minari_home) -> UiWorld:
 def test_sqlite_database_is_migrated_and_in_wal_mode(ui_world):
     with ui_world.sessions() as s:
         assert s.execute(text("PRAGMA journal_mode")).scalar() == "wal"
-        assert s.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0002"
+        assert s.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0003"
     # opening again is a no-op migration
     open_db(ui_world.url)
+
+
+def upgrade_from_0002(url: str, ds: OfflineDataset) -> None:
+    """A database made by revision 0002 with a project, a token, a shown pair and an answer,
+    then opened by today's code: migrated to 0003, every row kept, shown a-left."""
+    from alembic import command
+    from alembic.config import Config
+
+    from pbrl.ui.db import MIGRATIONS, make_engine
+
+    engine = make_engine(url)
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0002")
+    with engine.begin() as c:
+        c.execute(
+            text(
+                "INSERT INTO projects (id, name, dataset, dataset_id, fingerprint, mode, "
+                "selector, segment, n_queries, per_query, n_gold, seed, fps, width, height, "
+                "instruction, created) VALUES (1, 'old', 'd', 'd', 'f', 'compare', 'uniform', "
+                "8, 1, 1, 0, 0, 25, 32, 32, '', 0)"
+            )
+        )
+        c.execute(
+            text(
+                "INSERT INTO tokens (id, project_id, name, token_hash, owner, created) "
+                "VALUES (1, 1, 'ann', 'h', false, 0)"
+            )
+        )
+        c.execute(
+            text(
+                "INSERT INTO segments (id, project_id, episode, start, length, video, priority) "
+                "VALUES (1, 1, 0, 0, 8, 'ready', 0), (2, 1, 1, 0, 8, 'ready', 0)"
+            )
+        )
+        c.execute(
+            text(
+                "INSERT INTO queries (id, project_id, seg_a, seg_b, gold, origin, shown, "
+                "created) VALUES (1, 1, 1, 2, false, 'initial', 1, 0)"
+            )
+        )
+        c.execute(
+            text(
+                "INSERT INTO assignments (project_id, query_id, annotator_id, shown_at) "
+                "VALUES (1, 1, 1, 5)"
+            )
+        )
+        c.execute(
+            text(
+                "INSERT INTO answers (project_id, query_id, annotator_id, prefer_b, skipped, "
+                "shown_at, answered_at, latency_s) VALUES (1, 1, 1, 0.0, false, 5, 7, 2)"
+            )
+        )
+    engine.dispose()
+    _, sessions = open_db(url)
+    with sessions() as s:
+        assert s.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0003"
+        ans = s.scalars(select(Answer)).one()
+        assert (ans.prefer_b, ans.swapped, ans.latency_s) == (0.0, False, 2.0)
+        assert s.scalars(select(Assignment)).one().swapped is False
+        assert s.scalars(select(Token)).one().revoked_at is None
+        assert s.scalar(select(func.count()).select_from(UndoneAnswer)) == 0
+
+
+def test_a_0002_database_is_upgraded_in_place(tmp_path, minari_home):
+    upgrade_from_0002(f"sqlite:///{tmp_path / 'old.db'}", write_tiny_dataset())
 
 
 # ---- the compare flow ----------------------------------------------------------------------
@@ -140,25 +223,39 @@ def test_answer_undo_and_answer_again(ui_world):
         "/api/projects/p/answers", headers=alice, json={"query_id": q1, "choice": "left"}
     )
     assert r.status_code == 200, r.text
-    q2 = r.json()["next"]["query"]["query_id"]
+    shown_q2 = r.json()["next"]["query"]
+    q2 = shown_q2["query_id"]
     assert q2 != q1
     r = w.client.post(
         "/api/projects/p/answers", headers=alice, json={"query_id": q2, "choice": "equal"}
     )
     assert r.status_code == 200
     assert w.count(Answer) == 2
-    # undo removes the last answer and shows its pair again
+    # undo takes the last answer back (kept in undone_answers) and shows its pair again, with
+    # each segment on the same side as before
     r = w.client.post("/api/projects/p/undo", headers=alice).json()
-    assert r["undone"] == q2 and r["next"]["query"]["query_id"] == q2
-    assert w.count(Answer) == 1
+    assert r["undone"] == q2 and r["next"]["query"] == shown_q2
+    assert w.count(Answer) == 1 and w.count(UndoneAnswer) == 1
     r = w.client.post(
         "/api/projects/p/answers", headers=alice, json={"query_id": q2, "choice": "right"}
     )
     assert r.status_code == 200
     with w.sessions() as s:
         rows = {a.query_id: a for a in s.scalars(select(Answer))}
-    assert rows[q1].prefer_b == 0.0 and rows[q2].prefer_b == 1.0
+        undone = s.scalars(select(UndoneAnswer)).one()
+        sides = dict(s.execute(select(Assignment.query_id, Assignment.swapped)).all())
+    # stored in the query's own a/b order, whichever side each segment was shown on
+    assert rows[q1].prefer_b == answer_prefer_b("left", sides[q1])
+    assert rows[q2].prefer_b == answer_prefer_b("right", sides[q2])
+    assert rows[q1].swapped == sides[q1] and rows[q2].swapped == sides[q2]
+    assert (undone.query_id, undone.prefer_b, undone.skipped) == (q2, 0.5, False)
+    assert undone.undone_at >= undone.answered_at >= undone.shown_at
     assert all(a.latency_s >= 0 and a.answered_at >= a.shown_at for a in rows.values())
+    # the export holds the current answers only
+    data = export_preferences(w.sessions, "p", "none")
+    assert sorted(f.prefer_b for f in data.feedback) == sorted(
+        [rows[q1].prefer_b, rows[q2].prefer_b]
+    )
     # everything answered: done
     for _ in range(10):
         nxt = w.client.get("/api/projects/p/next", headers=alice).json()
@@ -291,7 +388,10 @@ def test_bad_answers_are_refused_and_write_nothing(ui_world):
         r = w.client.post(url, headers=alice, json={"query_id": q, "choice": "right"})
         assert r.status_code == 409 and "already" in r.json()["detail"]
     with w.sessions() as s:
-        assert [a.prefer_b for a in s.scalars(select(Answer))] == [0.0]
+        assert [(a.prefer_b, a.swapped) for a in s.scalars(select(Answer))] in (
+            [(0.0, False)],
+            [(1.0, True)],
+        )
 
 
 # ---- export --------------------------------------------------------------------------------
@@ -548,3 +648,115 @@ def test_mujoco_and_dmc_segments_render_from_stored_state(task_id, tmp_path):
     reader = imageio_ffmpeg.read_frames(str(path))
     meta = next(reader)
     assert meta["size"] == (48, 48) and sum(1 for _ in reader) == 4
+
+
+# ---- left/right randomisation --------------------------------------------------------------
+def test_answer_prefer_b_maps_the_side_pressed_back_to_a_and_b():
+    assert [answer_prefer_b(c, False) for c in CHOICES] == [0.0, 1.0, 0.5, None]
+    assert [answer_prefer_b(c, True) for c in CHOICES] == [1.0, 0.0, 0.5, None]
+
+
+def test_sides_are_random_per_query_and_annotator_and_answers_map_back(ui_world):
+    w = ui_world
+    w.create(queries=40, per_query=2)
+    heads = {n: w.token("p", n) for n in ("ann", "bob")}
+    shown: dict[tuple[str, int], dict] = {}
+    for name, h in heads.items():  # a lazy annotator: always "left"
+
+        def left(q: dict, name: str = name) -> str:
+            shown[(name, q["query_id"])] = q
+            return "left"
+
+        assert answer_all(w, h, "p", left) == 40
+    with w.sessions() as s:
+        rows = s.execute(
+            select(Answer, Query, Token.name)
+            .join(Query, Query.id == Answer.query_id)
+            .join(Token, Token.id == Answer.annotator_id)
+        ).all()
+        seed = s.scalar(select(Project.seed))
+    assert len(rows) == 80
+    for ans, q, name in rows:
+        page = shown[(name, q.id)]
+        # what was on the left is what the answer prefers, in the query's a/b order
+        left_is_b = page["left"]["id"] == q.seg_b
+        assert page["right"]["id"] == (q.seg_a if left_is_b else q.seg_b)
+        assert ans.swapped == left_is_b == shown_swapped(seed, q.id, ans.annotator_id)
+        assert ans.prefer_b == (1.0 if left_is_b else 0.0)
+    # always "left" comes out as a about half the time and b the other half (80 fair coins
+    # drawn from seed 0: a fixed draw, inside 4 standard deviations of 40)
+    n_b = sum(ans.prefer_b == 1.0 for ans, _, _ in rows)
+    assert 20 <= n_b <= 60, n_b
+    # the side is drawn per (query, annotator): the two annotators differ on some queries
+    by_q: dict[int, set[bool]] = defaultdict(set)
+    for ans, q, _ in rows:
+        by_q[q.id].add(ans.swapped)
+    assert any(len(v) == 2 for v in by_q.values())
+    # the export is in the query's a/b order: a known swapped answer prefers b
+    ans, q, name = next(r for r in rows if r[0].swapped)
+    data = export_preferences(w.sessions, "p", "none", annotator=name)
+    f = next(f for f in data.feedback if f.query_id == f"p/{q.id}")
+    with w.sessions() as s:
+        seg_a, seg_b = s.get(SegmentRow, q.seg_a), s.get(SegmentRow, q.seg_b)
+    assert (f.a.episode, f.a.start) == (seg_a.episode, seg_a.start)
+    assert (f.b.episode, f.b.start) == (seg_b.episode, seg_b.start)
+    assert f.prefer_b == 1.0
+
+
+def test_upcoming_pair_is_shown_on_the_sides_it_announced(ui_world):
+    w = ui_world
+    w.create(queries=6)
+    alice = w.token("p", "alice")
+    r = w.client.get("/api/projects/p/next", headers=alice).json()
+    for _ in range(4):
+        up = r["upcoming"]
+        res = w.client.post(
+            "/api/projects/p/answers",
+            headers=alice,
+            json={"query_id": r["query"]["query_id"], "choice": "right"},
+        ).json()
+        r = res["next"]
+        assert r["query"] == up
+
+
+# ---- token revocation ----------------------------------------------------------------------
+def test_revoked_tokens_get_401_and_their_answers_stay(ui_world):
+    w = ui_world
+    w.create(queries=4, per_query=2)
+    own = w.token("p", "own", owner=True)
+    heads = {n: w.token("p", n) for n in ("ann", "bob")}
+    for h in heads.values():
+        r = w.client.get("/api/projects/p/next", headers=h).json()
+        res = w.client.post(
+            "/api/projects/p/answers",
+            headers=h,
+            json={"query_id": r["query"]["query_id"], "choice": "left"},
+        )
+        assert res.status_code == 200
+    # through the server: refused at once, although the token was verified a moment ago
+    assert w.client.delete("/api/projects/p/tokens/ann", headers=heads["bob"]).status_code == 403
+    assert w.client.delete("/api/projects/p/tokens/zed", headers=own).status_code == 404
+    assert w.client.delete("/api/projects/p/tokens/ann", headers=own).status_code == 200
+    assert w.client.delete("/api/projects/p/tokens/ann", headers=own).status_code == 409
+    for path in ("next", "me"):
+        r = w.client.get(f"/api/projects/p/{path}", headers=heads["ann"])
+        assert r.status_code == 401 and "revoked" in r.json()["detail"]
+    r = w.client.post("/api/projects/p/undo", headers=heads["ann"])
+    assert r.status_code == 401
+    # from another process (the CLI): seen once the server's short cache expires
+    assert w.client.get("/api/projects/p/next", headers=heads["bob"]).status_code == 200
+    revoke_token(w.sessions, "p", "bob")
+    w.client.app.state.auth_ttl_s = 0.0  # as if AUTH_TTL_S had passed
+    w.client.app.state.auth_cache.clear()
+    assert w.client.get("/api/projects/p/next", headers=heads["bob"]).status_code == 401
+    with pytest.raises(UiError, match="revoked"):
+        authenticate(w.sessions, heads["bob"]["Authorization"].split()[1], "p")
+    # their answers stay, in the export and on the dashboard
+    data = export_preferences(w.sessions, "p", "none")
+    assert sorted(f.labeler for f in data.feedback) == ["human:ann", "human:bob"]
+    st = w.client.get("/api/projects/p/status", headers=own).json()
+    assert st["annotators"]["ann"]["revoked"] and st["annotators"]["ann"]["answers"] == 1
+    assert not st["annotators"]["own"]["revoked"]
+    with pytest.raises(UiError) as e:
+        revoke_token(w.sessions, "p", "nobody")
+    assert e.value.status == 404

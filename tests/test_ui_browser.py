@@ -24,8 +24,8 @@ pytest.importorskip("fastapi")
 from sqlalchemy import select  # noqa: E402
 from test_ui_api import UiWorld, make_world  # noqa: E402
 
-from pbrl.ui.db import Answer  # noqa: E402
-from pbrl.ui.service import export_preferences  # noqa: E402
+from pbrl.ui.db import Answer, Assignment, UndoneAnswer  # noqa: E402
+from pbrl.ui.service import answer_prefer_b, export_preferences  # noqa: E402
 
 CHROMIUM = os.environ.get("PBRL_CHROMIUM", "/usr/bin/chromium")
 pytestmark = pytest.mark.slow
@@ -120,30 +120,30 @@ def test_label_with_keyboard_and_mouse_undo_and_rank_in_chromium(served, tmp_pat
                 assert len(set(times)) >= 5, times  # the clip plays (and loops)
             assert page.evaluate("document.getElementById('left').videoWidth") == 96
 
-            expected: dict[int, float | None] = {}
+            pressed: dict[int, str] = {}  # query -> the side pressed
             # keyboard: left better, right better
             page.keyboard.press("ArrowLeft")
-            expected[int(q)] = 0.0
+            pressed[int(q)] = "left"
             q2 = _wait_query_change(page, q)
             page.keyboard.press("ArrowRight")
-            expected[int(q2)] = 1.0
+            pressed[int(q2)] = "right"
             q3 = _wait_query_change(page, q2)
             # mouse: the Equal button, then a click on the right video
             page.click("#btn-equal")
-            expected[int(q3)] = 0.5
+            pressed[int(q3)] = "equal"
             q4 = _wait_query_change(page, q3)
             page.click("#right-card")
-            expected[int(q4)] = 1.0
+            pressed[int(q4)] = "right"
             q5 = _wait_query_change(page, q4)
             # undo (keyboard) brings back q4; answer it differently with the mouse
             page.keyboard.press("u")
             assert _wait_query_change(page, q5) == q4
-            del expected[int(q4)]
+            del pressed[int(q4)]
             page.click("#btn-left")
-            expected[int(q4)] = 0.0
+            pressed[int(q4)] = "left"
             q5b = _wait_query_change(page, q4)
             page.keyboard.press("ArrowDown")  # skip
-            expected[int(q5b)] = None
+            pressed[int(q5b)] = "skip"
             _wait_query_change(page, q5b)
             page.wait_for_function(
                 "document.getElementById('stats').textContent.startsWith('5 answered')"
@@ -177,7 +177,14 @@ def test_label_with_keyboard_and_mouse_undo_and_rank_in_chromium(served, tmp_pat
         got = {
             a.query_id: a.prefer_b for a in s.scalars(select(Answer).where(Answer.project_id == 1))
         }
+        sides = dict(s.execute(select(Assignment.query_id, Assignment.swapped)).all())
+        undone = s.scalars(select(UndoneAnswer)).one()
+    # the side pressed, in the query's own a/b order (b was on the left where swapped)
+    expected = {q: answer_prefer_b(c, sides[q]) for q, c in pressed.items()}
     assert got == expected
+    assert undone.query_id == int(q4) and undone.prefer_b == answer_prefer_b(
+        "right", sides[int(q4)]
+    )
     data = export_preferences(w.sessions, "p", "none")
     exported = {int(f.query_id.split("/")[1]): f.prefer_b for f in data.feedback}
     assert exported == expected

@@ -30,8 +30,12 @@ from test_ui_api import (  # noqa: E402, F401  (the imported tests run here on P
     test_bad_answers_are_refused_and_write_nothing,
     test_export_keeps_every_annotator_and_aggregates,
     test_rank_mode_places_four_segments_and_exports_derived_pairs,
+    test_revoked_tokens_get_401_and_their_answers_stay,
+    test_sides_are_random_per_query_and_annotator_and_answers_map_back,
     test_tokens_projects_and_owner_actions,
     test_training_loop_posts_queries_and_reads_answers,
+    upgrade_from_0002,
+    write_tiny_dataset,
 )
 
 from pbrl.ui.db import Answer, Assignment  # noqa: E402
@@ -77,7 +81,11 @@ def ui_world(tmp_path, minari_home, pg_url) -> Iterator[UiWorld]:
 def test_the_server_is_postgresql(ui_world):
     with ui_world.sessions() as s:
         assert "PostgreSQL" in s.execute(text("SELECT version()")).scalar()
-        assert s.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0002"
+        assert s.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0003"
+
+
+def test_a_0002_database_is_upgraded_in_place_on_postgresql(pg_url, minari_home):
+    upgrade_from_0002(pg_url, write_tiny_dataset())
 
 
 def _concurrent_annotators(w: UiWorld, n_people: int) -> None:
@@ -117,7 +125,8 @@ def _concurrent_annotators(w: UiWorld, n_people: int) -> None:
     assert len({(a.query_id, a.annotator_id) for a in answers}) == len(answers) == 24
     assert set(per_query.values()) == {2} and len(per_query) == 12
     assert shown == 24
-    assert all(a.prefer_b == 0.0 for a in answers)
+    # everyone pressed "left": stored as prefer_b 0 where a was on the left, 1 where b was
+    assert all(a.prefer_b == (1.0 if a.swapped else 0.0) for a in answers)
 
 
 def test_concurrent_annotators_on_postgresql(ui_world):

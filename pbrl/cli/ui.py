@@ -229,6 +229,24 @@ def token_add(
         typer.echo(f"dashboard: http://{host}/dashboard?project={project}&token={secret}")
 
 
+@token_app.command("revoke")
+def token_revoke(
+    project: str = typer.Argument(..., help="Project name."),
+    name: str = typer.Argument(..., help="Whose token to revoke."),
+    home: Path = HomeOpt,
+    db: str = DbOpt,
+) -> None:
+    """Revoke NAME's token on PROJECT: it is refused (401) from now on; the answers it gave
+    stay. A running server notices within 2 seconds."""
+    _need_extra()
+    from pbrl.ui.service import check_name, revoke_token
+
+    check_name(name, "annotator name")
+    _, sessions = _open(home, db)
+    revoke_token(sessions, project, name)
+    typer.echo(f"revoked the token of {name} on {project}; their answers are kept")
+
+
 @app.command("status")
 def status(
     project: str = typer.Argument(..., help="Project name."),
@@ -259,8 +277,8 @@ def status(
     )
     for n, d in st["annotators"].items():
         typer.echo(
-            f"  {n}{' (owner)' if d['owner'] else ''}: {d['answers']} answers, "
-            f"{d['skipped']} skipped, gold {d['gold_correct']}/{d['gold']} "
+            f"  {n}{' (owner)' if d['owner'] else ''}{' (revoked)' if d['revoked'] else ''}: "
+            f"{d['answers']} answers, {d['skipped']} skipped, {d['undone']} undone, gold {d['gold_correct']}/{d['gold']} "
             f"(accuracy {f(d['gold_accuracy'])}), median latency {f(d['median_latency_s'])} s"
         )
     a = st["agreement"]

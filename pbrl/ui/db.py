@@ -13,13 +13,16 @@ One row per fact, so that nothing an annotator did is lost or merged:
   ``origin`` says who put them in the queue (``initial``, ``active``, ``posted`` by a training
   loop, ``rank`` for binary-insertion comparisons, which belong to one annotator);
 - ``assignments``: a query shown to an annotator, and when (the latency's start);
-- ``answers``: one row per (query, annotator), unique, with the answer, when it was shown and
-  answered, and the latency.
+- ``answers``: one row per (query, annotator), unique, with the answer (in the query's own a/b
+  order, whichever side each segment was shown on), when it was shown and answered, and the
+  latency;
+- ``undone_answers``: answers taken back with undo, kept with the time of the undo.
 
 The schema is created and upgraded by Alembic (``pbrl/ui/migrations``); :func:`open_db` runs
 the migrations to ``head`` on every start. SQLite files run in WAL mode (readers never wait
 for the writer) with a busy timeout, so several server threads and the render worker share one
-file. Revisions: 0001 the tables, 0002 ``queries.shown``.
+file. Revisions: 0001 the tables, 0002 ``queries.shown``, 0003 ``undone_answers``,
+``assignments.swapped`` / ``answers.swapped`` and ``tokens.revoked_at``.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     event,
+    false,
 )
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError
@@ -89,6 +93,8 @@ class Token(Base):
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     owner: Mapped[bool] = mapped_column(Boolean, default=False)
     created: Mapped[float] = mapped_column(Float)
+    # set by ``pbrl ui token revoke``: the token opens nothing afterwards, its answers stay
+    revoked_at: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 class SegmentRow(Base):
@@ -133,6 +139,9 @@ class Assignment(Base):
     query_id: Mapped[int] = mapped_column(ForeignKey("queries.id"), index=True)
     annotator_id: Mapped[int] = mapped_column(ForeignKey("tokens.id"), index=True)
     shown_at: Mapped[float] = mapped_column(Float)
+    # True: segment b was shown on the left (drawn per (query, annotator) from the project's
+    # seed, service.shown_swapped); answers are stored in the query's own a/b order
+    swapped: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class Answer(Base):
@@ -151,6 +160,28 @@ class Answer(Base):
     shown_at: Mapped[float] = mapped_column(Float)
     answered_at: Mapped[float] = mapped_column(Float)
     latency_s: Mapped[float] = mapped_column(Float)
+    swapped: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+
+
+class UndoneAnswer(Base):
+    """An answer its annotator took back with undo: the row as it was, and when it was undone.
+    ``answers`` holds each (query, annotator)'s current answer; this table its history."""
+
+    __tablename__ = "undone_answers"
+    __table_args__ = (Index("ix_undone_answers_project_annotator", "project_id", "annotator_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    answer_id: Mapped[int] = mapped_column(Integer)  # its id in ``answers`` before the undo
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id"))
+    query_id: Mapped[int] = mapped_column(ForeignKey("queries.id"), index=True)
+    annotator_id: Mapped[int] = mapped_column(ForeignKey("tokens.id"))
+    prefer_b: Mapped[float | None] = mapped_column(Float, nullable=True)
+    skipped: Mapped[bool] = mapped_column(Boolean)
+    swapped: Mapped[bool] = mapped_column(Boolean)
+    shown_at: Mapped[float] = mapped_column(Float)
+    answered_at: Mapped[float] = mapped_column(Float)
+    latency_s: Mapped[float] = mapped_column(Float)
+    undone_at: Mapped[float] = mapped_column(Float)
 
 
 def default_db_url(home: Path) -> str:

@@ -23,9 +23,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import func, select, text
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, aliased, sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
 from pbrl.datasets.base import OfflineDataset
 from pbrl.datasets.registry import load_dataset
@@ -48,7 +49,7 @@ from pbrl.ui.crowd import (
     reliability,
     soft_prefer_b,
 )
-from pbrl.ui.db import Answer, Assignment, Project, Query, SegmentRow, Token
+from pbrl.ui.db import Answer, Assignment, Project, Query, SegmentRow, Token, UndoneAnswer
 from pbrl.utils import check_seed
 
 MODES = ("compare", "rank")
@@ -315,6 +316,19 @@ def add_token(sessions: sessionmaker, project: str, name: str, *, owner: bool = 
     return secret
 
 
+def revoke_token(sessions: sessionmaker, project: str, name: str) -> None:
+    """Revoke ``name``'s token on ``project``: it opens nothing afterwards (401); the answers
+    it gave stay, and count, in status and export. 404 unknown name, 409 revoked already."""
+    with sessions() as s, s.begin():
+        p = get_project(s, project)
+        tok = s.scalar(select(Token).where(Token.project_id == p.id, Token.name == name))
+        if tok is None:
+            raise UiError(404, f"project '{project}' has no token for '{name}'")
+        if tok.revoked_at is not None:
+            raise UiError(409, f"the token of '{name}' on project '{project}' is revoked already")
+        tok.revoked_at = time.time()
+
+
 @dataclass(frozen=True)
 class Annotator:
     id: int
@@ -340,12 +354,27 @@ def authenticate(sessions: sessionmaker, token: str | None, project: str | None)
     if row is None:
         raise UiError(401, "unknown token")
     tok, pname = row
+    if tok.revoked_at is not None:
+        raise UiError(401, "this token was revoked")
     if project is not None and pname != project:
         raise UiError(403, f"this token is not invited to project '{project}'")
     return Annotator(tok.id, tok.name, tok.project_id, pname, tok.owner)
 
 
 # ---- serving queries -----------------------------------------------------------------------
+def shown_swapped(seed: int, query_id: int, annotator_id: int) -> bool:
+    """Whether ``annotator_id`` sees query ``query_id``'s segment b on the left: a fair coin
+    from a generator seeded by (project seed, query, annotator), so the side is random across
+    queries and annotators, and the same on every reload."""
+    return bool(np.random.default_rng([seed, query_id, annotator_id]).integers(2))
+
+
+def answer_prefer_b(choice: str, swapped: bool) -> float | None:
+    """The answer to a pair shown ``swapped`` (b on the left) in the query's own a/b order."""
+    pb = CHOICES[choice]
+    return 1.0 - pb if (swapped and pb is not None) else pb
+
+
 def _segment_json(seg: SegmentRow) -> dict[str, Any]:
     return {"id": seg.id, "episode": seg.episode, "start": seg.start, "length": seg.length}
 
@@ -358,50 +387,25 @@ def _hurry(*segments: SegmentRow) -> None:
 
 
 def _progress(s: Session, who: Annotator, project: Project) -> dict[str, Any]:
-    if project.mode == "rank":
-        total_q = (
-            select(func.count())
-            .select_from(SegmentRow)
-            .where(SegmentRow.project_id == project.id)
-            .scalar_subquery()
-        )
-    else:
-        total_q = (
-            select(func.count())
-            .select_from(Query)
-            .where(Query.project_id == project.id, Query.annotator_id.is_(None))
-            .scalar_subquery()
-        )
-    n, first, last, total = s.execute(
+    """The rank page's progress (compare pairs: :func:`_pair_progress`)."""
+    total = s.scalar(
+        select(func.count()).select_from(SegmentRow).where(SegmentRow.project_id == project.id)
+    )
+    n, first, last = s.execute(
         select(
-            func.count(Answer.id), func.min(Answer.shown_at), func.max(Answer.answered_at), total_q
-        ).where(Answer.annotator_id == who.id)
+            func.count(Answer.id), func.min(Answer.shown_at), func.max(Answer.answered_at)
+        ).where(Answer.project_id == project.id, Answer.annotator_id == who.id)
     ).one()
-    n = int(n)
-    rate = n / (last - first) * 3600.0 if n >= 2 and last > first else None
-    out = {"answered": n, "total": int(total), "rate_per_hour": rate}
-    if project.mode == "rank":
-        out["placed"] = sum(len(g) for g in _rank_replay(s, who, project)[0])
+    out = _rate(int(n), first, last, int(total or 0))
+    out["placed"] = sum(len(g) for g in _rank_replay(s, who, project)[0])
     return out
 
 
-def next_query(sessions: sessionmaker, who: Annotator) -> dict[str, Any]:
-    """The pair ``who`` should answer now.
-
-    ``{"state": "ready", "query": ..., "upcoming": ...}`` (``upcoming`` the likely next pair,
-    for the page to preload), ``"rendering"`` while its videos are not cached yet, or
-    ``"done"``. The pair is recorded as shown (the answer's latency starts now) once.
-    """
-    for _ in range(3):  # a race on the unique (query, annotator) assignment: look again
-        try:
-            with sessions() as s, s.begin():
-                return _next_query(s, who)
-        except IntegrityError:
-            continue
-    raise UiError(409, "could not assign a query (too many concurrent requests); retry")
+def _rate(n: int, first: float | None, last: float | None, total: int) -> dict[str, Any]:
+    rate = n / (last - first) * 3600.0 if n >= 2 and last > first else None  # type: ignore[operator]
+    return {"answered": n, "total": total, "rate_per_hour": rate}
 
 
-_SEG_A, _SEG_B = aliased(SegmentRow), aliased(SegmentRow)
 # Project rows never change after creation: one read per database and process.
 _PROJECTS: dict[tuple[str, int], Project] = {}
 
@@ -418,90 +422,154 @@ def _project(s: Session, project_id: int) -> Project:
     return p
 
 
-def _next_query(s: Session, who: Annotator) -> dict[str, Any]:
-    project = _project(s, who.project_id)
-    now = time.time()
-    if project.mode == "rank":
-        return _next_rank(s, who, project, now)
-    sa, sb = _SEG_A, _SEG_B
-    pairs = (
-        select(Query, sa, sb)
-        .join(sa, sa.id == Query.seg_a)
-        .join(sb, sb.id == Query.seg_b)
-        .where(Query.project_id == project.id)
-    )
-    mine = select(Answer.query_id).where(Answer.annotator_id == who.id)
-    open_row = s.execute(
-        pairs.join(Assignment, Assignment.query_id == Query.id)
-        .where(Assignment.annotator_id == who.id, Query.id.not_in(mine))
-        .order_by(Assignment.id)
-        .limit(1)
-    ).first()
-    seen = select(Assignment.query_id).where(Assignment.annotator_id == who.id)
-    wanted = pairs.where(
-        Query.annotator_id.is_(None),
-        Query.id.not_in(seen),
-        or_(Query.gold, Query.shown < project.per_query),
-    ).order_by(Query.id)
-    ready_stmt = wanted.where(sa.video == "ready", sb.video == "ready").limit(_CANDIDATES)
-    ready = s.execute(ready_stmt).all()
+def _engine(sessions: sessionmaker) -> Engine:
+    return sessions.kw["bind"]
+
+
+def _project_of(sessions: sessionmaker, project_id: int) -> Project:
+    p = _PROJECTS.get((str(_engine(sessions).url), project_id))
+    if p is None:
+        with sessions() as s:
+            p = _project(s, project_id)
+    return p
+
+
+def next_query(sessions: sessionmaker, who: Annotator) -> dict[str, Any]:
+    """The pair ``who`` should answer now.
+
+    ``{"state": "ready", "query": ..., "upcoming": ...}`` (``upcoming`` the likely next pair,
+    for the page to preload), ``"rendering"`` while its videos are not cached yet, or
+    ``"done"``. The pair is recorded as shown (the answer's latency starts now) once, with the
+    side each segment is shown on (:func:`shown_swapped`; rank comparisons always show the new
+    segment on the left).
+    """
+    project = _project_of(sessions, who.project_id)
+    for _ in range(3):  # a race on the unique (query, annotator) assignment: look again
+        try:
+            if project.mode == "rank":
+                with sessions() as s, s.begin():
+                    return _next_rank(s, who, project, time.time())
+            with _engine(sessions).begin() as conn:
+                return _next_pair(conn, who, project, time.time())
+        except IntegrityError:
+            continue
+    raise UiError(409, "could not assign a query (too many concurrent requests); retry")
+
+
+# The compare queue's hot path (every answer and every page load) in plain SQL on a Core
+# connection: building ORM statements and objects cost more CPU than the database did
+# (bench/ui_load.py, docs/ui.md "Load"). Columns of a pair row: query id, then (id, episode,
+# start, length, video) of segment a and of segment b.
+_PAIR = (
+    "SELECT q.id, sa.id, sa.episode, sa.start, sa.length, sa.video, "
+    "sb.id, sb.episode, sb.start, sb.length, sb.video "
+    "FROM queries q JOIN segments sa ON sa.id = q.seg_a JOIN segments sb ON sb.id = q.seg_b "
+)
+# shared queries that still need annotators and that ``who`` has not been shown
+_WANTED = (
+    "WHERE q.project_id = :p AND q.annotator_id IS NULL AND (q.gold OR q.shown < :k) "
+    "AND NOT EXISTS (SELECT 1 FROM assignments g WHERE g.query_id = q.id "
+    "AND g.annotator_id = :who) "
+)
+_SQL_PAIR = text(_PAIR + "WHERE q.id = :q")
+_SQL_READY = text(
+    _PAIR + _WANTED + "AND sa.video = 'ready' AND sb.video = 'ready' "
+    f"ORDER BY q.id LIMIT {_CANDIDATES}"
+)
+_SQL_WAITING = text(_PAIR + _WANTED + "ORDER BY q.id LIMIT 1")
+# the pair shown to ``who`` and not answered yet (a reload shows it again)
+_SQL_OPEN = text(
+    "SELECT g.query_id, g.swapped FROM assignments g WHERE g.annotator_id = :who "
+    "AND NOT EXISTS (SELECT 1 FROM answers a WHERE a.query_id = g.query_id "
+    "AND a.annotator_id = :who) ORDER BY g.id LIMIT 1"
+)
+# One conditional UPDATE claims a slot: the database re-checks the condition on the locked
+# row, so two requests at once never push a query past per_query (a read-then-write would).
+_SQL_CLAIM = text("UPDATE queries SET shown = shown + 1 WHERE id = :q AND (gold OR shown < :k)")
+_SQL_ASSIGN = text(
+    "INSERT INTO assignments (project_id, query_id, annotator_id, shown_at, swapped) "
+    "VALUES (:p, :q, :who, :now, :swapped)"
+)
+_SQL_HURRY = text(
+    "UPDATE segments SET priority = 10 WHERE id IN (:a, :b) AND video = 'pending' AND priority < 10"
+)
+_SQL_MINE = text(
+    "SELECT count(*), min(shown_at), max(answered_at) FROM answers "
+    "WHERE project_id = :p AND annotator_id = :who"
+)
+_SQL_TOTAL = text("SELECT count(*) FROM queries WHERE project_id = :p AND annotator_id IS NULL")
+_SQL_LOOKUP = text(
+    "SELECT q.project_id, q.annotator_id, g.shown_at, g.swapped FROM queries q "
+    "LEFT JOIN assignments g ON g.query_id = q.id AND g.annotator_id = :who WHERE q.id = :q"
+)
+_SQL_ANSWER = text(
+    "INSERT INTO answers (project_id, query_id, annotator_id, prefer_b, skipped, swapped, "
+    "shown_at, answered_at, latency_s) "
+    "VALUES (:p, :q, :who, :pb, :skipped, :swapped, :shown, :now, :latency)"
+)
+
+
+def _pair_progress(conn: Connection, who: Annotator, project: Project) -> dict[str, Any]:
+    n, first, last = conn.execute(_SQL_MINE, {"p": project.id, "who": who.id}).one()
+    total = conn.execute(_SQL_TOTAL, {"p": project.id}).scalar()
+    return _rate(int(n), first, last, int(total or 0))
+
+
+def _pair_dict(row: Any, swapped: bool) -> dict[str, Any]:
+    a = {"id": row[1], "episode": row[2], "start": row[3], "length": row[4]}
+    b = {"id": row[6], "episode": row[7], "start": row[8], "length": row[9]}
+    left, right = (b, a) if swapped else (a, b)
+    return {"query_id": row[0], "left": left, "right": right}
+
+
+def _waiting(conn: Connection, who: Annotator, project: Project, row: Any) -> dict[str, Any]:
+    """Hurry the render worker on ``row``'s videos; the 'rendering' answer."""
+    conn.execute(_SQL_HURRY, {"a": row[1], "b": row[6]})
+    return {"state": "rendering", "progress": _pair_progress(conn, who, project)}
+
+
+def _next_pair(conn: Connection, who: Annotator, project: Project, now: float) -> dict[str, Any]:
+    args = {"p": project.id, "k": project.per_query, "who": who.id}
+    open_row = conn.execute(_SQL_OPEN, {"who": who.id}).first()
     if open_row is not None:
-        q, a, b = open_row
-        if a.video != "ready" or b.video != "ready":
-            _hurry(a, b)
-            return {"state": "rendering", "progress": _progress(s, who, project)}
-        return _serve(s, who, project, open_row, ready)
+        row = conn.execute(_SQL_PAIR, {"q": open_row[0]}).one()
+        if row[5] != "ready" or row[10] != "ready":
+            return _waiting(conn, who, project, row)
+        ready = conn.execute(_SQL_READY, args).all()
+        return _serve(conn, who, project, row, bool(open_row[1]), ready)
+    ready = conn.execute(_SQL_READY, args).all()
     # Concurrent requests may fill every candidate first (PostgreSQL runs them in parallel):
     # then look again, the filled ones no longer qualify.
     for _ in range(_CLAIM_ROUNDS):
         for i, row in enumerate(ready):
-            if _claim(s, project, row[0]):
-                s.add(
-                    Assignment(
-                        project_id=project.id, query_id=row[0].id, annotator_id=who.id, shown_at=now
-                    )
+            if conn.execute(_SQL_CLAIM, {"q": row[0], "k": project.per_query}).rowcount == 1:
+                swapped = shown_swapped(project.seed, row[0], who.id)
+                conn.execute(
+                    _SQL_ASSIGN,
+                    {"p": project.id, "q": row[0], "who": who.id, "now": now, "swapped": swapped},
                 )
-                s.flush()
-                return _serve(s, who, project, row, ready[i + 1 :])
+                return _serve(conn, who, project, row, swapped, ready[i + 1 :])
         if not ready:
             break
-        ready = s.execute(ready_stmt).all()
-    waiting = s.execute(wanted.limit(1)).first()
+        ready = conn.execute(_SQL_READY, args).all()
+    waiting = conn.execute(_SQL_WAITING, args).first()
     if waiting is not None:
-        _hurry(waiting[1], waiting[2])
-        return {"state": "rendering", "progress": _progress(s, who, project)}
-    return {"state": "done", "progress": _progress(s, who, project)}
-
-
-def _pair_json(row: Any) -> dict[str, Any]:
-    q, a, b = row
-    return {"query_id": q.id, "left": _segment_json(a), "right": _segment_json(b)}
-
-
-def _claim(s: Session, project: Project, q: Query) -> bool:
-    """Count ``who`` among the query's annotators unless it has ``per_query`` already.
-
-    One conditional UPDATE: the database re-checks the condition on the locked row, so two
-    requests at once never push a query past ``per_query`` (a plain read-then-write would).
-    """
-    res = s.execute(
-        update(Query)
-        .where(Query.id == q.id, or_(Query.gold, Query.shown < project.per_query))
-        .values(shown=Query.shown + 1)
-        .execution_options(synchronize_session=False)
-    )
-    return res.rowcount == 1
+        return _waiting(conn, who, project, waiting)
+    return {"state": "done", "progress": _pair_progress(conn, who, project)}
 
 
 def _serve(
-    s: Session, who: Annotator, project: Project, row: Any, rest: list[Any]
+    conn: Connection, who: Annotator, project: Project, row: Any, swapped: bool, rest: list[Any]
 ) -> dict[str, Any]:
-    upcoming = next((r for r in rest if r[0].id != row[0].id), None)
+    up = next((r for r in rest if r[0] != row[0]), None)
+    upcoming = None
+    if up is not None:  # the side it will be shown on is decided already (shown_swapped)
+        upcoming = _pair_dict(up, shown_swapped(project.seed, up[0], who.id))
     return {
         "state": "ready",
-        "query": _pair_json(row),
-        "upcoming": _pair_json(upcoming) if upcoming is not None else None,
-        "progress": _progress(s, who, project),
+        "query": _pair_dict(row, swapped),
+        "upcoming": upcoming,
+        "progress": _pair_progress(conn, who, project),
     }
 
 
@@ -614,11 +682,20 @@ def _next_rank(s: Session, who: Annotator, project: Project, now: float) -> dict
     asg = s.scalar(
         select(Assignment).where(Assignment.query_id == q.id, Assignment.annotator_id == who.id)
     )
-    if asg is None:
-        _claim(s, project, q)
-        s.add(Assignment(project_id=project.id, query_id=q.id, annotator_id=who.id, shown_at=now))
+    if asg is None:  # a rank comparison is its annotator's own: shown once, never swapped
+        q.shown = q.shown + 1
+        s.add(
+            Assignment(
+                project_id=project.id,
+                query_id=q.id,
+                annotator_id=who.id,
+                shown_at=now,
+                swapped=False,
+            )
+        )
         s.flush()
-    out = {"state": "ready", "query": _pair_json((q, a, b)), "upcoming": None}
+    pair = {"query_id": q.id, "left": _segment_json(a), "right": _segment_json(b)}
+    out = {"state": "ready", "query": pair, "upcoming": None}
     out["ranking"] = groups
     out["progress"] = _progress(s, who, project)
     return out
@@ -635,20 +712,54 @@ def answer_and_next(
     sessions: sessionmaker, who: Annotator, query_id: int, choice: str, *, serve_next: bool = True
 ) -> dict[str, Any] | None:
     """:func:`submit_answer`, then :func:`next_query` in the same transaction (one round trip
-    to the database's lock for the page's most frequent request)."""
+    to the database's lock for the page's most frequent request). ``choice`` is the side the
+    annotator pressed; it is stored in the query's own a/b order."""
     if choice not in CHOICES:
         raise UiError(422, f"choice: {choice!r} is not one of {', '.join(CHOICES)}")
+    project = _project_of(sessions, who.project_id)
     now = time.time()
     try:
-        with sessions() as s, s.begin():
-            _submit(s, who, query_id, choice, now)
-            s.flush()  # a duplicate fails here, before anything else is done
-            return _next_query(s, who) if serve_next else None
+        if project.mode == "rank":
+            with sessions() as s, s.begin():
+                _submit_rank(s, who, project, query_id, choice, now)
+                s.flush()  # a duplicate fails here, before anything else is done
+                return _next_rank(s, who, project, now) if serve_next else None
+        with _engine(sessions).begin() as conn:
+            _submit_pair(conn, who, project, query_id, choice, now)
+            return _next_pair(conn, who, project, now) if serve_next else None
     except IntegrityError as e:  # the same answer posted twice at once
         raise UiError(409, f"query {query_id}: you answered it already") from e
 
 
-def _submit(s: Session, who: Annotator, query_id: int, choice: str, now: float) -> None:
+def _submit_pair(
+    conn: Connection, who: Annotator, project: Project, query_id: int, choice: str, now: float
+) -> None:
+    row = conn.execute(_SQL_LOOKUP, {"q": query_id, "who": who.id}).first()
+    if row is None or row[0] != who.project_id or row[1] not in (None, who.id):
+        raise UiError(404, f"query {query_id}: no such query in project '{who.project}'")
+    _, _, shown_at, swapped = row
+    if shown_at is None:
+        raise UiError(409, f"query {query_id}: was not shown to you")
+    pb = answer_prefer_b(choice, bool(swapped))
+    conn.execute(
+        _SQL_ANSWER,
+        {
+            "p": project.id,
+            "q": query_id,
+            "who": who.id,
+            "pb": pb,
+            "skipped": pb is None,
+            "swapped": bool(swapped),
+            "shown": shown_at,
+            "now": now,
+            "latency": max(0.0, now - shown_at),
+        },
+    )
+
+
+def _submit_rank(
+    s: Session, who: Annotator, project: Project, query_id: int, choice: str, now: float
+) -> None:
     q = s.get(Query, query_id)
     if q is None or q.project_id != who.project_id or q.annotator_id not in (None, who.id):
         raise UiError(404, f"query {query_id}: no such query in project '{who.project}'")
@@ -657,12 +768,10 @@ def _submit(s: Session, who: Annotator, query_id: int, choice: str, now: float) 
     )
     if asg is None:
         raise UiError(409, f"query {query_id}: was not shown to you")
-    project = _project(s, who.project_id)
-    if project.mode == "rank":
-        _, nxt = _rank_replay(s, who, project)
-        if nxt != (q.seg_a, q.seg_b):
-            raise UiError(409, f"query {query_id}: not the comparison your ranking needs")
-    pb = CHOICES[choice]
+    _, nxt = _rank_replay(s, who, project)
+    if nxt != (q.seg_a, q.seg_b):
+        raise UiError(409, f"query {query_id}: not the comparison your ranking needs")
+    pb = CHOICES[choice]  # rank comparisons are never swapped: the new segment is on the left
     s.add(
         Answer(
             project_id=who.project_id,
@@ -670,6 +779,7 @@ def _submit(s: Session, who: Annotator, query_id: int, choice: str, now: float) 
             annotator_id=who.id,
             prefer_b=pb,
             skipped=pb is None,
+            swapped=False,
             shown_at=asg.shown_at,
             answered_at=now,
             latency_s=max(0.0, now - asg.shown_at),
@@ -678,8 +788,10 @@ def _submit(s: Session, who: Annotator, query_id: int, choice: str, now: float) 
 
 
 def undo_last(sessions: sessionmaker, who: Annotator) -> int | None:
-    """Delete ``who``'s last answer in the project; the pair is shown again (its latency
+    """Take back ``who``'s last answer in the project: it moves to ``undone_answers`` (kept,
+    with the time of the undo) and the pair is shown again, on the same sides (its latency
     restarts). Returns the query id, or None when there is nothing to undo."""
+    now = time.time()
     with sessions() as s, s.begin():
         last = s.scalar(
             select(Answer)
@@ -690,12 +802,27 @@ def undo_last(sessions: sessionmaker, who: Annotator) -> int | None:
         if last is None:
             return None
         qid = last.query_id
+        s.add(
+            UndoneAnswer(
+                answer_id=last.id,
+                project_id=last.project_id,
+                query_id=qid,
+                annotator_id=last.annotator_id,
+                prefer_b=last.prefer_b,
+                skipped=last.skipped,
+                swapped=last.swapped,
+                shown_at=last.shown_at,
+                answered_at=last.answered_at,
+                latency_s=last.latency_s,
+                undone_at=now,
+            )
+        )
         s.delete(last)
         asg = s.scalar(
             select(Assignment).where(Assignment.query_id == qid, Assignment.annotator_id == who.id)
         )
         if asg is not None:
-            asg.shown_at = time.time()
+            asg.shown_at = now
         return qid
 
 
@@ -780,8 +907,23 @@ def project_status(sessions: sessionmaker, project: str) -> dict[str, Any]:
             .where(Query.project_id == p.id, Query.annotator_id.is_(None))
         )
         tokens = list(s.scalars(select(Token).where(Token.project_id == p.id).order_by(Token.id)))
+        undone = dict(
+            s.execute(
+                select(UndoneAnswer.annotator_id, func.count())
+                .where(UndoneAnswer.project_id == p.id)
+                .group_by(UndoneAnswer.annotator_id)
+            ).all()
+        )
     people: dict[str, dict[str, Any]] = {
-        t.name: {"owner": t.owner, "answers": 0, "skipped": 0, "gold": 0, "gold_correct": 0}
+        t.name: {
+            "owner": t.owner,
+            "revoked": t.revoked_at is not None,
+            "answers": 0,
+            "skipped": 0,
+            "undone": int(undone.get(t.id, 0)),
+            "gold": 0,
+            "gold_correct": 0,
+        }
         for t in tokens
     }
     latencies: dict[str, list[float]] = defaultdict(list)
@@ -809,6 +951,7 @@ def project_status(sessions: sessionmaker, project: str) -> dict[str, Any]:
         "gold": p.n_gold,
         "annotators_per_query": p.per_query,
         "answers": len(rows),
+        "undone": int(sum(undone.values())),
         "videos": {k: int(v) for k, v in videos.items()},
         "annotators": people,
         "agreement": {

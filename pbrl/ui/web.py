@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+import time
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -43,11 +44,14 @@ from pbrl.ui.service import (
     post_queries,
     project_status,
     query_answers,
+    revoke_token,
     undo_last,
 )
 from pbrl.ui.video import video_path
 
 log = logging.getLogger(__name__)
+# Seconds a verified token is trusted without a database read (see who()).
+AUTH_TTL_S = 2.0
 
 
 class AnswerBody(BaseModel):
@@ -81,17 +85,19 @@ def who(
         if scheme.lower() != "bearer" or not value:
             raise UiError(401, "Authorization header must be 'Bearer <token>'")
         secret = value.strip()
-    # Tokens are never edited once made: a verified one is remembered (bounded), which saves
-    # a database round trip on every request.
+    # A verified token is remembered for AUTH_TTL_S (bounded), which saves a database round
+    # trip on most requests; a revocation through this server clears it at once, one made by
+    # the CLI (another process) is seen within AUTH_TTL_S.
     cache = request.app.state.auth_cache
     key = (secret, project)
+    now = time.monotonic()
     hit = cache.get(key)
-    if hit is None:
-        hit = authenticate(request.app.state.sessions, secret, project)
+    if hit is None or hit[1] < now:
+        who = authenticate(request.app.state.sessions, secret, project)
         if len(cache) > 10000:
             cache.clear()
-        cache[key] = hit
-    return hit
+        cache[key] = hit = (who, now + request.app.state.auth_ttl_s)
+    return hit[0]
 
 
 Who = Annotated[Annotator, Depends(who)]
@@ -140,6 +146,7 @@ def create_app(sessions: sessionmaker, cache_dir: Path) -> FastAPI:
     cache_dir = Path(cache_dir)
     app.state.sessions = sessions
     app.state.auth_cache = {}
+    app.state.auth_ttl_s = AUTH_TTL_S
     ready_videos: dict[int, int] = {}  # segment id -> project id, once its video is ready
     pages = {"annotate": _page("annotate.html"), "dashboard": _page("dashboard.html")}
 
@@ -180,11 +187,10 @@ def create_app(sessions: sessionmaker, cache_dir: Path) -> FastAPI:
         return next_query(sessions, a)
 
     @app.post("/api/projects/{project}/answers")
-    def post_answer(body: AnswerBody, a: Who) -> dict[str, Any]:
-        return {
-            "stored": body.query_id,
-            "next": answer_and_next(sessions, a, body.query_id, body.choice),
-        }
+    def post_answer(body: AnswerBody, a: Who) -> JSONResponse:
+        # plain JSON types only: skip FastAPI's jsonable_encoder walk on the busiest route
+        nxt = answer_and_next(sessions, a, body.query_id, body.choice)
+        return JSONResponse({"stored": body.query_id, "next": nxt})
 
     @app.post("/api/projects/{project}/undo")
     def post_undo(a: Who) -> dict[str, Any]:
@@ -282,6 +288,17 @@ def create_app(sessions: sessionmaker, cache_dir: Path) -> FastAPI:
         except PbrlError as e:
             raise UiError(422, str(e)) from e
         return {"name": body.name, "owner": body.owner, "token": secret}
+
+    @app.delete("/api/projects/{project}/tokens/{name}")
+    def delete_token(name: str, a: Owner) -> dict[str, Any]:
+        """Revoke ``name``'s token: 401 from now on, its answers kept."""
+        if name == a.name:
+            raise UiError(409, "an owner cannot revoke their own token here (use the CLI)")
+        revoke_token(sessions, a.project, name)
+        for key, (hit, _) in list(app.state.auth_cache.items()):
+            if hit.project_id == a.project_id and hit.name == name:
+                app.state.auth_cache.pop(key, None)
+        return {"name": name, "revoked": True}
 
     @app.post("/api/projects/{project}/queries")
     def post_pairs(body: PostBody, a: Owner) -> dict[str, Any]:

@@ -22,6 +22,34 @@ def _status_unknown(w: World) -> list[str]:
     return ["ui", "status", "nope"]
 
 
+def _revoke(w: World, revoked: bool) -> None:
+    """A project 'p' with alice's token (revoked already if ``revoked``)."""
+    from pbrl.datasets.registry import load_dataset
+    from pbrl.ui.db import open_db
+    from pbrl.ui.service import ProjectOptions, add_token, create_project, revoke_token
+
+    (w.cwd / "pbrl-ui").mkdir()
+    engine, sessions = open_db(f"sqlite:///{w.cwd / 'pbrl-ui' / 'ui.db'}")
+    opts = ProjectOptions(name="p", queries=2, segment=10)
+    create_project(sessions, load_dataset(w.dataset_id), opts, dataset_arg=w.dataset_id)
+    add_token(sessions, "p", "alice")
+    if revoked:
+        revoke_token(sessions, "p", "alice")
+    engine.dispose()
+
+
+def _revoke_unknown(w: World) -> list[str]:
+    _revoke(w, False)
+    return ["ui", "token", "revoke", "p", "bob"]
+
+
+def _revoke_twice(w: World) -> list[str]:
+    _revoke(w, True)
+    return ["ui", "token", "revoke", "p", "alice"]
+
+
+_DB_FILES = ("pbrl-ui", "pbrl-ui/ui.db", "pbrl-ui/ui.db-wal", "pbrl-ui/ui.db-shm")
+
 CASES = [
     Case("ui-create-bad-mode", lambda w: _create(w, "--mode", "sideways"), expect=("--mode",)),
     Case(
@@ -52,6 +80,24 @@ CASES = [
         "ui-token-bad-name",
         lambda w: ["ui", "token", "add", "p", "bad name!"],
         expect=("annotator name",),
+    ),
+    Case(
+        "ui-token-revoke-bad-name",
+        lambda w: ["ui", "token", "revoke", "p", "../x"],
+        expect=("annotator name",),
+    ),
+    Case(
+        "ui-token-revoke-unknown-project",
+        lambda w: (_with_db(w), ["ui", "token", "revoke", "nope", "alice"])[1],
+        expect=("nope",),
+        may_write=_DB_FILES,
+    ),
+    Case("ui-token-revoke-unknown-name", _revoke_unknown, expect=("bob",), may_write=_DB_FILES),
+    Case(
+        "ui-token-revoke-twice",
+        _revoke_twice,
+        expect=("alice", "revoked already"),
+        may_write=_DB_FILES,
     ),
     Case(
         "ui-export-bad-aggregate",
