@@ -53,6 +53,8 @@ from pbrl.errors import PbrlError
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 # Seconds a SQLite writer waits for the lock before failing.
 SQLITE_BUSY_S = 30
+# Connections kept open by the pool (the request threads of the web server).
+POOL_SIZE = 40
 
 
 class Base(DeclarativeBase):
@@ -210,9 +212,13 @@ def make_engine(url: str) -> Engine:
                 raise PbrlError(f"--db: folder {parent} does not exist")
         kw["connect_args"] = {"check_same_thread": False, "timeout": SQLITE_BUSY_S}
     else:
-        kw["pool_size"] = 20
-        kw["max_overflow"] = 40
         kw["pool_pre_ping"] = True
+    if u.get_backend_name() != "sqlite" or (u.database and u.database != ":memory:"):
+        # As many kept connections as the server has request threads (anyio's 40): with
+        # fewer, a busy server closed and reopened connections (and ran the pragmas) on
+        # most requests.
+        kw["pool_size"] = POOL_SIZE
+        kw["max_overflow"] = 20
     try:
         engine = create_engine(url, **kw)
     except (ArgumentError, ModuleNotFoundError) as e:

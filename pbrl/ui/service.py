@@ -345,20 +345,30 @@ def authenticate(sessions: sessionmaker, token: str | None, project: str | None)
     """
     if not token:
         raise UiError(401, "missing token (Authorization: Bearer <token> or ?token=)")
-    with sessions() as s:
-        row = s.execute(
-            select(Token, Project.name)
-            .join(Project, Project.id == Token.project_id)
-            .where(Token.token_hash == hash_token(token))
-        ).first()
+    with _engine(sessions).connect() as conn:  # on most requests: plain SQL (see _PAIR)
+        row = conn.execute(_SQL_TOKEN, {"h": hash_token(token)}).first()
     if row is None:
         raise UiError(401, "unknown token")
-    tok, pname = row
-    if tok.revoked_at is not None:
+    tid, name, pid, pname, owner, revoked_at = row
+    if revoked_at is not None:
         raise UiError(401, "this token was revoked")
     if project is not None and pname != project:
         raise UiError(403, f"this token is not invited to project '{project}'")
-    return Annotator(tok.id, tok.name, tok.project_id, pname, tok.owner)
+    return Annotator(int(tid), name, int(pid), pname, bool(owner))
+
+
+_SQL_TOKEN = text(
+    "SELECT t.id, t.name, t.project_id, p.name, t.owner, t.revoked_at FROM tokens t "
+    "JOIN projects p ON p.id = t.project_id WHERE t.token_hash = :h"
+)
+_SQL_SEGMENT = text("SELECT project_id, video FROM segments WHERE id = :s")
+
+
+def segment_state(sessions: sessionmaker, segment_id: int) -> tuple[int, str] | None:
+    """``(project id, video state)`` of a segment, or None."""
+    with _engine(sessions).connect() as conn:
+        row = conn.execute(_SQL_SEGMENT, {"s": segment_id}).first()
+    return None if row is None else (int(row[0]), str(row[1]))
 
 
 # ---- serving queries -----------------------------------------------------------------------

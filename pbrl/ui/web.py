@@ -27,7 +27,7 @@ from sqlalchemy.orm import sessionmaker
 from pbrl.datasets.registry import load_dataset
 from pbrl.errors import PbrlError
 from pbrl.prefs.io import save_preferences
-from pbrl.ui.db import Project, SegmentRow
+from pbrl.ui.db import Project
 from pbrl.ui.service import (
     AGGREGATES,
     Annotator,
@@ -45,6 +45,7 @@ from pbrl.ui.service import (
     project_status,
     query_answers,
     revoke_token,
+    segment_state,
     undo_last,
 )
 from pbrl.ui.video import video_path
@@ -203,16 +204,15 @@ def create_app(sessions: sessionmaker, cache_dir: Path) -> FastAPI:
         # database (whose single SQLite writer the answers need).
         owner_project = ready_videos.get(segment_id)
         if owner_project is None:
-            with sessions() as s:
-                seg = s.get(SegmentRow, segment_id)
+            seg = segment_state(sessions, segment_id)
             if seg is None:
                 owner_project = -1
             else:
-                if seg.project_id == a.project_id and seg.video != "ready":
-                    raise UiError(409, f"segment {segment_id}: video is {seg.video}")
-                owner_project = seg.project_id
-                if seg.video == "ready":
-                    ready_videos[segment_id] = seg.project_id
+                owner_project, state = seg
+                if owner_project == a.project_id and state != "ready":
+                    raise UiError(409, f"segment {segment_id}: video is {state}")
+                if state == "ready":
+                    ready_videos[segment_id] = owner_project
         if owner_project != a.project_id:
             raise UiError(404, f"segment {segment_id}: no such segment in project '{a.project}'")
         path = video_path(cache_dir, a.project_id, segment_id)
