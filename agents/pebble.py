@@ -55,16 +55,19 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 from pbrl.datasets.base import OfflineDataset
 from pbrl.envs import get_task
 from pbrl.errors import PbrlError
 from pbrl.learn.api import AgentSpec, FitContext, load_agent_module, make_config
+from pbrl.learn.kit import bt_pair_losses, segment_sum, shuffled_epoch
 from pbrl.prefs import check_selector, make_preference_data, select_queries
 from pbrl.teachers import SegmentPairs
 
 ONLINE = True
-METHODS = ("pebble", "qpa", "sac")
+METHODS = ("pebble", "qpa", "reed", "sac")
 REWARD_MODELS = ("mr", "regret")
 # pbrl's names of the reward model's ensemble size, hidden widths, learning rate and batch,
 # per reward learner (each keeps its own field names).
@@ -148,6 +151,171 @@ def pearson(x: np.ndarray, y: np.ndarray) -> float:
     if x.size < 2 or x.std() == 0 or y.std() == 0:
         return float("nan")
     return float(np.corrcoef(x, y)[0, 1])
+
+
+# ---- REED's reward model -------------------------------------------------------------------
+def simsiam_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """REED's self-future-consistency loss: minus the mean cosine similarity between the
+    predicted next-state projection and the (stop-gradient) projection of the true next state."""
+    return -F.cosine_similarity(pred, target.detach(), dim=-1).mean()
+
+
+class FusionNet(nn.Module):
+    """One member of REED's reward model: state and action encoders, a trunk, a tanh reward
+    head; and the self-future-consistency heads that share the encoders and the trunk."""
+
+    def __init__(self, obs_dim: int, act_dim: int, cfg: Config) -> None:
+        super().__init__()
+        se, ae, h = cfg.reed_state_embed, cfg.reed_action_embed, cfg.reward_hidden
+        self.state_enc = nn.Sequential(nn.Linear(obs_dim, se), nn.LeakyReLU(0.01))
+        self.action_enc = nn.Sequential(nn.Linear(act_dim, ae), nn.LeakyReLU(0.01))
+        layers: list[nn.Module] = []
+        d = se + ae
+        for w in h:
+            layers += [nn.Linear(d, w), nn.LeakyReLU(0.01)]
+            d = w
+        self.trunk = nn.Sequential(*layers)
+        self.head = nn.Linear(d, 1)
+        c = cfg.reed_projection
+        self.next_pred = nn.Linear(d, se)
+        self.projector = nn.Linear(se, c)
+        mid = c // 8 if c > 16 else c
+        self.predictor = nn.Sequential(
+            nn.Linear(c, mid, bias=False), nn.BatchNorm1d(mid), nn.ReLU(), nn.Linear(mid, c)
+        )
+
+    def features(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
+        return self.trunk(torch.cat([self.state_enc(obs), self.action_enc(act)], -1))
+
+    def reward(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.head(self.features(obs, act))).squeeze(-1)
+
+    def consistency(
+        self, obs: torch.Tensor, act: torch.Tensor, next_obs: torch.Tensor
+    ) -> torch.Tensor:
+        pred = self.predictor(self.projector(self.next_pred(self.features(obs, act))))
+        with torch.no_grad():
+            target = self.projector(self.state_enc(next_obs))
+        return simsiam_loss(pred, target)
+
+
+class ReedRewardModel:
+    """REED (Metcalf et al., CoRL 2023; apple/ml-reed): an ensemble of :class:`FusionNet`;
+    before each reward update, one epoch of the self-future-consistency objective over the
+    replay buffer (SGD), then B-Pref's Bradley-Terry training of the same networks."""
+
+    def __init__(self, obs_dim: int, act_dim: int, cfg: Config, device: str) -> None:
+        self.cfg = cfg
+        self.device = device
+        self.nets = nn.ModuleList(
+            [FusionNet(obs_dim, act_dim, cfg) for _ in range(cfg.ensemble)]
+        ).to(device)
+        self.optimizer = torch.optim.Adam(self.nets.parameters(), lr=cfg.reward_lr)
+
+    def member_rewards(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
+        return torch.stack([n.reward(obs, act) for n in self.nets])
+
+    @torch.no_grad()
+    def reward(self, obs: np.ndarray, act: np.ndarray) -> np.ndarray:
+        self.nets.eval()
+        o = torch.as_tensor(np.asarray(obs, np.float32), device=self.device)
+        a = torch.as_tensor(np.asarray(act, np.float32), device=self.device)
+        return self.member_rewards(o, a).mean(0).cpu().numpy()
+
+    @torch.no_grad()
+    def predict_segments(self, obs: np.ndarray, act: np.ndarray) -> np.ndarray:
+        self.nets.eval()
+        o = torch.as_tensor(np.asarray(obs, np.float32), device=self.device)
+        a = torch.as_tensor(np.asarray(act, np.float32), device=self.device)
+        return self.member_rewards(o, a).sum(-1).cpu().numpy()
+
+    def train_dynamics(
+        self,
+        obs: np.ndarray,
+        act: np.ndarray,
+        next_obs: np.ndarray,
+        generator: torch.Generator,
+    ) -> dict[str, float]:
+        """One epoch of the consistency loss over ``split`` of the transitions (REED: 80%,
+        batches of 128, SGD at the reward learning rate); the held-out rest is scored."""
+        cfg = self.cfg
+        n = obs.shape[0]
+        perm = torch.randperm(n, generator=generator, device=generator.device).cpu().numpy()
+        n_train = max(1, int(cfg.reed_split * n))
+        tensors = [torch.as_tensor(np.asarray(x, np.float32)) for x in (obs, act, next_obs)]
+        opt = torch.optim.SGD(self.nets.parameters(), lr=cfg.reward_lr)
+        self.nets.train()
+        losses = []
+        for lo in range(0, n_train, cfg.reed_batch):
+            idx = perm[lo : min(lo + cfg.reed_batch, n_train)]
+            if len(idx) < 2:  # batch norm needs two rows
+                continue
+            o, a, o2 = (t[idx].to(self.device) for t in tensors)
+            loss = sum(net.consistency(o, a, o2) for net in self.nets)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()  # type: ignore[union-attr]
+            opt.step()
+            losses.append(float(loss) / len(self.nets))
+        out = {"sfc_loss": float(np.mean(losses)) if losses else float("nan")}
+        held = perm[n_train:]
+        if len(held) >= 2:
+            self.nets.eval()
+            with torch.no_grad():
+                o, a, o2 = (t[held[:4096]].to(self.device) for t in tensors)
+                out["sfc_heldout_loss"] = float(
+                    np.mean([float(net.consistency(o, a, o2)) for net in self.nets])
+                )
+        return out
+
+    def train_reward(
+        self,
+        prefs: Any,
+        generator: torch.Generator,
+        *,
+        epochs: int | None = None,
+        max_updates: int | None = None,
+    ) -> Iterator[dict[str, float]]:
+        """B-Pref's reward training (soft-label cross-entropy summed over members, each its
+        own permutation; stop after an epoch above ``early_stop_acc``) on the fusion nets."""
+        cfg = self.cfg
+        m = len(self.nets)
+        self.nets.train()
+        updates = 0
+        for _epoch in range(1 if epochs is None else epochs):
+            accs: list[float] = []
+            for idx in shuffled_epoch(
+                prefs.size, cfg.reward_batch, generator, self.device, members=m
+            ):
+                if max_updates is not None and updates >= max_updates:
+                    return
+                sa = torch.stack([segment_sum(n.reward(prefs.obs_a[i], prefs.act_a[i]), prefs.mask_a[i])
+                                  for n, i in zip(self.nets, idx, strict=True)])  # fmt: skip
+                sb = torch.stack([segment_sum(n.reward(prefs.obs_b[i], prefs.act_b[i]), prefs.mask_b[i])
+                                  for n, i in zip(self.nets, idx, strict=True)])  # fmt: skip
+                y = torch.stack([prefs.prefer_b[i] for i in idx])
+                loss = bt_pair_losses(sa, sb, y, "softmax").mean(-1).sum()
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                self.optimizer.step()
+                updates += 1
+                with torch.no_grad():
+                    keep = y != 0.5
+                    acc = (
+                        float(((sb > sa) == (y > 0.5))[keep].float().mean())
+                        if keep.any()
+                        else float("nan")
+                    )
+                if acc == acc:
+                    accs.append(acc)
+                yield {"reward_loss": float(loss.detach()), "reward_acc": acc}
+            if accs and float(np.mean(accs)) > cfg.early_stop_acc:
+                return
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"nets": self.nets.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.nets.load_state_dict(state["nets"])
 
 
 # ---- the replay buffer seam ----------------------------------------------------------------
@@ -264,6 +432,9 @@ class Config:
     """Query selector after the first session ('' = the run's; QPA's preset: uniform)."""
     queries: int = 50
     """Queries per feedback session (B-Pref's reward_batch; the last one shrinks to the budget)."""
+    sessions: int = 0
+    """When > 0: queries per session = budget / sessions instead of ``queries`` (B-Pref's
+    scripts ask budget / 10 per session on DMC and budget / 200 on MetaWorld)."""
     session_every: int = 5000
     """Env steps between feedback sessions (B-Pref's num_interact)."""
     seed_steps: int = 1000
@@ -299,6 +470,16 @@ class Config:
     the budget lasts (QPA 0.5)."""
     reset_update: int = 100
     """SAC gradient steps right after the first session's critic reset (B-Pref)."""
+    reed_state_embed: int = 20
+    """REED: state embedding width (its reward model's state encoder)."""
+    reed_action_embed: int = 10
+    """REED: action embedding width."""
+    reed_projection: int = 256
+    """REED: width of the projected next-state embedding the consistency loss compares."""
+    reed_batch: int = 128
+    """REED: transitions per consistency minibatch."""
+    reed_split: float = 0.8
+    """REED: share of the replay buffer the consistency epoch trains on (the rest is scored)."""
     sac_hidden: tuple[int, ...] = (256, 256, 256)
     """SAC actor and critic hidden widths (B-Pref MetaWorld 3 x 256; DMC 2 x 1024)."""
     sac_batch: int = 512
@@ -325,6 +506,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "ensemble": 1,
         "aug_ratio": 20,
     },
+    "reed": {"method": "reed", "reward_batch": 100},
     "sac": {"method": "sac"},
     # CPU scale (docs/online.md): smaller networks and a shorter intrinsic phase.
     "quick": {
@@ -347,6 +529,7 @@ TEST_OVERRIDES: dict[str, Any] = {
     "session_every": 40,
     "queries": 4,
     "reset_update": 2,
+    "reed_projection": 16,
 }
 
 
@@ -359,13 +542,20 @@ def check_config(cfg: Config) -> None:
             f"--agent.reward_model: unknown reward model '{cfg.reward_model}' "
             f"({' | '.join(REWARD_MODELS)})"
         )
+    if cfg.method == "reed" and cfg.reward_model != "mr":
+        raise PbrlError(
+            f"--agent.reward_model {cfg.reward_model}: method 'reed' trains its own reward "
+            "model (REED's); leave reward_model at its default"
+        )
+    if not 0.0 < cfg.reed_split <= 1.0:
+        raise PbrlError(f"--agent.reed_split: must be in (0, 1], got {cfg.reed_split}")
     if cfg.selector:
         check_selector(cfg.selector, has_ensemble=True)
     for name in ("queries", "session_every", "max_episodes", "pool_factor", "reward_epochs",
                  "reward_batch", "ensemble", "sac_batch", "knn_k", "target_every"):  # fmt: skip
         if getattr(cfg, name) < 1:
             raise PbrlError(f"--agent.{name}: must be at least 1, got {getattr(cfg, name)}")
-    for name in ("seed_steps", "unsup_steps", "aug_ratio", "reset_update"):
+    for name in ("seed_steps", "unsup_steps", "aug_ratio", "reset_update", "sessions"):
         if getattr(cfg, name) < 0:
             raise PbrlError(f"--agent.{name}: must be 0 or more, got {getattr(cfg, name)}")
     if not 0.0 <= cfg.her_ratio < 1.0:
@@ -373,6 +563,11 @@ def check_config(cfg: Config) -> None:
     if not 0 <= cfg.crop_min <= cfg.crop_max:
         raise PbrlError(f"--agent.crop_min/crop_max: need 0 <= min <= max, got {cfg.crop_min}, "
                         f"{cfg.crop_max}")  # fmt: skip
+
+
+def session_queries(cfg: Config, budget: int) -> int:
+    """Queries per feedback session: ``queries``, or ``budget // sessions`` when set."""
+    return budget // cfg.sessions if cfg.sessions > 0 else cfg.queries
 
 
 def check_run(cfg: Config, ctx: FitContext) -> None:
@@ -384,10 +579,12 @@ def check_run(cfg: Config, ctx: FitContext) -> None:
         return
     if ctx.teacher is None:
         raise PbrlError(f"method '{cfg.method}' asks a teacher: pass --teacher")
-    if ctx.budget < cfg.queries:
+    per = session_queries(cfg, ctx.budget)
+    if per < 1 or ctx.budget < per:
         raise PbrlError(
-            f"--budget {ctx.budget}: below one feedback session of {cfg.queries} queries "
-            "(--agent.queries)"
+            f"--budget {ctx.budget}: below one feedback session of "
+            f"{cfg.queries if not cfg.sessions else f'budget / {cfg.sessions}'} queries "
+            f"(--agent.{'sessions' if cfg.sessions else 'queries'})"
         )
     check_selector(cfg.selector or ctx.selector, has_ensemble=True)
     if cfg.aug_ratio > 0 and cfg.crop_max >= ctx.segment:
@@ -414,6 +611,20 @@ class Agent:
         self.asks_teacher = cfg.method != "sac"
         self.spec = spec
         self.device = spec.device
+        self.reward_model: Any
+        if cfg.method == "reed":
+            self.reward_model = ReedRewardModel(spec.obs_dim, spec.act_dim, cfg, spec.device)
+        else:
+            self.reward_model = self._pbrl_reward_model(cfg, spec)
+        self.model: Any = None
+        self.labels: Any = None  # PreferenceBatch of every answered query so far
+        self.queries_used = 0
+        self.sessions = 0
+
+    @staticmethod
+    def _pbrl_reward_model(cfg: Config, spec: AgentSpec) -> Any:
+        """The reward model of a pbrl learner (``reward_model``), built through the plug-in
+        API with this agent's ensemble size, widths, learning rate, batch and stop rule."""
         mod = load_agent_module(cfg.reward_model)
         names = REWARD_FIELDS[cfg.reward_model]
         ensemble = cfg.ensemble
@@ -428,11 +639,7 @@ class Agent:
                 names["stop"]: cfg.early_stop_acc,
             },
         )
-        self.reward_model = mod.Agent(rm_cfg, spec)
-        self.model: Any = None
-        self.labels: Any = None  # PreferenceBatch of every answered query so far
-        self.queries_used = 0
-        self.sessions = 0
+        return mod.Agent(rm_cfg, spec)
 
     # -- SB3 -------------------------------------------------------------------------------
     def _build(self, buffer_size: int, seed: int) -> None:
@@ -516,7 +723,7 @@ class Agent:
     def session(self, ctx: FitContext, rng: np.random.Generator) -> dict[str, float]:
         """One feedback session: select, ask, train the reward model, relabel the buffer."""
         cfg = self.cfg
-        n = min(cfg.queries, ctx.budget - self.queries_used)
+        n = min(session_queries(cfg, ctx.budget), ctx.budget - self.queries_used)
         view = self.buffer.episode_view(cfg.max_episodes, ctx.task_id)
         selector = "uniform" if self.sessions == 0 else (cfg.selector or ctx.selector)
         refs_a, refs_b = select_queries(
@@ -549,6 +756,16 @@ class Agent:
                     **{k: torch.cat([getattr(self.labels, k), v]) for k, v in new.__dict__.items()}
                 )
             self.labels = new
+        if self.labels is not None and isinstance(self.reward_model, ReedRewardModel):
+            pos = self.buffer.pos
+            out.update(
+                self.reward_model.train_dynamics(
+                    self.buffer.observations[:pos, 0],
+                    self.buffer.actions[:pos, 0],
+                    self.buffer.next_observations[:pos, 0],
+                    ctx.generator,
+                )
+            )
         if self.labels is not None:
             last: dict[str, float] = {}
             train_on = self._augment(self.labels, ctx.generator)

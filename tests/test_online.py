@@ -116,6 +116,15 @@ def test_temporal_crop_keeps_windows_of_the_drawn_lengths():
         pebble.temporal_crop(torch.ones(3, 6), 2, (5, 8), gen)
 
 
+def test_simsiam_loss_is_minus_the_cosine_and_stops_the_target_gradient():
+    pred = torch.tensor([[1.0, 0.0], [1.0, 1.0]], requires_grad=True)
+    target = torch.tensor([[0.0, 2.0], [2.0, 2.0]], requires_grad=True)
+    loss = pebble.simsiam_loss(pred, target)
+    assert float(loss.detach()) == pytest.approx(-(0.0 + 1.0) / 2)
+    loss.backward()
+    assert target.grad is None and pred.grad is not None
+
+
 def test_pearson():
     assert pebble.pearson(np.arange(5), 2 * np.arange(5) + 1) == pytest.approx(1.0)
     assert math.isnan(pebble.pearson(np.ones(4), np.arange(4)))
@@ -232,17 +241,20 @@ def test_sac_reference_asks_nobody_and_stores_the_true_reward():
     assert agent.queries_used == 0
 
 
-@pytest.mark.parametrize("model", ["mr", "regret"])
+@pytest.mark.parametrize("model", ["mr", "regret", "reed"])
 def test_reward_models_serve_online(model, tmp_path):
+    """``mr`` and ``regret`` through their train_reward; ``reed`` is a method with its own."""
+    extra = {"method": "reed"} if model == "reed" else {"reward_model": model}
     spec = TrainSpec(
-        "pebble", "", None, 0, 120, "cpu", None,
-        {**pebble.TEST_OVERRIDES, "reward_model": model},
+        "pebble", "", None, 0, 120, "cpu", None, {**pebble.TEST_OVERRIDES, **extra},
         60, 1, 20, out=str(tmp_path / "run"), task=POINT_TASK, teacher="mistake",
         budget=8, segment=8, selector="entropy",
     )  # fmt: skip
     summary, agent = train_agent(spec)
     assert summary["queries_used"] == 8 and math.isfinite(summary["final_score"])
-    fresh = _agent(reward_model=model)
+    if model == "reed":  # the consistency epoch ran before the reward updates
+        assert math.isfinite(summary["last_metrics"]["sfc_loss"])
+    fresh = _agent(**extra)
     fresh.load_state_dict(agent.state_dict())
     obs = np.random.default_rng(0).uniform(-1, 1, (5, 2)).astype(np.float32)
     np.testing.assert_allclose(fresh.act(obs), agent.act(obs), rtol=1e-5, atol=1e-6)
@@ -250,6 +262,8 @@ def test_reward_models_serve_online(model, tmp_path):
 
 
 def test_config_errors_name_the_field():
+    with pytest.raises(PbrlError, match="method 'reed' trains its own"):
+        _agent(method="reed", reward_model="regret")
     with pytest.raises(PbrlError, match="--agent.her_ratio"):
         _agent(her_ratio=1.5)
     with pytest.raises(PbrlError, match="--agent.queries"):

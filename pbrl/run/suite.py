@@ -57,6 +57,13 @@ class DatasetEntry:
     task: str | None = None
     kind: str | None = None
     build: dict[str, Any] = field(default_factory=dict)
+    budgets: tuple[int, ...] | None = None
+    """This entry's query budgets (default: the suite's)."""
+    steps: int | None = None
+    """Steps of runs on this entry (default: the suite's; an agent entry's ``steps`` wins)."""
+    overrides: dict[str, Any] = field(default_factory=dict)
+    """Agent options for every run on this entry (an agent entry's own overrides win): the
+    per-task settings of a protocol, e.g. B-Pref's learning rate and feedback interval."""
 
     @property
     def online(self) -> bool:
@@ -370,11 +377,21 @@ def parse_suite(raw: Any, *, where: str, default_name: str = "suite") -> Suite:
         if isinstance(d, str):
             d = {"id": d}
         _want(where, f"datasets[{i}]", d, dict, "a table (id, or task + kind)")
-        extra = set(d) - {"id", "task", "kind", "build"}
+        extra = set(d) - {"id", "task", "kind", "build", "budgets", "steps", "overrides"}
         if extra:
             raise PbrlError(f"{w}: unknown field '{sorted(extra)[0]}'")
+        per: dict[str, Any] = {}
+        if "budgets" in d:
+            per["budgets"] = _int_list(w, "budgets", d["budgets"], positive=True)
+        if "steps" in d:
+            v = d["steps"]
+            if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+                raise PbrlError(f"{w}: field 'steps' must be a positive integer, got {v!r}")
+            per["steps"] = v
+        if "overrides" in d:
+            per["overrides"] = _want(w, "overrides", d["overrides"], dict, "a table")
         if "id" in d:
-            datasets.append(DatasetEntry(id=_want(w, "id", d["id"], str, "a string")))
+            datasets.append(DatasetEntry(id=_want(w, "id", d["id"], str, "a string"), **per))
         else:
             if "task" not in d or "kind" not in d:
                 raise PbrlError(f"{w}: needs 'id', or both 'task' and 'kind'")
@@ -384,7 +401,10 @@ def parse_suite(raw: Any, *, where: str, default_name: str = "suite") -> Suite:
             build = _want(w, "build", d.get("build", {}), dict, "a table")
             datasets.append(
                 DatasetEntry(
-                    task=task, kind=_want(w, "kind", d["kind"], str, "a string"), build=build
+                    task=task,
+                    kind=_want(w, "kind", d["kind"], str, "a string"),
+                    build=build,
+                    **per,
                 )
             )
     if not datasets:
@@ -437,11 +457,11 @@ def expand(
     """
     jobs: dict[str, Job] = {}
     for ds in suite.datasets:
+        budgets = ds.budgets or suite.budgets
         for agent in suite.agents:
             uses = True if prefs_needed is None else bool(prefs_needed(agent))
-            combos = (
-                [(t, b) for t in suite.teachers for b in suite.budgets] if uses else [(None, None)]
-            )
+            overrides = {**ds.overrides, **agent.overrides}
+            combos = [(t, b) for t in suite.teachers for b in budgets] if uses else [(None, None)]
             for teacher, budget in combos:
                 for seed in seeds or suite.seeds:
                     job = Job(
@@ -449,7 +469,7 @@ def expand(
                         agent=agent.name,
                         label=agent.label,
                         preset=agent.preset,
-                        overrides=dict(agent.overrides),
+                        overrides=overrides,
                         dataset=ds.dataset_id(),
                         teacher=teacher,
                         budget=budget,
@@ -461,7 +481,7 @@ def expand(
                             else None
                         ),
                         seed=seed,
-                        steps=agent.steps or suite.steps,
+                        steps=agent.steps or ds.steps or suite.steps,
                         eval_every=suite.eval_every,
                         eval_episodes=suite.eval_episodes,
                     )
