@@ -15,6 +15,7 @@ from test_learnability import POINT_TASK, register_point_task
 import pbrl.agents.pebble as pebble
 from pbrl.errors import PbrlError
 from pbrl.learn.api import AgentSpec, FitContext, make_config
+from pbrl.run.report import read_runs, report
 from pbrl.run.runner import check_suite, plan, run_job
 from pbrl.run.suite import load_suite
 from pbrl.run.train import TrainSpec, train_agent
@@ -316,6 +317,16 @@ def test_runner_plans_and_trains_online_entries(tmp_path):
     summary = run_job(job, tmp_path / "out", "cpu")
     assert summary["queries_used"] == 8 and summary["task"] == POINT_TASK
     assert (tmp_path / "out" / job.run_id / "job.json").exists()
+    run_job(by_label["sac-true"][0], tmp_path / "out", "cpu")
+
+    # the report: one table for the budget run, SAC as a reference row, the queries figure
+    text = report(tmp_path / "out", plots=True)
+    assert "queries=8" in text and "sac-true" in text and "pebble" in text
+    plots = tmp_path / "out" / "plots"
+    assert (plots / "online_score_vs_queries.png").stat().st_size > 0
+    runs = read_runs(tmp_path / "out")
+    pb = next(r for r in runs if r.label == "pebble")
+    assert pb.online and pb.queries_at(120) == 8 and pb.queries_at(0) == 0
 
 
 # ---- learnability ------------------------------------------------------------------------------

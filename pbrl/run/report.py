@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import logging
 import math
 from collections import defaultdict
@@ -32,7 +33,9 @@ from pbrl.utils import (
 )
 
 # Rows every table shows so a reader sees what the preferences bought (docs/runner.md).
-REFERENCE_ROWS = ("iql-true", "iql-zero")
+REFERENCE_ROWS = ("iql-true", "iql-zero", "sac-true")
+# Online runs (``pbrl bench`` on an ``online`` task entry): their dataset field.
+ONLINE_PREFIX = "online/"
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +101,17 @@ class Run:
     summary: dict[str, Any]
     folder: Path = field(default_factory=Path)
     curve: list[tuple[int, float]] = field(default_factory=list)  # (step, score)
+    # online runs: queries asked by each logged step, from metrics.jsonl (step, queries)
+    queries: list[tuple[int, float]] = field(default_factory=list)
+
+    @property
+    def online(self) -> bool:
+        return self.dataset.startswith(ONLINE_PREFIX)
+
+    def queries_at(self, step: int) -> float:
+        """Queries asked by env step ``step`` (the last logged count at or before it)."""
+        done = [q for s, q in self.queries if s <= step]
+        return done[-1] if done else 0.0
 
 
 # The summary keys a score is read from, first present wins (pbrl train writes final_score).
@@ -229,7 +243,29 @@ def read_run(folder: Path) -> Run | None:
     eval_file = folder / "eval.csv"
     if eval_file.exists():
         run.curve = read_curve(eval_file)
+    metrics_file = folder / "metrics.jsonl"
+    if run.online and metrics_file.exists():
+        run.queries = read_queries(metrics_file)
     return None if score is None else run
+
+
+def read_queries(path: Path) -> list[tuple[int, float]]:
+    """(step, queries asked so far) of every metrics row that logs ``queries``."""
+    out = []
+    try:
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: cannot read ({e})") from e
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path}: line {i} is not JSON ({e.msg})") from e
+        if isinstance(row, dict) and "queries" in row and "step" in row:
+            out.append((int(row["step"]), float(row["queries"])))
+    return sorted(out)
 
 
 def _check_root(root: str | Path) -> Path:
@@ -315,10 +351,13 @@ def build_tables(runs: list[Run], *, reps: int = 2000, seed: int = 0) -> list[Ta
     groups = sorted({_group_key(r) for r in runs if r.teacher is not None}, key=str) or [
         (None, None)
     ]
-    datasets = sorted({r.dataset for r in runs})
     tables = []
     for teacher, budget in groups:
         members = [r for r in runs if r.teacher is None or _group_key(r) == (teacher, budget)]
+        # the datasets run at this budget (online suites give each task its own budgets)
+        asked = {r.dataset for r in members if r.teacher is not None}
+        datasets = sorted(asked or {r.dataset for r in runs})
+        members = [r for r in members if r.dataset in datasets]
         labels = _ordered_labels(members)
         rows = []
         n_seeds = {}
@@ -521,7 +560,7 @@ def learning_curves_figure(runs: list[Run]) -> Any:
         if len(set(all_steps)) == 1:  # tick the evaluated step, not the nudged positions
             ax.set_xticks(all_steps[:1])
         ax.set_title(_short(d), fontsize=9)
-        ax.set_xlabel("updates")
+        ax.set_xlabel("env steps" if d.startswith(ONLINE_PREFIX) else "updates")
         ax.set_ylabel("normalized score")
         ax.grid(alpha=0.3)
         if not present:
@@ -627,6 +666,56 @@ def score_vs_queries_figure(runs: list[Run], budgets: list[int]) -> Any:
     return fig
 
 
+def online_queries_figure(runs: list[Run]) -> Any:
+    """Online runs: score at each evaluation against the queries asked by then, one panel per
+    task; the mean over a learner's runs at each evaluation step (references: dashed, at
+    their final mean score)."""
+    plt = _pyplot()
+    online = [r for r in runs if r.online]
+    datasets = sorted({r.dataset for r in online})
+    labels = _ordered_labels(online)
+    ncols = min(PANELS_PER_ROW, len(datasets))
+    nrows = -(-len(datasets) // ncols)
+    fig, grid = plt.subplots(nrows, ncols, figsize=(4.8 * ncols, 3.4 * nrows + 0.3), squeeze=False)
+    axes = list(grid.ravel())
+    for ax in axes[len(datasets) :]:
+        ax.set_visible(False)
+    for ax, d in zip(axes, datasets, strict=False):
+        for label in labels:
+            mine = [r for r in online if r.dataset == d and r.label == label and r.curve]
+            if not mine:
+                continue
+            style = _style(labels.index(label))
+            if all(r.teacher is None for r in mine):  # asks nobody: a reference line
+                ax.axhline(
+                    mean(np.array([r.score for r in mine])),
+                    linestyle="--",
+                    linewidth=1,
+                    color=style["color"],
+                    label=label,
+                )
+                continue
+            for budget in sorted({r.budget or 0 for r in mine}):
+                group = [r for r in mine if (r.budget or 0) == budget]
+                steps = sorted({s for r in group for s, _ in r.curve})
+                xs = [float(np.mean([r.queries_at(s) for r in group])) for s in steps]
+                ys = [
+                    float(np.nanmean([dict(r.curve).get(s, np.nan) for r in group])) for s in steps
+                ]
+                name = label if len({r.budget for r in mine}) == 1 else f"{label} ({budget})"
+                ax.plot(xs, ys, label=name, markevery=max(1, len(xs) // 8), **style)
+        ax.set_title(_short(d), fontsize=9)
+        ax.set_xlabel("queries asked")
+        ax.set_ylabel("normalized score")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, frameon=False)
+    fig.suptitle(
+        "online runs: score against the queries asked so far (mean over seeds)", fontsize=8
+    )
+    fig.tight_layout()
+    return fig
+
+
 def make_plots(runs: list[Run], out_dir: str | Path) -> list[Path]:
     """Learning curves (score vs updates), score vs query budget, performance profile."""
 
@@ -638,6 +727,8 @@ def make_plots(runs: list[Run], out_dir: str | Path) -> list[Path]:
     budgets = sorted({r.budget for r in runs if r.budget is not None})
     if len(budgets) > 1:  # only when several budgets were run
         figures.append(("score_vs_queries.png", score_vs_queries_figure(runs, budgets)))
+    if any(r.online and r.queries for r in runs):
+        figures.append(("online_score_vs_queries.png", online_queries_figure(runs)))
     figures.append(("performance_profile.png", performance_profile_figure(runs)))
     written = []
     try:
