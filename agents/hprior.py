@@ -44,6 +44,7 @@ from pbrl.learn.kit import (
     obs_stats,
     reward_action,
     segment_sum,
+    shuffled_epoch,
     split_steps,
     strict_accuracy,
 )
@@ -190,6 +191,10 @@ class Config(IQLConfig):
     """What the reward model reads: 'obs_act' (r(s, a), the paper's) or 'obs' (r(s))."""
     batch_size: int = 256
     """Transitions per IQL update."""
+    early_stop_acc: float = 0.97
+    """As an online reward model (:meth:`Agent.train_reward`): stop after an epoch whose mean
+    training accuracy exceeds this (B-Pref's rule; the offline ``fit`` runs a fixed number
+    of updates instead)."""
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -239,10 +244,13 @@ class Agent:
         self.obs_mean = torch.zeros(spec.obs_dim, device=self.device)
         self.obs_std = torch.ones(spec.obs_dim, device=self.device)
         self.wm: WorldModel | None = None
+        self.wm_optimizer: torch.optim.Optimizer | None = None
+        self.rm_optimizer: torch.optim.Optimizer | None = None  # train_reward's
         self._build_wm(64)
 
     def _build_wm(self, max_len: int) -> None:
         c = self.cfg
+        self.wm_optimizer = None
         self.wm = WorldModel(
             self.spec.obs_dim,
             self.spec.act_dim,
@@ -290,20 +298,28 @@ class Agent:
             "alpha_max": float(alpha.max(dim=-1).values.mean()),
         }
 
-    def fit(self, ctx: FitContext) -> Iterator[dict[str, float]]:
-        if ctx.prefs is None or ctx.prefs.size == 0:
-            raise PbrlError("hprior needs preferences (--prefs)")
+    def train_world_model(
+        self,
+        ds: Any,
+        seg_len: int,
+        updates: int,
+        rng: np.random.Generator,
+        *,
+        set_stats: bool = True,
+    ) -> Iterator[dict[str, float]]:
+        """``updates`` world-model steps on windows of ``seg_len`` steps of ``ds`` (an
+        OfflineDataset), continuing from the current weights (a new model only when the
+        window length changes); standardisation statistics from ``ds`` when ``set_stats``.
+        Phase 0 of :meth:`fit`, and what the online track runs on its replay buffer before
+        each feedback session (``agents/pebble.py``). Yields ``wm_loss`` after every step."""
         cfg = self.cfg
-        ds = ctx.dataset
-        seg_len = int(ctx.prefs.obs_a.shape[1])
-        self._build_wm(seg_len)
+        if self.wm is None or self.wm.max_len != seg_len:
+            self._build_wm(seg_len)
         assert self.wm is not None
-        mean, std = obs_stats(ds.observations)
-        self.obs_mean = torch.as_tensor(mean, device=self.device)
-        self.obs_std = torch.as_tensor(std, device=self.device)
-        n_wm, n_rm, n_iql = split_steps(ctx.steps, (cfg.wm_frac, cfg.rm_frac))
-
-        # phase 0: the world model on dataset windows of the segment length
+        if set_stats:
+            mean, std = obs_stats(ds.observations)
+            self.obs_mean = torch.as_tensor(mean, device=self.device)
+            self.obs_std = torch.as_tensor(std, device=self.device)
         obs_n = (
             torch.as_tensor(ds.observations, device=self.device) - self.obs_mean
         ) / self.obs_std
@@ -311,10 +327,12 @@ class Agent:
             torch.as_tensor(ds.next_observations, device=self.device) - self.obs_mean
         ) / self.obs_std
         act = torch.as_tensor(np.asarray(ds.actions, np.float32), device=self.device)
-        opt = torch.optim.Adam(self.wm.parameters(), lr=cfg.wm_lr)
-        self.wm.train()
-        for step in range(1, n_wm + 1):
-            rows, mask = dataset_windows(ds, seg_len, cfg.wm_batch, ctx.rng)
+        if self.wm_optimizer is None:
+            self.wm_optimizer = torch.optim.Adam(self.wm.parameters(), lr=cfg.wm_lr)
+        opt = self.wm_optimizer
+        self.wm.train().requires_grad_(True)
+        for _ in range(updates):
+            rows, mask = dataset_windows(ds, seg_len, cfg.wm_batch, rng)
             r = torch.as_tensor(rows, device=self.device)
             m = torch.as_tensor(mask, dtype=torch.float32, device=self.device)
             pred, _ = self.wm(obs_n[r], act[r], m)
@@ -323,9 +341,62 @@ class Agent:
             loss.backward()
             nn.utils.clip_grad_norm_(self.wm.parameters(), cfg.wm_grad_clip)
             opt.step()
-            if log_due(step, ctx.steps, ctx.log_interval) or step == n_wm:
-                yield {"step": step, "phase": 0.0, "wm_loss": float(loss.detach())}
+            yield {"wm_loss": float(loss.detach())}
         self.wm.eval().requires_grad_(False)
+
+    def train_reward(
+        self,
+        prefs: Any,
+        generator: torch.Generator,
+        *,
+        epochs: int | None = None,
+        max_updates: int | None = None,
+    ) -> Iterator[dict[str, float]]:
+        """Online use: train the PRIOR reward ensemble on ``prefs`` (a PreferenceBatch, its
+        segments no longer than the world model's window), continuing from its weights, for
+        up to ``epochs`` passes of ``rm_batch`` pairs (default 1), stopping after an epoch
+        whose mean accuracy exceeds ``early_stop_acc`` or after ``max_updates`` minibatches."""
+        if self.rm_optimizer is None:
+            self.rm_optimizer = torch.optim.Adam(self.rm.parameters(), lr=self.cfg.rm_lr)
+        self.rm.train().requires_grad_(True)
+        updates = 0
+        for _epoch in range(1 if epochs is None else epochs):
+            accs: list[float] = []
+            for idx in shuffled_epoch(prefs.size, self.cfg.rm_batch, generator, self.device):
+                if max_updates is not None and updates >= max_updates:
+                    return
+                loss, m = self.rm_losses(prefs.index(idx))
+                self.rm_optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                self.rm_optimizer.step()
+                updates += 1
+                if m["rm_acc"] == m["rm_acc"]:
+                    accs.append(m["rm_acc"])
+                yield {"reward_loss": m["rm_ce"], "reward_acc": m["rm_acc"], **m}
+            if accs and float(np.mean(accs)) > self.cfg.early_stop_acc:
+                return
+
+    @torch.no_grad()
+    def predict_segments(self, obs: np.ndarray, act: np.ndarray) -> np.ndarray:
+        """(E, N) predicted return of each of N segments under each member (selectors)."""
+        self.rm.eval()
+        o = torch.as_tensor(np.asarray(obs, np.float32), device=self.device)
+        a = torch.as_tensor(np.asarray(act, np.float32), device=self.device)
+        return self.rewards_of(o, a).sum(-1).cpu().numpy()
+
+    def fit(self, ctx: FitContext) -> Iterator[dict[str, float]]:
+        if ctx.prefs is None or ctx.prefs.size == 0:
+            raise PbrlError("hprior needs preferences (--prefs)")
+        cfg = self.cfg
+        ds = ctx.dataset
+        seg_len = int(ctx.prefs.obs_a.shape[1])
+        self._build_wm(seg_len)
+        n_wm, n_rm, n_iql = split_steps(ctx.steps, (cfg.wm_frac, cfg.rm_frac))
+
+        # phase 0: the world model on dataset windows of the segment length
+        for step, m in enumerate(self.train_world_model(ds, seg_len, n_wm, ctx.rng), 1):
+            if log_due(step, ctx.steps, ctx.log_interval) or step == n_wm:
+                yield {"step": step, "phase": 0.0, **m}
 
         # phase 1: the reward ensemble with the PRIOR term
         opt = torch.optim.Adam(self.rm.parameters(), lr=cfg.rm_lr)

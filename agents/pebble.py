@@ -68,7 +68,7 @@ from pbrl.teachers import SegmentPairs
 
 ONLINE = True
 METHODS = ("pebble", "qpa", "reed", "sac")
-REWARD_MODELS = ("mr", "regret")
+REWARD_MODELS = ("mr", "regret", "hprior")
 # pbrl's names of the reward model's ensemble size, hidden widths, learning rate and batch,
 # per reward learner (each keeps its own field names).
 REWARD_FIELDS: dict[str, dict[str, str]] = {
@@ -76,6 +76,8 @@ REWARD_FIELDS: dict[str, dict[str, str]] = {
            "batch": "reward_batch", "stop": "early_stop_acc"},
     "regret": {"ensemble": "ensemble", "hidden": "adv_hidden", "lr": "adv_lr",
                "batch": "adv_batch", "stop": "early_stop_acc"},
+    "hprior": {"ensemble": "ensemble", "hidden": "rm_hidden", "lr": "rm_lr",
+               "batch": "rm_batch", "stop": "early_stop_acc"},
 }  # fmt: skip
 
 
@@ -255,7 +257,7 @@ class ReedRewardModel:
             opt.zero_grad(set_to_none=True)
             loss.backward()  # type: ignore[union-attr]
             opt.step()
-            losses.append(float(loss) / len(self.nets))
+            losses.append(float(loss.detach()) / len(self.nets))  # type: ignore[union-attr]
         out = {"sfc_loss": float(np.mean(losses)) if losses else float("nan")}
         held = perm[n_train:]
         if len(held) >= 2:
@@ -470,6 +472,10 @@ class Config:
     the budget lasts (QPA 0.5)."""
     reset_update: int = 100
     """SAC gradient steps right after the first session's critic reset (B-Pref)."""
+    wm_first_updates: int = 1000
+    """hprior: world-model updates on replay-buffer windows before the first session."""
+    wm_updates: int = 200
+    """hprior: world-model updates before every later session (docs/online.md)."""
     reed_state_embed: int = 20
     """REED: state embedding width (its reward model's state encoder)."""
     reed_action_embed: int = 10
@@ -530,6 +536,8 @@ TEST_OVERRIDES: dict[str, Any] = {
     "queries": 4,
     "reset_update": 2,
     "reed_projection": 16,
+    "wm_first_updates": 3,
+    "wm_updates": 2,
 }
 
 
@@ -555,7 +563,8 @@ def check_config(cfg: Config) -> None:
                  "reward_batch", "ensemble", "sac_batch", "knn_k", "target_every"):  # fmt: skip
         if getattr(cfg, name) < 1:
             raise PbrlError(f"--agent.{name}: must be at least 1, got {getattr(cfg, name)}")
-    for name in ("seed_steps", "unsup_steps", "aug_ratio", "reset_update", "sessions"):
+    for name in ("seed_steps", "unsup_steps", "aug_ratio", "reset_update", "sessions",
+                 "wm_first_updates", "wm_updates"):  # fmt: skip
         if getattr(cfg, name) < 0:
             raise PbrlError(f"--agent.{name}: must be 0 or more, got {getattr(cfg, name)}")
     if not 0.0 <= cfg.her_ratio < 1.0:
@@ -756,6 +765,15 @@ class Agent:
                     **{k: torch.cat([getattr(self.labels, k), v]) for k, v in new.__dict__.items()}
                 )
             self.labels = new
+        train_wm = getattr(self.reward_model, "train_world_model", None)
+        if self.labels is not None and callable(train_wm):
+            # Hindsight PRIOR: its world model learns on windows of every finished episode
+            full = self.buffer.episode_view(len(self.buffer.episodes), ctx.task_id)
+            n_wm = cfg.wm_first_updates if self.sessions == 1 else cfg.wm_updates
+            wm_last: dict[str, float] = {}
+            for m in train_wm(full, ctx.segment, n_wm, rng, set_stats=self.sessions == 1):
+                wm_last = m
+            out.update(wm_last)
         if self.labels is not None and isinstance(self.reward_model, ReedRewardModel):
             pos = self.buffer.pos
             out.update(

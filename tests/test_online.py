@@ -242,9 +242,10 @@ def test_sac_reference_asks_nobody_and_stores_the_true_reward():
     assert agent.queries_used == 0
 
 
-@pytest.mark.parametrize("model", ["mr", "regret", "reed"])
+@pytest.mark.parametrize("model", ["mr", "regret", "hprior", "reed"])
 def test_reward_models_serve_online(model, tmp_path):
-    """``mr`` and ``regret`` through their train_reward; ``reed`` is a method with its own."""
+    """``mr``, ``regret`` and ``hprior`` through their train_reward (hprior's world model
+    through train_world_model); ``reed`` is a method with its own reward model."""
     extra = {"method": "reed"} if model == "reed" else {"reward_model": model}
     spec = TrainSpec(
         "pebble", "", None, 0, 120, "cpu", None, {**pebble.TEST_OVERRIDES, **extra},
@@ -255,6 +256,8 @@ def test_reward_models_serve_online(model, tmp_path):
     assert summary["queries_used"] == 8 and math.isfinite(summary["final_score"])
     if model == "reed":  # the consistency epoch ran before the reward updates
         assert math.isfinite(summary["last_metrics"]["sfc_loss"])
+    if model == "hprior":  # its world model trained on the replay buffer before each session
+        assert math.isfinite(summary["last_metrics"]["wm_loss"])
     fresh = _agent(**extra)
     fresh.load_state_dict(agent.state_dict())
     obs = np.random.default_rng(0).uniform(-1, 1, (5, 2)).astype(np.float32)

@@ -35,6 +35,30 @@ def test_expand_collapses_preference_free_runs():
     assert cpl[0].dataset == "pbrl/metaworld/button-press-topdown-v3/medium-replay-v0"
 
 
+def test_dataset_entries_carry_their_own_budgets_steps_and_overrides():
+    raw = {
+        **BASE,
+        "steps": 100,
+        "datasets": [
+            {"id": "a", "budgets": [7], "steps": 50, "overrides": {"lr": "1e-3", "bias": 2}},
+            {"id": "b"},
+        ],
+        "agents": [
+            {"name": "cpl", "overrides": {"bias": 1}},
+            {"name": "bc", "steps": 30},
+        ],
+    }
+    jobs = expand(parse_suite(raw, where="t.toml"))
+    a_cpl = [j for j in jobs if j.dataset == "a" and j.agent == "cpl"]
+    b_cpl = [j for j in jobs if j.dataset == "b" and j.agent == "cpl"]
+    assert {j.budget for j in a_cpl} == {7} and {j.budget for j in b_cpl} == {100, 200}
+    # entry steps over the suite's, an agent entry's steps over both
+    assert {j.steps for j in a_cpl} == {50} and {j.steps for j in b_cpl} == {100}
+    assert {j.steps for j in jobs if j.agent == "bc"} == {30}
+    # entry overrides under the agent entry's own
+    assert a_cpl[0].overrides == {"lr": "1e-3", "bias": 1} and b_cpl[0].overrides == {"bias": 1}
+
+
 def test_run_id_is_a_hash_of_the_resolved_job():
     s1 = parse_suite(BASE, where="a")
     s2 = parse_suite({**BASE, "name": "other"}, where="b")
@@ -63,6 +87,10 @@ def test_seeds_syntax():
         ({"datasets": [{"task": "metaworld/x"}]}, "datasets\\[0\\]: needs 'id', or both"),
         ({"datasets": []}, "field 'datasets' is empty"),
         ({"agents": [{"name": "cpl"}, {"name": "cpl"}]}, "share the label 'cpl'"),
+        ({"datasets": [{"id": "x", "budgets": [0]}]}, "datasets\\[0\\]: field 'budgets"),
+        ({"datasets": [{"id": "x", "steps": -3}]}, "datasets\\[0\\]: field 'steps'"),
+        ({"datasets": [{"id": "x", "overrides": 3}]}, "datasets\\[0\\]: field 'overrides'"),
+        ({"datasets": [{"id": "x", "budget": [3]}]}, "datasets\\[0\\]: unknown field 'budget'"),
     ],
 )
 def test_malformed_suite_names_the_field(patch, message):
@@ -114,6 +142,8 @@ def test_shipped_suites_parse_and_name_real_agents_and_presets():
         "d4rl",
         "teachers",
         "budgets",
+        "bpref",
+        "bpref-cpu",
     } <= set(names)
     for name in names:
         suite = load_suite(name)

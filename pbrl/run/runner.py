@@ -311,7 +311,19 @@ def check_suite(suite: Suite, jobs: list[Job]) -> list[DatasetEntry]:
     Returns the dataset entries that must be built."""
 
     where = suite.source or f"suite '{suite.name}'"
+    checked: set[str] = set()
     for j in jobs:
+        key = json.dumps([j.agent, j.preset, j.overrides], sort_keys=True, default=str)
+        if key not in checked:  # a dataset entry's overrides meet the agent's config here
+            checked.add(key)
+            try:
+                make_config(
+                    load_agent_module(j.agent),
+                    j.preset,
+                    {k: str(v) for k, v in j.overrides.items()},
+                )
+            except PbrlError as e:
+                raise PbrlError(f"{where}: agent '{j.label}' on {j.dataset}: {e}") from e
         online_mod = bool(getattr(load_agent_module(j.agent), "ONLINE", False))
         if online_mod != j.online:
             what = "an online learner" if online_mod else "an offline learner"
