@@ -22,7 +22,7 @@ name) that defines:
   - optional ``train_reward(prefs, generator, *, epochs=None, max_updates=None)`` and
     ``predict_segments(obs (N, L, D), act (N, L, A)) -> (M, N)``: a learner whose reward
     model can be trained again as labels arrive serves the online track as its reward
-    model (``mr``, ``regret``; see ``agents/pebble.py``);
+    model (``mr``, ``regret``, ``hprior``; see ``agents/pebble.py``);
   - optional attributes ``requires_true_reward`` (default False: the runner strips the
     ground-truth reward from the dataset before ``fit`` sees it) and
     ``requires_preferences`` (default True).
