@@ -9,6 +9,7 @@ and by the README flow. ``ui_world`` is shared with the browser and PostgreSQL t
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -760,3 +761,57 @@ def test_revoked_tokens_get_401_and_their_answers_stay(ui_world):
     with pytest.raises(UiError) as e:
         revoke_token(w.sessions, "p", "nobody")
     assert e.value.status == 404
+
+
+# ---- abandoned pairs -----------------------------------------------------------------------
+def test_pairs_left_unanswered_go_back_to_the_queue(ui_world, monkeypatch):
+    import pbrl.ui.service as service
+
+    monkeypatch.setattr(service, "RELEASE_EVERY_S", 0.0)
+    w = ui_world
+    w.create(queries=1, per_query=1)
+    ann, bob = w.token("p", "ann"), w.token("p", "bob")
+    nxt, post = "/api/projects/p/next", "/api/projects/p/answers"
+
+    def backdate(seconds: float) -> None:
+        with w.sessions() as s, s.begin():
+            s.execute(text("UPDATE assignments SET shown_at = shown_at - :d"), {"d": seconds})
+
+    def release(cutoff: float) -> int:
+        with w.sessions() as s, s.begin():
+            return service.release_abandoned(s.connection(), 1, cutoff)
+
+    q = w.client.get(nxt, headers=ann).json()["query"]["query_id"]
+    assert w.client.get(nxt, headers=bob).json()["state"] == "done"  # the one slot is ann's
+    assert release(time.time() - 60) == 0  # shown a moment ago: kept
+    # half an hour later (the app's default, web.RELEASE_AFTER_S) the slot goes back
+    backdate(1801)
+    r = w.client.get(nxt, headers=bob).json()
+    assert r["state"] == "ready" and r["query"]["query_id"] == q
+    with w.sessions() as s:
+        assert s.get(Query, q).shown == 1
+        holders = select(Token.name).join(Assignment, Assignment.annotator_id == Token.id)
+        assert s.scalars(holders).all() == ["bob"]
+    # ann answering the released pair: 409, nothing written, the page moves on
+    r = w.client.post(post, headers=ann, json={"query_id": q, "choice": "left"})
+    assert r.status_code == 409 and "released" in r.json()["detail"]
+    assert w.count(Answer) == 0
+    assert w.client.get(nxt, headers=ann).json()["state"] == "done"
+    assert (
+        w.client.post(post, headers=bob, json={"query_id": q, "choice": "left"}).status_code == 200
+    )
+    # answered pairs and gold pairs are never released
+    backdate(3600)
+    assert release(time.time()) == 0
+    w.create("g", queries=1, gold=1)
+    assert w.client.get("/api/projects/g/next", headers=w.token("g", "gil")).json()["query"]
+    backdate(3600)
+    with w.sessions() as s, s.begin():
+        assert service.release_abandoned(s.connection(), 2, time.time()) == 0
+    # revoking a token gives that person's unanswered pairs back at once
+    w.create("r", queries=1, per_query=1)
+    rex, rui = w.token("r", "rex"), w.token("r", "rui")
+    q = w.client.get("/api/projects/r/next", headers=rex).json()["query"]["query_id"]
+    assert w.client.get("/api/projects/r/next", headers=rui).json()["state"] == "done"
+    revoke_token(w.sessions, "r", "rex")
+    assert w.client.get("/api/projects/r/next", headers=rui).json()["query"]["query_id"] == q

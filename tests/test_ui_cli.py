@@ -11,9 +11,11 @@ import pytest
 pytest.importorskip("fastapi")
 
 from fastapi.testclient import TestClient  # noqa: E402
+from sqlalchemy import select  # noqa: E402
 
 from pbrl.prefs import load_preferences  # noqa: E402
-from pbrl.ui.db import open_db  # noqa: E402
+from pbrl.ui.db import Assignment, open_db  # noqa: E402
+from pbrl.ui.service import answer_prefer_b  # noqa: E402
 from pbrl.ui.web import create_app  # noqa: E402
 
 TASK = "metaworld/button-press-topdown-v3"
@@ -52,9 +54,11 @@ def test_create_render_answer_export_and_train(tmp_path, minari_home, monkeypatc
     client = TestClient(create_app(sessions, tmp_path / "ui" / "videos"))
     head = {"Authorization": f"Bearer {alice}"}
     choices = iter(["left", "right", "equal"])
+    pressed = {}
     while (r := client.get("/api/projects/demo/next", headers=head).json())["state"] == "ready":
         body = {"query_id": r["query"]["query_id"], "choice": next(choices)}
         assert client.post("/api/projects/demo/answers", headers=head, json=body).status_code == 200
+        pressed[body["query_id"]] = body["choice"]
     assert r["state"] == "done"
     assert client.get("/dashboard").status_code == 200
     st = client.get("/api/projects/demo/status", headers={"Authorization": f"Bearer {boss}"})
@@ -66,7 +70,12 @@ def test_create_render_answer_export_and_train(tmp_path, minari_home, monkeypatc
     data = load_preferences(tmp_path / "prefs.npz")
     assert data.num_queries == 3 and data.dataset_id == ds_id
     assert {f.labeler for f in data.feedback} == {"human:alice"}
-    assert sorted(data.prefer_b.tolist()) == [0.0, 0.5, 1.0]
+    with sessions() as s:
+        sides = dict(s.execute(select(Assignment.query_id, Assignment.swapped)).all())
+    # the side pressed, in each query's a/b order
+    assert {f.query_id: f.prefer_b for f in data.feedback} == {
+        f"demo/{q}": answer_prefer_b(c, sides[q]) for q, c in pressed.items()
+    }
     train = ["train", "--agent", "cpl", "--dataset", ds_id, "--prefs", "prefs.npz"]
     train += ["--steps", "4", "--eval-every", "4", "--eval-episodes", "1", "--device", "cpu"]
     assert run([*train, "--out", str(tmp_path / "run")]) == 0

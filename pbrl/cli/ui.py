@@ -87,12 +87,19 @@ def serve(
     render: bool = typer.Option(
         True, "--render/--no-render", help="Run the render worker (a separate process)."
     ),
+    release_after: float = typer.Option(
+        30.0,
+        "--release-after",
+        help="Minutes after which a pair shown and not answered goes back to the queue (0: never).",
+    ),
 ) -> None:
     """Serve the annotator page (/?project=P&token=T) and the dashboard (/dashboard?...)."""
     from pbrl.errors import PbrlError
 
     if not 0 < port < 65536:
         raise PbrlError(f"--port: must be 1-65535, got {port}")
+    if not release_after >= 0 or release_after == float("inf"):
+        raise PbrlError(f"--release-after: minutes >= 0 (0: never), got {release_after}")
     home, sessions = _open(home, db, create=True)
     import multiprocessing
 
@@ -113,7 +120,7 @@ def serve(
         # Annotators think for seconds between requests: a keep-alive shorter than that makes
         # the server close connections the browser is about to reuse.
         uvicorn.run(
-            create_app(sessions, home / "videos"),
+            create_app(sessions, home / "videos", release_after_s=release_after * 60 or None),
             host=host,
             port=port,
             log_level="warning",

@@ -327,6 +327,8 @@ def revoke_token(sessions: sessionmaker, project: str, name: str) -> None:
         if tok.revoked_at is not None:
             raise UiError(409, f"the token of '{name}' on project '{project}' is revoked already")
         tok.revoked_at = time.time()
+        # the pairs they were shown and had not answered go back to the queue now
+        release_abandoned(s.connection(), p.id, np.inf, tok.id)
 
 
 @dataclass(frozen=True)
@@ -444,14 +446,17 @@ def _project_of(sessions: sessionmaker, project_id: int) -> Project:
     return p
 
 
-def next_query(sessions: sessionmaker, who: Annotator) -> dict[str, Any]:
+def next_query(
+    sessions: sessionmaker, who: Annotator, *, release_after_s: float | None = None
+) -> dict[str, Any]:
     """The pair ``who`` should answer now.
 
     ``{"state": "ready", "query": ..., "upcoming": ...}`` (``upcoming`` the likely next pair,
     for the page to preload), ``"rendering"`` while its videos are not cached yet, or
     ``"done"``. The pair is recorded as shown (the answer's latency starts now) once, with the
     side each segment is shown on (:func:`shown_swapped`; rank comparisons always show the new
-    segment on the left).
+    segment on the left). ``release_after_s``: pairs shown that long ago and not answered give
+    their slot back first (:func:`release_abandoned`).
     """
     project = _project_of(sessions, who.project_id)
     for _ in range(3):  # a race on the unique (query, annotator) assignment: look again
@@ -460,7 +465,9 @@ def next_query(sessions: sessionmaker, who: Annotator) -> dict[str, Any]:
                 with sessions() as s, s.begin():
                     return _next_rank(s, who, project, time.time())
             with _engine(sessions).begin() as conn:
-                return _next_pair(conn, who, project, time.time())
+                now = time.time()
+                _maybe_release(conn, project, now, release_after_s)
+                return _next_pair(conn, who, project, now)
         except IntegrityError:
             continue
     raise UiError(409, "could not assign a query (too many concurrent requests); retry")
@@ -470,26 +477,29 @@ def next_query(sessions: sessionmaker, who: Annotator) -> dict[str, Any]:
 # connection: building ORM statements and objects cost more CPU than the database did
 # (bench/ui_load.py, docs/ui.md "Load"). Columns of a pair row: query id, then (id, episode,
 # start, length, video) of segment a and of segment b.
-_PAIR = (
+_PAIR_COLUMNS = (
     "SELECT q.id, sa.id, sa.episode, sa.start, sa.length, sa.video, "
-    "sb.id, sb.episode, sb.start, sb.length, sb.video "
-    "FROM queries q JOIN segments sa ON sa.id = q.seg_a JOIN segments sb ON sb.id = q.seg_b "
+    "sb.id, sb.episode, sb.start, sb.length, sb.video"
 )
+_PAIR_FROM = (
+    " FROM queries q JOIN segments sa ON sa.id = q.seg_a JOIN segments sb ON sb.id = q.seg_b "
+)
+_PAIR = _PAIR_COLUMNS + _PAIR_FROM
 # shared queries that still need annotators and that ``who`` has not been shown
 _WANTED = (
     "WHERE q.project_id = :p AND q.annotator_id IS NULL AND (q.gold OR q.shown < :k) "
     "AND NOT EXISTS (SELECT 1 FROM assignments g WHERE g.query_id = q.id "
     "AND g.annotator_id = :who) "
 )
-_SQL_PAIR = text(_PAIR + "WHERE q.id = :q")
 _SQL_READY = text(
     _PAIR + _WANTED + "AND sa.video = 'ready' AND sb.video = 'ready' "
     f"ORDER BY q.id LIMIT {_CANDIDATES}"
 )
 _SQL_WAITING = text(_PAIR + _WANTED + "ORDER BY q.id LIMIT 1")
-# the pair shown to ``who`` and not answered yet (a reload shows it again)
+# the pair shown to ``who`` and not answered yet (a reload shows it again), and its sides
 _SQL_OPEN = text(
-    "SELECT g.query_id, g.swapped FROM assignments g WHERE g.annotator_id = :who "
+    _PAIR_COLUMNS + ", g.swapped" + _PAIR_FROM + "JOIN assignments g ON g.query_id = q.id "
+    "WHERE g.annotator_id = :who "
     "AND NOT EXISTS (SELECT 1 FROM answers a WHERE a.query_id = g.query_id "
     "AND a.annotator_id = :who) ORDER BY g.id LIMIT 1"
 )
@@ -503,11 +513,11 @@ _SQL_ASSIGN = text(
 _SQL_HURRY = text(
     "UPDATE segments SET priority = 10 WHERE id IN (:a, :b) AND video = 'pending' AND priority < 10"
 )
-_SQL_MINE = text(
-    "SELECT count(*), min(shown_at), max(answered_at) FROM answers "
+_SQL_PROGRESS = text(
+    "SELECT count(*), min(shown_at), max(answered_at), (SELECT count(*) FROM queries "
+    "WHERE project_id = :p AND annotator_id IS NULL) FROM answers "
     "WHERE project_id = :p AND annotator_id = :who"
 )
-_SQL_TOTAL = text("SELECT count(*) FROM queries WHERE project_id = :p AND annotator_id IS NULL")
 _SQL_LOOKUP = text(
     "SELECT q.project_id, q.annotator_id, g.shown_at, g.swapped FROM queries q "
     "LEFT JOIN assignments g ON g.query_id = q.id AND g.annotator_id = :who WHERE q.id = :q"
@@ -519,9 +529,58 @@ _SQL_ANSWER = text(
 )
 
 
+# Abandoned pairs: a shared, non-gold pair shown and left unanswered gives its slot back.
+# DELETE ... RETURNING first: on PostgreSQL a concurrent release of the same rows waits on
+# their locks and then finds them gone, so a slot is never given back twice.
+_SQL_RELEASE = text(
+    "DELETE FROM assignments WHERE id IN (SELECT g.id FROM assignments g "
+    "JOIN queries q ON q.id = g.query_id "
+    "WHERE g.project_id = :p AND q.annotator_id IS NULL AND NOT q.gold "
+    "AND g.shown_at < :cutoff AND (:who < 0 OR g.annotator_id = :who) "
+    "AND NOT EXISTS (SELECT 1 FROM answers a WHERE a.query_id = g.query_id "
+    "AND a.annotator_id = g.annotator_id)) RETURNING query_id"
+)
+_SQL_UNCLAIM = text("UPDATE queries SET shown = shown - :n WHERE id = :q AND shown >= :n")
+# Seconds between two releases per project and process (they run inside a request).
+RELEASE_EVERY_S = 10.0
+_LAST_RELEASE: dict[tuple[str, int], float] = {}
+
+
+def release_abandoned(
+    conn: Connection, project_id: int, cutoff: float, annotator_id: int | None = None
+) -> int:
+    """Give back the slots of shared, non-gold pairs shown before ``cutoff`` (a time) and not
+    answered (only ``annotator_id``'s, if given): their assignments are deleted and the
+    queries' ``shown`` counts lowered, so the queue serves them to someone else. Gold and rank
+    pairs are never released. Returns how many were released. The annotator who held one
+    gets a 409 if they answer it later, and the next pair on their next request."""
+    rows = conn.execute(
+        _SQL_RELEASE,
+        {"p": project_id, "cutoff": cutoff, "who": -1 if annotator_id is None else annotator_id},
+    ).all()
+    counts: dict[int, int] = defaultdict(int)
+    for (qid,) in rows:
+        counts[int(qid)] += 1
+    for qid, n in counts.items():
+        conn.execute(_SQL_UNCLAIM, {"q": qid, "n": n})
+    return len(rows)
+
+
+def _maybe_release(
+    conn: Connection, project: Project, now: float, release_after_s: float | None
+) -> None:
+    """:func:`release_abandoned` for ``project``, at most every RELEASE_EVERY_S per process."""
+    if release_after_s is None:
+        return
+    key = (str(conn.engine.url), project.id)
+    if now - _LAST_RELEASE.get(key, -np.inf) < min(RELEASE_EVERY_S, release_after_s):
+        return
+    _LAST_RELEASE[key] = now
+    release_abandoned(conn, project.id, now - release_after_s)
+
+
 def _pair_progress(conn: Connection, who: Annotator, project: Project) -> dict[str, Any]:
-    n, first, last = conn.execute(_SQL_MINE, {"p": project.id, "who": who.id}).one()
-    total = conn.execute(_SQL_TOTAL, {"p": project.id}).scalar()
+    n, first, last, total = conn.execute(_SQL_PROGRESS, {"p": project.id, "who": who.id}).one()
     return _rate(int(n), first, last, int(total or 0))
 
 
@@ -540,13 +599,12 @@ def _waiting(conn: Connection, who: Annotator, project: Project, row: Any) -> di
 
 def _next_pair(conn: Connection, who: Annotator, project: Project, now: float) -> dict[str, Any]:
     args = {"p": project.id, "k": project.per_query, "who": who.id}
-    open_row = conn.execute(_SQL_OPEN, {"who": who.id}).first()
-    if open_row is not None:
-        row = conn.execute(_SQL_PAIR, {"q": open_row[0]}).one()
+    row = conn.execute(_SQL_OPEN, {"who": who.id}).first()
+    if row is not None:
         if row[5] != "ready" or row[10] != "ready":
             return _waiting(conn, who, project, row)
         ready = conn.execute(_SQL_READY, args).all()
-        return _serve(conn, who, project, row, bool(open_row[1]), ready)
+        return _serve(conn, who, project, row, bool(row[11]), ready)
     ready = conn.execute(_SQL_READY, args).all()
     # Concurrent requests may fill every candidate first (PostgreSQL runs them in parallel):
     # then look again, the filled ones no longer qualify.
@@ -719,7 +777,13 @@ def submit_answer(sessions: sessionmaker, who: Annotator, query_id: int, choice:
 
 
 def answer_and_next(
-    sessions: sessionmaker, who: Annotator, query_id: int, choice: str, *, serve_next: bool = True
+    sessions: sessionmaker,
+    who: Annotator,
+    query_id: int,
+    choice: str,
+    *,
+    serve_next: bool = True,
+    release_after_s: float | None = None,
 ) -> dict[str, Any] | None:
     """:func:`submit_answer`, then :func:`next_query` in the same transaction (one round trip
     to the database's lock for the page's most frequent request). ``choice`` is the side the
@@ -736,7 +800,10 @@ def answer_and_next(
                 return _next_rank(s, who, project, now) if serve_next else None
         with _engine(sessions).begin() as conn:
             _submit_pair(conn, who, project, query_id, choice, now)
-            return _next_pair(conn, who, project, now) if serve_next else None
+            if not serve_next:
+                return None
+            _maybe_release(conn, project, now, release_after_s)
+            return _next_pair(conn, who, project, now)
     except IntegrityError as e:  # the same answer posted twice at once
         raise UiError(409, f"query {query_id}: you answered it already") from e
 
@@ -749,7 +816,11 @@ def _submit_pair(
         raise UiError(404, f"query {query_id}: no such query in project '{who.project}'")
     _, _, shown_at, swapped = row
     if shown_at is None:
-        raise UiError(409, f"query {query_id}: was not shown to you")
+        raise UiError(
+            409,
+            f"query {query_id}: was not shown to you (or it was released, unanswered for too "
+            "long); load the next pair",
+        )
     pb = answer_prefer_b(choice, bool(swapped))
     conn.execute(
         _SQL_ANSWER,

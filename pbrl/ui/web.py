@@ -53,6 +53,8 @@ from pbrl.ui.video import video_path
 log = logging.getLogger(__name__)
 # Seconds a verified token is trusted without a database read (see who()).
 AUTH_TTL_S = 2.0
+# Seconds after which a pair shown and not answered goes back to the queue (serve's default).
+RELEASE_AFTER_S = 1800.0
 
 
 class AnswerBody(BaseModel):
@@ -141,8 +143,13 @@ def _page(name: str) -> str:
     return resources.files("pbrl.ui").joinpath("static", name).read_text(encoding="utf-8")
 
 
-def create_app(sessions: sessionmaker, cache_dir: Path) -> FastAPI:
-    """The app on an open database (:func:`pbrl.ui.db.open_db`) and a video cache folder."""
+def create_app(
+    sessions: sessionmaker, cache_dir: Path, *, release_after_s: float | None = RELEASE_AFTER_S
+) -> FastAPI:
+    """The app on an open database (:func:`pbrl.ui.db.open_db`) and a video cache folder.
+
+    ``release_after_s``: a pair shown and not answered for that long gives its slot back to
+    the queue (:func:`pbrl.ui.service.release_abandoned`); None: never."""
     app = FastAPI(title="pbrl labeling UI", docs_url=None, redoc_url=None, openapi_url=None)
     cache_dir = Path(cache_dir)
     app.state.sessions = sessions
@@ -185,18 +192,20 @@ def create_app(sessions: sessionmaker, cache_dir: Path) -> FastAPI:
 
     @app.get("/api/projects/{project}/next")
     def get_next(a: Who) -> dict[str, Any]:
-        return next_query(sessions, a)
+        return next_query(sessions, a, release_after_s=release_after_s)
 
     @app.post("/api/projects/{project}/answers")
     def post_answer(body: AnswerBody, a: Who) -> JSONResponse:
         # plain JSON types only: skip FastAPI's jsonable_encoder walk on the busiest route
-        nxt = answer_and_next(sessions, a, body.query_id, body.choice)
+        nxt = answer_and_next(
+            sessions, a, body.query_id, body.choice, release_after_s=release_after_s
+        )
         return JSONResponse({"stored": body.query_id, "next": nxt})
 
     @app.post("/api/projects/{project}/undo")
     def post_undo(a: Who) -> dict[str, Any]:
         qid = undo_last(sessions, a)
-        return {"undone": qid, "next": next_query(sessions, a)}
+        return {"undone": qid, "next": next_query(sessions, a, release_after_s=release_after_s)}
 
     @app.get("/api/projects/{project}/videos/{segment_id}.mp4")
     def video(segment_id: int, a: Who) -> FileResponse:

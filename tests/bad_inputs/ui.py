@@ -107,6 +107,11 @@ CASES = [
     Case("ui-bad-db-url", lambda w: ["ui", "status", "p", "--db", "not a url"], expect=("--db",)),
     Case("ui-serve-bad-port", lambda w: ["ui", "serve", "--port", "0"], expect=("--port",)),
     Case(
+        "ui-serve-negative-release",
+        lambda w: ["ui", "serve", "--release-after", "-1"],
+        expect=("--release-after",),
+    ),
+    Case(
         "ui-status-unknown-project",
         _status_unknown,
         expect=("nope",),
