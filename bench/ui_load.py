@@ -16,7 +16,8 @@ seconds on average before answering (0: answer as fast as the server allows, a s
 
 At the end it checks the database: exactly one row per (query, annotator) for every 200
 response, no query answered by more than ``per_query`` people, nothing lost or duplicated.
-Prints the percentiles, the machine and the load average, and one JSON line.
+Prints the percentiles, the machine and its load average (sampled every 5 s during the run,
+and after it), and one JSON line.
 """
 
 from __future__ import annotations
@@ -133,14 +134,29 @@ async def _annotator(
                 out["ready"].append(time.perf_counter() - t0)
 
 
+async def _load_sampler(out: dict, stop: asyncio.Event) -> None:
+    """The machine's 1-minute load average every 5 s while the annotators run (the machine
+    may be shared: the figures are only comparable with the load they were taken under)."""
+    while not stop.is_set():
+        out["load"].append(os.getloadavg()[0])
+        try:
+            await asyncio.wait_for(stop.wait(), 5.0)
+        except TimeoutError:
+            pass
+
+
 async def _run(base: str, tokens: list[str], answers: int, think_s: float) -> dict:
-    out = {"submit": [], "ready": [], "ok": 0, "errors": [], "not_ready": 0}
+    out = {"submit": [], "ready": [], "ok": 0, "errors": [], "not_ready": 0, "load": []}
     rngs = [np.random.default_rng(i) for i in range(len(tokens))]
+    stop = asyncio.Event()
+    sampler = asyncio.create_task(_load_sampler(out, stop))
     t0 = time.perf_counter()
     await asyncio.gather(
         *(_annotator(base, t, answers, think_s, out, g) for t, g in zip(tokens, rngs, strict=True))
     )
     out["wall_s"] = time.perf_counter() - t0
+    stop.set()
+    await sampler
     return out
 
 
@@ -249,6 +265,9 @@ def main() -> None:
         "answers_per_s": round(out["ok"] / out["wall_s"], 1),
         "db_check": check,
         "machine": f"{os.cpu_count()} cores, {cpu}",
+        "load_avg_1min_during_min_mean_max": [
+            round(float(f(out["load"])), 2) for f in (np.min, np.mean, np.max)
+        ],
         "load_avg_after": [round(x, 2) for x in os.getloadavg()],
     }
     print(json.dumps(result))
