@@ -337,6 +337,12 @@ def _replay_buffer_class() -> type:
             self.true_rewards = np.zeros(self.buffer_size, dtype=np.float32)
             self.reward_fn: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None
             self.use_true_reward = False
+            # RUNE: the reward model's disagreement per transition, added to the batch's
+            # rewards with weight bonus_init * (1 - bonus_decay) ** (env steps so far)
+            self.bonus = np.zeros(self.buffer_size, dtype=np.float32)
+            self.bonus_fn: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None
+            self.bonus_init = 0.0
+            self.bonus_decay = 0.0
             self.intrinsic_k = 0  # > 0: serve the k-NN intrinsic reward in sample()
             self.ent_stats = RunningStd()
             self.recent_ratio = 0.0  # QPA's hybrid replay: share of a batch from recent steps
@@ -358,6 +364,10 @@ def _replay_buffer_class() -> type:
                 stored = np.asarray(self.reward_fn(o, a), np.float32).reshape(1)
             else:
                 stored = np.zeros(1, np.float32)
+            if self.bonus_fn is not None:
+                o = np.asarray(obs, np.float32).reshape(1, -1)
+                a = np.asarray(action, np.float32).reshape(1, -1)
+                self.bonus[pos] = float(np.asarray(self.bonus_fn(o, a)).reshape(-1)[0])
             super().add(obs, next_obs, action, stored, done, infos)
             if bool(np.asarray(done).reshape(-1)[0]):
                 self.episodes.append((self._ep_start, pos + 1 - self._ep_start))
@@ -377,6 +387,12 @@ def _replay_buffer_class() -> type:
             else:
                 inds = self.rng.integers(0, n, batch_size)
             samples = self._get_samples(inds, env)
+            if self.bonus_init > 0 and self.bonus_fn is not None and self.intrinsic_k == 0:
+                beta = self.bonus_init * (1.0 - self.bonus_decay) ** n
+                extra = torch.as_tensor(beta * self.bonus[inds], dtype=samples.rewards.dtype)
+                samples = samples._replace(
+                    rewards=samples.rewards + extra.reshape(-1, 1).to(samples.rewards.device)
+                )
             if self.intrinsic_k > 0:
                 pool = torch.as_tensor(self.observations[:n, 0], dtype=torch.float32)
                 pool = pool.to(samples.observations.device)
@@ -387,14 +403,21 @@ def _replay_buffer_class() -> type:
             return samples
 
         def relabel(
-            self, fn: Callable[[np.ndarray, np.ndarray], np.ndarray], chunk: int = 8192
+            self,
+            fn: Callable[[np.ndarray, np.ndarray], np.ndarray],
+            chunk: int = 8192,
+            *,
+            bonus: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
         ) -> None:
-            """Rewrite every stored reward (rows ``[0, pos)``) with ``fn(obs, act)``; nothing else."""
+            """Rewrite every stored reward (rows ``[0, pos)``) with ``fn(obs, act)``, and the
+            RUNE bonus with ``bonus(obs, act)`` when given; nothing else."""
             for lo in range(0, self.pos, chunk):
                 hi = min(self.pos, lo + chunk)
                 o = self.observations[lo:hi, 0].astype(np.float32)
                 a = self.actions[lo:hi, 0].astype(np.float32)
                 self.rewards[lo:hi, 0] = np.asarray(fn(o, a), np.float32).reshape(-1)
+                if bonus is not None:
+                    self.bonus[lo:hi] = np.asarray(bonus(o, a), np.float32).reshape(-1)
 
         def episode_view(self, max_episodes: int, task_id: str | None) -> OfflineDataset:
             """The ``max_episodes`` most recent finished episodes, with their true rewards."""
@@ -470,6 +493,11 @@ class Config:
     her_ratio: float = 0.0
     """QPA's hybrid replay: share of each SAC batch from the last max_episodes episodes while
     the budget lasts (QPA 0.5)."""
+    rune_beta: float = 0.0
+    """RUNE's exploration bonus: SAC's reward is the model's mean plus rune_beta * (1 -
+    rune_decay) ** env_step times the ensemble's std (0: off; RUNE 0.05, decay 1e-5)."""
+    rune_decay: float = 1e-5
+    """See rune_beta."""
     reset_update: int = 100
     """SAC gradient steps right after the first session's critic reset (B-Pref)."""
     wm_first_updates: int = 1000
@@ -513,6 +541,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "aug_ratio": 20,
     },
     "reed": {"method": "reed", "reward_batch": 100},
+    "rune": {"rune_beta": 0.05, "rune_decay": 1e-5},
     "sac": {"method": "sac"},
     # CPU scale (docs/online.md): smaller networks and a shorter intrinsic phase.
     "quick": {
@@ -567,6 +596,11 @@ def check_config(cfg: Config) -> None:
                  "wm_first_updates", "wm_updates"):  # fmt: skip
         if getattr(cfg, name) < 0:
             raise PbrlError(f"--agent.{name}: must be 0 or more, got {getattr(cfg, name)}")
+    if cfg.rune_beta < 0 or not 0.0 <= cfg.rune_decay < 1.0:
+        raise PbrlError(
+            f"--agent.rune_beta / rune_decay: need beta >= 0 and 0 <= decay < 1, got "
+            f"{cfg.rune_beta}, {cfg.rune_decay}"
+        )
     if not 0.0 <= cfg.her_ratio < 1.0:
         raise PbrlError(f"--agent.her_ratio: must be in [0, 1), got {cfg.her_ratio}")
     if not 0 <= cfg.crop_min <= cfg.crop_max:
@@ -703,6 +737,12 @@ class Agent:
     def predict_segments(self, obs: np.ndarray, act: np.ndarray) -> np.ndarray:
         return self.reward_model.predict_segments(obs, act)
 
+    def reward_std(self, obs: np.ndarray, act: np.ndarray) -> np.ndarray:
+        """Population std over the reward model's members of each (obs, act) row's reward
+        (RUNE's bonus; 0 for a single-member model)."""
+        per_member = self.predict_segments(np.asarray(obs)[:, None], np.asarray(act)[:, None])
+        return np.asarray(per_member, np.float64).std(axis=0).astype(np.float32)
+
     def _augment(self, batch: Any, generator: torch.Generator) -> Any:
         cfg = self.cfg
         if cfg.aug_ratio <= 0:
@@ -798,8 +838,13 @@ class Agent:
                 reward_acc=float(last.get("reward_acc", float("nan"))),
                 reward_updates=float(n_updates),
             )
-            self.buffer.relabel(self.reward)
+            rune = self.cfg.rune_beta > 0
+            self.buffer.relabel(self.reward, bonus=self.reward_std if rune else None)
             self.buffer.reward_fn = self.reward
+            if rune:
+                self.buffer.bonus_fn = self.reward_std
+                self.buffer.bonus_init = self.cfg.rune_beta
+                self.buffer.bonus_decay = self.cfg.rune_decay
             pos = self.buffer.pos
             out["reward_corr"] = pearson(
                 self.buffer.rewards[:pos, 0], self.buffer.true_rewards[:pos]

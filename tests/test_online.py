@@ -233,6 +233,28 @@ def test_qpa_draws_from_recent_episodes_and_replays_them(monkeypatch):
     assert agent.buffer.recent_ratio == 0.0  # plain replay once the budget is spent
 
 
+def test_rune_adds_the_decayed_ensemble_std_to_sampled_rewards():
+    agent = _agent(rune_beta=0.5, rune_decay=0.01)
+    _fit(agent, _ctx(120, make_teacher("oracle"), budget=8))
+    buf = agent.buffer
+    n = buf.pos
+    std = agent.reward_std(buf.observations[:n, 0], buf.actions[:n, 0])
+    np.testing.assert_allclose(buf.bonus[:n], std, rtol=1e-5, atol=1e-6)
+    assert std.max() > 0  # a 3-member ensemble disagrees somewhere
+    state = buf.rng.bit_generator.state
+    batch = buf.sample(32)
+    buf.rng.bit_generator.state = state
+    inds = buf.rng.integers(0, n, 32)
+    expect = buf.rewards[inds, 0] + 0.5 * 0.99**n * buf.bonus[inds]
+    np.testing.assert_allclose(batch.rewards.numpy().ravel(), expect, rtol=1e-5, atol=1e-7)
+    # without the bonus, the batch is the stored reward
+    buf.bonus_init = 0.0
+    buf.rng.bit_generator.state = state
+    np.testing.assert_allclose(
+        buf.sample(32).rewards.numpy().ravel(), buf.rewards[inds, 0], rtol=1e-6
+    )
+
+
 def test_sac_reference_asks_nobody_and_stores_the_true_reward():
     agent = _agent(method="sac")
     assert not agent.asks_teacher
