@@ -1,4 +1,4 @@
-"""pebble: online preference-based RL on stable-baselines3's SAC (PEBBLE, QPA, SAC baselines).
+"""pebble: online preference-based RL on stable-baselines3's SAC (PEBBLE, QPA, REED, RUNE, SURF).
 
 Papers: K. Lee, L. Smith, P. Abbeel, "PEBBLE: Feedback-Efficient Interactive Reinforcement
 Learning via Relabeling Experience and Unsupervised Pre-training" (ICML 2021) and "B-Pref"
@@ -28,7 +28,14 @@ Methods (``method``):
   episodes' transitions), a single reward network and temporal-crop augmentation (each
   labelled pair repeated ``aug_ratio`` times with a crop ``crop_min``..``crop_max`` steps
   shorter, its start drawn independently in each segment).
+- ``reed``: PEBBLE with REED's reward model (Metcalf et al., CoRL 2023; apple/ml-reed),
+  whose encoders and trunk also learn a self-future-consistency objective on the replay
+  buffer before each reward update.
 - ``sac``: SAC on the true reward (no teacher, no intrinsic phase): the reference.
+
+Options on top of PEBBLE/QPA: RUNE's exploration bonus (``rune_beta``; Liang et al., ICLR
+2022) and SURF's semi-supervised reward learning (``surf_unlabeled``; Park et al., ICLR
+2022). docs/online.md has every default and where pbrl departs from the official code.
 
 The seam into stable-baselines3 is its replay buffer class (``replay_buffer_class``):
 :class:`PreferenceReplayBuffer` keeps the true reward of every transition beside SB3's
@@ -144,6 +151,18 @@ def temporal_crop(
         ).long()
         masks.append(((t >= start[:, None]) & (t < (start + keep)[:, None])).float())
     return rows.to(mask.device), torch.stack(masks).to(mask.device)
+
+
+def surf_pseudo_labels(
+    score_a: torch.Tensor, score_b: torch.Tensor, threshold: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """SURF's pseudo-labels of unlabelled pairs from the model's own segment scores:
+    ``(label, keep)``, label 1.0 where P(b > a) = sigmoid(S_b - S_a) > 0.5 (a tie goes to a,
+    as SURF's argmax), keep 1.0 where max(P, 1 - P) >= ``threshold``."""
+    p_b = torch.sigmoid(score_b - score_a)
+    label = (p_b > 0.5).to(score_a.dtype)
+    keep = (torch.maximum(p_b, 1.0 - p_b) >= threshold).to(score_a.dtype)
+    return label, keep
 
 
 def pearson(x: np.ndarray, y: np.ndarray) -> float:
@@ -493,6 +512,20 @@ class Config:
     her_ratio: float = 0.0
     """QPA's hybrid replay: share of each SAC batch from the last max_episodes episodes while
     the budget lasts (QPA 0.5)."""
+    surf_unlabeled: int = 0
+    """SURF: unlabelled pairs drawn per session, as a multiple of its queries (0: off; SURF
+    10). Needs reward_model mr and no aug_ratio."""
+    surf_threshold: float = 0.95
+    """SURF: confidence a pseudo-label needs (max of P(b > a), P(a > b))."""
+    surf_lambda: float = 1.0
+    """SURF: weight of the pseudo-label loss."""
+    surf_mu: int = 1
+    """SURF: unlabelled pairs per labelled pair in a minibatch."""
+    surf_window: int = 5
+    """SURF: steps stored on each side of a segment for its temporal crops (SURF's
+    dataaug_window); crops are segment +- surf_crop steps long."""
+    surf_crop: int = 5
+    """SURF: crop_range (see surf_window)."""
     rune_beta: float = 0.0
     """RUNE's exploration bonus: SAC's reward is the model's mean plus rune_beta * (1 -
     rune_decay) ** env_step times the ensemble's std (0: off; RUNE 0.05, decay 1e-5)."""
@@ -542,6 +575,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
     "reed": {"method": "reed", "reward_batch": 100},
     "rune": {"rune_beta": 0.05, "rune_decay": 1e-5},
+    "surf": {"surf_unlabeled": 10},
     "sac": {"method": "sac"},
     # CPU scale (docs/online.md): smaller networks and a shorter intrinsic phase.
     "quick": {
@@ -596,6 +630,19 @@ def check_config(cfg: Config) -> None:
                  "wm_first_updates", "wm_updates"):  # fmt: skip
         if getattr(cfg, name) < 0:
             raise PbrlError(f"--agent.{name}: must be 0 or more, got {getattr(cfg, name)}")
+    if cfg.surf_unlabeled < 0 or cfg.surf_mu < 1 or cfg.surf_window < 0 or cfg.surf_crop < 0:
+        raise PbrlError("--agent.surf_*: counts must be >= 0 (surf_mu >= 1)")
+    if cfg.surf_unlabeled > 0 and (cfg.method not in ("pebble", "qpa") or cfg.reward_model != "mr"):
+        raise PbrlError(
+            "--agent.surf_unlabeled: SURF trains B-Pref's ensemble (reward_model mr) under "
+            f"PEBBLE or QPA, not method '{cfg.method}' with reward_model '{cfg.reward_model}'"
+        )
+    if cfg.surf_unlabeled > 0 and cfg.aug_ratio > 0:
+        raise PbrlError("--agent.surf_unlabeled: SURF crops its own segments; set aug_ratio 0")
+    if cfg.surf_crop > 2 * cfg.surf_window:
+        raise PbrlError(
+            f"--agent.surf_crop {cfg.surf_crop}: at most 2 x surf_window ({2 * cfg.surf_window})"
+        )
     if cfg.rune_beta < 0 or not 0.0 <= cfg.rune_decay < 1.0:
         raise PbrlError(
             f"--agent.rune_beta / rune_decay: need beta >= 0 and 0 <= decay < 1, got "
@@ -641,6 +688,13 @@ def check_run(cfg: Config, ctx: FitContext) -> None:
         )
 
 
+def _cat_batches(a: Any, b: Any) -> Any:
+    """Two PreferenceBatches as one (``a`` may be None)."""
+    if a is None:
+        return b
+    return type(b)(**{k: torch.cat([getattr(a, k), v]) for k, v in b.__dict__.items()})
+
+
 class Agent:
     """SB3 SAC acting online, with a reward model trained from a teacher's answers."""
 
@@ -661,6 +715,7 @@ class Agent:
             self.reward_model = self._pbrl_reward_model(cfg, spec)
         self.model: Any = None
         self.labels: Any = None  # PreferenceBatch of every answered query so far
+        self.unlabeled: Any = None  # SURF's unlabelled pairs (prefer_b unused)
         self.queries_used = 0
         self.sessions = 0
 
@@ -756,6 +811,91 @@ class Agent:
             mask_b=batch.mask_b[rows] * masks[1],
         )
 
+    @staticmethod
+    def _central(batch: Any, w: int) -> Any:
+        """``batch`` with its masks cut to the central window (SURF's stored margins off)."""
+        if w == 0:
+            return batch
+        keep = torch.zeros_like(batch.mask_a)
+        keep[:, w:-w] = 1.0
+        return dataclasses.replace(batch, mask_a=batch.mask_a * keep, mask_b=batch.mask_b * keep)
+
+    def _surf_train(self, ctx: FitContext, segment: int) -> Iterator[dict[str, float]]:
+        """SURF (Park et al., ICLR 2022; alinlab/SURF) on B-Pref's ensemble: every minibatch,
+        per member, the soft-label cross-entropy of temporally cropped labelled pairs plus
+        ``surf_lambda`` times the cross-entropy of cropped unlabelled pairs against the
+        member's own confident pseudo-labels (from the uncropped central windows); crops are
+        segment +- ``surf_crop`` steps, one length per pair, starts drawn independently.
+        Epochs over the labels as PEBBLE's loop, stopping above ``early_stop_acc``."""
+        cfg = self.cfg
+        rm = self.reward_model
+        lab, unl = self.labels, self.unlabeled
+        m = cfg.ensemble
+        w = cfg.surf_window
+        gen = ctx.generator
+        if rm.optimizer is None:
+            rm.optimizer = torch.optim.Adam(rm.reward_net.parameters(), lr=cfg.reward_lr)
+        opt = rm.optimizer
+        full = int(lab.mask_a.shape[1])
+        crop = (2 * w - cfg.surf_crop, 2 * w + cfg.surf_crop)
+        u_stream: list[torch.Tensor] = []
+
+        def crops(b: int) -> torch.Tensor:
+            _, masks = temporal_crop(torch.ones(m * b, full, device=ctx.device), 1, crop, gen)
+            return masks.reshape(2, m, b, full)
+
+        def unlabelled_rows(b: int) -> torch.Tensor:
+            while sum(x.shape[1] for x in u_stream) < b:
+                u_stream.extend(shuffled_epoch(unl.size, unl.size, gen, ctx.device, members=m))
+            rows = torch.cat(u_stream, dim=1)
+            u_stream[:] = [rows[:, b:]] if rows.shape[1] > b else []
+            return rows[:, :b]
+
+        central = torch.zeros(full, device=ctx.device)
+        central[w : full - w] = 1.0
+        for _epoch in range(cfg.reward_epochs):
+            accs: list[float] = []
+            for idx in shuffled_epoch(lab.size, cfg.reward_batch, gen, ctx.device, members=m):
+                b = idx.shape[1]
+                ca = crops(b)
+                ra = rm.member_rewards(lab.obs_a[idx], lab.act_a[idx], True)
+                rb = rm.member_rewards(lab.obs_b[idx], lab.act_b[idx], True)
+                sa = (ra * lab.mask_a[idx] * ca[0]).sum(-1)
+                sb = (rb * lab.mask_b[idx] * ca[1]).sum(-1)
+                y = lab.prefer_b[idx]
+                loss_l = bt_pair_losses(sa, sb, y, "softmax").mean(-1)
+                uidx = unlabelled_rows(b * cfg.surf_mu)
+                cu = crops(uidx.shape[1])
+                ua = rm.member_rewards(unl.obs_a[uidx], unl.act_a[uidx], True)
+                ub = rm.member_rewards(unl.obs_b[uidx], unl.act_b[uidx], True)
+                with torch.no_grad():
+                    pseudo, keep = surf_pseudo_labels(
+                        (ua * unl.mask_a[uidx] * central).sum(-1),
+                        (ub * unl.mask_b[uidx] * central).sum(-1),
+                        cfg.surf_threshold,
+                    )
+                su_a = (ua * unl.mask_a[uidx] * cu[0]).sum(-1)
+                su_b = (ub * unl.mask_b[uidx] * cu[1]).sum(-1)
+                loss_u = (bt_pair_losses(su_a, su_b, pseudo, "softmax") * keep).mean(-1)
+                loss = (loss_l + cfg.surf_lambda * loss_u).sum()
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                with torch.no_grad():
+                    strict = y != 0.5
+                    hit = ((sb > sa) == (y > 0.5))[strict]
+                    acc = float(hit.float().mean()) if hit.numel() else float("nan")
+                if acc == acc:
+                    accs.append(acc)
+                yield {
+                    "reward_loss": float(loss_l.detach().mean()),
+                    "reward_acc": acc,
+                    "surf_loss_u": float(loss_u.detach().mean()),
+                    "surf_pseudo_frac": float(keep.mean()),
+                }
+            if accs and float(np.mean(accs)) > cfg.early_stop_acc:
+                return
+
     def heldout_accuracy(self, batch: Any) -> float:
         """Accuracy of the current reward model (ensemble mean) on ``batch``, ties excluded."""
         keep = (batch.prefer_b != 0.5).cpu().numpy()
@@ -775,17 +915,24 @@ class Agent:
         n = min(session_queries(cfg, ctx.budget), ctx.budget - self.queries_used)
         view = self.buffer.episode_view(cfg.max_episodes, ctx.task_id)
         selector = "uniform" if self.sessions == 0 else (cfg.selector or ctx.selector)
+        surf = cfg.surf_unlabeled > 0
+        w = cfg.surf_window if surf else 0
+        # SURF stores w more steps on each side of a segment (its crops' room); the teacher
+        # and the selectors see the segment itself, the central window
         refs_a, refs_b = select_queries(
             view,
             n,
-            ctx.segment,
+            ctx.segment + 2 * w,
             rng,
             selector=selector,
             ensemble=self if selector != "uniform" else None,
             pool_factor=cfg.pool_factor,
         )
+        central = np.array([0, w, -2 * w], dtype=np.int64)
         oracle = ctx.teacher.prepare(view, ctx.segment)
-        prefer_b, answered = oracle.label(SegmentPairs.from_dataset(view, refs_a, refs_b), rng)
+        prefer_b, answered = oracle.label(
+            SegmentPairs.from_dataset(view, refs_a + central, refs_b + central), rng
+        )
         self.queries_used += n
         self.sessions += 1
         data = make_preference_data(
@@ -797,14 +944,16 @@ class Agent:
             labeler=f"teacher:{oracle.spec()}",
         )
         out: dict[str, float] = {"session_answered": float(np.sum(answered))}
+        if surf:
+            ua, ub = select_queries(view, n * cfg.surf_unlabeled, ctx.segment + 2 * w, rng)
+            blank = np.zeros(len(ua), np.float32)
+            u = make_preference_data(view.id, ua, ub, blank, None, labeler="unlabelled")
+            self.unlabeled = _cat_batches(self.unlabeled, u.to_batch(view, ctx.device))
         if len(data.answered().prefer_b):
             new = data.to_batch(view, ctx.device)
             if self.labels is not None:
-                out["reward_acc_heldout"] = self.heldout_accuracy(new)
-                new = type(new)(
-                    **{k: torch.cat([getattr(self.labels, k), v]) for k, v in new.__dict__.items()}
-                )
-            self.labels = new
+                out["reward_acc_heldout"] = self.heldout_accuracy(self._central(new, w))
+            self.labels = _cat_batches(self.labels, new)
         train_wm = getattr(self.reward_model, "train_world_model", None)
         if self.labels is not None and callable(train_wm):
             # Hindsight PRIOR: its world model learns on windows of every finished episode
@@ -828,11 +977,17 @@ class Agent:
             last: dict[str, float] = {}
             train_on = self._augment(self.labels, ctx.generator)
             n_updates = 0
-            for m in self.reward_model.train_reward(
-                train_on, ctx.generator, epochs=cfg.reward_epochs
-            ):
+            trainer = (
+                self._surf_train(ctx, ctx.segment)
+                if surf
+                else self.reward_model.train_reward(
+                    train_on, ctx.generator, epochs=cfg.reward_epochs
+                )
+            )
+            for m in trainer:
                 last = m
                 n_updates += 1
+            out.update({k: float(v) for k, v in last.items() if k.startswith("surf_")})
             out.update(
                 reward_loss=float(last.get("reward_loss", float("nan"))),
                 reward_acc=float(last.get("reward_acc", float("nan"))),

@@ -126,6 +126,15 @@ def test_simsiam_loss_is_minus_the_cosine_and_stops_the_target_gradient():
     assert target.grad is None and pred.grad is not None
 
 
+def test_surf_pseudo_labels_keep_only_confident_pairs():
+    sa = torch.tensor([0.0, 0.0, 3.0, 1.0])
+    sb = torch.tensor([4.0, 0.1, 0.0, 1.0])
+    label, keep = pebble.surf_pseudo_labels(sa, sb, 0.95)
+    # sigmoid(4) = 0.982 (b, kept); sigmoid(0.1) = 0.525 (b, dropped); sigmoid(-3) = 0.047
+    # (a, kept: 0.953); an exact tie goes to a and is dropped
+    assert label.tolist() == [1.0, 1.0, 0.0, 0.0] and keep.tolist() == [1.0, 0.0, 1.0, 0.0]
+
+
 def test_pearson():
     assert pebble.pearson(np.arange(5), 2 * np.arange(5) + 1) == pytest.approx(1.0)
     assert math.isnan(pebble.pearson(np.ones(4), np.arange(4)))
@@ -255,6 +264,24 @@ def test_rune_adds_the_decayed_ensemble_std_to_sampled_rewards():
     )
 
 
+def test_surf_labels_the_central_window_and_keeps_unlabelled_pairs(monkeypatch):
+    agent = _agent(surf_unlabeled=3, surf_window=2, surf_crop=2)
+    lengths: list[int] = []
+    real = pebble.SegmentPairs.from_dataset
+
+    def spy(ds, refs_a, refs_b, **kw):
+        lengths.append(int(refs_a[0, 2]))
+        return real(ds, refs_a, refs_b, **kw)
+
+    monkeypatch.setattr(pebble.SegmentPairs, "from_dataset", spy)
+    rows = _fit(agent, _ctx(120, make_teacher("oracle"), budget=8, segment=8))
+    assert lengths and set(lengths) == {8}  # the teacher sees the segment itself
+    assert agent.labels.obs_a.shape[1] == 8 + 2 * 2  # stored with 2 steps on each side
+    assert agent.unlabeled.size == 3 * 8  # 3 x the queries, over the two sessions
+    last = rows[-1]
+    assert 0.0 <= last["surf_pseudo_frac"] <= 1.0 and math.isfinite(last["surf_loss_u"])
+
+
 def test_sac_reference_asks_nobody_and_stores_the_true_reward():
     agent = _agent(method="sac")
     assert not agent.asks_teacher
@@ -288,6 +315,10 @@ def test_reward_models_serve_online(model, tmp_path):
 
 
 def test_config_errors_name_the_field():
+    with pytest.raises(PbrlError, match="SURF trains B-Pref's ensemble"):
+        _agent(surf_unlabeled=2, reward_model="regret")
+    with pytest.raises(PbrlError, match="set aug_ratio 0"):
+        _agent(surf_unlabeled=2, aug_ratio=3)
     with pytest.raises(PbrlError, match="method 'reed' trains its own"):
         _agent(method="reed", reward_model="regret")
     with pytest.raises(PbrlError, match="--agent.her_ratio"):
