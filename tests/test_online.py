@@ -385,6 +385,25 @@ def test_runner_plans_and_trains_online_entries(tmp_path):
     assert pb.online and pb.queries_at(120) == 8 and pb.queries_at(0) == 0
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_online_agent_trains_on_cuda(tmp_path):
+    """SB3's SAC, the reward model and the buffer's batches on the GPU; the checkpoint loads on
+    a CPU agent that acts the same (run ``pytest -k cuda`` where there is a GPU)."""
+    spec = TrainSpec(
+        "pebble", "", None, 0, 120, "cuda", None, dict(pebble.TEST_OVERRIDES),
+        60, 1, 20, out=str(tmp_path / "run"), task=POINT_TASK, teacher="oracle",
+        budget=8, segment=8, selector="disagreement",
+    )  # fmt: skip
+    summary, agent = train_agent(spec)
+    assert summary["queries_used"] == 8 and summary["device"].startswith("cuda")
+    assert all(p.device.type == "cuda" for p in agent.model.policy.parameters())
+    ckpt = torch.load(tmp_path / "run" / "checkpoint.pt", map_location="cpu", weights_only=False)
+    cpu = _agent()
+    cpu.load_state_dict(ckpt["agent"])
+    obs = np.random.default_rng(0).uniform(-1, 1, (5, 2)).astype(np.float32)
+    np.testing.assert_allclose(cpu.act(obs), agent.act(obs), rtol=1e-4, atol=1e-4)
+
+
 # ---- learnability ------------------------------------------------------------------------------
 LEARN = {
     "sac_hidden": (64, 64),
