@@ -40,11 +40,11 @@ from pbrl.learn.kit import (
     bt_pair_losses,
     check_reward_input,
     epoch_minibatches,
+    epochs_until_accurate,
     log_due,
     obs_stats,
     reward_action,
     segment_sum,
-    shuffled_epoch,
     split_steps,
     strict_accuracy,
 )
@@ -358,23 +358,26 @@ class Agent:
         whose mean accuracy exceeds ``early_stop_acc`` or after ``max_updates`` minibatches."""
         if self.rm_optimizer is None:
             self.rm_optimizer = torch.optim.Adam(self.rm.parameters(), lr=self.cfg.rm_lr)
+        opt = self.rm_optimizer
         self.rm.train().requires_grad_(True)
-        updates = 0
-        for _epoch in range(1 if epochs is None else epochs):
-            accs: list[float] = []
-            for idx in shuffled_epoch(prefs.size, self.cfg.rm_batch, generator, self.device):
-                if max_updates is not None and updates >= max_updates:
-                    return
-                loss, m = self.rm_losses(prefs.index(idx))
-                self.rm_optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                self.rm_optimizer.step()
-                updates += 1
-                if m["rm_acc"] == m["rm_acc"]:
-                    accs.append(m["rm_acc"])
-                yield {"reward_loss": m["rm_ce"], "reward_acc": m["rm_acc"], **m}
-            if accs and float(np.mean(accs)) > self.cfg.early_stop_acc:
-                return
+
+        def step(idx: torch.Tensor) -> dict[str, float]:
+            loss, m = self.rm_losses(prefs.index(idx))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            return {"reward_loss": m["rm_ce"], "reward_acc": m["rm_acc"], **m}
+
+        yield from epochs_until_accurate(
+            prefs.size,
+            self.cfg.rm_batch,
+            generator,
+            self.device,
+            step,
+            epochs=1 if epochs is None else epochs,
+            stop_acc=self.cfg.early_stop_acc,
+            max_updates=max_updates,
+        )
 
     @torch.no_grad()
     def predict_segments(self, obs: np.ndarray, act: np.ndarray) -> np.ndarray:

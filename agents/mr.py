@@ -37,9 +37,9 @@ from pbrl.learn.iql import QUICK_IQL, IQLConfig, IQLLearner, iql_config_from, re
 from pbrl.learn.kit import (
     bt_pair_losses,
     check_reward_input,
+    epochs_until_accurate,
     reward_action,
     segment_sum,
-    shuffled_epoch,
 )
 from pbrl.learn.nn import EnsembleMLP
 
@@ -187,34 +187,35 @@ class Agent:
         Yields ``reward_loss`` and ``reward_acc`` after every minibatch. The reward phase of
         :meth:`fit`, and the online track's reward model (``agents/pebble.py``)."""
         cfg = self.cfg
-        n = prefs.size
-        m = cfg.n_members
         if self.optimizer is None:
             self.optimizer = torch.optim.Adam(self.reward_net.parameters(), lr=cfg.reward_lr)
         opt = self.optimizer
-        updates = 0
-        for _epoch in range(cfg.reward_epochs if epochs is None else epochs):
-            accs: list[float] = []
+
+        def step(idx: torch.Tensor) -> dict[str, float]:
             # (M, b) minibatches: each member its own permutation of the pairs
-            for idx in shuffled_epoch(n, cfg.reward_batch, generator, self.device, members=m):
-                if max_updates is not None and updates >= max_updates:
-                    return
-                ra = self.member_rewards(prefs.obs_a[idx], prefs.act_a[idx], True)
-                rb = self.member_rewards(prefs.obs_b[idx], prefs.act_b[idx], True)
-                sa = segment_sum(ra, prefs.mask_a[idx])
-                sb = segment_sum(rb, prefs.mask_b[idx])
-                y = prefs.prefer_b[idx]
-                loss = bt_ensemble_loss(sa, sb, y)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                updates += 1
-                acc = bt_accuracy(sa.detach(), sb.detach(), y)
-                if acc == acc:
-                    accs.append(acc)
-                yield {"reward_loss": float(loss.detach()), "reward_acc": acc}
-            if accs and float(np.mean(accs)) > cfg.early_stop_acc:
-                return
+            ra = self.member_rewards(prefs.obs_a[idx], prefs.act_a[idx], True)
+            rb = self.member_rewards(prefs.obs_b[idx], prefs.act_b[idx], True)
+            sa = segment_sum(ra, prefs.mask_a[idx])
+            sb = segment_sum(rb, prefs.mask_b[idx])
+            y = prefs.prefer_b[idx]
+            loss = bt_ensemble_loss(sa, sb, y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            acc = bt_accuracy(sa.detach(), sb.detach(), y)
+            return {"reward_loss": float(loss.detach()), "reward_acc": acc}
+
+        yield from epochs_until_accurate(
+            prefs.size,
+            cfg.reward_batch,
+            generator,
+            self.device,
+            step,
+            epochs=cfg.reward_epochs if epochs is None else epochs,
+            stop_acc=cfg.early_stop_acc,
+            max_updates=max_updates,
+            members=cfg.n_members,
+        )
 
     def fit(self, ctx: FitContext) -> Iterator[dict[str, float]]:
         cfg = self.cfg

@@ -69,7 +69,7 @@ from pbrl.datasets.base import OfflineDataset
 from pbrl.envs import get_task
 from pbrl.errors import PbrlError
 from pbrl.learn.api import AgentSpec, FitContext, load_agent_module, make_config
-from pbrl.learn.kit import bt_pair_losses, segment_sum, shuffled_epoch
+from pbrl.learn.kit import bt_pair_losses, epochs_until_accurate, segment_sum, shuffled_epoch
 from pbrl.prefs import check_selector, make_preference_data, select_queries
 from pbrl.teachers import SegmentPairs
 
@@ -163,6 +163,17 @@ def surf_pseudo_labels(
     label = (p_b > 0.5).to(score_a.dtype)
     keep = (torch.maximum(p_b, 1.0 - p_b) >= threshold).to(score_a.dtype)
     return label, keep
+
+
+@torch.no_grad()
+def strict_accuracy_of(
+    score_a: torch.Tensor, score_b: torch.Tensor, prefer_b: torch.Tensor
+) -> float:
+    """Share of non-tie pairs (over every member's rows) whose higher score is the preferred
+    segment; nan when every pair is a tie."""
+    keep = prefer_b != 0.5
+    hit = ((score_b > score_a) == (prefer_b > 0.5))[keep]
+    return float(hit.float().mean()) if hit.numel() else float("nan")
 
 
 def pearson(x: np.ndarray, y: np.ndarray) -> float:
@@ -299,38 +310,34 @@ class ReedRewardModel:
         """B-Pref's reward training (soft-label cross-entropy summed over members, each its
         own permutation; stop after an epoch above ``early_stop_acc``) on the fusion nets."""
         cfg = self.cfg
-        m = len(self.nets)
         self.nets.train()
-        updates = 0
-        for _epoch in range(1 if epochs is None else epochs):
-            accs: list[float] = []
-            for idx in shuffled_epoch(
-                prefs.size, cfg.reward_batch, generator, self.device, members=m
-            ):
-                if max_updates is not None and updates >= max_updates:
-                    return
-                sa = torch.stack([segment_sum(n.reward(prefs.obs_a[i], prefs.act_a[i]), prefs.mask_a[i])
-                                  for n, i in zip(self.nets, idx, strict=True)])  # fmt: skip
-                sb = torch.stack([segment_sum(n.reward(prefs.obs_b[i], prefs.act_b[i]), prefs.mask_b[i])
-                                  for n, i in zip(self.nets, idx, strict=True)])  # fmt: skip
-                y = torch.stack([prefs.prefer_b[i] for i in idx])
-                loss = bt_pair_losses(sa, sb, y, "softmax").mean(-1).sum()
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                self.optimizer.step()
-                updates += 1
-                with torch.no_grad():
-                    keep = y != 0.5
-                    acc = (
-                        float(((sb > sa) == (y > 0.5))[keep].float().mean())
-                        if keep.any()
-                        else float("nan")
-                    )
-                if acc == acc:
-                    accs.append(acc)
-                yield {"reward_loss": float(loss.detach()), "reward_acc": acc}
-            if accs and float(np.mean(accs)) > cfg.early_stop_acc:
-                return
+
+        def step(idx: torch.Tensor) -> dict[str, float]:
+            sa = torch.stack([segment_sum(n.reward(prefs.obs_a[i], prefs.act_a[i]), prefs.mask_a[i])
+                              for n, i in zip(self.nets, idx, strict=True)])  # fmt: skip
+            sb = torch.stack([segment_sum(n.reward(prefs.obs_b[i], prefs.act_b[i]), prefs.mask_b[i])
+                              for n, i in zip(self.nets, idx, strict=True)])  # fmt: skip
+            y = torch.stack([prefs.prefer_b[i] for i in idx])
+            loss = bt_pair_losses(sa, sb, y, "softmax").mean(-1).sum()
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            return {
+                "reward_loss": float(loss.detach()),
+                "reward_acc": strict_accuracy_of(sa, sb, y),
+            }
+
+        yield from epochs_until_accurate(
+            prefs.size,
+            cfg.reward_batch,
+            generator,
+            self.device,
+            step,
+            epochs=1 if epochs is None else epochs,
+            stop_acc=cfg.early_stop_acc,
+            max_updates=max_updates,
+            members=len(self.nets),
+        )
 
     def state_dict(self) -> dict[str, Any]:
         return {"nets": self.nets.state_dict()}
@@ -853,48 +860,50 @@ class Agent:
 
         central = torch.zeros(full, device=ctx.device)
         central[w : full - w] = 1.0
-        for _epoch in range(cfg.reward_epochs):
-            accs: list[float] = []
-            for idx in shuffled_epoch(lab.size, cfg.reward_batch, gen, ctx.device, members=m):
-                b = idx.shape[1]
-                ca = crops(b)
-                ra = rm.member_rewards(lab.obs_a[idx], lab.act_a[idx], True)
-                rb = rm.member_rewards(lab.obs_b[idx], lab.act_b[idx], True)
-                sa = (ra * lab.mask_a[idx] * ca[0]).sum(-1)
-                sb = (rb * lab.mask_b[idx] * ca[1]).sum(-1)
-                y = lab.prefer_b[idx]
-                loss_l = bt_pair_losses(sa, sb, y, "softmax").mean(-1)
-                uidx = unlabelled_rows(b * cfg.surf_mu)
-                cu = crops(uidx.shape[1])
-                ua = rm.member_rewards(unl.obs_a[uidx], unl.act_a[uidx], True)
-                ub = rm.member_rewards(unl.obs_b[uidx], unl.act_b[uidx], True)
-                with torch.no_grad():
-                    pseudo, keep = surf_pseudo_labels(
-                        (ua * unl.mask_a[uidx] * central).sum(-1),
-                        (ub * unl.mask_b[uidx] * central).sum(-1),
-                        cfg.surf_threshold,
-                    )
-                su_a = (ua * unl.mask_a[uidx] * cu[0]).sum(-1)
-                su_b = (ub * unl.mask_b[uidx] * cu[1]).sum(-1)
-                loss_u = (bt_pair_losses(su_a, su_b, pseudo, "softmax") * keep).mean(-1)
-                loss = (loss_l + cfg.surf_lambda * loss_u).sum()
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                with torch.no_grad():
-                    strict = y != 0.5
-                    hit = ((sb > sa) == (y > 0.5))[strict]
-                    acc = float(hit.float().mean()) if hit.numel() else float("nan")
-                if acc == acc:
-                    accs.append(acc)
-                yield {
-                    "reward_loss": float(loss_l.detach().mean()),
-                    "reward_acc": acc,
-                    "surf_loss_u": float(loss_u.detach().mean()),
-                    "surf_pseudo_frac": float(keep.mean()),
-                }
-            if accs and float(np.mean(accs)) > cfg.early_stop_acc:
-                return
+
+        def step(idx: torch.Tensor) -> dict[str, float]:
+            b = idx.shape[1]
+            ca = crops(b)
+            ra = rm.member_rewards(lab.obs_a[idx], lab.act_a[idx], True)
+            rb = rm.member_rewards(lab.obs_b[idx], lab.act_b[idx], True)
+            sa = (ra * lab.mask_a[idx] * ca[0]).sum(-1)
+            sb = (rb * lab.mask_b[idx] * ca[1]).sum(-1)
+            y = lab.prefer_b[idx]
+            loss_l = bt_pair_losses(sa, sb, y, "softmax").mean(-1)
+            uidx = unlabelled_rows(b * cfg.surf_mu)
+            cu = crops(uidx.shape[1])
+            ua = rm.member_rewards(unl.obs_a[uidx], unl.act_a[uidx], True)
+            ub = rm.member_rewards(unl.obs_b[uidx], unl.act_b[uidx], True)
+            with torch.no_grad():
+                pseudo, keep = surf_pseudo_labels(
+                    (ua * unl.mask_a[uidx] * central).sum(-1),
+                    (ub * unl.mask_b[uidx] * central).sum(-1),
+                    cfg.surf_threshold,
+                )
+            su_a = (ua * unl.mask_a[uidx] * cu[0]).sum(-1)
+            su_b = (ub * unl.mask_b[uidx] * cu[1]).sum(-1)
+            loss_u = (bt_pair_losses(su_a, su_b, pseudo, "softmax") * keep).mean(-1)
+            loss = (loss_l + cfg.surf_lambda * loss_u).sum()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            return {
+                "reward_loss": float(loss_l.detach().mean()),
+                "reward_acc": strict_accuracy_of(sa, sb, y),
+                "surf_loss_u": float(loss_u.detach().mean()),
+                "surf_pseudo_frac": float(keep.mean()),
+            }
+
+        yield from epochs_until_accurate(
+            lab.size,
+            cfg.reward_batch,
+            gen,
+            ctx.device,
+            step,
+            epochs=cfg.reward_epochs,
+            stop_acc=cfg.early_stop_acc,
+            members=m,
+        )
 
     def heldout_accuracy(self, batch: Any) -> float:
         """Accuracy of the current reward model (ensemble mean) on ``batch``, ties excluded."""

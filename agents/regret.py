@@ -44,9 +44,9 @@ from pbrl.learn.kit import (
     batched_numpy,
     bt_pair_losses,
     epoch_minibatches,
+    epochs_until_accurate,
     log_due,
     segment_sum,
-    shuffled_epoch,
     split_steps,
     strict_accuracy,
 )
@@ -197,23 +197,26 @@ class Agent:
         or after ``max_updates`` minibatches. Yields the loss terms after every minibatch."""
         if self.optimizer is None:
             self.optimizer = torch.optim.Adam(self.adv.parameters(), lr=self.cfg.adv_lr)
+        opt = self.optimizer
         self.adv.train().requires_grad_(True)
-        updates = 0
-        for _epoch in range(1 if epochs is None else epochs):
-            accs: list[float] = []
-            for idx in shuffled_epoch(prefs.size, self.cfg.adv_batch, generator, self.device):
-                if max_updates is not None and updates >= max_updates:
-                    return
-                loss, m = self.adv_losses(prefs.index(idx))
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                self.optimizer.step()
-                updates += 1
-                if m["adv_acc"] == m["adv_acc"]:
-                    accs.append(m["adv_acc"])
-                yield {"reward_loss": m["adv_loss"], "reward_acc": m["adv_acc"], **m}
-            if accs and float(np.mean(accs)) > self.cfg.early_stop_acc:
-                return
+
+        def step(idx: torch.Tensor) -> dict[str, float]:
+            loss, m = self.adv_losses(prefs.index(idx))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            return {"reward_loss": m["adv_loss"], "reward_acc": m["adv_acc"], **m}
+
+        yield from epochs_until_accurate(
+            prefs.size,
+            self.cfg.adv_batch,
+            generator,
+            self.device,
+            step,
+            epochs=1 if epochs is None else epochs,
+            stop_acc=self.cfg.early_stop_acc,
+            max_updates=max_updates,
+        )
 
     def fit(self, ctx: FitContext) -> Iterator[dict[str, float]]:
         if ctx.prefs is None or ctx.prefs.size == 0:

@@ -131,6 +131,41 @@ def shuffled_epoch(
     return [perm[..., s : s + bs] for s in range(0, n, bs)]
 
 
+def epochs_until_accurate(
+    n: int,
+    batch_size: int,
+    generator: torch.Generator,
+    device: str,
+    step: Callable[[torch.Tensor], dict[str, float]],
+    *,
+    epochs: int,
+    stop_acc: float,
+    max_updates: int | None = None,
+    members: int | None = None,
+    acc_key: str = "reward_acc",
+) -> Iterator[dict[str, float]]:
+    """B-Pref's reward-training loop: up to ``epochs`` passes over ``n`` labelled pairs in
+    :func:`shuffled_epoch` minibatches (per member with ``members``), ``step(idx)`` doing one
+    update and returning its metrics; stops after an epoch whose mean ``acc_key`` (nan values
+    skipped) exceeds ``stop_acc``, or after ``max_updates`` updates. Yields each step's
+    metrics. The reward phase of ``mr``, and the online ``train_reward`` of ``regret``,
+    ``hprior`` and the online track's own reward models."""
+    updates = 0
+    for _epoch in range(epochs):
+        accs: list[float] = []
+        for idx in shuffled_epoch(n, batch_size, generator, device, members=members):
+            if max_updates is not None and updates >= max_updates:
+                return
+            metrics = step(idx)
+            updates += 1
+            acc = float(metrics.get(acc_key, float("nan")))
+            if acc == acc:
+                accs.append(acc)
+            yield metrics
+        if accs and float(np.mean(accs)) > stop_acc:
+            return
+
+
 def epoch_minibatches(
     n: int, batch_size: int, generator: torch.Generator, device: str
 ) -> Iterator[torch.Tensor]:
