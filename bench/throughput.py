@@ -1,0 +1,139 @@
+"""Updates per second of every offline learner, on one process and one torch thread.
+
+    python bench/throughput.py [--agents cpl,iql,...] [--preset quick] [--steps 300]
+        [--repeats 3] [--device cpu] [--json out.json]
+
+Each learner trains ``--steps`` updates (all its phases, in the proportions its preset gives
+them) on the same synthetic data: 100 episodes of 100 steps with MetaWorld's dimensions (39
+observations, 4 actions), Gaussian observations and uniform actions, and 2,500 ``oracle``
+labels of 64-step segments on a random reward. The learners are timed in turns, ``--repeats``
+rounds over the list, so that a busy machine slows every learner alike within a round; the
+table shows each learner's median rate and, as the comparison that survives a shared
+machine, its rate relative to IQL's in the same round (the median of the per-round ratios).
+Nothing is written unless ``--json`` is given. Figures and the machine they were measured on
+are in docs/performance.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from pbrl.datasets.base import OfflineDataset
+from pbrl.learn.api import AgentSpec, FitContext, list_agents, load_agent_module, make_config
+from pbrl.prefs import label_dataset
+
+OBS, ACT, EPISODES, HORIZON = 39, 4, 100, 100
+
+
+def synthetic_dataset(seed: int = 0) -> OfflineDataset:
+    rng = np.random.default_rng(seed)
+    n = EPISODES * HORIZON
+    obs = rng.standard_normal((n, OBS)).astype(np.float32)
+    timeouts = np.zeros(n, bool)
+    timeouts[HORIZON - 1 :: HORIZON] = True
+    return OfflineDataset(
+        id="bench/synthetic",
+        task_id=None,
+        observations=obs,
+        actions=rng.uniform(-1, 1, (n, ACT)).astype(np.float32),
+        rewards=rng.standard_normal(n).astype(np.float32),
+        next_observations=np.roll(obs, -1, axis=0),
+        terminals=np.zeros(n, bool),
+        timeouts=timeouts,
+        starts=np.arange(EPISODES, dtype=np.int64) * HORIZON,
+        lengths=np.full(EPISODES, HORIZON, dtype=np.int64),
+    )
+
+
+def offline_agents() -> list[str]:
+    return [a for a in list_agents() if not getattr(load_agent_module(a), "ONLINE", False)]
+
+
+def time_agent(name: str, preset: str, ds: OfflineDataset, prefs: Any, steps: int, device: str):
+    mod = load_agent_module(name)
+    cfg = make_config(mod, preset if preset in getattr(mod, "PRESETS", {}) else None, {})
+    one = np.ones(ACT, np.float32)
+    agent = mod.Agent(cfg, AgentSpec(OBS, ACT, -one, one, device))
+    needs_truth = bool(getattr(agent, "requires_true_reward", False))
+    fit_ds = ds if needs_truth else ds.without_rewards()
+    batch = prefs.answered().to_batch(fit_ds, device)
+    gen = torch.Generator(device=device)
+    gen.manual_seed(0)
+    ctx = FitContext(
+        dataset=fit_ds,
+        prefs=batch,
+        steps=steps,
+        seed=0,
+        device=device,
+        rng=np.random.default_rng(0),
+        generator=gen,
+        log_interval=steps,
+        reward_scale=1.0,
+        pref_data=prefs.answered(),
+    )
+    t0 = time.perf_counter()
+    for _ in agent.fit(ctx):
+        pass
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return steps / (time.perf_counter() - t0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--agents", default="", help="comma-separated (default: every offline one)")
+    ap.add_argument("--preset", default="quick")
+    ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--json", default="")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(int(os.environ.get("PBRL_TORCH_THREADS", "1")))
+    names = [a for a in args.agents.split(",") if a] or offline_agents()
+    if "iql" not in names:
+        names = ["iql", *names]
+    ds = synthetic_dataset()
+    prefs = label_dataset(ds, "oracle", 2500, 64, 0)
+    rates: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(args.repeats):
+        for n in names:
+            rates[n].append(time_agent(n, args.preset, ds, prefs, args.steps, args.device))
+            print(f"round {r + 1}: {n:8s} {rates[n][-1]:8.1f} updates/s", file=sys.stderr)
+    rel = {n: float(np.median([a / b for a, b in zip(rates[n], rates["iql"], strict=True)]))
+           for n in names}  # fmt: skip
+    load = os.getloadavg()
+    print(f"\n{args.steps} updates per run, preset {args.preset}, device {args.device}, "
+          f"{args.repeats} rounds, load average {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}")  # fmt: skip
+    print("| learner | updates/s (median) | rounds | relative to iql (median ratio) |")
+    print("|---|---|---|---|")
+    for n in names:
+        rs = ", ".join(f"{x:.1f}" for x in rates[n])
+        print(f"| {n} | {np.median(rates[n]):.1f} | {rs} | {rel[n]:.3f} |")
+    if args.json:
+        out = {
+            "machine": platform.platform(),
+            "cpu_count": os.cpu_count(),
+            "torch": torch.__version__,
+            "preset": args.preset,
+            "steps": args.steps,
+            "device": args.device,
+            "load_average": load,
+            "rates": rates,
+            "relative_to_iql": rel,
+        }
+        Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
