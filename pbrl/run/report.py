@@ -500,6 +500,18 @@ def _pyplot() -> Any:
     return plt
 
 
+def _panel_grid(plt: Any, n: int) -> tuple[Any, list[Any], int]:
+    """A figure of ``n`` panels, PANELS_PER_ROW to a row (spare cells hidden):
+    (figure, the axes in reading order, columns)."""
+    ncols = min(PANELS_PER_ROW, n)
+    nrows = -(-n // ncols)
+    fig, grid = plt.subplots(nrows, ncols, figsize=(4.8 * ncols, 3.4 * nrows + 0.3), squeeze=False)
+    axes = list(grid.ravel())
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    return fig, axes, ncols
+
+
 def learning_curves_figure(runs: list[Run]) -> Any:
     """Score against updates, one panel per dataset: the mean over seeds, min-max spread.
 
@@ -510,12 +522,7 @@ def learning_curves_figure(runs: list[Run]) -> Any:
     plt = _pyplot()
     datasets = sorted({r.dataset for r in runs})
     labels = _ordered_labels(runs)
-    ncols = min(PANELS_PER_ROW, len(datasets))
-    nrows = -(-len(datasets) // ncols)
-    fig, grid = plt.subplots(nrows, ncols, figsize=(4.8 * ncols, 3.4 * nrows + 0.3), squeeze=False)
-    axes = list(grid.ravel())
-    for ax in axes[len(datasets) :]:
-        ax.set_visible(False)
+    fig, axes, ncols = _panel_grid(plt, len(datasets))
     for ax, d in zip(axes, datasets, strict=False):
         by_label: dict[str, list[list[tuple[int, float]]]] = defaultdict(list)
         for r in runs:
@@ -674,12 +681,7 @@ def online_queries_figure(runs: list[Run]) -> Any:
     online = [r for r in runs if r.online]
     datasets = sorted({r.dataset for r in online})
     labels = _ordered_labels(online)
-    ncols = min(PANELS_PER_ROW, len(datasets))
-    nrows = -(-len(datasets) // ncols)
-    fig, grid = plt.subplots(nrows, ncols, figsize=(4.8 * ncols, 3.4 * nrows + 0.3), squeeze=False)
-    axes = list(grid.ravel())
-    for ax in axes[len(datasets) :]:
-        ax.set_visible(False)
+    fig, axes, _ = _panel_grid(plt, len(datasets))
     for ax, d in zip(axes, datasets, strict=False):
         for label in labels:
             mine = [r for r in online if r.dataset == d and r.label == label and r.curve]

@@ -251,21 +251,12 @@ def train_agent(
         if len(answered.prefer_b) == 0:
             raise DataError(f"{spec.prefs or 'preferences'}: no answered queries")
         batch = answered.to_batch(fit_ds, device)
-    # Agents yield every ctx.log_interval steps; make that divide eval_every too, so that
-    # evaluations land exactly on multiples of eval_every (metrics keep spec.log_interval).
-    log_every = max(1, spec.log_interval)
-    yield_every = math.gcd(log_every, spec.eval_every) if spec.eval_every > 0 else log_every
-    generator = torch.Generator(device=device)
-    generator.manual_seed(spec.seed)
-    ctx = FitContext(
+    ctx, log_every = fit_context(
+        spec,
+        device,
+        rng,
         dataset=fit_ds,
         prefs=batch,
-        steps=spec.steps,
-        seed=spec.seed,
-        device=device,
-        rng=rng,
-        generator=generator,
-        log_interval=yield_every,
         reward_scale=task.reward_scale if (task := find_task(task_id)) is not None else 1.0,
         pref_data=answered,
     )
@@ -286,6 +277,29 @@ def train_agent(
         "versions": _versions(),
     }
     return _run(spec, agent, ctx, config, t0, log_every, task_id, ds, extra_files)
+
+
+def fit_context(
+    spec: TrainSpec, device: str, rng: np.random.Generator, **fields: Any
+) -> tuple[FitContext, int]:
+    """The :class:`FitContext` of a run (``fields``: its data, labels or task, teacher and
+    budget) and the metrics interval. Agents yield every ``ctx.log_interval`` steps, which
+    is made to divide ``eval_every`` too so that evaluations land exactly on its multiples
+    (metrics keep ``spec.log_interval``)."""
+    log_every = max(1, spec.log_interval)
+    yield_every = math.gcd(log_every, spec.eval_every) if spec.eval_every > 0 else log_every
+    generator = torch.Generator(device=device)
+    generator.manual_seed(spec.seed)
+    ctx = FitContext(
+        steps=spec.steps,
+        seed=spec.seed,
+        device=device,
+        rng=rng,
+        generator=generator,
+        log_interval=yield_every,
+        **fields,
+    )
+    return ctx, log_every
 
 
 def check_online_spec(spec: TrainSpec) -> None:
@@ -322,20 +336,13 @@ def _train_online(
     low, high = action_bounds(task_id, act_dim)
     rng = seed_everything(spec.seed)
     agent = mod.Agent(cfg, AgentSpec(obs_dim, act_dim, low, high, device, task_id=task_id))
-    log_every = max(1, spec.log_interval)
-    yield_every = math.gcd(log_every, spec.eval_every) if spec.eval_every > 0 else log_every
-    generator = torch.Generator(device=device)
-    generator.manual_seed(spec.seed)
     teacher = make_teacher(spec.teacher) if spec.teacher is not None else None
-    ctx = FitContext(
+    ctx, log_every = fit_context(
+        spec,
+        device,
+        rng,
         dataset=None,
         prefs=None,
-        steps=spec.steps,
-        seed=spec.seed,
-        device=device,
-        rng=rng,
-        generator=generator,
-        log_interval=yield_every,
         reward_scale=get_task(task_id).reward_scale,
         task_id=task_id,
         teacher=teacher,
