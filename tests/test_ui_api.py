@@ -52,6 +52,7 @@ from pbrl.ui.service import (  # noqa: E402
     query_answers,
     revoke_token,
     shown_swapped,
+    submit_answer,
 )
 from pbrl.ui.video import render_pending, video_path  # noqa: E402
 from pbrl.ui.web import create_app  # noqa: E402
@@ -137,14 +138,15 @@ def ui_world(tmp_path, minari_home) -> UiWorld:
 def test_sqlite_database_is_migrated_and_in_wal_mode(ui_world):
     with ui_world.sessions() as s:
         assert s.execute(text("PRAGMA journal_mode")).scalar() == "wal"
-        assert s.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0003"
+        assert s.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0004"
     # opening again is a no-op migration
     open_db(ui_world.url)
 
 
 def upgrade_from_0002(url: str, ds: OfflineDataset) -> None:
     """A database made by revision 0002 with a project, a token, a shown pair and an answer,
-    then opened by today's code: migrated to 0003, every row kept, shown a-left."""
+    then opened by today's code: migrated to head, every row kept, shown a-left, the answered
+    pair closed at its answer's time and the open one still open."""
     from alembic import command
     from alembic.config import Config
 
@@ -180,13 +182,14 @@ def upgrade_from_0002(url: str, ds: OfflineDataset) -> None:
         c.execute(
             text(
                 "INSERT INTO queries (id, project_id, seg_a, seg_b, gold, origin, shown, "
-                "created) VALUES (1, 1, 1, 2, false, 'initial', 1, 0)"
+                "created) VALUES (1, 1, 1, 2, false, 'initial', 1, 0), "
+                "(2, 1, 2, 1, false, 'initial', 1, 0)"
             )
         )
         c.execute(
             text(
                 "INSERT INTO assignments (project_id, query_id, annotator_id, shown_at) "
-                "VALUES (1, 1, 1, 5)"
+                "VALUES (1, 1, 1, 5), (1, 2, 1, 6)"
             )
         )
         c.execute(
@@ -198,10 +201,12 @@ def upgrade_from_0002(url: str, ds: OfflineDataset) -> None:
     engine.dispose()
     _, sessions = open_db(url)
     with sessions() as s:
-        assert s.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0003"
+        assert s.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0004"
         ans = s.scalars(select(Answer)).one()
         assert (ans.prefer_b, ans.swapped, ans.latency_s) == (0.0, False, 2.0)
-        assert s.scalars(select(Assignment)).one().swapped is False
+        shown = s.scalars(select(Assignment).order_by(Assignment.query_id)).all()
+        assert [g.swapped for g in shown] == [False, False]
+        assert [g.answered_at for g in shown] == [7.0, None]
         assert s.scalars(select(Token)).one().revoked_at is None
         assert s.scalar(select(func.count()).select_from(UndoneAnswer)) == 0
 
@@ -815,3 +820,81 @@ def test_pairs_left_unanswered_go_back_to_the_queue(ui_world, monkeypatch):
     assert w.client.get("/api/projects/r/next", headers=rui).json()["state"] == "done"
     revoke_token(w.sessions, "r", "rex")
     assert w.client.get("/api/projects/r/next", headers=rui).json()["query"]["query_id"] == q
+
+
+def _hold_commit(engine: object, thread_name: str) -> tuple[object, object, object]:
+    """Make the transaction of the thread called ``thread_name`` stop just before its COMMIT:
+    returns (reached, go, hook): ``reached`` is set when it stops, ``go`` lets it commit."""
+    import threading
+
+    from sqlalchemy import event
+
+    reached, go = threading.Event(), threading.Event()
+
+    def hook(_conn: object) -> None:
+        if threading.current_thread().name == thread_name:
+            reached.set()
+            go.wait(20)
+
+    event.listen(engine, "commit", hook)
+    return reached, go, hook
+
+
+@pytest.mark.parametrize("first", ["answer", "release"])
+def test_an_answer_and_a_release_of_the_same_pair_never_both_land(ui_world, first):
+    """An answer and a release of the same abandoned pair at the same moment: whichever
+    transaction comes first wins and the other sees it. The answer first: the release waits
+    for its lock, then leaves the answered pair alone. The release first: the answer is
+    refused (409) and nothing is written. Either way the query never gets more answers than
+    annotators asked for (on PostgreSQL, before migration 0004, both landed)."""
+    import threading
+
+    from sqlalchemy import event
+
+    import pbrl.ui.service as service
+
+    w = ui_world
+    w.create(queries=1, per_query=1)
+    ann = w.token("p", "ann")
+    who = authenticate(w.sessions, ann["Authorization"].split()[1], "p")
+    q = w.client.get("/api/projects/p/next", headers=ann).json()["query"]["query_id"]
+    engine = w.sessions.kw["bind"]  # type: ignore[attr-defined]
+    reached, go, hook = _hold_commit(engine, first)
+    out: dict[str, object] = {}
+
+    def answer() -> None:
+        try:
+            submit_answer(w.sessions, who, q, "left")
+            out["answer"] = 200
+        except UiError as e:
+            out["answer"] = e.status
+
+    def release() -> None:
+        with engine.begin() as conn:  # type: ignore[attr-defined]
+            out["release"] = service.release_abandoned(conn, 1, time.time() + 60)
+
+    jobs = {"answer": answer, "release": release}
+    second = "release" if first == "answer" else "answer"
+    try:
+        a = threading.Thread(target=jobs[first], name=first)
+        a.start()
+        assert reached.wait(20)  # the first one has written and is about to commit
+        b = threading.Thread(target=jobs[second], name=second)
+        b.start()
+        b.join(0.5)  # the second one runs into the first one's lock meanwhile
+        go.set()
+        a.join(20)
+        b.join(20)
+    finally:
+        go.set()
+        event.remove(engine, "commit", hook)
+    with w.sessions() as s:
+        n_answers = s.scalar(select(func.count()).select_from(Answer))
+        shown = s.get(Query, q).shown
+        holders = s.scalar(select(func.count()).select_from(Assignment))
+    if first == "answer":
+        assert out == {"answer": 200, "release": 0}
+        assert (n_answers, shown, holders) == (1, 1, 1)
+    else:
+        assert out == {"release": 1, "answer": 409}
+        assert (n_answers, shown, holders) == (0, 0, 0)

@@ -12,7 +12,8 @@ One row per fact, so that nothing an annotator did is lost or merged:
   ``shown`` counts the annotators it went to (claimed atomically, at most ``per_query``);
   ``origin`` says who put them in the queue (``initial``, ``active``, ``posted`` by a training
   loop, ``rank`` for binary-insertion comparisons, which belong to one annotator);
-- ``assignments``: a query shown to an annotator, and when (the latency's start);
+- ``assignments``: a query shown to an annotator, and when (the latency's start) and when it
+  was answered;
 - ``answers``: one row per (query, annotator), unique, with the answer (in the query's own a/b
   order, whichever side each segment was shown on), when it was shown and answered, and the
   latency;
@@ -22,7 +23,8 @@ The schema is created and upgraded by Alembic (``pbrl/ui/migrations``); :func:`o
 the migrations to ``head`` on every start. SQLite files run in WAL mode (readers never wait
 for the writer) with a busy timeout, so several server threads and the render worker share one
 file. Revisions: 0001 the tables, 0002 ``queries.shown``, 0003 ``undone_answers``,
-``assignments.swapped`` / ``answers.swapped`` and ``tokens.revoked_at``.
+``assignments.swapped`` / ``answers.swapped`` and ``tokens.revoked_at``, 0004
+``assignments.answered_at``.
 """
 
 from __future__ import annotations
@@ -144,6 +146,9 @@ class Assignment(Base):
     # True: segment b was shown on the left (drawn per (query, annotator) from the project's
     # seed, service.shown_swapped); answers are stored in the query's own a/b order
     swapped: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # set in the answer's transaction (a conditional UPDATE of this row), cleared by undo;
+    # the release of abandoned pairs takes only rows where it is None (migration 0004)
+    answered_at: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 class Answer(Base):

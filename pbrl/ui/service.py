@@ -499,9 +499,7 @@ _SQL_WAITING = text(_PAIR + _WANTED + "ORDER BY q.id LIMIT 1")
 # the pair shown to ``who`` and not answered yet (a reload shows it again), and its sides
 _SQL_OPEN = text(
     _PAIR_COLUMNS + ", g.swapped" + _PAIR_FROM + "JOIN assignments g ON g.query_id = q.id "
-    "WHERE g.annotator_id = :who "
-    "AND NOT EXISTS (SELECT 1 FROM answers a WHERE a.query_id = g.query_id "
-    "AND a.annotator_id = :who) ORDER BY g.id LIMIT 1"
+    "WHERE g.annotator_id = :who AND g.answered_at IS NULL ORDER BY g.id LIMIT 1"
 )
 # One conditional UPDATE claims a slot: the database re-checks the condition on the locked
 # row, so two requests at once never push a query past per_query (a read-then-write would).
@@ -518,10 +516,15 @@ _SQL_PROGRESS = text(
     "WHERE project_id = :p AND annotator_id IS NULL) FROM answers "
     "WHERE project_id = :p AND annotator_id = :who"
 )
-_SQL_LOOKUP = text(
-    "SELECT q.project_id, q.annotator_id, g.shown_at, g.swapped FROM queries q "
-    "LEFT JOIN assignments g ON g.query_id = q.id AND g.annotator_id = :who WHERE q.id = :q"
+_SQL_LOOKUP = text("SELECT project_id, annotator_id FROM queries WHERE id = :q")
+# The answer closes its assignment with a conditional UPDATE: that row's lock orders it
+# against a release of the same pair (_SQL_RELEASE), and no row back means the pair was
+# not shown to ``who``, was released, or is answered already.
+_SQL_CLOSE = text(
+    "UPDATE assignments SET answered_at = :now WHERE query_id = :q AND annotator_id = :who "
+    "AND answered_at IS NULL RETURNING shown_at, swapped"
 )
+_SQL_ANSWERED = text("SELECT 1 FROM answers WHERE query_id = :q AND annotator_id = :who")
 _SQL_ANSWER = text(
     "INSERT INTO answers (project_id, query_id, annotator_id, prefer_b, skipped, swapped, "
     "shown_at, answered_at, latency_s) "
@@ -531,14 +534,15 @@ _SQL_ANSWER = text(
 
 # Abandoned pairs: a shared, non-gold pair shown and left unanswered gives its slot back.
 # DELETE ... RETURNING first: on PostgreSQL a concurrent release of the same rows waits on
-# their locks and then finds them gone, so a slot is never given back twice.
+# their locks and then finds them gone, so a slot is never given back twice. "Unanswered" is
+# the assignment row's own answered_at, which PostgreSQL re-checks on the row's newest
+# version after waiting on its lock: an answer committed meanwhile keeps its pair (a test on
+# answers, another table, would be read from the snapshot taken before the wait).
 _SQL_RELEASE = text(
-    "DELETE FROM assignments WHERE id IN (SELECT g.id FROM assignments g "
-    "JOIN queries q ON q.id = g.query_id "
-    "WHERE g.project_id = :p AND q.annotator_id IS NULL AND NOT q.gold "
-    "AND g.shown_at < :cutoff AND (:who < 0 OR g.annotator_id = :who) "
-    "AND NOT EXISTS (SELECT 1 FROM answers a WHERE a.query_id = g.query_id "
-    "AND a.annotator_id = g.annotator_id)) RETURNING query_id"
+    "DELETE FROM assignments WHERE project_id = :p AND answered_at IS NULL "
+    "AND shown_at < :cutoff AND (:who < 0 OR annotator_id = :who) "
+    "AND query_id IN (SELECT id FROM queries WHERE project_id = :p "
+    "AND annotator_id IS NULL AND NOT gold) RETURNING query_id"
 )
 _SQL_UNCLAIM = text("UPDATE queries SET shown = shown - :n WHERE id = :q AND shown >= :n")
 # Seconds between two releases per project and process (they run inside a request).
@@ -811,16 +815,19 @@ def answer_and_next(
 def _submit_pair(
     conn: Connection, who: Annotator, project: Project, query_id: int, choice: str, now: float
 ) -> None:
-    row = conn.execute(_SQL_LOOKUP, {"q": query_id, "who": who.id}).first()
+    row = conn.execute(_SQL_LOOKUP, {"q": query_id}).first()
     if row is None or row[0] != who.project_id or row[1] not in (None, who.id):
         raise UiError(404, f"query {query_id}: no such query in project '{who.project}'")
-    _, _, shown_at, swapped = row
-    if shown_at is None:
+    closed = conn.execute(_SQL_CLOSE, {"q": query_id, "who": who.id, "now": now}).first()
+    if closed is None:
+        if conn.execute(_SQL_ANSWERED, {"q": query_id, "who": who.id}).first() is not None:
+            raise UiError(409, f"query {query_id}: you answered it already")
         raise UiError(
             409,
             f"query {query_id}: was not shown to you (or it was released, unanswered for too "
             "long); load the next pair",
         )
+    shown_at, swapped = closed
     pb = answer_prefer_b(choice, bool(swapped))
     conn.execute(
         _SQL_ANSWER,
@@ -852,6 +859,7 @@ def _submit_rank(
     _, nxt = _rank_replay(s, who, project)
     if nxt != (q.seg_a, q.seg_b):
         raise UiError(409, f"query {query_id}: not the comparison your ranking needs")
+    asg.answered_at = now
     pb = CHOICES[choice]  # rank comparisons are never swapped: the new segment is on the left
     s.add(
         Answer(
@@ -903,7 +911,7 @@ def undo_last(sessions: sessionmaker, who: Annotator) -> int | None:
             select(Assignment).where(Assignment.query_id == qid, Assignment.annotator_id == who.id)
         )
         if asg is not None:
-            asg.shown_at = now
+            asg.shown_at, asg.answered_at = now, None
         return qid
 
 
