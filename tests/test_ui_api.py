@@ -49,6 +49,7 @@ from pbrl.ui.service import (  # noqa: E402
     export_preferences,
     insertion_replay,
     post_queries,
+    project_status,
     query_answers,
     revoke_token,
     shown_swapped,
@@ -538,6 +539,66 @@ def test_rank_mode_places_four_segments_and_exports_derived_pairs(ui_world):
     # undo reopens the last comparison
     r = w.client.post("/api/projects/r/undo", headers=alice).json()
     assert r["next"]["state"] == "ready"
+
+
+def test_rank_mode_with_hidden_gold_pairs(ui_world):
+    """--gold in rank mode: G oracle-labelled pairs of their own, spread over the ranking's
+    comparisons and shown to every annotator like compare pairs; they never enter a ranking,
+    give each annotator's gold accuracy, and are exported as asked beside the derived pairs."""
+    w = ui_world
+    w.create("r", queries=6, mode="rank", gold=2)
+    heads = {n: w.token("r", n) for n in ("alice", "bob")}
+    with w.sessions() as s:
+        gold = {q.id: q for q in s.scalars(select(Query).where(Query.gold))}
+        gold_segs = {sid for q in gold.values() for sid in (q.seg_a, q.seg_b)}
+    assert len(gold) == 2
+    seen: dict[str, list[int]] = defaultdict(list)
+    position: dict[str, list[int]] = defaultdict(list)
+    flip = {"left": "right", "right": "left", "equal": "equal"}
+
+    def wrong(q: dict) -> str:
+        return flip[better(q)]
+
+    for name, head in heads.items():
+        pick = better if name == "alice" else wrong
+        n = 0
+        while (r := w.client.get("/api/projects/r/next", headers=head).json())["state"] == "ready":
+            q = r["query"]
+            if q["query_id"] in gold:
+                seen[name].append(q["query_id"])
+                position[name].append(n)
+                assert not {q["left"]["id"], q["right"]["id"]} - gold_segs
+            else:  # a rank comparison never shows a gold pair's segment
+                assert not {q["left"]["id"], q["right"]["id"]} & gold_segs
+            res = w.client.post(
+                "/api/projects/r/answers",
+                headers=head,
+                json={"query_id": q["query_id"], "choice": pick(q)},
+            )
+            assert res.status_code == 200, res.text
+            n += 1
+        assert sorted(seen[name]) == sorted(gold)  # every gold pair, once each
+        assert r["progress"]["placed"] == r["progress"]["total"] == 6
+        # spread over the ranking, not all at its start
+        assert position[name][0] > 0
+    st = project_status(w.sessions, "r")
+    assert st["annotators"]["alice"]["gold"] == 2
+    assert st["annotators"]["alice"]["gold_accuracy"] == 1.0
+    assert st["annotators"]["bob"]["gold_accuracy"] == 0.0
+    data = export_preferences(w.sessions, "r", "none")
+    asked = [f for f, d in zip(data.feedback, data.meta["derived"], strict=True) if not d]
+    assert len(asked) == 4 and {f.query_id for f in asked} == set(data.meta["gold_queries"])
+    assert data.num_queries == 4 + 2 * 15  # two rankings of 6: 15 implied pairs each
+    for name in heads:
+        assert len([seg for g in data.meta["rankings"][name] for seg in g]) == 6
+    # one person's export: their ranking and their gold answers only
+    alone = export_preferences(w.sessions, "r", "none", annotator="bob")
+    assert set(alone.meta["rankings"]) == {"bob"} and alone.num_queries == 2 + 15
+    # undo of a gold answer shows the same gold pair again, on the same sides
+    assert position["bob"][-1] == n - 1  # bob's last answer was a gold pair's
+    last = w.client.post("/api/projects/r/undo", headers=heads["bob"]).json()
+    assert last["undone"] == seen["bob"][-1]
+    assert last["next"]["query"]["query_id"] == seen["bob"][-1]
 
 
 def test_owner_creates_a_project_and_invites_from_the_web(ui_world, monkeypatch):

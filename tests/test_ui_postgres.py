@@ -32,6 +32,7 @@ from test_ui_api import (  # noqa: E402, F401  (the imported tests run here on P
     test_export_keeps_every_annotator_and_aggregates,
     test_pairs_left_unanswered_go_back_to_the_queue,
     test_rank_mode_places_four_segments_and_exports_derived_pairs,
+    test_rank_mode_with_hidden_gold_pairs,
     test_revoked_tokens_get_401_and_their_answers_stay,
     test_sides_are_random_per_query_and_annotator_and_answers_map_back,
     test_tokens_projects_and_owner_actions,

@@ -15,6 +15,7 @@ posts its own pairs to the same table (:func:`post_queries`) and reads their ans
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 import secrets
 import time
@@ -123,10 +124,11 @@ class ProjectOptions:
             raise PbrlError(f"--width/--height: at most {MAX_SIDE} pixels")
         if isinstance(self.gold, bool) or not isinstance(self.gold, int) or self.gold < 0:
             raise PbrlError(f"--gold: must be a whole number >= 0, got {self.gold!r}")
-        if self.mode == "compare" and self.gold > self.queries:
+        if self.gold > self.queries:
             raise PbrlError(f"--gold: {self.gold} gold queries exceed --queries {self.queries}")
-        if self.mode == "rank" and (self.gold or self.selector != "uniform"):
-            raise PbrlError("--mode rank: takes no --gold and only --selector uniform")
+        if self.mode == "rank" and self.selector != "uniform":
+            # LiRE ranks uniformly drawn segments; selectors choose pairs, not list entries
+            raise PbrlError("--mode rank: takes only --selector uniform")
         check_seed(self.seed)
 
 
@@ -224,6 +226,11 @@ def create_project(
             both = np.concatenate(refs)[: opts.queries]
             for e, st, ln in both.tolist():
                 s.add(SegmentRow(project_id=p.id, episode=e, start=st, length=ln))
+            if opts.gold:  # pairs of their own, never entries of anyone's ranking
+                ra, rb = select_queries(ds, opts.gold, opts.segment, rng)
+                gold = np.ones(opts.gold, dtype=bool)
+                pb = gold_labels(ds, ra, rb, rng)
+                add_queries(s, p.id, ra, rb, "initial", now, gold=gold, gold_prefer_b=pb)
         else:
             ra, rb = select_queries(ds, opts.queries, opts.segment, rng, selector=first)
             gold = np.zeros(opts.queries, dtype=bool)
@@ -400,9 +407,7 @@ def _hurry(*segments: SegmentRow) -> None:
 
 def _progress(s: Session, who: Annotator, project: Project) -> dict[str, Any]:
     """The rank page's progress (compare pairs: :func:`_pair_progress`)."""
-    total = s.scalar(
-        select(func.count()).select_from(SegmentRow).where(SegmentRow.project_id == project.id)
-    )
+    total = len(_rank_order(s, project))
     n, first, last = s.execute(
         select(
             func.count(Answer.id), func.min(Answer.shown_at), func.max(Answer.answered_at)
@@ -695,16 +700,24 @@ def _rank_steps(s: Session, who: Annotator) -> list[tuple[int, int, float | None
     rows = s.execute(
         select(Query.seg_a, Query.seg_b, Answer.prefer_b)
         .join(Answer, Answer.query_id == Query.id)
-        .where(Answer.annotator_id == who.id)
+        .where(Answer.annotator_id == who.id, Query.annotator_id == who.id)
         .order_by(Answer.id)
     ).all()
     return [(a, b, pb) for a, b, pb in rows]
 
 
 def _rank_order(s: Session, project: Project) -> list[int]:
+    """The segments to rank, in insertion order (the gold pairs' segments are not among them)."""
+    gold = Query.project_id == project.id, Query.gold
     return list(
         s.scalars(
-            select(SegmentRow.id).where(SegmentRow.project_id == project.id).order_by(SegmentRow.id)
+            select(SegmentRow.id)
+            .where(
+                SegmentRow.project_id == project.id,
+                SegmentRow.id.not_in(select(Query.seg_a).where(*gold)),
+                SegmentRow.id.not_in(select(Query.seg_b).where(*gold)),
+            )
+            .order_by(SegmentRow.id)
         )
     )
 
@@ -716,8 +729,87 @@ def _rank_replay(
     return groups, nxt
 
 
+def _gold_due(
+    s: Session, who: Annotator, project: Project, n_order: int, n_steps: int, done: bool
+) -> Query | None:
+    """The hidden gold pair a ranking annotator should answer now, if any: one shown and not
+    answered yet (a reload), else the next one once their rank comparisons reach its place.
+    The G gold pairs are spread evenly over the about n log2(n) comparisons of a ranking;
+    those left when the ranking is complete come before "done"."""
+    if not project.n_gold:
+        return None
+    golds = list(
+        s.scalars(
+            select(Query).where(Query.project_id == project.id, Query.gold).order_by(Query.id)
+        )
+    )
+    shown = {
+        g.query_id: g.answered_at
+        for g in s.scalars(
+            select(Assignment).where(
+                Assignment.annotator_id == who.id,
+                Assignment.query_id.in_([q.id for q in golds]),
+            )
+        )
+    }
+    open_ = [q for q in golds if q.id in shown and shown[q.id] is None]
+    if open_:
+        return open_[0]
+    answered = sum(1 for q in golds if q.id in shown)
+    if answered == len(golds):
+        return None
+    every = max(1, math.ceil(n_order * math.log2(max(n_order, 2)) / (len(golds) + 1)))
+    if done or n_steps >= (answered + 1) * every:
+        return next(q for q in golds if q.id not in shown)
+    return None
+
+
+def _ranked_pair(
+    s: Session, who: Annotator, project: Project, q: Query, swapped: bool, now: float
+) -> dict[str, Any] | None:
+    """``q`` shown to ``who`` (its assignment written the first time), as the page's pair;
+    None while its videos are not rendered (the worker is hurried)."""
+    a, b = s.get(SegmentRow, q.seg_a), s.get(SegmentRow, q.seg_b)
+    assert a is not None and b is not None
+    if a.video != "ready" or b.video != "ready":
+        _hurry(a, b)
+        return None
+    asg = s.scalar(
+        select(Assignment).where(Assignment.query_id == q.id, Assignment.annotator_id == who.id)
+    )
+    if asg is None:
+        q.shown = q.shown + 1
+        s.add(
+            Assignment(
+                project_id=project.id,
+                query_id=q.id,
+                annotator_id=who.id,
+                shown_at=now,
+                swapped=swapped,
+            )
+        )
+        s.flush()
+    left, right = (b, a) if swapped else (a, b)
+    return {"query_id": q.id, "left": _segment_json(left), "right": _segment_json(right)}
+
+
 def _next_rank(s: Session, who: Annotator, project: Project, now: float) -> dict[str, Any]:
-    groups, nxt = _rank_replay(s, who, project)
+    order, steps = _rank_order(s, project), _rank_steps(s, who)
+    groups, nxt, _ = insertion_replay(order, steps)
+    gold = _gold_due(s, who, project, len(order), len(steps), nxt is None)
+    if gold is not None:  # shown like a compare pair: sides drawn per (query, annotator)
+        pair = _ranked_pair(
+            s, who, project, gold, shown_swapped(project.seed, gold.id, who.id), now
+        )
+        if pair is None:
+            return {"state": "rendering", "progress": _progress(s, who, project)}
+        return {
+            "state": "ready",
+            "query": pair,
+            "upcoming": None,
+            "ranking": groups,
+            "progress": _progress(s, who, project),
+        }
     if nxt is None:
         return {
             "state": "done",
@@ -746,27 +838,10 @@ def _next_rank(s: Session, who: Annotator, project: Project, now: float) -> dict
         )
         s.add(q)
         s.flush()
-    a, b = s.get(SegmentRow, q.seg_a), s.get(SegmentRow, q.seg_b)
-    assert a is not None and b is not None
-    if a.video != "ready" or b.video != "ready":
-        _hurry(a, b)
+    # a rank comparison is its annotator's own: shown once, never swapped (new on the left)
+    pair = _ranked_pair(s, who, project, q, False, now)
+    if pair is None:
         return {"state": "rendering", "progress": _progress(s, who, project)}
-    asg = s.scalar(
-        select(Assignment).where(Assignment.query_id == q.id, Assignment.annotator_id == who.id)
-    )
-    if asg is None:  # a rank comparison is its annotator's own: shown once, never swapped
-        q.shown = q.shown + 1
-        s.add(
-            Assignment(
-                project_id=project.id,
-                query_id=q.id,
-                annotator_id=who.id,
-                shown_at=now,
-                swapped=False,
-            )
-        )
-        s.flush()
-    pair = {"query_id": q.id, "left": _segment_json(a), "right": _segment_json(b)}
     out = {"state": "ready", "query": pair, "upcoming": None}
     out["ranking"] = groups
     out["progress"] = _progress(s, who, project)
@@ -856,11 +931,15 @@ def _submit_rank(
     )
     if asg is None:
         raise UiError(409, f"query {query_id}: was not shown to you")
-    _, nxt = _rank_replay(s, who, project)
-    if nxt != (q.seg_a, q.seg_b):
-        raise UiError(409, f"query {query_id}: not the comparison your ranking needs")
+    if asg.answered_at is not None:
+        raise UiError(409, f"query {query_id}: you answered it already")
+    if not q.gold:
+        _, nxt = _rank_replay(s, who, project)
+        if nxt != (q.seg_a, q.seg_b):
+            raise UiError(409, f"query {query_id}: not the comparison your ranking needs")
     asg.answered_at = now
-    pb = CHOICES[choice]  # rank comparisons are never swapped: the new segment is on the left
+    # rank comparisons are never swapped (the new segment is on the left); gold pairs may be
+    pb = answer_prefer_b(choice, asg.swapped)
     s.add(
         Answer(
             project_id=who.project_id,
@@ -868,7 +947,7 @@ def _submit_rank(
             annotator_id=who.id,
             prefer_b=pb,
             skipped=pb is None,
-            swapped=False,
+            swapped=asg.swapped,
             shown_at=asg.shown_at,
             answered_at=now,
             latency_s=max(0.0, now - asg.shown_at),
@@ -1082,7 +1161,6 @@ def export_preferences(
             rows = [r for r in rows if r[2] == annotator]
             tokens = [t for t in tokens if t.name == annotator]
         segs = {r.id: r for r in s.scalars(select(SegmentRow).where(SegmentRow.project_id == p.id))}
-        tokens = list(s.scalars(select(Token).where(Token.project_id == p.id).order_by(Token.id)))
         rankings: dict[str, list[list[int]]] = {}
         if p.mode == "rank":
             order = _rank_order(s, p)
@@ -1098,6 +1176,22 @@ def export_preferences(
 
     feedback: list[Feedback] = []
     derived: list[bool] = []
+
+    def answered(ans: Answer, q: Query, name: str) -> None:
+        feedback.append(
+            Feedback(
+                query_id=f"{p.name}/{q.id}",
+                a=ref(q.seg_a),
+                b=ref(q.seg_b),
+                prefer_b=ans.prefer_b,
+                skipped=ans.skipped,
+                labeler=f"human:{name}",
+                time=ans.answered_at,
+                latency_s=ans.latency_s,
+            )
+        )
+        derived.append(False)
+
     meta: dict[str, Any] = {
         "task_id": p.task_id,
         "dataset_fingerprint": p.fingerprint,
@@ -1114,7 +1208,7 @@ def export_preferences(
         if aggregate != "none":
             raise PbrlError("--aggregate: a rank project exports each annotator's ranking (none)")
         for name, groups in rankings.items():
-            last = max(a.answered_at for a, _, n in rows if n == name)
+            last = max(a.answered_at for a, q, n in rows if n == name and not q.gold)
             flat = [(g, sid) for g, grp in enumerate(groups) for sid in grp]
             for i in range(len(flat)):
                 for j in range(i + 1, len(flat)):
@@ -1137,22 +1231,14 @@ def export_preferences(
             name: [[[ref(sid).episode, ref(sid).start, ref(sid).length] for sid in g] for g in gs]
             for name, gs in rankings.items()
         }
-        meta["comparisons"] = len(rows)
+        meta["comparisons"] = sum(1 for _, q, _ in rows if not q.gold)
+        for ans, q, name in rows:  # the hidden gold pairs' answers, as asked
+            if q.gold:
+                answered(ans, q, name)
+        meta["gold_queries"] = sorted({f"{p.name}/{q.id}" for _, q, _ in rows if q.gold})
     elif aggregate == "none":
         for ans, q, name in rows:
-            feedback.append(
-                Feedback(
-                    query_id=f"{p.name}/{q.id}",
-                    a=ref(q.seg_a),
-                    b=ref(q.seg_b),
-                    prefer_b=ans.prefer_b,
-                    skipped=ans.skipped,
-                    labeler=f"human:{name}",
-                    time=ans.answered_at,
-                    latency_s=ans.latency_s,
-                )
-            )
-            derived.append(False)
+            answered(ans, q, name)
         meta["gold_queries"] = sorted({f"{p.name}/{q.id}" for _, q, _ in rows if q.gold})
     else:
         ids, items = _items(rows)

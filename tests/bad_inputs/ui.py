@@ -61,6 +61,11 @@ CASES = [
         expect=("--queries",),
     ),
     Case("ui-create-gold-exceeds", lambda w: _create(w, "--gold", "5"), expect=("--gold",)),
+    Case(
+        "ui-create-rank-active",
+        lambda w: _create(w, "--mode", "rank", "--selector", "disagreement"),
+        expect=("--mode rank", "--selector"),
+    ),
     Case("ui-create-bad-name", lambda w: _create(w, "--name", "../x"), expect=("project name",)),
     Case("ui-create-huge-video", lambda w: _create(w, "--size", "5000"), expect=("--width",)),
     Case(
