@@ -9,6 +9,7 @@ and by the README flow. ``ui_world`` is shared with the browser and PostgreSQL t
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections import defaultdict
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from sqlalchemy import func, select, text  # noqa: E402
 from pbrl.datasets.base import EpisodeData, OfflineDataset  # noqa: E402
 from pbrl.datasets.minari_io import write_minari_dataset  # noqa: E402
 from pbrl.datasets.registry import load_dataset  # noqa: E402
+from pbrl.errors import PbrlError  # noqa: E402
 from pbrl.prefs import load_preferences, save_preferences  # noqa: E402
 from pbrl.prefs.io import check_prefs_dataset  # noqa: E402
 from pbrl.ui.db import (  # noqa: E402
@@ -73,7 +75,9 @@ def fake_renderer(
     return frames
 
 
-def write_tiny_dataset(episodes: int = 6, steps: int = 40, seed: int = 0) -> OfflineDataset:
+def write_tiny_dataset(
+    episodes: int = 6, steps: int = 40, seed: int = 0, dataset_id: str = DATASET
+) -> OfflineDataset:
     """A small dataset with qpos/qvel and known rewards in the Minari store (no task)."""
     rng = np.random.default_rng(seed)
     eps = []
@@ -94,9 +98,9 @@ def write_tiny_dataset(episodes: int = 6, steps: int = 40, seed: int = 0) -> Off
             )
         )
     write_minari_dataset(
-        DATASET, eps, env_id=None, ref_min_score=0.0, ref_max_score=1.0, card={}, overwrite=True
+        dataset_id, eps, env_id=None, ref_min_score=0.0, ref_max_score=1.0, card={}, overwrite=True
     )
-    return load_dataset(DATASET)
+    return load_dataset(dataset_id)
 
 
 @dataclass
@@ -139,7 +143,7 @@ def ui_world(tmp_path, minari_home) -> UiWorld:
 def test_sqlite_database_is_migrated_and_in_wal_mode(ui_world):
     with ui_world.sessions() as s:
         assert s.execute(text("PRAGMA journal_mode")).scalar() == "wal"
-        assert s.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0004"
+        assert s.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0005"
     # opening again is a no-op migration
     open_db(ui_world.url)
 
@@ -202,7 +206,7 @@ def upgrade_from_0002(url: str, ds: OfflineDataset) -> None:
     engine.dispose()
     _, sessions = open_db(url)
     with sessions() as s:
-        assert s.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0004"
+        assert s.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0005"
         ans = s.scalars(select(Answer)).one()
         assert (ans.prefer_b, ans.swapped, ans.latency_s) == (0.0, False, 2.0)
         shown = s.scalars(select(Assignment).order_by(Assignment.query_id)).all()
@@ -959,3 +963,47 @@ def test_an_answer_and_a_release_of_the_same_pair_never_both_land(ui_world, firs
     else:
         assert out == {"release": 1, "answer": 409}
         assert (n_answers, shown, holders) == (0, 0, 0)
+
+
+def test_a_loop_posts_pairs_of_its_own_data_to_an_empty_project(ui_world):
+    """--queries 0 makes an empty compare project; a training loop posts pairs of its own
+    dataset (stored where load_dataset finds it), whose segments render from that dataset,
+    are answered and read back by the loop; export refuses a project of several datasets."""
+    w = ui_world
+    w.create(queries=0)
+    own = write_tiny_dataset(episodes=4, steps=20, seed=3, dataset_id="pbrl/test/loop-v0")
+    ids = post_queries(
+        w.sessions, "p", np.array([[0, 0, 8], [2, 5, 8]]), np.array([[1, 0, 8], [3, 5, 8]]),
+        dataset=own,
+    )  # fmt: skip
+    with w.sessions() as s:
+        segs = s.scalars(select(SegmentRow).order_by(SegmentRow.id)).all()
+        assert [g.dataset for g in segs] == [own.path or own.id] * 4
+    seen: list[tuple[str, int]] = []
+
+    def renderer(ds, episode, start, length, width, height):
+        seen.append((ds.id, episode))
+        return fake_renderer(ds, episode, start, length, width, height)
+
+    render_pending(w.sessions, w.cache, renderer=renderer)
+    assert {d for d, _ in seen} == {"pbrl/test/loop-v0"}
+    alice = w.token("p", "alice")
+    assert answer_all(w, alice, "p", better) == 2
+    assert query_answers(w.sessions, "p", ids) == {
+        ids[0]: [("alice", 1.0)],
+        ids[1]: [("alice", 1.0)],
+    }
+    with pytest.raises(PbrlError, match="training loop"):
+        export_preferences(w.sessions, "p", "none")
+    # refs outside that dataset, a dataset without physics state or of another task: 422
+    with pytest.raises(UiError, match="refs_a") as e:
+        post_queries(w.sessions, "p", np.array([[0, 15, 8]]), np.array([[1, 0, 8]]), dataset=own)
+    assert e.value.status == 422
+    bare = dataclasses.replace(own, qpos=None, qvel=None)
+    with pytest.raises(UiError, match="physics state"):
+        post_queries(w.sessions, "p", np.array([[0, 0, 8]]), np.array([[1, 0, 8]]), dataset=bare)
+    other = dataclasses.replace(own, task_id="mujoco/hopper")
+    with pytest.raises(UiError, match="task"):
+        post_queries(w.sessions, "p", np.array([[0, 0, 8]]), np.array([[1, 0, 8]]), dataset=other)
+    with w.sessions() as s:
+        assert s.scalar(select(func.count()).select_from(Query)) == 2  # nothing more written

@@ -25,6 +25,7 @@ from sqlalchemy.engine import make_url  # noqa: E402
 from test_ui_api import (  # noqa: E402, F401  (the imported tests run here on PostgreSQL)
     UiWorld,
     make_world,
+    test_a_loop_posts_pairs_of_its_own_data_to_an_empty_project,
     test_an_answer_and_a_release_of_the_same_pair_never_both_land,
     test_annotators_per_query_and_gold_for_everyone,
     test_answer_undo_and_answer_again,
@@ -84,7 +85,7 @@ def ui_world(tmp_path, minari_home, pg_url) -> Iterator[UiWorld]:
 def test_the_server_is_postgresql(ui_world):
     with ui_world.sessions() as s:
         assert "PostgreSQL" in s.execute(text("SELECT version()")).scalar()
-        assert s.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0004"
+        assert s.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0005"
 
 
 def test_a_0002_database_is_upgraded_in_place_on_postgresql(pg_url, minari_home):

@@ -24,7 +24,7 @@ the migrations to ``head`` on every start. SQLite files run in WAL mode (readers
 for the writer) with a busy timeout, so several server threads and the render worker share one
 file. Revisions: 0001 the tables, 0002 ``queries.shown``, 0003 ``undone_answers``,
 ``assignments.swapped`` / ``answers.swapped`` and ``tokens.revoked_at``, 0004
-``assignments.answered_at``.
+``assignments.answered_at``, 0005 ``segments.dataset``.
 """
 
 from __future__ import annotations
@@ -113,6 +113,9 @@ class SegmentRow(Base):
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     # Larger first: the worker renders what an annotator is waiting for before the rest.
     priority: Mapped[int] = mapped_column(Integer, default=0)
+    # the dataset (id or path) of a segment posted from a training loop's own data; None:
+    # the project's dataset (migration 0005)
+    dataset: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class Query(Base):

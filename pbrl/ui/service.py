@@ -111,7 +111,8 @@ class ProjectOptions:
         if self.selector not in SELECTORS:
             raise PbrlError(f"--selector: {self.selector!r} is not one of {', '.join(SELECTORS)}")
         for flag, v, lo in (
-            ("--queries", self.queries, 2 if self.mode == "rank" else 1),
+            # 0: an empty compare project that a training loop posts its queries to
+            ("--queries", self.queries, 2 if self.mode == "rank" else 0),
             ("--segment", self.segment, 1),
             ("--annotators-per-query", self.per_query, 1),
             ("--fps", self.fps, 1),
@@ -147,6 +148,19 @@ def project_dataset(project: Project) -> OfflineDataset:
                 f"{project.dataset_path or project.dataset}: dataset has changed since project "
                 f"'{project.name}' was created (content fingerprint differs)"
             )
+        _DATASETS[key] = ds
+    return ds
+
+
+def segment_dataset(project: Project, seg: SegmentRow) -> OfflineDataset:
+    """The dataset ``seg``'s (episode, start) refer to: the project's, or the one a training
+    loop posted it from (``segments.dataset``), loaded once per process."""
+    if seg.dataset is None:
+        return project_dataset(project)
+    key = (seg.dataset, "")
+    ds = _DATASETS.get(key)
+    if ds is None:
+        ds = load_dataset(seg.dataset)
         _DATASETS[key] = ds
     return ds
 
@@ -231,7 +245,7 @@ def create_project(
                 gold = np.ones(opts.gold, dtype=bool)
                 pb = gold_labels(ds, ra, rb, rng)
                 add_queries(s, p.id, ra, rb, "initial", now, gold=gold, gold_prefer_b=pb)
-        else:
+        elif opts.queries:
             ra, rb = select_queries(ds, opts.queries, opts.segment, rng, selector=first)
             gold = np.zeros(opts.queries, dtype=bool)
             gold[rng.choice(opts.queries, size=opts.gold, replace=False)] = True
@@ -271,12 +285,17 @@ def add_queries(
     *,
     gold: np.ndarray | None = None,
     gold_prefer_b: np.ndarray | None = None,
+    dataset: str | None = None,
 ) -> list[int]:
     ids = []
     gi = 0
     for i, (a, b) in enumerate(zip(refs_a.tolist(), refs_b.tolist(), strict=True)):
-        sa = SegmentRow(project_id=project_id, episode=a[0], start=a[1], length=a[2])
-        sb = SegmentRow(project_id=project_id, episode=b[0], start=b[1], length=b[2])
+        sa = SegmentRow(
+            project_id=project_id, episode=a[0], start=a[1], length=a[2], dataset=dataset
+        )
+        sb = SegmentRow(
+            project_id=project_id, episode=b[0], start=b[1], length=b[2], dataset=dataset
+        )
         s.add_all([sa, sb])
         s.flush()
         is_gold = bool(gold[i]) if gold is not None else False
@@ -996,9 +1015,19 @@ def undo_last(sessions: sessionmaker, who: Annotator) -> int | None:
 
 # ---- the queue for a training loop ---------------------------------------------------------
 def post_queries(
-    sessions: sessionmaker, project: str, refs_a: np.ndarray, refs_b: np.ndarray
+    sessions: sessionmaker,
+    project: str,
+    refs_a: np.ndarray,
+    refs_b: np.ndarray,
+    *,
+    dataset: OfflineDataset | None = None,
 ) -> list[int]:
-    """Put pairs (``(n, 3)`` refs each) at the end of ``project``'s queue; their ids."""
+    """Put pairs (``(n, 3)`` refs each) at the end of ``project``'s queue; their ids.
+
+    The refs index the project's dataset, or ``dataset`` when given: a training loop's own
+    data, stored where :func:`pbrl.datasets.registry.load_dataset` finds it again by its id
+    or path (the render worker runs in another process), of the project's task (so the
+    project's renderer draws it) and with physics state."""
     ra = np.asarray(refs_a, dtype=np.int64)
     rb = np.asarray(refs_b, dtype=np.int64)
     if ra.ndim != 2 or ra.shape[1] != 3 or ra.shape != rb.shape:
@@ -1009,13 +1038,30 @@ def post_queries(
             raise UiError(
                 409, f"project '{project}' ranks segments; post pairs to a compare project"
             )
-        ds = project_dataset(p)
-        for name, refs in (("refs_a", ra), ("refs_b", rb)):
+        name = None
+        if dataset is None:
+            ds = project_dataset(p)
+        else:
+            ds, name = dataset, dataset.path or dataset.id
+            if p.selector not in ("uniform", "kcenter"):
+                raise UiError(
+                    409,
+                    f"project '{project}' chooses its own queries (--selector {p.selector}) "
+                    "from its dataset; post another dataset's pairs to a uniform project",
+                )
+            if ds.task_id != p.task_id:
+                raise UiError(
+                    422,
+                    f"{name}: task {ds.task_id!r} is not project '{project}''s task {p.task_id!r}",
+                )
+            if ds.qpos is None or ds.qvel is None:  # same task: the project's renderer
+                raise UiError(422, f"{name}: stores no physics state (qpos/qvel) to render")
+        for what, refs in (("refs_a", ra), ("refs_b", rb)):
             try:
-                ds.segment_index(refs, name)
+                ds.segment_index(refs, what)
             except DataError as e:
                 raise UiError(422, str(e)) from e
-        return add_queries(s, p.id, ra, rb, "posted", time.time())
+        return add_queries(s, p.id, ra, rb, "posted", time.time(), dataset=name)
 
 
 def query_answers(sessions: sessionmaker, project: str, ids: list[int]) -> dict[int, list[Any]]:
@@ -1161,6 +1207,14 @@ def export_preferences(
             rows = [r for r in rows if r[2] == annotator]
             tokens = [t for t in tokens if t.name == annotator]
         segs = {r.id: r for r in s.scalars(select(SegmentRow).where(SegmentRow.project_id == p.id))}
+        posted = sorted({segs[q.seg_a].dataset or "" for _, q, _ in rows} - {""})
+        if posted:
+            raise PbrlError(
+                f"project '{project}': {len(posted)} of its datasets are a training loop's own "
+                f"({', '.join(posted[:3])}{', ...' if len(posted) > 3 else ''}); a preference "
+                "file covers one dataset, so this project's answers are read by the loop "
+                "(pbrl.ui.service.query_answers), not exported"
+            )
         rankings: dict[str, list[list[int]]] = {}
         if p.mode == "rank":
             order = _rank_order(s, p)

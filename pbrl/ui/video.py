@@ -27,7 +27,7 @@ from pbrl.envs.base import get_task
 from pbrl.errors import PbrlError
 from pbrl.ui.active import active_pass
 from pbrl.ui.db import Project, SegmentRow, open_db
-from pbrl.ui.service import project_dataset
+from pbrl.ui.service import segment_dataset
 from pbrl.utils import atomic_path
 
 log = logging.getLogger(__name__)
@@ -113,7 +113,7 @@ def render_pending(
         assert project is not None
         status, error = "ready", None
         try:
-            ds = project_dataset(project)
+            ds = segment_dataset(project, seg)
             frames = renderer(ds, seg.episode, seg.start, seg.length, project.width, project.height)
             encode_mp4(frames, video_path(cache_dir, project.id, seg.id), project.fps)
         except Exception as e:  # noqa: BLE001 - one bad segment must not stop the worker

@@ -56,8 +56,8 @@ CASES = [
         "ui-create-bad-selector", lambda w: _create(w, "--selector", "best"), expect=("--selector",)
     ),
     Case(
-        "ui-create-zero-queries",
-        lambda w: ["ui", "project", "create", w.dataset_id, "--queries", "0", "--segment", "10"],
+        "ui-create-negative-queries",
+        lambda w: ["ui", "project", "create", w.dataset_id, "--queries", "-1", "--segment", "10"],
         expect=("--queries",),
     ),
     Case("ui-create-gold-exceeds", lambda w: _create(w, "--gold", "5"), expect=("--gold",)),
