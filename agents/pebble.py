@@ -65,8 +65,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pbrl.datasets.base import OfflineDataset
+from pbrl.datasets.base import EpisodeData, OfflineDataset
 from pbrl.envs import get_task
+from pbrl.envs.base import physics_state
+from pbrl.envs.metaworld import get_rand_vec
 from pbrl.errors import PbrlError
 from pbrl.learn.api import AgentSpec, FitContext, load_agent_module, make_config
 from pbrl.learn.kit import bt_pair_losses, epochs_until_accurate, segment_sum, shuffled_epoch
@@ -347,6 +349,42 @@ class ReedRewardModel:
 
 
 # ---- the replay buffer seam ----------------------------------------------------------------
+def physics_state_wrapper() -> type:
+    """:class:`PhysicsStateInfo`, defined on first use (gymnasium's Wrapper)."""
+    import gymnasium as gym
+
+    class PhysicsStateInfo(gym.Wrapper):  # type: ignore[misc, valid-type]
+        """Puts the physics state before and after each step, and the episode's render
+        information (MetaWorld's task vector), into the step's info for the replay buffer:
+        ``info["pbrl_state"] = (qpos, qvel, next_qpos, next_qvel)``,
+        ``info["pbrl_episode"]`` a dict. Only a run whose teacher renders segments (people
+        in the labeling UI) wraps its environment so."""
+
+        def __init__(self, env: Any, task_id: str) -> None:
+            super().__init__(env)
+            self.rand_vec_key = get_task(task_id).extra.get("rand_vec_key")
+            self.state: tuple[np.ndarray, np.ndarray] | None = None
+            self.episode: dict[str, Any] = {}
+
+        def reset(self, **kwargs: Any) -> Any:
+            obs, info = self.env.reset(**kwargs)
+            self.state = physics_state(self.env)
+            self.episode = {}
+            if self.rand_vec_key is not None:
+                rv = get_rand_vec(self.env)
+                self.episode = {str(self.rand_vec_key): [float(x) for x in rv]}
+            return obs, info
+
+        def step(self, action: Any) -> Any:
+            obs, reward, term, trunc, info = self.env.step(action)
+            before = self.state if self.state is not None else physics_state(self.env)
+            self.state = physics_state(self.env)
+            info = {**info, "pbrl_state": (*before, *self.state), "pbrl_episode": self.episode}
+            return obs, reward, term, trunc, info
+
+    return PhysicsStateInfo
+
+
 def _replay_buffer_class() -> type:
     """:class:`PreferenceReplayBuffer`, defined on first use (stable-baselines3 is imported
     only when an online agent is built)."""
@@ -376,6 +414,13 @@ def _replay_buffer_class() -> type:
             self.rng = np.random.default_rng(seed)
             self.episodes: list[tuple[int, int]] = []  # (start, length) of finished episodes
             self._ep_start = 0
+            # physics state per transition (before, after) and each finished episode's render
+            # information, kept when the environment reports them (PhysicsStateInfo)
+            self.qpos: np.ndarray | None = None
+            self.qvel: np.ndarray | None = None
+            self.next_qpos: np.ndarray | None = None
+            self.next_qvel: np.ndarray | None = None
+            self.episode_infos: list[dict[str, Any]] = []
 
         def add(self, obs, next_obs, action, reward, done, infos) -> None:  # type: ignore[override]
             if self.full or self.pos + 1 >= self.buffer_size:
@@ -394,9 +439,22 @@ def _replay_buffer_class() -> type:
                 o = np.asarray(obs, np.float32).reshape(1, -1)
                 a = np.asarray(action, np.float32).reshape(1, -1)
                 self.bonus[pos] = float(np.asarray(self.bonus_fn(o, a)).reshape(-1)[0])
+            info = infos[0] if infos else {}
+            state = info.get("pbrl_state")
+            if state is not None:
+                if self.qpos is None:
+                    n = self.buffer_size
+                    self.qpos, self.qvel, self.next_qpos, self.next_qvel = (
+                        np.zeros((n, np.asarray(x).shape[0]), np.float64) for x in state
+                    )
+                for store, x in zip(
+                    (self.qpos, self.qvel, self.next_qpos, self.next_qvel), state, strict=True
+                ):
+                    store[pos] = x
             super().add(obs, next_obs, action, stored, done, infos)
             if bool(np.asarray(done).reshape(-1)[0]):
                 self.episodes.append((self._ep_start, pos + 1 - self._ep_start))
+                self.episode_infos.append(dict(info.get("pbrl_episode") or {}))
                 self._ep_start = pos + 1
 
         def sample(self, batch_size: int, env: Any = None) -> Any:
@@ -445,8 +503,41 @@ def _replay_buffer_class() -> type:
                 if bonus is not None:
                     self.bonus[lo:hi] = np.asarray(bonus(o, a), np.float32).reshape(-1)
 
+        def episode_records(self, max_episodes: int) -> list[EpisodeData]:
+            """The episodes of :meth:`episode_view` as records of T + 1 observations (and
+            physics states, when the environment reported them: PhysicsStateInfo)."""
+            out = []
+            first = len(self.episodes) - len(self.episodes[-max_episodes:])
+            for e, (s, n) in enumerate(self.episodes[-max_episodes:], start=first):
+                rows = np.arange(s, s + n)
+                done = self.dones[rows, 0] > 0
+                timeout = done & (self.timeouts[rows, 0] > 0)
+                states: list[np.ndarray | None] = [None, None]
+                if self.qpos is not None:
+                    states = [
+                        np.concatenate([now[rows], after[rows[-1:]]])
+                        for now, after in ((self.qpos, self.next_qpos),
+                                           (self.qvel, self.next_qvel))
+                    ]  # fmt: skip
+                out.append(
+                    EpisodeData(
+                        observations=np.concatenate(
+                            [self.observations[rows, 0], self.next_observations[rows[-1:], 0]]
+                        ).astype(np.float32),
+                        actions=self.actions[rows, 0].astype(np.float32),
+                        rewards=self.true_rewards[rows].copy(),
+                        terminations=done & ~timeout,
+                        truncations=timeout,
+                        qpos=states[0],
+                        qvel=states[1],
+                        info={**self.episode_infos[e], "buffer_start": int(s)},
+                    )
+                )
+            return out
+
         def episode_view(self, max_episodes: int, task_id: str | None) -> OfflineDataset:
-            """The ``max_episodes`` most recent finished episodes, with their true rewards."""
+            """The ``max_episodes`` most recent finished episodes, with their true rewards
+            (and physics states and render information when they were kept)."""
             eps = self.episodes[-max_episodes:]
             if not eps:
                 raise PbrlError("no finished episode to ask about yet")
@@ -454,6 +545,7 @@ def _replay_buffer_class() -> type:
             lengths = np.array([n for _, n in eps], np.int64)
             done = self.dones[rows, 0] > 0
             timeout = done & (self.timeouts[rows, 0] > 0)
+            kept = self.qpos is not None
             return OfflineDataset(
                 id="online-buffer",
                 task_id=task_id,
@@ -465,6 +557,9 @@ def _replay_buffer_class() -> type:
                 timeouts=timeout,
                 starts=np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64),
                 lengths=lengths,
+                qpos=self.qpos[rows] if kept else None,  # type: ignore[index]
+                qvel=self.qvel[rows] if kept else None,  # type: ignore[index]
+                episode_info=tuple(self.episode_infos[-len(eps) :]) if kept else (),
             )
 
     return PreferenceReplayBuffer
@@ -488,6 +583,9 @@ class Config:
     scripts ask budget / 10 per session on DMC and budget / 200 on MetaWorld)."""
     session_every: int = 5000
     """Env steps between feedback sessions (B-Pref's num_interact)."""
+    max_unanswered: int = 0
+    """A teacher who answers later (people in the labeling UI): the most posted queries left
+    unanswered at once; a session posts only what fits under it (0: one session's queries)."""
     seed_steps: int = 1000
     """Uniform random actions before any SAC update."""
     unsup_steps: int = 9000
@@ -634,7 +732,7 @@ def check_config(cfg: Config) -> None:
         if getattr(cfg, name) < 1:
             raise PbrlError(f"--agent.{name}: must be at least 1, got {getattr(cfg, name)}")
     for name in ("seed_steps", "unsup_steps", "aug_ratio", "reset_update", "sessions",
-                 "wm_first_updates", "wm_updates"):  # fmt: skip
+                 "wm_first_updates", "wm_updates", "max_unanswered"):  # fmt: skip
         if getattr(cfg, name) < 0:
             raise PbrlError(f"--agent.{name}: must be 0 or more, got {getattr(cfg, name)}")
     if cfg.surf_unlabeled < 0 or cfg.surf_mu < 1 or cfg.surf_window < 0 or cfg.surf_crop < 0:
@@ -674,8 +772,13 @@ def check_run(cfg: Config, ctx: FitContext) -> None:
         raise PbrlError("the online agent needs a task (--task)")
     if cfg.method == "sac":
         return
-    if ctx.teacher is None:
+    if ctx.teacher is None and ctx.queue is None:
         raise PbrlError(f"method '{cfg.method}' asks a teacher: pass --teacher")
+    if ctx.queue is not None and cfg.surf_unlabeled > 0:
+        raise PbrlError(
+            "--agent.surf_unlabeled: SURF draws its unlabelled pairs beside each session's "
+            "labelled ones; it does not run with a teacher who answers later (--teacher ui:...)"
+        )
     per = session_queries(cfg, ctx.budget)
     if per < 1 or ctx.budget < per:
         raise PbrlError(
@@ -725,6 +828,9 @@ class Agent:
         self.unlabeled: Any = None  # SURF's unlabelled pairs (prefer_b unused)
         self.queries_used = 0
         self.sessions = 0
+        # a teacher who answers later: posted pairs not answered yet, with the view they index
+        self.pending: list[dict[str, Any]] = []
+        self.reward_trainings = 0
 
     @staticmethod
     def _pbrl_reward_model(cfg: Config, spec: AgentSpec) -> Any:
@@ -747,13 +853,15 @@ class Agent:
         return mod.Agent(rm_cfg, spec)
 
     # -- SB3 -------------------------------------------------------------------------------
-    def _build(self, buffer_size: int, seed: int) -> None:
+    def _build(self, buffer_size: int, seed: int, record_state: bool = False) -> None:
         from stable_baselines3 import SAC
 
         cfg = self.cfg
         if self.spec.task_id is None:
             raise PbrlError("the online agent needs a task (--task)")
         env = get_task(self.spec.task_id).make(seed=seed)
+        if record_state:
+            env = physics_state_wrapper()(env, self.spec.task_id)
         self.model = SAC(
             "MlpPolicy",
             env,
@@ -918,16 +1026,13 @@ class Agent:
         truth_b = batch.prefer_b.cpu().numpy() > 0.5
         return float(np.mean((pred_b == truth_b)[keep]))
 
-    def session(self, ctx: FitContext, rng: np.random.Generator) -> dict[str, float]:
-        """One feedback session: select, ask, train the reward model, relabel the buffer."""
-        cfg = self.cfg
-        n = min(session_queries(cfg, ctx.budget), ctx.budget - self.queries_used)
-        view = self.buffer.episode_view(cfg.max_episodes, ctx.task_id)
-        selector = "uniform" if self.sessions == 0 else (cfg.selector or ctx.selector)
-        surf = cfg.surf_unlabeled > 0
-        w = cfg.surf_window if surf else 0
-        # SURF stores w more steps on each side of a segment (its crops' room); the teacher
-        # and the selectors see the segment itself, the central window
+    def _select(
+        self, ctx: FitContext, rng: np.random.Generator, n: int, w: int
+    ) -> tuple[OfflineDataset, np.ndarray, np.ndarray]:
+        """This session's ``n`` pairs from the recent episodes' view: uniform in the first
+        session, the run's selector after it; ``w`` extra steps on each side (SURF)."""
+        view = self.buffer.episode_view(self.cfg.max_episodes, ctx.task_id)
+        selector = "uniform" if self.sessions == 0 else (self.cfg.selector or ctx.selector)
         refs_a, refs_b = select_queries(
             view,
             n,
@@ -935,8 +1040,79 @@ class Agent:
             rng,
             selector=selector,
             ensemble=self if selector != "uniform" else None,
-            pool_factor=cfg.pool_factor,
+            pool_factor=self.cfg.pool_factor,
         )
+        return view, refs_a, refs_b
+
+    def _add_labels(self, new: Any, w: int, out: dict[str, float]) -> None:
+        """Append a batch of answered pairs to the labels, measuring the current model's
+        accuracy on them first (held out: it has not trained on them)."""
+        if self.labels is not None:
+            out["reward_acc_heldout"] = self.heldout_accuracy(self._central(new, w))
+        self.labels = _cat_batches(self.labels, new)
+
+    def queue_session(self, ctx: FitContext, rng: np.random.Generator) -> dict[str, float]:
+        """A session with a teacher who answers later (``ctx.queue``): read the answers that
+        arrived since the last session, post new pairs while the budget and the cap on
+        unanswered pairs allow, and train and relabel when there are new labels. The agent
+        never waits: it goes back to acting right after."""
+        cfg, queue = self.cfg, ctx.queue
+        out: dict[str, float] = {}
+        arrived = 0
+        for item in self.pending:
+            got = queue.answers(list(item["ids"]))
+            done = [i for i, qid in enumerate(item["ids"]) if qid in got]
+            if not done:
+                continue
+            pb = np.array([np.nan if got[item["ids"][i]] is None else got[item["ids"][i]]
+                           for i in done], np.float32)  # fmt: skip
+            data = make_preference_data(
+                item["view"].id,
+                item["refs_a"][done],
+                item["refs_b"][done],
+                np.nan_to_num(pb, nan=0.5),
+                np.isnan(pb),
+                labeler=f"teacher:{queue.spec()}",
+            )
+            arrived += len(done)
+            if len(data.answered().prefer_b):
+                self._add_labels(data.answered().to_batch(item["view"], ctx.device), 0, out)
+            keep = np.setdiff1d(np.arange(len(item["ids"])), done)
+            item.update(
+                ids=[item["ids"][i] for i in keep],
+                refs_a=item["refs_a"][keep],
+                refs_b=item["refs_b"][keep],
+            )
+        self.pending = [item for item in self.pending if item["ids"]]
+        waiting = sum(len(item["ids"]) for item in self.pending)
+        cap = cfg.max_unanswered or session_queries(cfg, ctx.budget)
+        n = min(session_queries(cfg, ctx.budget), ctx.budget - self.queries_used, cap - waiting)
+        if n > 0:
+            view, refs_a, refs_b = self._select(ctx, rng, n, 0)
+            episodes = self.buffer.episode_records(cfg.max_episodes)
+            ids = [int(i) for i in queue.post(episodes, refs_a, refs_b)]
+            if len(ids) != n:
+                raise PbrlError(f"{queue.spec()}: posted {n} pairs, got {len(ids)} ids back")
+            self.pending.append({"view": view, "refs_a": refs_a, "refs_b": refs_b, "ids": ids})
+            self.queries_used += n
+            self.sessions += 1
+            waiting += n
+        out.update(session_answered=float(arrived), queries_unanswered=float(waiting))
+        if arrived:
+            out.update(self._learn(ctx, rng))
+        return out
+
+    def session(self, ctx: FitContext, rng: np.random.Generator) -> dict[str, float]:
+        """One feedback session: select, ask, train the reward model, relabel the buffer."""
+        if ctx.queue is not None:
+            return self.queue_session(ctx, rng)
+        cfg = self.cfg
+        n = min(session_queries(cfg, ctx.budget), ctx.budget - self.queries_used)
+        surf = cfg.surf_unlabeled > 0
+        w = cfg.surf_window if surf else 0
+        # SURF stores w more steps on each side of a segment (its crops' room); the teacher
+        # and the selectors see the segment itself, the central window
+        view, refs_a, refs_b = self._select(ctx, rng, n, w)
         central = np.array([0, w, -2 * w], dtype=np.int64)
         oracle = ctx.teacher.prepare(view, ctx.segment)
         prefer_b, answered = oracle.label(
@@ -959,17 +1135,24 @@ class Agent:
             u = make_preference_data(view.id, ua, ub, blank, None, labeler="unlabelled")
             self.unlabeled = _cat_batches(self.unlabeled, u.to_batch(view, ctx.device))
         if len(data.answered().prefer_b):
-            new = data.to_batch(view, ctx.device)
-            if self.labels is not None:
-                out["reward_acc_heldout"] = self.heldout_accuracy(self._central(new, w))
-            self.labels = _cat_batches(self.labels, new)
+            self._add_labels(data.to_batch(view, ctx.device), w, out)
+        out.update(self._learn(ctx, rng))
+        return out
+
+    def _learn(self, ctx: FitContext, rng: np.random.Generator) -> dict[str, float]:
+        """Train the reward model on every label so far and relabel the replay buffer with
+        it (Hindsight PRIOR's world model and REED's consistency epoch first)."""
+        cfg = self.cfg
+        surf = cfg.surf_unlabeled > 0
+        out: dict[str, float] = {}
         train_wm = getattr(self.reward_model, "train_world_model", None)
         if self.labels is not None and callable(train_wm):
             # Hindsight PRIOR: its world model learns on windows of every finished episode
             full = self.buffer.episode_view(len(self.buffer.episodes), ctx.task_id)
-            n_wm = cfg.wm_first_updates if self.sessions == 1 else cfg.wm_updates
+            first = self.reward_trainings == 0
+            n_wm = cfg.wm_first_updates if first else cfg.wm_updates
             wm_last: dict[str, float] = {}
-            for m in train_wm(full, ctx.segment, n_wm, rng, set_stats=self.sessions == 1):
+            for m in train_wm(full, ctx.segment, n_wm, rng, set_stats=first):
                 wm_last = m
             out.update(wm_last)
         if self.labels is not None and isinstance(self.reward_model, ReedRewardModel):
@@ -1013,13 +1196,17 @@ class Agent:
             out["reward_corr"] = pearson(
                 self.buffer.rewards[:pos, 0], self.buffer.true_rewards[:pos]
             )
+            self.reward_trainings += 1
         return out
 
     # -- training ----------------------------------------------------------------------------
     def fit(self, ctx: FitContext) -> Iterator[dict[str, float]]:
         cfg = self.cfg
         check_run(cfg, ctx)
-        self._build(ctx.steps + 1, ctx.seed)
+        if ctx.queue is not None and cfg.method != "sac":
+            ctx.queue.start()
+        record = ctx.queue is not None and bool(getattr(ctx.queue, "needs_state", False))
+        self._build(ctx.steps + 1, ctx.seed, record_state=record)
         buf = self.buffer
         online = cfg.method != "sac"
         if not online:
@@ -1050,12 +1237,19 @@ class Agent:
                 returns.append(float(buf.true_rewards[s : s + n].sum()))
             n_eps = len(buf.episodes)
             if next_session is not None and step >= next_session:
+                trained = self.reward_trainings
                 metrics.update(self.session(ctx, rng))
-                if self.sessions == 1:
+                # B-Pref resets the critic after the first session; with a teacher who
+                # answers later, after the first reward training (the first answers)
+                if ctx.queue is None:
+                    reset_now = self.sessions == 1
+                else:
+                    reset_now = trained == 0 and self.reward_trainings > 0
+                if reset_now:
                     self.reset_critic()
                     if cfg.reset_update > 0:
                         self.model.train(gradient_steps=cfg.reset_update, batch_size=cfg.sac_batch)
-                if self.queries_used >= ctx.budget:
+                if self.queries_used >= ctx.budget and not self.pending:
                     next_session = None
                     buf.recent_ratio = 0.0  # QPA: plain replay once the budget is spent
                 else:

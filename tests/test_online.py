@@ -207,6 +207,92 @@ def test_session_relabels_with_the_reward_model_and_logs_its_measures():
         assert key in last and math.isfinite(last[key]), key
 
 
+class LaterTeacher:
+    """A teacher who answers later (the protocol of pbrl.learn.api.QueryQueue): the sign of
+    each posted pair's true-return difference, readable only ``delay`` reads after it was
+    posted. Records every post (env step, pairs, unanswered before it) and the episodes."""
+
+    needs_state = False
+
+    def __init__(self, clock, delay: int) -> None:
+        self.clock, self.delay = clock, delay
+        self.labels: dict[int, float] = {}
+        self.reads: dict[int, int] = {}
+        self.posts: list[tuple[int, int, int]] = []
+        self.episodes: list[list] = []
+
+    def start(self) -> None:
+        self.started = True
+
+    def unanswered(self) -> int:
+        return sum(1 for i in self.labels if self.reads[i] < self.delay)
+
+    def post(self, episodes, refs_a, refs_b):
+        self.posts.append((self.clock(), len(refs_a), self.unanswered()))
+        self.episodes.append(episodes)
+        ids = []
+        for a, b in zip(refs_a.tolist(), refs_b.tolist(), strict=True):
+            ra = float(episodes[a[0]].rewards[a[1] : a[1] + a[2]].sum())
+            rb = float(episodes[b[0]].rewards[b[1] : b[1] + b[2]].sum())
+            qid = len(self.labels) + 100
+            self.labels[qid] = 0.5 if ra == rb else float(rb > ra)
+            self.reads[qid] = 0
+            ids.append(qid)
+        return ids
+
+    def answers(self, ids):
+        out = {}
+        for i in ids:
+            self.reads[i] += 1
+            if self.reads[i] >= self.delay:
+                out[i] = self.labels[i]
+        return out
+
+    def spec(self) -> str:
+        return "later"
+
+
+def test_a_teacher_who_answers_later_never_blocks_and_caps_what_is_unanswered():
+    agent = _agent(queries=4, max_unanswered=4)
+    queue = LaterTeacher(lambda: int(agent.model.num_timesteps), delay=2)
+    ctx = dataclasses.replace(_ctx(400, None, budget=12), queue=queue)
+    rows = _fit(agent, ctx)
+    assert queue.started and rows[-1]["step"] == 400  # it kept acting while it waited
+    # 4 pairs at the first session (step 40); the next session reads them once (not yet
+    # answered): the cap of 4 unanswered holds further posts; at the one after they are in
+    assert [(t, n) for t, n, _ in queue.posts] == [(40, 4), (120, 4), (200, 4)]
+    assert all(waiting + n <= 4 for _, n, waiting in queue.posts)
+    assert agent.queries_used == 12 and not agent.pending  # all answered by the end
+    assert agent.labels.size == 12 and agent.reward_trainings == 3
+    # every posted pair indexes the episodes posted with it
+    for episodes in queue.episodes:
+        assert episodes and all(len(e.rewards) == len(e.observations) - 1 for e in episodes)
+    last = rows[-1]
+    assert last["queries"] == 12 and last["queries_unanswered"] == 0
+    assert math.isfinite(last["reward_corr"]) and math.isfinite(last["reward_acc_heldout"])
+    # the labels the model trained on are the teacher's, in the order they arrived
+    assert sorted(agent.labels.prefer_b.tolist()) == sorted(queue.labels.values())
+
+
+def test_a_teacher_who_answers_later_gets_rendered_states(tmp_path):
+    """A queue that renders (needs_state) gets episodes with T + 1 physics states aligned
+    with the observations: Hopper's observation is qpos[1:] and qvel clipped to 10."""
+    one = np.ones(3, np.float32)
+    cfg = make_config(pebble, None, {**pebble.TEST_OVERRIDES, "queries": 2})
+    agent = pebble.Agent(cfg, AgentSpec(11, 3, -one, one, "cpu", task_id="mujoco/hopper"))
+    queue = LaterTeacher(lambda: int(agent.model.num_timesteps), delay=1)
+    queue.needs_state = True
+    ctx = dataclasses.replace(_ctx(120, None, budget=2, segment=4), task_id="mujoco/hopper")
+    _fit(agent, dataclasses.replace(ctx, queue=queue))
+    episodes = queue.episodes[0]
+    assert episodes
+    for e in episodes:
+        t1 = len(e.observations)
+        assert e.qpos.shape == (t1, 6) and e.qvel.shape == (t1, 6)
+        expect = np.concatenate([e.qpos[:, 1:], np.clip(e.qvel, -10, 10)], axis=1)
+        np.testing.assert_allclose(e.observations, expect, rtol=1e-5, atol=1e-5)
+
+
 def test_sessions_after_the_first_use_the_runs_selector(monkeypatch):
     seen: list[tuple[str, bool]] = []
     real = pebble.select_queries
@@ -441,3 +527,27 @@ def test_pebble_with_the_oracle_beats_random_labels():
 def test_learn_settings_are_valid_config():
     cfg = make_config(pebble, None, dict(LEARN))
     assert dataclasses.asdict(cfg)["queries"] == 20
+
+
+def test_the_state_wrapper_reports_metaworld_states_and_task_vector():
+    """The wrapper a rendering teacher's run acts through: each step's info carries the
+    physics state before and after the step and the episode's task vector (MetaWorld
+    renders from it)."""
+    from pbrl.envs import get_task
+    from pbrl.envs.base import physics_state
+    from pbrl.envs.metaworld import get_rand_vec
+
+    task = "metaworld/button-press-v3"
+    env = pebble.physics_state_wrapper()(get_task(task).make(seed=0), task)
+    env.reset(seed=0)
+    before = physics_state(env)
+    _, _, _, _, info = env.step(env.action_space.sample())
+    qpos, qvel, next_qpos, next_qvel = info["pbrl_state"]
+    np.testing.assert_array_equal(qpos, before[0])
+    np.testing.assert_array_equal(qvel, before[1])
+    after = physics_state(env)
+    np.testing.assert_array_equal(next_qpos, after[0])
+    np.testing.assert_array_equal(next_qvel, after[1])
+    assert not np.array_equal(qpos, next_qpos)
+    key = get_task(task).extra["rand_vec_key"]
+    assert info["pbrl_episode"][key] == [float(x) for x in get_rand_vec(env)]

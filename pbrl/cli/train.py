@@ -73,7 +73,10 @@ def train(
         help="Evaluation task id (default: the dataset's task); online agents act in it.",
     ),
     teacher: str | None = typer.Option(
-        None, "--teacher", help="Online agents: the teacher they ask (pbrl oracles list)."
+        None,
+        "--teacher",
+        help="Online agents: the teacher they ask (pbrl oracles list), or ui:PROJECT for "
+        "people in the labeling UI (docs/online.md).",
     ),
     budget: int = typer.Option(0, "--budget", help="Online agents: the most queries they ask."),
     segment: int = typer.Option(50, "--segment", help="Online agents: steps per segment."),
@@ -112,11 +115,15 @@ def train(
 
     from pbrl.cli.agents import ensure_cwd_importable
     from pbrl.cli.logs import progress_on_stderr
+    from pbrl.cli.ui import open_ui_queue
     from pbrl.run.train import TrainSpec
     from pbrl.run.train import train as run_train
 
     ensure_cwd_importable(agent)
     overrides = parse_agent_args(list(ctx.args))
+    queue = open_ui_queue(teacher, task, segment)
+    if queue is not None:
+        teacher = None
     out = out or f"runs/{_slug(agent)}-{_slug(dataset or task or 'online')}-s{seed}"
     spec = TrainSpec(
         agent=agent,
@@ -140,7 +147,7 @@ def train(
         selector=selector,
     )
     with progress_on_stderr():
-        summary = run_train(spec)
+        summary = run_train(spec, queue=queue)
     typer.echo(json.dumps(summary, indent=2, sort_keys=True))
     typer.echo(f"run written to {out}")
 

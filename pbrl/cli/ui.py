@@ -68,6 +68,34 @@ def _where(home: Path | None, db: str | None, *, create: bool) -> tuple[Path, st
     return home, url
 
 
+def open_ui_queue(teacher: str | None, task: str | None, segment: int) -> Any:
+    """``--teacher ui:PROJECT`` of ``pbrl train``: a :class:`pbrl.ui.queue.UiQueue` posting
+    to PROJECT in the UI database of ``$PBRL_UI_DB`` / ``$PBRL_UI_HOME`` / ``./pbrl-ui``
+    (the one ``pbrl ui serve`` uses with the same settings); None for any other teacher."""
+    if teacher is None or not teacher.startswith("ui:"):
+        return None
+    _need_extra()
+    from pbrl.errors import PbrlError
+    from pbrl.ui.db import check_db_url
+    from pbrl.ui.queue import UiQueue, parse_ui_teacher
+
+    project = parse_ui_teacher(teacher)
+    if not task:
+        raise PbrlError("--teacher ui:PROJECT: teaches online agents; pass --task")
+    # nothing is opened or made here: the run connects once its checks have passed
+    home = Path(os.environ.get("PBRL_UI_HOME") or "pbrl-ui")
+    url = os.environ.get("PBRL_UI_DB")
+    if url is None and home.exists() and not home.is_dir():
+        raise PbrlError(f"$PBRL_UI_HOME: {home} is not a folder")
+    return UiQueue(
+        check_db_url(url or f"sqlite:///{(home / 'ui.db').resolve()}"),
+        str(project),
+        task_id=task,
+        segment=segment,
+        home=None if url else home,
+    )
+
+
 def _open(home: Path | None, db: str | None, *, create: bool = False) -> tuple[Path, Any]:
     _need_extra()
     from pbrl.ui.db import check_db_url, open_db
@@ -141,7 +169,9 @@ def _default_name(dataset_id: str) -> str:
 def project_create(
     dataset: str = typer.Argument(..., help="Dataset id or path (it must store qpos/qvel)."),
     queries: int = typer.Option(
-        ..., "--queries", help="Pairs to ask (rank mode: segments to rank)."
+        ...,
+        "--queries",
+        help="Pairs to ask (0: none, a training loop posts them; rank mode: segments to rank).",
     ),
     segment: int = typer.Option(..., "--segment", help="Segment length L in steps."),
     mode: str = typer.Option("compare", "--mode", help="compare (pairs) or rank (insertion)."),

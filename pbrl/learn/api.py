@@ -99,6 +99,33 @@ class FitContext:
     budget: int = 0
     segment: int = 50
     selector: str = "uniform"
+    # A teacher that answers later (people in the labeling UI): a :class:`QueryQueue`,
+    # used instead of ``teacher``; the learner posts pairs and keeps acting while it waits.
+    queue: Any | None = None
+
+
+@runtime_checkable
+class QueryQueue(Protocol):
+    """Where an online learner posts pairs for a teacher who answers later, and reads the
+    answers that have arrived (``pbrl.ui.queue.UiQueue``: people in the labeling UI).
+
+    ``post(episodes, refs_a, refs_b)`` takes the finished episodes the pairs come from
+    (``pbrl.datasets.base.EpisodeData``, with physics state when ``needs_state``) and the
+    pairs as ``(n, 3)`` (episode, start, length) refs into them; it returns one id per pair.
+    ``answers(ids)`` returns ``{id: prefer_b}`` for the ids answered so far (0, 0.5 or 1;
+    None for a pair the teacher skipped); ids not answered yet are absent."""
+
+    needs_state: bool
+
+    def start(self) -> None:
+        """Called once by the learner after its own checks, before it acts (connect, check)."""
+        ...
+
+    def post(self, episodes: list[Any], refs_a: np.ndarray, refs_b: np.ndarray) -> list[int]: ...
+
+    def answers(self, ids: list[int]) -> dict[int, float | None]: ...
+
+    def spec(self) -> str: ...
 
 
 @runtime_checkable

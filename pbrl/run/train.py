@@ -201,15 +201,18 @@ def train(
     dataset: Any = None,
     prefs: Any = None,
     extra_files: dict[str, Any] | None = None,
+    queue: Any = None,
 ) -> dict[str, Any]:
     """Run ``spec`` and return the summary (also written to ``out/summary.json``).
 
     ``dataset`` (an OfflineDataset) and ``prefs`` (a PreferenceData) may be passed in
     memory instead of being loaded from ``spec.dataset`` / ``spec.prefs`` (tests, notebooks).
     ``extra_files`` ({name: JSON value}) are written into the run folder before it is
-    published (the runner's ``job.json``).
+    published (the runner's ``job.json``). ``queue`` (a :class:`pbrl.learn.api.QueryQueue`,
+    e.g. people in the labeling UI) is an online learner's teacher instead of
+    ``spec.teacher``.
     """
-    return train_agent(spec, dataset=dataset, prefs=prefs, extra_files=extra_files)[0]
+    return train_agent(spec, dataset=dataset, prefs=prefs, extra_files=extra_files, queue=queue)[0]
 
 
 def train_agent(
@@ -218,6 +221,7 @@ def train_agent(
     dataset: Any = None,
     prefs: Any = None,
     extra_files: dict[str, Any] | None = None,
+    queue: Any = None,
 ) -> tuple[dict[str, Any], Any]:
     """As :func:`train`, returning ``(summary, trained agent)``."""
     t0 = time.time()
@@ -229,7 +233,9 @@ def train_agent(
         torch.set_num_threads(int(os.environ.get("PBRL_TORCH_THREADS", "1")))
     mod = load_agent_module(spec.agent)
     if getattr(mod, "ONLINE", False):
-        return _train_online(spec, mod, device, t0, extra_files)
+        return _train_online(spec, mod, device, t0, extra_files, queue)
+    if queue is not None:
+        raise PbrlError(f"agent '{spec.agent}' learns offline: a query queue teaches online agents")
     ds, pref_data = _load_inputs(spec, dataset, prefs)
     cfg = make_config(mod, spec.preset, {k: v for k, v in spec.overrides.items()})
     task_id = spec.task or ds.task_id
@@ -324,10 +330,18 @@ def check_online_spec(spec: TrainSpec) -> None:
 
 
 def _train_online(
-    spec: TrainSpec, mod: Any, device: str, t0: float, extra_files: dict[str, Any] | None
+    spec: TrainSpec,
+    mod: Any,
+    device: str,
+    t0: float,
+    extra_files: dict[str, Any] | None,
+    queue: Any = None,
 ) -> tuple[dict[str, Any], Any]:
-    """An online learner: no dataset, its own environment, a teacher and a query budget."""
+    """An online learner: no dataset, its own environment, a teacher (or a query queue)
+    and a query budget."""
     check_online_spec(spec)
+    if queue is not None and spec.teacher is not None:
+        raise PbrlError("--teacher: one teacher per run (a query queue was given too)")
     cfg = make_config(mod, spec.preset, dict(spec.overrides))
     task_id = str(spec.task)
     obs_space, act_space = get_task(task_id).spaces()
@@ -346,6 +360,7 @@ def _train_online(
         reward_scale=get_task(task_id).reward_scale,
         task_id=task_id,
         teacher=teacher,
+        queue=queue,
         budget=spec.budget,
         segment=spec.segment,
         selector=spec.selector,
@@ -358,7 +373,7 @@ def _train_online(
         "task": task_id,
         "dataset_id": None,
         "online": True,
-        "teacher": teacher.spec() if teacher is not None else None,
+        "teacher": teacher.spec() if teacher is not None else (queue.spec() if queue else None),
         "budget": spec.budget,
         "device": device,
         "reward_scale": ctx.reward_scale,

@@ -50,6 +50,16 @@ CASES = [
         expect=("clairvoyant",),
     ),
     Case(
+        "online-ui-teacher-bad-project-name",
+        lambda w: _online("--teacher", "ui:../x"),
+        expect=("--teacher ui:PROJECT",),
+    ),
+    Case(
+        "online-ui-teacher-for-surf",
+        lambda w: _online("--teacher", "ui:live", "--agent.surf_unlabeled", "10"),
+        expect=("--agent.surf_unlabeled", "answers later"),
+    ),
+    Case(
         "online-no-task",
         lambda w: ["train", "--agent", "pebble", "--steps", "100", "--out", "run"],
         expect=("--task",),
