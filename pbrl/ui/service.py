@@ -748,6 +748,13 @@ def _rank_replay(
     return groups, nxt
 
 
+def _assignment(s: Session, query_id: int, who: Annotator) -> Assignment | None:
+    """``who``'s assignment of ``query_id`` (the pair shown to them), if any."""
+    return s.scalar(
+        select(Assignment).where(Assignment.query_id == query_id, Assignment.annotator_id == who.id)
+    )
+
+
 def _gold_due(
     s: Session, who: Annotator, project: Project, n_order: int, n_steps: int, done: bool
 ) -> Query | None:
@@ -793,9 +800,7 @@ def _ranked_pair(
     if a.video != "ready" or b.video != "ready":
         _hurry(a, b)
         return None
-    asg = s.scalar(
-        select(Assignment).where(Assignment.query_id == q.id, Assignment.annotator_id == who.id)
-    )
+    asg = _assignment(s, q.id, who)
     if asg is None:
         q.shown = q.shown + 1
         s.add(
@@ -945,9 +950,7 @@ def _submit_rank(
     q = s.get(Query, query_id)
     if q is None or q.project_id != who.project_id or q.annotator_id not in (None, who.id):
         raise UiError(404, f"query {query_id}: no such query in project '{who.project}'")
-    asg = s.scalar(
-        select(Assignment).where(Assignment.query_id == q.id, Assignment.annotator_id == who.id)
-    )
+    asg = _assignment(s, q.id, who)
     if asg is None:
         raise UiError(409, f"query {query_id}: was not shown to you")
     if asg.answered_at is not None:
@@ -1005,9 +1008,7 @@ def undo_last(sessions: sessionmaker, who: Annotator) -> int | None:
             )
         )
         s.delete(last)
-        asg = s.scalar(
-            select(Assignment).where(Assignment.query_id == qid, Assignment.annotator_id == who.id)
-        )
+        asg = _assignment(s, qid, who)
         if asg is not None:
             asg.shown_at, asg.answered_at = now, None
         return qid
