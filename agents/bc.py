@@ -27,6 +27,7 @@ from pbrl.learn.api import AgentSpec, FitContext
 from pbrl.learn.data import ACTION_CLIP, TransitionTensors
 from pbrl.learn.kit import deterministic_logp, epoch_minibatches, greedy_action
 from pbrl.learn.nn import TanhDeterministicActor
+from pbrl.learn.stack import StackedModules, member_batches, stacked_metrics, zip_generators
 
 
 def bc_mse(mu: torch.Tensor, act: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -64,6 +65,9 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 TEST_OVERRIDES: dict[str, Any] = {"hidden": (16, 16), "batch_size": 8, "pair_batch_size": 4}
+STACK_CHECK_OVERRIDES: dict[str, Any] = {"dropout": 0.0}
+"""Config under which the conformance check compares stacked seeds with single runs (to
+floating-point tolerance; dropout masks are drawn differently when stacked)."""
 
 
 class Agent:
@@ -87,32 +91,44 @@ class Agent:
             init="orthogonal",
         ).to(self.device)
 
-    def fit(self, ctx: FitContext) -> Iterator[dict[str, float]]:
+    def _batches(self, ctx: FitContext) -> Iterator[dict[str, torch.Tensor]]:
+        """Endless minibatches: transitions (data=all), or both segments of labelled pairs
+        with the masks of every real step (``mask``) and of the preferred ones
+        (``mask_pos``; a tie counts both) for data=pos."""
         cfg = self.cfg
-        opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.lr)
-        self.actor.train()
-        data = None
-        pairs = None
-        all_steps = int(round(cfg.all_fraction * ctx.steps))
         if cfg.data == "all":
             data = TransitionTensors.from_dataset(ctx.dataset, ctx.device, None)
-        else:
-            pairs = epoch_minibatches(
-                ctx.prefs.size, cfg.pair_batch_size, ctx.generator, self.device
-            )
-        for step in range(1, ctx.steps + 1):
-            if data is not None:
+            while True:
                 b = data.sample(cfg.batch_size, ctx.generator)
-                loss = bc_mse(self.actor(b["obs"]), b["act"])
-            else:
-                p = ctx.prefs.index(next(pairs))
-                y = p.prefer_b.unsqueeze(-1)
-                pos_phase = step > all_steps
-                ma = p.mask_a * ((y <= 0.5).float() if pos_phase else 1.0)
-                mb = p.mask_b * ((y >= 0.5).float() if pos_phase else 1.0)
-                obs = torch.cat([p.obs_a, p.obs_b])
-                act = torch.cat([p.act_a, p.act_b]).clamp(-ACTION_CLIP, ACTION_CLIP)
-                loss = bc_mse(self.actor(obs), act, torch.cat([ma, mb]))
+                yield {"obs": b["obs"], "act": b["act"]}
+        for idx in epoch_minibatches(
+            ctx.prefs.size, cfg.pair_batch_size, ctx.generator, self.device
+        ):
+            p = ctx.prefs.index(idx)
+            y = p.prefer_b.unsqueeze(-1)
+            yield {
+                "obs": torch.cat([p.obs_a, p.obs_b]),
+                "act": torch.cat([p.act_a, p.act_b]).clamp(-ACTION_CLIP, ACTION_CLIP),
+                "mask": torch.cat([p.mask_a, p.mask_b]),
+                "mask_pos": torch.cat(
+                    [p.mask_a * (y <= 0.5).float(), p.mask_b * (y >= 0.5).float()]
+                ),
+            }
+
+    def loss(self, mu: torch.Tensor, batch: dict[str, torch.Tensor], step: int, steps: int):
+        """The BC loss of one batch given the actor's output ``mu`` at update ``step``."""
+        if "mask" not in batch:
+            return bc_mse(mu, batch["act"])
+        pos_phase = step > int(round(self.cfg.all_fraction * steps))
+        return bc_mse(mu, batch["act"], batch["mask_pos"] if pos_phase else batch["mask"])
+
+    def fit(self, ctx: FitContext) -> Iterator[dict[str, float]]:
+        opt = torch.optim.Adam(self.actor.parameters(), lr=self.cfg.lr)
+        self.actor.train()
+        batches = self._batches(ctx)
+        for step in range(1, ctx.steps + 1):
+            b = next(batches)
+            loss = self.loss(self.actor(b["obs"]), b, step, ctx.steps)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -129,3 +145,32 @@ class Agent:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.actor.load_state_dict(state["actor"])
+
+
+def fit_stacked(agents: list[Agent], ctxs: list[FitContext]) -> Iterator[list[dict[str, float]]]:
+    """K seeds of one config trained as one (``pbrl bench --stack-seeds K``): the members'
+    actors stacked (:class:`pbrl.learn.stack.StackedModules`), each member's minibatches
+    drawn with its own generator, one Adam over the stacked parameters."""
+    first, ctx0 = agents[0], ctxs[0]
+    if first.cfg.data == "pos" and len({c.prefs.size for c in ctxs}) > 1:
+        raise PbrlError(
+            "bc: stacked seeds need labels of one size; run these seeds without --stack-seeds"
+        )
+    batches = zip_generators([a._batches(c) for a, c in zip(agents, ctxs, strict=True)])
+    for a in agents:
+        a.actor.train()
+    stack = StackedModules([a.actor for a in agents])
+    stack.train(True)
+    opt = torch.optim.Adam(stack.parameters(), lr=first.cfg.lr)
+    steps = ctx0.steps
+    for step in range(1, steps + 1):
+        batch = member_batches(next(batches))
+        losses = stack.vmap(
+            lambda p, b, s=step: first.loss(stack.call(p, b["obs"]), b, s, steps), batch
+        )
+        opt.zero_grad(set_to_none=True)
+        losses.sum().backward()
+        opt.step()
+        if step % ctx0.log_interval == 0 or step == steps:
+            stack.write_back()
+            yield stacked_metrics(step, {"bc_loss": losses})

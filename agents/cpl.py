@@ -31,7 +31,7 @@ code reads. The BC term always uses the policy's own l_t (CPL-KL too).
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +43,7 @@ from pbrl.learn.api import AgentSpec, FitContext
 from pbrl.learn.data import ACTION_CLIP, segments_tensor
 from pbrl.learn.kit import deterministic_logp, epoch_minibatches, greedy_action, segment_sum
 from pbrl.learn.nn import GaussianActor, TanhDeterministicActor
+from pbrl.learn.stack import StackedModules, member_batches, stacked_metrics, zip_generators
 
 # ---- pure losses -------------------------------------------------------------------------
 
@@ -106,9 +107,17 @@ def bc_loss(logp: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return -(logp * mask).sum() / mask.sum().clamp(min=1.0)
 
 
+def comparison_accuracy_t(
+    adv_a: torch.Tensor, adv_b: torch.Tensor, prefer_b: torch.Tensor
+) -> torch.Tensor:
+    """Official metric: mean[(A_b > A_a) == round(y)] (a tie counts as 'a', round(0.5) = 0),
+    as a 0-d tensor (no host synchronisation)."""
+    return ((adv_b > adv_a).float() == torch.round(prefer_b)).float().mean()
+
+
 def comparison_accuracy(adv_a: torch.Tensor, adv_b: torch.Tensor, prefer_b: torch.Tensor) -> float:
-    """Official metric: mean[(A_b > A_a) == round(y)] (a tie counts as 'a', round(0.5) = 0)."""
-    return float(((adv_b > adv_a).float() == torch.round(prefer_b)).float().mean())
+    """:func:`comparison_accuracy_t` as a float."""
+    return float(comparison_accuracy_t(adv_a, adv_b, prefer_b))
 
 
 def warmup_factor(j: int, warmup_steps: int, multiplier: float) -> float:
@@ -182,6 +191,9 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 TEST_OVERRIDES: dict[str, Any] = {"hidden": (16, 16), "batch_size": 4}
+STACK_CHECK_OVERRIDES: dict[str, Any] = {"dropout": 0.0}
+"""Config under which the conformance check compares stacked seeds with single runs (dropout
+masks are drawn differently when stacked; docs/performance.md)."""
 
 
 class Agent:
@@ -292,17 +304,26 @@ class Agent:
             }
 
     # -- losses on one batch ---------------------------------------------------------------------
-    def losses(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def losses(
+        self,
+        batch: dict[str, torch.Tensor],
+        logp: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+        | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """The loss terms and metrics of one batch, as tensors. ``logp`` (default
+        :meth:`logp`) gives (l_t of the policy, l_t of the advantage); the stacked path
+        passes one member's."""
         cfg = self.cfg
+        logp = logp or self.logp
         if "score" in batch:
-            lp, rel = self.logp(batch["obs"], batch["act"])
+            lp, rel = logp(batch["obs"], batch["act"])
             adv = segment_advantage(rel, batch["mask"], cfg.alpha)
             cpl = biased_bce_with_scores(adv, batch["score"], cfg.bias)
             bc = bc_loss(lp, batch["mask"])
             acc = score_accuracy(adv.detach(), batch["score"], cfg.bias)
             return {"cpl_loss": cpl, "bc_loss": bc, "accuracy": acc, "adv_mean": adv.mean()}
-        lp_a, rel_a = self.logp(batch["obs_a"], batch["act_a"])
-        lp_b, rel_b = self.logp(batch["obs_b"], batch["act_b"])
+        lp_a, rel_a = logp(batch["obs_a"], batch["act_a"])
+        lp_b, rel_b = logp(batch["obs_b"], batch["act_b"])
         adv_a = segment_advantage(rel_a, batch["mask_a"], cfg.alpha)
         adv_b = segment_advantage(rel_b, batch["mask_b"], cfg.alpha)
         y = batch["prefer_b"]
@@ -314,7 +335,7 @@ class Agent:
             mask_a, mask_b = batch["mask_a"], batch["mask_b"]
         lp = torch.cat([lp_a, lp_b], 0)
         bc = bc_loss(lp, torch.cat([mask_a, mask_b], 0))
-        acc = torch.tensor(comparison_accuracy(adv_a.detach(), adv_b.detach(), y))
+        acc = comparison_accuracy_t(adv_a.detach(), adv_b.detach(), y)
         adv_mean = torch.cat([adv_a, adv_b]).mean()
         return {"cpl_loss": cpl, "bc_loss": bc, "accuracy": acc, "adv_mean": adv_mean}
 
@@ -375,3 +396,86 @@ class Agent:
         if "ref_actor" in state:
             self.ref_actor = copy.deepcopy(self.actor).eval().requires_grad_(False)
             self.ref_actor.load_state_dict(state["ref_actor"])
+
+
+def _pool_size(cfg: Config, ctx: FitContext) -> int:
+    """How many items the batches of ``ctx`` are drawn from (pairs, or unique segments)."""
+    if cfg.mode == "comparison":
+        n = ctx.prefs.size
+    else:
+        pd = ctx.pref_data
+        n = 0 if pd is None else len(np.unique(np.concatenate([pd.refs_a, pd.refs_b]), axis=0))
+    return n if cfg.capacity <= 0 else min(cfg.capacity, n)
+
+
+def fit_stacked(agents: list[Agent], ctxs: list[FitContext]) -> Iterator[list[dict[str, float]]]:
+    """K seeds of one config trained as one (``pbrl bench --stack-seeds K``): the members'
+    actors stacked (:class:`pbrl.learn.stack.StackedModules`), each member's batches drawn
+    from its own labels with its own generator, the same schedule as :meth:`Agent.fit`
+    (BC, fresh Adam, warm-up, CPL-KL's frozen reference). The deterministic policy only."""
+    first, ctx0 = agents[0], ctxs[0]
+    cfg = first.cfg
+    if cfg.policy != "deterministic":
+        raise PbrlError("cpl: stacked seeds support the deterministic policy only")
+    sizes = sorted({_pool_size(cfg, c) for c in ctxs})
+    if len(sizes) > 1:
+        raise PbrlError(
+            f"cpl: stacked seeds need labels of one size (the members have {sizes}); "
+            "run these seeds without --stack-seeds"
+        )
+    steps = ctx0.steps
+    bc_steps = int(round(cfg.bc_fraction * steps))
+    warmup = max(1, int(round(cfg.warmup_fraction * steps)))
+    if cfg.kl and bc_steps == 0:
+        raise PbrlError("cpl --agent.kl true needs a BC phase (--agent.bc_fraction > 0)")
+    batches = zip_generators([a._batches(c) for a, c in zip(agents, ctxs, strict=True)])
+    for a in agents:
+        a.actor.train()
+    stack = StackedModules([a.actor for a in agents])
+    stack.train(True)
+    ref: StackedModules | None = None
+
+    def member(p: dict[str, torch.Tensor], b: dict[str, torch.Tensor]):
+        def logp(obs: torch.Tensor, act: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            lp = deterministic_logp(stack.call(p, obs), act)
+            return lp, lp
+
+        return first.losses(b, logp)
+
+    def member_kl(p: dict[str, torch.Tensor], rp: dict[str, torch.Tensor], b: dict[str, Any]):
+        def logp(obs: torch.Tensor, act: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            lp = deterministic_logp(stack.call(p, obs), act)
+            with torch.no_grad():
+                ref_lp = deterministic_logp(ref.call(rp, obs), act)  # type: ignore[union-attr]
+            return lp, lp - ref_lp
+
+        return first.losses(b, logp)
+
+    opt = torch.optim.Adam(stack.parameters(), lr=cfg.lr)
+    for step in range(1, steps + 1):
+        k = step - 1
+        in_bc = k < bc_steps
+        if not in_bc and bc_steps > 0:
+            for g in opt.param_groups:
+                g["lr"] = cfg.lr * warmup_factor(k - bc_steps, warmup, cfg.lr_multiplier)
+        batch = member_batches(next(batches))
+        if ref is None:
+            parts = stack.vmap(member, batch)
+        else:
+            parts = stack.vmap(member_kl, ref.params, batch)
+        losses = parts["bc_loss"] if in_bc else parts["cpl_loss"] + cfg.bc_coeff * parts["bc_loss"]
+        opt.zero_grad(set_to_none=True)
+        losses.sum().backward()
+        opt.step()
+        if k == bc_steps - 1:
+            opt = torch.optim.Adam(stack.parameters(), lr=cfg.lr)
+            if cfg.kl:
+                stack.write_back()
+                for a in agents:
+                    a.ref_actor = copy.deepcopy(a.actor).eval().requires_grad_(False)
+                ref = StackedModules([a.ref_actor for a in agents], trainable=False)
+                ref.train(False)
+        if step % ctx0.log_interval == 0 or step == steps:
+            stack.write_back()
+            extra = {"phase": 0.0 if in_bc else 1.0, "lr": float(opt.param_groups[0]["lr"])}
+            yield stacked_metrics(step, {"loss": losses, **parts}, extra)

@@ -31,6 +31,7 @@ from pbrl.errors import PbrlError
 from pbrl.learn.api import AgentSpec, FitContext
 from pbrl.learn.data import TransitionTensors
 from pbrl.learn.iql import QUICK_IQL, IQLConfig, IQLLearner, iql_config_from, reward_normalize
+from pbrl.learn.stack import StackedIQL, member_batches, stacked_metrics
 
 
 @dataclass
@@ -104,3 +105,25 @@ class Agent:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.learner.load_state_dict(state["learner"])
+
+
+def fit_stacked(agents: list[Agent], ctxs: list[FitContext]) -> Iterator[list[dict[str, float]]]:
+    """K seeds of one config trained as one (``pbrl bench --stack-seeds K``;
+    :class:`pbrl.learn.stack.StackedIQL`): each member samples its own minibatches with its
+    own generator, as its single run would; yields one metric dict per member."""
+    first, ctx0 = agents[0], ctxs[0]
+    datas = []
+    for agent, ctx in zip(agents, ctxs, strict=True):
+        datas.append(TransitionTensors.from_dataset(ctx.dataset, ctx.device, agent._rewards(ctx)))
+        agent.learner.set_obs_stats(ctx.dataset.observations)
+        agent.learner.set_max_steps(ctx.steps)
+    stack = StackedIQL([a.learner for a in agents])
+    batch_size = first.cfg.batch_size
+    for step in range(1, ctx0.steps + 1):
+        batch = member_batches(
+            [d.sample(batch_size, c.generator) for d, c in zip(datas, ctxs, strict=True)]
+        )
+        losses = stack.update(batch)
+        if step % ctx0.log_interval == 0 or step == ctx0.steps:
+            stack.write_back()
+            yield stacked_metrics(step, losses)

@@ -355,3 +355,71 @@ def test_bench_eta_does_not_jump_as_runs_start_and_finish(capsys):
     p.done(job(5), ok=True, elsewhere=True)  # finished by another sweep: 3 left
     assert p.eta_seconds(now=104.0) == pytest.approx((6 + 6 + 10) / 2)
     capsys.readouterr()
+
+
+STACKABLE = """
+[[agents]]
+name = "bc"
+overrides = { hidden = "16,16", batch_size = 8, dropout = 0.0 }
+[[agents]]
+name = "cpl"
+overrides = { hidden = "16,16", batch_size = 4, dropout = 0.0 }
+[[agents]]
+name = "mr"
+overrides = { hidden = "16,16", batch_size = 8, reward_batch = 4 }
+"""
+
+
+def _metric_rows(folder: Path) -> list[dict]:
+    return [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.slow
+def test_stacked_seeds_write_the_runs_separate_processes_write(store, tmp_path):
+    """--stack-seeds 3 trains bc's and cpl's three seeds each in one process (mr, without a
+    stacked path, alone); the folders, run ids and files are those of separate runs, and
+    the losses and scores agree with them to floating-point tolerance."""
+    ds_id, env = store
+    suite = write_suite(tmp_path / "s.toml", ds_id, STACKABLE, seeds=(0, 1, 2), steps=16)
+    sep, stk = tmp_path / "separate", tmp_path / "stacked"
+    a = bench(suite, sep, env, "--stack-seeds", "1")
+    assert a.returncode == 0, a.stdout + a.stderr
+    b = bench(suite, stk, env, "--stack-seeds", "3")
+    assert b.returncode == 0, b.stdout + b.stderr
+    runs_a, runs_b = run_dirs(sep), run_dirs(stk)
+    assert sorted(runs_a) == sorted(runs_b) and len(runs_a) == 9
+    for run_id, da in runs_a.items():
+        db = runs_b[run_id]
+        assert sorted(f.name for f in da.iterdir()) == sorted(f.name for f in db.iterdir())
+        cfg = json.loads((db / "config.json").read_text())
+        stacked = cfg["spec"]["agent"] in ("bc", "cpl")
+        assert cfg.get("stacked_seeds") == ([0, 1, 2] if stacked else None), run_id
+        ra, rb = _metric_rows(da), _metric_rows(db)
+        assert [r["step"] for r in ra] == [r["step"] for r in rb]
+        for x, y in zip(ra, rb, strict=True):
+            for key in x:
+                if key != "wall_s":
+                    assert y[key] == pytest.approx(x[key], rel=1e-3, abs=1e-5), (run_id, key)
+        sa = json.loads((da / "summary.json").read_text())
+        sb = json.loads((db / "summary.json").read_text())
+        assert sb["final_return"] == pytest.approx(sa["final_return"], rel=1e-3), run_id
+    # a stacked sweep resumes like any other: nothing left to do
+    again = bench(suite, stk, env, "--stack-seeds", "3")
+    assert again.returncode == 0 and "0 finished, 9 skipped" in again.stdout
+
+
+def test_stack_groups_take_the_seeds_of_one_job():
+    from pbrl.run.runner import plan, stack_groups
+    from pbrl.run.suite import load_suite
+
+    suite_file = TESTS / "data" / "stack_groups.toml"
+    jobs = plan(load_suite(str(suite_file)))
+    groups = stack_groups(jobs, 2)
+    for g in groups:
+        assert len({(j.agent, j.label, j.dataset, j.budget) for j in g}) == 1
+        assert len({j.seed for j in g}) == len(g) <= 2
+    by_agent = {j.agent: [] for j in jobs}
+    for g in groups:
+        by_agent[g[0].agent].append(len(g))
+    assert by_agent["bc"] == [2, 1] and by_agent["mr"] == [1, 1, 1]
+    assert stack_groups(jobs, 1) == [[j] for j in jobs]

@@ -66,3 +66,86 @@ def test_stacking_refuses_what_it_does_not_support():
         StackedIQL([_member(0, cfg)])
     with pytest.raises(PbrlError, match="no member"):
         StackedIQL([])
+
+
+# ---- the stacked path of every learner that has one, through the conformance check ----------
+
+
+def _variant(mod, **overrides):
+    """The learner module ``mod`` with extra TEST_OVERRIDES (a config the check trains)."""
+    import types
+
+    out = types.ModuleType(f"{mod.__name__}_variant")
+    out.__dict__.update(mod.__dict__)
+    out.TEST_OVERRIDES = {**mod.TEST_OVERRIDES, **overrides}
+    return out
+
+
+def _stacked_result(mod):
+    from pbrl.learn.check import check_agent
+
+    results = {r.name: r for r in check_agent(mod)}
+    assert "stacked seeds" in results, sorted(results)
+    return results["stacked seeds"]
+
+
+@pytest.mark.parametrize(
+    ("name", "overrides"),
+    [
+        ("iql", {}),
+        ("iql", {"value_for_targets": "post", "critic_reduction": "sum", "obs_norm": False}),
+        ("bc", {}),
+        ("bc", {"data": "pos"}),
+        ("cpl", {}),
+        ("cpl", {"kl": True, "lr_multiplier": 0.1}),
+        ("cpl", {"mode": "rank"}),
+        ("cpl", {"mode": "score", "bc_coeff": 1.0}),
+    ],
+)
+def test_stacked_seeds_act_as_their_single_runs(name, overrides):
+    from pbrl.learn.api import load_agent_module
+
+    res = _stacked_result(_variant(load_agent_module(name), **overrides))
+    assert res.ok, res.detail
+
+
+def test_the_stacked_check_catches_a_stacked_path_that_differs():
+    from pbrl.learn.api import load_agent_module
+
+    bc = load_agent_module("bc")
+    broken = _variant(bc)
+
+    def fit_stacked(agents, ctxs):  # every member trained on member 0's batches
+        yield from bc.fit_stacked(agents, [ctxs[0]] * len(ctxs))
+
+    broken.fit_stacked = fit_stacked
+    res = _stacked_result(broken)
+    assert not res.ok and "acts differently" in res.detail
+
+
+def test_stacking_refuses_members_with_labels_of_different_sizes():
+    from pbrl.learn.api import AgentSpec, FitContext, load_agent_module, make_config
+    from pbrl.learn.check import check_dataset, check_prefs
+
+    cpl = load_agent_module("cpl")
+    ds = check_dataset()
+    cfg = make_config(cpl, None, cpl.TEST_OVERRIDES)
+    spec = AgentSpec(2, 2, -np.ones(2, np.float32), np.ones(2, np.float32))
+    ctxs = []
+    for n in (6, 8):
+        answered = check_prefs(ds, n_queries=n).answered()
+        ctxs.append(
+            FitContext(
+                dataset=ds.without_rewards(),
+                prefs=answered.to_batch(ds.without_rewards(), "cpu"),
+                steps=4,
+                seed=0,
+                device="cpu",
+                rng=np.random.default_rng(0),
+                generator=torch.Generator().manual_seed(0),
+                pref_data=answered,
+            )
+        )
+    agents = [cpl.Agent(cfg, spec) for _ in ctxs]
+    with pytest.raises(PbrlError, match="labels of one size"):
+        next(cpl.fit_stacked(agents, ctxs))

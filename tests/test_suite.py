@@ -35,6 +35,16 @@ def test_expand_collapses_preference_free_runs():
     assert cpl[0].dataset == "pbrl/metaworld/button-press-topdown-v3/medium-replay-v0"
 
 
+def test_an_agent_entry_may_name_its_own_teachers():
+    raw = {**BASE, "agents": [{"name": "cpl"}, {"name": "cpl", "label": "r", "teachers": "random"}]}
+    jobs = expand(parse_suite(raw, where="t.toml"))
+    assert {j.teacher for j in jobs if j.label == "cpl"} == {"oracle", "mistake"}
+    assert {j.teacher for j in jobs if j.label == "r"} == {"random"}
+    bad = {**BASE, "agents": [{"name": "cpl", "teachers": []}]}
+    with pytest.raises(PbrlError, match=r"t.toml: agents\[0\]: field 'teachers'"):
+        parse_suite(bad, where="t.toml")
+
+
 def test_dataset_entries_carry_their_own_budgets_steps_and_overrides():
     raw = {
         **BASE,

@@ -128,6 +128,12 @@ def bench(
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the job list and exit."),
     list_suites: bool = typer.Option(False, "--list", help="List the shipped suites and exit."),
     plots: bool = typer.Option(True, help="Write PNG plots next to the runs."),
+    stack_seeds: int = typer.Option(
+        None,
+        help="Seeds of one job trained as one process with stacked parameters (learners "
+        "with a stacked path: bc, cpl, iql); each seed still gets its own run folder. "
+        "Default: every seed on CUDA, 1 (off) on CPU.",
+    ),
 ) -> None:
     """Sweep learners x datasets x teachers x budgets x seeds and print the table.
 
@@ -135,11 +141,13 @@ def bench(
     share one output folder: each run is trained once, by whichever sweep claims it first.
     """
     from pbrl.cli.logs import progress_on_stderr
+    from pbrl.errors import PbrlError
     from pbrl.run.report import build_tables, make_plots, read_runs, render_markdown
     from pbrl.run.runner import (
         check_cached_prefs,
         check_suite,
         check_sweep_options,
+        default_stack_seeds,
         ensure_datasets,
         ensure_prefs,
         is_finished,
@@ -158,6 +166,8 @@ def bench(
     s = load_suite(suite)
     seed_list = parse_seeds(seeds) if seeds else None
     check_sweep_options(workers=workers, backend=backend, device=device)
+    if stack_seeds is not None and stack_seeds < 1:
+        raise PbrlError(f"--stack-seeds: a whole number of at least 1, got {stack_seeds}")
     jobs = plan(s, seed_list)
     to_build = check_suite(s, jobs)
     out = out or Path("runs") / s.name
@@ -186,6 +196,9 @@ def bench(
         backend=backend,
         ray_address=ray_address,
         progress=progress,
+        stack_seeds=stack_seeds
+        if stack_seeds is not None
+        else default_stack_seeds(device, len({j.seed for j in jobs})),
     )
     runs = [r for r in read_runs(out) if r.run_id in {j.run_id for j in jobs}]
     if runs:

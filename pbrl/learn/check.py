@@ -248,16 +248,16 @@ def check_agent(
         return results
     agent_obj = state["agent"]
 
-    def fit() -> str:
-        rng = seed_everything(seed)
+    def make_ctx(agent_i: Any, seed_i: int) -> FitContext:
+        rng = seed_everything(seed_i)
         gen = torch.Generator(device=device)
-        gen.manual_seed(seed)
+        gen.manual_seed(seed_i)
         if online:
-            ctx = FitContext(
+            return FitContext(
                 dataset=None,
                 prefs=None,
                 steps=steps,
-                seed=seed,
+                seed=seed_i,
                 device=device,
                 rng=rng,
                 generator=gen,
@@ -268,27 +268,29 @@ def check_agent(
                 segment=ONLINE_CHECK_SEGMENT,
                 selector="disagreement",
             )
-        else:
-            needs_truth = bool(getattr(agent_obj, "requires_true_reward", False))
-            needs_prefs = bool(getattr(agent_obj, "requires_preferences", True))
-            fit_ds = ds if needs_truth else ds.without_rewards()
-            batch = answered = None
-            if needs_prefs:
-                _require(prefs is not None, "the agent learns from preferences; none were given")
-                answered = prefs.answered()
-                batch = answered.to_batch(fit_ds, device)
-            ctx = FitContext(
-                dataset=fit_ds,
-                prefs=batch,
-                steps=steps,
-                seed=seed,
-                device=device,
-                rng=rng,
-                generator=gen,
-                log_interval=log_interval,
-                reward_scale=1.0,
-                pref_data=answered,
-            )
+        needs_truth = bool(getattr(agent_i, "requires_true_reward", False))
+        needs_prefs = bool(getattr(agent_i, "requires_preferences", True))
+        fit_ds = ds if needs_truth else ds.without_rewards()
+        batch = answered = None
+        if needs_prefs:
+            _require(prefs is not None, "the agent learns from preferences; none were given")
+            answered = prefs.answered()
+            batch = answered.to_batch(fit_ds, device)
+        return FitContext(
+            dataset=fit_ds,
+            prefs=batch,
+            steps=steps,
+            seed=seed_i,
+            device=device,
+            rng=rng,
+            generator=gen,
+            log_interval=log_interval,
+            reward_scale=1.0,
+            pref_data=answered,
+        )
+
+    def fit() -> str:
+        ctx = make_ctx(agent_obj, seed)
         seen: list[int] = []
         for m in agent_obj.fit(ctx):
             _require(
@@ -321,6 +323,53 @@ def check_agent(
         return f"{steps} updates, {len(seen)} metric rows, all finite"
 
     attempt("fit", fit)  # act and state are checked even after a failed fit
+
+    if hasattr(mod, "fit_stacked") and not online:
+
+        def stacked() -> str:
+            extra = getattr(mod, "STACK_CHECK_OVERRIDES", {})
+            cfg = make_config(mod, None, {**overrides, **extra})
+            seeds = (seed, seed + 1)
+            singles, members = [], []
+            for s_i in seeds:
+                seed_everything(s_i)
+                singles.append(mod.Agent(cfg, aspec))
+                seed_everything(s_i)
+                members.append(mod.Agent(cfg, aspec))
+            for s_i, single in zip(seeds, singles, strict=True):
+                for _ in single.fit(make_ctx(single, s_i)):
+                    pass
+            ctxs = [make_ctx(m, s_i) for m, s_i in zip(members, seeds, strict=True)]
+            last = 0
+            for rows in mod.fit_stacked(members, ctxs):
+                _require(
+                    isinstance(rows, list) and len(rows) == len(seeds),
+                    f"fit_stacked yielded {type(rows).__name__}, not one dict per member",
+                )
+                steps_seen = {int(r["step"]) for r in rows}
+                _require(len(steps_seen) == 1, f"members at different steps {steps_seen}")
+                last = steps_seen.pop()
+                for r in rows:
+                    bad = [k for k, v in r.items() if not math.isfinite(float(v))]
+                    _require(not bad, f"non-finite metric(s) {bad} at step {last}")
+            _require(last == steps, f"fit_stacked stopped at step {last} of {steps}")
+            for s_i, single, member in zip(seeds, singles, members, strict=True):
+                want, got = np.asarray(single.act(obs)), np.asarray(member.act(obs))
+                _require(
+                    np.allclose(got, want, rtol=1e-4, atol=1e-5),
+                    f"stacked member of seed {s_i} acts differently from its single run "
+                    f"(max difference {np.max(np.abs(got - want)):.3g})",
+                )
+            _require(
+                not np.allclose(members[0].act(obs), members[1].act(obs)),
+                "the stacked members act the same: they are not separate seeds",
+            )
+            shown = ", ".join(f"{k}={v!r}" for k, v in extra.items())
+            return "2 seeds stacked act as their single runs" + (
+                f" (with {shown})" if shown else ""
+            )
+
+        attempt("stacked seeds", stacked)
 
     def act() -> str:
         a = np.asarray(agent_obj.act(obs))

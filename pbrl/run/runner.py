@@ -65,9 +65,9 @@ from pbrl.prefs import (
 )
 from pbrl.run.diagnose import brief_diagnosis
 from pbrl.run.suite import DatasetEntry, Job, Suite, expand
-from pbrl.run.train import STAGING_PREFIX, TrainSpec, train
+from pbrl.run.train import STAGING_PREFIX, TrainSpec, train, train_stacked
 from pbrl.teachers import make_teacher
-from pbrl.utils import atomic_path, jsonable, resolve_devices, write_json_atomic
+from pbrl.utils import atomic_path, jsonable, resolve_device, resolve_devices, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -333,7 +333,7 @@ def check_suite(suite: Suite, jobs: list[Job]) -> list[DatasetEntry]:
                 "keep online and offline learners in separate suites"
             )
     if any(j.uses_prefs for j in jobs):
-        for t in suite.teachers:
+        for t in sorted({j.teacher for j in jobs if j.teacher is not None}):
             try:
                 make_teacher(t)
             except PbrlError as e:
@@ -506,60 +506,112 @@ class RunBusy(PbrlError):
     """The run is claimed by another live process."""
 
 
+def _train_spec(job: Job, out: Path, device: str) -> TrainSpec:
+    p = prefs_path(out, job)
+    online = job.online and job.uses_prefs
+    return TrainSpec(
+        agent=job.agent,
+        dataset="" if job.online else job.dataset,
+        task=job.task,
+        teacher=job.teacher if online else None,
+        budget=int(job.budget or 0) if online else 0,
+        segment=int(job.segment or 50) if online else 50,
+        selector=(job.selector or "uniform") if online else "uniform",
+        prefs=None if p is None else str(p),
+        seed=job.seed,
+        steps=job.steps,
+        device=device,
+        preset=job.preset,
+        overrides={k: str(v) for k, v in job.overrides.items()},
+        eval_every=job.eval_every,
+        eval_episodes=job.eval_episodes,
+        out=str(out / job.run_id),
+        overwrite=True,  # what is there is unfinished or stale, and this process holds it
+    )
+
+
 def run_job(job: Job, out: Path, device: str) -> dict[str, Any]:
     """Claim the run, train it (:func:`pbrl.run.train.train` stages it in a hidden folder and
     publishes ``<out>/<run_id>`` only complete) and release the claim.
 
     Raises :class:`RunBusy` when another process holds the run.
     """
-
-    final = out / job.run_id
-    with claim(lock_path(out, job.run_id)) as got:
-        if not got:
-            raise RunBusy(f"run {job.run_id} is being trained by another process")
-        if is_finished(out, job):
-            return json.loads((final / "summary.json").read_text())
-        clean_partial(out, job.run_id)  # a killed process's staging folders for this run
-        p = prefs_path(out, job)
-        online = job.online and job.uses_prefs
-        spec = TrainSpec(
-            agent=job.agent,
-            dataset="" if job.online else job.dataset,
-            task=job.task,
-            teacher=job.teacher if online else None,
-            budget=int(job.budget or 0) if online else 0,
-            segment=int(job.segment or 50) if online else 50,
-            selector=(job.selector or "uniform") if online else "uniform",
-            prefs=None if p is None else str(p),
-            seed=job.seed,
-            steps=job.steps,
-            device=device,
-            preset=job.preset,
-            overrides={k: str(v) for k, v in job.overrides.items()},
-            eval_every=job.eval_every,
-            eval_episodes=job.eval_episodes,
-            out=str(final),
-            overwrite=True,  # what is there is unfinished or stale, and this process holds it
-        )
-        return train(spec, extra_files={"job.json": asdict(job)})
+    return run_jobs([job], out, device)[0]
 
 
-def worker_command(job_file: Path, out: Path, device: str) -> list[str]:
-    return [sys.executable, "-m", "pbrl.run.runner", str(job_file), str(out), device]
+def run_jobs(jobs: list[Job], out: Path, device: str) -> list[dict[str, Any]]:
+    """Claim every run and train them: one as :func:`run_job` describes, several (seeds of
+    one job, ``--stack-seeds``) as one stacked run (:func:`pbrl.run.train.train_stacked`)
+    that still publishes one folder per run. Runs already finished are skipped.
+
+    Raises :class:`RunBusy` when another process holds any of them (none is trained then).
+    """
+    with contextlib.ExitStack() as stack:
+        for job in jobs:
+            if not stack.enter_context(claim(lock_path(out, job.run_id))):
+                raise RunBusy(f"run {job.run_id} is being trained by another process")
+        todo = [j for j in jobs if not is_finished(out, j)]
+        for job in todo:
+            clean_partial(out, job.run_id)  # a killed process's staging folders for this run
+        if len(todo) > 1:
+            train_stacked(
+                [_train_spec(j, out, device) for j in todo],
+                extra_files=[{"job.json": asdict(j)} for j in todo],
+            )
+        elif todo:
+            train(_train_spec(todo[0], out, device), extra_files={"job.json": asdict(todo[0])})
+        return [json.loads((out / j.run_id / "summary.json").read_text()) for j in jobs]
+
+
+def worker_command(job_files: list[Path], out: Path, device: str) -> list[str]:
+    return [sys.executable, "-m", "pbrl.run.runner", str(out), device, *map(str, job_files)]
 
 
 def _worker_main(argv: list[str]) -> int:
-    job_file, out, device = Path(argv[0]), Path(argv[1]), argv[2]
+    out, device, job_files = Path(argv[0]), argv[1], [Path(a) for a in argv[2:]]
     # pbrl's progress at INFO in the run's log; other libraries only from WARNING.
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s", stream=sys.stderr)
     logging.getLogger("pbrl").setLevel(logging.INFO)
-    job = job_from_dict(json.loads(job_file.read_text()))
+    jobs = [job_from_dict(json.loads(f.read_text())) for f in job_files]
     try:
-        run_job(job, out, device)
+        run_jobs(jobs, out, device)
     except RunBusy as e:
         print(e, file=sys.stderr)
         return EXIT_BUSY
     return 0
+
+
+def stack_groups(jobs: list[Job], k: int) -> list[list[Job]]:
+    """Jobs grouped for ``--stack-seeds k``: runs of one job that differ only in their seed
+    (and label seed), k at most per group, in plan order, when the learner has a stacked
+    path (``fit_stacked``) and learns offline; every other job alone."""
+    if k <= 1:
+        return [[j] for j in jobs]
+    groups: dict[str, list[list[Job]]] = {}
+    order: list[list[Job]] = []
+    stackable: dict[str, bool] = {}
+    for job in jobs:
+        if job.agent not in stackable:
+            stackable[job.agent] = hasattr(load_agent_module(job.agent), "fit_stacked")
+        if job.online or not stackable[job.agent]:
+            order.append([job])
+            continue
+        ident = job.identity()
+        ident.pop("seed")
+        ident.pop("label_seed")
+        key = json.dumps(ident, sort_keys=True, default=str)
+        chunks = groups.setdefault(key, [])
+        if chunks and len(chunks[-1]) < k:
+            chunks[-1].append(job)
+        else:
+            chunks.append([job])
+            order.append(chunks[-1])
+    return order
+
+
+def default_stack_seeds(device: str, seeds: int) -> int:
+    """``--stack-seeds``' default: every seed of a job in one process on CUDA, 1 on CPU."""
+    return max(1, seeds) if resolve_device(device.split(",")[0]).startswith("cuda") else 1
 
 
 # --------------------------------------------------------------------------------------
@@ -574,7 +626,7 @@ class SweepResult:
     elsewhere: list[str] = field(default_factory=list)
 
 
-Assigned = tuple[Job, Path, str]
+Assigned = tuple[list[Job], list[Path], str]
 
 
 def run_sweep(
@@ -586,12 +638,16 @@ def run_sweep(
     backend: str = "local",
     ray_address: str | None = None,
     progress: Any = None,
+    stack_seeds: int = 1,
 ) -> SweepResult:
     """Run every unfinished job; returns what finished, was skipped and failed.
 
-    Safe beside other sweeps on the same ``out``: runs they hold are waited for (see the
-    module docstring)."""
+    With ``stack_seeds`` K > 1, up to K seeds of one job run as one process training them
+    stacked (:func:`stack_groups`); each still gets its own run folder. Safe beside other
+    sweeps on the same ``out``: runs they hold are waited for (see the module docstring)."""
     devices = check_sweep_options(workers=workers, backend=backend, device=device)
+    if isinstance(stack_seeds, bool) or not isinstance(stack_seeds, int) or stack_seeds < 1:
+        raise PbrlError(f"--stack-seeds: a whole number of at least 1, got {stack_seeds!r}")
     out.mkdir(parents=True, exist_ok=True)
     clean_partial(out)
     result = SweepResult()
@@ -604,10 +660,13 @@ def run_sweep(
     jobdir = out / ".jobs"
     jobdir.mkdir(exist_ok=True)
     assigned: list[Assigned] = []
-    for i, job in enumerate(todo):
-        jf = jobdir / f"{job.run_id}.json"
-        write_json_atomic(jf, asdict(job))
-        assigned.append((job, jf, devices[i % len(devices)]))
+    for i, group in enumerate(stack_groups(todo, stack_seeds)):
+        files = []
+        for job in group:
+            jf = jobdir / f"{job.run_id}.json"
+            write_json_atomic(jf, asdict(job))
+            files.append(jf)
+        assigned.append((group, files, devices[i % len(devices)]))
     if progress is not None:
         progress.start(total=len(jobs), skipped=len(result.skipped), workers=workers)
     if backend == "local":
@@ -617,6 +676,19 @@ def run_sweep(
     if progress is not None:
         progress.stop()
     return result
+
+
+def _split_claimed(item: Assigned, out: Path, waiting: _Waiting) -> Assigned | None:
+    """The runs of ``item`` no other process holds (the held ones go to ``waiting``)."""
+    group, files, dev = item
+    keep_jobs, keep_files = [], []
+    for job, jf in zip(group, files, strict=True):
+        if is_claimed(out, job.run_id):
+            waiting.add(([job], [jf], dev))
+        else:
+            keep_jobs.append(job)
+            keep_files.append(jf)
+    return (keep_jobs, keep_files, dev) if keep_jobs else None
 
 
 def _record(
@@ -650,7 +722,8 @@ class _Waiting:
     def add(self, item: Assigned) -> None:
         self.items.append(item)
         if self.progress is not None:
-            self.progress.waiting(item[0])
+            for job in item[0]:
+                self.progress.waiting(job)
 
     def take_ready(self) -> list[Assigned]:
         """Runs whose holder let go and that are still unfinished (to run here); runs it
@@ -660,7 +733,7 @@ class _Waiting:
         self.last = time.time()
         ready, still = [], []
         for item in self.items:
-            job = item[0]
+            job = item[0][0]
             if is_claimed(self.out, job.run_id):
                 still.append(item)
             elif is_finished(self.out, job):
@@ -698,23 +771,23 @@ def _run_local(
         while pending or running or waiting.items:
             pending.extend(waiting.take_ready())
             while pending and len(running) < workers:
-                item = pending.popleft()
-                job, jf, dev = item
-                if is_claimed(out, job.run_id):
-                    waiting.add(item)
+                item = _split_claimed(pending.popleft(), out, waiting)
+                if item is None:
                     continue
-                # One log per run and sweep process: two sweeps never share a file.
-                lf = logdir / f"{job.run_id}.{os.getpid()}.log"
+                group, files, dev = item
+                # One log per process and sweep: two sweeps never share a file.
+                lf = logdir / f"{group[0].run_id}.{os.getpid()}.log"
                 with open(lf, "wb") as fh:
                     proc = subprocess.Popen(
-                        worker_command(jf, out, dev),
+                        worker_command(files, out, dev),
                         stdout=fh,
                         stderr=subprocess.STDOUT,
                         env=_child_env(),
                     )
                 running.append((item, proc, lf))
                 if progress is not None:
-                    progress.started(job)
+                    for job in group:
+                        progress.started(job)
             time.sleep(0.2)
             still = []
             for item, proc, lf in running:
@@ -725,11 +798,13 @@ def _run_local(
                 text = lf.read_text(errors="replace")
                 lf.unlink(missing_ok=True)
                 if rc == EXIT_BUSY:  # claimed by another sweep between the probe and the claim
-                    if progress is not None:
-                        progress.stopped(item[0])
-                    waiting.add(item)
+                    for job, jf in zip(item[0], item[1], strict=True):
+                        if progress is not None:
+                            progress.stopped(job)
+                        waiting.add(([job], [jf], item[2]))
                     continue
-                _record(out, item[0], rc, text, result, progress)
+                for job in item[0]:
+                    _record(out, job, rc, text, result, progress)
             running = still
     except BaseException:
         for _, proc, _ in running:
@@ -767,16 +842,17 @@ def _run_ray(
     refs: dict[Any, Assigned] = {}
 
     def submit(item: Assigned) -> None:
-        job, jf, dev = item
-        if is_claimed(out, job.run_id):
-            waiting.add(item)
+        kept = _split_claimed(item, out, waiting)
+        if kept is None:
             return
+        group, files, dev = kept
         opts: dict[str, Any] = {}
         if dev.startswith("cuda"):
             opts["num_gpus"] = 1.0 / max(1, workers)
-        refs[_remote.options(**opts).remote(worker_command(jf, out, dev), _child_env())] = item
+        refs[_remote.options(**opts).remote(worker_command(files, out, dev), _child_env())] = kept
         if progress is not None:
-            progress.started(job)
+            for job in group:
+                progress.started(job)
 
     try:
         for item in assigned:
@@ -795,11 +871,13 @@ def _run_ray(
                 except Exception as e:  # noqa: BLE001 - a lost worker is one failed run
                     rc, text = 1, repr(e)
                 if rc == EXIT_BUSY:
-                    if progress is not None:
-                        progress.stopped(item[0])
-                    waiting.add(item)
+                    for job, jf in zip(item[0], item[1], strict=True):
+                        if progress is not None:
+                            progress.stopped(job)
+                        waiting.add(([job], [jf], item[2]))
                     continue
-                _record(out, item[0], rc, text, result, progress)
+                for job in item[0]:
+                    _record(out, job, rc, text, result, progress)
     finally:
         if started_here:
             ray.shutdown()

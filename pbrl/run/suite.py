@@ -27,6 +27,7 @@ A suite is a TOML or YAML file (or a name shipped in ``pbrl/suites/``)::
     preset = "quick"
     steps = 10000
     overrides = { reward = "true" }
+    teachers = ["oracle"]    # this agent's teachers (default: the suite's)
 
 Every field is checked; an error names the file and the field.
 """
@@ -85,6 +86,8 @@ class AgentEntry:
     preset: str | None = None
     steps: int | None = None
     overrides: dict[str, Any] = field(default_factory=dict)
+    teachers: tuple[str, ...] | None = None
+    """This agent's teachers (default: the suite's), e.g. random labels for PEBBLE only."""
 
 
 @dataclass(frozen=True)
@@ -362,13 +365,7 @@ def parse_suite(raw: Any, *, where: str, default_name: str = "suite") -> Suite:
     if "budgets" in raw:
         kw["budgets"] = _int_list(where, "budgets", raw["budgets"], positive=True)
     if "teachers" in raw:
-        t = raw["teachers"]
-        if isinstance(t, str):
-            t = [t]
-        _want(where, "teachers", t, list, "a list of teacher names")
-        if not t or not all(isinstance(x, str) for x in t):
-            raise PbrlError(f"{where}: field 'teachers' must be a non-empty list of names")
-        kw["teachers"] = tuple(t)
+        kw["teachers"] = _teachers(where, raw["teachers"])
 
     datasets = []
     _want(where, "datasets", raw["datasets"], list, "a list of tables")
@@ -417,7 +414,7 @@ def parse_suite(raw: Any, *, where: str, default_name: str = "suite") -> Suite:
         if isinstance(a, str):
             a = {"name": a}
         _want(where, f"agents[{i}]", a, dict, "a table with 'name'")
-        extra = set(a) - {"name", "label", "preset", "steps", "overrides"}
+        extra = set(a) - {"name", "label", "preset", "steps", "overrides", "teachers"}
         if extra:
             raise PbrlError(f"{w}: unknown field '{sorted(extra)[0]}'")
         if "name" not in a:
@@ -435,6 +432,7 @@ def parse_suite(raw: Any, *, where: str, default_name: str = "suite") -> Suite:
                 preset=a.get("preset"),
                 steps=steps,
                 overrides=_want(w, "overrides", a.get("overrides", {}), dict, "a table"),
+                teachers=_teachers(w, a["teachers"]) if "teachers" in a else None,
             )
         )
     if not agents:
@@ -444,6 +442,15 @@ def parse_suite(raw: Any, *, where: str, default_name: str = "suite") -> Suite:
     if dup:
         raise PbrlError(f"{where}: two agents share the label '{sorted(dup)[0]}' (set 'label')")
     return Suite(datasets=tuple(datasets), agents=tuple(agents), source=where, **kw)
+
+
+def _teachers(where: str, t: Any) -> tuple[str, ...]:
+    if isinstance(t, str):
+        t = [t]
+    _want(where, "teachers", t, list, "a list of teacher names")
+    if not t or not all(isinstance(x, str) for x in t):
+        raise PbrlError(f"{where}: field 'teachers' must be a non-empty list of names")
+    return tuple(t)
 
 
 def expand(
@@ -461,7 +468,8 @@ def expand(
         for agent in suite.agents:
             uses = True if prefs_needed is None else bool(prefs_needed(agent))
             overrides = {**ds.overrides, **agent.overrides}
-            combos = [(t, b) for t in suite.teachers for b in budgets] if uses else [(None, None)]
+            teachers = agent.teachers or suite.teachers
+            combos = [(t, b) for t in teachers for b in budgets] if uses else [(None, None)]
             for teacher, budget in combos:
                 for seed in seeds or suite.seeds:
                     job = Job(

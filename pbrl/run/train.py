@@ -24,6 +24,7 @@ anything is loaded or written (:func:`check_spec`).
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import logging
@@ -224,6 +225,30 @@ def train_agent(
     queue: Any = None,
 ) -> tuple[dict[str, Any], Any]:
     """As :func:`train`, returning ``(summary, trained agent)``."""
+    run = prepare(spec, dataset=dataset, prefs=prefs, queue=queue)
+    return _run(run, extra_files)
+
+
+@dataclass
+class Prepared:
+    """A run built and ready to fit: its spec, module, agent, context and config."""
+
+    spec: TrainSpec
+    mod: Any
+    agent: Any
+    ctx: FitContext
+    config: dict[str, Any]
+    t0: float
+    log_every: int
+    task_id: str | None
+    ds: Any
+
+
+def prepare(
+    spec: TrainSpec, *, dataset: Any = None, prefs: Any = None, queue: Any = None
+) -> Prepared:
+    """Check ``spec``, load its inputs and build its agent (seeded with ``spec.seed``) and
+    fit context; nothing is written."""
     t0 = time.time()
     device = check_spec(spec)
     if device == "cpu":
@@ -233,7 +258,7 @@ def train_agent(
         torch.set_num_threads(int(os.environ.get("PBRL_TORCH_THREADS", "1")))
     mod = load_agent_module(spec.agent)
     if getattr(mod, "ONLINE", False):
-        return _train_online(spec, mod, device, t0, extra_files, queue)
+        return _prepare_online(spec, mod, device, t0, queue)
     if queue is not None:
         raise PbrlError(f"agent '{spec.agent}' learns offline: a query queue teaches online agents")
     ds, pref_data = _load_inputs(spec, dataset, prefs)
@@ -282,7 +307,7 @@ def train_agent(
         "prefs_meta": jsonable(getattr(answered, "meta", {})) if answered is not None else None,
         "versions": _versions(),
     }
-    return _run(spec, agent, ctx, config, t0, log_every, task_id, ds, extra_files)
+    return Prepared(spec, mod, agent, ctx, config, t0, log_every, task_id, ds)
 
 
 def fit_context(
@@ -329,14 +354,9 @@ def check_online_spec(spec: TrainSpec) -> None:
     check_selector(spec.selector, has_ensemble=True)
 
 
-def _train_online(
-    spec: TrainSpec,
-    mod: Any,
-    device: str,
-    t0: float,
-    extra_files: dict[str, Any] | None,
-    queue: Any = None,
-) -> tuple[dict[str, Any], Any]:
+def _prepare_online(
+    spec: TrainSpec, mod: Any, device: str, t0: float, queue: Any = None
+) -> Prepared:
     """An online learner: no dataset, its own environment, a teacher (or a query queue)
     and a query budget."""
     check_online_spec(spec)
@@ -384,37 +404,101 @@ def _train_online(
         "prefs_meta": None,
         "versions": _versions(),
     }
-    return _run(spec, agent, ctx, config, t0, log_every, task_id, None, extra_files)
+    return Prepared(spec, mod, agent, ctx, config, t0, log_every, task_id, None)
 
 
-def _run(
-    spec: TrainSpec,
-    agent: Any,
-    ctx: FitContext,
-    config: dict[str, Any],
-    t0: float,
-    log_every: int,
-    task_id: str | None,
-    ds: Any,
-    extra_files: dict[str, Any] | None,
-) -> tuple[dict[str, Any], Any]:
+def _run(run: Prepared, extra_files: dict[str, Any] | None) -> tuple[dict[str, Any], Any]:
     """Fit and evaluate, in memory (no ``spec.out``) or into a staged, then published, folder."""
-    final = Path(spec.out) if spec.out else None
+    final = Path(run.spec.out) if run.spec.out else None
     out = None if final is None else staging_dir(final)
-    if out is None:
-        return _fit_and_evaluate(spec, agent, ctx, config, None, t0, log_every, task_id, ds)
-    if out.exists():
-        shutil.rmtree(out)
-    make_output_dir(out, "--out")
+    if out is not None:
+        if out.exists():
+            shutil.rmtree(out)
+        make_output_dir(out, "--out")
     try:
-        result = _fit_and_evaluate(spec, agent, ctx, config, out, t0, log_every, task_id, ds)
-        for name, value in (extra_files or {}).items():
-            write_json_atomic(out / name, value)
-        _publish(out, final)  # type: ignore[arg-type]
+        rec = _Recorder(run, out)
+        try:
+            for m in run.agent.fit(run.ctx):
+                rec.on_metrics(m)
+        finally:
+            rec.close()
+        result = rec.finish()
+        if out is not None:
+            for name, value in (extra_files or {}).items():
+                write_json_atomic(out / name, value)
+            _publish(out, final)  # type: ignore[arg-type]
     except BaseException:
-        shutil.rmtree(out, ignore_errors=True)
+        if out is not None:
+            shutil.rmtree(out, ignore_errors=True)
         raise
-    return result
+    return result, run.agent
+
+
+def train_stacked(
+    specs: list[TrainSpec],
+    *,
+    dataset: Any = None,
+    extra_files: list[dict[str, Any]] | None = None,
+) -> list[dict[str, Any]]:
+    """K runs that differ only in their seed (and label file) trained as one with the
+    learner's ``fit_stacked`` (docs/performance.md, "Stacked seeds"); each run is logged,
+    evaluated, checkpointed and published into its own folder exactly as :func:`train`
+    does, so the folders are those of K separate runs. Returns the K summaries.
+
+    Every run is built (and so initialised) from its own seed before any trains. A module
+    without ``fit_stacked`` is refused; so are specs that differ in anything but seed,
+    labels and folder."""
+    if not specs:
+        raise PbrlError("stacked seeds: no run")
+    same = [
+        f.name
+        for f in dataclasses.fields(TrainSpec)
+        if f.name not in ("seed", "prefs", "out")
+        and len({json.dumps(jsonable(getattr(s, f.name)), sort_keys=True) for s in specs}) > 1
+    ]
+    if same:
+        raise PbrlError(f"stacked seeds: the runs differ in {', '.join(same)} (seeds only)")
+    mod = load_agent_module(specs[0].agent)
+    if not hasattr(mod, "fit_stacked"):
+        raise PbrlError(f"agent '{specs[0].agent}' has no stacked path (fit_stacked)")
+    runs = [prepare(specs[0], dataset=dataset)]
+    runs += [prepare(s, dataset=runs[0].ds) for s in specs[1:]]  # the dataset loaded once
+    for run in runs:
+        run.config["stacked_seeds"] = [s.seed for s in specs]  # provenance: trained together
+    finals = [Path(s.out) if s.out else None for s in specs]
+    stages = [None if f is None else staging_dir(f) for f in finals]
+    for stage in stages:
+        if stage is not None:
+            if stage.exists():
+                shutil.rmtree(stage)
+            make_output_dir(stage, "--out")
+    try:
+        recs = [_Recorder(r, o) for r, o in zip(runs, stages, strict=True)]
+        try:
+            for rows in mod.fit_stacked([r.agent for r in runs], [r.ctx for r in runs]):
+                if len(rows) != len(runs):
+                    raise PbrlError(
+                        f"agent '{specs[0].agent}': fit_stacked yielded {len(rows)} metric "
+                        f"rows for {len(runs)} runs"
+                    )
+                for rec, m in zip(recs, rows, strict=True):
+                    rec.on_metrics(m)
+        finally:
+            for rec in recs:
+                rec.close()
+        summaries = [rec.finish() for rec in recs]
+        for i, (stage, final) in enumerate(zip(stages, finals, strict=True)):
+            if stage is None:
+                continue
+            for name, value in ((extra_files or [{}] * len(specs))[i] or {}).items():
+                write_json_atomic(stage / name, value)
+            _publish(stage, final)  # type: ignore[arg-type]
+    except BaseException:
+        for stage in stages:
+            if stage is not None:
+                shutil.rmtree(stage, ignore_errors=True)
+        raise
+    return summaries
 
 
 def _publish(stage: Path, final: Path) -> None:
@@ -471,27 +555,27 @@ def _log_progress(step: int, steps: int, t_fit: float, metrics: dict[str, float]
     )
 
 
-def _fit_and_evaluate(
-    spec: TrainSpec,
-    agent: Any,
-    ctx: FitContext,
-    config: dict[str, Any],
-    out: Path | None,
-    t0: float,
-    log_every: int,
-    task_id: str | None,
-    ds: Any,
-) -> tuple[dict[str, Any], Any]:
-    metrics_f = None
-    if out is not None:
-        write_json_atomic(out / "config.json", config)
-        metrics_f = open(out / "metrics.jsonl", "w")  # noqa: SIM115 - closed in finally
-    evals: list[dict[str, Any]] = []
-    can_eval = bool(task_id) and spec.eval_episodes > 0
+class _Recorder:
+    """What a run writes as its learner trains: metrics lines, progress, evaluations and
+    checkpoints between the learner's yields, then the summary (:meth:`finish`)."""
 
-    def run_eval(step: int) -> None:
+    def __init__(self, run: Prepared, out: Path | None) -> None:
+        self.run, self.out = run, out
+        self.metrics_f = None
+        if out is not None:
+            write_json_atomic(out / "config.json", run.config)
+            self.metrics_f = open(out / "metrics.jsonl", "w")  # noqa: SIM115 - see close()
+        self.evals: list[dict[str, Any]] = []
+        self.can_eval = bool(run.task_id) and run.spec.eval_episodes > 0
+        self.last_step = 0
+        self.last_metrics: dict[str, float] = {}
+        self.t_fit = time.time()
 
-        res = evaluate(agent, task_id, spec.eval_episodes, spec.seed, config["eval_horizon"])
+    def run_eval(self, step: int) -> None:
+        spec, config = self.run.spec, self.run.config
+        res = evaluate(
+            self.run.agent, self.run.task_id, spec.eval_episodes, spec.seed, config["eval_horizon"]
+        )
         row = {
             "step": step,
             "score": res["score"],
@@ -499,70 +583,76 @@ def _fit_and_evaluate(
             "return_std": res["return_std"],
             "success_rate": res["success_rate"],
             "episodes": spec.eval_episodes,
-            "wall_s": round(time.time() - t0, 3),
+            "wall_s": round(time.time() - self.run.t0, 3),
         }
-        evals.append(row)
+        self.evals.append(row)
         logger.info("step %d: score %.2f return %.1f", step, row["score"], row["return_mean"])
-        if out is not None:
-            _write_eval_csv(out / "eval.csv", evals)
-            _save_checkpoint(out / "checkpoint.pt", agent, step, config)
+        if self.out is not None:
+            _write_eval_csv(self.out / "eval.csv", self.evals)
+            _save_checkpoint(self.out / "checkpoint.pt", self.run.agent, step, config)
 
-    last_step = 0
-    last_metrics: dict[str, float] = {}
-    t_fit = time.time()
-    try:
-        for m in agent.fit(ctx):
-            step = int(m["step"])
-            if step > spec.steps:
-                raise PbrlError(
-                    f"agent '{spec.agent}' ran {step} steps, over its budget of {spec.steps}"
-                )
-            last_metrics = {k: float(v) for k, v in m.items()}
-            if metrics_f is not None and (step % log_every == 0 or step == spec.steps):
-                rec = jsonable({**last_metrics, "step": step, "wall_s": round(time.time() - t0, 3)})
-                metrics_f.write(json.dumps(rec) + "\n")
-                metrics_f.flush()
-            if step % log_every == 0 or step == spec.steps:
-                _log_progress(step, spec.steps, t_fit, last_metrics)
-            if (
-                can_eval
-                and spec.eval_every > 0
-                and step // spec.eval_every > last_step // spec.eval_every
-            ):
-                run_eval(step)
-            last_step = step
-    finally:
-        if metrics_f is not None:
-            metrics_f.close()
-    if last_step != spec.steps:
-        raise PbrlError(f"agent '{spec.agent}' stopped at step {last_step} of {spec.steps}")
-    if can_eval and (not evals or evals[-1]["step"] != last_step):
-        run_eval(last_step)
-    if out is not None:
-        _save_checkpoint(out / "checkpoint.pt", agent, last_step, config)
-    scores = [e["score"] for e in evals]
-    summary = {
-        "agent": spec.agent,
-        "dataset": ds.id if ds is not None else None,
-        "task": task_id,
-        "seed": spec.seed,
-        "steps": last_step,
-        "preset": spec.preset,
-        "device": config["device"],
-        "reward_scale": ctx.reward_scale,
-        "n_prefs": config["n_prefs"],
-        "queries_used": int(getattr(agent, "queries_used", config["n_prefs"])),
-        "eval_horizon": config["eval_horizon"],
-        "final_score": scores[-1] if scores else None,
-        "best_score": max(scores) if scores else None,
-        "final_return": evals[-1]["return_mean"] if evals else None,
-        "final_success_rate": evals[-1]["success_rate"] if evals else None,
-        "last_metrics": jsonable(last_metrics),
-        "wall_time_s": round(time.time() - t0, 3),
-    }
-    if out is not None:
-        write_json_atomic(out / "summary.json", summary)
-    return summary, agent
+    def on_metrics(self, m: dict[str, Any]) -> None:
+        spec, log_every = self.run.spec, self.run.log_every
+        step = int(m["step"])
+        if step > spec.steps:
+            raise PbrlError(
+                f"agent '{spec.agent}' ran {step} steps, over its budget of {spec.steps}"
+            )
+        self.last_metrics = {k: float(v) for k, v in m.items()}
+        if self.metrics_f is not None and (step % log_every == 0 or step == spec.steps):
+            rec = jsonable(
+                {**self.last_metrics, "step": step, "wall_s": round(time.time() - self.run.t0, 3)}
+            )
+            self.metrics_f.write(json.dumps(rec) + "\n")
+            self.metrics_f.flush()
+        if step % log_every == 0 or step == spec.steps:
+            _log_progress(step, spec.steps, self.t_fit, self.last_metrics)
+        if (
+            self.can_eval
+            and spec.eval_every > 0
+            and step // spec.eval_every > self.last_step // spec.eval_every
+        ):
+            self.run_eval(step)
+        self.last_step = step
+
+    def close(self) -> None:
+        if self.metrics_f is not None:
+            self.metrics_f.close()
+            self.metrics_f = None
+
+    def finish(self) -> dict[str, Any]:
+        """The final evaluation and checkpoint, and the summary (written last)."""
+        run, spec, config = self.run, self.run.spec, self.run.config
+        last_step, evals = self.last_step, self.evals
+        if last_step != spec.steps:
+            raise PbrlError(f"agent '{spec.agent}' stopped at step {last_step} of {spec.steps}")
+        if self.can_eval and (not evals or evals[-1]["step"] != last_step):
+            self.run_eval(last_step)
+        if self.out is not None:
+            _save_checkpoint(self.out / "checkpoint.pt", run.agent, last_step, config)
+        scores = [e["score"] for e in evals]
+        summary = {
+            "agent": spec.agent,
+            "dataset": run.ds.id if run.ds is not None else None,
+            "task": run.task_id,
+            "seed": spec.seed,
+            "steps": last_step,
+            "preset": spec.preset,
+            "device": config["device"],
+            "reward_scale": run.ctx.reward_scale,
+            "n_prefs": config["n_prefs"],
+            "queries_used": int(getattr(run.agent, "queries_used", config["n_prefs"])),
+            "eval_horizon": config["eval_horizon"],
+            "final_score": scores[-1] if scores else None,
+            "best_score": max(scores) if scores else None,
+            "final_return": evals[-1]["return_mean"] if evals else None,
+            "final_success_rate": evals[-1]["success_rate"] if evals else None,
+            "last_metrics": jsonable(self.last_metrics),
+            "wall_time_s": round(time.time() - run.t0, 3),
+        }
+        if self.out is not None:
+            write_json_atomic(self.out / "summary.json", summary)
+        return summary
 
 
 def _write_eval_csv(path: Path, rows: list[dict[str, Any]]) -> None:
