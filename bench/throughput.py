@@ -1,7 +1,7 @@
 """Updates per second of every offline learner, on one process and one torch thread.
 
     python bench/throughput.py [--agents cpl,iql,...] [--preset quick] [--steps 300]
-        [--repeats 3] [--device cpu] [--json out.json]
+        [--repeats 3] [--device cpu] [--stack K] [--json out.json]
 
 Each learner trains ``--steps`` updates (all its phases, in the proportions its preset gives
 them) on the same synthetic data: 100 episodes of 100 steps with MetaWorld's dimensions (39
@@ -10,6 +10,10 @@ labels of 64-step segments on a random reward. The learners are timed in turns, 
 rounds over the list, so that a busy machine slows every learner alike within a round; the
 table shows each learner's median rate and, as the comparison that survives a shared
 machine, its rate relative to IQL's in the same round (the median of the per-round ratios).
+With ``--stack K``, every learner with a stacked path (``fit_stacked``) is also timed with K
+seeds stacked in one process, right after its single run in each round; the table gives the
+total seed-updates per second and its ratio to K sequential runs (K runs one after the other
+do the single run's rate).
 Nothing is written unless ``--json`` is given. Figures and the machine they were measured on
 are in docs/performance.md.
 """
@@ -59,34 +63,44 @@ def offline_agents() -> list[str]:
     return [a for a in list_agents() if not getattr(load_agent_module(a), "ONLINE", False)]
 
 
-def time_agent(name: str, preset: str, ds: OfflineDataset, prefs: Any, steps: int, device: str):
+def time_agent(
+    name: str, preset: str, ds: OfflineDataset, prefs: Any, steps: int, device: str, k: int = 1
+) -> float:
+    """Seed-updates per second of ``k`` seeds of ``name``: one run (k = 1) or k seeds stacked
+    in one process (the learner's ``fit_stacked``)."""
     mod = load_agent_module(name)
     cfg = make_config(mod, preset if preset in getattr(mod, "PRESETS", {}) else None, {})
     one = np.ones(ACT, np.float32)
-    agent = mod.Agent(cfg, AgentSpec(OBS, ACT, -one, one, device))
-    needs_truth = bool(getattr(agent, "requires_true_reward", False))
-    fit_ds = ds if needs_truth else ds.without_rewards()
-    batch = prefs.answered().to_batch(fit_ds, device)
-    gen = torch.Generator(device=device)
-    gen.manual_seed(0)
-    ctx = FitContext(
-        dataset=fit_ds,
-        prefs=batch,
-        steps=steps,
-        seed=0,
-        device=device,
-        rng=np.random.default_rng(0),
-        generator=gen,
-        log_interval=steps,
-        reward_scale=1.0,
-        pref_data=prefs.answered(),
-    )
+    agents, ctxs = [], []
+    for seed in range(k):
+        torch.manual_seed(seed)
+        agent = mod.Agent(cfg, AgentSpec(OBS, ACT, -one, one, device))
+        needs_truth = bool(getattr(agent, "requires_true_reward", False))
+        fit_ds = ds if needs_truth else ds.without_rewards()
+        batch = prefs.answered().to_batch(fit_ds, device)
+        gen = torch.Generator(device=device)
+        gen.manual_seed(seed)
+        agents.append(agent)
+        ctxs.append(
+            FitContext(
+                dataset=fit_ds,
+                prefs=batch,
+                steps=steps,
+                seed=seed,
+                device=device,
+                rng=np.random.default_rng(seed),
+                generator=gen,
+                log_interval=steps,
+                reward_scale=1.0,
+                pref_data=prefs.answered(),
+            )
+        )
     t0 = time.perf_counter()
-    for _ in agent.fit(ctx):
+    for _ in agents[0].fit(ctxs[0]) if k == 1 else mod.fit_stacked(agents, ctxs):
         pass
     if device.startswith("cuda"):
         torch.cuda.synchronize()
-    return steps / (time.perf_counter() - t0)
+    return k * steps / (time.perf_counter() - t0)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -97,6 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--json", default="")
+    ap.add_argument(
+        "--stack", type=int, default=0, help="also K seeds stacked, for learners with fit_stacked"
+    )
     args = ap.parse_args(argv)
     torch.set_num_threads(int(os.environ.get("PBRL_TORCH_THREADS", "1")))
     names = [a for a in args.agents.split(",") if a] or offline_agents()
@@ -105,10 +122,17 @@ def main(argv: list[str] | None = None) -> int:
     ds = synthetic_dataset()
     prefs = label_dataset(ds, "oracle", 2500, 64, 0)
     rates: dict[str, list[float]] = {n: [] for n in names}
+    stackable = [n for n in names if hasattr(load_agent_module(n), "fit_stacked")]
+    stacked: dict[str, list[float]] = {n: [] for n in stackable} if args.stack > 1 else {}
     for r in range(args.repeats):
         for n in names:
             rates[n].append(time_agent(n, args.preset, ds, prefs, args.steps, args.device))
             print(f"round {r + 1}: {n:8s} {rates[n][-1]:8.1f} updates/s", file=sys.stderr)
+            if n in stacked:
+                k = args.stack
+                stacked[n].append(time_agent(n, args.preset, ds, prefs, args.steps, args.device, k))
+                print(f"round {r + 1}: {n:8s} {stacked[n][-1]:8.1f} seed-updates/s, {k} stacked",
+                      file=sys.stderr)  # fmt: skip
     rel = {n: float(np.median([a / b for a, b in zip(rates[n], rates["iql"], strict=True)]))
            for n in names}  # fmt: skip
     load = os.getloadavg()
@@ -119,6 +143,20 @@ def main(argv: list[str] | None = None) -> int:
     for n in names:
         rs = ", ".join(f"{x:.1f}" for x in rates[n])
         print(f"| {n} | {np.median(rates[n]):.1f} | {rs} | {rel[n]:.3f} |")
+    gain: dict[str, float] = {}
+    if stacked:
+        k = args.stack
+        print(f"\n{k} seeds stacked in one process against {k} sequential runs (a sequential "
+              "run's rate is the single run's, measured in the same round just before)")  # fmt: skip
+        print(f"| learner | 1 seed, updates/s | {k} stacked, seed-updates/s (rounds) "
+              "| stacked / sequential (median ratio) |")  # fmt: skip
+        print("|---|---|---|---|")
+        for n, xs in stacked.items():
+            gain[n] = float(np.median([a / b for a, b in zip(xs, rates[n], strict=True)]))
+            rs = ", ".join(f"{x:.1f}" for x in xs)
+            print(
+                f"| {n} | {np.median(rates[n]):.1f} | {np.median(xs):.1f} ({rs}) | {gain[n]:.2f} |"
+            )
     if args.json:
         out = {
             "machine": platform.platform(),
@@ -130,6 +168,9 @@ def main(argv: list[str] | None = None) -> int:
             "load_average": load,
             "rates": rates,
             "relative_to_iql": rel,
+            "stack": args.stack,
+            "stacked_rates": stacked,
+            "stacked_over_sequential": gain,
         }
         Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
     return 0
