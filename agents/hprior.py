@@ -23,7 +23,7 @@ Losses (per member e, summed over members; y = prefer_b, 1 = segment b preferred
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,7 +34,7 @@ from torch import nn
 from pbrl.errors import PbrlError
 from pbrl.learn.api import AgentSpec, FitContext
 from pbrl.learn.data import dataset_windows
-from pbrl.learn.iql import QUICK_IQL, IQLConfig, IQLLearner, iql_config_from, iql_phase
+from pbrl.learn.iql import QUICK_IQL, IQLConfig, IQLLearner, IQLPlan, iql_config_from
 from pbrl.learn.kit import (
     batched_numpy,
     bt_pair_losses,
@@ -49,6 +49,7 @@ from pbrl.learn.kit import (
     strict_accuracy,
 )
 from pbrl.learn.nn import CausalTransformer, EnsembleMLP
+from pbrl.learn.stack import fit_stacked_before_iql
 
 # ---- losses (pure functions) ------------------------------------------------------------
 
@@ -388,6 +389,11 @@ class Agent:
         return self.rewards_of(o, a).sum(-1).cpu().numpy()
 
     def fit(self, ctx: FitContext) -> Iterator[dict[str, float]]:
+        plan = yield from self.before_iql(ctx)
+        yield from plan.run(ctx)
+
+    def before_iql(self, ctx: FitContext) -> Generator[dict[str, float], None, IQLPlan]:
+        """The world-model and reward phases; returns the IQL phase that follows (:meth:`fit`)."""
         if ctx.prefs is None or ctx.prefs.size == 0:
             raise PbrlError("hprior needs preferences (--prefs)")
         cfg = self.cfg
@@ -418,9 +424,7 @@ class Agent:
         # phase 2: relabel with the ensemble mean, IQL
         self.iql.set_max_steps(n_iql)
         rewards = self.reward(ds.observations, ds.actions)
-        yield from iql_phase(
-            self.iql, ds, rewards, n_iql, cfg.batch_size, ctx, n_wm + n_rm, cfg.reward_norm
-        )
+        return IQLPlan(self.iql, ds, rewards, n_iql, cfg.batch_size, n_wm + n_rm, cfg.reward_norm)
 
     # -- acting / reward -------------------------------------------------------------------
     def act(self, obs: np.ndarray) -> np.ndarray:
@@ -450,3 +454,9 @@ class Agent:
         self.obs_mean = state["obs_mean"].to(self.device)
         self.obs_std = state["obs_std"].to(self.device)
         self.iql.load_state_dict(state["iql"])
+
+
+def fit_stacked(agents: list[Agent], ctxs: list[FitContext]) -> Iterator[list[Any]]:
+    """Stacked seeds (``pbrl bench --stack-seeds K``): each member's world-model and reward
+    phases, then the IQL phases stacked (:func:`pbrl.learn.stack.fit_stacked_before_iql`)."""
+    return fit_stacked_before_iql(agents, ctxs)

@@ -37,6 +37,7 @@ from pbrl.learn.data import ACTION_CLIP, TransitionTensors
 from pbrl.learn.iql import IQLConfig, IQLLearner, iql_config_from
 from pbrl.learn.kit import bt_pair_losses, epoch_minibatches, segment_sum
 from pbrl.learn.nn import soft_update
+from pbrl.learn.stack import StackedIQL, member_batches, stacked_metrics
 
 # ---- pure losses -------------------------------------------------------------------------
 
@@ -182,11 +183,13 @@ class Agent:
             out[side] = (obs[:, :-1], act[:, :-1], obs[:, 1:], mask[:, :-1] * mask[:, 1:])
         return out, b.prefer_b
 
-    def update(
+    def rows(
         self, ctx: FitContext, idx: torch.Tensor, replay: TransitionTensors | None
-    ) -> dict[str, float]:
+    ) -> dict[str, torch.Tensor]:
+        """One update's rows: the transitions of both segments of pairs ``idx`` (then the
+        replay rows), raw observations, their discounts, the segments' masks and labels, and
+        the value / chi^2 / policy row weights."""
         cfg = self.cfg
-        L = self.learner
         gen = ctx.generator
         seg, y = self._feedback_rows(ctx, idx, gen)
         bsz, t = seg["a"][0].shape[:2]
@@ -203,52 +206,73 @@ class Agent:
             nxt.append(rb["next_obs"])
             disc.append(cfg.gamma * (1.0 - rb["done"]))
             n_rep = cfg.replay_batch
-        obs_n = L.norm(torch.cat(obs))
-        next_n = L.norm(torch.cat(nxt))
-        act_all = torch.cat(act)
-        discount = torch.cat(disc)
         ma, mb = seg["a"][3].reshape(-1), seg["b"][3].reshape(-1)
+        return {
+            "obs": torch.cat(obs),
+            "act": torch.cat(act),
+            "next_obs": torch.cat(nxt),
+            "discount": torch.cat(disc),
+            "mask_a": seg["a"][3],
+            "mask_b": seg["b"][3],
+            "prefer_b": y,
+            "w_v": row_weights(ma, mb, n_rep, cfg.value_replay_weight),
+            "w_c": row_weights(ma, mb, n_rep, cfg.chi2_replay_weight),
+            "w_p": row_weights(ma, mb, n_rep, cfg.policy_replay_weight),
+        }
 
-        # 1. value (expectile on the target critics)
-        w_v = row_weights(ma, mb, n_rep, cfg.value_replay_weight)
-        target_q, _, metrics = L.value_step(obs_n, act_all, w_v)
+    def clip_next_v(self, next_v: torch.Tensor, discount: torch.Tensor) -> torch.Tensor:
+        """V(s') clamped to +-1/(c (1 - d)) when ``target_clipping`` is on (D4RL configs)."""
+        cfg = self.cfg
+        if cfg.target_clipping and cfg.chi2_coeff > 0:
+            bound = 1.0 / (cfg.chi2_coeff * (1.0 - discount))
+            next_v = torch.maximum(torch.minimum(next_v, bound), -bound)
+        return next_v
 
-        # 2. critic: implied rewards with the freshly updated V
-        with torch.no_grad():
-            next_v = L.v(next_n)
-            if cfg.target_clipping and cfg.chi2_coeff > 0:
-                bound = 1.0 / (cfg.chi2_coeff * (1.0 - discount))
-                next_v = torch.maximum(torch.minimum(next_v, bound), -bound)
-        r = implicit_reward(L.q(obs_n, act_all), next_v, discount)
+    def critic_terms(
+        self, q: torch.Tensor, next_v: torch.Tensor, rows: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """IPL's critic loss (preference BCE + chi^2) of one update from the critic's values
+        ``q`` (K, N) on ``rows`` and V(s') (N,); returns (loss, metrics as tensors)."""
+        r = implicit_reward(q, next_v, rows["discount"])
         k = r.shape[0]
+        bsz, t = rows["mask_a"].shape
         n_seg = bsz * t
         r_a = r[:, :n_seg].reshape(k, bsz, t)
         r_b = r[:, n_seg : 2 * n_seg].reshape(k, bsz, t)
-        pref = ipl_preference_loss(r_a, r_b, seg["a"][3], seg["b"][3], y)
-        w_c = row_weights(ma, mb, n_rep, cfg.chi2_replay_weight)
-        chi2 = chi2_regularizer(r, w_c, cfg.chi2_coeff)
-        loss = pref + chi2
+        y = rows["prefer_b"]
+        pref = ipl_preference_loss(r_a, r_b, rows["mask_a"], rows["mask_b"], y)
+        chi2 = chi2_regularizer(r, rows["w_c"], self.cfg.chi2_coeff)
+        with torch.no_grad():
+            logits = segment_sum(r_b, rows["mask_b"]) - segment_sum(r_a, rows["mask_a"])
+            acc = ((logits.mean(0) > 0).float() == torch.round(y)).float().mean()
+        return pref + chi2, {
+            "pref_loss": pref.detach(),
+            "chi2": chi2.detach(),
+            "reward_mean": r.detach().mean(),
+            "pref_acc": acc,
+        }
+
+    def update(
+        self, ctx: FitContext, idx: torch.Tensor, replay: TransitionTensors | None
+    ) -> dict[str, torch.Tensor]:
+        L = self.learner
+        rows = self.rows(ctx, idx, replay)
+        obs_n, next_n, act = L.norm(rows["obs"]), L.norm(rows["next_obs"]), rows["act"]
+        # 1. value (expectile on the target critics)
+        target_q, _, metrics = L.value_step(obs_n, act, rows["w_v"])
+        # 2. critic: implied rewards with the freshly updated V
+        with torch.no_grad():
+            next_v = self.clip_next_v(L.v(next_n), rows["discount"])
+        loss, terms = self.critic_terms(L.q(obs_n, act), next_v, rows)
         L.q_opt.zero_grad(set_to_none=True)
         loss.backward()
         L.q_opt.step()
-        soft_update(L.q_target, L.q, cfg.polyak)
-
+        soft_update(L.q_target, L.q, self.cfg.polyak)
         # 3. actor: AWR with the advantage from this step's target Q and updated V
         with torch.no_grad():
             adv = target_q - L.v(obs_n)
-        w_p = row_weights(ma, mb, n_rep, cfg.policy_replay_weight)
-        metrics.update(L.actor_step(obs_n, act_all, adv, w_p))
-        with torch.no_grad():
-            logits = segment_sum(r_b, seg["b"][3]) - segment_sum(r_a, seg["a"][3])
-            acc = ((logits.mean(0) > 0).float() == torch.round(y)).float().mean()
-        metrics.update(
-            {
-                "pref_loss": float(pref.detach()),
-                "chi2": float(chi2.detach()),
-                "reward_mean": float(r.detach().mean()),
-                "pref_acc": float(acc),
-            }
-        )
+        metrics.update(L.actor_step(obs_n, act, adv, rows["w_p"]))
+        metrics.update(terms)
         return metrics
 
     def fit(self, ctx: FitContext) -> Iterator[dict[str, float]]:
@@ -273,3 +297,52 @@ class Agent:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.learner.load_state_dict(state["learner"])
+
+
+def fit_stacked(agents: list[Agent], ctxs: list[FitContext]) -> Iterator[list[dict[str, float]]]:
+    """K seeds of one config trained as one (``pbrl bench --stack-seeds K``): the members'
+    IQL cores stacked (:class:`pbrl.learn.stack.StackedIQL`), each member's pairs and replay
+    rows drawn with its own generator, the same three steps as :meth:`Agent.update`."""
+    first, ctx0 = agents[0], ctxs[0]
+    if len({c.prefs.size for c in ctxs}) > 1:
+        raise PbrlError(
+            "ipl: stacked seeds need labels of one size; run these seeds without --stack-seeds"
+        )
+    replays: list[TransitionTensors | None] = []
+    batches = []
+    for a, c in zip(agents, ctxs, strict=True):
+        replays.append(
+            TransitionTensors.from_dataset(c.dataset, c.device, None)
+            if a.cfg.replay_batch > 0
+            else None
+        )
+        a.learner.set_obs_stats(c.dataset.observations)
+        a.learner.set_max_steps(c.steps)
+        batches.append(epoch_minibatches(c.prefs.size, a.cfg.batch_size, c.generator, a.device))
+    stack = StackedIQL([a.learner for a in agents])
+    for step in range(1, ctx0.steps + 1):
+        rows = member_batches(
+            [
+                a.rows(c, next(b), r)
+                for a, c, b, r in zip(agents, ctxs, batches, replays, strict=True)
+            ]
+        )
+        obs_n, next_n, act = stack.norm(rows["obs"]), stack.norm(rows["next_obs"]), rows["act"]
+        target_q, v_old, v_losses = stack.value_step(obs_n, act, rows["w_v"])
+        next_v = first.clip_next_v(stack.values(next_n), rows["discount"])
+        _, terms = stack.critic_step(
+            lambda q, o, a, nv, rw: first.critic_terms(q(o, a), nv, rw), obs_n, act, next_v, rows
+        )
+        adv = target_q - stack.values(obs_n)
+        a_losses = stack.actor_step(obs_n, act, adv, rows["w_p"])
+        if step % ctx0.log_interval == 0 or step == ctx0.steps:
+            stack.write_back()
+            yield stacked_metrics(
+                step,
+                {
+                    "v_loss": v_losses,
+                    "v_mean": v_old.mean(-1),
+                    **stack.actor_metrics(a_losses, adv),
+                    **terms,
+                },
+            )

@@ -23,7 +23,7 @@ The step budget is shared: the reward phase runs ``reward_epochs`` epochs (cappe
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,8 +32,14 @@ import torch
 
 from pbrl.errors import PbrlError
 from pbrl.learn.api import AgentSpec, FitContext
-from pbrl.learn.data import TransitionTensors, relabel
-from pbrl.learn.iql import QUICK_IQL, IQLConfig, IQLLearner, iql_config_from, reward_normalize
+from pbrl.learn.data import relabel
+from pbrl.learn.iql import (
+    QUICK_IQL,
+    IQLConfig,
+    IQLLearner,
+    IQLPlan,
+    iql_config_from,
+)
 from pbrl.learn.kit import (
     bt_pair_losses,
     check_reward_input,
@@ -42,6 +48,7 @@ from pbrl.learn.kit import (
     segment_sum,
 )
 from pbrl.learn.nn import EnsembleMLP
+from pbrl.learn.stack import fit_stacked_before_iql
 
 # ---- pure losses -------------------------------------------------------------------------
 
@@ -217,7 +224,8 @@ class Agent:
             members=cfg.n_members,
         )
 
-    def fit(self, ctx: FitContext) -> Iterator[dict[str, float]]:
+    def before_iql(self, ctx: FitContext) -> Generator[dict[str, float], None, IQLPlan]:
+        """The reward phase; returns the IQL phase that follows (:meth:`fit`)."""
         cfg = self.cfg
         max_reward = min(int(cfg.max_reward_fraction * ctx.steps), ctx.steps - 1)
         step = 0
@@ -226,16 +234,15 @@ class Agent:
             if step % ctx.log_interval == 0:
                 yield {"step": step, "phase": 0.0, **m}
         ds = ctx.dataset
-        r = relabel(ds, self.reward)
-        r = reward_normalize(r, ds.starts, ds.lengths, cfg.reward_norm, ds.task_id)
-        data = TransitionTensors.from_dataset(ds, ctx.device, r)
-        self.learner.set_obs_stats(ds.observations)
         self.learner.set_max_steps(ctx.steps - step)
-        while step < ctx.steps:
-            m = self.learner.update(data.sample(cfg.batch_size, ctx.generator))
-            step += 1
-            if step % ctx.log_interval == 0 or step == ctx.steps:
-                yield {"step": step, "phase": 1.0, **m}
+        rewards = relabel(ds, self.reward)
+        return IQLPlan(
+            self.learner, ds, rewards, ctx.steps - step, cfg.batch_size, step, cfg.reward_norm, 1.0
+        )
+
+    def fit(self, ctx: FitContext) -> Iterator[dict[str, float]]:
+        plan = yield from self.before_iql(ctx)
+        yield from plan.run(ctx)
 
     # -- acting and state ------------------------------------------------------------------------
     def act(self, obs: np.ndarray) -> np.ndarray:
@@ -247,3 +254,9 @@ class Agent:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.reward_net.load_state_dict(state["reward"])
         self.learner.load_state_dict(state["learner"])
+
+
+def fit_stacked(agents: list[Agent], ctxs: list[FitContext]) -> Iterator[list[Any]]:
+    """Stacked seeds (``pbrl bench --stack-seeds K``): each member's reward phase, then the
+    IQL phases stacked (:func:`pbrl.learn.stack.fit_stacked_before_iql`)."""
+    return fit_stacked_before_iql(agents, ctxs)

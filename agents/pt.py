@@ -26,7 +26,7 @@ steps) -> 1e-4.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,7 +36,7 @@ from torch import nn
 
 from pbrl.errors import PbrlError
 from pbrl.learn.api import AgentSpec, FitContext
-from pbrl.learn.iql import QUICK_IQL, IQLConfig, IQLLearner, iql_config_from, iql_phase
+from pbrl.learn.iql import QUICK_IQL, IQLConfig, IQLLearner, IQLPlan, iql_config_from
 from pbrl.learn.kit import (
     bt_pair_losses,
     check_reward_input,
@@ -47,6 +47,7 @@ from pbrl.learn.kit import (
     strict_accuracy,
 )
 from pbrl.learn.nn import MLP, CausalTransformer, interleave_steps
+from pbrl.learn.stack import fit_stacked_before_iql
 
 # ---- losses (pure functions) ------------------------------------------------------------
 
@@ -274,6 +275,11 @@ class Agent:
         return self.model(obs, reward_action(act, self.cfg.reward_input), mask)
 
     def fit(self, ctx: FitContext) -> Iterator[dict[str, float]]:
+        plan = yield from self.before_iql(ctx)
+        yield from plan.run(ctx)
+
+    def before_iql(self, ctx: FitContext) -> Generator[dict[str, float], None, IQLPlan]:
+        """The reward-model phase; returns the IQL phase that follows (:meth:`fit`)."""
         if ctx.prefs is None or ctx.prefs.size == 0:
             raise PbrlError("pt needs preferences (--prefs)")
         cfg = self.cfg
@@ -311,9 +317,7 @@ class Agent:
         self.model.eval().requires_grad_(False)
         self.iql.set_max_steps(n_iql)
         rewards = self.relabel(ctx.dataset)
-        yield from iql_phase(
-            self.iql, ctx.dataset, rewards, n_iql, cfg.batch_size, ctx, n_rm, cfg.reward_norm
-        )
+        return IQLPlan(self.iql, ctx.dataset, rewards, n_iql, cfg.batch_size, n_rm, cfg.reward_norm)
 
     # -- relabelling -----------------------------------------------------------------------
     @torch.no_grad()
@@ -377,3 +381,9 @@ class Agent:
         assert self.model is not None
         self.model.load_state_dict(state["model"])
         self.iql.load_state_dict(state["iql"])
+
+
+def fit_stacked(agents: list[Agent], ctxs: list[FitContext]) -> Iterator[list[Any]]:
+    """Stacked seeds (``pbrl bench --stack-seeds K``): each member's reward-model phase, then
+    the IQL phases stacked (:func:`pbrl.learn.stack.fit_stacked_before_iql`)."""
+    return fit_stacked_before_iql(agents, ctxs)

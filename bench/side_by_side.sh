@@ -21,10 +21,10 @@ here=$(cd "$(dirname "$0")" && pwd)
 mkdir -p "$out"
 export PBRL_TORCH_THREADS=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 {
-  echo "# $(date -u +%FT%TZ) on $(uname -n): $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
+  echo "# $(date -u +%FT%TZ) on $(uname -n): $(getconf _NPROCESSORS_ONLN) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
   echo "# pbrl $(git -C "$here" rev-parse --short HEAD)"
   "$py" "$here/throughput.py" --steps 200 --repeats 3 --stack 8 --json "$out/throughput.json"
   "$py" "$here/iql_d3rlpy.py" --steps 300 --rounds 3 --json "$out/iql_d3rlpy.json"
   "$py" "$here/cpl_official.py" --cpl-repo "$cpl" --steps 40 --rounds 3 --json "$out/cpl_official.json"
-} 2>&1 | grep -v -e "Gym has been unmaintained" -e "upgrade to Gymnasium" -e "migration_guide" \
+} 2>&1 | grep --line-buffered -v -e "Gym has been unmaintained" -e "upgrade to Gymnasium" -e "migration_guide" \
   -e "Users of this version of Gym" | tee "$out/side_by_side.log"

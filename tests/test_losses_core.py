@@ -126,7 +126,7 @@ def test_iql_update_uses_the_documented_value(semantics):
         other = learner.v if semantics == "pre" else v_before
         y_other = b["reward"] + 0.99 * (1 - b["done"]) * other(b["next_obs"])
         wrong_q = iql_q_loss(q_before(b["obs"], b["act"]), y_other, "mean").item()
-    assert m["q_loss"] == pytest.approx(expect_q, rel=1e-5)
+    assert float(m["q_loss"]) == pytest.approx(expect_q, rel=1e-5)
     assert m["adv_mean"] == pytest.approx(expect_adv, rel=1e-5, abs=1e-7)
     assert abs(wrong_q - expect_q) > 1e-6  # the test can tell the two semantics apart
 

@@ -47,8 +47,12 @@ def test_stacked_members_equal_single_learners(targets):
         out = stacked.update({k: torch.stack([b[k] for b in batches]) for k in batches[0]})
         for i, (m, b) in enumerate(zip(singles, batches, strict=True)):
             single = m.update(b)
-            assert out["q_loss"][i].item() == pytest.approx(single["q_loss"], rel=1e-4, abs=1e-6)
-            assert out["v_loss"][i].item() == pytest.approx(single["v_loss"], rel=1e-4, abs=1e-6)
+            assert out["q_loss"][i].item() == pytest.approx(
+                float(single["q_loss"]), rel=1e-4, abs=1e-6
+            )
+            assert out["v_loss"][i].item() == pytest.approx(
+                float(single["v_loss"]), rel=1e-4, abs=1e-6
+            )
     for i, m in enumerate(singles):
         state = stacked.member_state(i)
         for part in ("v", "q", "q_target", "actor"):
@@ -100,6 +104,9 @@ def _stacked_result(mod):
         ("cpl", {"kl": True, "lr_multiplier": 0.1}),
         ("cpl", {"mode": "rank"}),
         ("cpl", {"mode": "score", "bc_coeff": 1.0}),
+        ("ipl", {}),
+        ("ipl", {"replay_batch": 0}),
+        ("ipl", {"window": 4, "target_clipping": True, "chi2_coeff": 0.5, "obs_norm": True}),
     ],
 )
 def test_stacked_seeds_act_as_their_single_runs(name, overrides):
@@ -149,3 +156,49 @@ def test_stacking_refuses_members_with_labels_of_different_sizes():
     agents = [cpl.Agent(cfg, spec) for _ in ctxs]
     with pytest.raises(PbrlError, match="labels of one size"):
         next(cpl.fit_stacked(agents, ctxs))
+
+
+@pytest.mark.parametrize(
+    ("name", "overrides"), [("mr", {"early_stop_acc": 2.0}), ("pt", {}), ("hprior", {})]
+)
+def test_learners_ending_in_iql_stack_their_iql_phase(name, overrides, monkeypatch):
+    """mr, pt and hprior run each member's reward phases, then the IQL phases stacked: the
+    stacked update really runs, and the members still act as their single runs."""
+    from pbrl.learn import stack as stack_mod
+    from pbrl.learn.api import load_agent_module
+
+    calls = []
+    real = stack_mod.StackedIQL.update
+
+    def counting(self, batch):
+        calls.append(self.k)
+        return real(self, batch)
+
+    monkeypatch.setattr(stack_mod.StackedIQL, "update", counting)
+    res = _stacked_result(_variant(load_agent_module(name), **overrides))
+    assert res.ok, res.detail
+    assert calls and set(calls) == {2}
+
+
+def test_members_whose_iql_phases_differ_run_them_one_after_the_other(monkeypatch):
+    """mr stops its reward phase early at a training accuracy, so two members may reach IQL
+    at different steps: their IQL phases then run one after the other, still equal to the
+    single runs."""
+    from pbrl.learn import stack as stack_mod
+    from pbrl.learn.api import load_agent_module
+
+    monkeypatch.setattr(stack_mod.StackedIQL, "update", None)  # must not be reached
+    mr = load_agent_module("mr")
+    real = mr.Agent.before_iql
+
+    def uneven(self, ctx):  # the second seed's reward phase ends one update earlier
+        plan = yield from real(self, ctx)
+        if ctx.seed % 2:
+            plan.step0 -= 1
+            plan.steps += 1
+        return plan
+
+    variant = _variant(mr)
+    variant.Agent = type("Agent", (mr.Agent,), {"before_iql": uneven, "fit": mr.Agent.fit})
+    res = _stacked_result(variant)
+    assert res.ok, res.detail

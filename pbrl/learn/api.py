@@ -32,6 +32,13 @@ name) that defines:
   (:class:`FitContext`), and its steps are environment steps;
 - optional ``PRESETS: dict[str, dict[str, Any]]``: named config overrides (``paper`` is
   the official semantics; ``quick`` the CPU scale).
+- optional ``fit_stacked(agents: list[Agent], ctxs: list[FitContext]) -> Iterator[list[dict]]``:
+  K agents of one config (each built from its own seed) trained as one, their parameters
+  stacked (:mod:`pbrl.learn.stack`); it yields one metric dict per agent at the steps
+  ``fit`` would, and leaves each agent holding its own trained parameters (written back
+  before every yield, so the runner evaluates and saves each as a single run).
+  ``pbrl bench --stack-seeds K`` uses it; ``STACK_CHECK_OVERRIDES`` (a config dict, e.g.
+  no dropout) is what the conformance check compares stacked seeds with single runs under.
 
 The module's key in the registry is its module name (``cpl``), or the path given.
 :mod:`pbrl.learn.check` checks a module against this contract (``pbrl agents check``); the

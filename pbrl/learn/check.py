@@ -336,23 +336,36 @@ def check_agent(
                 singles.append(mod.Agent(cfg, aspec))
                 seed_everything(s_i)
                 members.append(mod.Agent(cfg, aspec))
+            single_keys: set[str] = set()
             for s_i, single in zip(seeds, singles, strict=True):
-                for _ in single.fit(make_ctx(single, s_i)):
-                    pass
+                for m in single.fit(make_ctx(single, s_i)):
+                    single_keys |= set(m)
             ctxs = [make_ctx(m, s_i) for m, s_i in zip(members, seeds, strict=True)]
-            last = 0
+            last = [0] * len(seeds)
+            stacked_keys: set[str] = set()
             for rows in mod.fit_stacked(members, ctxs):
                 _require(
                     isinstance(rows, list) and len(rows) == len(seeds),
-                    f"fit_stacked yielded {type(rows).__name__}, not one dict per member",
+                    f"fit_stacked yielded {type(rows).__name__}, not one entry per member",
                 )
-                steps_seen = {int(r["step"]) for r in rows}
+                live = [(i, r) for i, r in enumerate(rows) if r is not None]
+                _require(live, "fit_stacked yielded nothing for every member")
+                steps_seen = {int(r["step"]) for _, r in live}
                 _require(len(steps_seen) == 1, f"members at different steps {steps_seen}")
-                last = steps_seen.pop()
-                for r in rows:
+                step = steps_seen.pop()
+                for i, r in live:
+                    _require(step > last[i], f"member {i}: step {step} after step {last[i]}")
+                    last[i] = step
                     bad = [k for k, v in r.items() if not math.isfinite(float(v))]
-                    _require(not bad, f"non-finite metric(s) {bad} at step {last}")
-            _require(last == steps, f"fit_stacked stopped at step {last} of {steps}")
+                    _require(not bad, f"non-finite metric(s) {bad} at step {step}")
+                    stacked_keys |= set(r)
+            _require(
+                all(x == steps for x in last), f"fit_stacked stopped at steps {last} of {steps}"
+            )
+            _require(
+                stacked_keys == single_keys,
+                f"fit_stacked's metrics differ from fit's: {sorted(stacked_keys ^ single_keys)}",
+            )
             for s_i, single, member in zip(seeds, singles, members, strict=True):
                 want, got = np.asarray(single.act(obs)), np.asarray(member.act(obs))
                 _require(

@@ -217,7 +217,9 @@ class IQLLearner(nn.Module):
     terminal; ``discount`` (B,) may replace ``gamma * (1 - done)``). Observations are raw:
     the learner standardises them itself when ``obs_norm`` is on (:meth:`set_obs_stats`).
     The individual steps (:meth:`value_step`, :meth:`critic_step`, :meth:`actor_step`) are
-    public so variants (IPL) can replace one of them.
+    public so variants (IPL) can replace one of them. Their metrics are detached 0-d tensors,
+    never read on the host inside the update (on CUDA a ``float()`` per step would wait for
+    the device every update); the runner converts what a learner yields at its log interval.
     """
 
     def __init__(
@@ -294,7 +296,7 @@ class IQLLearner(nn.Module):
 
     def value_step(
         self, obs_n: torch.Tensor, act: torch.Tensor, weights: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
+    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
         """One V update. Returns (target_q (B,), V(s) before the update (B,), metrics).
 
         ``weights`` (B,), when given, replaces the plain mean by a weighted mean (IPL's
@@ -311,7 +313,7 @@ class IQLLearner(nn.Module):
         return (
             target_q,
             v.detach(),
-            {"v_loss": float(loss.detach()), "v_mean": float(v.detach().mean())},
+            {"v_loss": loss.detach(), "v_mean": v.detach().mean()},
         )
 
     def critic_step(
@@ -322,7 +324,7 @@ class IQLLearner(nn.Module):
         next_obs_n: torch.Tensor,
         discount: torch.Tensor,
         next_v: torch.Tensor | None = None,
-    ) -> dict[str, float]:
+    ) -> dict[str, torch.Tensor]:
         """One TD update of the twin critic, then the Polyak update of its target."""
         with torch.no_grad():
             if next_v is None:
@@ -334,7 +336,7 @@ class IQLLearner(nn.Module):
         loss.backward()
         self.q_opt.step()
         soft_update(self.q_target, self.q, self.cfg.polyak)
-        return {"q_loss": float(loss.detach()), "q_mean": float(qs.mean().detach())}
+        return {"q_loss": loss.detach(), "q_mean": qs.detach().mean()}
 
     def actor_step(
         self,
@@ -342,7 +344,7 @@ class IQLLearner(nn.Module):
         act: torch.Tensor,
         adv: torch.Tensor,
         weights: torch.Tensor | None = None,
-    ) -> dict[str, float]:
+    ) -> dict[str, torch.Tensor]:
         """One AWR step on advantages ``adv`` (B,), then the actor's lr schedule step."""
         w = awr_weights(adv.detach(), self.cfg.beta, self.cfg.max_weight)
         per_row = w * self.policy_nll(obs_n, act)
@@ -353,12 +355,12 @@ class IQLLearner(nn.Module):
         if self.actor_sched is not None and self.actor_sched.last_epoch < self.max_steps:
             self.actor_sched.step()
         return {
-            "actor_loss": float(loss.detach()),
-            "adv_mean": float(adv.mean()),
-            "awr_weight_mean": float(w.mean()),
+            "actor_loss": loss.detach(),
+            "adv_mean": adv.detach().mean(),
+            "awr_weight_mean": w.detach().mean(),
         }
 
-    def update(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+    def update(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """One IQL step on a transition batch (see the class docstring for the keys)."""
         obs_n = self.norm(batch["obs"])
         next_obs_n = self.norm(batch["next_obs"])
@@ -389,6 +391,36 @@ class IQLLearner(nn.Module):
     def act(self, obs: np.ndarray) -> np.ndarray:
         """Deterministic action(s) (the actor mean, eval mode) clamped to [-1, 1]."""
         return greedy_action(self.actor, obs, self.device, self.norm)
+
+
+@dataclass
+class IQLPlan:
+    """A learner's last phase: ``steps`` IQL updates of ``learner`` on ``ds`` relabelled with
+    ``rewards``, numbered from ``step0`` (what :func:`iql_phase` runs). A learner whose
+    ``before_iql(ctx)`` generator returns one gets stacked seeds for free
+    (:func:`pbrl.learn.stack.fit_stacked_before_iql`)."""
+
+    learner: IQLLearner
+    ds: Any
+    rewards: np.ndarray
+    steps: int
+    batch_size: int
+    step0: int
+    reward_norm: str = "none"
+    phase: float = 2.0
+
+    def run(self, ctx: Any) -> Iterator[dict[str, float]]:
+        return iql_phase(
+            self.learner,
+            self.ds,
+            self.rewards,
+            self.steps,
+            self.batch_size,
+            ctx,
+            self.step0,
+            self.reward_norm,
+            self.phase,
+        )
 
 
 def iql_phase(

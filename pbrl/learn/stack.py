@@ -31,7 +31,9 @@ from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from pbrl.errors import PbrlError
-from pbrl.learn.iql import awr_weights, expectile_loss, iql_q_loss
+from pbrl.learn.data import TransitionTensors
+from pbrl.learn.iql import awr_weights, expectile_loss, iql_q_loss, reward_normalize
+from pbrl.learn.kit import log_due
 from pbrl.learn.nn import GaussianActor
 
 
@@ -184,6 +186,77 @@ class StackedIQL:
         """(K, B, D) raw observations standardised with each member's statistics."""
         return (obs - self.obs_mean.unsqueeze(1)) / self.obs_std.unsqueeze(1)
 
+    # -- the steps, for every member at once --------------------------------------------------
+    def values(self, obs_n: torch.Tensor) -> torch.Tensor:
+        """(K, B) V of (K, B, D) normalised observations (no gradient)."""
+        with torch.no_grad():
+            return vmap(lambda p, o: self._call("v", p, o))(self.parts["v"].params, obs_n)
+
+    def value_step(
+        self, obs_n: torch.Tensor, act: torch.Tensor, weights: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One V update of every member (:meth:`IQLLearner.value_step`; ``weights`` (K, B)
+        replace the plain mean). Returns (target_q (K, B), V before the update (K, B), the
+        members' losses (K,))."""
+        cfg = self.cfg
+        with torch.no_grad():
+            target_q = vmap(lambda p, o, a: self._call("q_target", p, o, a).min(0).values)(
+                self.parts["q_target"].params, obs_n, act
+            )
+
+        def v_loss(p: dict[str, torch.Tensor], o: torch.Tensor, tq: torch.Tensor, w: Any):
+            v = self._call("v", p, o)
+            per_row = expectile_loss(tq - v, cfg.expectile)
+            return (per_row.mean() if w is None else (per_row * w).sum()), v
+
+        in_dims = (0, 0, 0, 0 if weights is not None else None)
+        losses, v_old = vmap(v_loss, in_dims=in_dims)(
+            self.parts["v"].params, obs_n, target_q, weights
+        )
+        self.v_opt.zero_grad(set_to_none=True)
+        losses.sum().backward()
+        self.v_opt.step()
+        return target_q, v_old.detach(), losses.detach()
+
+    def critic_step(self, loss_fn: Any, *batched: Any) -> Any:
+        """One update of every member's critic on ``loss_fn(q, *member_args) -> (loss,
+        aux)`` where ``q(obs_n, act)`` is that member's critic; then the Polyak update of the
+        target critics. Returns (losses (K,), aux stacked)."""
+
+        def member(p: dict[str, torch.Tensor], *args: Any):
+            return loss_fn(lambda o, a: self._call("q", p, o, a), *args)
+
+        losses, aux = vmap(member)(self.parts["q"].params, *batched)
+        self.q_opt.zero_grad(set_to_none=True)
+        losses.sum().backward()
+        self.q_opt.step()
+        self.parts["q_target"].lerp_(self.parts["q"], self.cfg.polyak)
+        return losses.detach(), aux
+
+    def actor_step(
+        self,
+        obs_n: torch.Tensor,
+        act: torch.Tensor,
+        adv: torch.Tensor,
+        weights: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """One AWR step of every member (:meth:`IQLLearner.actor_step`), then the shared lr
+        schedule step. Returns the members' losses (K,)."""
+        cfg = self.cfg
+
+        def a_loss(p: dict[str, torch.Tensor], o: torch.Tensor, a: torch.Tensor, ad, w: Any):
+            per_row = awr_weights(ad, cfg.beta, cfg.max_weight) * -self._log_prob(p, o, a)
+            return per_row.mean() if w is None else (per_row * w).sum()
+
+        in_dims = (0, 0, 0, 0, 0 if weights is not None else None)
+        losses = vmap(a_loss, in_dims=in_dims)(self.parts["actor"].params, obs_n, act, adv, weights)
+        self.actor_opt.zero_grad(set_to_none=True)
+        losses.sum().backward()
+        self.actor_opt.step()
+        if self.actor_sched is not None and self.actor_sched.last_epoch < self.max_steps:
+            self.actor_sched.step()
+        return losses.detach()
+
     # -- one update of every member --------------------------------------------------------
     def update(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """One IQL step of every member on its own minibatch (``(K, B, ...)`` tensors: obs,
@@ -193,55 +266,34 @@ class StackedIQL:
         obs_n, next_obs_n = self.norm(batch["obs"]), self.norm(batch["next_obs"])
         act, reward = batch["act"], batch["reward"]
         discount = cfg.gamma * (1.0 - batch["done"])
-        v_p, q_p, qt_p, a_p = (self.parts[n].params for n in _PARTS)
         pre = cfg.value_for_targets == "pre"
-        with torch.no_grad():
-            target_q = vmap(lambda p, o, a: self._call("q_target", p, o, a).min(0).values)(
-                qt_p, obs_n, act
-            )
-            next_v_pre = vmap(lambda p, o: self._call("v", p, o))(v_p, next_obs_n) if pre else None
+        next_v_pre = self.values(next_obs_n) if pre else None
+        target_q, v_old, v_losses = self.value_step(obs_n, act)
+        if pre:
+            adv, next_v = target_q - v_old, next_v_pre
+        else:
+            adv, next_v = target_q - self.values(obs_n), self.values(next_obs_n)
+        target = reward + discount * next_v
 
-        def v_loss(p: dict[str, torch.Tensor], o: torch.Tensor, tq: torch.Tensor):
-            v = self._call("v", p, o)
-            return expectile_loss(tq - v, cfg.expectile).mean(), v
+        def q_loss(q: Any, o: torch.Tensor, a: torch.Tensor, t: torch.Tensor):
+            qs = q(o, a)
+            return iql_q_loss(qs, t, cfg.critic_reduction), qs.detach().mean()
 
-        v_losses, v_old = vmap(v_loss)(v_p, obs_n, target_q)
-        self.v_opt.zero_grad(set_to_none=True)
-        v_losses.sum().backward()
-        self.v_opt.step()
-        with torch.no_grad():
-            if pre:
-                adv, next_v = target_q - v_old.detach(), next_v_pre
-            else:
-                adv = target_q - vmap(lambda p, o: self._call("v", p, o))(v_p, obs_n)
-                next_v = vmap(lambda p, o: self._call("v", p, o))(v_p, next_obs_n)
-            target = reward + discount * next_v
-
-        def q_loss(p: dict[str, torch.Tensor], o: torch.Tensor, a: torch.Tensor, t: torch.Tensor):
-            return iql_q_loss(self._call("q", p, o, a), t, cfg.critic_reduction)
-
-        q_losses = vmap(q_loss)(q_p, obs_n, act, target)
-        self.q_opt.zero_grad(set_to_none=True)
-        q_losses.sum().backward()
-        self.q_opt.step()
-        self.parts["q_target"].lerp_(self.parts["q"], cfg.polyak)
-
-        def a_loss(p: dict[str, torch.Tensor], o: torch.Tensor, a: torch.Tensor, ad: torch.Tensor):
-            w = awr_weights(ad, cfg.beta, cfg.max_weight)
-            return (w * -self._log_prob(p, o, a)).mean()
-
-        a_losses = vmap(a_loss)(a_p, obs_n, act, adv)
-        self.actor_opt.zero_grad(set_to_none=True)
-        a_losses.sum().backward()
-        self.actor_opt.step()
-        if self.actor_sched is not None and self.actor_sched.last_epoch < self.max_steps:
-            self.actor_sched.step()
+        q_losses, q_mean = self.critic_step(q_loss, obs_n, act, target)
+        a_losses = self.actor_step(obs_n, act, adv)
         self.steps += 1
         return {
-            "v_loss": v_losses.detach(),
-            "q_loss": q_losses.detach(),
-            "actor_loss": a_losses.detach(),
+            "v_loss": v_losses,
+            "v_mean": v_old.mean(-1),
+            "q_loss": q_losses,
+            "q_mean": q_mean,
+            **self.actor_metrics(a_losses, adv),
         }
+
+    def actor_metrics(self, losses: torch.Tensor, adv: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The members' actor metrics as :meth:`IQLLearner.actor_step` reports them."""
+        w = awr_weights(adv, self.cfg.beta, self.cfg.max_weight)
+        return {"actor_loss": losses, "adv_mean": adv.mean(-1), "awr_weight_mean": w.mean(-1)}
 
     def member_state(self, i: int) -> dict[str, dict[str, torch.Tensor]]:
         """Member ``i``'s parameters per part (``v``, ``q``, ``q_target``, ``actor``), as
@@ -256,3 +308,59 @@ class StackedIQL:
 
 def _sub(params: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
     return {k[len(prefix) :]: v for k, v in params.items() if k.startswith(prefix)}
+
+
+def stackable_iql(learner: Any) -> bool:
+    """Whether :class:`StackedIQL` takes this IQL learner (Gaussian actor, no dropout)."""
+    return isinstance(learner.actor, GaussianActor) and learner.cfg.actor_dropout == 0
+
+
+def fit_stacked_before_iql(agents: list[Any], ctxs: list[Any]) -> Iterator[list[Any]]:
+    """Stacked seeds of a learner that ends in IQL on a learned reward (``mr``, ``pt``,
+    ``hprior``): each member's ``before_iql(ctx)`` phases (a generator of metric dicts that
+    returns its :class:`pbrl.learn.iql.IQLPlan`) run one member after the other, then the K
+    IQL phases run stacked, each member on its own relabelled data and generator.
+
+    Yields one entry per member, ``None`` for a member with nothing to report at that
+    yield. When the members' IQL phases differ in length or start (``mr`` stops its reward
+    phase early at a training accuracy), or their IQL core cannot be stacked, the IQL phases
+    run one after the other too: the result is the K separate runs either way."""
+    k = len(agents)
+    plans = []
+    for i, (agent, ctx) in enumerate(zip(agents, ctxs, strict=True)):
+        gen = agent.before_iql(ctx)
+        while True:
+            try:
+                m = next(gen)
+            except StopIteration as stop:
+                plans.append(stop.value)
+                break
+            rows: list[Any] = [None] * k
+            rows[i] = m
+            yield rows
+    shapes = {(p.steps, p.step0, p.batch_size, p.phase) for p in plans}
+    if len(shapes) > 1 or not all(stackable_iql(p.learner) for p in plans):
+        for i, (plan, ctx) in enumerate(zip(plans, ctxs, strict=True)):
+            for m in plan.run(ctx):
+                rows = [None] * k
+                rows[i] = m
+                yield rows
+        return
+    first, ctx0 = plans[0], ctxs[0]
+    datas = []
+    for plan, ctx in zip(plans, ctxs, strict=True):
+        ds = plan.ds
+        r = reward_normalize(plan.rewards, ds.starts, ds.lengths, plan.reward_norm, ds.task_id)
+        datas.append(TransitionTensors.from_dataset(ds, ctx.device, r))
+        plan.learner.set_obs_stats(ds.observations)
+    stack = StackedIQL([p.learner for p in plans])
+    total = first.step0 + first.steps
+    for i in range(1, first.steps + 1):
+        batch = member_batches(
+            [d.sample(first.batch_size, c.generator) for d, c in zip(datas, ctxs, strict=True)]
+        )
+        losses = stack.update(batch)
+        step = first.step0 + i
+        if log_due(step, ctx0.steps, ctx0.log_interval) or step == total:
+            stack.write_back()
+            yield stacked_metrics(step, losses, {"phase": first.phase})

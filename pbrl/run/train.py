@@ -482,7 +482,8 @@ def train_stacked(
                         f"rows for {len(runs)} runs"
                     )
                 for rec, m in zip(recs, rows, strict=True):
-                    rec.on_metrics(m)
+                    if m is not None:  # None: that run has nothing to report at this yield
+                        rec.on_metrics(m)
         finally:
             for rec in recs:
                 rec.close()
