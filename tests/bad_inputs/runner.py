@@ -194,6 +194,27 @@ CASES = [
         expect=("--workers",),
     ),
     Case(
+        "run-bench-stack-seeds-zero",
+        lambda w: _bench(w, None, "--stack-seeds", "0"),
+        expect=("--stack-seeds",),
+    ),
+    Case(
+        "run-bench-stack-seeds-not-a-number",
+        lambda w: _bench(w, None, "--stack-seeds", "many"),
+        expect=("--stack-seeds",),
+        usage=True,
+    ),
+    Case(
+        "run-suite-agent-teachers-empty",
+        lambda w: _bench(w, _suite(w, _ds(w) + MR + "teachers = []\n")),
+        expect=("agents[0]", "teachers"),
+    ),
+    Case(
+        "run-suite-agent-teachers-bogus",
+        lambda w: _bench(w, _suite(w, _ds(w) + MR + 'teachers = ["bogus"]\n')),
+        expect=("teachers", "bogus"),
+    ),
+    Case(
         "run-bench-backend-bogus",
         lambda w: _bench(w, None, "--backend", "slurm"),
         expect=("--backend", "slurm"),
