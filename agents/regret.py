@@ -29,7 +29,7 @@ with y = prefer_b (1: segment b preferred; ties 0.5 stay in).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,7 +39,7 @@ import torch
 from pbrl.errors import PbrlError
 from pbrl.learn.api import AgentSpec, FitContext
 from pbrl.learn.data import TransitionTensors
-from pbrl.learn.iql import IQLConfig, IQLLearner, iql_config_from, iql_phase
+from pbrl.learn.iql import IQLConfig, IQLLearner, IQLPlan, awr_weights, iql_config_from
 from pbrl.learn.kit import (
     batched_numpy,
     bt_pair_losses,
@@ -51,6 +51,13 @@ from pbrl.learn.kit import (
     strict_accuracy,
 )
 from pbrl.learn.nn import EnsembleMLP
+from pbrl.learn.stack import (
+    StackedIQL,
+    fit_stacked_before_iql,
+    member_batches,
+    stackable_iql,
+    stacked_metrics,
+)
 
 # ---- losses (pure functions) ------------------------------------------------------------
 
@@ -218,13 +225,12 @@ class Agent:
             max_updates=max_updates,
         )
 
-    def fit(self, ctx: FitContext) -> Iterator[dict[str, float]]:
+    def _adv_phase(self, ctx: FitContext) -> Generator[dict[str, float], None, tuple[int, int]]:
+        """A-hat's phase; returns (its updates, the policy phase's updates)."""
         if ctx.prefs is None or ctx.prefs.size == 0:
             raise PbrlError("regret needs preferences (--prefs)")
         cfg = self.cfg
-        ds = ctx.dataset
         n_adv, n_pol = split_steps(ctx.steps, (cfg.adv_frac,))
-
         opt = torch.optim.Adam(self.adv.parameters(), lr=cfg.adv_lr)
         batches = epoch_minibatches(ctx.prefs.size, cfg.adv_batch, ctx.generator, ctx.device)
         self.adv.train()
@@ -236,14 +242,29 @@ class Agent:
             if log_due(step, ctx.steps, ctx.log_interval) or step == n_adv:
                 yield {"step": step, "phase": 1.0, **m}
         self.adv.eval().requires_grad_(False)
-
         self.iql.set_max_steps(n_pol)
+        return n_adv, n_pol
+
+    def before_iql(self, ctx: FitContext) -> Generator[dict[str, float], None, IQLPlan]:
+        """``use=reward``: A-hat's phase; returns the IQL phase on A-hat as the reward."""
+        n_adv, n_pol = yield from self._adv_phase(ctx)
+        ds, cfg = ctx.dataset, self.cfg
+        rewards = self.reward(ds.observations, ds.actions)
+        return IQLPlan(self.iql, ds, rewards, n_pol, cfg.batch_size, n_adv, cfg.reward_norm)
+
+    def fit(self, ctx: FitContext) -> Iterator[dict[str, float]]:
+        cfg = self.cfg
         if cfg.use == "reward":
-            rewards = self.reward(ds.observations, ds.actions)
-            yield from iql_phase(
-                self.iql, ds, rewards, n_pol, cfg.batch_size, ctx, n_adv, cfg.reward_norm
-            )
+            plan = yield from self.before_iql(ctx)
+            yield from plan.run(ctx)
             return
+        n_adv, n_pol = yield from self._adv_phase(ctx)
+        yield from self._greedy_phase(ctx, n_adv, n_pol)
+
+    def _greedy_phase(self, ctx: FitContext, n_adv: int, n_pol: int) -> Iterator[dict[str, float]]:
+        """``use=greedy``: AWR of the actor on the centred A-hat of dataset actions."""
+        cfg = self.cfg
+        ds = ctx.dataset
         self.iql.set_obs_stats(ds.observations)
         data = TransitionTensors.from_dataset(ds, ctx.device)
         for i in range(1, n_pol + 1):
@@ -272,3 +293,56 @@ class Agent:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.adv.load_state_dict(state["adv"])
         self.iql.load_state_dict(state["iql"])
+
+
+def fit_stacked(agents: list[Agent], ctxs: list[FitContext]) -> Iterator[list[Any]]:
+    """Stacked seeds (``pbrl bench --stack-seeds K``): each member's A-hat phase, one member
+    after the other, then the policy phases stacked: IQL on A-hat for ``use=reward``
+    (:func:`pbrl.learn.stack.fit_stacked_before_iql`), else the members' AWR actors stacked
+    (:class:`pbrl.learn.stack.StackedIQL`'s actor step), each on its own A-hat and batches."""
+    if agents[0].cfg.use == "reward":
+        yield from fit_stacked_before_iql(agents, ctxs)
+        return
+    k = len(agents)
+    phases = []
+    for i, (agent, ctx) in enumerate(zip(agents, ctxs, strict=True)):
+        gen = agent._adv_phase(ctx)
+        while True:
+            try:
+                m = next(gen)
+            except StopIteration as stop:
+                phases.append(stop.value)
+                break
+            rows: list[Any] = [None] * k
+            rows[i] = m
+            yield rows
+    n_adv, n_pol = phases[0]
+    cfg, ctx0 = agents[0].cfg, ctxs[0]
+    if not stackable_iql(agents[0].iql):
+        for i, (agent, ctx) in enumerate(zip(agents, ctxs, strict=True)):
+            for m in agent._greedy_phase(ctx, n_adv, n_pol):
+                rows = [None] * k
+                rows[i] = m
+                yield rows
+        return
+    datas = []
+    for agent, ctx in zip(agents, ctxs, strict=True):
+        agent.iql.set_obs_stats(ctx.dataset.observations)
+        datas.append(TransitionTensors.from_dataset(ctx.dataset, ctx.device))
+    stack = StackedIQL([a.iql for a in agents])
+    for i in range(1, n_pol + 1):
+        bs = [d.sample(cfg.batch_size, c.generator) for d, c in zip(datas, ctxs, strict=True)]
+        with torch.no_grad():
+            a_hat = torch.stack(
+                [a.advantage(b["obs"], b["act"]).mean(0) for a, b in zip(agents, bs, strict=True)]
+            )
+        batch = member_batches(bs)
+        adv = a_hat - a_hat.mean(-1, keepdim=True)
+        losses = stack.actor_step(stack.norm(batch["obs"]), batch["act"], adv)
+        step = n_adv + i
+        if log_due(step, ctx0.steps, ctx0.log_interval) or i == n_pol:
+            stack.write_back()
+            w_max = awr_weights(adv, cfg.beta, cfg.max_weight).max(-1).values
+            yield stacked_metrics(
+                step, {**stack.actor_metrics(losses, adv), "awr_weight_max": w_max}, {"phase": 2.0}
+            )

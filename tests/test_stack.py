@@ -159,11 +159,19 @@ def test_stacking_refuses_members_with_labels_of_different_sizes():
 
 
 @pytest.mark.parametrize(
-    ("name", "overrides"), [("mr", {"early_stop_acc": 2.0}), ("pt", {}), ("hprior", {})]
+    ("name", "overrides"),
+    [
+        ("mr", {"early_stop_acc": 2.0}),
+        ("pt", {}),
+        ("hprior", {}),
+        ("regret", {"use": "reward"}),
+        ("regret", {}),
+    ],
 )
 def test_learners_ending_in_iql_stack_their_iql_phase(name, overrides, monkeypatch):
-    """mr, pt and hprior run each member's reward phases, then the IQL phases stacked: the
-    stacked update really runs, and the members still act as their single runs."""
+    """mr, pt, hprior and regret run each member's reward phases, then their last phase
+    stacked: the stacked update really runs, and the members still act as their single
+    runs."""
     from pbrl.learn import stack as stack_mod
     from pbrl.learn.api import load_agent_module
 
@@ -175,6 +183,14 @@ def test_learners_ending_in_iql_stack_their_iql_phase(name, overrides, monkeypat
         return real(self, batch)
 
     monkeypatch.setattr(stack_mod.StackedIQL, "update", counting)
+    real_actor = stack_mod.StackedIQL.actor_step
+
+    def counting_actor(self, *args, **kw):  # regret's greedy phase steps the actors only
+        if overrides.get("use", "greedy") == "greedy" and name == "regret":
+            calls.append(self.k)
+        return real_actor(self, *args, **kw)
+
+    monkeypatch.setattr(stack_mod.StackedIQL, "actor_step", counting_actor)
     res = _stacked_result(_variant(load_agent_module(name), **overrides))
     assert res.ok, res.detail
     assert calls and set(calls) == {2}

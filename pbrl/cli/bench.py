@@ -131,9 +131,8 @@ def bench(
     stack_seeds: int = typer.Option(
         None,
         help="Seeds of one job trained as one process with stacked parameters (learners "
-        "with a stacked path: bc, cpl, ipl, iql, mr, pt, hprior); each seed still gets its "
-        "own run folder. "
-        "Default: every seed on CUDA, 1 (off) on CPU.",
+        "with a stacked path: bc, cpl, ipl, iql, mr, pt, hprior, regret); each seed still "
+        "gets its own run folder. Default: every seed on CUDA, 1 (off) on CPU.",
     ),
 ) -> None:
     """Sweep learners x datasets x teachers x budgets x seeds and print the table.
