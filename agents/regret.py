@@ -55,6 +55,7 @@ from pbrl.learn.stack import (
     StackedIQL,
     fit_stacked_before_iql,
     member_batches,
+    members_in_turn,
     stackable_iql,
     stacked_metrics,
 )
@@ -304,26 +305,14 @@ def fit_stacked(agents: list[Agent], ctxs: list[FitContext]) -> Iterator[list[An
         yield from fit_stacked_before_iql(agents, ctxs)
         return
     k = len(agents)
-    phases = []
-    for i, (agent, ctx) in enumerate(zip(agents, ctxs, strict=True)):
-        gen = agent._adv_phase(ctx)
-        while True:
-            try:
-                m = next(gen)
-            except StopIteration as stop:
-                phases.append(stop.value)
-                break
-            rows: list[Any] = [None] * k
-            rows[i] = m
-            yield rows
+    phases = yield from members_in_turn(
+        k, [a._adv_phase(c) for a, c in zip(agents, ctxs, strict=True)]
+    )
     n_adv, n_pol = phases[0]
     cfg, ctx0 = agents[0].cfg, ctxs[0]
     if not stackable_iql(agents[0].iql):
-        for i, (agent, ctx) in enumerate(zip(agents, ctxs, strict=True)):
-            for m in agent._greedy_phase(ctx, n_adv, n_pol):
-                rows = [None] * k
-                rows[i] = m
-                yield rows
+        greedy = [a._greedy_phase(c, n_adv, n_pol) for a, c in zip(agents, ctxs, strict=True)]
+        yield from members_in_turn(k, greedy)
         return
     datas = []
     for agent, ctx in zip(agents, ctxs, strict=True):

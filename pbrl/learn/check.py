@@ -249,24 +249,26 @@ def check_agent(
     agent_obj = state["agent"]
 
     def make_ctx(agent_i: Any, seed_i: int) -> FitContext:
-        rng = seed_everything(seed_i)
         gen = torch.Generator(device=device)
         gen.manual_seed(seed_i)
+        common: dict[str, Any] = {
+            "steps": steps,
+            "seed": seed_i,
+            "device": device,
+            "rng": seed_everything(seed_i),
+            "generator": gen,
+            "log_interval": log_interval,
+        }
         if online:
             return FitContext(
                 dataset=None,
                 prefs=None,
-                steps=steps,
-                seed=seed_i,
-                device=device,
-                rng=rng,
-                generator=gen,
-                log_interval=log_interval,
                 task_id=ONLINE_CHECK_TASK,
                 teacher=make_teacher("oracle"),
                 budget=ONLINE_CHECK_BUDGET,
                 segment=ONLINE_CHECK_SEGMENT,
                 selector="disagreement",
+                **common,
             )
         needs_truth = bool(getattr(agent_i, "requires_true_reward", False))
         needs_prefs = bool(getattr(agent_i, "requires_preferences", True))
@@ -277,16 +279,7 @@ def check_agent(
             answered = prefs.answered()
             batch = answered.to_batch(fit_ds, device)
         return FitContext(
-            dataset=fit_ds,
-            prefs=batch,
-            steps=steps,
-            seed=seed_i,
-            device=device,
-            rng=rng,
-            generator=gen,
-            log_interval=log_interval,
-            reward_scale=1.0,
-            pref_data=answered,
+            dataset=fit_ds, prefs=batch, reward_scale=1.0, pref_data=answered, **common
         )
 
     def fit() -> str:

@@ -23,7 +23,7 @@ are K runs identical in distribution, not bit for bit, to the separate ones.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
 import torch
@@ -310,6 +310,26 @@ def _sub(params: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor
     return {k[len(prefix) :]: v for k, v in params.items() if k.startswith(prefix)}
 
 
+def members_in_turn(
+    k: int, gens: list[Generator[Any, None, Any]]
+) -> Generator[list[Any], None, list[Any]]:
+    """Run the members' generators to their ends, one member after the other (phases that
+    are not stacked): each of member i's metric dicts is yielded as a row of K entries with
+    ``None`` for the others; returns the generators' return values."""
+    out = []
+    for i, gen in enumerate(gens):
+        while True:
+            try:
+                m = next(gen)
+            except StopIteration as stop:
+                out.append(stop.value)
+                break
+            rows: list[Any] = [None] * k
+            rows[i] = m
+            yield rows
+    return out
+
+
 def stackable_iql(learner: Any) -> bool:
     """Whether :class:`StackedIQL` takes this IQL learner (Gaussian actor, no dropout)."""
     return isinstance(learner.actor, GaussianActor) and learner.cfg.actor_dropout == 0
@@ -326,25 +346,12 @@ def fit_stacked_before_iql(agents: list[Any], ctxs: list[Any]) -> Iterator[list[
     phase early at a training accuracy), or their IQL core cannot be stacked, the IQL phases
     run one after the other too: the result is the K separate runs either way."""
     k = len(agents)
-    plans = []
-    for i, (agent, ctx) in enumerate(zip(agents, ctxs, strict=True)):
-        gen = agent.before_iql(ctx)
-        while True:
-            try:
-                m = next(gen)
-            except StopIteration as stop:
-                plans.append(stop.value)
-                break
-            rows: list[Any] = [None] * k
-            rows[i] = m
-            yield rows
+    plans = yield from members_in_turn(
+        k, [a.before_iql(c) for a, c in zip(agents, ctxs, strict=True)]
+    )
     shapes = {(p.steps, p.step0, p.batch_size, p.phase) for p in plans}
     if len(shapes) > 1 or not all(stackable_iql(p.learner) for p in plans):
-        for i, (plan, ctx) in enumerate(zip(plans, ctxs, strict=True)):
-            for m in plan.run(ctx):
-                rows = [None] * k
-                rows[i] = m
-                yield rows
+        yield from members_in_turn(k, [p.run(c) for p, c in zip(plans, ctxs, strict=True)])
         return
     first, ctx0 = plans[0], ctxs[0]
     datas = []
