@@ -23,7 +23,10 @@ Guarantees:
   died. Staging folders are removed only under their run's lock, never another live
   process's;
 - each run is its own OS process: a crash, a segfault or a CUDA out-of-memory loses that
-  run only; failures are listed at the end and retried on the next invocation;
+  run only; failures are listed at the end and retried on the next invocation. With
+  ``stack_seeds`` K > 1, up to K seeds of one job share a process that trains them stacked
+  (:func:`stack_groups`); a failure there fails those K runs, each still published into
+  its own folder when the group succeeds;
 - devices are assigned round-robin; several runs share a GPU when ``--workers`` exceeds
   the number of devices;
 - ``backend="ray"`` sends the same job list to a Ray cluster (a local one when no address
