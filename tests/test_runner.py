@@ -376,8 +376,8 @@ def _metric_rows(folder: Path) -> list[dict]:
 
 @pytest.mark.slow
 def test_stacked_seeds_write_the_runs_separate_processes_write(store, tmp_path):
-    """--stack-seeds 3 trains bc's and cpl's three seeds each in one process (mr, without a
-    stacked path, alone); the folders, run ids and files are those of separate runs, and
+    """--stack-seeds 3 trains bc's, cpl's and mr's three seeds each in one process (mr's
+    reward phases one after the other, then its IQL phases stacked); the folders, run ids and files are those of separate runs, and
     the losses and scores agree with them to floating-point tolerance."""
     ds_id, env = store
     suite = write_suite(tmp_path / "s.toml", ds_id, STACKABLE, seeds=(0, 1, 2), steps=16)
@@ -392,7 +392,7 @@ def test_stacked_seeds_write_the_runs_separate_processes_write(store, tmp_path):
         db = runs_b[run_id]
         assert sorted(f.name for f in da.iterdir()) == sorted(f.name for f in db.iterdir())
         cfg = json.loads((db / "config.json").read_text())
-        stacked = cfg["spec"]["agent"] in ("bc", "cpl")
+        stacked = cfg["spec"]["agent"] in ("bc", "cpl", "mr")
         assert cfg.get("stacked_seeds") == ([0, 1, 2] if stacked else None), run_id
         ra, rb = _metric_rows(da), _metric_rows(db)
         assert [r["step"] for r in ra] == [r["step"] for r in rb]
@@ -421,5 +421,6 @@ def test_stack_groups_take_the_seeds_of_one_job():
     by_agent = {j.agent: [] for j in jobs}
     for g in groups:
         by_agent[g[0].agent].append(len(g))
-    assert by_agent["bc"] == [2, 1] and by_agent["mr"] == [1, 1, 1]
+    assert by_agent["bc"] == [2, 1] and by_agent["mr"] == [2, 1]
+    assert by_agent["oppo"] == [1, 1, 1]  # no stacked path: one run per process
     assert stack_groups(jobs, 1) == [[j] for j in jobs]
