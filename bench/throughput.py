@@ -1,7 +1,7 @@
 """Updates per second of every offline learner, on one process and one torch thread.
 
     python bench/throughput.py [--agents cpl,iql,...] [--preset quick] [--steps 300]
-        [--repeats 3] [--device cpu] [--stack K] [--json out.json]
+        [--repeats 3] [--device cpu] [--stack K] [--tf32] [--json out.json]
 
 Each learner trains ``--steps`` updates (all its phases, in the proportions its preset gives
 them) on the same synthetic data: 100 episodes of 100 steps with MetaWorld's dimensions (39
@@ -13,7 +13,8 @@ machine, its rate relative to IQL's in the same round (the median of the per-rou
 With ``--stack K``, every learner with a stacked path (``fit_stacked``) is also timed with K
 seeds stacked in one process, right after its single run in each round; the table gives the
 total seed-updates per second and its ratio to K sequential runs (K runs one after the other
-do the single run's rate).
+do the single run's rate). ``--tf32`` lets CUDA matrix products use TensorFloat-32 (10-bit
+mantissas; pbrl itself leaves torch's default, full float32).
 Nothing is written unless ``--json`` is given. Figures and the machine they were measured on
 are in docs/performance.md.
 """
@@ -114,7 +115,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--stack", type=int, default=0, help="also K seeds stacked, for learners with fit_stacked"
     )
+    ap.add_argument("--tf32", action="store_true", help="TensorFloat-32 matrix products on CUDA")
     args = ap.parse_args(argv)
+    if args.tf32:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
     torch.set_num_threads(int(os.environ.get("PBRL_TORCH_THREADS", "1")))
     names = [a for a in args.agents.split(",") if a] or offline_agents()
     if "iql" not in names:
@@ -136,7 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     rel = {n: float(np.median([a / b for a, b in zip(rates[n], rates["iql"], strict=True)]))
            for n in names}  # fmt: skip
     load = os.getloadavg()
-    print(f"\n{args.steps} updates per run, preset {args.preset}, device {args.device}, "
+    dev = args.device + (", TF32" if args.tf32 else "")
+    print(f"\n{args.steps} updates per run, preset {args.preset}, device {dev}, "
           f"{args.repeats} rounds, load average {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}")  # fmt: skip
     print("| learner | updates/s (median) | rounds | relative to iql (median ratio) |")
     print("|---|---|---|---|")
@@ -165,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
             "preset": args.preset,
             "steps": args.steps,
             "device": args.device,
+            "tf32": args.tf32,
             "load_average": load,
             "rates": rates,
             "relative_to_iql": rel,

@@ -77,6 +77,21 @@ def test_module_contract(name: str, small_data) -> None:
     assert {"loads", "fit", "act", "state round trip", "networks on the device"} <= names
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+@pytest.mark.parametrize("name", AGENTS)
+def test_module_contract_on_cuda(name: str, small_data) -> None:
+    """The same checks on the GPU, the stacked-seeds check (2 stacked against 2 single runs,
+    same actions) included for every learner with a stacked path. Skipped without a GPU (CI);
+    docs/performance.md says which commit last passed it on one."""
+    ds, prefs = small_data
+    _module(name)
+    results = check_agent(name, dataset=ds, prefs=prefs, device="cuda")
+    failed = failures(results)
+    assert not failed, f"{name}: " + "; ".join(f"{r.name}: {r.detail}" for r in failed)
+    if hasattr(_module(name), "fit_stacked"):
+        assert "stacked seeds" in {r.name for r in results}
+
+
 def test_check_names_what_is_wrong_in_a_broken_plugin(small_data) -> None:
     """A plug-in whose fit yields NaN and whose act has the wrong shape fails both checks."""
     ds, prefs = small_data

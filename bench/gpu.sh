@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# The GPU checks in one go, for a machine with a CUDA device (docs/performance.md, "The CUDA
+# path"): the CUDA tests, the update rates of every learner at the quick and paper sizes (one
+# seed, 8 stacked, 8 sequential), 64 stacked IQL seeds at IQL's paper size, and the smoke
+# suite through `pbrl bench` with stacked seeds (the default on CUDA).
+#
+#     bench/gpu.sh OUTDIR
+#
+# Runs from the repository root with the python3 on PATH, pbrl importable (installed, or the
+# layout of a snapshot on PYTHONPATH). Each stage has its own time limit and a failing stage
+# does not stop the next; every stage writes its log under OUTDIR, and the script exits
+# non-zero when any stage failed.
+set -u
+OUTDIR="${1:?usage: bench/gpu.sh OUTDIR}"
+mkdir -p "$OUTDIR"
+export PYTHONUNBUFFERED=1 MUJOCO_GL="${MUJOCO_GL:-egl}"
+export MINARI_DATASETS_PATH="${MINARI_DATASETS_PATH:-$(mktemp -d)}"
+status=0
+stage() {  # stage NAME SECONDS COMMAND...: run, log to OUTDIR/NAME.log, note the exit status
+  local name="$1" secs="$2"
+  shift 2
+  local t0=$SECONDS
+  echo "== $name: $*" | tee "$OUTDIR/$name.log"
+  timeout "$secs" "$@" >>"$OUTDIR/$name.log" 2>&1
+  local rc=$?
+  echo "== $name: exit $rc after $((SECONDS - t0)) s" | tee -a "$OUTDIR/$name.log"
+  tail -n 40 "$OUTDIR/$name.log"
+  [ "$rc" = 0 ] || status=1
+}
+{
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
+  python3 -c "import torch, platform; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name(0), platform.python_version())"
+  echo "commit ${PBRL_COMMIT:-$(git rev-parse HEAD 2>/dev/null)}"
+} >"$OUTDIR/machine.txt" 2>&1
+cat "$OUTDIR/machine.txt"
+
+stage cuda-tests "${PBRL_GPU_TESTS_S:-150}" python3 -m pytest -q -p no:cacheprovider -k cuda \
+  tests/test_agents_conformance.py tests/test_online.py
+stage iql-64 "${PBRL_GPU_IQL_S:-50}" python3 bench/throughput.py --device cuda --agents iql \
+  --preset paper --steps 500 --repeats 2 --stack 64 --json "$OUTDIR/iql-64.json"
+stage iql-64-tf32 "${PBRL_GPU_IQL_S:-40}" python3 bench/throughput.py --device cuda --agents iql \
+  --preset paper --steps 500 --repeats 1 --stack 64 --tf32 --json "$OUTDIR/iql-64-tf32.json"
+stage throughput-quick "${PBRL_GPU_QUICK_S:-120}" python3 bench/throughput.py --device cuda \
+  --preset quick --steps 500 --repeats 2 --stack 8 --json "$OUTDIR/throughput-quick.json"
+SMOKE_RUNS="$(mktemp -d)"
+stage smoke "${PBRL_GPU_SMOKE_S:-110}" python3 -m pbrl bench --suite smoke --seeds 0-2 \
+  --device cuda --out "$SMOKE_RUNS" --no-plots
+cp "$SMOKE_RUNS/table.md" "$OUTDIR/smoke-table.md" 2>/dev/null
+python3 -c "import json, pathlib, sys
+for p in sorted(pathlib.Path(sys.argv[1]).rglob('config.json')):
+    c = json.loads(p.read_text()); print(p.parent.name, c.get('device'), c.get('stacked_seeds'))
+" "$SMOKE_RUNS" >"$OUTDIR/smoke-stacked.txt" 2>&1
+stage throughput-paper "${PBRL_GPU_PAPER_S:-80}" python3 bench/throughput.py --device cuda \
+  --preset paper --steps 200 --repeats 1 --stack 8 --json "$OUTDIR/throughput-paper.json"
+exit $status
