@@ -29,7 +29,7 @@ The official window score averages the head's output over all positions, padding
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,6 +49,7 @@ from pbrl.learn.kit import (
     strict_accuracy,
 )
 from pbrl.learn.nn import MLP, CausalTransformer, interleave_steps
+from pbrl.learn.stack import StackedModules, member_batches, members_in_turn, stacked_metrics
 
 ACTION_RANGE = 2.0
 """a_max - a_min of the normalised action box [-1, 1] (the official distance divides by it)."""
@@ -203,6 +204,31 @@ class ScoreModel(nn.Module):
 
 
 @dataclass
+class PolicyPlan:
+    """What phase (3) trains on: the scored windows (rows of ``pool``, scores on the device),
+    the window builder, the step at which it starts, its updates and batch size."""
+
+    pool: np.ndarray
+    scores: torch.Tensor
+    windows: Callable[[np.ndarray], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+    step0: int
+    steps: int
+    batch_size: int
+    score_std: float
+
+    @property
+    def pairs(self) -> int:
+        return max(1, self.batch_size * (self.batch_size - 1) // 2)
+
+    def batch(self, ctx: FitContext) -> dict[str, torch.Tensor]:
+        """One policy batch, drawn with the run's numpy generator: windows and their scores."""
+        pick = ctx.rng.choice(self.pool.shape[0], self.batch_size, replace=False)
+        obs, act, mask = self.windows(self.pool[pick])
+        score = self.scores[torch.as_tensor(pick, device=self.scores.device)]
+        return {"obs": obs, "act": act, "mask": mask, "score": score}
+
+
+@dataclass
 class Config:
     """DPPO options (defaults: the official ``train.py`` flags and PT's predictor config)."""
 
@@ -261,6 +287,10 @@ PRESETS: dict[str, dict[str, Any]] = {
         "rm_frac": 0.2,
     },
 }
+
+STACK_CHECK_OVERRIDES: dict[str, Any] = {"dropout": 0.0, "rm_dropout": 0.0}
+"""The stacked-seeds check compares actions, so dropout is off there: its masks come from the
+process's generator, which stands elsewhere when a member's phases run stacked or in turn."""
 
 TEST_OVERRIDES: dict[str, Any] = {
     "hidden": (16, 16),
@@ -321,13 +351,50 @@ class Agent:
 
     # -- training --------------------------------------------------------------------------
     def fit(self, ctx: FitContext) -> Iterator[dict[str, float]]:
+        plan = yield from self.score_windows(ctx)
+        pi_opt = torch.optim.Adam(self.actor.parameters(), lr=self.cfg.lr)
+        self.actor.train()
+        for k in range(1, plan.steps + 1):
+            b = plan.batch(ctx)
+            loss, dist, kept = self.policy_loss(self.actor(b["obs"]), b)
+            pi_opt.zero_grad(set_to_none=True)
+            loss.backward()
+            pi_opt.step()
+            step = plan.step0 + k
+            if log_due(step, ctx.steps, ctx.log_interval):
+                yield {
+                    "step": step,
+                    "phase": 2.0,
+                    "dppo_loss": float(loss.detach()),
+                    "distance": float(dist.detach()),
+                    "pairs_kept": float(kept) / plan.pairs,
+                    "score_std": plan.score_std,
+                }
+
+    def policy_loss(
+        self, pred: torch.Tensor, batch: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The policy loss of one batch of scored windows given the policy's actions ``pred``
+        (B, W, A): (loss, mean window distance, pairs kept)."""
+        dist = window_distances(pred, batch["act"], batch["mask"])
+        loss, kept = dppo_policy_loss(dist, batch["score"], self.cfg.lambd, self.cfg.temperature)
+        return loss, dist.mean(), kept
+
+    def score_windows(self, ctx: FitContext) -> Generator[dict[str, float], None, PolicyPlan]:
+        """Phases (1) and (2): train the preference predictor, score the dataset's windows.
+        Yields the predictor's metrics; returns what the policy phase trains on."""
         if ctx.prefs is None or ctx.prefs.size == 0:
             raise PbrlError("dppo needs preferences (--prefs)")
         cfg = self.cfg
         ds = ctx.dataset
         seg_len = int(ctx.prefs.obs_a.shape[1])
         win = cfg.window or seg_len
-        model = self._build(max(seg_len, win))
+        # The predictor is built here, when the segment length is known; its initialisation
+        # is drawn from the run's seed (not from wherever the process's generator stands),
+        # so a seed gives the same predictor alone and stacked with others.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(np.random.SeedSequence([ctx.seed, 1]).generate_state(1)[0]))
+            model = self._build(max(seg_len, win))
         n_rm, n_pi = split_steps(ctx.steps, (cfg.rm_frac,))
         obs_all = torch.as_tensor(np.asarray(ds.observations, np.float32), device=self.device)
         act_all = torch.as_tensor(
@@ -391,32 +458,11 @@ class Agent:
             for s in range(0, pool.shape[0], 1024):
                 scores[s : s + 1024] = model(*windows(pool[s : s + 1024])).cpu().numpy()
         model.requires_grad_(False)
-
-        # (3) the policy
-        pi_opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.lr)
-        self.actor.train()
         bs = min(cfg.batch_size, pool.shape[0])
-        score_t = torch.as_tensor(scores, device=self.device)
-        for k in range(1, n_pi + 1):
-            pick = ctx.rng.choice(pool.shape[0], bs, replace=False)
-            obs, act, m = windows(pool[pick])
-            dist = window_distances(self.actor(obs), act, m)
-            loss, kept = dppo_policy_loss(
-                dist, score_t[torch.as_tensor(pick, device=self.device)], cfg.lambd, cfg.temperature
-            )
-            pi_opt.zero_grad(set_to_none=True)
-            loss.backward()
-            pi_opt.step()
-            step = n_rm + k
-            if log_due(step, ctx.steps, ctx.log_interval):
-                yield {
-                    "step": step,
-                    "phase": 2.0,
-                    "dppo_loss": float(loss.detach()),
-                    "distance": float(dist.detach().mean()),
-                    "pairs_kept": float(kept) / max(1, bs * (bs - 1) // 2),
-                    "score_std": float(scores.std()),
-                }
+        return PolicyPlan(
+            pool, torch.as_tensor(scores, device=self.device), windows, n_rm, n_pi, bs,
+            float(scores.std()),
+        )  # fmt: skip
 
     def _labelled_window_ends(self, ctx: FitContext, win: int) -> np.ndarray:
         """Rows whose window is a full-length window starting where a labelled segment starts
@@ -470,3 +516,42 @@ class Agent:
         self.actor.load_state_dict(state["actor"])
         if "model" in state:
             self._build(int(state["max_len"])).load_state_dict(state["model"])
+
+
+def fit_stacked(agents: list[Agent], ctxs: list[FitContext]) -> Iterator[list[Any]]:
+    """K seeds of one config trained as one (``pbrl bench --stack-seeds K``): each member's
+    predictor is trained and scores its windows one member after the other (phases 1 and
+    2), then the K policies train stacked (:class:`pbrl.learn.stack.StackedModules`), each
+    on batches of its own scored windows drawn with its own generator."""
+    k = len(agents)
+    plans = yield from members_in_turn(
+        k, [a.score_windows(c) for a, c in zip(agents, ctxs, strict=True)]
+    )
+    first, plan0, ctx0 = agents[0], plans[0], ctxs[0]
+    for a in agents:
+        a.actor.train()
+    stack = StackedModules([a.actor for a in agents])
+    stack.train(True)
+    opt = torch.optim.Adam(stack.parameters(), lr=first.cfg.lr)
+    score_std = torch.tensor([p.score_std for p in plans])
+    for i in range(1, plan0.steps + 1):
+        batch = member_batches([p.batch(c) for p, c in zip(plans, ctxs, strict=True)])
+        loss, dist, kept = stack.vmap(
+            lambda p, b: first.policy_loss(stack.call(p, b["obs"]), b), batch
+        )
+        opt.zero_grad(set_to_none=True)
+        loss.sum().backward()
+        opt.step()
+        step = plan0.step0 + i
+        if log_due(step, ctx0.steps, ctx0.log_interval):
+            stack.write_back()
+            yield stacked_metrics(
+                step,
+                {
+                    "dppo_loss": loss,
+                    "distance": dist,
+                    "pairs_kept": kept.float() / plan0.pairs,
+                    "score_std": score_std,
+                },
+                {"phase": 2.0},
+            )

@@ -107,6 +107,8 @@ def _stacked_result(mod):
         ("ipl", {}),
         ("ipl", {"replay_batch": 0}),
         ("ipl", {"window": 4, "target_clipping": True, "chi2_coeff": 0.5, "obs_norm": True}),
+        ("dppo", {}),
+        ("dppo", {"smooth_w": 0.0, "lambd": 0.5, "window": 4, "pool_padding": False}),
     ],
 )
 def test_stacked_seeds_act_as_their_single_runs(name, overrides):
