@@ -32,19 +32,21 @@ Losses of one joint step (y = prefer_b; d(x, y) = ||x - y + 1e-6||; strict pairs
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
+from torch.func import vmap
 
 from pbrl.errors import PbrlError
 from pbrl.learn.api import AgentSpec, FitContext
 from pbrl.learn.data import dataset_windows
 from pbrl.learn.kit import epoch_minibatches, log_due, obs_stats
 from pbrl.learn.nn import CausalTransformer, interleave_steps
+from pbrl.learn.stack import StackedModules, clip_member_grads_, member_batches, stacked_metrics
 
 # ---- losses (pure functions) ------------------------------------------------------------
 
@@ -242,6 +244,12 @@ def take(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     return torch.gather(x, 1, idx[..., None].expand(-1, -1, x.shape[-1]))
 
 
+def warmup_lambda(cfg: Any, steps: int) -> Callable[[int], float]:
+    """The policy's linear learning-rate warm-up over ``dec_warmup`` of the run's updates."""
+    warm = max(1, int(round(cfg.dec_warmup * steps)))
+    return lambda st: min((st + 1) / warm, 1.0)
+
+
 # ---- agent --------------------------------------------------------------------------------
 
 
@@ -320,6 +328,10 @@ PRESETS: dict[str, dict[str, Any]] = {
     "quick": {"batch_size": 16},
 }
 
+STACK_CHECK_OVERRIDES: dict[str, Any] = {"dropout": 0.0}
+"""The stacked-seeds check compares actions, so dropout (masks drawn from the process's
+generator, which stands elsewhere when members train stacked) is off there."""
+
 TEST_OVERRIDES: dict[str, Any] = {
     "embed_dim": 16,
     "enc_layers": 1,
@@ -379,138 +391,201 @@ class Agent:
         """Observations standardised with the dataset statistics the agent was fitted on."""
         return (obs - self.obs_mean) / self.obs_std
 
-    def _recon(
+    def _draw_recon(
         self,
-        z: torch.Tensor,
+        prefix: str,
         obs: torch.Tensor,
         act: torch.Tensor,
         mask: torch.Tensor,
         generator: torch.Generator,
         noise: float = 0.0,
-        states: bool = False,
-    ) -> torch.Tensor:
-        """HIM reconstruction loss of a random K-window of each segment given its z."""
+    ) -> dict[str, torch.Tensor]:
+        """The random part of a HIM reconstruction: a random K-window of each segment (and
+        the noise on the policy's input states), drawn with the run's generator."""
         assert self.dec is not None
         idx, m = crop_windows(mask, self.dec.max_len, generator)
         o = take(obs, idx)
-        a = take(act, idx)
         o_in = o
         if noise > 0:
             eps = torch.randn(o.shape, generator=generator, device=generator.device)
             o_in = o + noise * eps.to(o.device)
-        zs = z[:, None, :].expand(-1, idx.shape[1], -1)
-        pred_a, pred_s = self.dec(zs, o_in, a, m)
+        return {
+            prefix + "o": o,
+            prefix + "o_in": o_in,
+            prefix + "a": take(act, idx),
+            prefix + "m": m,
+        }
+
+    def draw_step(
+        self, ctx: FitContext, step: int, data: dict[str, Any]
+    ) -> dict[str, torch.Tensor]:
+        """Everything random in update ``step``, drawn in the order the update uses it: the
+        labelled pairs (and their K-windows), the HIM step's dataset windows (alternating
+        updates), and the reconstruction windows. The update itself is then deterministic
+        but for dropout (:meth:`him_loss`, :meth:`main_losses`, :meth:`z_star_loss`)."""
+        assert self.dec is not None
+        cfg, g = self.cfg, ctx.generator
+        b = ctx.prefs.index(next(data["batches"]))
+        oa, ob = self.normalize_obs(b.obs_a), self.normalize_obs(b.obs_b)
+        aa, ab, ma, mb = b.act_a, b.act_b, b.mask_a, b.mask_b
+        if cfg.encode == "window":
+            # scripted tree: encoder and policy see the same K-step window
+            ia, ma = crop_windows(b.mask_a, self.dec.max_len, g)
+            ib, mb = crop_windows(b.mask_b, self.dec.max_len, g)
+            oa, aa, ob, ab = take(oa, ia), take(aa, ia), take(ob, ib), take(ab, ib)
+        d = {"oa": oa, "aa": aa, "ma": ma, "ob": ob, "ab": ab, "mb": mb, "prefer_b": b.prefer_b}
+        if cfg.update == "alternating" and (step - 1) % 2 == 0:
+            # HIM step on unlabelled dataset windows (official: cont % 2 == 0)
+            rows, wm = dataset_windows(ctx.dataset, self.dec.max_len, cfg.batch_size, ctx.rng)
+            r = torch.as_tensor(rows, device=self.device)
+            m = torch.as_tensor(wm, dtype=torch.float32, device=self.device)
+            o, a = self.normalize_obs(data["obs"][r]), data["act"][r]
+            d.update({"h_o": o, "h_a": a, "h_m": m})
+            d.update(self._draw_recon("h_r_", o, a, m, g, cfg.state_noise))
+        d.update(self._draw_recon("ra_", oa, aa, ma, g))
+        d.update(self._draw_recon("rb_", ob, ab, mb, g))
+        return d
+
+    def _recon_loss(
+        self, dec: Callable[..., Any], z: torch.Tensor, d: dict[str, torch.Tensor], prefix: str
+    ) -> torch.Tensor:
+        """HIM reconstruction loss of the drawn windows ``prefix*`` given their z."""
+        o, a, m = d[prefix + "o"], d[prefix + "a"], d[prefix + "m"]
+        zs = z[:, None, :].expand(-1, o.shape[1], -1)
+        pred_a, pred_s = dec(zs, d[prefix + "o_in"], a, m)
         loss = him_action_loss(pred_a, a, m)
-        if states:
+        if self.cfg.update == "alternating":  # the human tree also reconstructs states
             loss = loss + him_action_loss(pred_s, o, m)
         return loss
 
+    def him_loss(
+        self, enc: Callable[..., Any], dec: Callable[..., Any], d: dict[str, torch.Tensor]
+    ) -> torch.Tensor:
+        """The alternating update's HIM step on dataset windows."""
+        return self._recon_loss(dec, enc(d["h_o"], d["h_a"], d["h_m"]), d, "h_r_")
+
+    def main_losses(
+        self,
+        enc: Callable[..., Any],
+        dec: Callable[..., Any],
+        z_star: torch.Tensor,
+        d: dict[str, torch.Tensor],
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The encoder (and, joint, policy) loss on the labelled pairs: (loss, HIM
+        reconstruction, norm loss, mean ||z_a||)."""
+        cfg = self.cfg
+        mode, norm_kind = (
+            ("human", "relu") if cfg.update == "alternating" else ("scripted", "square")
+        )
+        z_a = enc(d["oa"], d["aa"], d["ma"])
+        z_b = enc(d["ob"], d["ab"], d["mb"])
+        l_pref = oppo_triplet_loss(z_star.detach(), z_a, z_b, d["prefer_b"], cfg.margin, mode)
+        l_norm = oppo_norm_loss(z_a, norm_kind) + oppo_norm_loss(z_b, norm_kind)
+        l_rec = self._recon_loss(dec, z_a, d, "ra_") + self._recon_loss(dec, z_b, d, "rb_")
+        loss = l_rec + cfg.pref_coef * l_pref + cfg.norm_coef * l_norm
+        return loss, l_rec, l_norm, z_a.detach().norm(dim=-1).mean()
+
+    def z_star_loss(
+        self, enc: Callable[..., Any], z_star: torch.Tensor, d: dict[str, torch.Tensor]
+    ) -> torch.Tensor:
+        """z*'s triplet loss on the pairs re-encoded (train mode, no gradient to the encoder)."""
+        mode = "human" if self.cfg.update == "alternating" else "scripted"
+        with torch.no_grad():
+            z_a = enc(d["oa"], d["aa"], d["ma"])
+            z_b = enc(d["ob"], d["ab"], d["mb"])
+        return oppo_triplet_loss(z_star, z_a, z_b, d["prefer_b"], self.cfg.margin, mode)
+
     # -- training --------------------------------------------------------------------------
-    def fit(self, ctx: FitContext) -> Iterator[dict[str, float]]:
+    def begin_fit(self, ctx: FitContext) -> dict[str, Any]:
+        """Build the networks for the labels' segment length (initialised from the run's
+        seed, so a seed gives the same networks alone and stacked), take the dataset's
+        observation statistics, draw z*'s start; returns what :meth:`draw_step` reads."""
         if ctx.prefs is None or ctx.prefs.size == 0:
             raise PbrlError("oppo needs preferences (--prefs)")
         cfg = self.cfg
         ds = ctx.dataset
         seg_len = int(ctx.prefs.obs_a.shape[1])
-        self._build(enc_len=seg_len, k=min(cfg.context_len, seg_len))
-        assert self.enc is not None and self.dec is not None
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(np.random.SeedSequence([ctx.seed, 1]).generate_state(1)[0]))
+            self._build(enc_len=seg_len, k=min(cfg.context_len, seg_len))
         mean, std = obs_stats(ds.observations)
         self.obs_mean = torch.as_tensor(mean, device=self.device)
         self.obs_std = torch.as_tensor(std, device=self.device)
         g = ctx.generator
         z0 = torch.randn(cfg.z_dim, generator=g, device=g.device).to(self.device)
         self.z_star = (z0 * cfg.w_init_std).requires_grad_(True)
-        enc_opt = torch.optim.AdamW(self.enc.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        dec_opt = torch.optim.AdamW(self.dec.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        warm = max(1, int(round(cfg.dec_warmup * ctx.steps)))
-        dec_sched = torch.optim.lr_scheduler.LambdaLR(dec_opt, lambda st: min((st + 1) / warm, 1.0))
-        w_opt = torch.optim.AdamW([self.z_star], lr=cfg.w_lr, weight_decay=cfg.weight_decay)
-        batches = epoch_minibatches(ctx.prefs.size, cfg.batch_size, g, ctx.device)
-        human = cfg.update == "alternating"
-        mode = "human" if human else "scripted"
-        norm_kind = "relu" if human else "square"
-        if human:
-            obs_all = torch.as_tensor(ds.observations, dtype=torch.float32, device=self.device)
-            act_all = torch.as_tensor(
+        data: dict[str, Any] = {
+            "batches": epoch_minibatches(ctx.prefs.size, cfg.batch_size, g, ctx.device)
+        }
+        if cfg.update == "alternating":
+            data["obs"] = torch.as_tensor(ds.observations, dtype=torch.float32, device=self.device)
+            data["act"] = torch.as_tensor(
                 np.asarray(ds.actions, np.float32), dtype=torch.float32, device=self.device
             )
-        self.enc.train()
-        self.dec.train()
-        him = float("nan")
+        return data
+
+    def fit(self, ctx: FitContext) -> Iterator[dict[str, float]]:
+        cfg = self.cfg
+        data = self.begin_fit(ctx)
+        enc, dec = self.enc, self.dec
+        assert enc is not None and dec is not None
+        enc_opt = torch.optim.AdamW(enc.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        dec_opt = torch.optim.AdamW(dec.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        dec_sched = torch.optim.lr_scheduler.LambdaLR(dec_opt, warmup_lambda(cfg, ctx.steps))
+        w_opt = torch.optim.AdamW([self.z_star], lr=cfg.w_lr, weight_decay=cfg.weight_decay)
+        human = cfg.update == "alternating"
+        enc.train()
+        dec.train()
+        him = torch.tensor(float("nan"))
         for step in range(1, ctx.steps + 1):
-            b = ctx.prefs.index(next(batches))
-            oa, ob = self.normalize_obs(b.obs_a), self.normalize_obs(b.obs_b)
-            aa, ab, ma, mb = b.act_a, b.act_b, b.mask_a, b.mask_b
-            if cfg.encode == "window":
-                # scripted tree: encoder and policy see the same K-step window
-                ia, ma = crop_windows(b.mask_a, self.dec.max_len, g)
-                ib, mb = crop_windows(b.mask_b, self.dec.max_len, g)
-                oa, aa, ob, ab = take(oa, ia), take(aa, ia), take(ob, ib), take(ab, ib)
-            if human and (step - 1) % 2 == 0:
-                # HIM step on unlabelled dataset windows (official: cont % 2 == 0)
-                rows, wm = dataset_windows(ds, self.dec.max_len, cfg.batch_size, ctx.rng)
-                r = torch.as_tensor(rows, device=self.device)
-                m = torch.as_tensor(wm, dtype=torch.float32, device=self.device)
-                o, a = self.normalize_obs(obs_all[r]), act_all[r]
-                z = self.enc(o, a, m)
-                loss_h = self._recon(z, o, a, m, g, cfg.state_noise, states=True)
+            d = self.draw_step(ctx, step, data)
+            if "h_o" in d:
+                loss_h = self.him_loss(enc, dec, d)
                 enc_opt.zero_grad(set_to_none=True)
                 dec_opt.zero_grad(set_to_none=True)
                 loss_h.backward()
-                nn.utils.clip_grad_norm_(self.enc.parameters(), cfg.grad_clip)
-                nn.utils.clip_grad_norm_(self.dec.parameters(), cfg.grad_clip)
+                nn.utils.clip_grad_norm_(enc.parameters(), cfg.grad_clip)
+                nn.utils.clip_grad_norm_(dec.parameters(), cfg.grad_clip)
                 enc_opt.step()
                 dec_opt.step()
-                him = float(loss_h.detach())
-            z_a = self.enc(oa, aa, ma)
-            z_b = self.enc(ob, ab, mb)
-            l_pref = oppo_triplet_loss(self.z_star.detach(), z_a, z_b, b.prefer_b, cfg.margin, mode)
-            l_norm = oppo_norm_loss(z_a, norm_kind) + oppo_norm_loss(z_b, norm_kind)
+                him = loss_h.detach()
             if human:
                 # encoder-only step: the decoder is frozen but stays in train mode
-                self.dec.requires_grad_(False)
-                l_rec = self._recon(z_a, oa, aa, ma, g, states=True) + self._recon(
-                    z_b, ob, ab, mb, g, states=True
-                )
-                loss = l_rec + cfg.pref_coef * l_pref + cfg.norm_coef * l_norm
+                dec.requires_grad_(False)
+                loss, l_rec, l_norm, z_norm = self.main_losses(enc, dec, self.z_star, d)
                 enc_opt.zero_grad(set_to_none=True)
                 loss.backward()
-                self.dec.requires_grad_(True)
-                nn.utils.clip_grad_norm_(self.enc.parameters(), cfg.grad_clip)
+                dec.requires_grad_(True)
+                nn.utils.clip_grad_norm_(enc.parameters(), cfg.grad_clip)
                 enc_opt.step()
             else:
-                l_rec = self._recon(z_a, oa, aa, ma, g) + self._recon(z_b, ob, ab, mb, g)
-                loss = l_rec + cfg.pref_coef * l_pref + cfg.norm_coef * l_norm
+                loss, l_rec, l_norm, z_norm = self.main_losses(enc, dec, self.z_star, d)
                 enc_opt.zero_grad(set_to_none=True)
                 dec_opt.zero_grad(set_to_none=True)
                 loss.backward()
-                nn.utils.clip_grad_norm_(self.enc.parameters(), cfg.grad_clip)
-                nn.utils.clip_grad_norm_(self.dec.parameters(), cfg.grad_clip)
+                nn.utils.clip_grad_norm_(enc.parameters(), cfg.grad_clip)
+                nn.utils.clip_grad_norm_(dec.parameters(), cfg.grad_clip)
                 enc_opt.step()
                 dec_opt.step()
-                him = float(l_rec.detach())
+                him = l_rec.detach()
             dec_sched.step()
-            # z* step on re-encoded (train-mode, detached) contexts
-            with torch.no_grad():
-                z_a2 = self.enc(oa, aa, ma)
-                z_b2 = self.enc(ob, ab, mb)
-            l_w = oppo_triplet_loss(self.z_star, z_a2, z_b2, b.prefer_b, cfg.margin, mode)
+            l_w = self.z_star_loss(enc, self.z_star, d)
             w_opt.zero_grad(set_to_none=True)
             l_w.backward()
             w_opt.step()
             if log_due(step, ctx.steps, ctx.log_interval):
                 yield {
                     "step": step,
-                    "him_loss": him,
+                    "him_loss": float(him),
                     "rec_loss": float(l_rec.detach()),
                     "pref_loss": float(l_w.detach()),
                     "norm_loss": float(l_norm.detach()),
                     "z_star_norm": float(self.z_star.detach().norm()),
-                    "z_norm": float(z_a.detach().norm(dim=-1).mean()),
+                    "z_norm": float(z_norm),
                 }
         self.z_star = self.z_star.detach()
-        self.enc.eval()
-        self.dec.eval()
+        enc.eval()
+        dec.eval()
 
     # -- acting ----------------------------------------------------------------------------
     def begin_episodes(self, n: int) -> None:
@@ -582,3 +657,92 @@ class Agent:
         self.z_star = state["z_star"].to(self.device)
         self.obs_mean = state["obs_mean"].to(self.device)
         self.obs_std = state["obs_std"].to(self.device)
+
+
+def fit_stacked(agents: list[Agent], ctxs: list[FitContext]) -> Iterator[list[Any]]:
+    """K seeds of one config trained as one (``pbrl bench --stack-seeds K``): the members'
+    encoders and policies stacked (:class:`pbrl.learn.stack.StackedModules`), z* a ``(K, D)``
+    tensor; each member draws its own pairs, windows and crops with its own generators
+    (:meth:`Agent.draw_step`), and each network's gradient norm is clipped per member."""
+    first, ctx0 = agents[0], ctxs[0]
+    cfg = first.cfg
+    datas = [a.begin_fit(c) for a, c in zip(agents, ctxs, strict=True)]
+    enc = StackedModules([a.enc for a in agents])  # type: ignore[misc]
+    dec = StackedModules([a.dec for a in agents])  # type: ignore[misc]
+    enc.train(True)
+    dec.train(True)
+    z_star = torch.stack([a.z_star.detach() for a in agents]).requires_grad_(True)
+    enc_opt = torch.optim.AdamW(enc.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    dec_opt = torch.optim.AdamW(dec.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    dec_sched = torch.optim.lr_scheduler.LambdaLR(dec_opt, warmup_lambda(cfg, ctx0.steps))
+    w_opt = torch.optim.AdamW([z_star], lr=cfg.w_lr, weight_decay=cfg.weight_decay)
+    human = cfg.update == "alternating"
+
+    def members(fn: Callable[..., Any], *batched: Any) -> Any:
+        return vmap(fn, randomness="different")(*batched)
+
+    def enc_of(p: dict[str, torch.Tensor]) -> Callable[..., Any]:
+        return lambda *x: enc.call(p, *x)
+
+    def dec_of(p: dict[str, torch.Tensor]) -> Callable[..., Any]:
+        return lambda *x: dec.call(p, *x)
+
+    him = torch.full((len(agents),), float("nan"))
+    for step in range(1, ctx0.steps + 1):
+        d = member_batches(
+            [a.draw_step(c, step, x) for a, c, x in zip(agents, ctxs, datas, strict=True)]
+        )
+        if "h_o" in d:
+            loss_h = members(
+                lambda pe, pd, dd: first.him_loss(enc_of(pe), dec_of(pd), dd),
+                enc.params, dec.params, d,
+            )  # fmt: skip
+            enc_opt.zero_grad(set_to_none=True)
+            dec_opt.zero_grad(set_to_none=True)
+            loss_h.sum().backward()
+            clip_member_grads_(enc.parameters(), cfg.grad_clip)
+            clip_member_grads_(dec.parameters(), cfg.grad_clip)
+            enc_opt.step()
+            dec_opt.step()
+            him = loss_h.detach()
+        # the alternating update's encoder-only step sees the policy's parameters detached
+        dec_p = {k: v.detach() for k, v in dec.params.items()} if human else dec.params
+        loss, l_rec, l_norm, z_norm = members(
+            lambda pe, pd, z, dd: first.main_losses(enc_of(pe), dec_of(pd), z, dd),
+            enc.params, dec_p, z_star, d,
+        )  # fmt: skip
+        enc_opt.zero_grad(set_to_none=True)
+        if not human:
+            dec_opt.zero_grad(set_to_none=True)
+        loss.sum().backward()
+        clip_member_grads_(enc.parameters(), cfg.grad_clip)
+        enc_opt.step()
+        if not human:
+            clip_member_grads_(dec.parameters(), cfg.grad_clip)
+            dec_opt.step()
+            him = l_rec.detach()
+        dec_sched.step()
+        l_w = members(lambda pe, z, dd: first.z_star_loss(enc_of(pe), z, dd), enc.params, z_star, d)
+        w_opt.zero_grad(set_to_none=True)
+        l_w.sum().backward()
+        w_opt.step()
+        if log_due(step, ctx0.steps, ctx0.log_interval):
+            enc.write_back()
+            dec.write_back()
+            for i, a in enumerate(agents):
+                a.z_star = z_star[i].detach().clone()
+            yield stacked_metrics(
+                step,
+                {
+                    "him_loss": him,
+                    "rec_loss": l_rec,
+                    "pref_loss": l_w,
+                    "norm_loss": l_norm,
+                    "z_star_norm": z_star.detach().norm(dim=-1),
+                    "z_norm": z_norm,
+                },
+            )
+    for a in agents:
+        assert a.enc is not None and a.dec is not None
+        a.enc.eval()
+        a.dec.eval()

@@ -408,8 +408,10 @@ def test_stacked_seeds_write_the_runs_separate_processes_write(store, tmp_path):
     assert again.returncode == 0 and "0 finished, 9 skipped" in again.stdout
 
 
-def test_stack_groups_take_the_seeds_of_one_job():
+def test_stack_groups_take_the_seeds_of_one_job(monkeypatch):
     from pbrl.run.runner import plan, stack_groups
+
+    monkeypatch.syspath_prepend(str(TESTS.parent))  # the plug-in learner examples.my_agent
     from pbrl.run.suite import load_suite
 
     suite_file = TESTS / "data" / "stack_groups.toml"
@@ -422,5 +424,6 @@ def test_stack_groups_take_the_seeds_of_one_job():
     for g in groups:
         by_agent[g[0].agent].append(len(g))
     assert by_agent["bc"] == [2, 1] and by_agent["mr"] == [2, 1]
-    assert by_agent["oppo"] == [1, 1, 1]  # no stacked path: one run per process
+    # a plug-in without a stacked path: one run per process
+    assert by_agent["examples.my_agent"] == [1, 1, 1]
     assert stack_groups(jobs, 1) == [[j] for j in jobs]

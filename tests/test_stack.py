@@ -109,6 +109,9 @@ def _stacked_result(mod):
         ("ipl", {"window": 4, "target_clipping": True, "chi2_coeff": 0.5, "obs_norm": True}),
         ("dppo", {}),
         ("dppo", {"smooth_w": 0.0, "lambd": 0.5, "window": 4, "pool_padding": False}),
+        ("oppo", {}),
+        ("oppo", {"update": "alternating", "state_noise": 0.1, "encode": "segment"}),
+        ("oppo", {"pool_over_padding": True, "eval_zero_fill": True, "grad_clip": 1e-3}),
     ],
 )
 def test_stacked_seeds_act_as_their_single_runs(name, overrides):
@@ -220,3 +223,29 @@ def test_members_whose_iql_phases_differ_run_them_one_after_the_other(monkeypatc
     variant.Agent = type("Agent", (mr.Agent,), {"before_iql": uneven, "fit": mr.Agent.fit})
     res = _stacked_result(variant)
     assert res.ok, res.detail
+
+
+def test_member_gradient_clipping_is_each_members_own():
+    """clip_member_grads_ on stacked gradients = nn.utils.clip_grad_norm_ on each member's."""
+    import torch
+
+    from pbrl.learn.stack import clip_member_grads_
+
+    gen = torch.Generator().manual_seed(0)
+    shapes = [(3, 4), (3,), (3, 2, 5)]
+    stacked = [torch.randn(s, generator=gen).requires_grad_(True) for s in shapes]
+    scales = torch.tensor([10.0, 0.01, 1.0])  # member 1 below the clip, the others above
+    for t in stacked:
+        t.grad = torch.randn(t.shape, generator=gen) * scales.reshape(3, *([1] * (t.dim() - 1)))
+    want = []
+    for i in range(3):
+        member = [t[i].detach().clone().requires_grad_(True) for t in stacked]
+        for m, t in zip(member, stacked, strict=True):
+            m.grad = t.grad[i].clone()
+        torch.nn.utils.clip_grad_norm_(member, 0.5)
+        want.append([m.grad for m in member])
+    norms = clip_member_grads_(stacked, 0.5)
+    assert norms.shape == (3,) and norms[1] < 0.5 < norms[0]
+    for i in range(3):
+        for t, w in zip(stacked, want[i], strict=True):
+            torch.testing.assert_close(t.grad[i], w)

@@ -131,7 +131,7 @@ def bench(
     stack_seeds: int = typer.Option(
         None,
         help="Seeds of one job trained as one process with stacked parameters (learners "
-        "with a stacked path: bc, cpl, dppo, ipl, iql, mr, pt, hprior, regret); each seed still "
+        "with a stacked path: every offline one); each seed still "
         "gets its own run folder. Default: every seed on CUDA, 1 (off) on CPU.",
     ),
 ) -> None:

@@ -121,6 +121,22 @@ def stacked_metrics(
     ]
 
 
+@torch.no_grad()
+def clip_member_grads_(params: list[torch.Tensor], max_norm: float) -> torch.Tensor:
+    """``nn.utils.clip_grad_norm_`` for each member of stacked ``(K, ...)`` parameters: each
+    member's gradients (its slices of every tensor) scaled so their joint norm is at most
+    ``max_norm``. Returns the members' norms before clipping, ``(K,)``."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return torch.zeros(0)
+    k = grads[0].shape[0]
+    norms = torch.stack([g.reshape(k, -1).pow(2).sum(-1) for g in grads]).sum(0).sqrt()
+    coef = (max_norm / (norms + 1e-6)).clamp(max=1.0)
+    for g in grads:
+        g.mul_(coef.reshape(k, *([1] * (g.dim() - 1))))
+    return norms
+
+
 def zip_generators(gens: list[Iterator[Any]]) -> Iterator[list[Any]]:
     """The members' endless batch generators advanced together."""
     while True:
