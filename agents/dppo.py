@@ -45,6 +45,7 @@ from pbrl.learn.kit import (
     epoch_minibatches,
     greedy_action,
     log_due,
+    seeded_init,
     split_steps,
     strict_accuracy,
 )
@@ -389,11 +390,8 @@ class Agent:
         ds = ctx.dataset
         seg_len = int(ctx.prefs.obs_a.shape[1])
         win = cfg.window or seg_len
-        # The predictor is built here, when the segment length is known; its initialisation
-        # is drawn from the run's seed (not from wherever the process's generator stands),
-        # so a seed gives the same predictor alone and stacked with others.
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(np.random.SeedSequence([ctx.seed, 1]).generate_state(1)[0]))
+        # built here, when the segment length is known
+        with seeded_init(ctx.seed):
             model = self._build(max(seg_len, win))
         n_rm, n_pi = split_steps(ctx.steps, (cfg.rm_frac,))
         obs_all = torch.as_tensor(np.asarray(ds.observations, np.float32), device=self.device)

@@ -44,6 +44,7 @@ from pbrl.learn.kit import (
     log_due,
     obs_stats,
     reward_action,
+    seeded_init,
     segment_sum,
     split_steps,
     strict_accuracy,
@@ -399,7 +400,8 @@ class Agent:
         cfg = self.cfg
         ds = ctx.dataset
         seg_len = int(ctx.prefs.obs_a.shape[1])
-        self._build_wm(seg_len)
+        with seeded_init(ctx.seed):
+            self._build_wm(seg_len)
         n_wm, n_rm, n_iql = split_steps(ctx.steps, (cfg.wm_frac, cfg.rm_frac))
 
         # phase 0: the world model on dataset windows of the segment length

@@ -44,7 +44,7 @@ from torch.func import vmap
 from pbrl.errors import PbrlError
 from pbrl.learn.api import AgentSpec, FitContext
 from pbrl.learn.data import dataset_windows
-from pbrl.learn.kit import epoch_minibatches, log_due, obs_stats
+from pbrl.learn.kit import epoch_minibatches, log_due, obs_stats, seeded_init
 from pbrl.learn.nn import CausalTransformer, interleave_steps
 from pbrl.learn.stack import StackedModules, clip_member_grads_, member_batches, stacked_metrics
 
@@ -505,8 +505,7 @@ class Agent:
         cfg = self.cfg
         ds = ctx.dataset
         seg_len = int(ctx.prefs.obs_a.shape[1])
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(np.random.SeedSequence([ctx.seed, 1]).generate_state(1)[0]))
+        with seeded_init(ctx.seed):
             self._build(enc_len=seg_len, k=min(cfg.context_len, seg_len))
         mean, std = obs_stats(ds.observations)
         self.obs_mean = torch.as_tensor(mean, device=self.device)

@@ -43,6 +43,7 @@ from pbrl.learn.kit import (
     epoch_minibatches,
     log_due,
     reward_action,
+    seeded_init,
     split_steps,
     strict_accuracy,
 )
@@ -284,7 +285,8 @@ class Agent:
             raise PbrlError("pt needs preferences (--prefs)")
         cfg = self.cfg
         seg_len = int(ctx.prefs.obs_a.shape[1])
-        self._build(max(seg_len, cfg.relabel_len))
+        with seeded_init(ctx.seed):
+            self._build(max(seg_len, cfg.relabel_len))
         assert self.model is not None
         n_rm, n_iql = split_steps(ctx.steps, (cfg.rm_frac,))
         opt = torch.optim.AdamW(

@@ -19,6 +19,7 @@ learner produces do not depend on which learner it is:
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -237,6 +238,18 @@ def split_steps(total: int, fractions: tuple[float, ...]) -> list[int]:
         left -= c
     counts.append(left)
     return counts
+
+
+@contextlib.contextmanager
+def seeded_init(seed: int, salt: int = 1) -> Iterator[None]:
+    """Build networks inside this block to draw their initialisation from the run's ``seed``
+    (salted, so it does not repeat the stream the agent's constructor drew from) instead of
+    from wherever the process's generator stands; the process's generator is left as it was.
+    For networks built inside ``fit`` (when the labels' segment length is known): a seed
+    then gives the same networks whether its run trains alone or stacked with others."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(np.random.SeedSequence([int(seed), salt]).generate_state(1)[0]))
+        yield
 
 
 def log_due(step: int, total: int, interval: int) -> bool:
