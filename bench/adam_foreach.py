@@ -1,10 +1,12 @@
-"""Does foreach Adam make an IQL update faster on CPU? Two IQL learners, one per optimizer kind.
+"""Does foreach or fused Adam make an IQL update faster on CPU? Two IQL learners, one per
+optimizer kind.
 
-    python bench/adam_foreach.py [--rounds 4] [--updates 100]
+    python bench/adam_foreach.py [--kind foreach|fused] [--rounds 4] [--updates 100]
 
 Both learners are built from the same seed on one torch thread; the second one's three Adam
-optimizers are rebuilt with ``foreach=True`` (PyTorch's CPU default is the per-parameter
-loop). They train in alternating blocks of ``--updates`` updates on random 256-transition
+optimizers are rebuilt with ``foreach=True`` or ``fused=True`` (``--kind``), the first one's as
+the per-parameter loop (PyTorch's CPU default; pbrl's IQL has used the fused kernel since
+this measurement). They train in alternating blocks of ``--updates`` updates on random 256-transition
 batches (MetaWorld's sizes: 39 observations, 4 actions), so machine load hits both alike;
 the script prints each block's rate and the per-round ratio, then checks that one update
 from the same state gives the same parameters with either optimizer. Figures are in
@@ -25,6 +27,7 @@ N, OBS, ACT = 100_000, 39, 4
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--kind", choices=("foreach", "fused"), default="foreach")
     ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--updates", type=int, default=100)
     args = ap.parse_args(argv)
@@ -43,14 +46,15 @@ def main(argv: list[str] | None = None) -> int:
         idx = torch.randint(0, N, (256,), generator=gen)
         return {k: v[idx] for k, v in data.items()}
 
-    def make(foreach: bool) -> IQLLearner:
+    def make(other: bool) -> IQLLearner:
         torch.manual_seed(0)
         learner = IQLLearner(OBS, ACT, IQLConfig(), max_steps=1_000_000, device="cpu")
-        if foreach:
-            for name in ("v_opt", "q_opt", "actor_opt"):
-                group = getattr(learner, name).param_groups[0]
-                opt = torch.optim.Adam(group["params"], lr=group["lr"], foreach=True)
-                setattr(learner, name, opt)
+        # IQLLearner builds fused Adams (pbrl.learn.kit.fused_adam); both sides are rebuilt
+        kind = {args.kind: True} if other else {"foreach": False, "fused": False}
+        for name in ("v_opt", "q_opt", "actor_opt"):
+            group = getattr(learner, name).param_groups[0]
+            opt = torch.optim.Adam(group["params"], lr=group["lr"], **kind)
+            setattr(learner, name, opt)
         return learner
 
     learners = {False: make(False), True: make(True)}
@@ -65,8 +69,8 @@ def main(argv: list[str] | None = None) -> int:
                 learner.update(batch())
             rates[kind].append(args.updates / (time.perf_counter() - t0))
     print("per-parameter Adam, updates/s:", [round(x, 1) for x in rates[False]])
-    print("foreach Adam, updates/s:      ", [round(x, 1) for x in rates[True]])
-    print("foreach / per-parameter:      ",
+    print(f"{args.kind} Adam, updates/s:".ljust(30), [round(x, 1) for x in rates[True]])
+    print(f"{args.kind} / per-parameter:".ljust(30),
           [round(b / a, 3) for a, b in zip(rates[False], rates[True], strict=True)])  # fmt: skip
     a, b = make(False), make(True)
     one = batch()

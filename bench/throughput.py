@@ -6,7 +6,8 @@
 Each learner trains ``--steps`` updates (all its phases, in the proportions its preset gives
 them) on the same synthetic data: 100 episodes of 100 steps with MetaWorld's dimensions (39
 observations, 4 actions), Gaussian observations and uniform actions, and 2,500 ``oracle``
-labels of 64-step segments on a random reward. The learners are timed in turns, ``--repeats``
+labels of 64-step segments on a random reward. After one short untimed run (the process's
+one-time costs), the learners are timed in turns, ``--repeats``
 rounds over the list, so that a busy machine slows every learner alike within a round; the
 table shows each learner's median rate and, as the comparison that survives a shared
 machine, its rate relative to IQL's in the same round (the median of the per-round ratios).
@@ -129,6 +130,9 @@ def main(argv: list[str] | None = None) -> int:
     rates: dict[str, list[float]] = {n: [] for n in names}
     stackable = [n for n in names if hasattr(load_agent_module(n), "fit_stacked")]
     stacked: dict[str, list[float]] = {n: [] for n in stackable} if args.stack > 1 else {}
+    # One short untimed run first: the process's one-time costs (thread pools, kernel
+    # selection, CUDA context) would otherwise land on the first learner of round 1.
+    time_agent(names[0], args.preset, ds, prefs, min(args.steps, 20), args.device)
     for r in range(args.repeats):
         for n in names:
             rates[n].append(time_agent(n, args.preset, ds, prefs, args.steps, args.device))

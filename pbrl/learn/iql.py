@@ -36,7 +36,7 @@ from torch import nn
 from pbrl.envs import find_task
 from pbrl.errors import PbrlError
 from pbrl.learn.data import TransitionTensors
-from pbrl.learn.kit import deterministic_logp, greedy_action, log_due
+from pbrl.learn.kit import deterministic_logp, fused_adam, greedy_action, log_due
 from pbrl.learn.nn import GaussianActor, TanhDeterministicActor, TwinQ, ValueNet, soft_update
 
 # ---- pure losses ---------------------------------------------------------------------------
@@ -254,9 +254,9 @@ class IQLLearner(nn.Module):
         self.register_buffer("obs_std", torch.ones(obs_dim))
         self.to(device)
         self.device = device
-        self.v_opt = torch.optim.Adam(self.v.parameters(), lr=cfg.lr)
-        self.q_opt = torch.optim.Adam(self.q.parameters(), lr=cfg.lr)
-        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.actor_lr)
+        self.v_opt = fused_adam(self.v.parameters(), lr=cfg.lr)
+        self.q_opt = fused_adam(self.q.parameters(), lr=cfg.lr)
+        self.actor_opt = fused_adam(self.actor.parameters(), lr=cfg.actor_lr)
         self.actor_sched: torch.optim.lr_scheduler.LRScheduler | None = (
             torch.optim.lr_scheduler.CosineAnnealingLR(self.actor_opt, T_max=self.max_steps)
             if cfg.actor_schedule == "cosine"

@@ -33,7 +33,7 @@ from torch.func import functional_call, stack_module_state, vmap
 from pbrl.errors import PbrlError
 from pbrl.learn.data import TransitionTensors
 from pbrl.learn.iql import awr_weights, expectile_loss, iql_q_loss, reward_normalize
-from pbrl.learn.kit import log_due
+from pbrl.learn.kit import fused_adam, log_due
 from pbrl.learn.nn import GaussianActor
 
 
@@ -168,9 +168,9 @@ class StackedIQL:
         }
         self.obs_mean = torch.stack([m.obs_mean for m in members])
         self.obs_std = torch.stack([m.obs_std for m in members])
-        self.v_opt = torch.optim.Adam(self.parts["v"].parameters(), lr=cfg.lr)
-        self.q_opt = torch.optim.Adam(self.parts["q"].parameters(), lr=cfg.lr)
-        self.actor_opt = torch.optim.Adam(self.parts["actor"].parameters(), lr=cfg.actor_lr)
+        self.v_opt = fused_adam(self.parts["v"].parameters(), lr=cfg.lr)
+        self.q_opt = fused_adam(self.parts["q"].parameters(), lr=cfg.lr)
+        self.actor_opt = fused_adam(self.parts["actor"].parameters(), lr=cfg.actor_lr)
         self.actor_sched = (
             torch.optim.lr_scheduler.CosineAnnealingLR(self.actor_opt, T_max=first.max_steps)
             if cfg.actor_schedule == "cosine"
