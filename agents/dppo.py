@@ -531,7 +531,7 @@ def fit_stacked(agents: list[Agent], ctxs: list[FitContext]) -> Iterator[list[An
     stack = StackedModules([a.actor for a in agents])
     stack.train(True)
     opt = torch.optim.Adam(stack.parameters(), lr=first.cfg.lr)
-    score_std = torch.tensor([p.score_std for p in plans])
+    score_std = torch.tensor([p.score_std for p in plans], device=first.device)
     for i in range(1, plan0.steps + 1):
         batch = member_batches([p.batch(c) for p, c in zip(plans, ctxs, strict=True)])
         loss, dist, kept = stack.vmap(

@@ -686,7 +686,7 @@ def fit_stacked(agents: list[Agent], ctxs: list[FitContext]) -> Iterator[list[An
     def dec_of(p: dict[str, torch.Tensor]) -> Callable[..., Any]:
         return lambda *x: dec.call(p, *x)
 
-    him = torch.full((len(agents),), float("nan"))
+    him = torch.full((len(agents),), float("nan"), device=first.device)
     for step in range(1, ctx0.steps + 1):
         d = member_batches(
             [a.draw_step(c, step, x) for a, c, x in zip(agents, ctxs, datas, strict=True)]
