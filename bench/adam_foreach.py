@@ -55,6 +55,10 @@ def main(argv: list[str] | None = None) -> int:
             group = getattr(learner, name).param_groups[0]
             opt = torch.optim.Adam(group["params"], lr=group["lr"], **kind)
             setattr(learner, name, opt)
+        if learner.actor_sched is not None:  # the schedule follows the new actor optimizer
+            learner.actor_sched = torch.optim.lr_scheduler.CosineAnnealingLR(
+                learner.actor_opt, T_max=learner.max_steps
+            )
         return learner
 
     learners = {False: make(False), True: make(True)}
