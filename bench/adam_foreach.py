@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
 
 import torch
 
@@ -25,15 +26,11 @@ from pbrl.learn.iql import IQLConfig, IQLLearner
 N, OBS, ACT = 100_000, 39, 4
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--kind", choices=("foreach", "fused"), default="foreach")
-    ap.add_argument("--rounds", type=int, default=4)
-    ap.add_argument("--updates", type=int, default=100)
-    args = ap.parse_args(argv)
-    torch.set_num_threads(1)
+def random_batches(seed: int = 0, size: int = 256) -> Callable[[], dict[str, torch.Tensor]]:
+    """A source of random IQL batches: ``size`` rows drawn from ``N`` Gaussian transitions of
+    MetaWorld's dimensions (also used by ``bench/compile_iql.py``)."""
     gen = torch.Generator()
-    gen.manual_seed(0)
+    gen.manual_seed(seed)
     data = {
         "obs": torch.randn(N, OBS, generator=gen),
         "act": torch.rand(N, ACT, generator=gen) * 2 - 1,
@@ -43,8 +40,20 @@ def main(argv: list[str] | None = None) -> int:
     }
 
     def batch() -> dict[str, torch.Tensor]:
-        idx = torch.randint(0, N, (256,), generator=gen)
+        idx = torch.randint(0, N, (size,), generator=gen)
         return {k: v[idx] for k, v in data.items()}
+
+    return batch
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--kind", choices=("foreach", "fused"), default="foreach")
+    ap.add_argument("--rounds", type=int, default=4)
+    ap.add_argument("--updates", type=int, default=100)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    batch = random_batches()
 
     def make(other: bool) -> IQLLearner:
         torch.manual_seed(0)

@@ -14,13 +14,16 @@ docs/performance.md.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
 import torch
 
 from pbrl.learn.iql import IQLConfig, IQLLearner
 
-N, OBS, ACT = 100_000, 39, 4
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from adam_foreach import ACT, OBS, random_batches  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,18 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--updates", type=int, default=150)
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
-    gen = torch.Generator().manual_seed(0)
-    data = {
-        "obs": torch.randn(N, OBS, generator=gen),
-        "act": torch.rand(N, ACT, generator=gen) * 2 - 1,
-        "next_obs": torch.randn(N, OBS, generator=gen),
-        "done": torch.zeros(N),
-        "reward": torch.randn(N, generator=gen),
-    }
-
-    def batch() -> dict[str, torch.Tensor]:
-        idx = torch.randint(0, N, (256,), generator=gen)
-        return {k: v[idx] for k, v in data.items()}
+    batch = random_batches()
 
     def make(compiled: bool) -> IQLLearner:
         torch.manual_seed(0)
