@@ -1,19 +1,23 @@
 #!/usr/bin/env bash
 # The GPU checks in one go, for a machine with a CUDA device (docs/performance.md, "The CUDA
 # path"): the CUDA tests, the update rates of every learner at the quick and paper sizes (one
-# seed, 8 stacked, 8 sequential), 64 stacked IQL seeds at IQL's paper size, and the smoke
+# seed, 8 stacked, 8 sequential), 64 stacked IQL seeds at IQL's paper size (timed, then
+# profiled), and the smoke
 # suite through `pbrl bench` with stacked seeds (the default on CUDA).
 #
 #     bench/gpu.sh OUTDIR
 #
 # Runs from the repository root with the python3 on PATH, pbrl importable (installed, or the
-# layout of a snapshot on PYTHONPATH). Each stage has its own time limit and a failing stage
+# layout of a snapshot on PYTHONPATH: agents/, envs/ and datasets/ copied into pbrl/ and the
+# root on PYTHONPATH, as `python3 bench/...` does not put the working directory on sys.path).
+# MUJOCO_GL defaults to "disable": nothing here renders, and a machine without EGL's
+# libraries then still imports MuJoCo. Each stage has its own time limit and a failing stage
 # does not stop the next; every stage writes its log under OUTDIR, and the script exits
 # non-zero when any stage failed.
 set -u
 OUTDIR="${1:?usage: bench/gpu.sh OUTDIR}"
 mkdir -p "$OUTDIR"
-export PYTHONUNBUFFERED=1 MUJOCO_GL="${MUJOCO_GL:-egl}"
+export PYTHONUNBUFFERED=1 MUJOCO_GL="${MUJOCO_GL:-disable}"
 export MINARI_DATASETS_PATH="${MINARI_DATASETS_PATH:-$(mktemp -d)}"
 status=0
 stage() {  # stage NAME SECONDS COMMAND...: run, log to OUTDIR/NAME.log, note the exit status
@@ -40,6 +44,8 @@ stage iql-64 "${PBRL_GPU_IQL_S:-50}" python3 bench/throughput.py --device cuda -
   --preset paper --steps 500 --repeats 2 --stack 64 --json "$OUTDIR/iql-64.json"
 stage iql-64-tf32 "${PBRL_GPU_IQL_S:-40}" python3 bench/throughput.py --device cuda --agents iql \
   --preset paper --steps 500 --repeats 1 --stack 64 --tf32 --json "$OUTDIR/iql-64-tf32.json"
+stage profile-iql-64 "${PBRL_GPU_PROFILE_S:-60}" python3 bench/profile_update.py iql \
+  --preset paper --device cuda --stack 64 --steps 100 --top 25
 stage throughput-quick "${PBRL_GPU_QUICK_S:-120}" python3 bench/throughput.py --device cuda \
   --preset quick --steps 500 --repeats 2 --stack 8 --json "$OUTDIR/throughput-quick.json"
 SMOKE_RUNS="$(mktemp -d)"
