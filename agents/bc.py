@@ -98,8 +98,7 @@ class Agent:
         cfg = self.cfg
         if cfg.data == "all":
             data = TransitionTensors.from_dataset(ctx.dataset, ctx.device, None)
-            while True:
-                b = data.sample(cfg.batch_size, ctx.generator)
+            for b in data.minibatches(cfg.batch_size, ctx.generator):
                 yield {"obs": b["obs"], "act": b["act"]}
         for idx in epoch_minibatches(
             ctx.prefs.size, cfg.pair_batch_size, ctx.generator, self.device

@@ -146,6 +146,9 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 TEST_OVERRIDES: dict[str, Any] = {"hidden": (16, 16), "batch_size": 4, "replay_batch": 8}
 
+Replay = Iterator[dict[str, torch.Tensor]] | None
+"""The replay rows' minibatches (:meth:`TransitionTensors.minibatches`), or None without."""
+
 
 class Agent:
     """IPL on the IQL core."""
@@ -183,11 +186,17 @@ class Agent:
             out[side] = (obs[:, :-1], act[:, :-1], obs[:, 1:], mask[:, :-1] * mask[:, 1:])
         return out, b.prefer_b
 
-    def rows(
-        self, ctx: FitContext, idx: torch.Tensor, replay: TransitionTensors | None
-    ) -> dict[str, torch.Tensor]:
+    def replay(self, ctx: FitContext) -> Replay:
+        """This run's replay minibatches (``replay_batch`` dataset transitions per update,
+        drawn with the run's generator), or None when ``replay_batch`` is 0."""
+        if self.cfg.replay_batch <= 0:
+            return None
+        data = TransitionTensors.from_dataset(ctx.dataset, ctx.device, None)
+        return data.minibatches(self.cfg.replay_batch, ctx.generator)
+
+    def rows(self, ctx: FitContext, idx: torch.Tensor, replay: Replay) -> dict[str, torch.Tensor]:
         """One update's rows: the transitions of both segments of pairs ``idx`` (then the
-        replay rows), raw observations, their discounts, the segments' masks and labels, and
+        next minibatch of ``replay`` rows), raw observations, their discounts, the segments' masks and labels, and
         the value / chi^2 / policy row weights."""
         cfg = self.cfg
         gen = ctx.generator
@@ -200,7 +209,7 @@ class Agent:
         disc = [torch.full((2 * bsz * t,), cfg.gamma, device=self.device)]
         n_rep = 0
         if replay is not None and cfg.replay_batch > 0:
-            rb = replay.sample(cfg.replay_batch, gen)
+            rb = next(replay)
             obs.append(rb["obs"])
             act.append(rb["act"])
             nxt.append(rb["next_obs"])
@@ -252,9 +261,7 @@ class Agent:
             "pref_acc": acc,
         }
 
-    def update(
-        self, ctx: FitContext, idx: torch.Tensor, replay: TransitionTensors | None
-    ) -> dict[str, torch.Tensor]:
+    def update(self, ctx: FitContext, idx: torch.Tensor, replay: Replay) -> dict[str, torch.Tensor]:
         L = self.learner
         rows = self.rows(ctx, idx, replay)
         obs_n, next_n, act = L.norm(rows["obs"]), L.norm(rows["next_obs"]), rows["act"]
@@ -278,9 +285,7 @@ class Agent:
     def fit(self, ctx: FitContext) -> Iterator[dict[str, float]]:
         cfg = self.cfg
         p = ctx.prefs
-        replay = None
-        if cfg.replay_batch > 0:
-            replay = TransitionTensors.from_dataset(ctx.dataset, ctx.device, None)
+        replay = self.replay(ctx)
         self.learner.set_obs_stats(ctx.dataset.observations)
         self.learner.set_max_steps(ctx.steps)
         batches = epoch_minibatches(p.size, cfg.batch_size, ctx.generator, self.device)
@@ -308,14 +313,9 @@ def fit_stacked(agents: list[Agent], ctxs: list[FitContext]) -> Iterator[list[di
         raise PbrlError(
             "ipl: stacked seeds need labels of one size; run these seeds without --stack-seeds"
         )
-    replays: list[TransitionTensors | None] = []
+    replays = [a.replay(c) for a, c in zip(agents, ctxs, strict=True)]
     batches = []
     for a, c in zip(agents, ctxs, strict=True):
-        replays.append(
-            TransitionTensors.from_dataset(c.dataset, c.device, None)
-            if a.cfg.replay_batch > 0
-            else None
-        )
         a.learner.set_obs_stats(c.dataset.observations)
         a.learner.set_max_steps(c.steps)
         batches.append(epoch_minibatches(c.prefs.size, a.cfg.batch_size, c.generator, a.device))

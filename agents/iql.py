@@ -26,12 +26,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import torch
 
 from pbrl.errors import PbrlError
 from pbrl.learn.api import AgentSpec, FitContext
 from pbrl.learn.data import TransitionTensors
 from pbrl.learn.iql import QUICK_IQL, IQLConfig, IQLLearner, iql_config_from, reward_normalize
-from pbrl.learn.stack import StackedIQL, member_batches, stacked_metrics
+from pbrl.learn.kit import uniform_minibatches
+from pbrl.learn.stack import StackedIQL, stacked_metrics
 
 
 @dataclass
@@ -92,8 +94,9 @@ class Agent:
         data = TransitionTensors.from_dataset(ctx.dataset, ctx.device, self._rewards(ctx))
         self.learner.set_obs_stats(ctx.dataset.observations)
         self.learner.set_max_steps(ctx.steps)
+        batches = data.minibatches(self.cfg.batch_size, ctx.generator)
         for step in range(1, ctx.steps + 1):
-            m = self.learner.update(data.sample(self.cfg.batch_size, ctx.generator))
+            m = self.learner.update(next(batches))
             if step % ctx.log_interval == 0 or step == ctx.steps:
                 yield {"step": step, **m}
 
@@ -110,20 +113,23 @@ class Agent:
 def fit_stacked(agents: list[Agent], ctxs: list[FitContext]) -> Iterator[list[dict[str, float]]]:
     """K seeds of one config trained as one (``pbrl bench --stack-seeds K``;
     :class:`pbrl.learn.stack.StackedIQL`): each member samples its own minibatches with its
-    own generator, as its single run would; yields one metric dict per member."""
+    own generator, as its single run would (rows gathered for all members at once:
+    :meth:`TransitionTensors.stacked`); yields one metric dict per member."""
     first, ctx0 = agents[0], ctxs[0]
-    datas = []
+    data = TransitionTensors.stacked(
+        [c.dataset for c in ctxs],
+        ctx0.device,
+        [a._rewards(c) for a, c in zip(agents, ctxs, strict=True)],
+    )
     for agent, ctx in zip(agents, ctxs, strict=True):
-        datas.append(TransitionTensors.from_dataset(ctx.dataset, ctx.device, agent._rewards(ctx)))
         agent.learner.set_obs_stats(ctx.dataset.observations)
         agent.learner.set_max_steps(ctx.steps)
     stack = StackedIQL([a.learner for a in agents])
-    batch_size = first.cfg.batch_size
+    draws = [
+        uniform_minibatches(data.size, first.cfg.batch_size, c.generator, c.device) for c in ctxs
+    ]
     for step in range(1, ctx0.steps + 1):
-        batch = member_batches(
-            [d.sample(batch_size, c.generator) for d, c in zip(datas, ctxs, strict=True)]
-        )
-        losses = stack.update(batch)
+        losses = stack.update(data.rows(torch.stack([next(d) for d in draws])))
         if step % ctx0.log_interval == 0 or step == ctx0.steps:
             stack.write_back()
             yield stacked_metrics(step, losses)

@@ -49,12 +49,12 @@ from pbrl.learn.kit import (
     segment_sum,
     split_steps,
     strict_accuracy,
+    uniform_minibatches,
 )
 from pbrl.learn.nn import EnsembleMLP
 from pbrl.learn.stack import (
     StackedIQL,
     fit_stacked_before_iql,
-    member_batches,
     members_in_turn,
     stackable_iql,
     stacked_metrics,
@@ -267,9 +267,11 @@ class Agent:
         cfg = self.cfg
         ds = ctx.dataset
         self.iql.set_obs_stats(ds.observations)
-        data = TransitionTensors.from_dataset(ds, ctx.device)
+        batches = TransitionTensors.from_dataset(ds, ctx.device).minibatches(
+            cfg.batch_size, ctx.generator
+        )
         for i in range(1, n_pol + 1):
-            b = data.sample(cfg.batch_size, ctx.generator)
+            b = next(batches)
             with torch.no_grad():
                 a_hat = self.advantage(b["obs"], b["act"]).mean(0)
             # centring makes the weights blind to A-hat's unidentified constant
@@ -314,18 +316,20 @@ def fit_stacked(agents: list[Agent], ctxs: list[FitContext]) -> Iterator[list[An
         greedy = [a._greedy_phase(c, n_adv, n_pol) for a, c in zip(agents, ctxs, strict=True)]
         yield from members_in_turn(k, greedy)
         return
-    datas = []
     for agent, ctx in zip(agents, ctxs, strict=True):
         agent.iql.set_obs_stats(ctx.dataset.observations)
-        datas.append(TransitionTensors.from_dataset(ctx.dataset, ctx.device))
+    data = TransitionTensors.stacked([c.dataset for c in ctxs], ctx0.device, [None] * k)
+    draws = [uniform_minibatches(data.size, cfg.batch_size, c.generator, c.device) for c in ctxs]
     stack = StackedIQL([a.iql for a in agents])
     for i in range(1, n_pol + 1):
-        bs = [d.sample(cfg.batch_size, c.generator) for d, c in zip(datas, ctxs, strict=True)]
+        batch = data.rows(torch.stack([next(d) for d in draws]))
         with torch.no_grad():
             a_hat = torch.stack(
-                [a.advantage(b["obs"], b["act"]).mean(0) for a, b in zip(agents, bs, strict=True)]
+                [
+                    a.advantage(o, act).mean(0)
+                    for a, o, act in zip(agents, batch["obs"], batch["act"], strict=True)
+                ]
             )
-        batch = member_batches(bs)
         adv = a_hat - a_hat.mean(-1, keepdim=True)
         losses = stack.actor_step(stack.norm(batch["obs"]), batch["act"], adv)
         step = n_adv + i

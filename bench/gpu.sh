@@ -41,13 +41,13 @@ cat "$OUTDIR/machine.txt"
 stage cuda-tests "${PBRL_GPU_TESTS_S:-150}" python3 -m pytest -q -p no:cacheprovider -k cuda \
   tests/test_agents_conformance.py tests/test_online.py
 stage iql-64 "${PBRL_GPU_IQL_S:-50}" python3 bench/throughput.py --device cuda --agents iql \
-  --preset paper --steps 500 --repeats 2 --stack 64 --json "$OUTDIR/iql-64.json"
+  --preset paper --steps 300 --repeats 2 --stack 64 --json "$OUTDIR/iql-64.json"
 stage iql-64-tf32 "${PBRL_GPU_IQL_S:-40}" python3 bench/throughput.py --device cuda --agents iql \
   --preset paper --steps 500 --repeats 1 --stack 64 --tf32 --json "$OUTDIR/iql-64-tf32.json"
 stage profile-iql-64 "${PBRL_GPU_PROFILE_S:-60}" python3 bench/profile_update.py iql \
-  --preset paper --device cuda --stack 64 --steps 100 --top 25
+  --preset paper --device cuda --stack 64 --steps 30 --top 25
 stage throughput-quick "${PBRL_GPU_QUICK_S:-120}" python3 bench/throughput.py --device cuda \
-  --preset quick --steps 500 --repeats 2 --stack 8 --json "$OUTDIR/throughput-quick.json"
+  --preset quick --steps 300 --repeats 1 --stack 8 --json "$OUTDIR/throughput-quick.json"
 SMOKE_RUNS="$(mktemp -d)"
 stage smoke "${PBRL_GPU_SMOKE_S:-110}" python3 -m pbrl bench --suite smoke --seeds 0-2 \
   --device cuda --out "$SMOKE_RUNS" --no-plots
@@ -57,5 +57,5 @@ for p in sorted(pathlib.Path(sys.argv[1]).rglob('config.json')):
     c = json.loads(p.read_text()); print(p.parent.name, c.get('device'), c.get('stacked_seeds'))
 " "$SMOKE_RUNS" >"$OUTDIR/smoke-stacked.txt" 2>&1
 stage throughput-paper "${PBRL_GPU_PAPER_S:-80}" python3 bench/throughput.py --device cuda \
-  --preset paper --steps 200 --repeats 1 --stack 8 --json "$OUTDIR/throughput-paper.json"
+  --preset paper --steps 100 --repeats 1 --stack 8 --json "$OUTDIR/throughput-paper.json"
 exit $status

@@ -99,8 +99,9 @@ class Agent:
         r = relabel(ctx.dataset, self.reward)
         data = TransitionTensors.from_dataset(ctx.dataset, ctx.device, r - r.mean())
         opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.lr)
+        batches = data.minibatches(cfg.batch_size, ctx.generator)
         for step in range(n_reward + 1, ctx.steps + 1):
-            b = data.sample(cfg.batch_size, ctx.generator)
+            b = next(batches)
             w = awr_weights(b["reward"], cfg.beta)
             loss = (w * -deterministic_logp(self.actor(b["obs"]), b["act"])).mean()
             opt.zero_grad(set_to_none=True)

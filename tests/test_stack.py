@@ -3,12 +3,18 @@ learners given the same initialisations and minibatches, update by update."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+from unittest import mock
+
 import numpy as np
 import pytest
 import torch
 
-from pbrl.errors import PbrlError
+from pbrl.datasets.base import OfflineDataset
+from pbrl.errors import DataError, PbrlError
+from pbrl.learn.data import TransitionTensors
 from pbrl.learn.iql import IQLConfig, IQLLearner
+from pbrl.learn.kit import uniform_minibatches
 from pbrl.learn.stack import StackedIQL
 
 OBS, ACT, B = 5, 2, 16
@@ -249,3 +255,101 @@ def test_member_gradient_clipping_is_each_members_own():
     for i in range(3):
         for t, w in zip(stacked, want[i], strict=True):
             torch.testing.assert_close(t.grad[i], w)
+
+
+# ---- minibatches for stacked members (pbrl/learn/data.py, pbrl/learn/kit.py) ---------------
+
+
+def _dataset(n: int = 40):
+
+    rng = np.random.default_rng(3)
+    obs = rng.normal(size=(n, OBS)).astype(np.float32)
+    timeouts = np.zeros(n, bool)
+    timeouts[n // 2 - 1 :: n // 2] = True
+    return OfflineDataset(
+        id="test/stack-rows",
+        task_id=None,
+        observations=obs,
+        actions=rng.uniform(-1, 1, (n, ACT)).astype(np.float32),
+        rewards=rng.normal(size=n).astype(np.float32),
+        next_observations=np.roll(obs, -1, axis=0),
+        terminals=np.zeros(n, bool),
+        timeouts=timeouts,
+        starts=np.array([0, n // 2]),
+        lengths=np.array([n // 2, n // 2]),
+    )
+
+
+def test_uniform_minibatches_draw_blocks_from_the_generator():
+
+    draws = uniform_minibatches(40, 8, torch.Generator().manual_seed(5), "cpu", block=4)
+    got = torch.stack([next(draws) for _ in range(8)])  # two blocks
+    gen = torch.Generator().manual_seed(5)
+    want = torch.cat([torch.randint(0, 40, (4, 8), generator=gen) for _ in range(2)])
+    assert torch.equal(got, want)
+    assert got.min() >= 0 and got.max() < 40
+    with pytest.raises(PbrlError, match="no transitions"):
+        next(uniform_minibatches(0, 8, torch.Generator(), "cpu"))
+
+
+def test_stacked_rows_are_each_members_own_rows():
+    from pbrl.learn.kit import uniform_minibatches
+
+    ds = _dataset()
+    rewards = [np.arange(40, dtype=np.float32) * s for s in (1.0, 2.0, 3.0)]
+    table = TransitionTensors.stacked([ds, ds.without_rewards(), ds], "cpu", rewards)
+    assert table.reward.shape == (3, 40)
+    assert table.obs.shape == (40, OBS)  # the transitions once, not per member
+    singles = [TransitionTensors.from_dataset(ds, "cpu", r) for r in rewards]
+    streams = [s.minibatches(8, torch.Generator().manual_seed(i)) for i, s in enumerate(singles)]
+    draws = [uniform_minibatches(40, 8, torch.Generator().manual_seed(i), "cpu") for i in range(3)]
+    for _ in range(40):  # past a block
+        stacked = table.rows(torch.stack([next(d) for d in draws]))
+        for i, stream in enumerate(streams):
+            one = next(stream)
+            for key in ("obs", "act", "reward", "next_obs", "done"):
+                assert torch.equal(stacked[key][i], one[key]), key
+    same = TransitionTensors.stacked([ds, ds], "cpu", [rewards[0], rewards[0].copy()])
+    assert same.reward.shape == (40,)  # equal rewards are held once
+    assert TransitionTensors.stacked([ds, ds], "cpu", [None, None]).reward is None
+
+
+def test_stacked_rows_refuse_members_with_other_transitions():
+
+    from pbrl.learn.data import TransitionTensors
+
+    ds = _dataset()
+    other = replace(ds, observations=ds.observations + 1.0)
+    with pytest.raises(DataError, match="member 1's transitions differ.*obs"):
+        TransitionTensors.stacked([ds, other], "cpu", [None, None])
+    copy = replace(ds, observations=ds.observations.copy())  # equal rows, other arrays: taken
+    assert TransitionTensors.stacked([ds, copy], "cpu", [None, None]).size == 40
+    with pytest.raises(DataError, match="some members have a reward"):
+        TransitionTensors.stacked([ds, ds], "cpu", [None, ds.rewards])
+
+
+def _host_read(*args, **kwargs):
+    raise AssertionError("a tensor was read on the host inside the update")
+
+
+def test_iql_updates_read_nothing_on_the_host():
+    """No value leaves the device inside an IQL update, single or stacked: on a GPU each
+    such read (``.item()``, ``bool``, ``float``, torch.distributions' argument checks) makes
+    the host wait for the device every step (docs/performance.md, "The CUDA path")."""
+    gen = torch.Generator().manual_seed(0)
+    cfg = IQLConfig(hidden=(16, 16))
+    single = _member(0, cfg)
+    stacked = StackedIQL([_member(s, cfg) for s in (1, 2)])
+    one = _batch(gen)
+    two = {k: torch.stack([v, _batch(gen)[k]]) for k, v in one.items()}
+    single.update(one)  # first calls (optimizer state) outside the check
+    stacked.update(two)
+    with (
+        mock.patch.object(torch.Tensor, "__bool__", _host_read),
+        mock.patch.object(torch.Tensor, "__float__", _host_read),
+        mock.patch.object(torch.Tensor, "item", _host_read),
+        mock.patch.object(torch, "_is_all_true", _host_read),
+    ):
+        for _ in range(3):
+            single.update(one)
+            stacked.update(two)

@@ -1,7 +1,9 @@
 """Dataset-to-tensor loading shared by the learners.
 
 - :class:`TransitionTensors`: every (s, a, r, s', done) row of an OfflineDataset on one
-  device, with uniform minibatch sampling from an explicit torch Generator.
+  device, with uniform minibatches drawn from an explicit torch Generator
+  (:meth:`TransitionTensors.minibatches`); :meth:`TransitionTensors.stacked` is the one
+  table K stacked seeds share (their rows gathered in one indexing per field).
 - :func:`segments_tensor`: (M, L, D) windows of any per-step array for segment refs.
 - :func:`relabel`: a learned reward over every transition, in batches.
 - :func:`dataset_windows`: random windows of consecutive rows, cut at episode ends.
@@ -12,13 +14,14 @@ Dataset actions are clipped to +-(1 - 1e-5) when loaded, as CPL, IPL and PT's IQ
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from pbrl.errors import DataError
+from pbrl.learn.kit import uniform_minibatches
 
 ACTION_CLIP = 1.0 - 1e-5
 
@@ -28,12 +31,14 @@ class TransitionTensors:
     """All transitions of a dataset as tensors on ``device``.
 
     ``reward`` is None when no reward was supplied (a preference learner before it
-    relabels). ``done`` is 1.0 on terminal steps only: timeouts are not terminal.
+    relabels). ``done`` is 1.0 on terminal steps only: timeouts are not terminal. A table
+    :meth:`stacked` for K members holds each member's ``reward`` as a row of a ``(K, N)``
+    tensor where the members' rewards differ.
     """
 
     obs: torch.Tensor  # (N, obs_dim)
     act: torch.Tensor  # (N, act_dim)
-    reward: torch.Tensor | None  # (N,)
+    reward: torch.Tensor | None  # (N,), or (K, N): one row per stacked member
     next_obs: torch.Tensor  # (N, obs_dim)
     done: torch.Tensor  # (N,) float
 
@@ -82,11 +87,10 @@ class TransitionTensors:
             raise DataError(f"relabelled rewards: {r.shape[0]} values for {self.size} rows")
         return TransitionTensors(self.obs, self.act, r, self.next_obs, self.done)
 
-    def sample(self, batch_size: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
-        """A uniform minibatch (with replacement) of rows: obs, act, [reward], next_obs, done."""
-        idx = torch.randint(
-            0, self.size, (batch_size,), generator=generator, device=generator.device
-        ).to(self.obs.device)
+    def rows(self, idx: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The rows ``idx`` as a minibatch: obs, act, [reward], next_obs, done. ``idx`` may be
+        ``(B,)`` or, for K stacked members, ``(K, B)`` (each member's own rows), giving
+        ``(K, B, ...)`` fields; a ``(K, N)`` reward is read from each member's own row."""
         out = {
             "obs": self.obs[idx],
             "act": self.act[idx],
@@ -94,8 +98,53 @@ class TransitionTensors:
             "done": self.done[idx],
         }
         if self.reward is not None:
-            out["reward"] = self.reward[idx]
+            out["reward"] = (
+                self.reward.gather(1, idx) if self.reward.dim() == 2 else self.reward[idx]
+            )
         return out
+
+    def minibatches(self, batch_size: int, generator: torch.Generator) -> Iterator[dict]:
+        """Endless uniform minibatches (with replacement) of rows, drawn with ``generator``
+        (:func:`pbrl.learn.kit.uniform_minibatches`)."""
+        for idx in uniform_minibatches(self.size, batch_size, generator, self.obs.device):
+            yield self.rows(idx)
+
+    @classmethod
+    def stacked(
+        cls, datasets: list, device: str, rewards: list[np.ndarray | None]
+    ) -> TransitionTensors:
+        """One table for K stacked members (``datasets[i]`` relabelled with ``rewards[i]``,
+        as :meth:`from_dataset` takes them): the members' transitions must be the same rows
+        and are held once (a dataset whose arrays are member 0's is not even copied); the
+        rewards form a ``(K, N)`` tensor, or one ``(N,)`` where all are equal. :meth:`rows`
+        then gathers every member's minibatch with one indexing per field."""
+        if len(datasets) != len(rewards) or not datasets:
+            raise DataError("stacked seeds: one dataset and one reward per member")
+        first = cls.from_dataset(datasets[0], device, rewards[0])
+        fields = ("observations", "actions", "next_observations", "terminals")
+        members = [first]
+        for i, (ds, r) in enumerate(zip(datasets[1:], rewards[1:], strict=True), 1):
+            if all(getattr(ds, f) is getattr(datasets[0], f) for f in fields):
+                reward = None if r is None else first.with_reward(r).reward
+                members.append(cls(first.obs, first.act, reward, first.next_obs, first.done))
+                continue
+            m = cls.from_dataset(ds, device, r)
+            for name in ("obs", "act", "next_obs", "done"):
+                x, y = getattr(first, name), getattr(m, name)
+                if x.shape != y.shape or not torch.equal(x, y):
+                    raise DataError(
+                        f"stacked seeds: member {i}'s transitions differ from member 0's "
+                        f"({name}); run these seeds without --stack-seeds"
+                    )
+            members.append(m)
+        rs = [m.reward for m in members]
+        if any(r is None for r in rs) != all(r is None for r in rs):
+            raise DataError("stacked seeds: some members have a reward and some do not")
+        reward = None
+        if rs[0] is not None:
+            same = all(r is rs[0] or torch.equal(r, rs[0]) for r in rs[1:])
+            reward = rs[0] if same else torch.stack(rs)
+        return cls(first.obs, first.act, reward, first.next_obs, first.done)
 
 
 def segments_tensor(

@@ -444,8 +444,9 @@ def iql_phase(
     data = TransitionTensors.from_dataset(ds, ctx.device, r)
     iql.set_obs_stats(ds.observations)
     total = step0 + steps
+    batches = data.minibatches(batch_size, ctx.generator)
     for i in range(1, steps + 1):
-        m = iql.update(data.sample(batch_size, ctx.generator))
+        m = iql.update(next(batches))
         step = step0 + i
         if log_due(step, ctx.steps, ctx.log_interval) or step == total:
             yield {"step": step, "phase": phase, **m}

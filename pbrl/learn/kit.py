@@ -11,7 +11,8 @@ learner produces do not depend on which learner it is:
 - policies: :func:`deterministic_logp` (the deterministic actors' "log-prob"
   ``-sum_d (mu_d - a_d)^2``);
 - minibatches: :func:`shuffled_epoch` and :func:`epoch_minibatches` (one permutation per
-  epoch cut into minibatches, the last one shorter);
+  epoch cut into minibatches, the last one shorter), :func:`uniform_minibatches` (rows
+  drawn with replacement, a block of minibatches per draw);
 - reward inputs: :data:`REWARD_INPUTS`, :func:`check_reward_input`, :func:`reward_action`;
 - the run's budget and logging: :func:`split_steps`, :func:`log_due`;
 - numpy glue: :func:`obs_stats`, :func:`batched_numpy`.
@@ -178,6 +179,32 @@ def epoch_minibatches(
     """
     while True:
         yield from shuffled_epoch(n, batch_size, generator, device)
+
+
+UNIFORM_BLOCK = 32
+"""Minibatches of row indices :func:`uniform_minibatches` draws at once."""
+
+
+def uniform_minibatches(
+    n: int, batch_size: int, generator: torch.Generator, device: str, block: int = UNIFORM_BLOCK
+) -> Iterator[torch.Tensor]:
+    """Endless ``(batch_size,)`` index tensors of rows drawn uniformly with replacement from
+    ``n``, as the official offline codes sample transitions.
+
+    The indices are drawn ``block`` minibatches at a time (one ``randint`` on the
+    generator's device, moved to ``device``), then handed out one view at a time: a stacked
+    run asks K generators for a minibatch every step, and on a GPU each draw is a kernel
+    launch (docs/performance.md, "The CUDA path"). A run and the same seed stacked draw the
+    same blocks at the same points, so they see the same rows; the rows are the same
+    uniform draws as one ``randint`` per minibatch, in another order of the stream.
+    """
+    if n <= 0:
+        raise PbrlError("no transitions to sample minibatches from")
+    while True:
+        rows = torch.randint(
+            0, n, (block, batch_size), generator=generator, device=generator.device
+        ).to(device)
+        yield from rows.unbind(0)
 
 
 # ---- reward inputs --------------------------------------------------------------------------

@@ -257,7 +257,8 @@ class GaussianActor(nn.Module):
     def distribution(self, obs: torch.Tensor) -> torch.distributions.Normal:
         mean = self.mean_net(obs)
         std = self.log_std.clamp(self.log_std_min, self.log_std_max).exp()
-        return torch.distributions.Normal(mean, std.expand_as(mean))
+        # validate_args=False: the checks read tensors on the host (a GPU sync per update)
+        return torch.distributions.Normal(mean, std.expand_as(mean), validate_args=False)
 
     def log_prob(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
         return self.distribution(obs).log_prob(act).sum(-1)

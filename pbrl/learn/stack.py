@@ -33,7 +33,7 @@ from torch.func import functional_call, stack_module_state, vmap
 from pbrl.errors import PbrlError
 from pbrl.learn.data import TransitionTensors
 from pbrl.learn.iql import awr_weights, expectile_loss, iql_q_loss, reward_normalize
-from pbrl.learn.kit import fused_adam, log_due
+from pbrl.learn.kit import fused_adam, log_due, uniform_minibatches
 from pbrl.learn.nn import GaussianActor
 
 
@@ -196,7 +196,9 @@ class StackedIQL:
         actor = self.parts["actor"].template
         mean = functional_call(actor.mean_net, _sub(params, "mean_net."), (obs,))
         log_std = params["log_std"].clamp(actor.log_std_min, actor.log_std_max)
-        return torch.distributions.Normal(mean, log_std.exp().expand_as(mean)).log_prob(act).sum(-1)
+        std = log_std.exp().expand_as(mean)
+        # validate_args=False: the checks read tensors on the host (a GPU sync per update)
+        return torch.distributions.Normal(mean, std, validate_args=False).log_prob(act).sum(-1)
 
     def norm(self, obs: torch.Tensor) -> torch.Tensor:
         """(K, B, D) raw observations standardised with each member's statistics."""
@@ -370,19 +372,18 @@ def fit_stacked_before_iql(agents: list[Any], ctxs: list[Any]) -> Iterator[list[
         yield from members_in_turn(k, [p.run(c) for p, c in zip(plans, ctxs, strict=True)])
         return
     first, ctx0 = plans[0], ctxs[0]
-    datas = []
-    for plan, ctx in zip(plans, ctxs, strict=True):
+    rewards = []
+    for plan in plans:
         ds = plan.ds
         r = reward_normalize(plan.rewards, ds.starts, ds.lengths, plan.reward_norm, ds.task_id)
-        datas.append(TransitionTensors.from_dataset(ds, ctx.device, r))
+        rewards.append(r)
         plan.learner.set_obs_stats(ds.observations)
+    data = TransitionTensors.stacked([p.ds for p in plans], ctx0.device, rewards)
+    draws = [uniform_minibatches(data.size, first.batch_size, c.generator, c.device) for c in ctxs]
     stack = StackedIQL([p.learner for p in plans])
     total = first.step0 + first.steps
     for i in range(1, first.steps + 1):
-        batch = member_batches(
-            [d.sample(first.batch_size, c.generator) for d, c in zip(datas, ctxs, strict=True)]
-        )
-        losses = stack.update(batch)
+        losses = stack.update(data.rows(torch.stack([next(d) for d in draws])))
         step = first.step0 + i
         if log_due(step, ctx0.steps, ctx0.log_interval) or step == total:
             stack.write_back()
