@@ -41,6 +41,7 @@ from pbrl.learn.kit import (
     check_reward_input,
     epoch_minibatches,
     epochs_until_accurate,
+    host_metrics,
     log_due,
     obs_stats,
     reward_action,
@@ -293,11 +294,11 @@ class Agent:
         loss = (ce + self.cfg.prior_coef * prior).sum()
         with torch.no_grad():
             acc = strict_accuracy(s_a.detach().mean(0), s_b.detach().mean(0), b.prefer_b)
-        return loss, {
-            "rm_ce": float(ce.detach().mean()),
-            "rm_prior": float(prior.detach().mean()),
-            "rm_acc": float(acc),
-            "alpha_max": float(alpha.max(dim=-1).values.mean()),
+        return loss, {  # on the device: read at log intervals (host_metrics)
+            "rm_ce": ce.detach().mean(),
+            "rm_prior": prior.detach().mean(),
+            "rm_acc": acc,
+            "alpha_max": alpha.detach().max(dim=-1).values.mean(),
         }
 
     def train_world_model(
@@ -343,7 +344,7 @@ class Agent:
             loss.backward()
             nn.utils.clip_grad_norm_(self.wm.parameters(), cfg.wm_grad_clip)
             opt.step()
-            yield {"wm_loss": float(loss.detach())}
+            yield {"wm_loss": loss.detach()}
         self.wm.eval().requires_grad_(False)
 
     def train_reward(
@@ -407,7 +408,7 @@ class Agent:
         # phase 0: the world model on dataset windows of the segment length
         for step, m in enumerate(self.train_world_model(ds, seg_len, n_wm, ctx.rng), 1):
             if log_due(step, ctx.steps, ctx.log_interval) or step == n_wm:
-                yield {"step": step, "phase": 0.0, **m}
+                yield {"step": step, "phase": 0.0, **host_metrics(m)}
 
         # phase 1: the reward ensemble with the PRIOR term
         opt = torch.optim.Adam(self.rm.parameters(), lr=cfg.rm_lr)
@@ -420,7 +421,7 @@ class Agent:
             opt.step()
             step = n_wm + i
             if log_due(step, ctx.steps, ctx.log_interval) or i == n_rm:
-                yield {"step": step, "phase": 1.0, **m}
+                yield {"step": step, "phase": 1.0, **host_metrics(m)}
         self.rm.eval().requires_grad_(False)
 
         # phase 2: relabel with the ensemble mean, IQL

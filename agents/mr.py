@@ -44,6 +44,7 @@ from pbrl.learn.kit import (
     bt_pair_losses,
     check_reward_input,
     epochs_until_accurate,
+    host_metrics,
     reward_action,
     segment_sum,
 )
@@ -64,13 +65,14 @@ def bt_ensemble_loss(
     return bt_pair_losses(score_a, score_b, prefer_b, "softmax").mean(-1).sum()
 
 
-def bt_accuracy(score_a: torch.Tensor, score_b: torch.Tensor, prefer_b: torch.Tensor) -> float:
-    """Fraction of non-tie pairs whose higher score is the preferred segment (nan if none)."""
-    keep = prefer_b != 0.5
-    if not bool(keep.any()):
-        return float("nan")
-    pred_b = score_b > score_a
-    return float((pred_b == (prefer_b > 0.5))[keep].float().mean())
+def bt_accuracy(
+    score_a: torch.Tensor, score_b: torch.Tensor, prefer_b: torch.Tensor
+) -> torch.Tensor:
+    """Fraction of non-tie pairs whose higher score is the preferred segment (nan if none),
+    a 0-dim tensor on the scores' device (read on the host only where it is logged)."""
+    keep = (prefer_b != 0.5).float()
+    hit = ((score_b > score_a) == (prefer_b > 0.5)).float()
+    return (hit * keep).sum() / keep.sum()  # 0 / 0 = nan when every pair is a tie
 
 
 # ---- agent ---------------------------------------------------------------------------------
@@ -210,7 +212,7 @@ class Agent:
             loss.backward()
             opt.step()
             acc = bt_accuracy(sa.detach(), sb.detach(), y)
-            return {"reward_loss": float(loss.detach()), "reward_acc": acc}
+            return {"reward_loss": loss.detach(), "reward_acc": acc}
 
         yield from epochs_until_accurate(
             prefs.size,
@@ -232,7 +234,7 @@ class Agent:
         for m in self.train_reward(ctx.prefs, ctx.generator, max_updates=max(0, max_reward)):
             step += 1
             if step % ctx.log_interval == 0:
-                yield {"step": step, "phase": 0.0, **m}
+                yield {"step": step, "phase": 0.0, **host_metrics(m)}
         ds = ctx.dataset
         self.learner.set_max_steps(ctx.steps - step)
         rewards = relabel(ds, self.reward)

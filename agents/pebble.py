@@ -71,7 +71,13 @@ from pbrl.envs.base import physics_state
 from pbrl.envs.metaworld import get_rand_vec
 from pbrl.errors import PbrlError
 from pbrl.learn.api import AgentSpec, FitContext, load_agent_module, make_config
-from pbrl.learn.kit import bt_pair_losses, epochs_until_accurate, segment_sum, shuffled_epoch
+from pbrl.learn.kit import (
+    bt_pair_losses,
+    epochs_until_accurate,
+    host_metrics,
+    segment_sum,
+    shuffled_epoch,
+)
 from pbrl.prefs import check_selector, make_preference_data, select_queries
 from pbrl.teachers import SegmentPairs
 
@@ -1151,10 +1157,10 @@ class Agent:
             full = self.buffer.episode_view(len(self.buffer.episodes), ctx.task_id)
             first = self.reward_trainings == 0
             n_wm = cfg.wm_first_updates if first else cfg.wm_updates
-            wm_last: dict[str, float] = {}
+            wm_last: dict[str, float | torch.Tensor] = {}
             for m in train_wm(full, ctx.segment, n_wm, rng, set_stats=first):
                 wm_last = m
-            out.update(wm_last)
+            out.update(host_metrics(wm_last))
         if self.labels is not None and isinstance(self.reward_model, ReedRewardModel):
             pos = self.buffer.pos
             out.update(
@@ -1166,7 +1172,7 @@ class Agent:
                 )
             )
         if self.labels is not None:
-            last: dict[str, float] = {}
+            last: dict[str, float | torch.Tensor] = {}
             train_on = self._augment(self.labels, ctx.generator)
             n_updates = 0
             trainer = (

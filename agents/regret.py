@@ -45,6 +45,7 @@ from pbrl.learn.kit import (
     bt_pair_losses,
     epoch_minibatches,
     epochs_until_accurate,
+    host_metrics,
     log_due,
     segment_sum,
     split_steps,
@@ -176,11 +177,11 @@ class Agent:
         with torch.no_grad():
             acc = strict_accuracy(s_a.mean(0), s_b.mean(0), batch.prefer_b)
             abs_mean = torch.cat([adv_a, adv_b], 1).abs().mean()
-        return loss, {
-            "adv_loss": float(pref.detach().mean()),
-            "adv_anchor": float(anchor.detach().mean()),
-            "adv_acc": float(acc),
-            "adv_abs_mean": float(abs_mean),
+        return loss, {  # on the device: read at log intervals (host_metrics)
+            "adv_loss": pref.detach().mean(),
+            "adv_anchor": anchor.detach().mean(),
+            "adv_acc": acc,
+            "adv_abs_mean": abs_mean,
         }
 
     @torch.no_grad()
@@ -241,7 +242,7 @@ class Agent:
             loss.backward()
             opt.step()
             if log_due(step, ctx.steps, ctx.log_interval) or step == n_adv:
-                yield {"step": step, "phase": 1.0, **m}
+                yield {"step": step, "phase": 1.0, **host_metrics(m)}
         self.adv.eval().requires_grad_(False)
         self.iql.set_max_steps(n_pol)
         return n_adv, n_pol

@@ -2,7 +2,7 @@
 # The GPU checks in one go, for a machine with a CUDA device (docs/performance.md, "The CUDA
 # path"): the CUDA tests, the update rates of every learner at the quick and paper sizes (one
 # seed, 8 stacked, 8 sequential), 64 stacked IQL seeds at IQL's paper size (timed, then
-# profiled), and the smoke
+# profiled) and 512 of them, and the smoke
 # suite through `pbrl bench` with stacked seeds (the default on CUDA).
 #
 #     bench/gpu.sh OUTDIR
@@ -39,11 +39,16 @@ stage() {  # stage NAME SECONDS COMMAND...: run, log to OUTDIR/NAME.log, note th
 cat "$OUTDIR/machine.txt"
 
 stage cuda-tests "${PBRL_GPU_TESTS_S:-150}" python3 -m pytest -q -p no:cacheprovider -k cuda \
-  tests/test_agents_conformance.py tests/test_online.py
+  tests/test_agents_conformance.py tests/test_online.py tests/test_stack.py
 stage iql-64 "${PBRL_GPU_IQL_S:-50}" python3 bench/throughput.py --device cuda --agents iql \
   --preset paper --steps 300 --repeats 2 --stack 64 --json "$OUTDIR/iql-64.json"
 stage iql-64-tf32 "${PBRL_GPU_IQL_S:-40}" python3 bench/throughput.py --device cuda --agents iql \
   --preset paper --steps 500 --repeats 1 --stack 64 --tf32 --json "$OUTDIR/iql-64-tf32.json"
+# "64 or more" seeds (issue 22): how the total rate grows past 64 once the host's work per
+# step no longer grows with K
+stage iql-512-tf32 "${PBRL_GPU_IQL512_S:-90}" python3 bench/throughput.py --device cuda \
+  --agents iql --preset paper --steps 100 --repeats 1 --stack 512 --tf32 \
+  --json "$OUTDIR/iql-512-tf32.json"
 stage profile-iql-64 "${PBRL_GPU_PROFILE_S:-60}" python3 bench/profile_update.py iql \
   --preset paper --device cuda --stack 64 --steps 30 --top 25
 stage throughput-quick "${PBRL_GPU_QUICK_S:-120}" python3 bench/throughput.py --device cuda \

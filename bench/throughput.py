@@ -79,7 +79,8 @@ def time_agent(
         agent = mod.Agent(cfg, AgentSpec(OBS, ACT, -one, one, device))
         needs_truth = bool(getattr(agent, "requires_true_reward", False))
         fit_ds = ds if needs_truth else ds.without_rewards()
-        batch = prefs.answered().to_batch(fit_ds, device)
+        needs_prefs = bool(getattr(agent, "requires_preferences", True))
+        batch = prefs.answered().to_batch(fit_ds, device) if needs_prefs else None
         gen = torch.Generator(device=device)
         gen.manual_seed(seed)
         agents.append(agent)

@@ -339,7 +339,8 @@ def test_mr_bradley_terry_loss_sums_members():
     assert mr_segment_scores(r, T([[1.0, 1.0, 0.0]])).item() == pytest.approx(3.0)
     # ties are excluded from the accuracy
     acc = bt_accuracy(T([0.0, 1.0, 0.0]), T([1.0, 0.0, 5.0]), T([1.0, 1.0, 0.5]))
-    assert acc == pytest.approx(0.5)
+    assert float(acc) == pytest.approx(0.5)
+    assert math.isnan(float(bt_accuracy(T([0.0]), T([1.0]), T([0.5]))))  # ties only: nan
 
 
 # ---- IPL ---------------------------------------------------------------------------------------

@@ -353,3 +353,24 @@ def test_iql_updates_read_nothing_on_the_host():
         for _ in range(3):
             single.update(one)
             stacked.update(two)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_iql_updates_do_not_sync_on_cuda():
+    """On a GPU, torch itself says whether an update made the host wait for the device."""
+    gen = torch.Generator().manual_seed(0)
+    cfg = IQLConfig(hidden=(16, 16))
+    single = IQLLearner(OBS, ACT, cfg, max_steps=20, device="cuda")
+    stacked = StackedIQL([IQLLearner(OBS, ACT, cfg, max_steps=20, device="cuda") for _ in "ab"])
+    one = {k: v.cuda() for k, v in _batch(gen).items()}
+    two = {k: torch.stack([v, v]) for k, v in one.items()}
+    single.update(one)
+    stacked.update(two)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for _ in range(3):
+            single.update(one)
+            stacked.update(two)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")

@@ -14,7 +14,7 @@ learner produces do not depend on which learner it is:
   epoch cut into minibatches, the last one shorter), :func:`uniform_minibatches` (rows
   drawn with replacement, a block of minibatches per draw);
 - reward inputs: :data:`REWARD_INPUTS`, :func:`check_reward_input`, :func:`reward_action`;
-- the run's budget and logging: :func:`split_steps`, :func:`log_due`;
+- the run's budget and logging: :func:`split_steps`, :func:`log_due`, :func:`host_metrics`;
 - numpy glue: :func:`obs_stats`, :func:`batched_numpy`.
 """
 
@@ -138,34 +138,45 @@ def epochs_until_accurate(
     batch_size: int,
     generator: torch.Generator,
     device: str,
-    step: Callable[[torch.Tensor], dict[str, float]],
+    step: Callable[[torch.Tensor], dict[str, float | torch.Tensor]],
     *,
     epochs: int,
     stop_acc: float,
     max_updates: int | None = None,
     members: int | None = None,
     acc_key: str = "reward_acc",
-) -> Iterator[dict[str, float]]:
+) -> Iterator[dict[str, float | torch.Tensor]]:
     """B-Pref's reward-training loop: up to ``epochs`` passes over ``n`` labelled pairs in
     :func:`shuffled_epoch` minibatches (per member with ``members``), ``step(idx)`` doing one
     update and returning its metrics; stops after an epoch whose mean ``acc_key`` (nan values
     skipped) exceeds ``stop_acc``, or after ``max_updates`` updates. Yields each step's
     metrics. The reward phase of ``mr``, and the online ``train_reward`` of ``regret``,
-    ``hprior`` and the online track's own reward models."""
+    ``hprior`` and the online track's own reward models.
+
+    The metrics may be floats or 0-dim tensors left on the device: the accuracies are then
+    read on the host once per epoch, not after every update (:func:`host_metrics`)."""
     updates = 0
     for _epoch in range(epochs):
-        accs: list[float] = []
+        accs: list[torch.Tensor] = []
         for idx in shuffled_epoch(n, batch_size, generator, device, members=members):
             if max_updates is not None and updates >= max_updates:
                 return
             metrics = step(idx)
             updates += 1
-            acc = float(metrics.get(acc_key, float("nan")))
-            if acc == acc:
-                accs.append(acc)
+            acc = metrics.get(acc_key, float("nan"))
+            accs.append(torch.as_tensor(acc, dtype=torch.float32).reshape(()).to(device))
             yield metrics
-        if accs and float(np.mean(accs)) > stop_acc:
-            return
+        if accs:
+            mean = float(torch.stack(accs).nanmean())  # nan when no update had an accuracy
+            if mean > stop_acc:
+                return
+
+
+def host_metrics(metrics: dict[str, float | torch.Tensor]) -> dict[str, float]:
+    """A metric dict with every 0-dim tensor read into a float: what a learner yields at a
+    log interval. Learners keep a step's metrics on the device and call this only where they
+    yield, so the host does not wait for the device after every update."""
+    return {k: float(v) for k, v in metrics.items()}
 
 
 def epoch_minibatches(
