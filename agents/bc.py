@@ -149,13 +149,22 @@ class Agent:
 def fit_stacked(agents: list[Agent], ctxs: list[FitContext]) -> Iterator[list[dict[str, float]]]:
     """K seeds of one config trained as one (``pbrl bench --stack-seeds K``): the members'
     actors stacked (:class:`pbrl.learn.stack.StackedModules`), each member's minibatches
-    drawn with its own generator, one Adam over the stacked parameters."""
+    drawn with its own generator (``data=all``: from one table of the transitions,
+    :meth:`TransitionTensors.stacked`), one Adam over the stacked parameters."""
     first, ctx0 = agents[0], ctxs[0]
     if first.cfg.data == "pos" and len({c.prefs.size for c in ctxs}) > 1:
         raise PbrlError(
             "bc: stacked seeds need labels of one size; run these seeds without --stack-seeds"
         )
-    batches = zip_generators([a._batches(c) for a, c in zip(agents, ctxs, strict=True)])
+    if first.cfg.data == "all":  # transitions: one table, every member's rows in one gather
+        table = TransitionTensors.stacked(
+            [c.dataset for c in ctxs], ctx0.device, [None] * len(ctxs)
+        )
+        rows = table.member_minibatches(first.cfg.batch_size, [c.generator for c in ctxs])
+        batches = ({"obs": r["obs"], "act": r["act"]} for r in rows)
+    else:
+        pairs = zip_generators([a._batches(c) for a, c in zip(agents, ctxs, strict=True)])
+        batches = (member_batches(b) for b in pairs)
     for a in agents:
         a.actor.train()
     stack = StackedModules([a.actor for a in agents])
@@ -163,7 +172,7 @@ def fit_stacked(agents: list[Agent], ctxs: list[FitContext]) -> Iterator[list[di
     opt = torch.optim.Adam(stack.parameters(), lr=first.cfg.lr)
     steps = ctx0.steps
     for step in range(1, steps + 1):
-        batch = member_batches(next(batches))
+        batch = next(batches)
         losses = stack.vmap(
             lambda p, b, s=step: first.loss(stack.call(p, b["obs"]), b, s, steps), batch
         )

@@ -26,13 +26,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import torch
 
 from pbrl.errors import PbrlError
 from pbrl.learn.api import AgentSpec, FitContext
 from pbrl.learn.data import TransitionTensors
 from pbrl.learn.iql import QUICK_IQL, IQLConfig, IQLLearner, iql_config_from, reward_normalize
-from pbrl.learn.kit import uniform_minibatches
 from pbrl.learn.stack import StackedIQL, stacked_metrics
 
 
@@ -125,11 +123,9 @@ def fit_stacked(agents: list[Agent], ctxs: list[FitContext]) -> Iterator[list[di
         agent.learner.set_obs_stats(ctx.dataset.observations)
         agent.learner.set_max_steps(ctx.steps)
     stack = StackedIQL([a.learner for a in agents])
-    draws = [
-        uniform_minibatches(data.size, first.cfg.batch_size, c.generator, c.device) for c in ctxs
-    ]
+    batches = data.member_minibatches(first.cfg.batch_size, [c.generator for c in ctxs])
     for step in range(1, ctx0.steps + 1):
-        losses = stack.update(data.rows(torch.stack([next(d) for d in draws])))
+        losses = stack.update(next(batches))
         if step % ctx0.log_interval == 0 or step == ctx0.steps:
             stack.write_back()
             yield stacked_metrics(step, losses)

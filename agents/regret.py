@@ -50,7 +50,6 @@ from pbrl.learn.kit import (
     segment_sum,
     split_steps,
     strict_accuracy,
-    uniform_minibatches,
 )
 from pbrl.learn.nn import EnsembleMLP
 from pbrl.learn.stack import (
@@ -320,10 +319,10 @@ def fit_stacked(agents: list[Agent], ctxs: list[FitContext]) -> Iterator[list[An
     for agent, ctx in zip(agents, ctxs, strict=True):
         agent.iql.set_obs_stats(ctx.dataset.observations)
     data = TransitionTensors.stacked([c.dataset for c in ctxs], ctx0.device, [None] * k)
-    draws = [uniform_minibatches(data.size, cfg.batch_size, c.generator, c.device) for c in ctxs]
+    batches = data.member_minibatches(cfg.batch_size, [c.generator for c in ctxs])
     stack = StackedIQL([a.iql for a in agents])
     for i in range(1, n_pol + 1):
-        batch = data.rows(torch.stack([next(d) for d in draws]))
+        batch = next(batches)
         with torch.no_grad():
             a_hat = torch.stack(
                 [

@@ -12,10 +12,11 @@ stacked step, in alternation within each round:
   indexes its own table, then the K minibatches are stacked per field (pbrl's stacked IQL
   before the shared table);
 - ``per-member, blocks``: the same from each member's :meth:`TransitionTensors.minibatches`
-  (rows drawn 32 minibatches per ``randint``), stacked per field (bc's and cpl's stacked
-  paths);
-- ``shared table``: one ``(K, B)`` index tensor from the members' draws and one gather per
-  field from :meth:`TransitionTensors.stacked` (IQL and the learners that end in it);
+  (rows drawn 32 minibatches per ``randint``), stacked per field (what the stacked paths
+  whose minibatches are labelled segments still do);
+- ``shared table``: :meth:`TransitionTensors.member_minibatches` of the members' one
+  :meth:`TransitionTensors.stacked` table, a ``(K, B)`` index tensor from the members' draws
+  and one gather per field (the stacked paths that sample transitions);
 - ``stacked IQL update`` on those rows, and ``one IQL update`` of a single learner.
 
 Each member has its own generator; the data are bench/throughput.py's synthetic dataset
@@ -35,7 +36,6 @@ from throughput import ACT, OBS, synthetic_dataset
 
 from pbrl.learn.data import TransitionTensors
 from pbrl.learn.iql import IQLConfig, IQLLearner
-from pbrl.learn.kit import uniform_minibatches
 from pbrl.learn.stack import StackedIQL, member_batches
 
 
@@ -56,7 +56,7 @@ def time_k(
     own = [TransitionTensors.from_dataset(ds, dev, ds.rewards) for _ in range(k)]
     table = TransitionTensors.stacked([ds] * k, dev, [ds.rewards] * k)
     streams = [d.minibatches(b, g) for d, g in zip(own, gens, strict=True)]
-    draws = [uniform_minibatches(table.size, b, g, dev) for g in gens]
+    shared = table.member_minibatches(b, gens)
     learners = []
     for s in range(k):
         torch.manual_seed(s)
@@ -64,7 +64,7 @@ def time_k(
     stack = StackedIQL(learners)
     torch.manual_seed(k)
     single = IQLLearner(OBS, ACT, cfg, max_steps=10**6, device=dev)
-    rows = table.rows(torch.stack([next(d) for d in draws]))
+    rows = next(shared)
     one = next(streams[0])
 
     def randint_rows() -> object:
@@ -78,7 +78,7 @@ def time_k(
     fns = [
         randint_rows,
         lambda: member_batches([next(s) for s in streams]),
-        lambda: table.rows(torch.stack([next(d) for d in draws])),
+        lambda: next(shared),
         lambda: stack.update(rows),
         lambda: single.update(one),
     ]

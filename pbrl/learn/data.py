@@ -109,6 +109,16 @@ class TransitionTensors:
         for idx in uniform_minibatches(self.size, batch_size, generator, self.obs.device):
             yield self.rows(idx)
 
+    def member_minibatches(
+        self, batch_size: int, generators: list[torch.Generator]
+    ) -> Iterator[dict[str, torch.Tensor]]:
+        """Endless ``(K, B, ...)`` minibatches of a :meth:`stacked` table: member i's rows
+        drawn with ``generators[i]`` exactly as its own :meth:`minibatches` would draw them,
+        all K gathered with one indexing per field."""
+        draws = [uniform_minibatches(self.size, batch_size, g, self.obs.device) for g in generators]
+        while True:
+            yield self.rows(torch.stack([next(d) for d in draws]))
+
     @classmethod
     def stacked(
         cls, datasets: list, device: str, rewards: list[np.ndarray | None]

@@ -33,7 +33,7 @@ from torch.func import functional_call, stack_module_state, vmap
 from pbrl.errors import PbrlError
 from pbrl.learn.data import TransitionTensors
 from pbrl.learn.iql import awr_weights, expectile_loss, iql_q_loss, reward_normalize
-from pbrl.learn.kit import fused_adam, log_due, uniform_minibatches
+from pbrl.learn.kit import fused_adam, log_due
 from pbrl.learn.nn import GaussianActor
 
 
@@ -379,11 +379,11 @@ def fit_stacked_before_iql(agents: list[Any], ctxs: list[Any]) -> Iterator[list[
         rewards.append(r)
         plan.learner.set_obs_stats(ds.observations)
     data = TransitionTensors.stacked([p.ds for p in plans], ctx0.device, rewards)
-    draws = [uniform_minibatches(data.size, first.batch_size, c.generator, c.device) for c in ctxs]
+    batches = data.member_minibatches(first.batch_size, [c.generator for c in ctxs])
     stack = StackedIQL([p.learner for p in plans])
     total = first.step0 + first.steps
     for i in range(1, first.steps + 1):
-        losses = stack.update(data.rows(torch.stack([next(d) for d in draws])))
+        losses = stack.update(next(batches))
         step = first.step0 + i
         if log_due(step, ctx0.steps, ctx0.log_interval) or step == total:
             stack.write_back()
