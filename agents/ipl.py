@@ -196,8 +196,8 @@ class Agent:
 
     def rows(self, ctx: FitContext, idx: torch.Tensor, replay: Replay) -> dict[str, torch.Tensor]:
         """One update's rows: the transitions of both segments of pairs ``idx`` (then the
-        next minibatch of ``replay`` rows), raw observations, their discounts, the segments' masks and labels, and
-        the value / chi^2 / policy row weights."""
+        next minibatch of ``replay`` rows), raw observations, their discounts, the segments'
+        masks and labels, and the value / chi^2 / policy row weights."""
         cfg = self.cfg
         gen = ctx.generator
         seg, y = self._feedback_rows(ctx, idx, gen)
@@ -208,7 +208,7 @@ class Agent:
         nxt = [seg["a"][2].reshape(-1, d), seg["b"][2].reshape(-1, d)]
         disc = [torch.full((2 * bsz * t,), cfg.gamma, device=self.device)]
         n_rep = 0
-        if replay is not None and cfg.replay_batch > 0:
+        if replay is not None:  # None exactly when replay_batch is 0 (Agent.replay)
             rb = next(replay)
             obs.append(rb["obs"])
             act.append(rb["act"])

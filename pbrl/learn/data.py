@@ -103,7 +103,9 @@ class TransitionTensors:
             )
         return out
 
-    def minibatches(self, batch_size: int, generator: torch.Generator) -> Iterator[dict]:
+    def minibatches(
+        self, batch_size: int, generator: torch.Generator
+    ) -> Iterator[dict[str, torch.Tensor]]:
         """Endless uniform minibatches (with replacement) of rows, drawn with ``generator``
         (:func:`pbrl.learn.kit.uniform_minibatches`)."""
         for idx in uniform_minibatches(self.size, batch_size, generator, self.obs.device):

@@ -164,7 +164,8 @@ def epochs_until_accurate(
             metrics = step(idx)
             updates += 1
             acc = metrics.get(acc_key, float("nan"))
-            accs.append(torch.as_tensor(acc, dtype=torch.float32).reshape(()).to(device))
+            # a tensor stays where it is (one read per epoch); a float needs no copy to the device
+            accs.append(torch.as_tensor(acc, dtype=torch.float32).reshape(()))
             yield metrics
         if accs:
             mean = float(torch.stack(accs).nanmean())  # nan when no update had an accuracy
