@@ -377,14 +377,16 @@ def _metric_rows(folder: Path) -> list[dict]:
 @pytest.mark.slow
 def test_stacked_seeds_write_the_runs_separate_processes_write(store, tmp_path):
     """--stack-seeds 3 trains bc's, cpl's and mr's three seeds each in one process (mr's
-    reward phases one after the other, then its IQL phases stacked); the folders, run ids and files are those of separate runs, and
-    the losses and scores agree with them to floating-point tolerance."""
+    reward phases one after the other, then its IQL phases stacked), and evaluates the
+    three together in 2 env worker processes (--eval-workers 2); the folders, run ids and
+    files are those of separate runs, and the losses and scores agree with them to
+    floating-point tolerance."""
     ds_id, env = store
     suite = write_suite(tmp_path / "s.toml", ds_id, STACKABLE, seeds=(0, 1, 2), steps=16)
     sep, stk = tmp_path / "separate", tmp_path / "stacked"
     a = bench(suite, sep, env, "--stack-seeds", "1")
     assert a.returncode == 0, a.stdout + a.stderr
-    b = bench(suite, stk, env, "--stack-seeds", "3")
+    b = bench(suite, stk, env, "--stack-seeds", "3", "--eval-workers", "2")
     assert b.returncode == 0, b.stdout + b.stderr
     runs_a, runs_b = run_dirs(sep), run_dirs(stk)
     assert sorted(runs_a) == sorted(runs_b) and len(runs_a) == 9
@@ -394,6 +396,7 @@ def test_stacked_seeds_write_the_runs_separate_processes_write(store, tmp_path):
         cfg = json.loads((db / "config.json").read_text())
         stacked = cfg["spec"]["agent"] in ("bc", "cpl", "mr")
         assert cfg.get("stacked_seeds") == ([0, 1, 2] if stacked else None), run_id
+        assert cfg["spec"]["eval_workers"] == 2, run_id
         ra, rb = _metric_rows(da), _metric_rows(db)
         assert [r["step"] for r in ra] == [r["step"] for r in rb]
         for x, y in zip(ra, rb, strict=True):

@@ -342,6 +342,8 @@ def test_out_that_is_not_a_run_folder_is_refused(data, tmp_path):
         ("device", "cpu:0", "unknown device"),
         ("log_interval", 0, "--log-interval"),
         ("eval_episodes", -1, "--eval-episodes"),
+        ("eval_workers", -1, "--eval-workers"),
+        ("eval_workers", 1.5, "--eval-workers"),
         ("steps", 0, "--steps"),
     ],
 )
@@ -369,13 +371,13 @@ def test_evaluation_runs_for_the_dataset_cards_shorter_horizon(data, monkeypatch
 
     ds, _ = data
     seen: list[int | None] = []
-    real = train_mod.evaluate
+    real = train_mod.evaluate_many
 
-    def spy(agent, task_id, episodes, seed, horizon=None, **kw):
+    def spy(agents, task_id, episodes, seeds, horizon=None, **kw):
         seen.append(horizon)
-        return real(agent, task_id, episodes, seed, horizon, **kw)
+        return real(agents, task_id, episodes, seeds, horizon, **kw)
 
-    monkeypatch.setattr(train_mod, "evaluate", spy)
+    monkeypatch.setattr(train_mod, "evaluate_many", spy)
     short = dataclasses.replace(ds, card={**ds.card, "horizon": 7})
     summary, _ = train_agent(
         TrainSpec("iql", short.id, None, 0, 3, "cpu", None, TINY, 3, 2, 1), dataset=short

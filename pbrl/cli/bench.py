@@ -134,6 +134,12 @@ def bench(
         "with a stacked path: every offline one); each seed still "
         "gets its own run folder. Default: every seed on CUDA, 1 (off) on CPU.",
     ),
+    eval_workers: int = typer.Option(
+        None,
+        help="Processes per run that step its evaluation envs in parallel (0: the run's "
+        "own). Default: on CUDA the cores left per run (cores / --workers - 1), 0 on CPU. "
+        "The results do not depend on it.",
+    ),
 ) -> None:
     """Sweep learners x datasets x teachers x budgets x seeds and print the table.
 
@@ -147,6 +153,7 @@ def bench(
         check_cached_prefs,
         check_suite,
         check_sweep_options,
+        default_eval_workers,
         default_stack_seeds,
         ensure_datasets,
         ensure_prefs,
@@ -168,6 +175,8 @@ def bench(
     check_sweep_options(workers=workers, backend=backend, device=device)
     if stack_seeds is not None and stack_seeds < 1:
         raise PbrlError(f"--stack-seeds: a whole number of at least 1, got {stack_seeds}")
+    if eval_workers is not None and eval_workers < 0:
+        raise PbrlError(f"--eval-workers: a whole number of at least 0, got {eval_workers}")
     jobs = plan(s, seed_list)
     to_build = check_suite(s, jobs)
     out = out or Path("runs") / s.name
@@ -199,6 +208,9 @@ def bench(
         stack_seeds=stack_seeds
         if stack_seeds is not None
         else default_stack_seeds(device, len({j.seed for j in jobs})),
+        eval_workers=eval_workers
+        if eval_workers is not None
+        else default_eval_workers(device, workers),
     )
     runs = [r for r in read_runs(out) if r.run_id in {j.run_id for j in jobs}]
     if runs:

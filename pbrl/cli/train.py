@@ -67,6 +67,12 @@ def train(
         10, "--eval-episodes", help="Episodes per evaluation (0: none)."
     ),
     log_interval: int = typer.Option(500, "--log-interval", help="Metrics every K steps."),
+    eval_workers: int = typer.Option(
+        0,
+        "--eval-workers",
+        help="Processes that step the evaluation envs in parallel (0: this one). The "
+        "results do not depend on it.",
+    ),
     task: str | None = typer.Option(
         None,
         "--task",
@@ -137,6 +143,7 @@ def train(
         eval_every=eval_every,
         eval_episodes=eval_episodes,
         log_interval=log_interval,
+        eval_workers=eval_workers,
         out=out,
         task=task,
         overwrite=overwrite,

@@ -509,7 +509,7 @@ class RunBusy(PbrlError):
     """The run is claimed by another live process."""
 
 
-def _train_spec(job: Job, out: Path, device: str) -> TrainSpec:
+def _train_spec(job: Job, out: Path, device: str, eval_workers: int = 0) -> TrainSpec:
     p = prefs_path(out, job)
     online = job.online and job.uses_prefs
     return TrainSpec(
@@ -528,24 +528,28 @@ def _train_spec(job: Job, out: Path, device: str) -> TrainSpec:
         overrides={k: str(v) for k, v in job.overrides.items()},
         eval_every=job.eval_every,
         eval_episodes=job.eval_episodes,
+        eval_workers=eval_workers,
         out=str(out / job.run_id),
         overwrite=True,  # what is there is unfinished or stale, and this process holds it
     )
 
 
-def run_job(job: Job, out: Path, device: str) -> dict[str, Any]:
+def run_job(job: Job, out: Path, device: str, eval_workers: int = 0) -> dict[str, Any]:
     """Claim the run, train it (:func:`pbrl.run.train.train` stages it in a hidden folder and
     publishes ``<out>/<run_id>`` only complete) and release the claim.
 
     Raises :class:`RunBusy` when another process holds the run.
     """
-    return run_jobs([job], out, device)[0]
+    return run_jobs([job], out, device, eval_workers)[0]
 
 
-def run_jobs(jobs: list[Job], out: Path, device: str) -> list[dict[str, Any]]:
+def run_jobs(
+    jobs: list[Job], out: Path, device: str, eval_workers: int = 0
+) -> list[dict[str, Any]]:
     """Claim every run and train them: one as :func:`run_job` describes, several (seeds of
     one job, ``--stack-seeds``) as one stacked run (:func:`pbrl.run.train.train_stacked`)
     that still publishes one folder per run. Runs already finished are skipped.
+    ``eval_workers`` processes step the evaluation envs (:class:`pbrl.envs.pool.EnvPool`).
 
     Raises :class:`RunBusy` when another process holds any of them (none is trained then).
     """
@@ -558,26 +562,40 @@ def run_jobs(jobs: list[Job], out: Path, device: str) -> list[dict[str, Any]]:
             clean_partial(out, job.run_id)  # a killed process's staging folders for this run
         if len(todo) > 1:
             train_stacked(
-                [_train_spec(j, out, device) for j in todo],
+                [_train_spec(j, out, device, eval_workers) for j in todo],
                 extra_files=[{"job.json": asdict(j)} for j in todo],
             )
         elif todo:
-            train(_train_spec(todo[0], out, device), extra_files={"job.json": asdict(todo[0])})
+            train(
+                _train_spec(todo[0], out, device, eval_workers),
+                extra_files={"job.json": asdict(todo[0])},
+            )
         return [json.loads((out / j.run_id / "summary.json").read_text()) for j in jobs]
 
 
-def worker_command(job_files: list[Path], out: Path, device: str) -> list[str]:
-    return [sys.executable, "-m", "pbrl.run.runner", str(out), device, *map(str, job_files)]
+def worker_command(
+    job_files: list[Path], out: Path, device: str, eval_workers: int = 0
+) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "pbrl.run.runner",
+        str(out),
+        device,
+        str(eval_workers),
+        *map(str, job_files),
+    ]
 
 
 def _worker_main(argv: list[str]) -> int:
-    out, device, job_files = Path(argv[0]), argv[1], [Path(a) for a in argv[2:]]
+    out, device, eval_workers = Path(argv[0]), argv[1], int(argv[2])
+    job_files = [Path(a) for a in argv[3:]]
     # pbrl's progress at INFO in the run's log; other libraries only from WARNING.
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s", stream=sys.stderr)
     logging.getLogger("pbrl").setLevel(logging.INFO)
     jobs = [job_from_dict(json.loads(f.read_text())) for f in job_files]
     try:
-        run_jobs(jobs, out, device)
+        run_jobs(jobs, out, device, eval_workers)
     except RunBusy as e:
         print(e, file=sys.stderr)
         return EXIT_BUSY
@@ -617,6 +635,16 @@ def default_stack_seeds(device: str, seeds: int) -> int:
     return max(1, seeds) if resolve_device(device.split(",")[0]).startswith("cuda") else 1
 
 
+def default_eval_workers(device: str, workers: int, cpus: int | None = None) -> int:
+    """``--eval-workers``' default: on CUDA, the cores left to each run process beside its
+    own (``cpus // workers - 1``; 0 when that is under 2); 0 on CPU, where the runs already
+    take the cores."""
+    if not resolve_device(device.split(",")[0]).startswith("cuda"):
+        return 0
+    spare = (cpus or os.cpu_count() or 1) // max(1, workers) - 1
+    return spare if spare >= 2 else 0
+
+
 # --------------------------------------------------------------------------------------
 # Sweeps
 # --------------------------------------------------------------------------------------
@@ -642,15 +670,19 @@ def run_sweep(
     ray_address: str | None = None,
     progress: Any = None,
     stack_seeds: int = 1,
+    eval_workers: int = 0,
 ) -> SweepResult:
     """Run every unfinished job; returns what finished, was skipped and failed.
 
     With ``stack_seeds`` K > 1, up to K seeds of one job run as one process training them
-    stacked (:func:`stack_groups`); each still gets its own run folder. Safe beside other
+    stacked (:func:`stack_groups`); each still gets its own run folder. ``eval_workers``
+    processes step each run's evaluation envs. Safe beside other
     sweeps on the same ``out``: runs they hold are waited for (see the module docstring)."""
     devices = check_sweep_options(workers=workers, backend=backend, device=device)
     if isinstance(stack_seeds, bool) or not isinstance(stack_seeds, int) or stack_seeds < 1:
         raise PbrlError(f"--stack-seeds: a whole number of at least 1, got {stack_seeds!r}")
+    if isinstance(eval_workers, bool) or not isinstance(eval_workers, int) or eval_workers < 0:
+        raise PbrlError(f"--eval-workers: a whole number of at least 0, got {eval_workers!r}")
     out.mkdir(parents=True, exist_ok=True)
     clean_partial(out)
     result = SweepResult()
@@ -673,9 +705,9 @@ def run_sweep(
     if progress is not None:
         progress.start(total=len(jobs), skipped=len(result.skipped), workers=workers)
     if backend == "local":
-        _run_local(assigned, out, workers, result, progress)
+        _run_local(assigned, out, workers, result, progress, eval_workers)
     else:
-        _run_ray(assigned, out, workers, ray_address, result, progress)
+        _run_ray(assigned, out, workers, ray_address, result, progress, eval_workers)
     if progress is not None:
         progress.stop()
     return result
@@ -764,6 +796,7 @@ def _run_local(
     workers: int,
     result: SweepResult,
     progress: Any,
+    eval_workers: int = 0,
 ) -> None:
     pending = deque(assigned)
     waiting = _Waiting(out, result, progress)
@@ -782,7 +815,7 @@ def _run_local(
                 lf = logdir / f"{group[0].run_id}.{os.getpid()}.log"
                 with open(lf, "wb") as fh:
                     proc = subprocess.Popen(
-                        worker_command(files, out, dev),
+                        worker_command(files, out, dev, eval_workers),
                         stdout=fh,
                         stderr=subprocess.STDOUT,
                         env=_child_env(),
@@ -822,6 +855,7 @@ def _run_ray(
     address: str | None,
     result: SweepResult,
     progress: Any,
+    eval_workers: int = 0,
 ) -> None:
     try:
         import ray
@@ -852,7 +886,11 @@ def _run_ray(
         opts: dict[str, Any] = {}
         if dev.startswith("cuda"):
             opts["num_gpus"] = 1.0 / max(1, workers)
-        refs[_remote.options(**opts).remote(worker_command(files, out, dev), _child_env())] = kept
+        refs[
+            _remote.options(**opts).remote(
+                worker_command(files, out, dev, eval_workers), _child_env()
+            )
+        ] = kept
         if progress is not None:
             for job in group:
                 progress.started(job)

@@ -43,10 +43,11 @@ import torch
 import pbrl
 from pbrl.datasets import registry
 from pbrl.envs import find_task, get_task
+from pbrl.envs.pool import EnvPool
 from pbrl.errors import DataError, PbrlError
 from pbrl.learn.api import AgentSpec, FitContext, load_agent_module, make_config
 from pbrl.prefs import check_prefs_dataset, check_selector, load_preferences
-from pbrl.run.evaluate import evaluate
+from pbrl.run.evaluate import evaluate_many
 from pbrl.teachers import make_teacher
 from pbrl.utils import (
     atomic_path,
@@ -103,6 +104,9 @@ class TrainSpec:
     """Online learners: steps per queried segment."""
     selector: str = "uniform"
     """Online learners: the query selector after their first session."""
+    eval_workers: int = 0
+    """Processes that step the evaluation envs (0: this one); the results do not depend on
+    it (:class:`pbrl.envs.pool.EnvPool`)."""
 
 
 STAGING_PREFIX = ".tmp-"
@@ -132,7 +136,7 @@ def check_run_folder(out: Path, overwrite: bool, what: str = "--out") -> None:
 
 def check_spec(spec: TrainSpec) -> str:
     """Check every field of ``spec`` before anything is loaded or written; returns the device."""
-    for name in ("steps", "seed", "eval_every", "eval_episodes", "log_interval"):
+    for name in ("steps", "seed", "eval_every", "eval_episodes", "log_interval", "eval_workers"):
         v = getattr(spec, name)
         if isinstance(v, bool) or not isinstance(v, int):
             raise PbrlError(f"--{name.replace('_', '-')}: must be an integer, got {v!r}")
@@ -149,6 +153,8 @@ def check_spec(spec: TrainSpec) -> str:
         )
     if spec.log_interval <= 0:
         raise PbrlError(f"--log-interval must be positive, got {spec.log_interval}")
+    if spec.eval_workers < 0:
+        raise PbrlError(f"--eval-workers must be 0 (this process) or more, got {spec.eval_workers}")
     device = resolve_device(spec.device)
     if spec.out:
         check_run_folder(Path(spec.out), spec.overwrite)
@@ -418,8 +424,12 @@ def _run(run: Prepared, extra_files: dict[str, Any] | None) -> tuple[dict[str, A
     try:
         rec = _Recorder(run, out)
         try:
-            for m in run.agent.fit(run.ctx):
-                rec.on_metrics(m)
+            with EnvPool(run.spec.eval_workers if rec.can_eval else 0) as pool:
+                for m in run.agent.fit(run.ctx):
+                    if rec.on_metrics(m):
+                        _evaluate_due([rec], pool)
+                if rec.final_eval_due():
+                    _evaluate_due([rec], pool)
         finally:
             rec.close()
         result = rec.finish()
@@ -475,15 +485,20 @@ def train_stacked(
     try:
         recs = [_Recorder(r, o) for r, o in zip(runs, stages, strict=True)]
         try:
-            for rows in mod.fit_stacked([r.agent for r in runs], [r.ctx for r in runs]):
-                if len(rows) != len(runs):
-                    raise PbrlError(
-                        f"agent '{specs[0].agent}': fit_stacked yielded {len(rows)} metric "
-                        f"rows for {len(runs)} runs"
-                    )
-                for rec, m in zip(recs, rows, strict=True):
-                    if m is not None:  # None: that run has nothing to report at this yield
-                        rec.on_metrics(m)
+            with EnvPool(specs[0].eval_workers if recs[0].can_eval else 0) as pool:
+                for rows in mod.fit_stacked([r.agent for r in runs], [r.ctx for r in runs]):
+                    if len(rows) != len(runs):
+                        raise PbrlError(
+                            f"agent '{specs[0].agent}': fit_stacked yielded {len(rows)} metric "
+                            f"rows for {len(runs)} runs"
+                        )
+                    due = [
+                        rec
+                        for rec, m in zip(recs, rows, strict=True)
+                        if m is not None and rec.on_metrics(m)  # None: nothing to report
+                    ]
+                    _evaluate_due(due, pool)  # the members due now, evaluated together
+                _evaluate_due([rec for rec in recs if rec.final_eval_due()], pool)
         finally:
             for rec in recs:
                 rec.close()
@@ -572,11 +587,9 @@ class _Recorder:
         self.last_metrics: dict[str, float] = {}
         self.t_fit = time.time()
 
-    def run_eval(self, step: int) -> None:
+    def record_eval(self, step: int, res: dict[str, Any]) -> None:
+        """Log and save the evaluation ``res`` made at ``step`` (with a checkpoint)."""
         spec, config = self.run.spec, self.run.config
-        res = evaluate(
-            self.run.agent, self.run.task_id, spec.eval_episodes, spec.seed, config["eval_horizon"]
-        )
         row = {
             "step": step,
             "score": res["score"],
@@ -592,7 +605,9 @@ class _Recorder:
             _write_eval_csv(self.out / "eval.csv", self.evals)
             _save_checkpoint(self.out / "checkpoint.pt", self.run.agent, step, config)
 
-    def on_metrics(self, m: dict[str, Any]) -> None:
+    def on_metrics(self, m: dict[str, Any]) -> bool:
+        """Record a metrics row; True when an evaluation is due at its step (the caller
+        evaluates, :func:`_evaluate_due`)."""
         spec, log_every = self.run.spec, self.run.log_every
         step = int(m["step"])
         if step > spec.steps:
@@ -608,13 +623,17 @@ class _Recorder:
             self.metrics_f.flush()
         if step % log_every == 0 or step == spec.steps:
             _log_progress(step, spec.steps, self.t_fit, self.last_metrics)
-        if (
+        due = (
             self.can_eval
             and spec.eval_every > 0
             and step // spec.eval_every > self.last_step // spec.eval_every
-        ):
-            self.run_eval(step)
+        )
         self.last_step = step
+        return due
+
+    def final_eval_due(self) -> bool:
+        """True when the run ended after its last evaluation (the final one is still due)."""
+        return self.can_eval and (not self.evals or self.evals[-1]["step"] != self.last_step)
 
     def close(self) -> None:
         if self.metrics_f is not None:
@@ -627,8 +646,8 @@ class _Recorder:
         last_step, evals = self.last_step, self.evals
         if last_step != spec.steps:
             raise PbrlError(f"agent '{spec.agent}' stopped at step {last_step} of {spec.steps}")
-        if self.can_eval and (not evals or evals[-1]["step"] != last_step):
-            self.run_eval(last_step)
+        if self.final_eval_due():
+            raise PbrlError(f"agent '{spec.agent}': the final evaluation was not made")
         if self.out is not None:
             _save_checkpoint(self.out / "checkpoint.pt", run.agent, last_step, config)
         scores = [e["score"] for e in evals]
@@ -654,6 +673,24 @@ class _Recorder:
         if self.out is not None:
             write_json_atomic(self.out / "summary.json", summary)
         return summary
+
+
+def _evaluate_due(recs: list[_Recorder], pool: EnvPool) -> None:
+    """Evaluate the runs of ``recs`` at their last step, together (the seeds of a stacked
+    run share task, episodes and horizon; each gets what it would alone), and record each."""
+    if not recs:
+        return
+    run = recs[0].run
+    results = evaluate_many(
+        [r.run.agent for r in recs],
+        run.task_id,
+        run.spec.eval_episodes,
+        [r.run.spec.seed for r in recs],
+        run.config["eval_horizon"],
+        pool=pool,
+    )
+    for rec, res in zip(recs, results, strict=True):
+        rec.record_eval(rec.last_step, res)
 
 
 def _write_eval_csv(path: Path, rows: list[dict[str, Any]]) -> None:

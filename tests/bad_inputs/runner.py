@@ -144,6 +144,11 @@ CASES = [
         lambda w: _train(w, "--eval-episodes", "-1"),
         expect=("--eval-episodes",),
     ),
+    Case(
+        "run-train-eval-workers-negative",
+        lambda w: _train(w, "--eval-workers", "-1"),
+        expect=("--eval-workers",),
+    ),
     # ---- pbrl bench: command-line options -------------------------------------------------
     Case(
         "run-bench-out-proc",
@@ -192,6 +197,11 @@ CASES = [
         "run-bench-workers-negative",
         lambda w: _bench(w, None, "--workers", "-2"),
         expect=("--workers",),
+    ),
+    Case(
+        "run-bench-eval-workers-negative",
+        lambda w: _bench(w, None, "--eval-workers", "-3"),
+        expect=("--eval-workers",),
     ),
     Case(
         "run-bench-stack-seeds-zero",
