@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The GPU checks in one go, for a machine with a CUDA device (docs/performance.md, "The CUDA
-# path"): the CUDA tests, the update rates of every learner at the quick and paper sizes (one
-# seed, 8 stacked, 8 sequential), 64 stacked IQL seeds at IQL's paper size (timed, then
-# profiled) and 512 of them, and the smoke
-# suite through `pbrl bench` with stacked seeds (the default on CUDA).
+# path"): the CUDA tests, 64 and 512 stacked IQL seeds at IQL's paper size with the update
+# replayed as a CUDA graph (and 64 without), the evaluation of 8 stacked seeds over env
+# processes, the update rates of every learner at the quick and paper sizes (one seed, 8
+# stacked, 8 sequential), the smoke suite through `pbrl bench` with stacked seeds (the
+# default on CUDA), and a profile of 64 stacked IQL seeds.
 #
 #     bench/gpu.sh OUTDIR
 #
@@ -40,18 +41,23 @@ cat "$OUTDIR/machine.txt"
 
 stage cuda-tests "${PBRL_GPU_TESTS_S:-150}" python3 -m pytest -q -p no:cacheprovider -k cuda \
   tests/test_agents_conformance.py tests/test_online.py tests/test_stack.py
-stage iql-64 "${PBRL_GPU_IQL_S:-50}" python3 bench/throughput.py --device cuda --agents iql \
-  --preset paper --steps 300 --repeats 2 --stack 64 --json "$OUTDIR/iql-64.json"
-stage iql-64-tf32 "${PBRL_GPU_IQL_S:-40}" python3 bench/throughput.py --device cuda --agents iql \
-  --preset paper --steps 500 --repeats 1 --stack 64 --tf32 --json "$OUTDIR/iql-64-tf32.json"
-# "64 or more" seeds (issue 22): how the total rate grows past 64 once the host's work per
-# step no longer grows with K
-stage iql-512-tf32 "${PBRL_GPU_IQL512_S:-90}" python3 bench/throughput.py --device cuda \
-  --agents iql --preset paper --steps 100 --repeats 1 --stack 512 --tf32 \
-  --json "$OUTDIR/iql-512-tf32.json"
-stage profile-iql-64 "${PBRL_GPU_PROFILE_S:-60}" python3 bench/profile_update.py iql \
-  --preset paper --device cuda --stack 64 --steps 30 --top 25
-stage throughput-quick "${PBRL_GPU_QUICK_S:-120}" python3 bench/throughput.py --device cuda \
+# The stacked IQL update replayed as one CUDA graph (--agent.cuda_graph, added after the
+# first H200 run): 64 seeds in float32 and TF32, then 512 ("64 or more", issue 22)
+stage iql-64-graph "${PBRL_GPU_GRAPH_S:-60}" python3 bench/throughput.py --device cuda \
+  --agents iql --preset paper --steps 2000 --repeats 1 --stack 64 --set cuda_graph=true \
+  --json "$OUTDIR/iql-64-graph.json"
+stage iql-64-graph-tf32 "${PBRL_GPU_GRAPH_S:-60}" python3 bench/throughput.py --device cuda \
+  --agents iql --preset paper --steps 2000 --repeats 1 --stack 64 --set cuda_graph=true --tf32 \
+  --json "$OUTDIR/iql-64-graph-tf32.json"
+stage iql-512-graph-tf32 "${PBRL_GPU_IQL512_S:-60}" python3 bench/throughput.py --device cuda \
+  --agents iql --preset paper --steps 300 --repeats 1 --stack 512 --set cuda_graph=true \
+  --tf32 --json "$OUTDIR/iql-512-graph-tf32.json"
+stage iql-64 "${PBRL_GPU_IQL_S:-40}" python3 bench/throughput.py --device cuda --agents iql \
+  --preset paper --steps 300 --repeats 1 --stack 64 --json "$OUTDIR/iql-64.json"
+# Evaluation of 8 stacked seeds: one after another, together, and over 8 env processes
+stage eval-rates "${PBRL_GPU_EVAL_S:-50}" python3 bench/eval_rates.py --k 8 --episodes 2 \
+  --horizon 200 --workers 8 --rounds 1 --device cuda --json "$OUTDIR/eval-rates.json"
+stage throughput-quick "${PBRL_GPU_QUICK_S:-110}" python3 bench/throughput.py --device cuda \
   --preset quick --steps 300 --repeats 1 --stack 8 --json "$OUTDIR/throughput-quick.json"
 SMOKE_RUNS="$(mktemp -d)"
 stage smoke "${PBRL_GPU_SMOKE_S:-110}" python3 -m pbrl bench --suite smoke --seeds 0-2 \
@@ -61,6 +67,8 @@ python3 -c "import json, pathlib, sys
 for p in sorted(pathlib.Path(sys.argv[1]).rglob('config.json')):
     c = json.loads(p.read_text()); print(p.parent.name, c.get('device'), c.get('stacked_seeds'))
 " "$SMOKE_RUNS" >"$OUTDIR/smoke-stacked.txt" 2>&1
-stage throughput-paper "${PBRL_GPU_PAPER_S:-80}" python3 bench/throughput.py --device cuda \
+stage profile-iql-64 "${PBRL_GPU_PROFILE_S:-45}" python3 bench/profile_update.py iql \
+  --preset paper --device cuda --stack 64 --steps 30 --top 25
+stage throughput-paper "${PBRL_GPU_PAPER_S:-60}" python3 bench/throughput.py --device cuda \
   --preset paper --steps 100 --repeats 1 --stack 8 --json "$OUTDIR/throughput-paper.json"
 exit $status

@@ -1,7 +1,8 @@
 """Updates per second of every offline learner, on one process and one torch thread.
 
     python bench/throughput.py [--agents cpl,iql,...] [--preset quick] [--steps 300]
-        [--repeats 3] [--device cpu] [--stack K] [--tf32] [--json out.json]
+        [--repeats 3] [--device cpu] [--stack K] [--tf32] [--set FIELD=VALUE ...]
+        [--json out.json]
 
 Each learner trains ``--steps`` updates (all its phases, in the proportions its preset gives
 them) on the same synthetic data: 100 episodes of 100 steps with MetaWorld's dimensions (39
@@ -15,7 +16,10 @@ With ``--stack K``, every learner with a stacked path (``fit_stacked``) is also 
 seeds stacked in one process, right after its single run in each round; the table gives the
 total seed-updates per second and its ratio to K sequential runs (K runs one after the other
 do the single run's rate). ``--tf32`` lets CUDA matrix products use TensorFloat-32 (10-bit
-mantissas; pbrl itself leaves torch's default, full float32).
+mantissas; pbrl itself leaves torch's default, full float32). ``--set FIELD=VALUE`` (any
+number of times) sets a config field of every learner whose config has it, as
+``--agent.FIELD VALUE`` does (``--set cuda_graph=true``: the stacked IQL update as one CUDA
+graph).
 Nothing is written unless ``--json`` is given. Figures and the machine they were measured on
 are in docs/performance.md.
 """
@@ -23,6 +27,7 @@ are in docs/performance.md.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -66,12 +71,21 @@ def offline_agents() -> list[str]:
 
 
 def time_agent(
-    name: str, preset: str, ds: OfflineDataset, prefs: Any, steps: int, device: str, k: int = 1
+    name: str,
+    preset: str,
+    ds: OfflineDataset,
+    prefs: Any,
+    steps: int,
+    device: str,
+    k: int = 1,
+    overrides: dict[str, str] | None = None,
 ) -> float:
     """Seed-updates per second of ``k`` seeds of ``name``: one run (k = 1) or k seeds stacked
-    in one process (the learner's ``fit_stacked``)."""
+    in one process (the learner's ``fit_stacked``), with the ``overrides`` its config has."""
     mod = load_agent_module(name)
-    cfg = make_config(mod, preset if preset in getattr(mod, "PRESETS", {}) else None, {})
+    has = {f.name for f in dataclasses.fields(mod.Config)}
+    own = {key: v for key, v in (overrides or {}).items() if key in has}
+    cfg = make_config(mod, preset if preset in getattr(mod, "PRESETS", {}) else None, own)
     one = np.ones(ACT, np.float32)
     agents, ctxs = [], []
     for seed in range(k):
@@ -118,7 +132,14 @@ def main(argv: list[str] | None = None) -> int:
         "--stack", type=int, default=0, help="also K seeds stacked, for learners with fit_stacked"
     )
     ap.add_argument("--tf32", action="store_true", help="TensorFloat-32 matrix products on CUDA")
+    ap.add_argument(
+        "--set", action="append", default=[], metavar="FIELD=VALUE", help="a config field"
+    )
     args = ap.parse_args(argv)
+    bad = [kv for kv in args.set if "=" not in kv]
+    if bad:
+        ap.error(f"--set {bad[0]}: FIELD=VALUE")
+    sets = dict(kv.split("=", 1) for kv in args.set)
     if args.tf32:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
@@ -133,20 +154,22 @@ def main(argv: list[str] | None = None) -> int:
     stacked: dict[str, list[float]] = {n: [] for n in stackable} if args.stack > 1 else {}
     # One short untimed run first: the process's one-time costs (thread pools, kernel
     # selection, CUDA context) would otherwise land on the first learner of round 1.
-    time_agent(names[0], args.preset, ds, prefs, min(args.steps, 20), args.device)
+    time_agent(names[0], args.preset, ds, prefs, min(args.steps, 20), args.device, 1, sets)
     for r in range(args.repeats):
         for n in names:
-            rates[n].append(time_agent(n, args.preset, ds, prefs, args.steps, args.device))
+            rates[n].append(time_agent(n, args.preset, ds, prefs, args.steps, args.device, 1, sets))
             print(f"round {r + 1}: {n:8s} {rates[n][-1]:8.1f} updates/s", file=sys.stderr)
             if n in stacked:
                 k = args.stack
-                stacked[n].append(time_agent(n, args.preset, ds, prefs, args.steps, args.device, k))
+                stacked[n].append(
+                    time_agent(n, args.preset, ds, prefs, args.steps, args.device, k, sets)
+                )
                 print(f"round {r + 1}: {n:8s} {stacked[n][-1]:8.1f} seed-updates/s, {k} stacked",
                       file=sys.stderr)  # fmt: skip
     rel = {n: float(np.median([a / b for a, b in zip(rates[n], rates["iql"], strict=True)]))
            for n in names}  # fmt: skip
     load = os.getloadavg()
-    dev = args.device + (", TF32" if args.tf32 else "")
+    dev = args.device + (", TF32" if args.tf32 else "") + "".join(f", {kv}" for kv in args.set)
     print(f"\n{args.steps} updates per run, preset {args.preset}, device {dev}, "
           f"{args.repeats} rounds, load average {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}")  # fmt: skip
     print("| learner | updates/s (median) | rounds | relative to iql (median ratio) |")
@@ -177,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:
             "steps": args.steps,
             "device": args.device,
             "tf32": args.tf32,
+            "set": sets,
             "load_average": load,
             "rates": rates,
             "relative_to_iql": rel,

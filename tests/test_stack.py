@@ -15,7 +15,7 @@ from pbrl.errors import DataError, PbrlError
 from pbrl.learn.data import TransitionTensors
 from pbrl.learn.iql import IQLConfig, IQLLearner
 from pbrl.learn.kit import uniform_minibatches
-from pbrl.learn.stack import StackedIQL
+from pbrl.learn.stack import StackedIQL, cosine_lr
 
 OBS, ACT, B = 5, 2, 16
 
@@ -374,3 +374,62 @@ def test_iql_updates_do_not_sync_on_cuda():
             stacked.update(two)
     finally:
         torch.cuda.set_sync_debug_mode("default")
+
+
+def test_cosine_lr_is_torchs_cosine_schedule():
+    """The closed form a captured update fills its learning-rate tensor with is the
+    schedule torch's ``CosineAnnealingLR`` steps the eager update through."""
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=3e-4)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=7)
+    for step in range(1, 8):
+        opt.step()
+        sched.step()
+        assert cosine_lr(3e-4, step, 7) == pytest.approx(opt.param_groups[0]["lr"], abs=1e-12)
+    assert cosine_lr(3e-4, 9, 7) == 0.0  # held at the end, as the learners hold it
+
+
+def test_cuda_graph_has_no_effect_on_a_cpu():
+    cfg = IQLConfig(hidden=(16, 16), cuda_graph=True)
+    stacked = StackedIQL([_member(s, cfg) for s in (0, 1)])
+    assert stacked.captured is None and stacked.actor_sched is not None
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("schedule", ["cosine", "constant"])
+def test_cuda_graph_replays_the_stacked_update(schedule):
+    """The stacked IQL update captured as a CUDA graph (``cuda_graph``) trains every member
+    as the eager stacked update does: the same metrics and parameters, update by update,
+    through the warm-up calls, the capture and the replays, and the same learning rate."""
+    gen = torch.Generator().manual_seed(0)
+    members = {
+        graph: StackedIQL(
+            [
+                _cuda_member(
+                    s, IQLConfig(hidden=(16, 16), actor_schedule=schedule, cuda_graph=graph)
+                )
+                for s in (0, 1, 2)
+            ]
+        )
+        for graph in (False, True)
+    }
+    assert members[True].captured is not None and members[False].captured is None
+    for _ in range(8):
+        batch = {
+            k: torch.stack([v, *(_batch(gen)[k] for _ in "ab")]).cuda()
+            for k, v in _batch(gen).items()
+        }
+        out = {graph: s.update(batch) for graph, s in members.items()}
+        for key, value in out[False].items():
+            torch.testing.assert_close(out[True][key], value, rtol=1e-4, atol=1e-5)
+    lrs = [float(s.actor_opt.param_groups[0]["lr"]) for s in members.values()]
+    assert lrs[1] == pytest.approx(lrs[0], rel=1e-6)
+    for part in ("v", "q", "q_target", "actor"):
+        for name, value in members[False].params[part].items():
+            torch.testing.assert_close(
+                members[True].params[part][name], value, rtol=1e-4, atol=1e-5
+            )
+
+
+def _cuda_member(seed: int, cfg: IQLConfig) -> IQLLearner:
+    torch.manual_seed(seed)
+    return IQLLearner(OBS, ACT, cfg, max_steps=10, device="cuda")

@@ -185,6 +185,10 @@ class IQLConfig:
     """Standardise observations with dataset mean/std (std + 1e-3), as CORL does."""
     init: str = "default"
     """Layer init: 'default' (PyTorch, CORL) or 'orthogonal' (research-lightning, gain 1)."""
+    cuda_graph: bool = False
+    """Stacked seeds on CUDA: capture the stacked update once as a CUDA graph and replay it
+    (one launch per step instead of hundreds; :class:`pbrl.learn.stack.CapturedStep`). No
+    effect on a CPU or on a single run. The same arithmetic, to float32 rounding."""
 
     def check(self) -> None:
         if self.actor not in ("gaussian", "deterministic"):

@@ -279,12 +279,18 @@ def split_steps(total: int, fractions: tuple[float, ...]) -> list[int]:
     return counts
 
 
-def fused_adam(params: Iterator[torch.Tensor] | list[torch.Tensor], lr: float) -> torch.optim.Adam:
+def fused_adam(
+    params: Iterator[torch.Tensor] | list[torch.Tensor],
+    lr: float | torch.Tensor,
+    capturable: bool = False,
+) -> torch.optim.Adam:
     """Adam with PyTorch's fused kernel (one kernel over all parameters instead of a loop of
     small elementwise ops per tensor): the same update to float32 rounding, 4-8% more IQL
     updates per second on one CPU core (``bench/adam_foreach.py --kind fused``,
-    docs/performance.md)."""
-    return torch.optim.Adam(params, lr=lr, fused=True)
+    docs/performance.md). ``capturable``: its step counters on the parameters' device, so
+    the step can be captured in a CUDA graph (``lr`` may then be a device tensor that a
+    schedule fills between replays)."""
+    return torch.optim.Adam(params, lr=lr, fused=True, capturable=capturable)
 
 
 @contextlib.contextmanager

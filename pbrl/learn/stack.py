@@ -23,6 +23,7 @@ are K runs identical in distribution, not bit for bit, to the separate ones.
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
@@ -143,6 +144,53 @@ def zip_generators(gens: list[Iterator[Any]]) -> Iterator[list[Any]]:
         yield [next(g) for g in gens]
 
 
+class CapturedStep:
+    """``fn(batch)`` replayed as one CUDA graph (the whole update: forwards, backwards,
+    optimizer steps): the first ``warmup`` calls run ``fn`` eagerly on a side stream (a
+    capture needs the optimizers' state and the libraries' workspaces to exist), the next
+    call captures ``fn`` on a copy of its batch and replays it, and every later call copies
+    its batch into that copy and replays. Replaying launches one graph instead of the
+    hundreds of small kernels ``fn`` issues one by one from Python, which is what limits a
+    GPU at these network sizes (docs/performance.md, "The CUDA path").
+
+    ``fn`` must read nothing on the host, allocate the same shapes on every call, and keep
+    everything that changes between calls in tensors (a learning rate a schedule fills
+    between calls, not a Python float); its outputs are the graph's own tensors, overwritten
+    by the next call. CUDA only."""
+
+    def __init__(self, fn: Callable[[dict[str, torch.Tensor]], Any], warmup: int = 3) -> None:
+        self.fn, self.warmup, self.calls = fn, warmup, 0
+        self.graph: Any = None
+        self.static_in: dict[str, torch.Tensor] = {}
+        self.static_out: Any = None
+
+    def __call__(self, batch: dict[str, torch.Tensor]) -> Any:
+        self.calls += 1
+        if self.calls <= self.warmup:
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                out = self.fn(batch)
+            torch.cuda.current_stream().wait_stream(side)
+            return out
+        if self.graph is None:
+            self.static_in = {k: v.clone() for k, v in batch.items()}
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph):
+                self.static_out = self.fn(self.static_in)
+        else:
+            for k, v in batch.items():
+                self.static_in[k].copy_(v)
+        self.graph.replay()
+        return self.static_out
+
+
+def cosine_lr(base: float, step: int, total: int) -> float:
+    """The learning rate after ``step`` of ``total`` steps of a cosine decay to 0 from
+    ``base`` (``CosineAnnealingLR`` with ``eta_min=0``, in closed form)."""
+    return base * 0.5 * (1.0 + math.cos(math.pi * min(step, total) / total))
+
+
 _PARTS = ("v", "q", "q_target", "actor")
 
 
@@ -150,7 +198,11 @@ class StackedIQL:
     """K :class:`IQLLearner` members (same config) trained as one; see the module docstring.
 
     Supported: the Gaussian actor without dropout, ``value_for_targets`` ``pre`` and
-    ``post``, both critic reductions, observation standardisation."""
+    ``post``, both critic reductions, observation standardisation. With ``cuda_graph`` on a
+    CUDA device, :meth:`update` is replayed as one CUDA graph (:class:`CapturedStep`): the
+    optimizers are then capturable, and the actor's cosine schedule fills a device tensor
+    between replays (closed form, :func:`cosine_lr`) instead of torch's scheduler, which
+    would bake the learning rate into the graph."""
 
     def __init__(self, members: list[Any]) -> None:
         if not members:
@@ -168,16 +220,22 @@ class StackedIQL:
         }
         self.obs_mean = torch.stack([m.obs_mean for m in members])
         self.obs_std = torch.stack([m.obs_std for m in members])
-        self.v_opt = fused_adam(self.parts["v"].parameters(), lr=cfg.lr)
-        self.q_opt = fused_adam(self.parts["q"].parameters(), lr=cfg.lr)
-        self.actor_opt = fused_adam(self.parts["actor"].parameters(), lr=cfg.actor_lr)
+        device = self.obs_mean.device
+        graph = bool(getattr(cfg, "cuda_graph", False)) and device.type == "cuda"
+        actor_lr: float | torch.Tensor = cfg.actor_lr
+        if graph:
+            actor_lr = torch.tensor(float(cfg.actor_lr), device=device)
+        self.v_opt = fused_adam(self.parts["v"].parameters(), lr=cfg.lr, capturable=graph)
+        self.q_opt = fused_adam(self.parts["q"].parameters(), lr=cfg.lr, capturable=graph)
+        self.actor_opt = fused_adam(self.parts["actor"].parameters(), lr=actor_lr, capturable=graph)
         self.actor_sched = (
             torch.optim.lr_scheduler.CosineAnnealingLR(self.actor_opt, T_max=first.max_steps)
-            if cfg.actor_schedule == "cosine"
+            if cfg.actor_schedule == "cosine" and not graph
             else None
         )
         self.max_steps = first.max_steps
         self.steps = 0
+        self.captured = CapturedStep(lambda b: self._update(b, schedule=False)) if graph else None
 
     @property
     def params(self) -> dict[str, dict[str, torch.Tensor]]:
@@ -257,9 +315,10 @@ class StackedIQL:
         act: torch.Tensor,
         adv: torch.Tensor,
         weights: torch.Tensor | None = None,
+        schedule: bool = True,
     ) -> torch.Tensor:
-        """One AWR step of every member (:meth:`IQLLearner.actor_step`), then the shared lr
-        schedule step. Returns the members' losses (K,)."""
+        """One AWR step of every member (:meth:`IQLLearner.actor_step`), then (``schedule``)
+        the shared lr schedule step. Returns the members' losses (K,)."""
         cfg = self.cfg
 
         def a_loss(p: dict[str, torch.Tensor], o: torch.Tensor, a: torch.Tensor, ad, w: Any):
@@ -271,15 +330,34 @@ class StackedIQL:
         self.actor_opt.zero_grad(set_to_none=True)
         losses.sum().backward()
         self.actor_opt.step()
+        if schedule:
+            self.schedule_step()
+        return losses.detach()
+
+    def schedule_step(self) -> None:
+        """One step of the actors' lr schedule (torch's scheduler, or the device tensor a
+        captured update reads)."""
         if self.actor_sched is not None and self.actor_sched.last_epoch < self.max_steps:
             self.actor_sched.step()
-        return losses.detach()
+        elif self.captured is not None and self.cfg.actor_schedule == "cosine":
+            done = min(self.steps, self.max_steps)  # the updates made so far
+            lr = cosine_lr(self.cfg.actor_lr, done, self.max_steps)
+            self.actor_opt.param_groups[0]["lr"].fill_(lr)
 
     # -- one update of every member --------------------------------------------------------
     def update(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """One IQL step of every member on its own minibatch (``(K, B, ...)`` tensors: obs,
         act, reward, next_obs, done). Returns each member's losses as ``(K,)`` tensors (no
-        host synchronisation)."""
+        host synchronisation; with a CUDA graph, the graph's tensors, valid until the next
+        update)."""
+        if self.captured is None:
+            return self._update(batch)
+        out = self.captured(batch)
+        self.steps += 1
+        self.schedule_step()
+        return out
+
+    def _update(self, batch: dict[str, torch.Tensor], schedule: bool = True) -> dict[str, Any]:
         cfg = self.cfg
         obs_n, next_obs_n = self.norm(batch["obs"]), self.norm(batch["next_obs"])
         act, reward = batch["act"], batch["reward"]
@@ -298,8 +376,9 @@ class StackedIQL:
             return iql_q_loss(qs, t, cfg.critic_reduction), qs.detach().mean()
 
         q_losses, q_mean = self.critic_step(q_loss, obs_n, act, target)
-        a_losses = self.actor_step(obs_n, act, adv)
-        self.steps += 1
+        a_losses = self.actor_step(obs_n, act, adv, schedule=schedule)
+        if schedule:  # a captured update counts its steps outside the graph
+            self.steps += 1
         return {
             "v_loss": v_losses,
             "v_mean": v_old.mean(-1),
