@@ -159,6 +159,11 @@ class Agent:
     def __init__(self, cfg: Config, spec: AgentSpec) -> None:
         if cfg.chi2_coeff < 0:
             raise PbrlError(f"--agent.chi2_coeff must be >= 0, got {cfg.chi2_coeff}")
+        if cfg.cuda_graph:
+            raise PbrlError(
+                "--agent.cuda_graph: not for ipl (its update calls the IQL steps itself, "
+                "with a critic loss of its own; docs/performance.md)"
+            )
         self.cfg = cfg
         self.spec = spec
         self.device = spec.device

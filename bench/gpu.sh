@@ -41,8 +41,9 @@ cat "$OUTDIR/machine.txt"
 
 stage cuda-tests "${PBRL_GPU_TESTS_S:-150}" python3 -m pytest -q -p no:cacheprovider -k cuda \
   tests/test_agents_conformance.py tests/test_online.py tests/test_stack.py
-# The stacked IQL update replayed as one CUDA graph (--agent.cuda_graph, added after the
-# first H200 run): 64 seeds in float32 and TF32, then 512 ("64 or more", issue 22)
+# The IQL update replayed as one CUDA graph (--agent.cuda_graph, added after the first H200
+# run), one seed and 64 stacked in float32 and TF32, 512 stacked ("64 or more", issue 22),
+# and 8 stacked against 8 sequential at the quick size
 stage iql-64-graph "${PBRL_GPU_GRAPH_S:-60}" python3 bench/throughput.py --device cuda \
   --agents iql --preset paper --steps 2000 --repeats 1 --stack 64 --set cuda_graph=true \
   --json "$OUTDIR/iql-64-graph.json"
@@ -52,6 +53,9 @@ stage iql-64-graph-tf32 "${PBRL_GPU_GRAPH_S:-60}" python3 bench/throughput.py --
 stage iql-512-graph-tf32 "${PBRL_GPU_IQL512_S:-60}" python3 bench/throughput.py --device cuda \
   --agents iql --preset paper --steps 300 --repeats 1 --stack 512 --set cuda_graph=true \
   --tf32 --json "$OUTDIR/iql-512-graph-tf32.json"
+stage iql-8-graph "${PBRL_GPU_GRAPH8_S:-40}" python3 bench/throughput.py --device cuda \
+  --agents iql --preset quick --steps 1000 --repeats 1 --stack 8 --set cuda_graph=true \
+  --json "$OUTDIR/iql-8-graph.json"
 stage iql-64 "${PBRL_GPU_IQL_S:-40}" python3 bench/throughput.py --device cuda --agents iql \
   --preset paper --steps 300 --repeats 1 --stack 64 --json "$OUTDIR/iql-64.json"
 # Evaluation of 8 stacked seeds: one after another, together, and over 8 env processes

@@ -1,6 +1,7 @@
 """What one core's matrix products allow an IQL update, against pbrl's IQL, in one run.
 
-    python bench/iql_ceiling.py [--steps 300] [--rounds 3] [--json out.json]
+    python bench/iql_ceiling.py [--preset paper] [--steps 300] [--rounds 3] [--stack K]
+        [--json out.json]
 
 Issue 22 sets pbrl's CPU target as 2.5x d3rlpy's IQL update rate, "about 80% of what the
 core's matrix products allow". This measures that allowance directly instead of through
@@ -13,7 +14,11 @@ activations, no losses, no optimizer, no autograd. Its rate (products-only updat
 second) is the ceiling; pbrl's ``iql`` agent (its whole ``fit`` loop at the ``paper`` preset,
 as ``bench/iql_d3rlpy.py`` times it) is timed in alternation with it, ``--rounds`` times, one
 torch thread. The per-round ratio pbrl / ceiling is the figure the target is about.
-Figures: docs/performance.md.
+``--preset quick`` uses the quick preset's batch of 128. ``--stack K`` also times K seeds
+stacked (pbrl's ``fit_stacked``) against the same products for K members at once
+(``torch.bmm`` over a leading member axis, as the stacked update's products are): the
+stacked ceiling over one seed's pbrl rate bounds what stacking can gain over K sequential
+runs on this core. Figures: docs/performance.md.
 """
 
 from __future__ import annotations
@@ -56,20 +61,27 @@ def iql_products(
     return out
 
 
-def ceiling_rate(steps: int, products: list[tuple[int, int, int]]) -> float:
-    """Products-only updates per second: every product of ``products`` per update."""
+def ceiling_rate(steps: int, products: list[tuple[int, int, int]], stack: int = 1) -> float:
+    """Products-only seed-updates per second: every product of ``products`` per update, for
+    ``stack`` members at once (``torch.bmm``; ``torch.mm`` for one)."""
     gen = torch.Generator().manual_seed(0)
+    lead = (stack,) if stack > 1 else ()
+    mul = torch.bmm if stack > 1 else torch.mm
     ops = [
-        (torch.randn(m, k, generator=gen), torch.randn(k, n, generator=gen), torch.empty(m, n))
+        (
+            torch.randn(*lead, m, k, generator=gen),
+            torch.randn(*lead, k, n, generator=gen),
+            torch.empty(*lead, m, n),
+        )
         for m, k, n in products
     ]
     for a, b, c in ops:  # one untimed pass
-        torch.mm(a, b, out=c)
+        mul(a, b, out=c)
     t0 = time.perf_counter()
     for _ in range(steps):
         for a, b, c in ops:
-            torch.mm(a, b, out=c)
-    return steps / (time.perf_counter() - t0)
+            mul(a, b, out=c)
+    return stack * steps / (time.perf_counter() - t0)
 
 
 def _throughput_module():
@@ -82,32 +94,54 @@ def _throughput_module():
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--preset", default="paper", choices=["paper", "quick"])
     ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--stack", type=int, default=1)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--json", default="")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
-    products = iql_products()
+    products = iql_products(batch=BATCH if args.preset == "paper" else 128)
     gflop = sum(2 * m * k * n for m, k, n in products) / 1e9
     tp = _throughput_module()
     ds = tp.synthetic_dataset()
     from pbrl.prefs import label_dataset
 
     prefs = label_dataset(ds, "oracle", 2500, 64, 0)
-    tp.time_agent("iql", "paper", ds, prefs, 20, "cpu")  # the process's one-time costs
+    k = args.stack
+    tp.time_agent("iql", args.preset, ds, prefs, 20, "cpu")  # the process's one-time costs
     rates: dict[str, list[float]] = {"pbrl": [], "ceiling": []}
+    if k > 1:
+        rates.update({f"pbrl {k} stacked": [], f"ceiling {k} stacked": []})
     for r in range(args.rounds):
-        rates["pbrl"].append(tp.time_agent("iql", "paper", ds, prefs, args.steps, "cpu"))
+        rates["pbrl"].append(tp.time_agent("iql", args.preset, ds, prefs, args.steps, "cpu"))
         rates["ceiling"].append(ceiling_rate(args.steps, products))
-        print(
-            f"round {r + 1}: pbrl {rates['pbrl'][-1]:.1f}, products only "
-            f"{rates['ceiling'][-1]:.1f} updates/s",
-            file=sys.stderr,
-        )
+        if k > 1:
+            rates[f"pbrl {k} stacked"].append(
+                tp.time_agent("iql", args.preset, ds, prefs, args.steps, "cpu", k)
+            )
+            rates[f"ceiling {k} stacked"].append(ceiling_rate(args.steps, products, k))
+        print(f"round {r + 1}: " + ", ".join(f"{n} {v[-1]:.1f}" for n, v in rates.items()),
+              file=sys.stderr)  # fmt: skip
     ratios = [a / b for a, b in zip(rates["pbrl"], rates["ceiling"], strict=True)]
+    extra: dict[str, list[float]] = {}
+    if k > 1:
+        pairs = {
+            f"pbrl {k} stacked / ceiling {k} stacked": (
+                f"pbrl {k} stacked",
+                f"ceiling {k} stacked",
+            ),
+            f"pbrl {k} stacked / pbrl (stacked over sequential)": (f"pbrl {k} stacked", "pbrl"),
+            f"ceiling {k} stacked / pbrl (the most stacking can gain)": (
+                f"ceiling {k} stacked",
+                "pbrl",
+            ),
+        }
+        for name, (x, y) in pairs.items():
+            extra[name] = [a / b for a, b in zip(rates[x], rates[y], strict=True)]
     load = os.getloadavg()
     print(
-        f"\nIQL paper size, {len(products)} matrix products, {gflop:.3f} GFLOP per update, "
+        f"\nIQL {args.preset} size, {len(products)} matrix products, {gflop:.3f} GFLOP per update, "
         f"1 torch thread, {args.steps} updates per run, {args.rounds} rounds, torch "
         f"{torch.__version__}; load average {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}"
     )
@@ -119,17 +153,22 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"| pbrl / ceiling | {', '.join(f'{x:.2f}' for x in ratios)} | {np.median(ratios):.2f} | |"
     )
+    for name, v in extra.items():
+        print(f"| {name} | {', '.join(f'{x:.2f}' for x in v)} | {np.median(v):.2f} | |")
     if args.json:
         out = {
             "machine": platform.platform(),
             "processor": platform.processor(),
             "cpu_count": os.cpu_count(),
             "torch": torch.__version__,
+            "preset": args.preset,
+            "stack": k,
             "steps": args.steps,
             "gflop_per_update": gflop,
             "load_average": load,
             "rates": rates,
             "ratio_pbrl_over_ceiling": ratios,
+            "stacked_ratios": extra,
         }
         Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
     return 0

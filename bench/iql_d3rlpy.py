@@ -15,7 +15,9 @@ pbrl runs its ``iql`` agent with the ``paper`` preset (the agent's whole ``fit``
 sampling included); d3rlpy runs ``IQL.update`` on batches drawn by its replay buffer's
 ``sample_transition_batch`` (sampling included). The two are timed in alternation,
 ``--rounds`` times, so that a busy machine slows both alike within a round; the figure that
-survives a shared machine is the per-round ratio.
+survives a shared machine is the per-round ratio. Each round also times the same update's
+matrix products alone (``bench/iql_ceiling.py``: what the core allows), so both learners'
+rates are also given as fractions of it.
 """
 
 from __future__ import annotations
@@ -76,6 +78,14 @@ def d3rlpy_rate(ds, steps: int) -> float:
     return steps / (time.perf_counter() - t0)
 
 
+def _ceiling_module():
+    spec = importlib.util.spec_from_file_location("pbrl_bench_ceiling", HERE / "iql_ceiling.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--steps", type=int, default=300)
@@ -88,16 +98,23 @@ def main(argv: list[str] | None = None) -> int:
     from pbrl.prefs import label_dataset
 
     prefs = label_dataset(ds, "oracle", 2500, 64, 0)
-    rates: dict[str, list[float]] = {"pbrl": [], "d3rlpy": []}
+    ceiling = _ceiling_module()
+    products = ceiling.iql_products()
+    rates: dict[str, list[float]] = {"pbrl": [], "d3rlpy": [], "ceiling": []}
     for r in range(args.rounds):
         rates["pbrl"].append(tp.time_agent("iql", "paper", ds, prefs, args.steps, "cpu"))
         rates["d3rlpy"].append(d3rlpy_rate(ds, args.steps))
+        rates["ceiling"].append(ceiling.ceiling_rate(args.steps, products))
         print(
-            f"round {r + 1}: pbrl {rates['pbrl'][-1]:.1f}, d3rlpy {rates['d3rlpy'][-1]:.1f} "
-            "updates/s",
+            f"round {r + 1}: pbrl {rates['pbrl'][-1]:.1f}, d3rlpy {rates['d3rlpy'][-1]:.1f}, "
+            f"matrix products only {rates['ceiling'][-1]:.1f} updates/s",
             file=sys.stderr,
         )
     ratios = [a / b for a, b in zip(rates["pbrl"], rates["d3rlpy"], strict=True)]
+    of_ceiling = {
+        k: [a / b for a, b in zip(rates[k], rates["ceiling"], strict=True)]
+        for k in ("pbrl", "d3rlpy")
+    }
     load = os.getloadavg()
     import d3rlpy
 
@@ -111,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     for k, v in rates.items():
         print(f"| {k} | {', '.join(f'{x:.1f}' for x in v)} | {np.median(v):.1f} |")
     print(f"| pbrl / d3rlpy | {', '.join(f'{x:.2f}' for x in ratios)} | {np.median(ratios):.2f} |")
+    for k, v in of_ceiling.items():
+        print(f"| {k} / ceiling | {', '.join(f'{x:.2f}' for x in v)} | {np.median(v):.2f} |")
     if args.json:
         out = {
             "machine": platform.platform(),
@@ -121,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
             "load_average": load,
             "rates": rates,
             "ratio_pbrl_over_d3rlpy": ratios,
+            "fraction_of_ceiling": of_ceiling,
         }
         Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
     return 0

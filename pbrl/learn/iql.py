@@ -36,7 +36,14 @@ from torch import nn
 from pbrl.envs import find_task
 from pbrl.errors import PbrlError
 from pbrl.learn.data import TransitionTensors
-from pbrl.learn.kit import deterministic_logp, fused_adam, greedy_action, log_due
+from pbrl.learn.kit import (
+    CapturedStep,
+    cosine_lr,
+    deterministic_logp,
+    fused_adam,
+    greedy_action,
+    log_due,
+)
 from pbrl.learn.nn import GaussianActor, TanhDeterministicActor, TwinQ, ValueNet, soft_update
 
 # ---- pure losses ---------------------------------------------------------------------------
@@ -186,9 +193,9 @@ class IQLConfig:
     init: str = "default"
     """Layer init: 'default' (PyTorch, CORL) or 'orthogonal' (research-lightning, gain 1)."""
     cuda_graph: bool = False
-    """Stacked seeds on CUDA: capture the stacked update once as a CUDA graph and replay it
-    (one launch per step instead of hundreds; :class:`pbrl.learn.stack.CapturedStep`). No
-    effect on a CPU or on a single run. The same arithmetic, to float32 rounding."""
+    """On CUDA: capture the IQL update (single or stacked) once as a CUDA graph and replay it,
+    one launch per step instead of hundreds (:class:`pbrl.learn.kit.CapturedStep`). No
+    effect on a CPU. The same arithmetic, to float32 rounding."""
 
     def check(self) -> None:
         if self.actor not in ("gaussian", "deterministic"):
@@ -258,19 +265,24 @@ class IQLLearner(nn.Module):
         self.register_buffer("obs_std", torch.ones(obs_dim))
         self.to(device)
         self.device = device
-        self.v_opt = fused_adam(self.v.parameters(), lr=cfg.lr)
-        self.q_opt = fused_adam(self.q.parameters(), lr=cfg.lr)
-        self.actor_opt = fused_adam(self.actor.parameters(), lr=cfg.actor_lr)
-        self.actor_sched: torch.optim.lr_scheduler.LRScheduler | None = (
-            torch.optim.lr_scheduler.CosineAnnealingLR(self.actor_opt, T_max=self.max_steps)
-            if cfg.actor_schedule == "cosine"
-            else None
-        )
+        graph = cfg.cuda_graph and torch.device(device).type == "cuda"
+        actor_lr: float | torch.Tensor = cfg.actor_lr
+        if graph:  # the rate a captured step reads: a tensor the schedule fills
+            actor_lr = torch.tensor(float(cfg.actor_lr), device=device)
+        self.v_opt = fused_adam(self.v.parameters(), lr=cfg.lr, capturable=graph)
+        self.q_opt = fused_adam(self.q.parameters(), lr=cfg.lr, capturable=graph)
+        self.actor_opt = fused_adam(self.actor.parameters(), lr=actor_lr, capturable=graph)
+        self.captured = CapturedStep(lambda b: self._update(b, schedule=False)) if graph else None
+        self.actor_sched: torch.optim.lr_scheduler.LRScheduler | None = None
+        self.set_max_steps(self.max_steps)
         self.steps = 0
 
     def set_max_steps(self, max_steps: int) -> None:
         """Restart the actor's cosine schedule over ``max_steps`` updates (call before fit)."""
         self.max_steps = max(int(max_steps), 1)
+        if self.captured is not None:  # a captured step's schedule: schedule_step
+            self.actor_opt.param_groups[0]["lr"].fill_(self.cfg.actor_lr)
+            return
         for g in self.actor_opt.param_groups:
             g["lr"] = self.cfg.actor_lr
             g.pop("initial_lr", None)
@@ -348,24 +360,45 @@ class IQLLearner(nn.Module):
         act: torch.Tensor,
         adv: torch.Tensor,
         weights: torch.Tensor | None = None,
+        schedule: bool = True,
     ) -> dict[str, torch.Tensor]:
-        """One AWR step on advantages ``adv`` (B,), then the actor's lr schedule step."""
+        """One AWR step on advantages ``adv`` (B,), then (``schedule``) the actor's lr
+        schedule step."""
         w = awr_weights(adv.detach(), self.cfg.beta, self.cfg.max_weight)
         per_row = w * self.policy_nll(obs_n, act)
         loss = per_row.mean() if weights is None else (per_row * weights).sum()
         self.actor_opt.zero_grad(set_to_none=True)
         loss.backward()
         self.actor_opt.step()
-        if self.actor_sched is not None and self.actor_sched.last_epoch < self.max_steps:
-            self.actor_sched.step()
+        if schedule:
+            self.schedule_step()
         return {
             "actor_loss": loss.detach(),
             "adv_mean": adv.detach().mean(),
             "awr_weight_mean": w.detach().mean(),
         }
 
+    def schedule_step(self) -> None:
+        """One step of the actor's lr schedule: torch's scheduler, or (a captured update) the
+        closed form filled into the rate tensor the graph reads."""
+        if self.actor_sched is not None and self.actor_sched.last_epoch < self.max_steps:
+            self.actor_sched.step()
+        elif self.captured is not None and self.cfg.actor_schedule == "cosine":
+            lr = cosine_lr(self.cfg.actor_lr, min(self.steps, self.max_steps), self.max_steps)
+            self.actor_opt.param_groups[0]["lr"].fill_(lr)
+
     def update(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """One IQL step on a transition batch (see the class docstring for the keys)."""
+        """One IQL step on a transition batch (see the class docstring for the keys); with a
+        CUDA graph (``cuda_graph``) the returned metrics are the graph's tensors, valid until
+        the next update."""
+        if self.captured is None:
+            return self._update(batch)
+        out = self.captured(batch)
+        self.steps += 1
+        self.schedule_step()
+        return out
+
+    def _update(self, batch: dict[str, torch.Tensor], schedule: bool = True) -> dict[str, Any]:
         obs_n = self.norm(batch["obs"])
         next_obs_n = self.norm(batch["next_obs"])
         act = batch["act"]
@@ -387,8 +420,9 @@ class IQLLearner(nn.Module):
                 adv = target_q - self.v(obs_n)
                 next_v = self.v(next_obs_n)
         metrics.update(self.critic_step(obs_n, act, batch["reward"], next_obs_n, discount, next_v))
-        metrics.update(self.actor_step(obs_n, act, adv))
-        self.steps += 1
+        metrics.update(self.actor_step(obs_n, act, adv, schedule=schedule))
+        if schedule:  # a captured update counts its steps outside the graph
+            self.steps += 1
         return metrics
 
     # -- acting ----------------------------------------------------------------------------

@@ -23,7 +23,6 @@ are K runs identical in distribution, not bit for bit, to the separate ones.
 from __future__ import annotations
 
 import copy
-import math
 from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
@@ -34,7 +33,7 @@ from torch.func import functional_call, stack_module_state, vmap
 from pbrl.errors import PbrlError
 from pbrl.learn.data import TransitionTensors
 from pbrl.learn.iql import awr_weights, expectile_loss, iql_q_loss, reward_normalize
-from pbrl.learn.kit import fused_adam, log_due
+from pbrl.learn.kit import CapturedStep, cosine_lr, fused_adam, log_due
 from pbrl.learn.nn import GaussianActor
 
 
@@ -142,53 +141,6 @@ def zip_generators(gens: list[Iterator[Any]]) -> Iterator[list[Any]]:
     """The members' endless batch generators advanced together."""
     while True:
         yield [next(g) for g in gens]
-
-
-class CapturedStep:
-    """``fn(batch)`` replayed as one CUDA graph (the whole update: forwards, backwards,
-    optimizer steps): the first ``warmup`` calls run ``fn`` eagerly on a side stream (a
-    capture needs the optimizers' state and the libraries' workspaces to exist), the next
-    call captures ``fn`` on a copy of its batch and replays it, and every later call copies
-    its batch into that copy and replays. Replaying launches one graph instead of the
-    hundreds of small kernels ``fn`` issues one by one from Python, which is what limits a
-    GPU at these network sizes (docs/performance.md, "The CUDA path").
-
-    ``fn`` must read nothing on the host, allocate the same shapes on every call, and keep
-    everything that changes between calls in tensors (a learning rate a schedule fills
-    between calls, not a Python float); its outputs are the graph's own tensors, overwritten
-    by the next call. CUDA only."""
-
-    def __init__(self, fn: Callable[[dict[str, torch.Tensor]], Any], warmup: int = 3) -> None:
-        self.fn, self.warmup, self.calls = fn, warmup, 0
-        self.graph: Any = None
-        self.static_in: dict[str, torch.Tensor] = {}
-        self.static_out: Any = None
-
-    def __call__(self, batch: dict[str, torch.Tensor]) -> Any:
-        self.calls += 1
-        if self.calls <= self.warmup:
-            side = torch.cuda.Stream()
-            side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side):
-                out = self.fn(batch)
-            torch.cuda.current_stream().wait_stream(side)
-            return out
-        if self.graph is None:
-            self.static_in = {k: v.clone() for k, v in batch.items()}
-            self.graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(self.graph):
-                self.static_out = self.fn(self.static_in)
-        else:
-            for k, v in batch.items():
-                self.static_in[k].copy_(v)
-        self.graph.replay()
-        return self.static_out
-
-
-def cosine_lr(base: float, step: int, total: int) -> float:
-    """The learning rate after ``step`` of ``total`` steps of a cosine decay to 0 from
-    ``base`` (``CosineAnnealingLR`` with ``eta_min=0``, in closed form)."""
-    return base * 0.5 * (1.0 + math.cos(math.pi * min(step, total) / total))
 
 
 _PARTS = ("v", "q", "q_target", "actor")
