@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import traceback
+import warnings
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -96,7 +97,11 @@ class EnvPool:
             for _ in range(workers):
                 parent, child = ctx.Pipe()
                 proc = ctx.Process(target=_serve, args=(child,), daemon=True)
-                proc.start()
+                with warnings.catch_warnings():
+                    # Python 3.12+ warns on forking a process with threads (torch's); the
+                    # worker only builds and steps envs, and takes no lock a thread may hold
+                    warnings.filterwarnings("ignore", "This process .* is multi-threaded")
+                    proc.start()
                 child.close()
                 self.conns.append(parent)
                 self.procs.append(proc)

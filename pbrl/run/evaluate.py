@@ -87,14 +87,14 @@ def evaluate_many(
             wave = list(range(done_eps, min(episodes, done_eps + max(1, parallel))))
             n = len(wave)
             slots = [k * n + j for k in range(n_agents) for j in range(n)]
-            opened = envs.open(
-                [
-                    (k * n + j, task_id, seeds[k] + EVAL_SEED_OFFSET + i)
-                    for k in range(n_agents)
-                    for j, i in enumerate(wave)
-                ]
-            )
             try:
+                opened = envs.open(
+                    [
+                        (k * n + j, task_id, seeds[k] + EVAL_SEED_OFFSET + i)
+                        for k in range(n_agents)
+                        for j, i in enumerate(wave)
+                    ]
+                )
                 low, high = opened[0][1], opened[0][2]
                 obs = [o for o, _, _ in opened]  # by slot
                 live = [list(range(n)) for _ in range(n_agents)]  # wave positions, per agent
