@@ -22,6 +22,7 @@ from collections.abc import Callable
 import torch
 
 from pbrl.learn.iql import IQLConfig, IQLLearner
+from pbrl.learn.kit import ActorLr
 
 N, OBS, ACT = 100_000, 39, 4
 
@@ -64,10 +65,8 @@ def main(argv: list[str] | None = None) -> int:
             group = getattr(learner, name).param_groups[0]
             opt = torch.optim.Adam(group["params"], lr=group["lr"], **kind)
             setattr(learner, name, opt)
-        if learner.actor_sched is not None:  # the schedule follows the new actor optimizer
-            learner.actor_sched = torch.optim.lr_scheduler.CosineAnnealingLR(
-                learner.actor_opt, T_max=learner.max_steps
-            )
+        # the schedule follows the new actor optimizer
+        learner.actor_lr = ActorLr(learner.actor_opt, learner.cfg.actor_lr, learner.max_steps, True)
         return learner
 
     learners = {False: make(False), True: make(True)}

@@ -14,8 +14,8 @@ from pbrl.datasets.base import OfflineDataset
 from pbrl.errors import DataError, PbrlError
 from pbrl.learn.data import TransitionTensors
 from pbrl.learn.iql import IQLConfig, IQLLearner
-from pbrl.learn.kit import uniform_minibatches
-from pbrl.learn.stack import StackedIQL, cosine_lr
+from pbrl.learn.kit import ActorLr, cosine_lr, uniform_minibatches
+from pbrl.learn.stack import StackedIQL
 
 OBS, ACT, B = 5, 2, 16
 
@@ -388,12 +388,32 @@ def test_cosine_lr_is_torchs_cosine_schedule():
     assert cosine_lr(3e-4, 9, 7) == 0.0  # held at the end, as the learners hold it
 
 
+def test_actor_lr_on_a_tensor_rate_follows_torchs_schedule_and_restarts():
+    """The rate a captured update reads (a tensor, filled in closed form) moves as torch's
+    scheduler moves a float rate, holds at 0 after its total, and restarts at the base."""
+    params = [torch.zeros(1, requires_grad=True)]
+    plain = ActorLr(torch.optim.Adam(params, lr=1e-3), 1e-3, 5, cosine=True)
+    tensor = ActorLr(torch.optim.Adam(params, lr=torch.tensor(1e-3)), 1e-3, 5, cosine=True)
+    assert plain.sched is not None and tensor.sched is None
+    for _ in range(7):
+        plain.step()
+        tensor.step()
+        want = plain.opt.param_groups[0]["lr"]
+        assert float(tensor.opt.param_groups[0]["lr"]) == pytest.approx(want, abs=1e-9)
+    assert float(tensor.opt.param_groups[0]["lr"]) == pytest.approx(0.0, abs=1e-12)
+    tensor.restart(3)
+    assert float(tensor.opt.param_groups[0]["lr"]) == pytest.approx(1e-3)
+    held = ActorLr(torch.optim.Adam(params, lr=torch.tensor(1e-3)), 1e-3, 5, cosine=False)
+    held.step()
+    assert float(held.opt.param_groups[0]["lr"]) == pytest.approx(1e-3)
+
+
 def test_cuda_graph_has_no_effect_on_a_cpu():
     cfg = IQLConfig(hidden=(16, 16), cuda_graph=True)
     stacked = StackedIQL([_member(s, cfg) for s in (0, 1)])
-    assert stacked.captured is None and stacked.actor_sched is not None
+    assert stacked.captured is None and stacked.actor_lr.sched is not None
     single, plain = _member(0, cfg), _member(0, IQLConfig(hidden=(16, 16)))
-    assert single.captured is None and single.actor_sched is not None
+    assert single.captured is None and single.actor_lr.sched is not None
     gen = torch.Generator().manual_seed(0)
     for _ in range(3):
         batch = _batch(gen)

@@ -37,8 +37,8 @@ from pbrl.envs import find_task
 from pbrl.errors import PbrlError
 from pbrl.learn.data import TransitionTensors
 from pbrl.learn.kit import (
+    ActorLr,
     CapturedStep,
-    cosine_lr,
     deterministic_logp,
     fused_adam,
     greedy_action,
@@ -272,24 +272,16 @@ class IQLLearner(nn.Module):
         self.v_opt = fused_adam(self.v.parameters(), lr=cfg.lr, capturable=graph)
         self.q_opt = fused_adam(self.q.parameters(), lr=cfg.lr, capturable=graph)
         self.actor_opt = fused_adam(self.actor.parameters(), lr=actor_lr, capturable=graph)
-        self.captured = CapturedStep(lambda b: self._update(b, schedule=False)) if graph else None
-        self.actor_sched: torch.optim.lr_scheduler.LRScheduler | None = None
-        self.set_max_steps(self.max_steps)
+        self.captured = CapturedStep(self._update) if graph else None
+        self.actor_lr = ActorLr(
+            self.actor_opt, cfg.actor_lr, self.max_steps, cfg.actor_schedule == "cosine"
+        )
         self.steps = 0
 
     def set_max_steps(self, max_steps: int) -> None:
         """Restart the actor's cosine schedule over ``max_steps`` updates (call before fit)."""
         self.max_steps = max(int(max_steps), 1)
-        if self.captured is not None:  # a captured step's schedule: schedule_step
-            self.actor_opt.param_groups[0]["lr"].fill_(self.cfg.actor_lr)
-            return
-        for g in self.actor_opt.param_groups:
-            g["lr"] = self.cfg.actor_lr
-            g.pop("initial_lr", None)
-        if self.cfg.actor_schedule == "cosine":
-            self.actor_sched = torch.optim.lr_scheduler.CosineAnnealingLR(
-                self.actor_opt, T_max=self.max_steps
-            )
+        self.actor_lr.restart(self.max_steps)
 
     # -- observation statistics ------------------------------------------------------------
     def set_obs_stats(self, observations: np.ndarray) -> None:
@@ -371,34 +363,23 @@ class IQLLearner(nn.Module):
         loss.backward()
         self.actor_opt.step()
         if schedule:
-            self.schedule_step()
+            self.actor_lr.step()
         return {
             "actor_loss": loss.detach(),
             "adv_mean": adv.detach().mean(),
             "awr_weight_mean": w.detach().mean(),
         }
 
-    def schedule_step(self) -> None:
-        """One step of the actor's lr schedule: torch's scheduler, or (a captured update) the
-        closed form filled into the rate tensor the graph reads."""
-        if self.actor_sched is not None and self.actor_sched.last_epoch < self.max_steps:
-            self.actor_sched.step()
-        elif self.captured is not None and self.cfg.actor_schedule == "cosine":
-            lr = cosine_lr(self.cfg.actor_lr, min(self.steps, self.max_steps), self.max_steps)
-            self.actor_opt.param_groups[0]["lr"].fill_(lr)
-
     def update(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """One IQL step on a transition batch (see the class docstring for the keys); with a
         CUDA graph (``cuda_graph``) the returned metrics are the graph's tensors, valid until
-        the next update."""
-        if self.captured is None:
-            return self._update(batch)
-        out = self.captured(batch)
+        the next update. The step count and the actor's schedule move outside the graph."""
+        out = self._update(batch) if self.captured is None else self.captured(batch)
         self.steps += 1
-        self.schedule_step()
+        self.actor_lr.step()
         return out
 
-    def _update(self, batch: dict[str, torch.Tensor], schedule: bool = True) -> dict[str, Any]:
+    def _update(self, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
         obs_n = self.norm(batch["obs"])
         next_obs_n = self.norm(batch["next_obs"])
         act = batch["act"]
@@ -420,9 +401,7 @@ class IQLLearner(nn.Module):
                 adv = target_q - self.v(obs_n)
                 next_v = self.v(next_obs_n)
         metrics.update(self.critic_step(obs_n, act, batch["reward"], next_obs_n, discount, next_v))
-        metrics.update(self.actor_step(obs_n, act, adv, schedule=schedule))
-        if schedule:  # a captured update counts its steps outside the graph
-            self.steps += 1
+        metrics.update(self.actor_step(obs_n, act, adv, schedule=False))
         return metrics
 
     # -- acting ----------------------------------------------------------------------------

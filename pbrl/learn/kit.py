@@ -342,6 +342,44 @@ def cosine_lr(base: float, step: int, total: int) -> float:
     return base * 0.5 * (1.0 + math.cos(math.pi * min(step, total) / total))
 
 
+class ActorLr:
+    """An optimizer's learning rate, decayed from ``base`` to 0 by a cosine over ``total``
+    steps (``cosine``) or held. On a float rate it is torch's ``CosineAnnealingLR``; on a
+    tensor rate (an update captured as a CUDA graph reads its rate from a device tensor) it
+    fills the closed form (:func:`cosine_lr`) into that tensor, reading nothing back, where
+    torch's scheduler would read the tensor on the host every step. :meth:`restart` begins
+    again over a new total; :meth:`step` after each update (held once ``total`` is done)."""
+
+    def __init__(self, opt: torch.optim.Optimizer, base: float, total: int, cosine: bool) -> None:
+        self.opt, self.base, self.cosine = opt, float(base), cosine
+        self.tensor = isinstance(opt.param_groups[0]["lr"], torch.Tensor)
+        self.restart(total)
+
+    def restart(self, total: int) -> None:
+        self.total, self.done = max(int(total), 1), 0
+        for g in self.opt.param_groups:
+            if self.tensor:
+                g["lr"].fill_(self.base)
+            else:
+                g["lr"] = self.base
+            g.pop("initial_lr", None)
+        self.sched = (
+            torch.optim.lr_scheduler.CosineAnnealingLR(self.opt, T_max=self.total)
+            if self.cosine and not self.tensor
+            else None
+        )
+
+    def step(self) -> None:
+        if not self.cosine or self.done >= self.total:
+            return
+        self.done += 1
+        if self.sched is not None:
+            self.sched.step()
+        else:
+            for g in self.opt.param_groups:
+                g["lr"].fill_(cosine_lr(self.base, self.done, self.total))
+
+
 @contextlib.contextmanager
 def seeded_init(seed: int, salt: int = 1) -> Iterator[None]:
     """Build networks inside this block to draw their initialisation from the run's ``seed``

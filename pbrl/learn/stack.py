@@ -33,7 +33,7 @@ from torch.func import functional_call, stack_module_state, vmap
 from pbrl.errors import PbrlError
 from pbrl.learn.data import TransitionTensors
 from pbrl.learn.iql import awr_weights, expectile_loss, iql_q_loss, reward_normalize
-from pbrl.learn.kit import CapturedStep, cosine_lr, fused_adam, log_due
+from pbrl.learn.kit import ActorLr, CapturedStep, fused_adam, log_due
 from pbrl.learn.nn import GaussianActor
 
 
@@ -152,8 +152,8 @@ class StackedIQL:
     Supported: the Gaussian actor without dropout, ``value_for_targets`` ``pre`` and
     ``post``, both critic reductions, observation standardisation. With ``cuda_graph`` on a
     CUDA device, :meth:`update` is replayed as one CUDA graph (:class:`CapturedStep`): the
-    optimizers are then capturable, and the actor's cosine schedule fills a device tensor
-    between replays (closed form, :func:`cosine_lr`) instead of torch's scheduler, which
+    optimizers are then capturable, and the actors' cosine schedule fills a device tensor
+    between replays (:class:`pbrl.learn.kit.ActorLr`) instead of torch's scheduler, which
     would bake the learning rate into the graph."""
 
     def __init__(self, members: list[Any]) -> None:
@@ -180,14 +180,12 @@ class StackedIQL:
         self.v_opt = fused_adam(self.parts["v"].parameters(), lr=cfg.lr, capturable=graph)
         self.q_opt = fused_adam(self.parts["q"].parameters(), lr=cfg.lr, capturable=graph)
         self.actor_opt = fused_adam(self.parts["actor"].parameters(), lr=actor_lr, capturable=graph)
-        self.actor_sched = (
-            torch.optim.lr_scheduler.CosineAnnealingLR(self.actor_opt, T_max=first.max_steps)
-            if cfg.actor_schedule == "cosine" and not graph
-            else None
+        self.actor_lr = ActorLr(
+            self.actor_opt, cfg.actor_lr, first.max_steps, cfg.actor_schedule == "cosine"
         )
         self.max_steps = first.max_steps
         self.steps = 0
-        self.captured = CapturedStep(lambda b: self._update(b, schedule=False)) if graph else None
+        self.captured = CapturedStep(self._update) if graph else None
 
     @property
     def params(self) -> dict[str, dict[str, torch.Tensor]]:
@@ -283,33 +281,21 @@ class StackedIQL:
         losses.sum().backward()
         self.actor_opt.step()
         if schedule:
-            self.schedule_step()
+            self.actor_lr.step()
         return losses.detach()
-
-    def schedule_step(self) -> None:
-        """One step of the actors' lr schedule (torch's scheduler, or the device tensor a
-        captured update reads)."""
-        if self.actor_sched is not None and self.actor_sched.last_epoch < self.max_steps:
-            self.actor_sched.step()
-        elif self.captured is not None and self.cfg.actor_schedule == "cosine":
-            done = min(self.steps, self.max_steps)  # the updates made so far
-            lr = cosine_lr(self.cfg.actor_lr, done, self.max_steps)
-            self.actor_opt.param_groups[0]["lr"].fill_(lr)
 
     # -- one update of every member --------------------------------------------------------
     def update(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """One IQL step of every member on its own minibatch (``(K, B, ...)`` tensors: obs,
         act, reward, next_obs, done). Returns each member's losses as ``(K,)`` tensors (no
         host synchronisation; with a CUDA graph, the graph's tensors, valid until the next
-        update)."""
-        if self.captured is None:
-            return self._update(batch)
-        out = self.captured(batch)
+        update; the step count and the actors' schedule move outside the graph)."""
+        out = self._update(batch) if self.captured is None else self.captured(batch)
         self.steps += 1
-        self.schedule_step()
+        self.actor_lr.step()
         return out
 
-    def _update(self, batch: dict[str, torch.Tensor], schedule: bool = True) -> dict[str, Any]:
+    def _update(self, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
         cfg = self.cfg
         obs_n, next_obs_n = self.norm(batch["obs"]), self.norm(batch["next_obs"])
         act, reward = batch["act"], batch["reward"]
@@ -328,9 +314,7 @@ class StackedIQL:
             return iql_q_loss(qs, t, cfg.critic_reduction), qs.detach().mean()
 
         q_losses, q_mean = self.critic_step(q_loss, obs_n, act, target)
-        a_losses = self.actor_step(obs_n, act, adv, schedule=schedule)
-        if schedule:  # a captured update counts its steps outside the graph
-            self.steps += 1
+        a_losses = self.actor_step(obs_n, act, adv, schedule=False)
         return {
             "v_loss": v_losses,
             "v_mean": v_old.mean(-1),
