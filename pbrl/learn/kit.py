@@ -317,22 +317,24 @@ class CapturedStep:
 
     def __call__(self, batch: dict[str, torch.Tensor]) -> Any:
         self.calls += 1
-        if self.calls <= self.warmup:
-            side = torch.cuda.Stream()
-            side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side):
-                out = self.fn(batch)
-            torch.cuda.current_stream().wait_stream(side)
-            return out
-        if self.graph is None:
-            self.static_in = {k: v.clone() for k, v in batch.items()}
-            self.graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(self.graph):
-                self.static_out = self.fn(self.static_in)
-        else:
-            for k, v in batch.items():
-                self.static_in[k].copy_(v)
-        self.graph.replay()
+        # the batch's device is the learner's (cuda:N need not be the current device)
+        with torch.cuda.device(next(iter(batch.values())).device):
+            if self.calls <= self.warmup:
+                side = torch.cuda.Stream()
+                side.wait_stream(torch.cuda.current_stream())
+                with torch.cuda.stream(side):
+                    out = self.fn(batch)
+                torch.cuda.current_stream().wait_stream(side)
+                return out
+            if self.graph is None:
+                self.static_in = {k: v.clone() for k, v in batch.items()}
+                self.graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(self.graph):
+                    self.static_out = self.fn(self.static_in)
+            else:
+                for k, v in batch.items():
+                    self.static_in[k].copy_(v)
+            self.graph.replay()
         return self.static_out
 
 
