@@ -24,7 +24,6 @@ runs on this core. Figures: docs/performance.md.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import platform
@@ -36,6 +35,7 @@ import numpy as np
 import torch
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))  # the sibling bench scripts
 OBS, ACT, HIDDEN, BATCH = 39, 4, 256, 256
 
 
@@ -84,14 +84,6 @@ def ceiling_rate(steps: int, products: list[tuple[int, int, int]], stack: int = 
     return stack * steps / (time.perf_counter() - t0)
 
 
-def _throughput_module():
-    spec = importlib.util.spec_from_file_location("pbrl_bench_throughput", HERE / "throughput.py")
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--preset", default="paper", choices=["paper", "quick"])
@@ -103,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     products = iql_products(batch=BATCH if args.preset == "paper" else 128)
     gflop = sum(2 * m * k * n for m, k, n in products) / 1e9
-    tp = _throughput_module()
+    import throughput as tp
+
     ds = tp.synthetic_dataset()
     from pbrl.prefs import label_dataset
 

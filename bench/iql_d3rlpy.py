@@ -23,7 +23,6 @@ rates are also given as fractions of it.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import platform
@@ -35,14 +34,7 @@ import numpy as np
 import torch
 
 HERE = Path(__file__).resolve().parent
-
-
-def _throughput_module():
-    spec = importlib.util.spec_from_file_location("pbrl_bench_throughput", HERE / "throughput.py")
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+sys.path.insert(0, str(HERE))  # the sibling bench scripts
 
 
 def d3rlpy_rate(ds, steps: int) -> float:
@@ -78,14 +70,6 @@ def d3rlpy_rate(ds, steps: int) -> float:
     return steps / (time.perf_counter() - t0)
 
 
-def _ceiling_module():
-    spec = importlib.util.spec_from_file_location("pbrl_bench_ceiling", HERE / "iql_ceiling.py")
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--steps", type=int, default=300)
@@ -93,12 +77,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", default="")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
-    tp = _throughput_module()
+    import throughput as tp
+
     ds = tp.synthetic_dataset()
     from pbrl.prefs import label_dataset
 
     prefs = label_dataset(ds, "oracle", 2500, 64, 0)
-    ceiling = _ceiling_module()
+    import iql_ceiling as ceiling
+
     products = ceiling.iql_products()
     rates: dict[str, list[float]] = {"pbrl": [], "d3rlpy": [], "ceiling": []}
     for r in range(args.rounds):
