@@ -220,6 +220,26 @@ def iql_config_from(cfg: Any, **extra: Any) -> IQLConfig:
     return IQLConfig(**values)
 
 
+def iql_optimizers(
+    v: Any, q: Any, actor: Any, cfg: IQLConfig, max_steps: int
+) -> tuple[torch.optim.Adam, torch.optim.Adam, torch.optim.Adam, ActorLr, bool]:
+    """The fused Adams of an IQL update's value, critic and actor parameters, the actor's
+    schedule, and whether the update is to be captured as a CUDA graph (``cuda_graph`` with
+    the parameters on CUDA): the Adams are then capturable and the actor's rate a device
+    tensor that :class:`ActorLr` fills between replays."""
+    v, q, actor = list(v), list(q), list(actor)
+    device = actor[0].device
+    graph = bool(cfg.cuda_graph) and device.type == "cuda"
+    rate: float | torch.Tensor = cfg.actor_lr
+    if graph:
+        rate = torch.tensor(float(cfg.actor_lr), device=device)
+    v_opt = fused_adam(v, lr=cfg.lr, capturable=graph)
+    q_opt = fused_adam(q, lr=cfg.lr, capturable=graph)
+    actor_opt = fused_adam(actor, lr=rate, capturable=graph)
+    schedule = ActorLr(actor_opt, cfg.actor_lr, max_steps, cfg.actor_schedule == "cosine")
+    return v_opt, q_opt, actor_opt, schedule, graph
+
+
 class IQLLearner(nn.Module):
     """Actor, twin critic (+ target), value net and their optimizers; one ``update`` per step.
 
@@ -265,17 +285,10 @@ class IQLLearner(nn.Module):
         self.register_buffer("obs_std", torch.ones(obs_dim))
         self.to(device)
         self.device = device
-        graph = cfg.cuda_graph and torch.device(device).type == "cuda"
-        actor_lr: float | torch.Tensor = cfg.actor_lr
-        if graph:  # the rate a captured step reads: a tensor the schedule fills
-            actor_lr = torch.tensor(float(cfg.actor_lr), device=device)
-        self.v_opt = fused_adam(self.v.parameters(), lr=cfg.lr, capturable=graph)
-        self.q_opt = fused_adam(self.q.parameters(), lr=cfg.lr, capturable=graph)
-        self.actor_opt = fused_adam(self.actor.parameters(), lr=actor_lr, capturable=graph)
-        self.captured = CapturedStep(self._update) if graph else None
-        self.actor_lr = ActorLr(
-            self.actor_opt, cfg.actor_lr, self.max_steps, cfg.actor_schedule == "cosine"
+        self.v_opt, self.q_opt, self.actor_opt, self.actor_lr, graph = iql_optimizers(
+            self.v.parameters(), self.q.parameters(), self.actor.parameters(), cfg, self.max_steps
         )
+        self.captured = CapturedStep(self._update) if graph else None
         self.steps = 0
 
     def set_max_steps(self, max_steps: int) -> None:

@@ -32,8 +32,14 @@ from torch.func import functional_call, stack_module_state, vmap
 
 from pbrl.errors import PbrlError
 from pbrl.learn.data import TransitionTensors
-from pbrl.learn.iql import awr_weights, expectile_loss, iql_q_loss, reward_normalize
-from pbrl.learn.kit import ActorLr, CapturedStep, fused_adam, log_due
+from pbrl.learn.iql import (
+    awr_weights,
+    expectile_loss,
+    iql_optimizers,
+    iql_q_loss,
+    reward_normalize,
+)
+from pbrl.learn.kit import CapturedStep, log_due
 from pbrl.learn.nn import GaussianActor
 
 
@@ -172,16 +178,8 @@ class StackedIQL:
         }
         self.obs_mean = torch.stack([m.obs_mean for m in members])
         self.obs_std = torch.stack([m.obs_std for m in members])
-        device = self.obs_mean.device
-        graph = bool(getattr(cfg, "cuda_graph", False)) and device.type == "cuda"
-        actor_lr: float | torch.Tensor = cfg.actor_lr
-        if graph:
-            actor_lr = torch.tensor(float(cfg.actor_lr), device=device)
-        self.v_opt = fused_adam(self.parts["v"].parameters(), lr=cfg.lr, capturable=graph)
-        self.q_opt = fused_adam(self.parts["q"].parameters(), lr=cfg.lr, capturable=graph)
-        self.actor_opt = fused_adam(self.parts["actor"].parameters(), lr=actor_lr, capturable=graph)
-        self.actor_lr = ActorLr(
-            self.actor_opt, cfg.actor_lr, first.max_steps, cfg.actor_schedule == "cosine"
+        self.v_opt, self.q_opt, self.actor_opt, self.actor_lr, graph = iql_optimizers(
+            *(self.parts[n].parameters() for n in ("v", "q", "actor")), cfg, first.max_steps
         )
         self.max_steps = first.max_steps
         self.steps = 0
