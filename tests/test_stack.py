@@ -3,6 +3,7 @@ learners given the same initialisations and minibatches, update by update."""
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import replace
 from unittest import mock
 
@@ -421,6 +422,73 @@ def test_cuda_graph_has_no_effect_on_a_cpu():
         got, want = single.update(batch), plain.update(batch)
         for key, value in want.items():
             torch.testing.assert_close(got[key], value, rtol=0, atol=0)
+
+
+class _CpuGraphs:
+    """Stands in for the CUDA calls of CapturedStep on a CPU, with a graph's semantics: a
+    capture records the step and runs nothing, a replay runs the recorded step on the
+    captured inputs and writes its results into the same output tensors every time."""
+
+    def __init__(self) -> None:
+        self.captures = self.replays = 0
+
+    def device(self, device):
+        return contextlib.nullcontext()
+
+    def eager(self, fn, batch):
+        return fn(batch)
+
+    def capture(self, fn, static_in):
+        self.captures += 1
+        out: dict = {}  # the graph's output tensors: the replays fill them
+        return (fn, static_in, out), out
+
+    def replay(self, graph):
+        self.replays += 1
+        fn, static_in, out = graph
+        for key, value in fn(static_in).items():
+            if key in out:
+                out[key].copy_(value)
+            else:
+                out[key] = value.detach().clone()
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "constant"])
+@pytest.mark.parametrize("stacked", [False, True])
+def test_the_captured_update_path_trains_as_the_eager_one(monkeypatch, stacked, schedule):
+    """The IQL update in its CUDA-graph form (warm-up calls, a capture on a copy of the
+    batch, replays on copied batches, the step count and the actor's rate outside the graph,
+    capturable Adams, the rate a tensor) run on a CPU with a stand-in for the CUDA calls:
+    every update's metrics and the parameters and rates after it are the eager update's."""
+    from pbrl.learn import iql as iql_mod
+    from pbrl.learn.kit import CapturedStep
+
+    graphs = _CpuGraphs()
+    monkeypatch.setattr(CapturedStep, "backend", graphs)
+    monkeypatch.setattr(iql_mod, "captures_updates", lambda cfg, device: bool(cfg.cuda_graph))
+    gen = torch.Generator().manual_seed(0)
+
+    def build(graph: bool):
+        cfg = IQLConfig(hidden=(16, 16), actor_schedule=schedule, cuda_graph=graph)
+        if stacked:
+            return StackedIQL([_member(s, cfg) for s in (0, 1)])
+        return _member(0, cfg)
+
+    eager, captured = build(False), build(True)
+    assert eager.captured is None and captured.captured is not None
+    assert isinstance(captured.actor_opt.param_groups[0]["lr"], torch.Tensor)
+    for _ in range(9):  # 3 warm-up calls, the capture, 5 replays
+        one = _batch(gen)
+        batch = {k: torch.stack([v, _batch(gen)[k]]) for k, v in one.items()} if stacked else one
+        want, got = eager.update(batch), captured.update(batch)
+        for key, value in want.items():
+            torch.testing.assert_close(got[key], value, rtol=1e-5, atol=1e-6)
+        lr = captured.actor_opt.param_groups[0]["lr"]
+        assert float(lr) == pytest.approx(eager.actor_opt.param_groups[0]["lr"], rel=1e-6)
+    assert (graphs.captures, graphs.replays) == (1, 6) and captured.steps == eager.steps == 9
+    params = (lambda m: m.params) if stacked else (lambda m: dict(m.named_parameters()))
+    for part, value in params(eager).items():
+        torch.testing.assert_close(params(captured)[part], value, rtol=1e-5, atol=1e-6)
 
 
 def test_ipl_refuses_a_cuda_graph():

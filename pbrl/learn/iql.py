@@ -220,6 +220,12 @@ def iql_config_from(cfg: Any, **extra: Any) -> IQLConfig:
     return IQLConfig(**values)
 
 
+def captures_updates(cfg: IQLConfig, device: torch.device) -> bool:
+    """Whether an IQL update on ``device`` is captured as a CUDA graph (``cuda_graph`` on a
+    CUDA device; a CPU ignores the flag)."""
+    return bool(cfg.cuda_graph) and device.type == "cuda"
+
+
 def iql_optimizers(
     v: Any, q: Any, actor: Any, cfg: IQLConfig, max_steps: int
 ) -> tuple[torch.optim.Adam, torch.optim.Adam, torch.optim.Adam, ActorLr, bool]:
@@ -229,7 +235,7 @@ def iql_optimizers(
     tensor that :class:`ActorLr` fills between replays."""
     v, q, actor = list(v), list(q), list(actor)
     device = actor[0].device
-    graph = bool(cfg.cuda_graph) and device.type == "cuda"
+    graph = captures_updates(cfg, device)
     rate: float | torch.Tensor = cfg.actor_lr
     if graph:
         rate = torch.tensor(float(cfg.actor_lr), device=device)

@@ -295,6 +295,33 @@ def fused_adam(
     return torch.optim.Adam(params, lr=lr, fused=True, capturable=capturable)
 
 
+class CudaGraphs:
+    """The CUDA calls :class:`CapturedStep` makes, in one place (a test stands in for them on
+    a CPU: ``tests/test_stack.py``)."""
+
+    def device(self, device: torch.device) -> Any:
+        return torch.cuda.device(device)
+
+    def eager(self, fn: Callable[[Any], Any], batch: Any) -> Any:
+        """``fn(batch)`` on a side stream, as the calls before a capture must run."""
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            out = fn(batch)
+        torch.cuda.current_stream().wait_stream(side)
+        return out
+
+    def capture(self, fn: Callable[[Any], Any], static_in: Any) -> tuple[Any, Any]:
+        """``fn`` recorded (not run) on ``static_in``: the graph and its output tensors."""
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            out = fn(static_in)
+        return graph, out
+
+    def replay(self, graph: Any) -> None:
+        graph.replay()
+
+
 class CapturedStep:
     """``fn(batch)`` replayed as one CUDA graph (the whole update: forwards, backwards,
     optimizer steps): the first ``warmup`` calls run ``fn`` eagerly on a side stream (a
@@ -307,7 +334,9 @@ class CapturedStep:
     ``fn`` must read nothing on the host, allocate the same shapes on every call, and keep
     everything that changes between calls in tensors (a learning rate a schedule fills
     between calls, not a Python float); its outputs are the graph's own tensors, overwritten
-    by the next call. CUDA only."""
+    by the next call. CUDA only (``backend``: the CUDA calls, :class:`CudaGraphs`)."""
+
+    backend: Any = CudaGraphs()
 
     def __init__(self, fn: Callable[[dict[str, torch.Tensor]], Any], warmup: int = 3) -> None:
         self.fn, self.warmup, self.calls = fn, warmup, 0
@@ -318,23 +347,16 @@ class CapturedStep:
     def __call__(self, batch: dict[str, torch.Tensor]) -> Any:
         self.calls += 1
         # the batch's device is the learner's (cuda:N need not be the current device)
-        with torch.cuda.device(next(iter(batch.values())).device):
+        with self.backend.device(next(iter(batch.values())).device):
             if self.calls <= self.warmup:
-                side = torch.cuda.Stream()
-                side.wait_stream(torch.cuda.current_stream())
-                with torch.cuda.stream(side):
-                    out = self.fn(batch)
-                torch.cuda.current_stream().wait_stream(side)
-                return out
+                return self.backend.eager(self.fn, batch)
             if self.graph is None:
                 self.static_in = {k: v.clone() for k, v in batch.items()}
-                self.graph = torch.cuda.CUDAGraph()
-                with torch.cuda.graph(self.graph):
-                    self.static_out = self.fn(self.static_in)
+                self.graph, self.static_out = self.backend.capture(self.fn, self.static_in)
             else:
                 for k, v in batch.items():
                     self.static_in[k].copy_(v)
-            self.graph.replay()
+            self.backend.replay(self.graph)
         return self.static_out
 
 
