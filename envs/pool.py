@@ -81,14 +81,19 @@ def _serve(conn: Connection) -> None:
     envs.close([(s,) for s in envs.envs])
 
 
+def check_eval_workers(workers: object) -> int:
+    """``--eval-workers``: a whole number of at least 0 (one line naming the option)."""
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+        raise PbrlError(f"--eval-workers: a whole number of at least 0, got {workers!r}")
+    return workers
+
+
 class EnvPool:
     """Envs by slot, in ``workers`` worker processes (0: in this process). Use it as a
     context manager, or call :meth:`shutdown`."""
 
     def __init__(self, workers: int = 0) -> None:
-        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
-            raise PbrlError(f"--eval-workers: a whole number of at least 0, got {workers!r}")
-        self.workers = workers
+        self.workers = check_eval_workers(workers)
         self.local = _Envs()
         self.conns: list[Connection] = []
         self.procs: list[Any] = []

@@ -147,6 +147,7 @@ def bench(
     share one output folder: each run is trained once, by whichever sweep claims it first.
     """
     from pbrl.cli.logs import progress_on_stderr
+    from pbrl.envs.pool import check_eval_workers
     from pbrl.errors import PbrlError
     from pbrl.run.report import build_tables, make_plots, read_runs, render_markdown
     from pbrl.run.runner import (
@@ -175,8 +176,8 @@ def bench(
     check_sweep_options(workers=workers, backend=backend, device=device)
     if stack_seeds is not None and stack_seeds < 1:
         raise PbrlError(f"--stack-seeds: a whole number of at least 1, got {stack_seeds}")
-    if eval_workers is not None and eval_workers < 0:
-        raise PbrlError(f"--eval-workers: a whole number of at least 0, got {eval_workers}")
+    if eval_workers is not None:
+        check_eval_workers(eval_workers)
     jobs = plan(s, seed_list)
     to_build = check_suite(s, jobs)
     out = out or Path("runs") / s.name

@@ -57,6 +57,7 @@ from pbrl.datasets.generators import generator_for
 from pbrl.datasets.minari_io import CARD_KEY, read_minari_metadata
 from pbrl.datasets.registry import generated_dataset_id, load_dataset
 from pbrl.envs import get_task
+from pbrl.envs.pool import check_eval_workers
 from pbrl.errors import PbrlError
 from pbrl.learn.api import AgentSpec, load_agent_module, make_config
 from pbrl.prefs import (
@@ -681,8 +682,7 @@ def run_sweep(
     devices = check_sweep_options(workers=workers, backend=backend, device=device)
     if isinstance(stack_seeds, bool) or not isinstance(stack_seeds, int) or stack_seeds < 1:
         raise PbrlError(f"--stack-seeds: a whole number of at least 1, got {stack_seeds!r}")
-    if isinstance(eval_workers, bool) or not isinstance(eval_workers, int) or eval_workers < 0:
-        raise PbrlError(f"--eval-workers: a whole number of at least 0, got {eval_workers!r}")
+    check_eval_workers(eval_workers)
     out.mkdir(parents=True, exist_ok=True)
     clean_partial(out)
     result = SweepResult()

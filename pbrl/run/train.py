@@ -43,7 +43,7 @@ import torch
 import pbrl
 from pbrl.datasets import registry
 from pbrl.envs import find_task, get_task
-from pbrl.envs.pool import EnvPool
+from pbrl.envs.pool import EnvPool, check_eval_workers
 from pbrl.errors import DataError, PbrlError
 from pbrl.learn.api import AgentSpec, FitContext, load_agent_module, make_config
 from pbrl.prefs import check_prefs_dataset, check_selector, load_preferences
@@ -153,8 +153,7 @@ def check_spec(spec: TrainSpec) -> str:
         )
     if spec.log_interval <= 0:
         raise PbrlError(f"--log-interval must be positive, got {spec.log_interval}")
-    if spec.eval_workers < 0:
-        raise PbrlError(f"--eval-workers must be 0 (this process) or more, got {spec.eval_workers}")
+    check_eval_workers(spec.eval_workers)
     device = resolve_device(spec.device)
     if spec.out:
         check_run_folder(Path(spec.out), spec.overwrite)
