@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.func import vmap
 
 from pbrl.errors import PbrlError
 from pbrl.learn.api import AgentSpec, FitContext
@@ -173,9 +174,8 @@ def fit_stacked(agents: list[Agent], ctxs: list[FitContext]) -> Iterator[list[di
     steps = ctx0.steps
     for step in range(1, steps + 1):
         batch = next(batches)
-        losses = stack.vmap(
-            lambda p, b, s=step: first.loss(stack.call(p, b["obs"]), b, s, steps), batch
-        )
+        mu = stack.members(batch["obs"])  # every member's actor at once (no vmap)
+        losses = vmap(lambda m, b, s=step: first.loss(m, b, s, steps))(mu, batch)
         opt.zero_grad(set_to_none=True)
         losses.sum().backward()
         opt.step()

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.func import vmap
 
 from pbrl.errors import PbrlError
 from pbrl.learn.api import AgentSpec, FitContext
@@ -335,9 +336,8 @@ def fit_stacked(agents: list[Agent], ctxs: list[FitContext]) -> Iterator[list[di
         obs_n, next_n, act = stack.norm(rows["obs"]), stack.norm(rows["next_obs"]), rows["act"]
         target_q, v_old, v_losses = stack.value_step(obs_n, act, rows["w_v"])
         next_v = first.clip_next_v(stack.values(next_n), rows["discount"])
-        _, terms = stack.critic_step(
-            lambda q, o, a, nv, rw: first.critic_terms(q(o, a), nv, rw), obs_n, act, next_v, rows
-        )
+        # IPL's critic loss per member, mapped over the members' critic values
+        _, terms = stack.critic_step(vmap(first.critic_terms), obs_n, act, next_v, rows)
         adv = target_q - stack.values(obs_n)
         a_losses = stack.actor_step(obs_n, act, adv, rows["w_p"])
         if step % ctx0.log_interval == 0 or step == ctx0.steps:

@@ -71,6 +71,83 @@ def test_stacked_members_equal_single_learners(targets):
     assert any(not torch.equal(a[k], b[k]) for k in a)
 
 
+def _members_case(name: str) -> tuple[list[torch.nn.Module], tuple, dict]:
+    """Three members of one module kind, inputs with a leading member axis, and the call."""
+    from pbrl.learn import nn as pnn
+
+    gen = torch.Generator().manual_seed(7)
+    obs = torch.randn(3, B, OBS, generator=gen)
+    act = torch.rand(3, B, ACT, generator=gen) * 2 - 1
+    builders = {
+        "mlp": (lambda: pnn.MLP(OBS, 3, (8, 8), "relu", "tanh", layer_norm=True), (obs,), {}),
+        "mlp_dropout_eval": (
+            lambda: pnn.MLP(OBS, 3, (8, 8), "leaky_relu", dropout=0.3, dropout_before_act=True),
+            (obs,),
+            {},
+        ),
+        "value": (lambda: pnn.ValueNet(OBS, (8, 8)), (obs,), {}),
+        "tanh_actor_segments": (
+            lambda: pnn.TanhDeterministicActor(OBS, ACT, (8, 8), 0.25),
+            (torch.randn(3, 4, 5, OBS, generator=gen),),
+            {},
+        ),
+        "twin_q": (lambda: pnn.TwinQ(OBS, ACT, (8, 8)), (obs, act), {}),
+        "twin_q_layer_norm": (lambda: pnn.TwinQ(OBS, ACT, (8, 8), layer_norm=True), (obs, act), {}),
+        "ensemble_per_member": (
+            lambda: pnn.EnsembleMLP(2, OBS, 1, (8,), layer_norm=True),
+            (torch.randn(3, 2, B, OBS, generator=gen),),
+            {"shared": False},
+        ),
+        "gaussian_log_prob": (lambda: pnn.GaussianActor(OBS, ACT, (8, 8)), (obs, act), {}),
+    }
+    build, args, kw = builders[name]
+    mods = []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        m = build()
+        with torch.no_grad():  # distinct norms and log-stds, not the constructors' constants
+            for p in m.parameters():
+                p.add_(0.1 * torch.randn(p.shape, generator=gen))
+        mods.append(m.eval())
+    return mods, args, kw
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "mlp",
+        "mlp_dropout_eval",
+        "value",
+        "tanh_actor_segments",
+        "twin_q",
+        "twin_q_layer_norm",
+        "ensemble_per_member",
+        "gaussian_log_prob",
+    ],
+)
+def test_member_forwards_are_each_members_own_forward(name):
+    """``forward_members`` (one batched product per layer, no ``vmap``) gives every member
+    what its own module gives on its own batch, and gradients flow to each member's slice."""
+    from pbrl.learn.stack import StackedModules
+
+    mods, args, kw = _members_case(name)
+    stack = StackedModules(mods)
+    log_prob = name == "gaussian_log_prob"
+
+    def own(i: int) -> torch.Tensor:
+        member_args = [a[i] for a in args]
+        return mods[i].log_prob(*member_args) if log_prob else mods[i](*member_args, **kw)
+
+    out = stack.members(*args, method="log_prob_members" if log_prob else "forward_members", **kw)
+    for i in range(len(mods)):
+        torch.testing.assert_close(out[i], own(i), rtol=1e-5, atol=1e-6)
+    out[1].sum().backward()  # member 1's gradient lands in its slice only
+    own(1).sum().backward()
+    for (pname, stacked), p in zip(stack.params.items(), mods[1].parameters(), strict=True):
+        torch.testing.assert_close(stacked.grad[1], p.grad, rtol=1e-4, atol=1e-6, msg=pname)
+        assert not stacked.grad[0].any() and not stacked.grad[2].any()
+
+
 def test_stacking_refuses_what_it_does_not_support():
     cfg = IQLConfig(hidden=(8,), actor="deterministic")
     with pytest.raises(PbrlError, match="Gaussian actor"):

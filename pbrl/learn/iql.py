@@ -64,13 +64,21 @@ def iql_q_loss(qs: torch.Tensor, target: torch.Tensor, reduction: str = "mean") 
     """Critic loss for an ensemble ``qs`` (K, B) against ``target`` (B,).
 
     ``mean``: the average over members of each member's MSE (CORL); ``sum``: their sum (JAX).
+    Leading dims are kept: ``qs`` (S, K, B) against ``target`` (S, B) gives (S,) losses
+    (S stacked seeds, :class:`pbrl.learn.stack.StackedIQL`).
     """
-    per_member = (qs - target.unsqueeze(0)).pow(2).mean(-1)
+    per_member = (qs - target.unsqueeze(-2)).pow(2).mean(-1)
     if reduction == "mean":
-        return per_member.mean()
+        return per_member.mean(-1)
     if reduction == "sum":
-        return per_member.sum()
+        return per_member.sum(-1)
     raise ValueError(f"critic_reduction must be 'mean' or 'sum', got {reduction!r}")
+
+
+def row_mean(per_row: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """The mean of per-row losses over the last dim, or, with ``weights`` (summing to 1 over
+    it), their weighted sum (IPL's replay balancing); leading (stacked-seed) dims are kept."""
+    return per_row.mean(-1) if weights is None else (per_row * weights).sum(-1)
 
 
 def awr_weights(adv: torch.Tensor, beta: float, max_weight: float = 100.0) -> torch.Tensor:
@@ -332,8 +340,7 @@ class IQLLearner(nn.Module):
         with torch.no_grad():
             target_q = self.q_target(obs_n, act).min(0).values
         v = self.v(obs_n)
-        per_row = expectile_loss(target_q - v, self.cfg.expectile)
-        loss = per_row.mean() if weights is None else (per_row * weights).sum()
+        loss = row_mean(expectile_loss(target_q - v, self.cfg.expectile), weights)
         self.v_opt.zero_grad(set_to_none=True)
         loss.backward()
         self.v_opt.step()
@@ -376,8 +383,7 @@ class IQLLearner(nn.Module):
         """One AWR step on advantages ``adv`` (B,), then (``schedule``) the actor's lr
         schedule step."""
         w = awr_weights(adv.detach(), self.cfg.beta, self.cfg.max_weight)
-        per_row = w * self.policy_nll(obs_n, act)
-        loss = per_row.mean() if weights is None else (per_row * weights).sum()
+        loss = row_mean(w * self.policy_nll(obs_n, act), weights)
         self.actor_opt.zero_grad(set_to_none=True)
         loss.backward()
         self.actor_opt.step()

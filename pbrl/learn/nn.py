@@ -51,6 +51,11 @@ def init_linear_(layer: nn.Linear, init: str = "default", gain: float = 1.0) -> 
     raise ValueError(f"unknown init '{init}' (default | orthogonal)")
 
 
+def member_params(params: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """The entries of stacked ``params`` under ``prefix`` (a child module's), prefix removed."""
+    return {k[len(prefix) :]: v for k, v in params.items() if k.startswith(prefix)}
+
+
 class MLP(nn.Module):
     """Linear -> [LayerNorm] -> act -> [Dropout] per hidden layer, then Linear -> out_act.
 
@@ -99,6 +104,30 @@ class MLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
+
+    def forward_members(self, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        """K copies of this MLP at once: ``params`` are its parameters stacked along a
+        leading member axis (``torch.func.stack_module_state``'s names and ``(K, ...)``
+        shapes), ``x`` is ``(K, B, in)``, one batch per member; returns ``(K, B, out)``, each
+        member's :meth:`forward` of its own batch with its own parameters. One batched
+        matrix product per layer, written out rather than mapped with ``torch.func.vmap``,
+        which costs a stacked update two to three times the host time
+        (docs/performance.md, "Stacked seeds"). Activations and dropout act elementwise,
+        so each member's dropout mask is its own. Dims between K and the features are
+        flattened and restored, so ``(K, B, L, in)`` gives ``(K, B, L, out)``."""
+        lead = x.shape[1:-1]
+        h = x.reshape(x.shape[0], -1, x.shape[-1])
+        for i, layer in enumerate(self.net):
+            if isinstance(layer, nn.Linear):
+                w, b = params[f"net.{i}.weight"], params[f"net.{i}.bias"]
+                h = torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
+            elif isinstance(layer, nn.LayerNorm):
+                g, b = params[f"net.{i}.weight"], params[f"net.{i}.bias"]
+                h = nn.functional.layer_norm(h, layer.normalized_shape, eps=layer.eps)
+                h = h * g.unsqueeze(1) + b.unsqueeze(1)
+            else:
+                h = layer(h)
+        return h.reshape(x.shape[0], *lead, h.shape[-1])
 
 
 class EnsembleLinear(nn.Module):
@@ -191,6 +220,33 @@ class EnsembleMLP(nn.Module):
         h = self.out_act(h)
         return h.reshape(self.n_members, *lead, self.out_dim)
 
+    def forward_members(
+        self, params: dict[str, torch.Tensor], x: torch.Tensor, *, shared: bool
+    ) -> torch.Tensor:
+        """K copies of this ensemble at once (see :meth:`MLP.forward_members`): ``params``
+        stacked along a leading member axis, ``x`` ``(K, B, in)`` broadcast to each copy's
+        ensemble members (``shared``) or ``(K, n_members, B, in)``; returns
+        ``(K, n_members, B, out)``."""
+        k, n = x.shape[0], self.n_members
+        if shared:
+            x = x.unsqueeze(1).expand(k, n, *x.shape[1:])
+        lead = x.shape[2:-1]
+        h = x.reshape(k * n, -1, x.shape[-1])
+        last = len(self.linears) - 1
+        for i in range(last + 1):
+            w, b = params[f"linears.{i}.weight"], params[f"linears.{i}.bias"]
+            h = torch.baddbmm(b.reshape(k * n, 1, -1), h, w.reshape(k * n, *w.shape[2:]))
+            if i < last:
+                norm = self.norms[i]
+                if isinstance(norm, nn.LayerNorm):
+                    g = params[f"norms.{i}.weight"].reshape(k, 1, 1, -1)
+                    beta = params[f"norms.{i}.bias"].reshape(k, 1, 1, -1)
+                    h = nn.functional.layer_norm(h, norm.normalized_shape, eps=norm.eps)
+                    h = (h.reshape(k, n, -1, h.shape[-1]) * g + beta).reshape(h.shape)
+                h = self.dropout(self.act(h))
+        h = self.out_act(h)
+        return h.reshape(k, n, *lead, self.out_dim)
+
 
 class TanhDeterministicActor(nn.Module):
     """mu(s) = tanh(MLP(s)) in [-1, 1]: CPL's ContinuousMLPActor (and CORL's DeterministicPolicy).
@@ -224,6 +280,11 @@ class TanhDeterministicActor(nn.Module):
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         return self.net(obs)
+
+    def forward_members(self, params: dict[str, torch.Tensor], obs: torch.Tensor) -> torch.Tensor:
+        """K stacked copies' :meth:`forward` at once (see :meth:`MLP.forward_members`):
+        ``obs`` ``(K, ..., D)``; returns ``(K, ..., A)``."""
+        return self.net.forward_members(member_params(params, "net."), obs)
 
 
 class GaussianActor(nn.Module):
@@ -263,6 +324,16 @@ class GaussianActor(nn.Module):
     def log_prob(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
         return self.distribution(obs).log_prob(act).sum(-1)
 
+    def log_prob_members(
+        self, params: dict[str, torch.Tensor], obs: torch.Tensor, act: torch.Tensor
+    ) -> torch.Tensor:
+        """K stacked copies' :meth:`log_prob` at once (see :meth:`MLP.forward_members`):
+        ``obs`` ``(K, B, D)``, ``act`` ``(K, B, A)``; returns ``(K, B)``."""
+        mean = self.mean_net.forward_members(member_params(params, "mean_net."), obs)
+        log_std = params["log_std"].clamp(self.log_std_min, self.log_std_max)
+        std = log_std.exp().unsqueeze(1).expand_as(mean)
+        return torch.distributions.Normal(mean, std, validate_args=False).log_prob(act).sum(-1)
+
 
 class TwinQ(nn.Module):
     """An ensemble of ``n`` Q(s, a) MLPs on [s, a]; ``forward`` returns (n, *batch)."""
@@ -288,6 +359,14 @@ class TwinQ(nn.Module):
     def min_q(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
         return self.forward(obs, act).min(0).values
 
+    def forward_members(
+        self, params: dict[str, torch.Tensor], obs: torch.Tensor, act: torch.Tensor
+    ) -> torch.Tensor:
+        """K stacked copies' :meth:`forward` at once (see :meth:`MLP.forward_members`):
+        ``obs`` ``(K, B, D)``, ``act`` ``(K, B, A)``; returns ``(K, n, B)``."""
+        x = torch.cat([obs, act], -1)
+        return self.net.forward_members(member_params(params, "net."), x, shared=True).squeeze(-1)
+
 
 class ValueNet(nn.Module):
     """V(s): an MLP with one output; ``forward`` returns shape obs.shape[:-1]."""
@@ -305,6 +384,11 @@ class ValueNet(nn.Module):
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         return self.net(obs).squeeze(-1)
+
+    def forward_members(self, params: dict[str, torch.Tensor], obs: torch.Tensor) -> torch.Tensor:
+        """K stacked copies' :meth:`forward` at once (see :meth:`MLP.forward_members`):
+        ``obs`` ``(K, B, D)``; returns ``(K, B)``."""
+        return self.net.forward_members(member_params(params, "net."), obs).squeeze(-1)
 
 
 class CausalSelfAttention(nn.Module):

@@ -38,6 +38,7 @@ from pbrl.learn.iql import (
     iql_optimizers,
     iql_q_loss,
     reward_normalize,
+    row_mean,
 )
 from pbrl.learn.kit import CapturedStep, log_due
 from pbrl.learn.nn import GaussianActor
@@ -72,6 +73,13 @@ class StackedModules:
     def call(self, params: dict[str, torch.Tensor], *args: Any) -> Any:
         """The template's forward with one member's parameters (inside :meth:`vmap`)."""
         return functional_call(self.template, params, args)
+
+    def members(self, *args: Any, method: str = "forward_members", **kwargs: Any) -> Any:
+        """Every member at once through the template's member-batched form of a forward
+        (``forward_members`` of :class:`pbrl.learn.nn.ValueNet`, :class:`~pbrl.learn.nn.TwinQ`,
+        ``log_prob_members`` of :class:`~pbrl.learn.nn.GaussianActor`, ...): ``(K, ...)``
+        inputs, ``(K, ...)`` outputs, no :meth:`vmap`."""
+        return getattr(self.template, method)(self.params, *args, **kwargs)
 
     def vmap(self, fn: Callable[..., Any], *batched: Any, randomness: str = "different") -> Any:
         """``fn(params, *member_args)`` for every member: ``batched`` are ``(K, ...)`` tensors
@@ -194,18 +202,6 @@ class StackedIQL:
         self.obs_mean = torch.stack([m.obs_mean for m in self.members])
         self.obs_std = torch.stack([m.obs_std for m in self.members])
 
-    # -- per-member functions (vmapped) ---------------------------------------------------
-    def _call(self, name: str, params: dict[str, torch.Tensor], *args: Any) -> torch.Tensor:
-        return self.parts[name].call(params, *args)
-
-    def _log_prob(self, params: dict[str, torch.Tensor], obs: torch.Tensor, act: torch.Tensor):
-        actor = self.parts["actor"].template
-        mean = functional_call(actor.mean_net, _sub(params, "mean_net."), (obs,))
-        log_std = params["log_std"].clamp(actor.log_std_min, actor.log_std_max)
-        std = log_std.exp().expand_as(mean)
-        # validate_args=False: the checks read tensors on the host (a GPU sync per update)
-        return torch.distributions.Normal(mean, std, validate_args=False).log_prob(act).sum(-1)
-
     def norm(self, obs: torch.Tensor) -> torch.Tensor:
         """(K, B, D) raw observations standardised with each member's statistics."""
         return (obs - self.obs_mean.unsqueeze(1)) / self.obs_std.unsqueeze(1)
@@ -214,7 +210,11 @@ class StackedIQL:
     def values(self, obs_n: torch.Tensor) -> torch.Tensor:
         """(K, B) V of (K, B, D) normalised observations (no gradient)."""
         with torch.no_grad():
-            return vmap(lambda p, o: self._call("v", p, o))(self.parts["v"].params, obs_n)
+            return self.parts["v"].members(obs_n)
+
+    def qs(self, obs_n: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
+        """(K, n, B): every member's critic ensemble on its own (K, B, ...) batch."""
+        return self.parts["q"].members(obs_n, act)
 
     def value_step(
         self, obs_n: torch.Tensor, act: torch.Tensor, weights: torch.Tensor | None = None
@@ -222,35 +222,22 @@ class StackedIQL:
         """One V update of every member (:meth:`IQLLearner.value_step`; ``weights`` (K, B)
         replace the plain mean). Returns (target_q (K, B), V before the update (K, B), the
         members' losses (K,))."""
-        cfg = self.cfg
         with torch.no_grad():
-            target_q = vmap(lambda p, o, a: self._call("q_target", p, o, a).min(0).values)(
-                self.parts["q_target"].params, obs_n, act
-            )
-
-        def v_loss(p: dict[str, torch.Tensor], o: torch.Tensor, tq: torch.Tensor, w: Any):
-            v = self._call("v", p, o)
-            per_row = expectile_loss(tq - v, cfg.expectile)
-            return (per_row.mean() if w is None else (per_row * w).sum()), v
-
-        in_dims = (0, 0, 0, 0 if weights is not None else None)
-        losses, v_old = vmap(v_loss, in_dims=in_dims)(
-            self.parts["v"].params, obs_n, target_q, weights
-        )
+            target_q = self.parts["q_target"].members(obs_n, act).min(1).values
+        v = self.parts["v"].members(obs_n)
+        losses = row_mean(expectile_loss(target_q - v, self.cfg.expectile), weights)
         self.v_opt.zero_grad(set_to_none=True)
         losses.sum().backward()
         self.v_opt.step()
-        return target_q, v_old.detach(), losses.detach()
+        return target_q, v.detach(), losses.detach()
 
-    def critic_step(self, loss_fn: Any, *batched: Any) -> Any:
-        """One update of every member's critic on ``loss_fn(q, *member_args) -> (loss,
-        aux)`` where ``q(obs_n, act)`` is that member's critic; then the Polyak update of the
-        target critics. Returns (losses (K,), aux stacked)."""
-
-        def member(p: dict[str, torch.Tensor], *args: Any):
-            return loss_fn(lambda o, a: self._call("q", p, o, a), *args)
-
-        losses, aux = vmap(member)(self.parts["q"].params, *batched)
+    def critic_step(
+        self, loss_fn: Callable[..., tuple[torch.Tensor, Any]], obs_n: Any, act: Any, *args: Any
+    ) -> tuple[torch.Tensor, Any]:
+        """One update of every member's critic on ``loss_fn(qs, *args) -> (losses (K,),
+        aux)``, ``qs`` (K, n, B) the members' critics on their own ``obs_n``, ``act``; then
+        the Polyak update of the target critics. Returns (losses (K,) detached, aux)."""
+        losses, aux = loss_fn(self.qs(obs_n, act), *args)
         self.q_opt.zero_grad(set_to_none=True)
         losses.sum().backward()
         self.q_opt.step()
@@ -268,13 +255,9 @@ class StackedIQL:
         """One AWR step of every member (:meth:`IQLLearner.actor_step`), then (``schedule``)
         the shared lr schedule step. Returns the members' losses (K,)."""
         cfg = self.cfg
-
-        def a_loss(p: dict[str, torch.Tensor], o: torch.Tensor, a: torch.Tensor, ad, w: Any):
-            per_row = awr_weights(ad, cfg.beta, cfg.max_weight) * -self._log_prob(p, o, a)
-            return per_row.mean() if w is None else (per_row * w).sum()
-
-        in_dims = (0, 0, 0, 0, 0 if weights is not None else None)
-        losses = vmap(a_loss, in_dims=in_dims)(self.parts["actor"].params, obs_n, act, adv, weights)
+        nll = -self.parts["actor"].members(obs_n, act, method="log_prob_members")
+        per_row = awr_weights(adv.detach(), cfg.beta, cfg.max_weight) * nll
+        losses = row_mean(per_row, weights)
         self.actor_opt.zero_grad(set_to_none=True)
         losses.sum().backward()
         self.actor_opt.step()
@@ -307,9 +290,8 @@ class StackedIQL:
             adv, next_v = target_q - self.values(obs_n), self.values(next_obs_n)
         target = reward + discount * next_v
 
-        def q_loss(q: Any, o: torch.Tensor, a: torch.Tensor, t: torch.Tensor):
-            qs = q(o, a)
-            return iql_q_loss(qs, t, cfg.critic_reduction), qs.detach().mean()
+        def q_loss(qs: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            return iql_q_loss(qs, t, cfg.critic_reduction), qs.detach().mean((1, 2))
 
         q_losses, q_mean = self.critic_step(q_loss, obs_n, act, target)
         a_losses = self.actor_step(obs_n, act, adv, schedule=False)
@@ -335,10 +317,6 @@ class StackedIQL:
         """Copy every member's parameters into its own IQLLearner (to act, evaluate, save)."""
         for part in self.parts.values():
             part.write_back()
-
-
-def _sub(params: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
-    return {k[len(prefix) :]: v for k, v in params.items() if k.startswith(prefix)}
 
 
 def members_in_turn(
