@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from torch.func import vmap
 
 from pbrl.errors import PbrlError
 from pbrl.learn.api import AgentSpec, FitContext
@@ -534,9 +535,8 @@ def fit_stacked(agents: list[Agent], ctxs: list[FitContext]) -> Iterator[list[An
     score_std = torch.tensor([p.score_std for p in plans], device=first.device)
     for i in range(1, plan0.steps + 1):
         batch = member_batches([p.batch(c) for p, c in zip(plans, ctxs, strict=True)])
-        loss, dist, kept = stack.vmap(
-            lambda p, b: first.policy_loss(stack.call(p, b["obs"]), b), batch
-        )
+        mu = stack.members(batch["obs"])  # every member's policy at once (no vmap)
+        loss, dist, kept = vmap(first.policy_loss)(mu, batch)
         opt.zero_grad(set_to_none=True)
         loss.sum().backward()
         opt.step()

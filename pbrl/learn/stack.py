@@ -3,21 +3,27 @@ leading member axis (issue 22; docs/performance.md, "Stacked seeds").
 
 :class:`StackedModules` is the general piece: K modules of one architecture (each built as
 its own run would build it, so each starts from its own seed's initialisation) have their
-parameters stacked with ``torch.func.stack_module_state``; a loss is computed per member
-with ``torch.func.vmap`` over ``torch.func.functional_call`` on a template module, and the
-loss backpropagated is the sum of the members' losses, so each member's gradient is the one
-its own loss gives. One Adam over the stacked tensors then updates each member exactly as
-its own Adam would (Adam is elementwise). A batch holds one minibatch per member
-(``(K, B, ...)`` tensors), drawn with the member's own generator. :meth:`write_back` copies
-each member's parameters into its own module, so the members' agents evaluate, act and save
-checkpoints as single runs do.
+parameters stacked with ``torch.func.stack_module_state``. A loss is computed for every
+member at once, in one of two ways: through the template's member-batched forward
+(:meth:`StackedModules.members`: ``forward_members`` of the networks in
+:mod:`pbrl.learn.nn`, one batched matrix product per layer for all members), or, for a
+template without one, with ``torch.func.vmap`` over ``torch.func.functional_call``
+(:meth:`StackedModules.vmap`), which does the same arithmetic at two to three times the
+host time per step (docs/performance.md, "Stacked seeds"). The loss backpropagated is the
+sum of the members' losses, so each member's gradient is the one its own loss gives. One
+Adam over the stacked tensors then updates each member exactly as its own Adam would (Adam
+is elementwise). A batch holds one minibatch per member (``(K, B, ...)`` tensors), drawn
+with the member's own generator. :meth:`write_back` copies each member's parameters into
+its own module, so the members' agents evaluate, act and save checkpoints as single runs do.
 
-:class:`StackedIQL` is IQL's update on it (``agents/iql.py``); ``agents/bc.py`` and
-``agents/cpl.py`` use :class:`StackedModules` directly for their actor. The result, up to
-floating-point differences of batched against single matrix products, is K separate runs
-(``tests/test_stack.py`` checks it update by update). Dropout is drawn per member
-(``vmap(randomness="different")``) from the process's generator, so with dropout the members
-are K runs identical in distribution, not bit for bit, to the separate ones.
+:class:`StackedIQL` is IQL's update on the member forwards (``agents/iql.py`` and every
+learner whose last phase is IQL); ``agents/bc.py`` uses them for its actor, ``agents/cpl.py``,
+``agents/dppo.py`` and ``agents/oppo.py`` map their losses with :meth:`StackedModules.vmap`.
+The result, up to floating-point differences of batched against single matrix products, is
+K separate runs (``tests/test_stack.py`` checks it update by update). Dropout is drawn per
+member from the process's generator (elementwise over the stacked activations, or
+``vmap(randomness="different")``), so with dropout the members are K runs identical in
+distribution, not bit for bit, to the separate ones.
 """
 
 from __future__ import annotations
