@@ -31,12 +31,13 @@ code reads. The BC term always uses the policy's own l_t (CPL-KL too).
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
+from torch.func import vmap
 
 from pbrl.errors import DataError, PbrlError
 from pbrl.learn.api import AgentSpec, FitContext
@@ -304,26 +305,33 @@ class Agent:
             }
 
     # -- losses on one batch ---------------------------------------------------------------------
+    @staticmethod
+    def segment_keys(batch: dict[str, torch.Tensor]) -> tuple[str, ...]:
+        """The suffixes of a batch's segment fields: ``""`` (scored segments: ``obs``,
+        ``act``) or ``"_a"`` and ``"_b"`` (pairs: ``obs_a``, ``act_a``, ...)."""
+        return ("",) if "score" in batch else ("_a", "_b")
+
     def losses(
         self,
         batch: dict[str, torch.Tensor],
-        logp: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
-        | None = None,
+        logps: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
     ) -> dict[str, torch.Tensor]:
-        """The loss terms and metrics of one batch, as tensors. ``logp`` (default
-        :meth:`logp`) gives (l_t of the policy, l_t of the advantage); the stacked path
-        passes one member's."""
+        """The loss terms and metrics of one batch, as tensors. ``logps`` maps each of the
+        batch's :meth:`segment_keys` to (l_t of the policy, l_t of the advantage) on that
+        segment (default: :meth:`logp` of this agent's actor; the stacked path passes one
+        member's, computed for every member at once)."""
         cfg = self.cfg
-        logp = logp or self.logp
+        if logps is None:
+            keys = self.segment_keys(batch)
+            logps = {k: self.logp(batch["obs" + k], batch["act" + k]) for k in keys}
         if "score" in batch:
-            lp, rel = logp(batch["obs"], batch["act"])
+            lp, rel = logps[""]
             adv = segment_advantage(rel, batch["mask"], cfg.alpha)
             cpl = biased_bce_with_scores(adv, batch["score"], cfg.bias)
             bc = bc_loss(lp, batch["mask"])
             acc = score_accuracy(adv.detach(), batch["score"], cfg.bias)
             return {"cpl_loss": cpl, "bc_loss": bc, "accuracy": acc, "adv_mean": adv.mean()}
-        lp_a, rel_a = logp(batch["obs_a"], batch["act_a"])
-        lp_b, rel_b = logp(batch["obs_b"], batch["act_b"])
+        (lp_a, rel_a), (lp_b, rel_b) = logps["_a"], logps["_b"]
         adv_a = segment_advantage(rel_a, batch["mask_a"], cfg.alpha)
         adv_b = segment_advantage(rel_b, batch["mask_b"], cfg.alpha)
         y = batch["prefer_b"]
@@ -435,21 +443,20 @@ def fit_stacked(agents: list[Agent], ctxs: list[FitContext]) -> Iterator[list[di
     stack.train(True)
     ref: StackedModules | None = None
 
-    def member(p: dict[str, torch.Tensor], b: dict[str, torch.Tensor]):
-        def logp(obs: torch.Tensor, act: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            lp = deterministic_logp(stack.call(p, obs), act)
-            return lp, lp
-
-        return first.losses(b, logp)
-
-    def member_kl(p: dict[str, torch.Tensor], rp: dict[str, torch.Tensor], b: dict[str, Any]):
-        def logp(obs: torch.Tensor, act: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            lp = deterministic_logp(stack.call(p, obs), act)
-            with torch.no_grad():
-                ref_lp = deterministic_logp(ref.call(rp, obs), act)  # type: ignore[union-attr]
-            return lp, lp - ref_lp
-
-        return first.losses(b, logp)
+    def member_logps(b: dict[str, torch.Tensor]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """Every member's (l_t, l_t of the advantage) per segment field, all members at once
+        through the actors' member forwards (:meth:`Agent.logp`, stacked)."""
+        out = {}
+        for key in first.segment_keys(b):
+            obs, act = b["obs" + key], b["act" + key]
+            lp = deterministic_logp(stack.members(obs), act)
+            if ref is None:
+                out[key] = (lp, lp)
+            else:
+                with torch.no_grad():
+                    ref_lp = deterministic_logp(ref.members(obs), act)
+                out[key] = (lp, lp - ref_lp)
+        return out
 
     opt = torch.optim.Adam(stack.parameters(), lr=cfg.lr)
     for step in range(1, steps + 1):
@@ -459,10 +466,7 @@ def fit_stacked(agents: list[Agent], ctxs: list[FitContext]) -> Iterator[list[di
             for g in opt.param_groups:
                 g["lr"] = cfg.lr * warmup_factor(k - bc_steps, warmup, cfg.lr_multiplier)
         batch = member_batches(next(batches))
-        if ref is None:
-            parts = stack.vmap(member, batch)
-        else:
-            parts = stack.vmap(member_kl, ref.params, batch)
+        parts = vmap(first.losses)(batch, member_logps(batch))
         losses = parts["bc_loss"] if in_bc else parts["cpl_loss"] + cfg.bc_coeff * parts["bc_loss"]
         opt.zero_grad(set_to_none=True)
         losses.sum().backward()
