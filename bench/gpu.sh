@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU checks in one go, for a machine with a CUDA device (docs/performance.md, "The CUDA
 # path"): the CUDA tests, 64 and 512 stacked IQL seeds at IQL's paper size with the update
-# replayed as a CUDA graph (and 64 without), the evaluation of 8 stacked seeds over env
+# replayed as a CUDA graph (and 64 without), torch.compile of the update's forwards (64
+# stacked and one seed), the evaluation of 8 stacked seeds over env
 # processes, the update rates of every learner at the quick and paper sizes (one seed, 8
 # stacked, 8 sequential), the smoke suite through `pbrl bench` with stacked seeds (the
 # default on CUDA), and a profile of 64 stacked IQL seeds.
@@ -58,6 +59,11 @@ stage iql-8-graph "${PBRL_GPU_GRAPH8_S:-40}" python3 bench/throughput.py --devic
   --json "$OUTDIR/iql-8-graph.json"
 stage iql-64 "${PBRL_GPU_IQL_S:-40}" python3 bench/throughput.py --device cuda --agents iql \
   --preset paper --steps 300 --repeats 1 --stack 64 --json "$OUTDIR/iql-64.json"
+# torch.compile of the member-batched forwards against eager, 64 stacked and one seed
+stage compile-iql-64 "${PBRL_GPU_COMPILE_S:-60}" python3 bench/compile_iql.py --device cuda \
+  --stack 64 --rounds 2 --updates 100
+stage compile-iql-1 "${PBRL_GPU_COMPILE1_S:-40}" python3 bench/compile_iql.py --device cuda \
+  --rounds 2 --updates 200
 # Evaluation of 8 stacked seeds: one after another, together, and over 8 env processes
 stage eval-rates "${PBRL_GPU_EVAL_S:-50}" python3 bench/eval_rates.py --k 8 --episodes 2 \
   --horizon 200 --workers 8 --rounds 1 --device cuda --json "$OUTDIR/eval-rates.json"
