@@ -38,7 +38,8 @@ from pbrl.learn.data import ACTION_CLIP, TransitionTensors
 from pbrl.learn.iql import IQLConfig, IQLLearner, iql_config_from
 from pbrl.learn.kit import bt_pair_losses, epoch_minibatches, segment_sum
 from pbrl.learn.nn import soft_update
-from pbrl.learn.stack import StackedIQL, member_batches, stacked_metrics
+from pbrl.learn.stack import StackedIQL, member_label_rows, stacked_metrics
+from pbrl.types import PreferenceBatch
 
 # ---- pure losses -------------------------------------------------------------------------
 
@@ -72,18 +73,40 @@ def chi2_regularizer(r: torch.Tensor, weights: torch.Tensor, coeff: float) -> to
 def row_weights(
     n_a: torch.Tensor, n_b: torch.Tensor, n_replay: int, replay_weight: float
 ) -> torch.Tensor:
-    """Per-row weights of IPL's replay balancing; masks ``n_a``, ``n_b`` are flat 0/1 rows.
+    """Per-row weights of IPL's replay balancing; masks ``n_a``, ``n_b`` are 0/1 rows along
+    the last dim (leading dims, stacked seeds, are kept).
 
     Without replay rows: a plain mean over real feedback rows. With them:
     (1 - w) (mean_a + mean_b) / 2 + w mean_replay.
     """
+    sum_a, sum_b = n_a.sum(-1, keepdim=True), n_b.sum(-1, keepdim=True)
     if n_replay == 0:
-        total = (n_a.sum() + n_b.sum()).clamp(min=1.0)
-        return torch.cat([n_a, n_b]) / total
-    wa = (1.0 - replay_weight) * 0.5 * n_a / n_a.sum().clamp(min=1.0)
-    wb = (1.0 - replay_weight) * 0.5 * n_b / n_b.sum().clamp(min=1.0)
-    wr = torch.full((n_replay,), replay_weight / n_replay, device=n_a.device)
-    return torch.cat([wa, wb, wr])
+        return torch.cat([n_a, n_b], -1) / (sum_a + sum_b).clamp(min=1.0)
+    wa = (1.0 - replay_weight) * 0.5 * n_a / sum_a.clamp(min=1.0)
+    wb = (1.0 - replay_weight) * 0.5 * n_b / sum_b.clamp(min=1.0)
+    wr = torch.full((*n_a.shape[:-1], n_replay), replay_weight / n_replay, device=n_a.device)
+    return torch.cat([wa, wb, wr], -1)
+
+
+def window_start(length: int, window: int, gen: torch.Generator) -> torch.Tensor | None:
+    """The batch's one random window start, a (1,) tensor on the generator's device drawn as
+    the official sampler draws it (upper bound exclusive), or None when ``window`` is 0 or
+    covers the segment."""
+    if 0 < window < length:
+        hi = max(1, length - window)
+        return torch.randint(0, hi, (1,), generator=gen, device=gen.device)
+    return None
+
+
+def take_window(x: torch.Tensor, start: torch.Tensor, window: int, lead: int) -> torch.Tensor:
+    """Steps ``start .. start + window - 1`` of segments ``x`` (``lead`` leading dims, then
+    pairs B, steps L, features): ``start`` (1,) for one run, (K, 1) for K stacked members,
+    each member's window its own."""
+    pos = start + torch.arange(window, device=start.device)  # (*lead, window)
+    feat = x.shape[lead + 2 :]
+    idx = pos.reshape(*pos.shape[:-1], 1, window, *([1] * len(feat)))
+    idx = idx.expand(*x.shape[:lead], x.shape[lead], window, *feat)
+    return torch.take_along_dim(x, idx, dim=lead + 1)
 
 
 # ---- agent ---------------------------------------------------------------------------------
@@ -172,26 +195,6 @@ class Agent:
             spec.obs_dim, spec.act_dim, iql_config_from(cfg), max_steps=1, device=self.device
         )
 
-    def _feedback_rows(self, ctx: FitContext, idx: torch.Tensor, gen: torch.Generator):
-        """Transitions (s_t, a_t, s_{t+1}), t = 0..T-2, of both segments of pairs ``idx``."""
-        b = ctx.prefs.index(idx)
-        length = b.obs_a.shape[1]
-        w = self.cfg.window
-        if 0 < w < length:
-            # One start for the whole batch, upper bound exclusive (official sampler).
-            hi = max(1, length - w)
-            s = int(torch.randint(0, hi, (1,), generator=gen, device=gen.device))
-            sl = slice(s, s + w)
-        else:
-            sl = slice(0, length)
-        out = {}
-        for side in ("a", "b"):
-            obs = getattr(b, f"obs_{side}")[:, sl]
-            act = getattr(b, f"act_{side}")[:, sl].clamp(-ACTION_CLIP, ACTION_CLIP)
-            mask = getattr(b, f"mask_{side}")[:, sl]
-            out[side] = (obs[:, :-1], act[:, :-1], obs[:, 1:], mask[:, :-1] * mask[:, 1:])
-        return out, b.prefer_b
-
     def replay(self, ctx: FitContext) -> Replay:
         """This run's replay minibatches (``replay_batch`` dataset transitions per update,
         drawn with the run's generator), or None when ``replay_batch`` is 0."""
@@ -201,35 +204,63 @@ class Agent:
         return data.minibatches(self.cfg.replay_batch, ctx.generator)
 
     def rows(self, ctx: FitContext, idx: torch.Tensor, replay: Replay) -> dict[str, torch.Tensor]:
-        """One update's rows: the transitions of both segments of pairs ``idx`` (then the
-        next minibatch of ``replay`` rows), raw observations, their discounts, the segments'
-        masks and labels, and the value / chi^2 / policy row weights."""
+        """One update's rows from pairs ``idx`` of this run's labels (then the next minibatch
+        of ``replay`` rows): :meth:`rows_from` of the pairs, the window start drawn with the
+        run's generator."""
+        b = ctx.prefs.index(idx)
+        start = window_start(int(b.obs_a.shape[1]), self.cfg.window, ctx.generator)
+        return self.rows_from(b, start, None if replay is None else next(replay))
+
+    def rows_from(
+        self,
+        b: PreferenceBatch,
+        start: torch.Tensor | None,
+        replay_rows: dict[str, torch.Tensor] | None,
+    ) -> dict[str, torch.Tensor]:
+        """One update's rows: the transitions (s_t, a_t, s_{t+1}), t = 0..T-2, of both
+        segments of the pairs ``b`` (their window from ``start`` when given), then the
+        ``replay_rows``; raw observations, their discounts, the segments' masks and labels,
+        and the value / chi^2 / policy row weights. Fields may carry a leading member axis
+        (stacked seeds: ``b``'s fields ``(K, B, L, ...)``, ``start`` (K, 1), replay rows
+        ``(K, R, ...)``): every output then has it too."""
         cfg = self.cfg
-        gen = ctx.generator
-        seg, y = self._feedback_rows(ctx, idx, gen)
-        bsz, t = seg["a"][0].shape[:2]
-        d = seg["a"][0].shape[-1]
-        obs = [seg["a"][0].reshape(-1, d), seg["b"][0].reshape(-1, d)]
-        act = [seg["a"][1].reshape(bsz * t, -1), seg["b"][1].reshape(bsz * t, -1)]
-        nxt = [seg["a"][2].reshape(-1, d), seg["b"][2].reshape(-1, d)]
-        disc = [torch.full((2 * bsz * t,), cfg.gamma, device=self.device)]
+        lead = b.prefer_b.dim() - 1
+        lead_shape = tuple(b.prefer_b.shape[:lead])
+        seg = {}
+        for side in ("a", "b"):
+            obs = getattr(b, f"obs_{side}")
+            act = getattr(b, f"act_{side}").clamp(-ACTION_CLIP, ACTION_CLIP)
+            mask = getattr(b, f"mask_{side}")
+            if start is not None:
+                obs, act, mask = (take_window(x, start, cfg.window, lead) for x in (obs, act, mask))
+            steps = mask[..., :-1] * mask[..., 1:]  # both ends of the transition real
+            seg[side] = (obs[..., :-1, :], act[..., :-1, :], obs[..., 1:, :], steps)
+        bsz, t = seg["a"][0].shape[lead : lead + 2]
+
+        def rows(x: torch.Tensor) -> torch.Tensor:  # (..., B, T, f) -> (..., B * T, f)
+            return x.reshape(*lead_shape, bsz * t, x.shape[-1])
+
+        obs_l = [rows(seg["a"][0]), rows(seg["b"][0])]
+        act_l = [rows(seg["a"][1]), rows(seg["b"][1])]
+        nxt_l = [rows(seg["a"][2]), rows(seg["b"][2])]
+        disc = [torch.full((*lead_shape, 2 * bsz * t), cfg.gamma, device=self.device)]
         n_rep = 0
-        if replay is not None:  # None exactly when replay_batch is 0 (Agent.replay)
-            rb = next(replay)
-            obs.append(rb["obs"])
-            act.append(rb["act"])
-            nxt.append(rb["next_obs"])
-            disc.append(cfg.gamma * (1.0 - rb["done"]))
+        if replay_rows is not None:  # None exactly when replay_batch is 0 (Agent.replay)
+            obs_l.append(replay_rows["obs"])
+            act_l.append(replay_rows["act"])
+            nxt_l.append(replay_rows["next_obs"])
+            disc.append(cfg.gamma * (1.0 - replay_rows["done"]))
             n_rep = cfg.replay_batch
-        ma, mb = seg["a"][3].reshape(-1), seg["b"][3].reshape(-1)
+        ma = seg["a"][3].reshape(*lead_shape, bsz * t)
+        mb = seg["b"][3].reshape(*lead_shape, bsz * t)
         return {
-            "obs": torch.cat(obs),
-            "act": torch.cat(act),
-            "next_obs": torch.cat(nxt),
-            "discount": torch.cat(disc),
+            "obs": torch.cat(obs_l, -2),
+            "act": torch.cat(act_l, -2),
+            "next_obs": torch.cat(nxt_l, -2),
+            "discount": torch.cat(disc, -1),
             "mask_a": seg["a"][3],
             "mask_b": seg["b"][3],
-            "prefer_b": y,
+            "prefer_b": b.prefer_b,
             "w_v": row_weights(ma, mb, n_rep, cfg.value_replay_weight),
             "w_c": row_weights(ma, mb, n_rep, cfg.chi2_replay_weight),
             "w_p": row_weights(ma, mb, n_rep, cfg.policy_replay_weight),
@@ -312,27 +343,36 @@ class Agent:
 
 def fit_stacked(agents: list[Agent], ctxs: list[FitContext]) -> Iterator[list[dict[str, float]]]:
     """K seeds of one config trained as one (``pbrl bench --stack-seeds K``): the members'
-    IQL cores stacked (:class:`pbrl.learn.stack.StackedIQL`), each member's pairs and replay
-    rows drawn with its own generator, the same three steps as :meth:`Agent.update`."""
+    IQL cores stacked (:class:`pbrl.learn.stack.StackedIQL`), each member's pairs, window
+    and replay rows drawn with its own generator as its single run draws them, gathered for
+    all members at once (its labels from one table of the members' labels, its replay rows
+    from one table of their transitions), the same three steps as :meth:`Agent.update`."""
     first, ctx0 = agents[0], ctxs[0]
+    cfg = first.cfg
     if len({c.prefs.size for c in ctxs}) > 1:
         raise PbrlError(
             "ipl: stacked seeds need labels of one size; run these seeds without --stack-seeds"
         )
-    replays = [a.replay(c) for a, c in zip(agents, ctxs, strict=True)]
+    labels = member_label_rows([c.prefs for c in ctxs])
+    replay = None
+    if cfg.replay_batch > 0:
+        table = TransitionTensors.stacked(
+            [c.dataset for c in ctxs], ctx0.device, [None] * len(ctxs)
+        )
+        replay = table.member_minibatches(cfg.replay_batch, [c.generator for c in ctxs])
+    length = int(ctx0.prefs.obs_a.shape[1])
     batches = []
     for a, c in zip(agents, ctxs, strict=True):
         a.learner.set_obs_stats(c.dataset.observations)
         a.learner.set_max_steps(c.steps)
-        batches.append(epoch_minibatches(c.prefs.size, a.cfg.batch_size, c.generator, a.device))
+        batches.append(epoch_minibatches(c.prefs.size, cfg.batch_size, c.generator, a.device))
     stack = StackedIQL([a.learner for a in agents])
     for step in range(1, ctx0.steps + 1):
-        rows = member_batches(
-            [
-                a.rows(c, next(b), r)
-                for a, c, b, r in zip(agents, ctxs, batches, replays, strict=True)
-            ]
-        )
+        # each member draws its pairs, then its window, then its replay rows, as alone
+        b = labels(torch.stack([next(it) for it in batches]))
+        starts = [window_start(length, cfg.window, c.generator) for c in ctxs]
+        start = None if starts[0] is None else torch.stack(starts)
+        rows = first.rows_from(b, start, None if replay is None else next(replay))
         obs_n, next_n, act = stack.norm(rows["obs"]), stack.norm(rows["next_obs"]), rows["act"]
         target_q, v_old, v_losses = stack.value_step(obs_n, act, rows["w_v"])
         next_v = first.clip_next_v(stack.values(next_n), rows["discount"])

@@ -637,3 +637,45 @@ def test_cuda_graph_replays_the_stacked_update(schedule):
 def _cuda_member(seed: int, cfg: IQLConfig) -> IQLLearner:
     torch.manual_seed(seed)
     return IQLLearner(OBS, ACT, cfg, max_steps=10, device="cuda")
+
+
+def test_take_window_is_each_members_own_slice():
+    """IPL's window gather: one run's window is the slice from its start; K stacked members'
+    windows are each member's own slice from its own start."""
+    from pbrl.agents.ipl import take_window
+
+    x = torch.arange(3 * 4 * 9 * 2, dtype=torch.float32).reshape(3, 4, 9, 2)  # K, B, L, f
+    one = take_window(x[1], torch.tensor([5]), 3, 0)
+    assert torch.equal(one, x[1][:, 5:8])
+    starts = torch.tensor([[0], [5], [2]])
+    out = take_window(x, starts, 3, 1)
+    for k, s in enumerate((0, 5, 2)):
+        assert torch.equal(out[k], x[k][:, s : s + 3])
+    mask = x[..., 0]  # (K, B, L): no feature dim
+    assert torch.equal(take_window(mask, starts, 3, 1)[2], mask[2][:, 2:5])
+
+
+def test_member_label_rows_are_each_members_own_pairs():
+    from pbrl.learn.stack import member_label_rows
+    from pbrl.types import PreferenceBatch
+
+    def labels(seed: int, pairs: int = 6, length: int = 5) -> PreferenceBatch:
+        g = torch.Generator().manual_seed(seed)
+        seg = lambda *s: torch.randn(pairs, length, *s, generator=g)  # noqa: E731
+        return PreferenceBatch(
+            obs_a=seg(OBS), act_a=seg(ACT), obs_b=seg(OBS), act_b=seg(ACT),
+            prefer_b=torch.rand(pairs, generator=g), mask_a=seg(), mask_b=seg(),
+            next_obs_a=seg(OBS), next_obs_b=seg(OBS), terminal_a=seg(), terminal_b=seg(),
+        )  # fmt: skip
+
+    members = [labels(0), labels(1), labels(2)]
+    idx = torch.tensor([[0, 5], [3, 3], [1, 4]])
+    got = member_label_rows(members)(idx)
+    for k, p in enumerate(members):
+        own = p.index(idx[k])
+        for f in vars(own):
+            assert torch.equal(getattr(got, f)[k], getattr(own, f)), f
+    same = member_label_rows([members[0]] * 3)(idx)  # one table, held once
+    assert torch.equal(same.obs_a[2], members[0].obs_a[idx[2]])
+    with pytest.raises(PbrlError, match="labels differ in shape"):
+        member_label_rows([labels(0), labels(1, length=4)])

@@ -48,6 +48,7 @@ from pbrl.learn.iql import (
 )
 from pbrl.learn.kit import CapturedStep, log_due
 from pbrl.learn.nn import GaussianActor
+from pbrl.types import PreferenceBatch
 
 
 class StackedModules:
@@ -126,6 +127,28 @@ def member_batches(batches: list[dict[str, torch.Tensor]]) -> dict[str, torch.Te
             f"{sorted(shapes[uneven[0]])}); run these seeds without --stack-seeds"
         )
     return {k: torch.stack([b[k] for b in batches]) for k in keys}
+
+
+def member_label_rows(prefs: list[PreferenceBatch]) -> Callable[[torch.Tensor], PreferenceBatch]:
+    """K members' labels as one table: returns ``index(idx)`` that gives, for a ``(K, B)``
+    index tensor, member k's pairs ``idx[k]`` of its own labels, every field ``(K, B, ...)``
+    in one gather (the labels are held once when every member has the same ones)."""
+    if all(p is prefs[0] for p in prefs):
+        return prefs[0].index
+    fields = list(vars(prefs[0]))
+    shapes = {tuple(tuple(getattr(p, f).shape) for f in fields) for p in prefs}
+    if len(shapes) > 1:
+        raise PbrlError(
+            "stacked seeds: the members' labels differ in shape (pairs or segment length); "
+            "run these seeds without --stack-seeds"
+        )
+    table = {f: torch.stack([getattr(p, f) for p in prefs]) for f in fields}
+
+    def index(idx: torch.Tensor) -> PreferenceBatch:
+        k = torch.arange(idx.shape[0], device=idx.device).unsqueeze(1)
+        return PreferenceBatch(**{f: v[k, idx] for f, v in table.items()})
+
+    return index
 
 
 def stacked_metrics(
