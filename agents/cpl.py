@@ -44,7 +44,14 @@ from pbrl.learn.api import AgentSpec, FitContext
 from pbrl.learn.data import ACTION_CLIP, segments_tensor
 from pbrl.learn.kit import deterministic_logp, epoch_minibatches, greedy_action, segment_sum
 from pbrl.learn.nn import GaussianActor, TanhDeterministicActor
-from pbrl.learn.stack import StackedModules, member_batches, stacked_metrics, zip_generators
+from pbrl.learn.stack import (
+    StackedModules,
+    member_batches,
+    member_label_rows,
+    stacked_metrics,
+    zip_generators,
+)
+from pbrl.types import PreferenceBatch
 
 # ---- pure losses -------------------------------------------------------------------------
 
@@ -197,6 +204,21 @@ STACK_CHECK_OVERRIDES: dict[str, Any] = {"dropout": 0.0}
 masks are drawn differently when stacked; docs/performance.md)."""
 
 
+def comparison_batch(b: PreferenceBatch) -> dict[str, torch.Tensor]:
+    """The comparison mode's batch from labelled pairs ``b`` (fields may carry a leading
+    member axis): the segments, their masks, actions clipped to +-ACTION_CLIP, the labels."""
+    clip = ACTION_CLIP
+    return {
+        "obs_a": b.obs_a,
+        "act_a": b.act_a.clamp(-clip, clip),
+        "mask_a": b.mask_a,
+        "obs_b": b.obs_b,
+        "act_b": b.act_b.clamp(-clip, clip),
+        "mask_b": b.mask_b,
+        "prefer_b": b.prefer_b,
+    }
+
+
 class Agent:
     """A CPL policy."""
 
@@ -254,25 +276,21 @@ class Agent:
         return lp, lp - ref
 
     # -- batches ---------------------------------------------------------------------------------
+    def pair_indices(self, ctx: FitContext) -> Iterator[torch.Tensor]:
+        """The comparison mode's batches of label indices: epochs of the first ``capacity``
+        pairs (all when 0), each a random permutation cut into batches (last smaller)."""
+        p = ctx.prefs
+        n = p.size if self.cfg.capacity <= 0 else min(self.cfg.capacity, p.size)
+        return epoch_minibatches(n, self.cfg.batch_size, ctx.generator, self.device)
+
     def _batches(self, ctx: FitContext) -> Iterator[dict[str, torch.Tensor]]:
         """Endless batches: epochs are random permutations cut into batches (last smaller)."""
         cfg = self.cfg
         gen = ctx.generator
         clip = ACTION_CLIP
         if cfg.mode == "comparison":
-            p = ctx.prefs
-            n = p.size if cfg.capacity <= 0 else min(cfg.capacity, p.size)
-            for idx in epoch_minibatches(n, cfg.batch_size, gen, self.device):
-                b = p.index(idx)
-                yield {
-                    "obs_a": b.obs_a,
-                    "act_a": b.act_a.clamp(-clip, clip),
-                    "mask_a": b.mask_a,
-                    "obs_b": b.obs_b,
-                    "act_b": b.act_b.clamp(-clip, clip),
-                    "mask_b": b.mask_b,
-                    "prefer_b": b.prefer_b,
-                }
+            for idx in self.pair_indices(ctx):
+                yield comparison_batch(ctx.prefs.index(idx))
         pd = ctx.pref_data
         if pd is None:
             raise PbrlError(f"cpl --agent.mode {cfg.mode}: needs the preference data's references")
@@ -436,7 +454,13 @@ def fit_stacked(agents: list[Agent], ctxs: list[FitContext]) -> Iterator[list[di
     warmup = max(1, int(round(cfg.warmup_fraction * steps)))
     if cfg.kl and bc_steps == 0:
         raise PbrlError("cpl --agent.kl true needs a BC phase (--agent.bc_fraction > 0)")
-    batches = zip_generators([a._batches(c) for a, c in zip(agents, ctxs, strict=True)])
+    if cfg.mode == "comparison":  # every member's pairs in one gather per field
+        labels = member_label_rows([c.prefs for c in ctxs])
+        indices = zip_generators([a.pair_indices(c) for a, c in zip(agents, ctxs, strict=True)])
+        batches = (comparison_batch(labels(torch.stack(i))) for i in indices)
+    else:
+        pairs = zip_generators([a._batches(c) for a, c in zip(agents, ctxs, strict=True)])
+        batches = (member_batches(b) for b in pairs)
     for a in agents:
         a.actor.train()
     stack = StackedModules([a.actor for a in agents])
@@ -465,7 +489,7 @@ def fit_stacked(agents: list[Agent], ctxs: list[FitContext]) -> Iterator[list[di
         if not in_bc and bc_steps > 0:
             for g in opt.param_groups:
                 g["lr"] = cfg.lr * warmup_factor(k - bc_steps, warmup, cfg.lr_multiplier)
-        batch = member_batches(next(batches))
+        batch = next(batches)
         parts = vmap(first.losses)(batch, member_logps(batch))
         losses = parts["bc_loss"] if in_bc else parts["cpl_loss"] + cfg.bc_coeff * parts["bc_loss"]
         opt.zero_grad(set_to_none=True)
