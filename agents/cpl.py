@@ -51,7 +51,7 @@ from pbrl.learn.stack import (
     stacked_metrics,
     zip_generators,
 )
-from pbrl.types import PreferenceBatch
+from pbrl.types import PAIR_FIELDS
 
 # ---- pure losses -------------------------------------------------------------------------
 
@@ -204,19 +204,13 @@ STACK_CHECK_OVERRIDES: dict[str, Any] = {"dropout": 0.0}
 masks are drawn differently when stacked; docs/performance.md)."""
 
 
-def comparison_batch(b: PreferenceBatch) -> dict[str, torch.Tensor]:
-    """The comparison mode's batch from labelled pairs ``b`` (fields may carry a leading
-    member axis): the segments, their masks, actions clipped to +-ACTION_CLIP, the labels."""
-    clip = ACTION_CLIP
-    return {
-        "obs_a": b.obs_a,
-        "act_a": b.act_a.clamp(-clip, clip),
-        "mask_a": b.mask_a,
-        "obs_b": b.obs_b,
-        "act_b": b.act_b.clamp(-clip, clip),
-        "mask_b": b.mask_b,
-        "prefer_b": b.prefer_b,
-    }
+def comparison_batch(rows: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The comparison mode's batch from labelled pairs' :data:`PAIR_FIELDS` (which may carry
+    a leading member axis): the actions clipped to +-ACTION_CLIP, the rest as they are."""
+    out = dict(rows)
+    for f in ("act_a", "act_b"):
+        out[f] = rows[f].clamp(-ACTION_CLIP, ACTION_CLIP)
+    return out
 
 
 class Agent:
@@ -290,7 +284,7 @@ class Agent:
         clip = ACTION_CLIP
         if cfg.mode == "comparison":
             for idx in self.pair_indices(ctx):
-                yield comparison_batch(ctx.prefs.index(idx))
+                yield comparison_batch(ctx.prefs.rows(idx, PAIR_FIELDS))
         pd = ctx.pref_data
         if pd is None:
             raise PbrlError(f"cpl --agent.mode {cfg.mode}: needs the preference data's references")
@@ -455,7 +449,7 @@ def fit_stacked(agents: list[Agent], ctxs: list[FitContext]) -> Iterator[list[di
     if cfg.kl and bc_steps == 0:
         raise PbrlError("cpl --agent.kl true needs a BC phase (--agent.bc_fraction > 0)")
     if cfg.mode == "comparison":  # every member's pairs in one gather per field
-        labels = member_label_rows([c.prefs for c in ctxs])
+        labels = member_label_rows([c.prefs for c in ctxs], PAIR_FIELDS)
         indices = zip_generators([a.pair_indices(c) for a, c in zip(agents, ctxs, strict=True)])
         batches = (comparison_batch(labels(torch.stack(i))) for i in indices)
     else:

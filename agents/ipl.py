@@ -39,7 +39,7 @@ from pbrl.learn.iql import IQLConfig, IQLLearner, iql_config_from
 from pbrl.learn.kit import bt_pair_losses, epoch_minibatches, segment_sum
 from pbrl.learn.nn import soft_update
 from pbrl.learn.stack import StackedIQL, member_label_rows, stacked_metrics
-from pbrl.types import PreferenceBatch
+from pbrl.types import PAIR_FIELDS
 
 # ---- pure losses -------------------------------------------------------------------------
 
@@ -170,6 +170,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 TEST_OVERRIDES: dict[str, Any] = {"hidden": (16, 16), "batch_size": 4, "replay_batch": 8}
 
+
 Replay = Iterator[dict[str, torch.Tensor]] | None
 """The replay rows' minibatches (:meth:`TransitionTensors.minibatches`), or None without."""
 
@@ -207,30 +208,31 @@ class Agent:
         """One update's rows from pairs ``idx`` of this run's labels (then the next minibatch
         of ``replay`` rows): :meth:`rows_from` of the pairs, the window start drawn with the
         run's generator."""
-        b = ctx.prefs.index(idx)
-        start = window_start(int(b.obs_a.shape[1]), self.cfg.window, ctx.generator)
+        b = ctx.prefs.rows(idx, PAIR_FIELDS)
+        start = window_start(int(b["obs_a"].shape[1]), self.cfg.window, ctx.generator)
         return self.rows_from(b, start, None if replay is None else next(replay))
 
     def rows_from(
         self,
-        b: PreferenceBatch,
+        b: dict[str, torch.Tensor],
         start: torch.Tensor | None,
         replay_rows: dict[str, torch.Tensor] | None,
     ) -> dict[str, torch.Tensor]:
         """One update's rows: the transitions (s_t, a_t, s_{t+1}), t = 0..T-2, of both
-        segments of the pairs ``b`` (their window from ``start`` when given), then the
+        segments of the pairs ``b`` (their :data:`~pbrl.types.PAIR_FIELDS`; the window from
+        ``start`` when given), then the
         ``replay_rows``; raw observations, their discounts, the segments' masks and labels,
         and the value / chi^2 / policy row weights. Fields may carry a leading member axis
         (stacked seeds: ``b``'s fields ``(K, B, L, ...)``, ``start`` (K, 1), replay rows
         ``(K, R, ...)``): every output then has it too."""
         cfg = self.cfg
-        lead = b.prefer_b.dim() - 1
-        lead_shape = tuple(b.prefer_b.shape[:lead])
+        lead = b["prefer_b"].dim() - 1
+        lead_shape = tuple(b["prefer_b"].shape[:lead])
         seg = {}
         for side in ("a", "b"):
-            obs = getattr(b, f"obs_{side}")
-            act = getattr(b, f"act_{side}").clamp(-ACTION_CLIP, ACTION_CLIP)
-            mask = getattr(b, f"mask_{side}")
+            obs = b[f"obs_{side}"]
+            act = b[f"act_{side}"].clamp(-ACTION_CLIP, ACTION_CLIP)
+            mask = b[f"mask_{side}"]
             if start is not None:
                 obs, act, mask = (take_window(x, start, cfg.window, lead) for x in (obs, act, mask))
             steps = mask[..., :-1] * mask[..., 1:]  # both ends of the transition real
@@ -260,7 +262,7 @@ class Agent:
             "discount": torch.cat(disc, -1),
             "mask_a": seg["a"][3],
             "mask_b": seg["b"][3],
-            "prefer_b": b.prefer_b,
+            "prefer_b": b["prefer_b"],
             "w_v": row_weights(ma, mb, n_rep, cfg.value_replay_weight),
             "w_c": row_weights(ma, mb, n_rep, cfg.chi2_replay_weight),
             "w_p": row_weights(ma, mb, n_rep, cfg.policy_replay_weight),
@@ -353,7 +355,7 @@ def fit_stacked(agents: list[Agent], ctxs: list[FitContext]) -> Iterator[list[di
         raise PbrlError(
             "ipl: stacked seeds need labels of one size; run these seeds without --stack-seeds"
         )
-    labels = member_label_rows([c.prefs for c in ctxs])
+    labels = member_label_rows([c.prefs for c in ctxs], PAIR_FIELDS)
     replay = None
     if cfg.replay_batch > 0:
         table = TransitionTensors.stacked(

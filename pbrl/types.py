@@ -101,6 +101,11 @@ class Feedback:
         )
 
 
+PAIR_FIELDS = ("obs_a", "act_a", "mask_a", "obs_b", "act_b", "mask_b", "prefer_b")
+"""The fields of a :class:`PreferenceBatch` that learners without s' read: both segments'
+observations, actions and masks, and the labels (:meth:`PreferenceBatch.rows`)."""
+
+
 @dataclass(frozen=True)
 class PreferenceBatch:
     """A batch of labelled segment pairs as torch tensors on one device.
@@ -132,6 +137,10 @@ class PreferenceBatch:
     def index(self, idx: Any) -> PreferenceBatch:
         """Rows ``idx`` (a LongTensor on the same device) of every field."""
         return PreferenceBatch(**{k: v[idx] for k, v in self.__dict__.items()})
+
+    def rows(self, idx: Any, fields: tuple[str, ...]) -> dict[str, Any]:
+        """Rows ``idx`` of the named fields only, by name (what a learner reads of a batch)."""
+        return {f: getattr(self, f)[idx] for f in fields}
 
 
 def as_float32(x: Any) -> np.ndarray:

@@ -670,12 +670,15 @@ def test_member_label_rows_are_each_members_own_pairs():
 
     members = [labels(0), labels(1), labels(2)]
     idx = torch.tensor([[0, 5], [3, 3], [1, 4]])
-    got = member_label_rows(members)(idx)
+    fields = ("obs_a", "mask_b", "prefer_b")
+    got = member_label_rows(members, fields)(idx)
+    assert set(got) == set(fields)
     for k, p in enumerate(members):
-        own = p.index(idx[k])
-        for f in vars(own):
-            assert torch.equal(getattr(got, f)[k], getattr(own, f)), f
-    same = member_label_rows([members[0]] * 3)(idx)  # one table, held once
-    assert torch.equal(same.obs_a[2], members[0].obs_a[idx[2]])
+        own = p.rows(idx[k], fields)
+        for f in fields:
+            assert torch.equal(got[f][k], own[f]), f
+            assert torch.equal(own[f], getattr(p.index(idx[k]), f))
+    same = member_label_rows([members[0]] * 3, fields)(idx)  # one table, held once
+    assert torch.equal(same["obs_a"][2], members[0].obs_a[idx[2]])
     with pytest.raises(PbrlError, match="labels differ in shape"):
-        member_label_rows([labels(0), labels(1, length=4)])
+        member_label_rows([labels(0), labels(1, length=4)], fields)

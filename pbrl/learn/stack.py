@@ -129,24 +129,28 @@ def member_batches(batches: list[dict[str, torch.Tensor]]) -> dict[str, torch.Te
     return {k: torch.stack([b[k] for b in batches]) for k in keys}
 
 
-def member_label_rows(prefs: list[PreferenceBatch]) -> Callable[[torch.Tensor], PreferenceBatch]:
-    """K members' labels as one table: returns ``index(idx)`` that gives, for a ``(K, B)``
-    index tensor, member k's pairs ``idx[k]`` of its own labels, every field ``(K, B, ...)``
-    in one gather (the labels are held once when every member has the same ones)."""
+def member_label_rows(
+    prefs: list[PreferenceBatch], fields: tuple[str, ...]
+) -> Callable[[torch.Tensor], dict[str, torch.Tensor]]:
+    """K members' labels as one table of the ``fields`` a learner reads: returns
+    ``index(idx)`` that gives, for a ``(K, B)`` index tensor, member k's pairs ``idx[k]`` of
+    its own labels, each field ``(K, B, ...)``, in one gather per field (the labels are held
+    once when every member has the same ones; otherwise the fields are copied into one
+    table when this is called). :meth:`PreferenceBatch.rows` is one run's form of it."""
     if all(p is prefs[0] for p in prefs):
-        return prefs[0].index
-    fields = list(vars(prefs[0]))
+        return lambda idx: prefs[0].rows(idx, fields)
     shapes = {tuple(tuple(getattr(p, f).shape) for f in fields) for p in prefs}
     if len(shapes) > 1:
         raise PbrlError(
             "stacked seeds: the members' labels differ in shape (pairs or segment length); "
             "run these seeds without --stack-seeds"
         )
-    table = {f: torch.stack([getattr(p, f) for p in prefs]) for f in fields}
+    k, n = len(prefs), prefs[0].size
+    table = {f: torch.stack([getattr(p, f) for p in prefs]).flatten(0, 1) for f in fields}
 
-    def index(idx: torch.Tensor) -> PreferenceBatch:
-        k = torch.arange(idx.shape[0], device=idx.device).unsqueeze(1)
-        return PreferenceBatch(**{f: v[k, idx] for f, v in table.items()})
+    def index(idx: torch.Tensor) -> dict[str, torch.Tensor]:
+        flat = (idx + n * torch.arange(k, device=idx.device).unsqueeze(1)).reshape(-1)
+        return {f: v.index_select(0, flat).unflatten(0, idx.shape) for f, v in table.items()}
 
     return index
 
