@@ -28,7 +28,8 @@ from pbrl.learn.api import AgentSpec, FitContext
 from pbrl.learn.data import ACTION_CLIP, TransitionTensors
 from pbrl.learn.kit import deterministic_logp, epoch_minibatches, greedy_action
 from pbrl.learn.nn import TanhDeterministicActor
-from pbrl.learn.stack import StackedModules, member_batches, stacked_metrics, zip_generators
+from pbrl.learn.stack import StackedModules, member_label_rows, stacked_metrics, zip_generators
+from pbrl.types import PAIR_FIELDS
 
 
 def bc_mse(mu: torch.Tensor, act: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -71,6 +72,21 @@ STACK_CHECK_OVERRIDES: dict[str, Any] = {"dropout": 0.0}
 floating-point tolerance; dropout masks are drawn differently when stacked)."""
 
 
+def pos_batch(p: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """data=pos's minibatch from labelled pairs' :data:`~pbrl.types.PAIR_FIELDS` (which may
+    carry a leading member axis): both segments of every pair, with the masks of every real
+    step (``mask``) and of the preferred ones (``mask_pos``; a tie counts both)."""
+    y = p["prefer_b"].unsqueeze(-1)
+    return {
+        "obs": torch.cat([p["obs_a"], p["obs_b"]], -3),
+        "act": torch.cat([p["act_a"], p["act_b"]], -3).clamp(-ACTION_CLIP, ACTION_CLIP),
+        "mask": torch.cat([p["mask_a"], p["mask_b"]], -2),
+        "mask_pos": torch.cat(
+            [p["mask_a"] * (y <= 0.5).float(), p["mask_b"] * (y >= 0.5).float()], -2
+        ),
+    }
+
+
 class Agent:
     """A behaviour-cloned deterministic policy."""
 
@@ -101,19 +117,14 @@ class Agent:
             data = TransitionTensors.from_dataset(ctx.dataset, ctx.device, None)
             for b in data.minibatches(cfg.batch_size, ctx.generator):
                 yield {"obs": b["obs"], "act": b["act"]}
-        for idx in epoch_minibatches(
-            ctx.prefs.size, cfg.pair_batch_size, ctx.generator, self.device
-        ):
-            p = ctx.prefs.index(idx)
-            y = p.prefer_b.unsqueeze(-1)
-            yield {
-                "obs": torch.cat([p.obs_a, p.obs_b]),
-                "act": torch.cat([p.act_a, p.act_b]).clamp(-ACTION_CLIP, ACTION_CLIP),
-                "mask": torch.cat([p.mask_a, p.mask_b]),
-                "mask_pos": torch.cat(
-                    [p.mask_a * (y <= 0.5).float(), p.mask_b * (y >= 0.5).float()]
-                ),
-            }
+        for idx in self.pair_indices(ctx):
+            yield pos_batch(ctx.prefs.rows(idx, PAIR_FIELDS))
+
+    def pair_indices(self, ctx: FitContext) -> Iterator[torch.Tensor]:
+        """data=pos: batches of label indices, epochs of random permutations."""
+        return epoch_minibatches(
+            ctx.prefs.size, self.cfg.pair_batch_size, ctx.generator, self.device
+        )
 
     def loss(self, mu: torch.Tensor, batch: dict[str, torch.Tensor], step: int, steps: int):
         """The BC loss of one batch given the actor's output ``mu`` at update ``step``."""
@@ -150,8 +161,10 @@ class Agent:
 def fit_stacked(agents: list[Agent], ctxs: list[FitContext]) -> Iterator[list[dict[str, float]]]:
     """K seeds of one config trained as one (``pbrl bench --stack-seeds K``): the members'
     actors stacked (:class:`pbrl.learn.stack.StackedModules`), each member's minibatches
-    drawn with its own generator (``data=all``: from one table of the transitions,
-    :meth:`TransitionTensors.stacked`), one Adam over the stacked parameters."""
+    drawn with its own generator and gathered for all members at once (``data=all``: from
+    one table of the transitions, :meth:`TransitionTensors.stacked`; ``data=pos``: from one
+    table of the members' labels, :func:`pbrl.learn.stack.member_label_rows`), one Adam over
+    the stacked parameters."""
     first, ctx0 = agents[0], ctxs[0]
     if first.cfg.data == "pos" and len({c.prefs.size for c in ctxs}) > 1:
         raise PbrlError(
@@ -163,9 +176,10 @@ def fit_stacked(agents: list[Agent], ctxs: list[FitContext]) -> Iterator[list[di
         )
         rows = table.member_minibatches(first.cfg.batch_size, [c.generator for c in ctxs])
         batches = ({"obs": r["obs"], "act": r["act"]} for r in rows)
-    else:
-        pairs = zip_generators([a._batches(c) for a, c in zip(agents, ctxs, strict=True)])
-        batches = (member_batches(b) for b in pairs)
+    else:  # labelled pairs: every member's from one table of their labels, in one gather
+        labels = member_label_rows([c.prefs for c in ctxs], PAIR_FIELDS)
+        indices = zip_generators([a.pair_indices(c) for a, c in zip(agents, ctxs, strict=True)])
+        batches = (pos_batch(labels(torch.stack(i))) for i in indices)
     for a in agents:
         a.actor.train()
     stack = StackedModules([a.actor for a in agents])
