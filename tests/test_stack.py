@@ -309,6 +309,40 @@ def test_members_whose_iql_phases_differ_run_them_one_after_the_other(monkeypatc
     assert res.ok, res.detail
 
 
+def test_members_with_one_iql_phase_shape_stack_it_beside_one_that_differs(monkeypatch):
+    """Of three mr members, the second reaches IQL one update earlier: the first and third
+    run their IQL phases stacked (one StackedIQL of 2), the second alone, and every member
+    still acts as its single run."""
+    from pbrl.learn import stack as stack_mod
+    from pbrl.learn.api import load_agent_module
+    from pbrl.learn.check import check_agent
+
+    sizes = []
+    real_init = stack_mod.StackedIQL.__init__
+
+    def spy(self, members):
+        sizes.append(len(members))
+        real_init(self, members)
+
+    monkeypatch.setattr(stack_mod.StackedIQL, "__init__", spy)
+    mr = load_agent_module("mr")
+    real = mr.Agent.before_iql
+
+    def uneven(self, ctx):
+        plan = yield from real(self, ctx)
+        if ctx.seed == 1:
+            plan.step0 -= 1
+            plan.steps += 1
+        return plan
+
+    variant = _variant(mr)
+    variant.Agent = type("Agent", (mr.Agent,), {"before_iql": uneven, "fit": mr.Agent.fit})
+    res = {r.name: r for r in check_agent(variant, stack=3)}["stacked seeds"]
+    assert res.ok, res.detail
+    assert "3 seeds stacked" in res.detail
+    assert sizes == [2]
+
+
 def test_member_gradient_clipping_is_each_members_own():
     """clip_member_grads_ on stacked gradients = nn.utils.clip_grad_norm_ on each member's."""
     import torch

@@ -135,13 +135,16 @@ def check_agent(
     steps: int = CHECK_STEPS,
     log_interval: int = CHECK_LOG_INTERVAL,
     seed: int = 0,
+    stack: int = 2,
 ) -> list[CheckResult]:
     """Run the conformance checks on a learner module; one result per check, in order.
 
     ``agent`` is a registry key, a dotted path, a bare module name or the module itself.
     ``dataset`` / ``prefs`` (an OfflineDataset and its PreferenceData) default to
     :func:`check_dataset` and :func:`check_prefs`. A check whose prerequisite failed is
-    not run (its absence is the message). Never raises for a faulty module.
+    not run (its absence is the message). ``stack``: how many seeds (``seed``,
+    ``seed + 1``, ...) the stacked-seeds check trains together. Never raises for a faulty
+    module.
     """
     results: list[CheckResult] = []
 
@@ -322,7 +325,7 @@ def check_agent(
         def stacked() -> str:
             extra = getattr(mod, "STACK_CHECK_OVERRIDES", {})
             cfg = make_config(mod, None, {**overrides, **extra})
-            seeds = (seed, seed + 1)
+            seeds = tuple(range(seed, seed + max(2, stack)))
             singles, members = [], []
             for s_i in seeds:
                 seed_everything(s_i)
@@ -371,7 +374,7 @@ def check_agent(
                 "the stacked members act the same: they are not separate seeds",
             )
             shown = ", ".join(f"{k}={v!r}" for k, v in extra.items())
-            return "2 seeds stacked act as their single runs" + (
+            return f"{len(seeds)} seeds stacked act as their single runs" + (
                 f" (with {shown})" if shown else ""
             )
 

@@ -380,21 +380,39 @@ def stackable_iql(learner: Any) -> bool:
 def fit_stacked_before_iql(agents: list[Any], ctxs: list[Any]) -> Iterator[list[Any]]:
     """Stacked seeds of a learner that ends in IQL on a learned reward (``mr``, ``pt``,
     ``hprior``): each member's ``before_iql(ctx)`` phases (a generator of metric dicts that
-    returns its :class:`pbrl.learn.iql.IQLPlan`) run one member after the other, then the K
+    returns its :class:`pbrl.learn.iql.IQLPlan`) run one member after the other, then the
     IQL phases run stacked, each member on its own relabelled data and generator.
 
     Yields one entry per member, ``None`` for a member with nothing to report at that
-    yield. When the members' IQL phases differ in length or start (``mr`` stops its reward
-    phase early at a training accuracy), or their IQL core cannot be stacked, the IQL phases
-    run one after the other too: the result is the K separate runs either way."""
+    yield. Members whose IQL phases differ in length or start (``mr`` stops its reward phase
+    early at a training accuracy) cannot share one stacked Adam (its step count and
+    learning-rate schedule are one for all members), so the members are grouped by their
+    phase's shape: each group of two or more runs stacked, the groups (and members whose
+    IQL core cannot be stacked) one after the other. The result is the K separate runs
+    either way."""
     k = len(agents)
     plans = yield from members_in_turn(
         k, [a.before_iql(c) for a, c in zip(agents, ctxs, strict=True)]
     )
-    shapes = {(p.steps, p.step0, p.batch_size, p.phase) for p in plans}
-    if len(shapes) > 1 or not all(stackable_iql(p.learner) for p in plans):
-        yield from members_in_turn(k, [p.run(c) for p, c in zip(plans, ctxs, strict=True)])
-        return
+    groups: dict[Any, list[int]] = {}
+    for i, p in enumerate(plans):
+        key = (p.steps, p.step0, p.batch_size, p.phase) if stackable_iql(p.learner) else i
+        groups.setdefault(key, []).append(i)
+    for members in groups.values():
+        if len(members) == 1:
+            i = members[0]
+            run = members_in_turn(1, [plans[i].run(ctxs[i])])
+        else:
+            run = _stacked_iql_phase([plans[i] for i in members], [ctxs[i] for i in members])
+        for rows in run:
+            out: list[Any] = [None] * k
+            for i, r in zip(members, rows, strict=True):
+                out[i] = r
+            yield out
+
+
+def _stacked_iql_phase(plans: list[Any], ctxs: list[Any]) -> Iterator[list[dict[str, float]]]:
+    """The IQL phases of members with one phase shape (:func:`fit_stacked_before_iql`)."""
     first, ctx0 = plans[0], ctxs[0]
     rewards = []
     for plan in plans:
