@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.func import vmap
 
 from pbrl.errors import PbrlError
 from pbrl.learn.api import AgentSpec, FitContext
@@ -47,9 +48,17 @@ from pbrl.learn.kit import (
     host_metrics,
     reward_action,
     segment_sum,
+    shuffled_epoch,
 )
 from pbrl.learn.nn import EnsembleMLP
-from pbrl.learn.stack import fit_stacked_before_iql
+from pbrl.learn.stack import (
+    StackedModules,
+    fit_stacked_before_iql,
+    member_label_rows,
+    members_in_turn,
+    stacked_metrics,
+)
+from pbrl.types import PAIR_FIELDS
 
 # ---- pure losses -------------------------------------------------------------------------
 
@@ -235,11 +244,24 @@ class Agent:
             step += 1
             if step % ctx.log_interval == 0:
                 yield {"step": step, "phase": 0.0, **host_metrics(m)}
+        return self.iql_plan(ctx, step)
+
+    def iql_plan(self, ctx: FitContext, reward_steps: int) -> IQLPlan:
+        """The IQL phase after ``reward_steps`` reward updates: the dataset relabelled with
+        the ensemble's mean reward, the rest of the step budget."""
+        cfg = self.cfg
         ds = ctx.dataset
-        self.learner.set_max_steps(ctx.steps - step)
+        self.learner.set_max_steps(ctx.steps - reward_steps)
         rewards = relabel(ds, self.reward)
         return IQLPlan(
-            self.learner, ds, rewards, ctx.steps - step, cfg.batch_size, step, cfg.reward_norm, 1.0
+            self.learner,
+            ds,
+            rewards,
+            ctx.steps - reward_steps,
+            cfg.batch_size,
+            reward_steps,
+            cfg.reward_norm,
+            1.0,
         )
 
     def fit(self, ctx: FitContext) -> Iterator[dict[str, float]]:
@@ -258,7 +280,111 @@ class Agent:
         self.learner.load_state_dict(state["learner"])
 
 
+def stacked_reward_phase(
+    agents: list[Agent], ctxs: list[FitContext]
+) -> Generator[list[Any], None, list[IQLPlan]]:
+    """The K members' reward phases at once (``pbrl bench --stack-seeds K``): their
+    ensembles stacked (:class:`pbrl.learn.stack.StackedModules`, one Adam), each member's
+    epochs drawn with its own generator as :meth:`Agent.train_reward` draws them
+    (:func:`pbrl.learn.kit.epochs_until_accurate`'s loop, per member), its minibatches
+    gathered from one table of the members' labels. A member whose epoch's mean training
+    accuracy passes ``early_stop_acc`` stops there, as alone: from then on its parameters
+    and Adam moments are put back after every step of the others. Yields one row per
+    update (``None`` for stopped members and off log steps); returns the members' IQL
+    plans. Members whose labels differ in shape run :meth:`Agent.before_iql` one after the
+    other instead."""
+    k = len(agents)
+    first, ctx0 = agents[0], ctxs[0]
+    cfg = first.cfg
+    if len({tuple(c.prefs.obs_a.shape) for c in ctxs}) > 1:
+        phases = [a.before_iql(c) for a, c in zip(agents, ctxs, strict=True)]
+        return (yield from members_in_turn(k, phases))
+    max_reward = min(int(cfg.max_reward_fraction * ctx0.steps), ctx0.steps - 1)
+    stack = StackedModules([a.reward_net for a in agents])
+    opt = torch.optim.Adam(stack.parameters(), lr=cfg.reward_lr)
+    labels = member_label_rows([c.prefs for c in ctxs], PAIR_FIELDS)
+    n_pairs = ctx0.prefs.size
+
+    def scores(obs: torch.Tensor, act: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        x = torch.cat([obs, reward_action(act, cfg.reward_input)], -1)
+        return segment_sum(stack.members(x, shared=False).squeeze(-1), mask)
+
+    active, frozen = [True] * k, {}
+    step = 0
+    steps = [0] * k
+    for _epoch in range(cfg.reward_epochs):
+        if not any(active):
+            break
+        # each active member draws its epoch's permutations, as alone, before any update
+        epochs = [
+            shuffled_epoch(n_pairs, cfg.reward_batch, c.generator, first.device, cfg.n_members)
+            if active[i]
+            else None
+            for i, c in enumerate(ctxs)
+        ]
+        live = next(e for e in epochs if e is not None)
+        accs = []
+        for j in range(len(live)):
+            if step >= max_reward:
+                break
+            b = labels(torch.stack([live[j] if e is None else e[j] for e in epochs]))
+            sa = scores(b["obs_a"], b["act_a"], b["mask_a"])
+            sb = scores(b["obs_b"], b["act_b"], b["mask_b"])
+            losses = vmap(bt_ensemble_loss)(sa, sb, b["prefer_b"])
+            opt.zero_grad(set_to_none=True)
+            losses.sum().backward()
+            opt.step()
+            _put_back(opt, frozen)
+            acc = vmap(bt_accuracy)(sa.detach(), sb.detach(), b["prefer_b"])
+            accs.append(acc)
+            step += 1
+            for i in range(k):
+                steps[i] += active[i]
+            if step % ctx0.log_interval == 0:
+                rows = stacked_metrics(
+                    step, {"reward_loss": losses, "reward_acc": acc}, {"phase": 0.0}
+                )
+                yield [r if active[i] else None for i, r in enumerate(rows)]
+        if step >= max_reward:
+            break
+        if accs:  # each member's epoch mean (nan when no pair had an accuracy)
+            means = torch.stack(accs).nanmean(0).tolist()
+            for i in range(k):
+                if active[i] and means[i] > cfg.early_stop_acc:
+                    active[i] = False
+                    _freeze(opt, frozen, i)
+    stack.write_back()
+    return [a.iql_plan(c, n) for a, c, n in zip(agents, ctxs, steps, strict=True)]
+
+
+def _adam_slices(opt: torch.optim.Optimizer) -> Iterator[tuple[Any, torch.Tensor]]:
+    """Every stacked tensor an Adam step changes: the parameters and their two moments."""
+    for group in opt.param_groups:
+        for p in group["params"]:
+            state = opt.state[p]
+            yield (id(p), "param"), p
+            yield (id(p), "exp_avg"), state["exp_avg"]
+            yield (id(p), "exp_avg_sq"), state["exp_avg_sq"]
+
+
+def _freeze(opt: torch.optim.Optimizer, frozen: dict[Any, dict[int, torch.Tensor]], i: int) -> None:
+    """Keep member ``i``'s slice of every stacked parameter and of its Adam moments as they
+    are now (:func:`stacked_reward_phase`)."""
+    for key, t in _adam_slices(opt):
+        frozen.setdefault(key, {})[i] = t.detach()[i].clone()
+
+
+@torch.no_grad()
+def _put_back(opt: torch.optim.Optimizer, frozen: dict[Any, dict[int, torch.Tensor]]) -> None:
+    """Restore the frozen members' slices after an Adam step of the others."""
+    if frozen:
+        for key, t in _adam_slices(opt):
+            for i, saved in frozen[key].items():
+                t[i] = saved
+
+
 def fit_stacked(agents: list[Agent], ctxs: list[FitContext]) -> Iterator[list[Any]]:
-    """Stacked seeds (``pbrl bench --stack-seeds K``): each member's reward phase, then the
-    IQL phases stacked (:func:`pbrl.learn.stack.fit_stacked_before_iql`)."""
-    return fit_stacked_before_iql(agents, ctxs)
+    """Stacked seeds (``pbrl bench --stack-seeds K``): the members' reward ensembles
+    trained together (:func:`stacked_reward_phase`), then the IQL phases stacked
+    (:func:`pbrl.learn.stack.fit_stacked_before_iql`)."""
+    return fit_stacked_before_iql(agents, ctxs, stacked_reward_phase)

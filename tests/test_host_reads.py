@@ -3,7 +3,8 @@ makes the host wait for the device). Each offline learner, alone and stacked, tr
 same small problem for 40 and for 80 updates with one log at the end; every host read of a
 tensor made by pbrl's code (``bool``, ``float``, ``int``, ``.item()``, ``.tolist()``,
 ``.numpy()``) is counted, and the count must not grow with the number of updates. Allowed
-to grow: ``epochs_until_accurate``'s one read per epoch of labels (B-Pref's early stop)."""
+to grow: ``epochs_until_accurate``'s one read per epoch of labels (B-Pref's early stop), and
+``mr``'s ``stacked_reward_phase``'s, the same read for all members at once."""
 
 from __future__ import annotations
 
@@ -28,7 +29,8 @@ READS = ("__bool__", "__float__", "__int__", "__index__", "item", "tolist", "num
 ROOTS = tuple(
     str(Path(m.__file__).resolve().parent) for m in (pbrl, pbrl.agents, sys.modules[__name__])
 )
-ALLOWED = {"epochs_until_accurate"}  # once per epoch, not per update
+# once per epoch, not per update: B-Pref's early stop, alone and for stacked members (mr)
+ALLOWED = {"epochs_until_accurate", "stacked_reward_phase"}
 
 
 @contextmanager

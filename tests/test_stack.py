@@ -294,17 +294,17 @@ def test_members_whose_iql_phases_differ_run_them_one_after_the_other(monkeypatc
 
     monkeypatch.setattr(stack_mod.StackedIQL, "update", None)  # must not be reached
     mr = load_agent_module("mr")
-    real = mr.Agent.before_iql
+    real = mr.Agent.iql_plan
 
-    def uneven(self, ctx):  # the second seed's reward phase ends one update earlier
-        plan = yield from real(self, ctx)
+    def uneven(self, ctx, reward_steps):  # the second seed's IQL starts one update earlier
+        plan = real(self, ctx, reward_steps)
         if ctx.seed % 2:
             plan.step0 -= 1
             plan.steps += 1
         return plan
 
     variant = _variant(mr)
-    variant.Agent = type("Agent", (mr.Agent,), {"before_iql": uneven, "fit": mr.Agent.fit})
+    variant.Agent = type("Agent", (mr.Agent,), {"iql_plan": uneven})
     res = _stacked_result(variant)
     assert res.ok, res.detail
 
@@ -326,21 +326,54 @@ def test_members_with_one_iql_phase_shape_stack_it_beside_one_that_differs(monke
 
     monkeypatch.setattr(stack_mod.StackedIQL, "__init__", spy)
     mr = load_agent_module("mr")
-    real = mr.Agent.before_iql
+    real = mr.Agent.iql_plan
 
-    def uneven(self, ctx):
-        plan = yield from real(self, ctx)
+    def uneven(self, ctx, reward_steps):
+        plan = real(self, ctx, reward_steps)
         if ctx.seed == 1:
             plan.step0 -= 1
             plan.steps += 1
         return plan
 
     variant = _variant(mr)
-    variant.Agent = type("Agent", (mr.Agent,), {"before_iql": uneven, "fit": mr.Agent.fit})
+    variant.Agent = type("Agent", (mr.Agent,), {"iql_plan": uneven})
     res = {r.name: r for r in check_agent(variant, stack=3)}["stacked seeds"]
     assert res.ok, res.detail
     assert "3 seeds stacked" in res.detail
     assert sizes == [2]
+
+
+def test_mr_reward_ensembles_stacked_stop_each_at_its_own_epoch(monkeypatch):
+    """mr's stacked reward phase: each member stops after the epoch its own accuracy passes
+    ``early_stop_acc`` (the others train on, the stopped one is put back after each of their
+    steps), and every member still acts as its single run. Over a few thresholds the members
+    must stop at different updates at least once, or the freezing went untested."""
+    from pbrl.learn.api import load_agent_module
+    from pbrl.learn.check import check_agent
+
+    mr = load_agent_module("mr")
+    real = mr.Agent.iql_plan
+    seen: list[dict[int, list]] = []
+
+    def spy(self, ctx, reward_steps):
+        net = {k: v.detach().clone() for k, v in self.reward_net.state_dict().items()}
+        seen[-1].setdefault(ctx.seed, []).append((reward_steps, net))
+        return real(self, ctx, reward_steps)
+
+    monkeypatch.setattr(mr.Agent, "iql_plan", spy)
+    uneven = False
+    for stop in (0.45, 0.55, 0.65):
+        seen.append({})
+        variant = _variant(mr, reward_epochs=5, early_stop_acc=stop, reward_batch=2)
+        res = {r.name: r for r in check_agent(variant, stack=3, steps=60)}["stacked seeds"]
+        assert res.ok, (stop, res.detail)
+        for seed, calls in seen[-1].items():  # the check's last two fits: single, stacked
+            (n_single, single), (n_stacked, stacked) = calls[-2:]
+            assert n_stacked == n_single, (stop, seed)
+            for k in single:  # the reward model the IQL phase relabels with
+                torch.testing.assert_close(stacked[k], single[k], rtol=1e-5, atol=1e-6)
+        uneven |= len({calls[-1][0] for calls in seen[-1].values()}) > 1
+    assert uneven, [{s: c[-1][0] for s, c in run.items()} for run in seen]
 
 
 def test_member_gradient_clipping_is_each_members_own():

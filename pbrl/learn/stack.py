@@ -133,8 +133,9 @@ def member_label_rows(
     prefs: list[PreferenceBatch], fields: tuple[str, ...]
 ) -> Callable[[torch.Tensor], dict[str, torch.Tensor]]:
     """K members' labels as one table of the ``fields`` a learner reads: returns
-    ``index(idx)`` that gives, for a ``(K, B)`` index tensor, member k's pairs ``idx[k]`` of
-    its own labels, each field ``(K, B, ...)``, in one gather per field (the labels are held
+    ``index(idx)`` that gives, for a ``(K, ...)`` index tensor (``(K, B)``, or ``(K, M, B)``
+    for an ensemble's own minibatches), member k's pairs ``idx[k]`` of its own labels, each
+    field ``(K, ..., rest)``, in one gather per field (the labels are held
     once when every member has the same ones; otherwise the fields are copied into one
     table when this is called). :meth:`PreferenceBatch.rows` is one run's form of it."""
     if all(p is prefs[0] for p in prefs):
@@ -149,7 +150,8 @@ def member_label_rows(
     table = {f: torch.stack([getattr(p, f) for p in prefs]).flatten(0, 1) for f in fields}
 
     def index(idx: torch.Tensor) -> dict[str, torch.Tensor]:
-        flat = (idx + n * torch.arange(k, device=idx.device).unsqueeze(1)).reshape(-1)
+        offset = n * torch.arange(k, device=idx.device).reshape(k, *[1] * (idx.dim() - 1))
+        flat = (idx + offset).reshape(-1)
         return {f: v.index_select(0, flat).unflatten(0, idx.shape) for f, v in table.items()}
 
     return index
@@ -377,11 +379,17 @@ def stackable_iql(learner: Any) -> bool:
     return isinstance(learner.actor, GaussianActor) and learner.cfg.actor_dropout == 0
 
 
-def fit_stacked_before_iql(agents: list[Any], ctxs: list[Any]) -> Iterator[list[Any]]:
+def fit_stacked_before_iql(
+    agents: list[Any],
+    ctxs: list[Any],
+    before: Callable[[list[Any], list[Any]], Generator[list[Any], None, list[Any]]] | None = None,
+) -> Iterator[list[Any]]:
     """Stacked seeds of a learner that ends in IQL on a learned reward (``mr``, ``pt``,
     ``hprior``): each member's ``before_iql(ctx)`` phases (a generator of metric dicts that
-    returns its :class:`pbrl.learn.iql.IQLPlan`) run one member after the other, then the
-    IQL phases run stacked, each member on its own relabelled data and generator.
+    returns its :class:`pbrl.learn.iql.IQLPlan`) run one member after the other, or, with
+    ``before``, all members' at once (``before(agents, ctxs)`` yields rows of one entry per
+    member and returns the members' plans: ``mr``'s stacked reward ensembles), then the IQL
+    phases run stacked, each member on its own relabelled data and generator.
 
     Yields one entry per member, ``None`` for a member with nothing to report at that
     yield. Members whose IQL phases differ in length or start (``mr`` stops its reward phase
@@ -391,9 +399,12 @@ def fit_stacked_before_iql(agents: list[Any], ctxs: list[Any]) -> Iterator[list[
     IQL core cannot be stacked) one after the other. The result is the K separate runs
     either way."""
     k = len(agents)
-    plans = yield from members_in_turn(
-        k, [a.before_iql(c) for a, c in zip(agents, ctxs, strict=True)]
-    )
+    if before is not None:
+        plans = yield from before(agents, ctxs)
+    else:
+        plans = yield from members_in_turn(
+            k, [a.before_iql(c) for a, c in zip(agents, ctxs, strict=True)]
+        )
     groups: dict[Any, list[int]] = {}
     for i, p in enumerate(plans):
         key = (p.steps, p.step0, p.batch_size, p.phase) if stackable_iql(p.learner) else i
