@@ -45,13 +45,21 @@ from pbrl.learn.kit import (
     bt_pair_losses,
     epoch_minibatches,
     greedy_action,
+    host_metrics,
     log_due,
     seeded_init,
     split_steps,
     strict_accuracy,
 )
 from pbrl.learn.nn import MLP, CausalTransformer, interleave_steps
-from pbrl.learn.stack import StackedModules, member_batches, members_in_turn, stacked_metrics
+from pbrl.learn.stack import (
+    StackedModules,
+    member_batches,
+    member_label_rows,
+    members_in_turn,
+    stacked_metrics,
+)
+from pbrl.types import PAIR_FIELDS
 
 ACTION_RANGE = 2.0
 """a_max - a_min of the normalised action box [-1, 1] (the official distance divides by it)."""
@@ -203,6 +211,21 @@ class ScoreModel(nn.Module):
 
 
 # ---- agent --------------------------------------------------------------------------------
+
+
+@dataclass
+class PredictorSetup:
+    """Phase (1)'s fixed parts (:meth:`Agent.predictor_setup`): the predictor, the window
+    builder, the labelled window ends and episode bounds the smoothness pairs are drawn
+    from, and the lengths of the predictor and policy phases."""
+
+    model: nn.Module
+    windows: Callable[[np.ndarray], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+    in_rows: np.ndarray
+    ep_lo: np.ndarray
+    ep_hi: np.ndarray
+    n_rm: int
+    n_pi: int
 
 
 @dataclass
@@ -385,6 +408,29 @@ class Agent:
     def score_windows(self, ctx: FitContext) -> Generator[dict[str, float], None, PolicyPlan]:
         """Phases (1) and (2): train the preference predictor, score the dataset's windows.
         Yields the predictor's metrics; returns what the policy phase trains on."""
+        setup = self.predictor_setup(ctx)
+        model, n_rm = setup.model, setup.n_rm
+        cfg = self.cfg
+        opt = torch.optim.AdamW(model.parameters(), lr=cfg.rm_lr, weight_decay=cfg.rm_weight_decay)
+        batches = epoch_minibatches(ctx.prefs.size, cfg.rm_batch, ctx.generator, self.device)
+        model.train()
+        for step in range(1, n_rm + 1):
+            lr = self.rm_lr(step, n_rm)
+            for g in opt.param_groups:
+                g["lr"] = lr
+            b = ctx.prefs.rows(next(batches), PAIR_FIELDS)
+            smooth_rows = self.smooth_rows(ctx, setup, int(b["prefer_b"].shape[0]))
+            loss, terms = self.predictor_terms(model, b, setup.windows, smooth_rows)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if log_due(step, ctx.steps, ctx.log_interval) or step == n_rm:
+                yield {"step": step, "phase": 1.0, **host_metrics(terms), "rm_lr": lr}
+        return self.score_pool(ctx, setup)
+
+    def predictor_setup(self, ctx: FitContext) -> PredictorSetup:
+        """Phase (1)'s fixed parts: the predictor (built from the run's seed now that the
+        segment length is known), the window builder, the phases' lengths."""
         if ctx.prefs is None or ctx.prefs.size == 0:
             raise PbrlError("dppo needs preferences (--prefs)")
         cfg = self.cfg
@@ -408,46 +454,58 @@ class Agent:
             m = torch.as_tensor(mask, dtype=torch.float32, device=self.device)
             return obs_all[r], act_all[r], m
 
-        # (1) the preference predictor
         in_rows = self._labelled_window_ends(ctx, win)
-        opt = torch.optim.AdamW(model.parameters(), lr=cfg.rm_lr, weight_decay=cfg.rm_weight_decay)
-        warm = int(cfg.rm_warmup * n_rm)
-        batches = epoch_minibatches(ctx.prefs.size, cfg.rm_batch, ctx.generator, self.device)
-        model.train()
-        for step in range(1, n_rm + 1):
-            lr = warmup_cosine(step - 1, n_rm, warm, cfg.rm_lr, 10 * cfg.rm_lr, cfg.rm_lr)
-            for g in opt.param_groups:
-                g["lr"] = lr
-            b = ctx.prefs.index(next(batches))
-            act_a = b.act_a.clamp(-ACTION_CLIP, ACTION_CLIP)
-            act_b = b.act_b.clamp(-ACTION_CLIP, ACTION_CLIP)
-            s_a = model(b.obs_a, act_a, b.mask_a)
-            s_b = model(b.obs_b, act_b, b.mask_b)
-            ce = predictor_loss(s_a, s_b, b.prefer_b)
-            loss = ce
-            smooth = torch.zeros((), device=self.device)
-            if cfg.smooth_w > 0:
-                first, second = self._smooth_pairs(
-                    ctx.rng, b.size, in_rows, ep_lo, ep_hi, cfg.smooth_sigma
-                )
-                smooth = smoothness_loss(model(*windows(first)), model(*windows(second)))
-                loss = ce + cfg.smooth_w * smooth
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            if log_due(step, ctx.steps, ctx.log_interval) or step == n_rm:
-                yield {
-                    "step": step,
-                    "phase": 1.0,
-                    "rm_loss": float(ce.detach()),
-                    "rm_smooth": float(smooth.detach()),
-                    "rm_acc": float(strict_accuracy(s_a.detach(), s_b.detach(), b.prefer_b)),
-                    "rm_lr": lr,
-                }
+        return PredictorSetup(model, windows, in_rows, ep_lo, ep_hi, n_rm, n_pi)
 
-        # (2) score the dataset's windows once
+    def rm_lr(self, step: int, n_rm: int) -> float:
+        """The predictor's learning rate at ``step`` (1-based) of ``n_rm``."""
+        cfg = self.cfg
+        warm = int(cfg.rm_warmup * n_rm)
+        return warmup_cosine(step - 1, n_rm, warm, cfg.rm_lr, 10 * cfg.rm_lr, cfg.rm_lr)
+
+    def smooth_rows(
+        self, ctx: FitContext, setup: PredictorSetup, n: int
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """This update's smoothness windows and their slid partners, drawn with the run's
+        numpy generator (None when ``smooth_w`` is 0)."""
+        if self.cfg.smooth_w <= 0:
+            return None
+        return self._smooth_pairs(
+            ctx.rng, n, setup.in_rows, setup.ep_lo, setup.ep_hi, self.cfg.smooth_sigma
+        )
+
+    def predictor_terms(
+        self,
+        model: Callable[..., torch.Tensor],
+        b: dict[str, torch.Tensor],
+        windows: Callable[[np.ndarray], tuple[torch.Tensor, ...]] | None,
+        smooth_rows: Any,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Phase (1)'s loss of one batch of pairs ``b`` (:data:`~pbrl.types.PAIR_FIELDS`) and
+        its metrics: the predictor's cross-entropy, plus ``smooth_w`` times the smoothness
+        loss of the windows ``smooth_rows`` (row indices for ``windows``, or the windows
+        themselves when ``windows`` is None: the stacked path builds them per member)."""
+        cfg = self.cfg
+        act_a = b["act_a"].clamp(-ACTION_CLIP, ACTION_CLIP)
+        act_b = b["act_b"].clamp(-ACTION_CLIP, ACTION_CLIP)
+        s_a = model(b["obs_a"], act_a, b["mask_a"])
+        s_b = model(b["obs_b"], act_b, b["mask_b"])
+        ce = predictor_loss(s_a, s_b, b["prefer_b"])
+        loss, smooth = ce, torch.zeros((), device=ce.device)
+        if smooth_rows is not None:
+            first, second = smooth_rows
+            w1, w2 = (first, second) if windows is None else (windows(first), windows(second))
+            smooth = smoothness_loss(model(*w1), model(*w2))
+            loss = ce + cfg.smooth_w * smooth
+        acc = strict_accuracy(s_a.detach(), s_b.detach(), b["prefer_b"])
+        return loss, {"rm_loss": ce.detach(), "rm_smooth": smooth.detach(), "rm_acc": acc}
+
+    def score_pool(self, ctx: FitContext, setup: PredictorSetup) -> PolicyPlan:
+        """Phase (2): score the dataset's windows once with the trained predictor."""
+        cfg = self.cfg
+        model, windows = setup.model, setup.windows
         model.eval()
-        n_rows = ep_lo.shape[0]
+        n_rows = setup.ep_lo.shape[0]
         if cfg.score_windows and cfg.score_windows < n_rows:
             pool = np.sort(ctx.rng.choice(n_rows, cfg.score_windows, replace=False))
         else:
@@ -459,8 +517,8 @@ class Agent:
         model.requires_grad_(False)
         bs = min(cfg.batch_size, pool.shape[0])
         return PolicyPlan(
-            pool, torch.as_tensor(scores, device=self.device), windows, n_rm, n_pi, bs,
-            float(scores.std()),
+            pool, torch.as_tensor(scores, device=self.device), windows, setup.n_rm,
+            setup.n_pi, bs, float(scores.std()),
         )  # fmt: skip
 
     def _labelled_window_ends(self, ctx: FitContext, win: int) -> np.ndarray:
@@ -517,15 +575,67 @@ class Agent:
             self._build(int(state["max_len"])).load_state_dict(state["model"])
 
 
+def stacked_predictor_phase(
+    agents: list[Agent], ctxs: list[FitContext]
+) -> Generator[list[Any], None, list[PolicyPlan]]:
+    """Phase (1) of K members at once (``pbrl bench --stack-seeds K``): their predictors
+    stacked (:class:`pbrl.learn.stack.StackedModules`, mapped with ``vmap``; one AdamW),
+    each member's pairs drawn with its own generator and gathered from one table of the
+    members' labels, its smoothness windows drawn with its own numpy generator, as alone;
+    then each member scores its windows (phase 2). Yields one row per logged update;
+    returns the members' policy plans. Members whose labels differ in shape run
+    :meth:`Agent.score_windows` one after the other instead."""
+    k = len(agents)
+    if len({tuple(c.prefs.obs_a.shape) for c in ctxs if c.prefs is not None}) != 1:
+        phases = [a.score_windows(c) for a, c in zip(agents, ctxs, strict=True)]
+        return (yield from members_in_turn(k, phases))
+    first, ctx0 = agents[0], ctxs[0]
+    cfg = first.cfg
+    setups = [a.predictor_setup(c) for a, c in zip(agents, ctxs, strict=True)]
+    n_rm = setups[0].n_rm
+    stack = StackedModules([st.model for st in setups])
+    stack.train(True)
+    opt = torch.optim.AdamW(stack.parameters(), lr=cfg.rm_lr, weight_decay=cfg.rm_weight_decay)
+    labels = member_label_rows([c.prefs for c in ctxs], PAIR_FIELDS)
+    batches = [
+        epoch_minibatches(c.prefs.size, cfg.rm_batch, c.generator, first.device) for c in ctxs
+    ]
+
+    def member(p: dict[str, torch.Tensor], b: dict[str, torch.Tensor], *smooth: Any):
+        model = lambda *x: stack.call(p, *x)  # noqa: E731
+        return first.predictor_terms(model, b, None, smooth or None)
+
+    for step in range(1, n_rm + 1):
+        lr = first.rm_lr(step, n_rm)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        b = labels(torch.stack([next(it) for it in batches]))
+        smooth: tuple[Any, ...] = ()
+        if cfg.smooth_w > 0:  # each member's windows, built from its own draws, then stacked
+            n = int(b["prefer_b"].shape[1])
+            pairs = []
+            for a, c, st in zip(agents, ctxs, setups, strict=True):
+                first_rows, second_rows = a.smooth_rows(c, st, n)
+                pairs.append((st.windows(first_rows), st.windows(second_rows)))
+            smooth = tuple(
+                tuple(torch.stack([w[side][j] for w in pairs]) for j in range(3)) for side in (0, 1)
+            )
+        losses, terms = stack.vmap(member, b, *smooth)
+        opt.zero_grad(set_to_none=True)
+        losses.sum().backward()
+        opt.step()
+        if log_due(step, ctx0.steps, ctx0.log_interval) or step == n_rm:
+            yield stacked_metrics(step, terms, {"phase": 1.0, "rm_lr": lr})
+    stack.write_back()
+    return [a.score_pool(c, st) for a, c, st in zip(agents, ctxs, setups, strict=True)]
+
+
 def fit_stacked(agents: list[Agent], ctxs: list[FitContext]) -> Iterator[list[Any]]:
     """K seeds of one config trained as one (``pbrl bench --stack-seeds K``): each member's
     predictor is trained and scores its windows one member after the other (phases 1 and
     2), then the K policies train stacked (:class:`pbrl.learn.stack.StackedModules`), each
     on batches of its own scored windows drawn with its own generator."""
-    k = len(agents)
-    plans = yield from members_in_turn(
-        k, [a.score_windows(c) for a, c in zip(agents, ctxs, strict=True)]
-    )
+    plans = yield from stacked_predictor_phase(agents, ctxs)
     first, plan0, ctx0 = agents[0], plans[0], ctxs[0]
     for a in agents:
         a.actor.train()

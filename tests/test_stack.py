@@ -376,6 +376,41 @@ def test_mr_reward_ensembles_stacked_stop_each_at_its_own_epoch(monkeypatch):
     assert uneven, [{s: c[-1][0] for s, c in run.items()} for run in seen]
 
 
+@pytest.mark.parametrize("overrides", [{}, {"smooth_w": 1.0, "window": 4}])
+def test_dppo_predictors_stacked_are_each_members_own(monkeypatch, overrides):
+    """DPPO's stacked predictor phase trains every member's predictor as its single run does
+    (pairs, smoothness windows and learning rates its own): the scores each member's
+    predictor gives the dataset's windows are compared, not only the policies' actions.
+    Scores are compared up to a constant and to a tolerance: the preference loss does not
+    see a constant, so the parameters that only shift every score (the head's last bias)
+    get no gradient but rounding, which Adam's normalised steps turn into differences of
+    the learning rate's order between a batched and an unbatched run."""
+    from pbrl.learn.api import load_agent_module
+    from pbrl.learn.check import check_agent
+
+    dppo = load_agent_module("dppo")
+    real = dppo.Agent.score_pool
+    seen: dict[int, list[torch.Tensor]] = {}
+
+    def spy(self, ctx, setup):
+        plan = real(self, ctx, setup)
+        seen.setdefault(ctx.seed, []).append(plan.scores - plan.scores.mean())
+        return plan
+
+    monkeypatch.setattr(dppo.Agent, "score_pool", spy)
+    variant = _variant(dppo, rm_frac=0.5, **overrides)
+    res = {r.name: r for r in check_agent(variant, stack=3)}["stacked seeds"]
+    assert res.ok, res.detail
+    assert len(seen) == 3
+    for calls in seen.values():  # the check's last two fits: single, stacked
+        single, stacked = calls[-2:]
+        # measured: at most 6e-4 of the largest score; member 0's windows fed to every
+        # member move the others' scores by 1-2e-2 of it
+        scale = float(single.abs().max())
+        torch.testing.assert_close(stacked, single, rtol=0, atol=3e-3 * scale)
+    assert not torch.allclose(seen[0][-1], seen[1][-1])  # separate seeds
+
+
 def test_member_gradient_clipping_is_each_members_own():
     """clip_member_grads_ on stacked gradients = nn.utils.clip_grad_norm_ on each member's."""
     import torch
