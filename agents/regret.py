@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.func import vmap
 
 from pbrl.errors import PbrlError
 from pbrl.learn.api import AgentSpec, FitContext
@@ -54,11 +55,14 @@ from pbrl.learn.kit import (
 from pbrl.learn.nn import EnsembleMLP
 from pbrl.learn.stack import (
     StackedIQL,
+    StackedModules,
     fit_stacked_before_iql,
+    member_label_rows,
     members_in_turn,
     stackable_iql,
     stacked_metrics,
 )
+from pbrl.types import PAIR_FIELDS
 
 # ---- losses (pure functions) ------------------------------------------------------------
 
@@ -162,19 +166,26 @@ class Agent:
         return self.adv(torch.cat([obs, act], -1), shared=True).squeeze(-1)
 
     # -- training --------------------------------------------------------------------------
-    def adv_losses(self, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
-        """Summed-over-members regret loss on a PreferenceBatch minibatch."""
-        adv_a = self.advantage(batch.obs_a, batch.act_a)  # (E, B, L)
-        adv_b = self.advantage(batch.obs_b, batch.act_b)
-        s_a = segment_sum(adv_a, batch.mask_a)
-        s_b = segment_sum(adv_b, batch.mask_b)
-        pref = logistic_pref_loss(s_a, s_b, batch.prefer_b)  # (E,)
+    def adv_losses(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, Any]]:
+        """Summed-over-members regret loss on labelled pairs' :data:`~pbrl.types.PAIR_FIELDS`."""
+        adv_a = self.advantage(batch["obs_a"], batch["act_a"])  # (E, B, L)
+        adv_b = self.advantage(batch["obs_b"], batch["act_b"])
+        return self.adv_terms(adv_a, adv_b, batch)
+
+    def adv_terms(
+        self, adv_a: torch.Tensor, adv_b: torch.Tensor, batch: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, dict[str, Any]]:
+        """:meth:`adv_losses` from the ensemble's A-hat of both segments, (E, B, L) each (the
+        stacked path computes them for every member at once and maps this over members)."""
+        s_a = segment_sum(adv_a, batch["mask_a"])
+        s_b = segment_sum(adv_b, batch["mask_b"])
+        pref = logistic_pref_loss(s_a, s_b, batch["prefer_b"])  # (E,)
         anchor = advantage_anchor(
-            torch.cat([adv_a, adv_b], dim=1), torch.cat([batch.mask_a, batch.mask_b], dim=0)
+            torch.cat([adv_a, adv_b], dim=1), torch.cat([batch["mask_a"], batch["mask_b"]], dim=0)
         )
         loss = (pref + self.cfg.c_reg * anchor).sum()
         with torch.no_grad():
-            acc = strict_accuracy(s_a.mean(0), s_b.mean(0), batch.prefer_b)
+            acc = strict_accuracy(s_a.mean(0), s_b.mean(0), batch["prefer_b"])
             abs_mean = torch.cat([adv_a, adv_b], 1).abs().mean()
         return loss, {  # on the device: read at log intervals (host_metrics)
             "adv_loss": pref.detach().mean(),
@@ -209,7 +220,7 @@ class Agent:
         self.adv.train().requires_grad_(True)
 
         def step(idx: torch.Tensor) -> dict[str, float]:
-            loss, m = self.adv_losses(prefs.index(idx))
+            loss, m = self.adv_losses(prefs.rows(idx, PAIR_FIELDS))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -236,7 +247,7 @@ class Agent:
         batches = epoch_minibatches(ctx.prefs.size, cfg.adv_batch, ctx.generator, ctx.device)
         self.adv.train()
         for step in range(1, n_adv + 1):
-            loss, m = self.adv_losses(ctx.prefs.index(next(batches)))
+            loss, m = self.adv_losses(ctx.prefs.rows(next(batches), PAIR_FIELDS))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -249,6 +260,11 @@ class Agent:
     def before_iql(self, ctx: FitContext) -> Generator[dict[str, float], None, IQLPlan]:
         """``use=reward``: A-hat's phase; returns the IQL phase on A-hat as the reward."""
         n_adv, n_pol = yield from self._adv_phase(ctx)
+        return self.iql_plan(ctx, n_adv, n_pol)
+
+    def iql_plan(self, ctx: FitContext, n_adv: int, n_pol: int) -> IQLPlan:
+        """``use=reward``'s IQL phase after A-hat's ``n_adv`` updates: the dataset relabelled
+        with A-hat, ``n_pol`` updates."""
         ds, cfg = ctx.dataset, self.cfg
         rewards = self.reward(ds.observations, ds.actions)
         return IQLPlan(self.iql, ds, rewards, n_pol, cfg.batch_size, n_adv, cfg.reward_norm)
@@ -298,19 +314,70 @@ class Agent:
         self.iql.load_state_dict(state["iql"])
 
 
+def stacked_adv_phase(
+    agents: list[Agent], ctxs: list[FitContext]
+) -> Generator[list[Any], None, tuple[int, int]]:
+    """A-hat's phase of K members at once (``pbrl bench --stack-seeds K``): their ensembles
+    stacked (:class:`pbrl.learn.stack.StackedModules`, one Adam) and run through their member
+    forwards, each member's pairs drawn with its own generator as alone and gathered from one
+    table of the members' labels, the loss arithmetic (:meth:`Agent.adv_terms`) mapped over
+    the members. Returns (A-hat's updates, the policy phase's updates). Members whose labels
+    differ in shape run :meth:`Agent._adv_phase` one after the other instead."""
+    k = len(agents)
+    if any(c.prefs is None or c.prefs.size == 0 for c in ctxs):
+        raise PbrlError("regret needs preferences (--prefs)")
+    if len({tuple(c.prefs.obs_a.shape) for c in ctxs}) > 1:
+        alone = [a._adv_phase(c) for a, c in zip(agents, ctxs, strict=True)]
+        phases = yield from members_in_turn(k, alone)
+        return phases[0]
+    first, ctx0 = agents[0], ctxs[0]
+    cfg = first.cfg
+    n_adv, n_pol = split_steps(ctx0.steps, (cfg.adv_frac,))
+    stack = StackedModules([a.adv for a in agents])
+    stack.train(True)
+    opt = torch.optim.Adam(stack.parameters(), lr=cfg.adv_lr)
+    labels = member_label_rows([c.prefs for c in ctxs], PAIR_FIELDS)
+    batches = [epoch_minibatches(c.prefs.size, cfg.adv_batch, c.generator, c.device) for c in ctxs]
+
+    def advantage(obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
+        x = torch.cat([obs, act], -1)
+        return stack.members(x, shared=True).squeeze(-1)  # (K, E, ...)
+
+    for step in range(1, n_adv + 1):
+        b = labels(torch.stack([next(it) for it in batches]))
+        adv_a, adv_b = advantage(b["obs_a"], b["act_a"]), advantage(b["obs_b"], b["act_b"])
+        losses, m = vmap(first.adv_terms)(adv_a, adv_b, b)
+        opt.zero_grad(set_to_none=True)
+        losses.sum().backward()
+        opt.step()
+        if log_due(step, ctx0.steps, ctx0.log_interval) or step == n_adv:
+            yield stacked_metrics(step, m, {"phase": 1.0})
+    stack.write_back()
+    for a in agents:
+        a.adv.eval().requires_grad_(False)
+        a.iql.set_max_steps(n_pol)
+    return n_adv, n_pol
+
+
+def stacked_before_iql(
+    agents: list[Agent], ctxs: list[FitContext]
+) -> Generator[list[Any], None, list[IQLPlan]]:
+    """``use=reward``: A-hat's phases stacked (:func:`stacked_adv_phase`), then each
+    member's IQL plan on its own A-hat."""
+    n_adv, n_pol = yield from stacked_adv_phase(agents, ctxs)
+    return [a.iql_plan(c, n_adv, n_pol) for a, c in zip(agents, ctxs, strict=True)]
+
+
 def fit_stacked(agents: list[Agent], ctxs: list[FitContext]) -> Iterator[list[Any]]:
     """Stacked seeds (``pbrl bench --stack-seeds K``): each member's A-hat phase, one member
     after the other, then the policy phases stacked: IQL on A-hat for ``use=reward``
     (:func:`pbrl.learn.stack.fit_stacked_before_iql`), else the members' AWR actors stacked
     (:class:`pbrl.learn.stack.StackedIQL`'s actor step), each on its own A-hat and batches."""
     if agents[0].cfg.use == "reward":
-        yield from fit_stacked_before_iql(agents, ctxs)
+        yield from fit_stacked_before_iql(agents, ctxs, stacked_before_iql)
         return
     k = len(agents)
-    phases = yield from members_in_turn(
-        k, [a._adv_phase(c) for a, c in zip(agents, ctxs, strict=True)]
-    )
-    n_adv, n_pol = phases[0]
+    n_adv, n_pol = yield from stacked_adv_phase(agents, ctxs)
     cfg, ctx0 = agents[0].cfg, ctxs[0]
     if not stackable_iql(agents[0].iql):
         greedy = [a._greedy_phase(c, n_adv, n_pol) for a, c in zip(agents, ctxs, strict=True)]
@@ -321,15 +388,13 @@ def fit_stacked(agents: list[Agent], ctxs: list[FitContext]) -> Iterator[list[An
     data = TransitionTensors.stacked([c.dataset for c in ctxs], ctx0.device, [None] * k)
     batches = data.member_minibatches(cfg.batch_size, [c.generator for c in ctxs])
     stack = StackedIQL([a.iql for a in agents])
+    adv_stack = StackedModules([a.adv for a in agents], trainable=False)
+    adv_stack.train(False)
     for i in range(1, n_pol + 1):
         batch = next(batches)
-        with torch.no_grad():
-            a_hat = torch.stack(
-                [
-                    a.advantage(o, act).mean(0)
-                    for a, o, act in zip(agents, batch["obs"], batch["act"], strict=True)
-                ]
-            )
+        with torch.no_grad():  # every member's A-hat ensemble mean on its own batch
+            x = torch.cat([batch["obs"], batch["act"]], -1)
+            a_hat = adv_stack.members(x, shared=True).squeeze(-1).mean(1)
         adv = a_hat - a_hat.mean(-1, keepdim=True)
         losses = stack.actor_step(stack.norm(batch["obs"]), batch["act"], adv)
         step = n_adv + i
