@@ -17,8 +17,11 @@ with the member's own generator. :meth:`write_back` copies each member's paramet
 its own module, so the members' agents evaluate, act and save checkpoints as single runs do.
 
 :class:`StackedIQL` is IQL's update on the member forwards (``agents/iql.py`` and every
-learner whose last phase is IQL); ``agents/bc.py`` uses them for its actor, ``agents/cpl.py``,
-``agents/dppo.py`` and ``agents/oppo.py`` map their losses with :meth:`StackedModules.vmap`.
+learner whose last phase is IQL); ``agents/bc.py``, ``agents/cpl.py``, ``agents/dppo.py``'s
+policy and the reward and advantage ensembles of ``agents/mr.py`` and ``agents/regret.py``
+use them too, mapping only their loss arithmetic with ``vmap``; ``agents/dppo.py``'s
+predictor and ``agents/oppo.py``'s networks (transformers, which have no member forward)
+run under :meth:`StackedModules.vmap`.
 The result, up to floating-point differences of batched against single matrix products, is
 K separate runs (``tests/test_stack.py`` checks it update by update). Dropout is drawn per
 member from the process's generator (elementwise over the stacked activations, or
