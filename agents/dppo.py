@@ -54,6 +54,7 @@ from pbrl.learn.kit import (
 from pbrl.learn.nn import MLP, CausalTransformer, interleave_steps
 from pbrl.learn.stack import (
     StackedModules,
+    labels_of_one_shape,
     member_batches,
     member_label_rows,
     members_in_turn,
@@ -586,7 +587,7 @@ def stacked_predictor_phase(
     returns the members' policy plans. Members whose labels differ in shape run
     :meth:`Agent.score_windows` one after the other instead."""
     k = len(agents)
-    if len({tuple(c.prefs.obs_a.shape) for c in ctxs if c.prefs is not None}) != 1:
+    if not labels_of_one_shape([c.prefs for c in ctxs], PAIR_FIELDS):
         phases = [a.score_windows(c) for a, c in zip(agents, ctxs, strict=True)]
         return (yield from members_in_turn(k, phases))
     first, ctx0 = agents[0], ctxs[0]
@@ -631,10 +632,10 @@ def stacked_predictor_phase(
 
 
 def fit_stacked(agents: list[Agent], ctxs: list[FitContext]) -> Iterator[list[Any]]:
-    """K seeds of one config trained as one (``pbrl bench --stack-seeds K``): each member's
-    predictor is trained and scores its windows one member after the other (phases 1 and
-    2), then the K policies train stacked (:class:`pbrl.learn.stack.StackedModules`), each
-    on batches of its own scored windows drawn with its own generator."""
+    """K seeds of one config trained as one (``pbrl bench --stack-seeds K``): the members'
+    predictors train stacked and each scores its windows (:func:`stacked_predictor_phase`),
+    then the K policies train stacked (:class:`pbrl.learn.stack.StackedModules`), each on
+    batches of its own scored windows drawn with its own generator."""
     plans = yield from stacked_predictor_phase(agents, ctxs)
     first, plan0, ctx0 = agents[0], plans[0], ctxs[0]
     for a in agents:

@@ -170,7 +170,6 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 TEST_OVERRIDES: dict[str, Any] = {"hidden": (16, 16), "batch_size": 4, "replay_batch": 8}
 
-
 Replay = Iterator[dict[str, torch.Tensor]] | None
 """The replay rows' minibatches (:meth:`TransitionTensors.minibatches`), or None without."""
 

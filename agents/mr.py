@@ -54,6 +54,7 @@ from pbrl.learn.nn import EnsembleMLP
 from pbrl.learn.stack import (
     StackedModules,
     fit_stacked_before_iql,
+    labels_of_one_shape,
     member_label_rows,
     members_in_turn,
     stacked_metrics,
@@ -296,7 +297,7 @@ def stacked_reward_phase(
     k = len(agents)
     first, ctx0 = agents[0], ctxs[0]
     cfg = first.cfg
-    if len({tuple(c.prefs.obs_a.shape) for c in ctxs}) > 1:
+    if not labels_of_one_shape([c.prefs for c in ctxs], PAIR_FIELDS):
         phases = [a.before_iql(c) for a, c in zip(agents, ctxs, strict=True)]
         return (yield from members_in_turn(k, phases))
     max_reward = min(int(cfg.max_reward_fraction * ctx0.steps), ctx0.steps - 1)

@@ -57,6 +57,7 @@ from pbrl.learn.stack import (
     StackedIQL,
     StackedModules,
     fit_stacked_before_iql,
+    labels_of_one_shape,
     member_label_rows,
     members_in_turn,
     stackable_iql,
@@ -326,7 +327,7 @@ def stacked_adv_phase(
     k = len(agents)
     if any(c.prefs is None or c.prefs.size == 0 for c in ctxs):
         raise PbrlError("regret needs preferences (--prefs)")
-    if len({tuple(c.prefs.obs_a.shape) for c in ctxs}) > 1:
+    if not labels_of_one_shape([c.prefs for c in ctxs], PAIR_FIELDS):
         alone = [a._adv_phase(c) for a, c in zip(agents, ctxs, strict=True)]
         phases = yield from members_in_turn(k, alone)
         return phases[0]
@@ -369,8 +370,8 @@ def stacked_before_iql(
 
 
 def fit_stacked(agents: list[Agent], ctxs: list[FitContext]) -> Iterator[list[Any]]:
-    """Stacked seeds (``pbrl bench --stack-seeds K``): each member's A-hat phase, one member
-    after the other, then the policy phases stacked: IQL on A-hat for ``use=reward``
+    """Stacked seeds (``pbrl bench --stack-seeds K``): the members' A-hat phases stacked
+    (:func:`stacked_adv_phase`), then the policy phases stacked: IQL on A-hat for ``use=reward``
     (:func:`pbrl.learn.stack.fit_stacked_before_iql`), else the members' AWR actors stacked
     (:class:`pbrl.learn.stack.StackedIQL`'s actor step), each on its own A-hat and batches."""
     if agents[0].cfg.use == "reward":

@@ -132,6 +132,15 @@ def member_batches(batches: list[dict[str, torch.Tensor]]) -> dict[str, torch.Te
     return {k: torch.stack([b[k] for b in batches]) for k in keys}
 
 
+def labels_of_one_shape(prefs: list[PreferenceBatch | None], fields: tuple[str, ...]) -> bool:
+    """Whether every member has labels and their ``fields`` have one shape (the same number
+    of pairs and segment length), so that :func:`member_label_rows` can hold them as one
+    table."""
+    if any(p is None for p in prefs):
+        return False
+    return len({tuple(tuple(getattr(p, f).shape) for f in fields) for p in prefs}) == 1
+
+
 def member_label_rows(
     prefs: list[PreferenceBatch], fields: tuple[str, ...]
 ) -> Callable[[torch.Tensor], dict[str, torch.Tensor]]:
@@ -143,8 +152,7 @@ def member_label_rows(
     table when this is called). :meth:`PreferenceBatch.rows` is one run's form of it."""
     if all(p is prefs[0] for p in prefs):
         return lambda idx: prefs[0].rows(idx, fields)
-    shapes = {tuple(tuple(getattr(p, f).shape) for f in fields) for p in prefs}
-    if len(shapes) > 1:
+    if not labels_of_one_shape(prefs, fields):
         raise PbrlError(
             "stacked seeds: the members' labels differ in shape (pairs or segment length); "
             "run these seeds without --stack-seeds"
