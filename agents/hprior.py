@@ -23,17 +23,18 @@ Losses (per member e, summed over members; y = prefer_b, 1 = segment b preferred
 
 from __future__ import annotations
 
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
+from torch.func import vmap
 
 from pbrl.errors import PbrlError
 from pbrl.learn.api import AgentSpec, FitContext
-from pbrl.learn.data import dataset_windows
+from pbrl.learn.data import dataset_windows, shares_arrays
 from pbrl.learn.iql import QUICK_IQL, IQLConfig, IQLLearner, IQLPlan, iql_config_from
 from pbrl.learn.kit import (
     batched_numpy,
@@ -51,7 +52,16 @@ from pbrl.learn.kit import (
     strict_accuracy,
 )
 from pbrl.learn.nn import CausalTransformer, EnsembleMLP
-from pbrl.learn.stack import fit_stacked_before_iql
+from pbrl.learn.stack import (
+    StackedModules,
+    clip_member_grads_,
+    fit_stacked_before_iql,
+    labels_of_one_shape,
+    member_label_rows,
+    members_in_turn,
+    stacked_metrics,
+)
+from pbrl.types import PAIR_FIELDS
 
 # ---- losses (pure functions) ------------------------------------------------------------
 
@@ -216,6 +226,10 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
 }
 
+STACK_CHECK_OVERRIDES: dict[str, Any] = {"wm_dropout": 0.0}
+"""The stacked-seeds check compares actions, so the world model's dropout is off there: its
+masks come from the process's generator, drawn for all members at once when stacked."""
+
 TEST_OVERRIDES: dict[str, Any] = {
     "wm_embed_dim": 16,
     "wm_layers": 1,
@@ -277,24 +291,32 @@ class Agent:
         _, attn = self.wm((obs - self.obs_mean) / self.obs_std, act, mask)
         return attention_importance(attn, mask.sum(-1).round().long())
 
-    def rm_losses(self, b: Any) -> tuple[torch.Tensor, dict[str, float]]:
-        """Sum over members of (BT cross-entropy + lambda * prior) on a pair minibatch."""
-        r_a = self.rewards_of(b.obs_a, b.act_a)  # (E, B, T)
-        r_b = self.rewards_of(b.obs_b, b.act_b)
-        s_a, s_b = segment_sum(r_a, b.mask_a), segment_sum(r_b, b.mask_b)
-        ce = bt_pair_losses(s_a, s_b, b.prefer_b, "logistic").mean(dim=-1)
+    def rm_losses(self, b: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, Any]]:
+        """Sum over members of (BT cross-entropy + lambda * prior) on a pair minibatch ``b``
+        (:data:`~pbrl.types.PAIR_FIELDS`)."""
+        r_a = self.rewards_of(b["obs_a"], b["act_a"])  # (E, B, T)
+        r_b = self.rewards_of(b["obs_b"], b["act_b"])
         alpha = torch.cat(
             [
-                self.importance(b.obs_a, b.act_a, b.mask_a),
-                self.importance(b.obs_b, b.act_b, b.mask_b),
+                self.importance(b["obs_a"], b["act_a"], b["mask_a"]),
+                self.importance(b["obs_b"], b["act_b"], b["mask_b"]),
             ]
         )
-        mask = torch.cat([b.mask_a, b.mask_b])
+        return self.rm_terms(r_a, r_b, alpha, b)
+
+    def rm_terms(
+        self, r_a: torch.Tensor, r_b: torch.Tensor, alpha: torch.Tensor, b: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The reward loss of one pair minibatch ``b`` from its per-step rewards ``r_a``,
+        ``r_b`` (E, B, T) and the importance ``alpha`` (2B, T) of its segments a then b,
+        with its metrics (left on the device: read at log intervals, host_metrics)."""
+        s_a, s_b = segment_sum(r_a, b["mask_a"]), segment_sum(r_b, b["mask_b"])
+        ce = bt_pair_losses(s_a, s_b, b["prefer_b"], "logistic").mean(dim=-1)
+        mask = torch.cat([b["mask_a"], b["mask_b"]])
         prior = prior_loss(torch.cat([r_a, r_b], 1), alpha, mask, self.cfg.detach_target)
         loss = (ce + self.cfg.prior_coef * prior).sum()
-        with torch.no_grad():
-            acc = strict_accuracy(s_a.detach().mean(0), s_b.detach().mean(0), b.prefer_b)
-        return loss, {  # on the device: read at log intervals (host_metrics)
+        acc = strict_accuracy(s_a.detach().mean(0), s_b.detach().mean(0), b["prefer_b"])
+        return loss, {
             "rm_ce": ce.detach().mean(),
             "rm_prior": prior.detach().mean(),
             "rm_acc": acc,
@@ -320,32 +342,59 @@ class Agent:
             self._build_wm(seg_len)
         assert self.wm is not None
         if set_stats:
-            mean, std = obs_stats(ds.observations)
-            self.obs_mean = torch.as_tensor(mean, device=self.device)
-            self.obs_std = torch.as_tensor(std, device=self.device)
-        obs_n = (
-            torch.as_tensor(ds.observations, device=self.device) - self.obs_mean
-        ) / self.obs_std
-        nxt_n = (
-            torch.as_tensor(ds.next_observations, device=self.device) - self.obs_mean
-        ) / self.obs_std
-        act = torch.as_tensor(np.asarray(ds.actions, np.float32), device=self.device)
+            self.set_obs_stats(ds)
+        data = self.wm_data(ds)
         if self.wm_optimizer is None:
             self.wm_optimizer = torch.optim.Adam(self.wm.parameters(), lr=cfg.wm_lr)
         opt = self.wm_optimizer
         self.wm.train().requires_grad_(True)
         for _ in range(updates):
-            rows, mask = dataset_windows(ds, seg_len, cfg.wm_batch, rng)
-            r = torch.as_tensor(rows, device=self.device)
-            m = torch.as_tensor(mask, dtype=torch.float32, device=self.device)
-            pred, _ = self.wm(obs_n[r], act[r], m)
-            loss = world_model_loss(pred, nxt_n[r], m)
+            rows, mask = self.wm_windows(ds, seg_len, rng)
+            loss = self.wm_loss(self.wm, data, rows, mask)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             nn.utils.clip_grad_norm_(self.wm.parameters(), cfg.wm_grad_clip)
             opt.step()
             yield {"wm_loss": loss.detach()}
         self.wm.eval().requires_grad_(False)
+
+    def set_obs_stats(self, ds: Any) -> None:
+        """The world model's state standardisation from dataset ``ds``'s observations."""
+        mean, std = obs_stats(ds.observations)
+        self.obs_mean = torch.as_tensor(mean, device=self.device)
+        self.obs_std = torch.as_tensor(std, device=self.device)
+
+    def wm_data(self, ds: Any) -> dict[str, torch.Tensor]:
+        """``ds``'s standardised states and next states and its actions, on the device."""
+
+        def standard(x: np.ndarray) -> torch.Tensor:
+            return (torch.as_tensor(x, device=self.device) - self.obs_mean) / self.obs_std
+
+        act = torch.as_tensor(np.asarray(ds.actions, np.float32), device=self.device)
+        return {
+            "obs": standard(ds.observations),
+            "next": standard(ds.next_observations),
+            "act": act,
+        }
+
+    def wm_windows(
+        self, ds: Any, seg_len: int, rng: np.random.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One world-model minibatch of ``ds``'s windows drawn with ``rng``: rows, mask."""
+        rows, mask = dataset_windows(ds, seg_len, self.cfg.wm_batch, rng)
+        m = torch.as_tensor(mask, dtype=torch.float32, device=self.device)
+        return torch.as_tensor(rows, device=self.device), m
+
+    @staticmethod
+    def wm_loss(
+        model: Callable[..., tuple[torch.Tensor, Any]],
+        data: dict[str, torch.Tensor],
+        rows: torch.Tensor,
+        mask: torch.Tensor,
+    ) -> torch.Tensor:
+        """The world model's loss on the windows ``rows`` (B, T) of ``data`` (:meth:`wm_data`)."""
+        pred, _ = model(data["obs"][rows], data["act"][rows], mask)
+        return world_model_loss(pred, data["next"][rows], mask)
 
     def train_reward(
         self,
@@ -365,7 +414,7 @@ class Agent:
         self.rm.train().requires_grad_(True)
 
         def step(idx: torch.Tensor) -> dict[str, float]:
-            loss, m = self.rm_losses(prefs.index(idx))
+            loss, m = self.rm_losses(prefs.rows(idx, PAIR_FIELDS))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -396,14 +445,9 @@ class Agent:
 
     def before_iql(self, ctx: FitContext) -> Generator[dict[str, float], None, IQLPlan]:
         """The world-model and reward phases; returns the IQL phase that follows (:meth:`fit`)."""
-        if ctx.prefs is None or ctx.prefs.size == 0:
-            raise PbrlError("hprior needs preferences (--prefs)")
+        seg_len, n_wm, n_rm, n_iql = self.phases_setup(ctx)
         cfg = self.cfg
         ds = ctx.dataset
-        seg_len = int(ctx.prefs.obs_a.shape[1])
-        with seeded_init(ctx.seed):
-            self._build_wm(seg_len)
-        n_wm, n_rm, n_iql = split_steps(ctx.steps, (cfg.wm_frac, cfg.rm_frac))
 
         # phase 0: the world model on dataset windows of the segment length
         for step, m in enumerate(self.train_world_model(ds, seg_len, n_wm, ctx.rng), 1):
@@ -415,7 +459,7 @@ class Agent:
         batches = epoch_minibatches(ctx.prefs.size, cfg.rm_batch, ctx.generator, ctx.device)
         self.rm.train()
         for i in range(1, n_rm + 1):
-            loss, m = self.rm_losses(ctx.prefs.index(next(batches)))
+            loss, m = self.rm_losses(ctx.prefs.rows(next(batches), PAIR_FIELDS))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -425,9 +469,26 @@ class Agent:
         self.rm.eval().requires_grad_(False)
 
         # phase 2: relabel with the ensemble mean, IQL
+        return self.iql_plan(ctx, self.reward(ds.observations, ds.actions), n_wm + n_rm, n_iql)
+
+    def phases_setup(self, ctx: FitContext) -> tuple[int, int, int, int]:
+        """The world model, built from the run's seed for the labels' segment length;
+        returns that length and the world-model, reward and IQL phases' lengths."""
+        if ctx.prefs is None or ctx.prefs.size == 0:
+            raise PbrlError("hprior needs preferences (--prefs)")
+        seg_len = int(ctx.prefs.obs_a.shape[1])
+        with seeded_init(ctx.seed):
+            self._build_wm(seg_len)
+        n_wm, n_rm, n_iql = split_steps(ctx.steps, (self.cfg.wm_frac, self.cfg.rm_frac))
+        return seg_len, n_wm, n_rm, n_iql
+
+    def iql_plan(self, ctx: FitContext, rewards: np.ndarray, step0: int, n_iql: int) -> IQLPlan:
+        """The IQL phase on the dataset relabelled with ``rewards``, from update ``step0``."""
         self.iql.set_max_steps(n_iql)
-        rewards = self.reward(ds.observations, ds.actions)
-        return IQLPlan(self.iql, ds, rewards, n_iql, cfg.batch_size, n_wm + n_rm, cfg.reward_norm)
+        cfg = self.cfg
+        return IQLPlan(
+            self.iql, ctx.dataset, rewards, n_iql, cfg.batch_size, step0, cfg.reward_norm
+        )
 
     # -- acting / reward -------------------------------------------------------------------
     def act(self, obs: np.ndarray) -> np.ndarray:
@@ -459,7 +520,111 @@ class Agent:
         self.iql.load_state_dict(state["iql"])
 
 
+def stacked_phases(
+    agents: list[Agent], ctxs: list[FitContext]
+) -> Generator[list[Any], None, list[IQLPlan]]:
+    """The K members' world-model and reward phases at once (``pbrl bench --stack-seeds
+    K``): their world models stacked (:class:`pbrl.learn.stack.StackedModules` under
+    ``vmap``; one Adam, each member's gradient clipped to its own norm), each member's
+    windows drawn with its own numpy generator; then their reward ensembles (member
+    forwards of the stacked ensembles), each member's pairs drawn with its own generator and
+    weighted by its own frozen world model's importance; then every member's relabelling
+    of the dataset at once. Yields one row per logged update; returns the members' IQL
+    plans. Members whose labels differ in shape, or that do not share one dataset, run
+    :meth:`Agent.before_iql` one after the other instead."""
+    k = len(agents)
+    first, ctx0 = agents[0], ctxs[0]
+    ds = ctx0.dataset
+    if not labels_of_one_shape([c.prefs for c in ctxs], PAIR_FIELDS) or not all(
+        shares_arrays(c.dataset, ds, ("next_observations",)) for c in ctxs
+    ):
+        phases = [a.before_iql(c) for a, c in zip(agents, ctxs, strict=True)]
+        return (yield from members_in_turn(k, phases))
+    cfg = first.cfg
+    seg_len, n_wm, n_rm, n_iql = [a.phases_setup(c) for a, c in zip(agents, ctxs, strict=True)][0]
+
+    # phase 0: the world models
+    for a in agents:  # the same data: the same statistics, each member holding its own copy
+        a.set_obs_stats(ds)
+    data = first.wm_data(ds)
+    wms = StackedModules([a.wm for a in agents])
+    wms.train(True)
+    opt = torch.optim.Adam(wms.parameters(), lr=cfg.wm_lr)
+
+    def wm_member(p: dict[str, torch.Tensor], rows: torch.Tensor, mask: torch.Tensor) -> Any:
+        return first.wm_loss(lambda *x: wms.call(p, *x), data, rows, mask)
+
+    for step in range(1, n_wm + 1):
+        windows = [first.wm_windows(ds, seg_len, c.rng) for c in ctxs]
+        rows, mask = (torch.stack([w[j] for w in windows]) for j in (0, 1))
+        losses = wms.vmap(wm_member, rows, mask)
+        opt.zero_grad(set_to_none=True)
+        losses.sum().backward()
+        clip_member_grads_(wms.parameters(), cfg.wm_grad_clip)
+        opt.step()
+        if log_due(step, ctx0.steps, ctx0.log_interval) or step == n_wm:
+            yield stacked_metrics(step, {"wm_loss": losses}, {"phase": 0.0})
+    wms.write_back()
+    for a in agents:
+        assert a.wm is not None
+        a.wm.eval().requires_grad_(False)
+    wms.train(False)
+    for t in wms.parameters():
+        t.requires_grad_(False)
+
+    # phase 1: the reward ensembles with the PRIOR term
+    rms = StackedModules([a.rm for a in agents])
+    rms.train(True)
+    opt = torch.optim.Adam(rms.parameters(), lr=cfg.rm_lr)
+    labels = member_label_rows([c.prefs for c in ctxs], PAIR_FIELDS)
+    batches = [
+        epoch_minibatches(c.prefs.size, cfg.rm_batch, c.generator, first.device) for c in ctxs
+    ]
+
+    def importance(p: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> torch.Tensor:
+        def alpha(side: str) -> torch.Tensor:
+            obs, act, mask = b[f"obs_{side}"], b[f"act_{side}"], b[f"mask_{side}"]
+            _, attn = wms.call(p, (obs - first.obs_mean) / first.obs_std, act, mask)
+            return attention_importance(attn, mask.sum(-1).round().long())
+
+        return torch.cat([alpha("a"), alpha("b")])
+
+    def rewards(obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:  # (K, E, B, T)
+        x = torch.cat([obs, reward_action(act, cfg.reward_input)], -1)
+        return rms.members(x, shared=True).squeeze(-1)
+
+    for i in range(1, n_rm + 1):
+        b = labels(torch.stack([next(it) for it in batches]))
+        with torch.no_grad():
+            alpha = wms.vmap(importance, b)
+        r_a, r_b = rewards(b["obs_a"], b["act_a"]), rewards(b["obs_b"], b["act_b"])
+        losses, terms = vmap(first.rm_terms)(r_a, r_b, alpha, b)
+        opt.zero_grad(set_to_none=True)
+        losses.sum().backward()
+        opt.step()
+        step = n_wm + i
+        if log_due(step, ctx0.steps, ctx0.log_interval) or i == n_rm:
+            yield stacked_metrics(step, terms, {"phase": 1.0})
+    rms.write_back()
+    for a in agents:
+        a.rm.eval().requires_grad_(False)
+    rms.train(False)
+
+    # phase 2: every member's relabelling (its ensemble's mean) at once
+    def member_means(o: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        return rewards(o.expand(k, *o.shape), a.expand(k, *a.shape)).mean(1)
+
+    relabelled = batched_numpy(
+        member_means, ds.observations, ds.actions, first.device, max(1, 8192 // k), (k,)
+    )
+    return [
+        a.iql_plan(c, r, n_wm + n_rm, n_iql)
+        for a, c, r in zip(agents, ctxs, relabelled, strict=True)
+    ]
+
+
 def fit_stacked(agents: list[Agent], ctxs: list[FitContext]) -> Iterator[list[Any]]:
-    """Stacked seeds (``pbrl bench --stack-seeds K``): each member's world-model and reward
-    phases, then the IQL phases stacked (:func:`pbrl.learn.stack.fit_stacked_before_iql`)."""
-    return fit_stacked_before_iql(agents, ctxs)
+    """Stacked seeds (``pbrl bench --stack-seeds K``): the members' world-model and reward
+    phases and their relabelling together (:func:`stacked_phases`), then the IQL phases
+    stacked (:func:`pbrl.learn.stack.fit_stacked_before_iql`)."""
+    return fit_stacked_before_iql(agents, ctxs, stacked_phases)

@@ -26,7 +26,7 @@ steps) -> 1e-4.
 from __future__ import annotations
 
 import math
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,11 +36,13 @@ from torch import nn
 
 from pbrl.errors import PbrlError
 from pbrl.learn.api import AgentSpec, FitContext
+from pbrl.learn.data import shares_arrays
 from pbrl.learn.iql import QUICK_IQL, IQLConfig, IQLLearner, IQLPlan, iql_config_from
 from pbrl.learn.kit import (
     bt_pair_losses,
     check_reward_input,
     epoch_minibatches,
+    host_metrics,
     log_due,
     reward_action,
     seeded_init,
@@ -48,7 +50,15 @@ from pbrl.learn.kit import (
     strict_accuracy,
 )
 from pbrl.learn.nn import MLP, CausalTransformer, interleave_steps
-from pbrl.learn.stack import fit_stacked_before_iql
+from pbrl.learn.stack import (
+    StackedModules,
+    fit_stacked_before_iql,
+    labels_of_one_shape,
+    member_label_rows,
+    members_in_turn,
+    stacked_metrics,
+)
+from pbrl.types import PAIR_FIELDS
 
 # ---- losses (pure functions) ------------------------------------------------------------
 
@@ -166,6 +176,46 @@ def warmup_cosine(
     return end + (peak - end) * 0.5 * (1.0 + math.cos(math.pi * frac))
 
 
+RELABEL_BATCH = 2048
+"""Windows per forward pass when relabelling (divided among the members when stacked)."""
+
+
+@torch.no_grad()
+def relabel_windows(
+    ds: Any,
+    relabel_len: int,
+    rewards: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
+    device: str,
+    batch_size: int = RELABEL_BATCH,
+) -> np.ndarray:
+    """PT's relabelling of dataset ``ds``: each transition t gets r_t at the last position of
+    the window of (up to) the last ``relabel_len`` steps of its episode ending at t,
+    timesteps 1..k. ``rewards(obs, act, mask)`` maps (B, k, ...) windows to per-step rewards
+    (B, k), or (K, B, k) for K stacked members; returns (N,) or (K, N)."""
+    n, k = ds.num_steps, relabel_len
+    ep_start = np.repeat(np.asarray(ds.starts), np.asarray(ds.lengths))
+    rows = np.arange(n)
+    first = np.maximum(ep_start, rows - k + 1)
+    win_len = rows - first + 1
+    out: np.ndarray | None = None
+    offs = np.arange(k)
+    for s in range(0, n, batch_size):
+        e = min(n, s + batch_size)
+        idx = first[s:e, None] + offs[None, :]
+        mask = offs[None, :] < win_len[s:e, None]
+        idx = np.where(mask, idx, first[s:e, None])  # padding: any row, masked out
+        obs = torch.as_tensor(ds.observations[idx], dtype=torch.float32, device=device)
+        act = torch.as_tensor(ds.actions[idx], dtype=torch.float32, device=device)
+        r = rewards(obs, act, torch.as_tensor(mask, dtype=torch.float32, device=device))
+        last = torch.as_tensor(win_len[s:e] - 1, device=device)
+        at_last = r[..., torch.arange(e - s, device=device), last].cpu().numpy()
+        if out is None:
+            out = np.empty((*at_last.shape[:-1], n), dtype=np.float32)
+        out[..., s:e] = at_last
+    assert out is not None
+    return out
+
+
 # ---- agent --------------------------------------------------------------------------------
 
 
@@ -229,6 +279,10 @@ PRESETS: dict[str, dict[str, Any]] = {
     "no_pref_attention": {"preference_attention": False},
 }
 
+STACK_CHECK_OVERRIDES: dict[str, Any] = {"dropout": 0.0}
+"""The stacked-seeds check compares actions, so the transformer's dropout is off there: its
+masks come from the process's generator, drawn for all members at once when stacked."""
+
 TEST_OVERRIDES: dict[str, Any] = {
     "embed_dim": 16,
     "n_heads": 2,
@@ -281,72 +335,72 @@ class Agent:
 
     def before_iql(self, ctx: FitContext) -> Generator[dict[str, float], None, IQLPlan]:
         """The reward-model phase; returns the IQL phase that follows (:meth:`fit`)."""
-        if ctx.prefs is None or ctx.prefs.size == 0:
-            raise PbrlError("pt needs preferences (--prefs)")
-        cfg = self.cfg
-        seg_len = int(ctx.prefs.obs_a.shape[1])
-        with seeded_init(ctx.seed):
-            self._build(max(seg_len, cfg.relabel_len))
+        n_rm, n_iql = self.reward_setup(ctx)
         assert self.model is not None
-        n_rm, n_iql = split_steps(ctx.steps, (cfg.rm_frac,))
+        cfg = self.cfg
         opt = torch.optim.AdamW(
             self.model.parameters(), lr=cfg.rm_lr, weight_decay=cfg.rm_weight_decay
         )
-        warm = int(cfg.rm_warmup * n_rm)
         batches = epoch_minibatches(ctx.prefs.size, cfg.rm_batch, ctx.generator, ctx.device)
         self.model.train()
         for step in range(1, n_rm + 1):
-            lr = warmup_cosine(step - 1, n_rm, warm, cfg.rm_lr, 10 * cfg.rm_lr, cfg.rm_lr)
+            lr = self.rm_lr(step, n_rm)
             for g in opt.param_groups:
                 g["lr"] = lr
-            b = ctx.prefs.index(next(batches))
-            s_a, _ = self._run_model(b.obs_a, b.act_a, b.mask_a)
-            s_b, _ = self._run_model(b.obs_b, b.act_b, b.mask_b)
-            loss = pt_cross_entropy(s_a, s_b, b.prefer_b)
+            loss, terms = self.rm_terms(self.model, ctx.prefs.rows(next(batches), PAIR_FIELDS))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             if log_due(step, ctx.steps, ctx.log_interval) or step == n_rm:
-                with torch.no_grad():
-                    acc = strict_accuracy(s_a, s_b, b.prefer_b)
-                yield {
-                    "step": step,
-                    "phase": 1.0,
-                    "rm_loss": float(loss.detach()),
-                    "rm_acc": float(acc),
-                    "rm_lr": lr,
-                }
+                yield {"step": step, "phase": 1.0, **host_metrics(terms), "rm_lr": lr}
         self.model.eval().requires_grad_(False)
+        return self.iql_plan(ctx, self.relabel(ctx.dataset), n_rm, n_iql)
+
+    def reward_setup(self, ctx: FitContext) -> tuple[int, int]:
+        """The reward phase's fixed parts: the model, built from the run's seed now that the
+        segment length is known; returns the reward and IQL phases' lengths."""
+        if ctx.prefs is None or ctx.prefs.size == 0:
+            raise PbrlError("pt needs preferences (--prefs)")
+        seg_len = int(ctx.prefs.obs_a.shape[1])
+        with seeded_init(ctx.seed):
+            self._build(max(seg_len, self.cfg.relabel_len))
+        n_rm, n_iql = split_steps(ctx.steps, (self.cfg.rm_frac,))
+        return n_rm, n_iql
+
+    def rm_lr(self, step: int, n_rm: int) -> float:
+        """The reward model's learning rate at ``step`` (1-based) of ``n_rm``."""
+        cfg = self.cfg
+        warm = int(cfg.rm_warmup * n_rm)
+        return warmup_cosine(step - 1, n_rm, warm, cfg.rm_lr, 10 * cfg.rm_lr, cfg.rm_lr)
+
+    def rm_terms(
+        self, model: Callable[..., tuple[torch.Tensor, torch.Tensor]], b: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The reward loss of one batch of pairs ``b`` (:data:`~pbrl.types.PAIR_FIELDS`)
+        under ``model`` (a :class:`PTRewardModel`, or one member of a stacked set) and its
+        metrics, left on the device."""
+        s_a, _ = model(b["obs_a"], reward_action(b["act_a"], self.cfg.reward_input), b["mask_a"])
+        s_b, _ = model(b["obs_b"], reward_action(b["act_b"], self.cfg.reward_input), b["mask_b"])
+        loss = pt_cross_entropy(s_a, s_b, b["prefer_b"])
+        acc = strict_accuracy(s_a.detach(), s_b.detach(), b["prefer_b"])
+        return loss, {"rm_loss": loss.detach(), "rm_acc": acc}
+
+    def iql_plan(self, ctx: FitContext, rewards: np.ndarray, n_rm: int, n_iql: int) -> IQLPlan:
+        """The IQL phase on the dataset relabelled with ``rewards``."""
         self.iql.set_max_steps(n_iql)
-        rewards = self.relabel(ctx.dataset)
+        cfg = self.cfg
         return IQLPlan(self.iql, ctx.dataset, rewards, n_iql, cfg.batch_size, n_rm, cfg.reward_norm)
 
     # -- relabelling -----------------------------------------------------------------------
     @torch.no_grad()
-    def relabel(self, ds: Any, batch_size: int = 2048) -> np.ndarray:
-        """PT's relabelling: r_t at the last position of the window of (up to) the last
-        ``relabel_len`` steps of the same episode ending at t, timesteps 1..k."""
+    def relabel(self, ds: Any, batch_size: int = RELABEL_BATCH) -> np.ndarray:
+        """PT's relabelling (:func:`relabel_windows`) with this run's model."""
         assert self.model is not None
         self.model.eval()
-        n, k = ds.num_steps, self.cfg.relabel_len
-        ep_start = np.repeat(np.asarray(ds.starts), np.asarray(ds.lengths))
-        rows = np.arange(n)
-        first = np.maximum(ep_start, rows - k + 1)
-        win_len = rows - first + 1
-        out = np.empty(n, dtype=np.float32)
-        offs = np.arange(k)
-        for s in range(0, n, batch_size):
-            e = min(n, s + batch_size)
-            idx = first[s:e, None] + offs[None, :]
-            mask = offs[None, :] < win_len[s:e, None]
-            idx = np.where(mask, idx, first[s:e, None])  # padding: any row, masked out
-            obs = torch.as_tensor(ds.observations[idx], dtype=torch.float32, device=self.device)
-            act = torch.as_tensor(ds.actions[idx], dtype=torch.float32, device=self.device)
-            m = torch.as_tensor(mask, dtype=torch.float32, device=self.device)
-            _, r = self._run_model(obs, act, m)
-            last = torch.as_tensor(win_len[s:e] - 1, device=self.device)
-            out[s:e] = r[torch.arange(e - s, device=self.device), last].cpu().numpy()
-        return out
+        return relabel_windows(
+            ds, self.cfg.relabel_len, lambda o, a, m: self._run_model(o, a, m)[1],
+            self.device, batch_size,
+        )  # fmt: skip
 
     # -- acting / reward -------------------------------------------------------------------
     def act(self, obs: np.ndarray) -> np.ndarray:
@@ -385,7 +439,71 @@ class Agent:
         self.iql.load_state_dict(state["iql"])
 
 
+def stacked_reward_phase(
+    agents: list[Agent], ctxs: list[FitContext]
+) -> Generator[list[Any], None, list[IQLPlan]]:
+    """The K members' reward phases at once (``pbrl bench --stack-seeds K``): their
+    Preference Transformers stacked (:class:`pbrl.learn.stack.StackedModules`, mapped with
+    ``vmap``; one AdamW, elementwise as K of them), each member's pairs drawn with its own
+    generator and gathered from one table of the members' labels, its learning rates its
+    own run's; then every member relabels the dataset, all at once when they share it (one
+    ``vmap`` over the members per batch of windows). Yields one row per logged update;
+    returns the members' IQL plans. Members whose labels differ in shape run
+    :meth:`Agent.before_iql` one after the other instead."""
+    k = len(agents)
+    if not labels_of_one_shape([c.prefs for c in ctxs], PAIR_FIELDS):
+        phases = [a.before_iql(c) for a, c in zip(agents, ctxs, strict=True)]
+        return (yield from members_in_turn(k, phases))
+    first, ctx0 = agents[0], ctxs[0]
+    cfg = first.cfg
+    n_rm, n_iql = [a.reward_setup(c) for a, c in zip(agents, ctxs, strict=True)][0]  # one config
+    stack = StackedModules([a.model for a in agents])
+    stack.train(True)
+    opt = torch.optim.AdamW(stack.parameters(), lr=cfg.rm_lr, weight_decay=cfg.rm_weight_decay)
+    labels = member_label_rows([c.prefs for c in ctxs], PAIR_FIELDS)
+    batches = [
+        epoch_minibatches(c.prefs.size, cfg.rm_batch, c.generator, first.device) for c in ctxs
+    ]
+
+    def member(p: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> Any:
+        return first.rm_terms(lambda *x: stack.call(p, *x), b)
+
+    for step in range(1, n_rm + 1):
+        lr = first.rm_lr(step, n_rm)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        losses, terms = stack.vmap(member, labels(torch.stack([next(it) for it in batches])))
+        opt.zero_grad(set_to_none=True)
+        losses.sum().backward()
+        opt.step()
+        if log_due(step, ctx0.steps, ctx0.log_interval) or step == n_rm:
+            yield stacked_metrics(step, terms, {"phase": 1.0, "rm_lr": lr})
+    stack.write_back()
+    for a in agents:
+        assert a.model is not None
+        a.model.eval().requires_grad_(False)
+    ds0 = ctx0.dataset
+    if all(shares_arrays(c.dataset, ds0) for c in ctxs):
+        stack.train(False)
+
+        def member_rewards(o: torch.Tensor, a: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+            a = reward_action(a, cfg.reward_input)
+            return stack.vmap(lambda p: stack.call(p, o, a, m)[1])
+
+        with torch.no_grad():
+            rewards = list(
+                relabel_windows(
+                    ds0, cfg.relabel_len, member_rewards, first.device,
+                    max(1, RELABEL_BATCH // k),
+                )
+            )  # fmt: skip
+    else:
+        rewards = [a.relabel(c.dataset) for a, c in zip(agents, ctxs, strict=True)]
+    return [a.iql_plan(c, r, n_rm, n_iql) for a, c, r in zip(agents, ctxs, rewards, strict=True)]
+
+
 def fit_stacked(agents: list[Agent], ctxs: list[FitContext]) -> Iterator[list[Any]]:
-    """Stacked seeds (``pbrl bench --stack-seeds K``): each member's reward-model phase, then
-    the IQL phases stacked (:func:`pbrl.learn.stack.fit_stacked_before_iql`)."""
-    return fit_stacked_before_iql(agents, ctxs)
+    """Stacked seeds (``pbrl bench --stack-seeds K``): the members' reward models trained
+    and their relabelling together (:func:`stacked_reward_phase`), then the IQL phases
+    stacked (:func:`pbrl.learn.stack.fit_stacked_before_iql`)."""
+    return fit_stacked_before_iql(agents, ctxs, stacked_reward_phase)

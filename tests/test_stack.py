@@ -258,9 +258,9 @@ def test_stacking_refuses_members_with_labels_of_different_sizes():
     ],
 )
 def test_learners_ending_in_iql_stack_their_iql_phase(name, overrides, monkeypatch):
-    """mr, pt, hprior and regret run each member's reward phases, then their last phase
-    stacked: the stacked update really runs, and the members still act as their single
-    runs."""
+    """mr, pt, hprior and regret run their members' reward phases (stacked, or one after
+    the other), then their last phase stacked: the stacked update really runs, and the
+    members still act as their single runs."""
     from pbrl.learn import stack as stack_mod
     from pbrl.learn.api import load_agent_module
 
@@ -376,7 +376,7 @@ def test_mr_reward_ensembles_stacked_stop_each_at_its_own_epoch(monkeypatch):
     assert uneven, [{s: c[-1][0] for s, c in run.items()} for run in seen]
 
 
-@pytest.mark.parametrize("overrides", [{}, {"smooth_w": 1.0, "window": 4}])
+@pytest.mark.parametrize("overrides", [{}, {"smooth_w": 1.0, "window": 4}, {"score_windows": 64}])
 def test_dppo_predictors_stacked_are_each_members_own(monkeypatch, overrides):
     """DPPO's stacked predictor phase trains every member's predictor as its single run does
     (pairs, smoothness windows and learning rates its own): the scores each member's
@@ -389,15 +389,21 @@ def test_dppo_predictors_stacked_are_each_members_own(monkeypatch, overrides):
     from pbrl.learn.check import check_agent
 
     dppo = load_agent_module("dppo")
-    real = dppo.Agent.score_pool
+    real_pool, real_plan = dppo.Agent.pool_rows, dppo.Agent.policy_plan
     seen: dict[int, list[torch.Tensor]] = {}
+    seed_of: dict[int, int] = {}
 
-    def spy(self, ctx, setup):
-        plan = real(self, ctx, setup)
-        seen.setdefault(ctx.seed, []).append(plan.scores - plan.scores.mean())
+    def pool_spy(self, ctx, setup):
+        seed_of[id(self)] = ctx.seed
+        return real_pool(self, ctx, setup)
+
+    def plan_spy(self, setup, pool, scores):
+        plan = real_plan(self, setup, pool, scores)
+        seen.setdefault(seed_of[id(self)], []).append(plan.scores - plan.scores.mean())
         return plan
 
-    monkeypatch.setattr(dppo.Agent, "score_pool", spy)
+    monkeypatch.setattr(dppo.Agent, "pool_rows", pool_spy)
+    monkeypatch.setattr(dppo.Agent, "policy_plan", plan_spy)
     variant = _variant(dppo, rm_frac=0.5, **overrides)
     res = {r.name: r for r in check_agent(variant, stack=3)}["stacked seeds"]
     assert res.ok, res.detail
@@ -409,6 +415,81 @@ def test_dppo_predictors_stacked_are_each_members_own(monkeypatch, overrides):
         scale = float(single.abs().max())
         torch.testing.assert_close(stacked, single, rtol=0, atol=3e-3 * scale)
     assert not torch.allclose(seen[0][-1], seen[1][-1])  # separate seeds
+
+
+@pytest.mark.parametrize("overrides", [{}, {"preference_attention": False}])
+def test_pt_reward_models_stacked_are_each_members_own(monkeypatch, overrides):
+    """PT's stacked reward phase trains each member's Preference Transformer as its single
+    run does, and the members relabel the dataset at once (one (K, N) relabelling): each
+    member's relabelled reward is compared with its single run's, up to a constant (the
+    preference loss does not see one, so the last bias moves by rounding only; see the DPPO
+    test above)."""
+    from pbrl.learn.api import load_agent_module
+    from pbrl.learn.check import check_agent
+
+    pt = load_agent_module("pt")
+    real_plan, real_relabel = pt.Agent.iql_plan, pt.relabel_windows
+    seen: dict[int, list[np.ndarray]] = {}
+    shapes = []
+
+    def spy(self, ctx, rewards, n_rm, n_iql):
+        seen.setdefault(ctx.seed, []).append(rewards - rewards.mean())
+        return real_plan(self, ctx, rewards, n_rm, n_iql)
+
+    def relabel(*args, **kw):
+        out = real_relabel(*args, **kw)
+        shapes.append(out.shape)
+        return out
+
+    monkeypatch.setattr(pt.Agent, "iql_plan", spy)
+    monkeypatch.setattr(pt, "relabel_windows", relabel)
+    variant = _variant(pt, rm_frac=0.5, **overrides)
+    res = {r.name: r for r in check_agent(variant, stack=3)}["stacked seeds"]
+    assert res.ok, res.detail
+    assert len(shapes[-1]) == 2 and shapes[-1][0] == 3  # the members relabelled at once
+    assert len(seen) == 3
+    for calls in seen.values():  # the check's last two fits: single, stacked
+        single, stacked = calls[-2:]
+        # measured: at most 1e-4 of the largest reward
+        scale = float(np.abs(single).max())
+        np.testing.assert_allclose(stacked, single, rtol=0, atol=1e-3 * scale)
+    assert not np.allclose(seen[0][-1], seen[1][-1])  # separate seeds
+
+
+@pytest.mark.parametrize(
+    "overrides", [{}, {"reward_input": "obs", "detach_target": True, "prior_coef": 10.0}]
+)
+def test_hprior_world_and_reward_models_stacked_are_each_members_own(monkeypatch, overrides):
+    """Hindsight PRIOR's stacked phases train each member's world model (its own windows,
+    its own gradient clip) and its reward ensemble (its own pairs, weighted by its own world
+    model's importance) as its single run does, and relabel the dataset for all members at
+    once: each member's world model and relabelled reward are compared with its single
+    run's."""
+    from pbrl.learn.api import load_agent_module
+    from pbrl.learn.check import check_agent
+
+    hprior = load_agent_module("hprior")
+    real = hprior.Agent.iql_plan
+    seen: dict[int, list] = {}
+
+    def spy(self, ctx, rewards, step0, n_iql):
+        wm = {k: v.detach().clone() for k, v in self.wm.state_dict().items()}
+        seen.setdefault(ctx.seed, []).append((step0, wm, np.array(rewards)))
+        return real(self, ctx, rewards, step0, n_iql)
+
+    monkeypatch.setattr(hprior.Agent, "iql_plan", spy)
+    monkeypatch.setattr(hprior, "members_in_turn", None)  # the stacked phases must run
+    variant = _variant(hprior, wm_frac=0.3, rm_frac=0.4, wm_grad_clip=0.05, **overrides)
+    res = {r.name: r for r in check_agent(variant, stack=3)}["stacked seeds"]
+    assert res.ok, res.detail
+    assert len(seen) == 3
+    for calls in seen.values():  # the check's last two fits: single, stacked
+        (step_single, wm_single, single), (step_stacked, wm_stacked, stacked) = calls[-2:]
+        assert step_stacked == step_single
+        for k in wm_single:
+            torch.testing.assert_close(wm_stacked[k], wm_single[k], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(stacked, single, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(seen[0][-1][2], seen[1][-1][2])  # separate seeds
 
 
 def test_member_gradient_clipping_is_each_members_own():

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -133,10 +134,9 @@ class TransitionTensors:
         if len(datasets) != len(rewards) or not datasets:
             raise DataError("stacked seeds: one dataset and one reward per member")
         first = cls.from_dataset(datasets[0], device, rewards[0])
-        fields = ("observations", "actions", "next_observations", "terminals")
         members = [first]
         for i, (ds, r) in enumerate(zip(datasets[1:], rewards[1:], strict=True), 1):
-            if all(getattr(ds, f) is getattr(datasets[0], f) for f in fields):
+            if shares_arrays(ds, datasets[0], ("next_observations", "terminals")):
                 reward = None if r is None else first.with_reward(r).reward
                 members.append(cls(first.obs, first.act, reward, first.next_obs, first.done))
                 continue
@@ -157,6 +157,14 @@ class TransitionTensors:
             same = all(r is rs[0] or torch.equal(r, rs[0]) for r in rs[1:])
             reward = rs[0] if same else torch.stack(rs)
         return cls(first.obs, first.act, reward, first.next_obs, first.done)
+
+
+def shares_arrays(ds: Any, other: Any, extra: tuple[str, ...] = ()) -> bool:
+    """Whether dataset ``ds`` holds ``other``'s very arrays (not copies) of observations,
+    actions, episode starts and lengths, and of the ``extra`` fields: the same rows, which
+    stacked members then read once."""
+    fields = ("observations", "actions", "starts", "lengths", *extra)
+    return all(getattr(ds, f) is getattr(other, f) for f in fields)
 
 
 def segments_tensor(

@@ -436,17 +436,20 @@ def batched_numpy(
     act: np.ndarray,
     device: str,
     batch_size: int = 8192,
+    lead: tuple[int, ...] = (),
 ) -> np.ndarray:
-    """Evaluate a torch function of (obs, act) over numpy arrays in batches, no grad."""
+    """Evaluate a torch function of (obs, act) over numpy arrays in batches, no grad. With
+    ``lead`` (e.g. ``(K,)`` for K stacked members), ``fn`` gives ``(*lead, b)`` values for
+    ``b`` rows and the result is ``(*lead, N)``."""
     obs = np.asarray(obs, dtype=np.float32)
     act = np.asarray(act, dtype=np.float32)
     single = obs.ndim == 1
     if single:
         obs, act = obs[None], act[None]
-    out = np.empty(obs.shape[0], dtype=np.float32)
+    out = np.empty((*lead, obs.shape[0]), dtype=np.float32)
     with torch.no_grad():
         for s in range(0, obs.shape[0], batch_size):
             o = torch.as_tensor(obs[s : s + batch_size], device=device)
             a = torch.as_tensor(act[s : s + batch_size], device=device)
-            out[s : s + batch_size] = fn(o, a).float().cpu().numpy().reshape(-1)
+            out[..., s : s + batch_size] = fn(o, a).float().cpu().numpy().reshape(*lead, -1)
     return out[0:1].reshape(()) if single else out

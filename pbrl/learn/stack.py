@@ -19,9 +19,11 @@ its own module, so the members' agents evaluate, act and save checkpoints as sin
 :class:`StackedIQL` is IQL's update on the member forwards (``agents/iql.py`` and every
 learner whose last phase is IQL); ``agents/bc.py``, ``agents/cpl.py``, ``agents/dppo.py``'s
 policy and the reward and advantage ensembles of ``agents/mr.py`` and ``agents/regret.py``
-use them too, mapping only their loss arithmetic with ``vmap``; ``agents/dppo.py``'s
-predictor and ``agents/oppo.py``'s networks (transformers, which have no member forward)
-run under :meth:`StackedModules.vmap`.
+use them too, mapping only their loss arithmetic with ``vmap``, and so do the reward
+ensembles of ``agents/hprior.py``; the transformers (which have no member forward) run
+under :meth:`StackedModules.vmap`: ``agents/dppo.py``'s predictor (its training and its
+scoring of the windows), ``agents/pt.py``'s Preference Transformer (its training and its
+relabelling), ``agents/hprior.py``'s world model and ``agents/oppo.py``'s networks.
 The result, up to floating-point differences of batched against single matrix products, is
 K separate runs (``tests/test_stack.py`` checks it update by update). Dropout is drawn per
 member from the process's generator (elementwise over the stacked activations, or
