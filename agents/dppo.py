@@ -117,10 +117,6 @@ def smoothness_loss(score: torch.Tensor, score_shifted: torch.Tensor) -> torch.T
     return ((score - score_shifted) ** 2).mean()
 
 
-SCORE_BATCH = 1024
-"""Windows per forward pass when scoring (divided among the members when stacked)."""
-
-
 def warmup_cosine(
     step: int, total: int, warmup: int, init: float, peak: float, end: float
 ) -> float:
@@ -507,33 +503,22 @@ class Agent:
 
     def score_pool(self, ctx: FitContext, setup: PredictorSetup) -> PolicyPlan:
         """Phase (2): score the dataset's windows once with the trained predictor."""
+        cfg = self.cfg
         model, windows = setup.model, setup.windows
         model.eval()
-        pool = self.pool_rows(ctx, setup)
+        n_rows = setup.ep_lo.shape[0]
+        if cfg.score_windows and cfg.score_windows < n_rows:
+            pool = np.sort(ctx.rng.choice(n_rows, cfg.score_windows, replace=False))
+        else:
+            pool = np.arange(n_rows)
         scores = np.empty(pool.shape[0], dtype=np.float32)
         with torch.no_grad():
-            for s in range(0, pool.shape[0], SCORE_BATCH):
-                scores[s : s + SCORE_BATCH] = (
-                    model(*windows(pool[s : s + SCORE_BATCH])).cpu().numpy()
-                )
-        return self.policy_plan(setup, pool, scores)
-
-    def pool_rows(self, ctx: FitContext, setup: PredictorSetup) -> np.ndarray:
-        """The rows whose windows phase (2) scores: all, or ``score_windows`` of them drawn
-        with the run's numpy generator."""
-        n_rows = setup.ep_lo.shape[0]
-        if self.cfg.score_windows and self.cfg.score_windows < n_rows:
-            return np.sort(ctx.rng.choice(n_rows, self.cfg.score_windows, replace=False))
-        return np.arange(n_rows)
-
-    def policy_plan(
-        self, setup: PredictorSetup, pool: np.ndarray, scores: np.ndarray
-    ) -> PolicyPlan:
-        """Phase (3)'s plan from the scored windows; the predictor is frozen from here."""
-        setup.model.requires_grad_(False)
-        bs = min(self.cfg.batch_size, pool.shape[0])
+            for s in range(0, pool.shape[0], 1024):
+                scores[s : s + 1024] = model(*windows(pool[s : s + 1024])).cpu().numpy()
+        model.requires_grad_(False)
+        bs = min(cfg.batch_size, pool.shape[0])
         return PolicyPlan(
-            pool, torch.as_tensor(scores, device=self.device), setup.windows, setup.n_rm,
+            pool, torch.as_tensor(scores, device=self.device), windows, setup.n_rm,
             setup.n_pi, bs, float(scores.std()),
         )  # fmt: skip
 
@@ -598,8 +583,7 @@ def stacked_predictor_phase(
     stacked (:class:`pbrl.learn.stack.StackedModules`, mapped with ``vmap``; one AdamW),
     each member's pairs drawn with its own generator and gathered from one table of the
     members' labels, its smoothness windows drawn with its own numpy generator, as alone;
-    then every member scores its own windows, all in one ``vmap`` per batch of windows
-    (phase 2). Yields one row per logged update;
+    then each member scores its windows (phase 2). Yields one row per logged update;
     returns the members' policy plans. Members whose labels differ in shape run
     :meth:`Agent.score_windows` one after the other instead."""
     k = len(agents)
@@ -644,27 +628,12 @@ def stacked_predictor_phase(
         if log_due(step, ctx0.steps, ctx0.log_interval) or step == n_rm:
             yield stacked_metrics(step, terms, {"phase": 1.0, "rm_lr": lr})
     stack.write_back()
-    # phase (2): every member scores its own windows, all members at once
-    stack.train(False)
-    for st in setups:
-        st.model.eval()
-    pools = [a.pool_rows(c, st) for a, c, st in zip(agents, ctxs, setups, strict=True)]
-    scores = np.empty((k, pools[0].shape[0]), dtype=np.float32)
-    chunk = max(1, SCORE_BATCH // k)
-    with torch.no_grad():
-        for s in range(0, scores.shape[1], chunk):
-            per = [st.windows(pool[s : s + chunk]) for st, pool in zip(setups, pools, strict=True)]
-            wins = [torch.stack([w[j] for w in per]) for j in range(3)]
-            scores[:, s : s + chunk] = stack.vmap(stack.call, *wins).cpu().numpy()
-    return [
-        a.policy_plan(st, pool, sc)
-        for a, st, pool, sc in zip(agents, setups, pools, scores, strict=True)
-    ]
+    return [a.score_pool(c, st) for a, c, st in zip(agents, ctxs, setups, strict=True)]
 
 
 def fit_stacked(agents: list[Agent], ctxs: list[FitContext]) -> Iterator[list[Any]]:
     """K seeds of one config trained as one (``pbrl bench --stack-seeds K``): the members'
-    predictors train stacked and score their windows (:func:`stacked_predictor_phase`),
+    predictors train stacked and each scores its windows (:func:`stacked_predictor_phase`),
     then the K policies train stacked (:class:`pbrl.learn.stack.StackedModules`), each on
     batches of its own scored windows drawn with its own generator."""
     plans = yield from stacked_predictor_phase(agents, ctxs)

@@ -36,7 +36,6 @@ from torch import nn
 
 from pbrl.errors import PbrlError
 from pbrl.learn.api import AgentSpec, FitContext
-from pbrl.learn.data import shares_arrays
 from pbrl.learn.iql import QUICK_IQL, IQLConfig, IQLLearner, IQLPlan, iql_config_from
 from pbrl.learn.kit import (
     bt_pair_losses,
@@ -138,8 +137,15 @@ class PTRewardModel(nn.Module):
         else:
             self.head = MLP(embed_dim, 1, (embed_dim // 2,), "relu")
 
-    def hidden(self, obs: torch.Tensor, act: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Hidden states at the state tokens, (B, H, E); timesteps are 1..H per segment."""
+    def hidden(
+        self,
+        obs: torch.Tensor,
+        act: torch.Tensor,
+        mask: torch.Tensor,
+        at: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Hidden states at the state tokens, (B, H, E); timesteps are 1..H per segment.
+        With ``at`` (B,): at the state token of step ``at[b]`` of each row only, (B, 1, E)."""
         b, h, _ = obs.shape
         if h > self.max_len:
             raise PbrlError(f"pt: segment of {h} steps exceeds max_len {self.max_len}")
@@ -147,6 +153,9 @@ class PTRewardModel(nn.Module):
         e_t = self.embed_t(ts)[None]
         streams = [self.embed_a(act) + e_t, self.embed_s(obs) + e_t]
         tok, key_mask = interleave_steps(streams, self.embed_ln, mask)
+        if at is not None:  # step t's state token is token 2t + 1 (its action token is 2t)
+            out, _ = self.gpt(tok, key_mask, 2 * at + 1)
+            return out
         out, _ = self.gpt(tok, key_mask)
         return out[:, 1::2]
 
@@ -164,6 +173,17 @@ class PTRewardModel(nn.Module):
         r = self.head(h).squeeze(-1)
         return masked_mean(r, mask), r
 
+    def reward_at(
+        self, obs: torch.Tensor, act: torch.Tensor, mask: torch.Tensor, at: torch.Tensor
+    ) -> torch.Tensor:
+        """r_t at step ``at[b]`` of each row, (B,): the per-step reward :meth:`forward` gives
+        there (r_t reads the causal hidden state h_t alone), with the transformer's last
+        layer computing that one token per row (PT's relabelling)."""
+        h = self.hidden(obs, act, mask, at)[:, 0]
+        if self.preference_attention:
+            return self.head(h)[..., 2 * self.pref_attn_dim]
+        return self.head(h).squeeze(-1)
+
 
 def warmup_cosine(
     step: int, total: int, warmup: int, init: float, peak: float, end: float
@@ -176,28 +196,24 @@ def warmup_cosine(
     return end + (peak - end) * 0.5 * (1.0 + math.cos(math.pi * frac))
 
 
-RELABEL_BATCH = 2048
-"""Windows per forward pass when relabelling (divided among the members when stacked)."""
-
-
 @torch.no_grad()
 def relabel_windows(
     ds: Any,
     relabel_len: int,
-    rewards: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
+    reward_at: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
     device: str,
-    batch_size: int = RELABEL_BATCH,
+    batch_size: int = 2048,
 ) -> np.ndarray:
     """PT's relabelling of dataset ``ds``: each transition t gets r_t at the last position of
     the window of (up to) the last ``relabel_len`` steps of its episode ending at t,
-    timesteps 1..k. ``rewards(obs, act, mask)`` maps (B, k, ...) windows to per-step rewards
-    (B, k), or (K, B, k) for K stacked members; returns (N,) or (K, N)."""
+    timesteps 1..k. ``reward_at(obs, act, mask, last)`` gives the reward of (B, k, ...)
+    windows at step ``last[b]`` of each, (B,); returns (N,)."""
     n, k = ds.num_steps, relabel_len
     ep_start = np.repeat(np.asarray(ds.starts), np.asarray(ds.lengths))
     rows = np.arange(n)
     first = np.maximum(ep_start, rows - k + 1)
     win_len = rows - first + 1
-    out: np.ndarray | None = None
+    out = np.empty(n, dtype=np.float32)
     offs = np.arange(k)
     for s in range(0, n, batch_size):
         e = min(n, s + batch_size)
@@ -206,13 +222,9 @@ def relabel_windows(
         idx = np.where(mask, idx, first[s:e, None])  # padding: any row, masked out
         obs = torch.as_tensor(ds.observations[idx], dtype=torch.float32, device=device)
         act = torch.as_tensor(ds.actions[idx], dtype=torch.float32, device=device)
-        r = rewards(obs, act, torch.as_tensor(mask, dtype=torch.float32, device=device))
+        m = torch.as_tensor(mask, dtype=torch.float32, device=device)
         last = torch.as_tensor(win_len[s:e] - 1, device=device)
-        at_last = r[..., torch.arange(e - s, device=device), last].cpu().numpy()
-        if out is None:
-            out = np.empty((*at_last.shape[:-1], n), dtype=np.float32)
-        out[..., s:e] = at_last
-    assert out is not None
+        out[s:e] = reward_at(obs, act, m, last).cpu().numpy()
     return out
 
 
@@ -393,12 +405,14 @@ class Agent:
 
     # -- relabelling -----------------------------------------------------------------------
     @torch.no_grad()
-    def relabel(self, ds: Any, batch_size: int = RELABEL_BATCH) -> np.ndarray:
+    def relabel(self, ds: Any, batch_size: int = 2048) -> np.ndarray:
         """PT's relabelling (:func:`relabel_windows`) with this run's model."""
         assert self.model is not None
         self.model.eval()
+        model, inp = self.model, self.cfg.reward_input
         return relabel_windows(
-            ds, self.cfg.relabel_len, lambda o, a, m: self._run_model(o, a, m)[1],
+            ds, self.cfg.relabel_len,
+            lambda o, a, m, last: model.reward_at(o, reward_action(a, inp), m, last),
             self.device, batch_size,
         )  # fmt: skip
 
@@ -446,8 +460,9 @@ def stacked_reward_phase(
     Preference Transformers stacked (:class:`pbrl.learn.stack.StackedModules`, mapped with
     ``vmap``; one AdamW, elementwise as K of them), each member's pairs drawn with its own
     generator and gathered from one table of the members' labels, its learning rates its
-    own run's; then every member relabels the dataset, all at once when they share it (one
-    ``vmap`` over the members per batch of windows). Yields one row per logged update;
+    own run's; then each member relabels the dataset (:meth:`Agent.relabel`, in turn: a
+    few large batches of windows, which a stacked ``vmap`` ran slower on a CPU;
+    docs/performance.md). Yields one row per logged update;
     returns the members' IQL plans. Members whose labels differ in shape run
     :meth:`Agent.before_iql` one after the other instead."""
     k = len(agents)
@@ -482,23 +497,7 @@ def stacked_reward_phase(
     for a in agents:
         assert a.model is not None
         a.model.eval().requires_grad_(False)
-    ds0 = ctx0.dataset
-    if all(shares_arrays(c.dataset, ds0) for c in ctxs):
-        stack.train(False)
-
-        def member_rewards(o: torch.Tensor, a: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
-            a = reward_action(a, cfg.reward_input)
-            return stack.vmap(lambda p: stack.call(p, o, a, m)[1])
-
-        with torch.no_grad():
-            rewards = list(
-                relabel_windows(
-                    ds0, cfg.relabel_len, member_rewards, first.device,
-                    max(1, RELABEL_BATCH // k),
-                )
-            )  # fmt: skip
-    else:
-        rewards = [a.relabel(c.dataset) for a, c in zip(agents, ctxs, strict=True)]
+    rewards = [a.relabel(c.dataset) for a, c in zip(agents, ctxs, strict=True)]
     return [a.iql_plan(c, r, n_rm, n_iql) for a, c, r in zip(agents, ctxs, rewards, strict=True)]
 
 

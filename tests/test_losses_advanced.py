@@ -124,6 +124,37 @@ def test_pt_cross_entropy_keeps_ties():
     )
 
 
+@pytest.mark.parametrize("attention", [True, False])
+def test_pt_relabel_reads_r_at_the_last_step_of_each_window(attention):
+    """Each transition t's label is r at the last step of the model run on the window of
+    its episode's last (up to) ``relabel_len`` steps ending at t, timesteps from 1: the
+    relabelling (padded batches, the transformer's last layer at one token per window) is
+    that, computed window by window with the full forward."""
+    import numpy as np
+
+    from pbrl.learn.api import AgentSpec, make_config
+    from pbrl.learn.check import check_dataset
+
+    ds = check_dataset()
+    cfg = make_config(
+        pt, None, {**pt.TEST_OVERRIDES, "relabel_len": 4, "preference_attention": attention}
+    )
+    torch.manual_seed(0)
+    agent = pt.Agent(cfg, AgentSpec(ds.obs_dim, ds.act_dim, -np.ones(2), np.ones(2)))
+    agent.model.eval()
+    got = agent.relabel(ds, batch_size=7)
+    want = np.empty(ds.num_steps, np.float32)
+    for start, n in zip(ds.starts, ds.lengths, strict=True):
+        for i in range(n):
+            lo, hi = start + max(0, i - 3), start + i + 1
+            obs = torch.as_tensor(ds.observations[lo:hi][None])
+            act = torch.as_tensor(ds.actions[lo:hi][None])
+            with torch.no_grad():
+                _, r = agent.model(obs, act, torch.ones(1, hi - lo))
+            want[start + i] = float(r[0, -1])
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
 # ---- oppo ----------------------------------------------------------------------------------
 
 

@@ -169,6 +169,25 @@ def test_causal_transformer_is_causal_and_returns_attention():
     assert torch.all(att_m[0][0, :, 4, 3:] == 0)
 
 
+@pytest.mark.parametrize(("layers", "causal"), [(1, True), (2, True), (2, False)])
+def test_transformer_with_one_query_per_row_is_the_full_forward_at_that_token(layers, causal):
+    """``query``: the last layer computes one token per row; its hidden state and attention
+    row are the full forward's at that token, padded keys included."""
+    torch.manual_seed(0)
+    tr = CausalTransformer(8, n_layers=layers, n_heads=2, max_len=7, causal=causal).eval()
+    x = torch.randn(4, 7, 8)
+    mask = T([[1] * 7, [1, 1, 1, 0, 0, 0, 0], [1] * 5 + [0, 0], [1, 0, 0, 0, 0, 0, 0]])
+    query = torch.tensor([6, 2, 3, 0])
+    full, att = tr(x, mask)
+    one, att_one = tr(x, mask, query)
+    rows = torch.arange(4)
+    assert one.shape == (4, 1, 8) and att_one[-1].shape == (4, 2, 1, 7)
+    torch.testing.assert_close(one[:, 0], full[rows, query], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(att_one[-1][:, :, 0], att[-1][rows, :, query], rtol=1e-5, atol=1e-6)
+    for a, b in zip(att_one[:-1], att[:-1], strict=True):  # the layers before: every token
+        torch.testing.assert_close(a, b)
+
+
 # ---- CPL ---------------------------------------------------------------------------------------
 
 

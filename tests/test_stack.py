@@ -389,21 +389,15 @@ def test_dppo_predictors_stacked_are_each_members_own(monkeypatch, overrides):
     from pbrl.learn.check import check_agent
 
     dppo = load_agent_module("dppo")
-    real_pool, real_plan = dppo.Agent.pool_rows, dppo.Agent.policy_plan
+    real = dppo.Agent.score_pool
     seen: dict[int, list[torch.Tensor]] = {}
-    seed_of: dict[int, int] = {}
 
-    def pool_spy(self, ctx, setup):
-        seed_of[id(self)] = ctx.seed
-        return real_pool(self, ctx, setup)
-
-    def plan_spy(self, setup, pool, scores):
-        plan = real_plan(self, setup, pool, scores)
-        seen.setdefault(seed_of[id(self)], []).append(plan.scores - plan.scores.mean())
+    def spy(self, ctx, setup):
+        plan = real(self, ctx, setup)
+        seen.setdefault(ctx.seed, []).append(plan.scores - plan.scores.mean())
         return plan
 
-    monkeypatch.setattr(dppo.Agent, "pool_rows", pool_spy)
-    monkeypatch.setattr(dppo.Agent, "policy_plan", plan_spy)
+    monkeypatch.setattr(dppo.Agent, "score_pool", spy)
     variant = _variant(dppo, rm_frac=0.5, **overrides)
     res = {r.name: r for r in check_agent(variant, stack=3)}["stacked seeds"]
     assert res.ok, res.detail
@@ -420,33 +414,25 @@ def test_dppo_predictors_stacked_are_each_members_own(monkeypatch, overrides):
 @pytest.mark.parametrize("overrides", [{}, {"preference_attention": False}])
 def test_pt_reward_models_stacked_are_each_members_own(monkeypatch, overrides):
     """PT's stacked reward phase trains each member's Preference Transformer as its single
-    run does, and the members relabel the dataset at once (one (K, N) relabelling): each
-    member's relabelled reward is compared with its single run's, up to a constant (the
-    preference loss does not see one, so the last bias moves by rounding only; see the DPPO
-    test above)."""
+    run does: each member's relabelled reward is compared with its single run's, up to a
+    constant (the preference loss does not see one, so the last bias moves by rounding
+    only; see the DPPO test above)."""
     from pbrl.learn.api import load_agent_module
     from pbrl.learn.check import check_agent
 
     pt = load_agent_module("pt")
-    real_plan, real_relabel = pt.Agent.iql_plan, pt.relabel_windows
+    real_plan = pt.Agent.iql_plan
     seen: dict[int, list[np.ndarray]] = {}
-    shapes = []
 
     def spy(self, ctx, rewards, n_rm, n_iql):
         seen.setdefault(ctx.seed, []).append(rewards - rewards.mean())
         return real_plan(self, ctx, rewards, n_rm, n_iql)
 
-    def relabel(*args, **kw):
-        out = real_relabel(*args, **kw)
-        shapes.append(out.shape)
-        return out
-
     monkeypatch.setattr(pt.Agent, "iql_plan", spy)
-    monkeypatch.setattr(pt, "relabel_windows", relabel)
+    monkeypatch.setattr(pt, "members_in_turn", None)  # the stacked phase must run
     variant = _variant(pt, rm_frac=0.5, **overrides)
     res = {r.name: r for r in check_agent(variant, stack=3)}["stacked seeds"]
     assert res.ok, res.detail
-    assert len(shapes[-1]) == 2 and shapes[-1][0] == 3  # the members relabelled at once
     assert len(seen) == 3
     for calls in seen.values():  # the check's last two fits: single, stacked
         single, stacked = calls[-2:]

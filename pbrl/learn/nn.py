@@ -411,19 +411,32 @@ class CausalSelfAttention(nn.Module):
         self.resid_drop = nn.Dropout(dropout)
 
     def forward(
-        self, x: torch.Tensor, key_mask: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        key_mask: torch.Tensor | None = None,
+        query: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``query`` (B,): only token ``query[b]`` of each row is a query (every token is
+        still a key and value); the output is then (B, 1, E) and the weights (B, H, 1, T)."""
         b, t, e = x.shape
         h = self.n_heads
-        q, k, v = self.qkv(x).split(e, dim=-1)
-        q = q.view(b, t, h, e // h).transpose(1, 2)
+        if query is None:
+            q, k, v = self.qkv(x).split(e, dim=-1)
+            pos = torch.arange(t, device=x.device).view(1, t)
+        else:
+            w, bias = self.qkv.weight, self.qkv.bias
+            k, v = nn.functional.linear(x, w[e:], bias[e:]).split(e, dim=-1)
+            q = nn.functional.linear(x[torch.arange(b, device=x.device), query], w[:e], bias[:e])
+            pos = query.view(b, 1)
+        nq = t if query is None else 1  # query tokens per row
+        q = q.view(b, nq, h, e // h).transpose(1, 2)
         k = k.view(b, t, h, e // h).transpose(1, 2)
         v = v.view(b, t, h, e // h).transpose(1, 2)
         scores = (q @ k.transpose(-2, -1)) / math.sqrt(e // h)
-        allowed = torch.ones(t, t, dtype=torch.bool, device=x.device)
-        if self.causal:
-            allowed = allowed.tril()
-        allowed = allowed.view(1, 1, t, t)
+        allowed = torch.ones(pos.shape[0], nq, t, dtype=torch.bool, device=x.device)
+        if self.causal:  # a query at position i sees the keys at positions <= i
+            allowed = torch.arange(t, device=x.device).view(1, 1, t) <= pos.unsqueeze(-1)
+        allowed = allowed.unsqueeze(1)
         if key_mask is not None:
             allowed = allowed & key_mask.bool().view(b, 1, 1, t)
         scores = scores.masked_fill(~allowed, float("-inf"))
@@ -431,7 +444,7 @@ class CausalSelfAttention(nn.Module):
         # a fully masked row (a padding query before any real key) gives NaN: make it 0
         weights = torch.nan_to_num(weights, nan=0.0)
         y = self.attn_drop(weights) @ v
-        y = y.transpose(1, 2).reshape(b, t, e)
+        y = y.transpose(1, 2).reshape(b, nq, e)
         return self.resid_drop(self.proj(y)), weights
 
 
@@ -459,9 +472,15 @@ class TransformerBlock(nn.Module):
         )
 
     def forward(
-        self, x: torch.Tensor, key_mask: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        key_mask: torch.Tensor | None = None,
+        query: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        a, w = self.attn(self.ln1(x), key_mask)
+        """``query`` (B,): the output of token ``query[b]`` of each row only, (B, 1, E)."""
+        a, w = self.attn(self.ln1(x), key_mask, query)
+        if query is not None:
+            x = x[torch.arange(x.shape[0], device=x.device), query].unsqueeze(1)
         x = x + a
         x = x + self.mlp(self.ln2(x))
         return x, w
@@ -505,8 +524,15 @@ class CausalTransformer(nn.Module):
         self.ln_f = nn.LayerNorm(embed_dim)
 
     def forward(
-        self, x: torch.Tensor, key_mask: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        key_mask: torch.Tensor | None = None,
+        query: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """``query`` (B,): the hidden state of token ``query[b]`` of each row only, (B, 1,
+        E): the last layer computes that token alone (the layers before it every token,
+        which the last one reads as keys and values); its attention map is (B, H, 1, T).
+        For a read-out at one position per row (PT's relabelling)."""
         t = x.shape[1]
         if t > self.max_len:
             raise ValueError(f"sequence of {t} tokens exceeds max_len {self.max_len}")
@@ -514,8 +540,9 @@ class CausalTransformer(nn.Module):
             x = x + self.pos[:, :t]
         h = self.drop(x)
         attentions: list[torch.Tensor] = []
-        for block in self.blocks:
-            h, w = block(h, key_mask)
+        last = len(self.blocks) - 1
+        for i, block in enumerate(self.blocks):
+            h, w = block(h, key_mask, query if i == last else None)
             attentions.append(w)
         return self.ln_f(h), attentions
 
