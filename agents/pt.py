@@ -277,8 +277,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         "obs_norm": False,
         "reward_norm": "pt_learned",
     },
-    # CPU scale: 8 pairs per reward batch, a short reward phase; the reward phase and the
-    # relabelling of 50k transitions through 25-step windows take 3-4 minutes of one core.
+    # CPU scale: 8 pairs per reward batch, a short reward phase (set when the reward phase
+    # and the relabelling of 50k transitions took 3-4 minutes of one core; about a minute
+    # since the relabelling computes one token per window, docs/performance.md).
     # reward_input 'obs': at this budget a reward that reads actions takes a shortcut that
     # steers IQL to the decoy (docs/agents.md, "The action shortcut").
     "quick": {

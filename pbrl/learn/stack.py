@@ -21,9 +21,10 @@ learner whose last phase is IQL); ``agents/bc.py``, ``agents/cpl.py``, ``agents/
 policy and the reward and advantage ensembles of ``agents/mr.py`` and ``agents/regret.py``
 use them too, mapping only their loss arithmetic with ``vmap``, and so do the reward
 ensembles of ``agents/hprior.py``; the transformers (which have no member forward) run
-under :meth:`StackedModules.vmap`: ``agents/dppo.py``'s predictor (its training and its
-scoring of the windows), ``agents/pt.py``'s Preference Transformer (its training and its
-relabelling), ``agents/hprior.py``'s world model and ``agents/oppo.py``'s networks.
+under :meth:`StackedModules.vmap`: the training of ``agents/dppo.py``'s predictor,
+``agents/pt.py``'s Preference Transformer and ``agents/hprior.py``'s world model, and
+``agents/oppo.py``'s networks (DPPO's scoring and PT's relabelling run one member after the
+other: stacked, they were slower on a CPU; docs/performance.md).
 The result, up to floating-point differences of batched against single matrix products, is
 K separate runs (``tests/test_stack.py`` checks it update by update). Dropout is drawn per
 member from the process's generator (elementwise over the stacked activations, or
