@@ -478,6 +478,50 @@ def test_hprior_world_and_reward_models_stacked_are_each_members_own(monkeypatch
     assert not np.allclose(seen[0][-1][2], seen[1][-1][2])  # separate seeds
 
 
+@pytest.mark.parametrize("name", ["mr", "pt", "hprior", "dppo", "regret"])
+def test_stacked_first_phases_run_in_turn_for_labels_of_different_sizes(name):
+    """Members whose label sets differ in size cannot share one table of pairs: the learners
+    whose first phase trains stacked run it one member after the other instead, and the
+    members still act as their single runs."""
+    from pbrl.learn.api import AgentSpec, FitContext, load_agent_module, make_config
+    from pbrl.learn.check import check_dataset, check_prefs
+    from pbrl.utils import seed_everything
+
+    mod = load_agent_module(name)
+    ds = check_dataset()
+    extra = getattr(mod, "STACK_CHECK_OVERRIDES", {})
+    cfg = make_config(mod, None, {**mod.TEST_OVERRIDES, **extra})
+    spec = AgentSpec(ds.obs_dim, ds.act_dim, -np.ones(2, np.float32), np.ones(2, np.float32))
+    runs = ((0, 6), (1, 8))  # (seed, labelled pairs)
+
+    def ctx(seed: int, n: int) -> FitContext:
+        answered = check_prefs(ds, n_queries=n).answered()
+        fit_ds = ds.without_rewards()
+        gen = torch.Generator().manual_seed(seed)
+        return FitContext(
+            dataset=fit_ds, prefs=answered.to_batch(fit_ds, "cpu"), steps=12, seed=seed,
+            device="cpu", rng=seed_everything(seed), generator=gen, pref_data=answered,
+        )  # fmt: skip
+
+    def agent(seed: int):
+        seed_everything(seed)
+        return mod.Agent(cfg, spec)
+
+    singles = []
+    for seed, n in runs:
+        single = agent(seed)
+        for _ in single.fit(ctx(seed, n)):
+            pass
+        singles.append(single)
+    members = [agent(seed) for seed, _ in runs]
+    rows = list(mod.fit_stacked(members, [ctx(seed, n) for seed, n in runs]))
+    assert rows and all(len(r) == 2 for r in rows)
+    obs = ds.observations[:7]
+    for single, member in zip(singles, members, strict=True):
+        np.testing.assert_allclose(member.act(obs), single.act(obs), rtol=1e-4, atol=1e-5)
+    assert not np.allclose(members[0].act(obs), members[1].act(obs))
+
+
 def test_member_gradient_clipping_is_each_members_own():
     """clip_member_grads_ on stacked gradients = nn.utils.clip_grad_norm_ on each member's."""
     import torch
