@@ -20,6 +20,8 @@ mantissas; pbrl itself leaves torch's default, full float32). ``--set FIELD=VALU
 number of times) sets a config field of every learner whose config has it, as
 ``--agent.FIELD VALUE`` does (``--set cuda_graph=true``: the stacked IQL update as one CUDA
 graph).
+On a CPU the process keeps freed memory blocks for reuse as a CPU training run does
+(:func:`pbrl.utils.keep_freed_memory`); ``--system-malloc`` leaves glibc's defaults instead.
 Nothing is written unless ``--json`` is given. Figures and the machine they were measured on
 are in docs/performance.md.
 """
@@ -42,6 +44,7 @@ import torch
 from pbrl.datasets.base import OfflineDataset
 from pbrl.learn.api import AgentSpec, FitContext, list_agents, load_agent_module, make_config
 from pbrl.prefs import label_dataset
+from pbrl.utils import keep_freed_memory
 
 OBS, ACT, EPISODES, HORIZON = 39, 4, 100, 100
 
@@ -133,6 +136,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--tf32", action="store_true", help="TensorFloat-32 matrix products on CUDA")
     ap.add_argument(
+        "--system-malloc",
+        action="store_true",
+        help="leave glibc's malloc thresholds as they are (a CPU run keeps freed blocks)",
+    )
+    ap.add_argument(
         "--set", action="append", default=[], metavar="FIELD=VALUE", help="a config field"
     )
     args = ap.parse_args(argv)
@@ -144,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     torch.set_num_threads(int(os.environ.get("PBRL_TORCH_THREADS", "1")))
+    kept = args.device == "cpu" and not args.system_malloc and keep_freed_memory()
     names = [a for a in args.agents.split(",") if a] or offline_agents()
     if "iql" not in names:
         names = ["iql", *names]
@@ -170,6 +179,8 @@ def main(argv: list[str] | None = None) -> int:
            for n in names}  # fmt: skip
     load = os.getloadavg()
     dev = args.device + (", TF32" if args.tf32 else "") + "".join(f", {kv}" for kv in args.set)
+    if args.device == "cpu":
+        dev += ", freed blocks kept" if kept else ", glibc's malloc defaults"
     print(f"\n{args.steps} updates per run, preset {args.preset}, device {dev}, "
           f"{args.repeats} rounds, load average {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}")  # fmt: skip
     print("| learner | updates/s (median) | rounds | relative to iql (median ratio) |")
@@ -200,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
             "steps": args.steps,
             "device": args.device,
             "tf32": args.tf32,
+            "freed_blocks_kept": kept,
             "set": sets,
             "load_average": load,
             "rates": rates,

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import dataclasses
 import json
 import math
 import os
 import re
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -222,6 +224,32 @@ def make_output_dir(path: str | os.PathLike[str], what: str = "--out") -> Path:
     except OSError as e:
         raise PbrlError(f"{what} {p}: cannot create the folder ({e.strerror or e})") from e
     return p
+
+
+KEPT_BLOCK_BYTES = 1 << 30
+"""Freed blocks up to this size stay in the process's heap for reuse (:func:`keep_freed_memory`)."""
+
+
+def keep_freed_memory() -> bool:
+    """Have glibc's ``malloc`` keep freed blocks of up to 1 GiB in the process for reuse, as
+    ``MALLOC_MMAP_THRESHOLD_`` and ``MALLOC_TRIM_THRESHOLD_`` in the environment would, set
+    from inside the process with ``mallopt``. By default glibc maps every block above its
+    threshold (which rises to at most 32 MB) from the system and unmaps it when freed, so a
+    training step whose activations exceed that pays page faults for them on every step (docs/performance.md, "`dppo`'s predictors
+    and `regret`'s advantage ensembles stacked, and a CPU allocator effect"); torch's CPU
+    tensors come from ``malloc``. The cost: memory freed after a peak stays with the
+    process. Returns whether it was applied: not off Linux or glibc, and not with
+    ``PBRL_KEEP_FREED_MEMORY=0`` in the environment."""
+    if not sys.platform.startswith("linux") or os.environ.get("PBRL_KEEP_FREED_MEMORY") == "0":
+        return False
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3  # glibc's <malloc.h>
+    return bool(
+        mallopt(m_mmap_threshold, KEPT_BLOCK_BYTES) and mallopt(m_trim_threshold, KEPT_BLOCK_BYTES)
+    )
 
 
 def seed_everything(seed: int) -> np.random.Generator:

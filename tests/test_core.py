@@ -162,3 +162,35 @@ def test_a_plugin_that_fails_to_import_is_one_line(tmp_path, monkeypatch):
     assert "\n" not in str(e.value)
     with pytest.raises(PbrlError, match="defines no 'Config'"):
         load_agent_module("pbrl_test_plugins.no_config")
+
+
+def test_keep_freed_memory_sets_glibcs_thresholds_unless_turned_off(monkeypatch):
+    """A CPU training process keeps freed blocks for reuse (mallopt on glibc); the
+    environment can turn it off, and a system without glibc's mallopt is left alone."""
+    import ctypes
+    import sys
+
+    from pbrl import utils
+
+    monkeypatch.setenv("PBRL_KEEP_FREED_MEMORY", "0")
+    assert utils.keep_freed_memory() is False
+    monkeypatch.delenv("PBRL_KEEP_FREED_MEMORY")
+    calls = []
+
+    class Libc:
+        def mallopt(self, param, value):
+            calls.append((param, value))
+            return 1
+
+    monkeypatch.setattr(sys, "platform", "linux")
+    monkeypatch.setattr(ctypes, "CDLL", lambda name: Libc())
+    assert utils.keep_freed_memory() is True
+    assert sorted(calls) == [(-3, utils.KEPT_BLOCK_BYTES), (-1, utils.KEPT_BLOCK_BYTES)]
+
+    def missing(name):
+        raise OSError(name)
+
+    monkeypatch.setattr(ctypes, "CDLL", missing)
+    assert utils.keep_freed_memory() is False
+    monkeypatch.setattr(sys, "platform", "darwin")
+    assert utils.keep_freed_memory() is False

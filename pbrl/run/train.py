@@ -55,6 +55,7 @@ from pbrl.utils import (
     check_seed,
     format_duration,
     jsonable,
+    keep_freed_memory,
     make_output_dir,
     resolve_device,
     seed_everything,
@@ -261,6 +262,7 @@ def prepare(
         # the cores (measured 15x slower with 2 threads on a busy 2-core machine;
         # docs/agents.md). PBRL_TORCH_THREADS overrides.
         torch.set_num_threads(int(os.environ.get("PBRL_TORCH_THREADS", "1")))
+        keep_freed_memory()  # large activations reused, not page-faulted in every step
     mod = load_agent_module(spec.agent)
     if getattr(mod, "ONLINE", False):
         return _prepare_online(spec, mod, device, t0, queue)
