@@ -56,7 +56,7 @@ from pbrl.learn.stack import (
     StackedModules,
     labels_of_one_shape,
     member_batches,
-    member_label_rows,
+    member_pairs,
     members_in_turn,
     stacked_metrics,
 )
@@ -597,10 +597,9 @@ def stacked_predictor_phase(
     stack = StackedModules([st.model for st in setups])
     stack.train(True)
     opt = torch.optim.AdamW(stack.parameters(), lr=cfg.rm_lr, weight_decay=cfg.rm_weight_decay)
-    labels = member_label_rows([c.prefs for c in ctxs], PAIR_FIELDS)
-    batches = [
-        epoch_minibatches(c.prefs.size, cfg.rm_batch, c.generator, first.device) for c in ctxs
-    ]
+    pairs = member_pairs(
+        [c.prefs for c in ctxs], [c.generator for c in ctxs], cfg.rm_batch, first.device
+    )
 
     def member(p: dict[str, torch.Tensor], b: dict[str, torch.Tensor], *smooth: Any):
         model = lambda *x: stack.call(p, *x)  # noqa: E731
@@ -610,16 +609,16 @@ def stacked_predictor_phase(
         lr = first.rm_lr(step, n_rm)
         for g in opt.param_groups:
             g["lr"] = lr
-        b = labels(torch.stack([next(it) for it in batches]))
+        b = next(pairs)
         smooth: tuple[Any, ...] = ()
         if cfg.smooth_w > 0:  # each member's windows, built from its own draws, then stacked
             n = int(b["prefer_b"].shape[1])
-            pairs = []
+            slid = []
             for a, c, st in zip(agents, ctxs, setups, strict=True):
                 first_rows, second_rows = a.smooth_rows(c, st, n)
-                pairs.append((st.windows(first_rows), st.windows(second_rows)))
+                slid.append((st.windows(first_rows), st.windows(second_rows)))
             smooth = tuple(
-                tuple(torch.stack([w[side][j] for w in pairs]) for j in range(3)) for side in (0, 1)
+                tuple(torch.stack([w[side][j] for w in slid]) for j in range(3)) for side in (0, 1)
             )
         losses, terms = stack.vmap(member, b, *smooth)
         opt.zero_grad(set_to_none=True)

@@ -57,7 +57,7 @@ from pbrl.learn.stack import (
     clip_member_grads_,
     fit_stacked_before_iql,
     labels_of_one_shape,
-    member_label_rows,
+    member_pairs,
     members_in_turn,
     stacked_metrics,
 )
@@ -576,10 +576,9 @@ def stacked_phases(
     rms = StackedModules([a.rm for a in agents])
     rms.train(True)
     opt = torch.optim.Adam(rms.parameters(), lr=cfg.rm_lr)
-    labels = member_label_rows([c.prefs for c in ctxs], PAIR_FIELDS)
-    batches = [
-        epoch_minibatches(c.prefs.size, cfg.rm_batch, c.generator, first.device) for c in ctxs
-    ]
+    pairs = member_pairs(
+        [c.prefs for c in ctxs], [c.generator for c in ctxs], cfg.rm_batch, first.device
+    )
 
     def importance(p: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> torch.Tensor:
         def alpha(side: str) -> torch.Tensor:
@@ -594,7 +593,7 @@ def stacked_phases(
         return rms.members(x, shared=True).squeeze(-1)
 
     for i in range(1, n_rm + 1):
-        b = labels(torch.stack([next(it) for it in batches]))
+        b = next(pairs)
         with torch.no_grad():
             alpha = wms.vmap(importance, b)
         r_a, r_b = rewards(b["obs_a"], b["act_a"]), rewards(b["obs_b"], b["act_b"])

@@ -38,7 +38,7 @@ from pbrl.learn.data import ACTION_CLIP, TransitionTensors
 from pbrl.learn.iql import IQLConfig, IQLLearner, iql_config_from
 from pbrl.learn.kit import bt_pair_losses, epoch_minibatches, segment_sum
 from pbrl.learn.nn import soft_update
-from pbrl.learn.stack import StackedIQL, member_label_rows, stacked_metrics
+from pbrl.learn.stack import StackedIQL, member_pairs, stacked_metrics
 from pbrl.types import PAIR_FIELDS
 
 # ---- pure losses -------------------------------------------------------------------------
@@ -354,7 +354,9 @@ def fit_stacked(agents: list[Agent], ctxs: list[FitContext]) -> Iterator[list[di
         raise PbrlError(
             "ipl: stacked seeds need labels of one size; run these seeds without --stack-seeds"
         )
-    labels = member_label_rows([c.prefs for c in ctxs], PAIR_FIELDS)
+    pairs = member_pairs(
+        [c.prefs for c in ctxs], [c.generator for c in ctxs], cfg.batch_size, first.device
+    )
     replay = None
     if cfg.replay_batch > 0:
         table = TransitionTensors.stacked(
@@ -362,15 +364,13 @@ def fit_stacked(agents: list[Agent], ctxs: list[FitContext]) -> Iterator[list[di
         )
         replay = table.member_minibatches(cfg.replay_batch, [c.generator for c in ctxs])
     length = int(ctx0.prefs.obs_a.shape[1])
-    batches = []
     for a, c in zip(agents, ctxs, strict=True):
         a.learner.set_obs_stats(c.dataset.observations)
         a.learner.set_max_steps(c.steps)
-        batches.append(epoch_minibatches(c.prefs.size, cfg.batch_size, c.generator, a.device))
     stack = StackedIQL([a.learner for a in agents])
     for step in range(1, ctx0.steps + 1):
         # each member draws its pairs, then its window, then its replay rows, as alone
-        b = labels(torch.stack([next(it) for it in batches]))
+        b = next(pairs)
         starts = [window_start(length, cfg.window, c.generator) for c in ctxs]
         start = None if starts[0] is None else torch.stack(starts)
         rows = first.rows_from(b, start, None if replay is None else next(replay))

@@ -53,7 +53,7 @@ from pbrl.learn.stack import (
     StackedModules,
     fit_stacked_before_iql,
     labels_of_one_shape,
-    member_label_rows,
+    member_pairs,
     members_in_turn,
     stacked_metrics,
 )
@@ -476,10 +476,9 @@ def stacked_reward_phase(
     stack = StackedModules([a.model for a in agents])
     stack.train(True)
     opt = torch.optim.AdamW(stack.parameters(), lr=cfg.rm_lr, weight_decay=cfg.rm_weight_decay)
-    labels = member_label_rows([c.prefs for c in ctxs], PAIR_FIELDS)
-    batches = [
-        epoch_minibatches(c.prefs.size, cfg.rm_batch, c.generator, first.device) for c in ctxs
-    ]
+    pairs = member_pairs(
+        [c.prefs for c in ctxs], [c.generator for c in ctxs], cfg.rm_batch, first.device
+    )
 
     def member(p: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> Any:
         return first.rm_terms(lambda *x: stack.call(p, *x), b)
@@ -488,7 +487,7 @@ def stacked_reward_phase(
         lr = first.rm_lr(step, n_rm)
         for g in opt.param_groups:
             g["lr"] = lr
-        losses, terms = stack.vmap(member, labels(torch.stack([next(it) for it in batches])))
+        losses, terms = stack.vmap(member, next(pairs))
         opt.zero_grad(set_to_none=True)
         losses.sum().backward()
         opt.step()

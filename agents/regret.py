@@ -58,7 +58,7 @@ from pbrl.learn.stack import (
     StackedModules,
     fit_stacked_before_iql,
     labels_of_one_shape,
-    member_label_rows,
+    member_pairs,
     members_in_turn,
     stackable_iql,
     stacked_metrics,
@@ -337,15 +337,16 @@ def stacked_adv_phase(
     stack = StackedModules([a.adv for a in agents])
     stack.train(True)
     opt = torch.optim.Adam(stack.parameters(), lr=cfg.adv_lr)
-    labels = member_label_rows([c.prefs for c in ctxs], PAIR_FIELDS)
-    batches = [epoch_minibatches(c.prefs.size, cfg.adv_batch, c.generator, c.device) for c in ctxs]
+    pairs = member_pairs(
+        [c.prefs for c in ctxs], [c.generator for c in ctxs], cfg.adv_batch, ctx0.device
+    )
 
     def advantage(obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
         x = torch.cat([obs, act], -1)
         return stack.members(x, shared=True).squeeze(-1)  # (K, E, ...)
 
     for step in range(1, n_adv + 1):
-        b = labels(torch.stack([next(it) for it in batches]))
+        b = next(pairs)
         adv_a, adv_b = advantage(b["obs_a"], b["act_a"]), advantage(b["obs_b"], b["act_b"])
         losses, m = vmap(first.adv_terms)(adv_a, adv_b, b)
         opt.zero_grad(set_to_none=True)

@@ -52,9 +52,9 @@ from pbrl.learn.iql import (
     reward_normalize,
     row_mean,
 )
-from pbrl.learn.kit import CapturedStep, log_due
+from pbrl.learn.kit import CapturedStep, epoch_minibatches, log_due
 from pbrl.learn.nn import GaussianActor
-from pbrl.types import PreferenceBatch
+from pbrl.types import PAIR_FIELDS, PreferenceBatch
 
 
 class StackedModules:
@@ -169,6 +169,27 @@ def member_label_rows(
         return {f: v.index_select(0, flat).unflatten(0, idx.shape) for f, v in table.items()}
 
     return index
+
+
+def member_pairs(
+    prefs: list[PreferenceBatch],
+    generators: list[torch.Generator],
+    batch_size: int,
+    device: str,
+    fields: tuple[str, ...] = PAIR_FIELDS,
+) -> Iterator[dict[str, torch.Tensor]]:
+    """Endless minibatches of labelled pairs for K members: member k's ``batch_size`` pairs
+    of its own labels, drawn with its own generator as
+    :func:`pbrl.learn.kit.epoch_minibatches` draws them for a single run (one permutation
+    per epoch, drawn when the epoch's first minibatch is asked for), all K gathered at once
+    (:func:`member_label_rows`); each field ``(K, B, ...)``."""
+    labels = member_label_rows(prefs, fields)
+    draws = [
+        epoch_minibatches(p.size, batch_size, g, device)
+        for p, g in zip(prefs, generators, strict=True)
+    ]
+    while True:
+        yield labels(torch.stack([next(d) for d in draws]))
 
 
 def stacked_metrics(
