@@ -28,7 +28,13 @@ from pbrl.learn.api import AgentSpec, FitContext
 from pbrl.learn.data import ACTION_CLIP, TransitionTensors
 from pbrl.learn.kit import deterministic_logp, epoch_minibatches, greedy_action
 from pbrl.learn.nn import TanhDeterministicActor
-from pbrl.learn.stack import StackedModules, member_label_rows, stacked_metrics, zip_generators
+from pbrl.learn.stack import (
+    CannotStack,
+    StackedModules,
+    member_label_rows,
+    stacked_metrics,
+    zip_generators,
+)
 from pbrl.types import PAIR_FIELDS
 
 
@@ -167,7 +173,7 @@ def fit_stacked(agents: list[Agent], ctxs: list[FitContext]) -> Iterator[list[di
     the stacked parameters."""
     first, ctx0 = agents[0], ctxs[0]
     if first.cfg.data == "pos" and len({c.prefs.size for c in ctxs}) > 1:
-        raise PbrlError(
+        raise CannotStack(
             "bc: stacked seeds need labels of one size; run these seeds without --stack-seeds"
         )
     if first.cfg.data == "all":  # transitions: one table, every member's rows in one gather

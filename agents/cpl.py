@@ -45,6 +45,7 @@ from pbrl.learn.data import ACTION_CLIP, segments_tensor
 from pbrl.learn.kit import deterministic_logp, epoch_minibatches, greedy_action, segment_sum
 from pbrl.learn.nn import GaussianActor, TanhDeterministicActor
 from pbrl.learn.stack import (
+    CannotStack,
     StackedModules,
     member_batches,
     member_label_rows,
@@ -436,10 +437,10 @@ def fit_stacked(agents: list[Agent], ctxs: list[FitContext]) -> Iterator[list[di
     first, ctx0 = agents[0], ctxs[0]
     cfg = first.cfg
     if cfg.policy != "deterministic":
-        raise PbrlError("cpl: stacked seeds support the deterministic policy only")
+        raise CannotStack("cpl: stacked seeds support the deterministic policy only")
     sizes = sorted({_pool_size(cfg, c) for c in ctxs})
     if len(sizes) > 1:
-        raise PbrlError(
+        raise CannotStack(
             f"cpl: stacked seeds need labels of one size (the members have {sizes}); "
             "run these seeds without --stack-seeds"
         )

@@ -38,7 +38,7 @@ from pbrl.learn.data import ACTION_CLIP, TransitionTensors
 from pbrl.learn.iql import IQLConfig, IQLLearner, iql_config_from
 from pbrl.learn.kit import bt_pair_losses, epoch_minibatches, segment_sum
 from pbrl.learn.nn import soft_update
-from pbrl.learn.stack import StackedIQL, member_pairs, stacked_metrics
+from pbrl.learn.stack import CannotStack, StackedIQL, member_pairs, stacked_metrics
 from pbrl.types import PAIR_FIELDS
 
 # ---- pure losses -------------------------------------------------------------------------
@@ -351,7 +351,7 @@ def fit_stacked(agents: list[Agent], ctxs: list[FitContext]) -> Iterator[list[di
     first, ctx0 = agents[0], ctxs[0]
     cfg = first.cfg
     if len({c.prefs.size for c in ctxs}) > 1:
-        raise PbrlError(
+        raise CannotStack(
             "ipl: stacked seeds need labels of one size; run these seeds without --stack-seeds"
         )
     pairs = member_pairs(

@@ -478,11 +478,9 @@ def test_hprior_world_and_reward_models_stacked_are_each_members_own(monkeypatch
     assert not np.allclose(seen[0][-1][2], seen[1][-1][2])  # separate seeds
 
 
-@pytest.mark.parametrize("name", ["mr", "pt", "hprior", "dppo", "regret"])
-def test_stacked_first_phases_run_in_turn_for_labels_of_different_sizes(name):
-    """Members whose label sets differ in size cannot share one table of pairs: the learners
-    whose first phase trains stacked run it one member after the other instead, and the
-    members still act as their single runs."""
+def _against_single_runs(name, overrides, sizes, fit):
+    """Two members of learner ``name`` (seeds 0 and 1 with ``sizes`` labelled pairs) trained
+    by ``fit(module, agents, ctxs)`` act as their single runs, and differently."""
     from pbrl.learn.api import AgentSpec, FitContext, load_agent_module, make_config
     from pbrl.learn.check import check_dataset, check_prefs
     from pbrl.utils import seed_everything
@@ -490,9 +488,9 @@ def test_stacked_first_phases_run_in_turn_for_labels_of_different_sizes(name):
     mod = load_agent_module(name)
     ds = check_dataset()
     extra = getattr(mod, "STACK_CHECK_OVERRIDES", {})
-    cfg = make_config(mod, None, {**mod.TEST_OVERRIDES, **extra})
+    cfg = make_config(mod, None, {**mod.TEST_OVERRIDES, **extra, **overrides})
     spec = AgentSpec(ds.obs_dim, ds.act_dim, -np.ones(2, np.float32), np.ones(2, np.float32))
-    runs = ((0, 6), (1, 8))  # (seed, labelled pairs)
+    runs = tuple(zip((0, 1), sizes, strict=True))  # (seed, labelled pairs)
 
     def ctx(seed: int, n: int) -> FitContext:
         answered = check_prefs(ds, n_queries=n).answered()
@@ -514,12 +512,43 @@ def test_stacked_first_phases_run_in_turn_for_labels_of_different_sizes(name):
             pass
         singles.append(single)
     members = [agent(seed) for seed, _ in runs]
-    rows = list(mod.fit_stacked(members, [ctx(seed, n) for seed, n in runs]))
+    rows = list(fit(mod, members, [ctx(seed, n) for seed, n in runs]))
     assert rows and all(len(r) == 2 for r in rows)
     obs = ds.observations[:7]
     for single, member in zip(singles, members, strict=True):
         np.testing.assert_allclose(member.act(obs), single.act(obs), rtol=1e-4, atol=1e-5)
     assert not np.allclose(members[0].act(obs), members[1].act(obs))
+
+
+@pytest.mark.parametrize("name", ["mr", "pt", "hprior", "dppo", "regret"])
+def test_stacked_first_phases_run_in_turn_for_labels_of_different_sizes(name):
+    """Members whose label sets differ in size cannot share one table of pairs: the learners
+    whose first phase trains stacked run it one member after the other instead, and the
+    members still act as their single runs."""
+    _against_single_runs(name, {}, (6, 8), lambda mod, a, c: mod.fit_stacked(a, c))
+
+
+@pytest.mark.parametrize(
+    ("name", "overrides", "sizes"),
+    [
+        ("cpl", {}, (6, 8)),
+        ("cpl", {"policy": "gaussian"}, (6, 6)),
+        ("ipl", {}, (6, 8)),
+        ("bc", {"data": "pos"}, (6, 8)),
+    ],
+)
+def test_members_that_cannot_stack_train_one_after_the_other_in_a_sweep(name, overrides, sizes):
+    """What the runner's stacked seeds train with (fit_stacked_or_in_turn): a learner whose
+    fit_stacked cannot take these members (labels of different sizes, CPL's Gaussian policy)
+    says so before training anything, and the members then train one after the other,
+    each as its single run, instead of failing the sweep."""
+    from pbrl.learn.stack import CannotStack, fit_stacked_or_in_turn
+
+    with pytest.raises(CannotStack):  # the learner's own stacked path refuses them
+        _against_single_runs(name, overrides, sizes, lambda m, a, c: m.fit_stacked(a, c))
+    _against_single_runs(
+        name, overrides, sizes, lambda m, a, c: fit_stacked_or_in_turn(m.fit_stacked, a, c)
+    )
 
 
 def test_member_gradient_clipping_is_each_members_own():

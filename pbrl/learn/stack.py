@@ -35,6 +35,7 @@ distribution, not bit for bit, to the separate ones.
 from __future__ import annotations
 
 import copy
+import logging
 from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
@@ -55,6 +56,38 @@ from pbrl.learn.iql import (
 from pbrl.learn.kit import CapturedStep, epoch_minibatches, log_due
 from pbrl.learn.nn import GaussianActor
 from pbrl.types import PAIR_FIELDS, PreferenceBatch
+
+logger = logging.getLogger(__name__)
+
+
+class CannotStack(PbrlError):
+    """These members cannot train stacked (their labels differ in size, or the config has no
+    stacked form): a learner's ``fit_stacked`` raises it before it trains anything, and
+    :func:`fit_stacked_or_in_turn` then trains the members one after the other."""
+
+
+def fit_stacked_or_in_turn(
+    fit_stacked: Callable[[list[Any], list[Any]], Iterator[list[Any]]],
+    agents: list[Any],
+    ctxs: list[Any],
+) -> Iterator[list[Any]]:
+    """``fit_stacked(agents, ctxs)``'s rows, or, when it raises :class:`CannotStack` before
+    its first row, each member's own ``fit`` one after the other in the same row form
+    (:func:`members_in_turn`): what the runner's stacked seeds train with, so a sweep whose
+    seeds cannot stack still trains (``pbrl bench --stack-seeds``, the default on CUDA)."""
+    rows = fit_stacked(agents, ctxs)
+    try:
+        first = next(rows)
+    except StopIteration:
+        return
+    except CannotStack as why:
+        logger.info("stacked seeds: %s; the %d members train one after the other", why, len(agents))
+        yield from members_in_turn(
+            len(agents), [a.fit(c) for a, c in zip(agents, ctxs, strict=True)]
+        )
+        return
+    yield first
+    yield from rows
 
 
 class StackedModules:
@@ -156,7 +189,7 @@ def member_label_rows(
     if all(p is prefs[0] for p in prefs):
         return lambda idx: prefs[0].rows(idx, fields)
     if not labels_of_one_shape(prefs, fields):
-        raise PbrlError(
+        raise CannotStack(
             "stacked seeds: the members' labels differ in shape (pairs or segment length); "
             "run these seeds without --stack-seeds"
         )

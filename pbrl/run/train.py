@@ -46,6 +46,7 @@ from pbrl.envs import find_task, get_task
 from pbrl.envs.pool import EnvPool, check_eval_workers
 from pbrl.errors import DataError, PbrlError
 from pbrl.learn.api import AgentSpec, FitContext, load_agent_module, make_config
+from pbrl.learn.stack import fit_stacked_or_in_turn
 from pbrl.prefs import check_prefs_dataset, check_selector, load_preferences
 from pbrl.run.evaluate import evaluate_many
 from pbrl.teachers import make_teacher
@@ -487,7 +488,8 @@ def train_stacked(
         recs = [_Recorder(r, o) for r, o in zip(runs, stages, strict=True)]
         try:
             with EnvPool(specs[0].eval_workers if recs[0].can_eval else 0) as pool:
-                for rows in mod.fit_stacked([r.agent for r in runs], [r.ctx for r in runs]):
+                agents, ctxs = [r.agent for r in runs], [r.ctx for r in runs]
+                for rows in fit_stacked_or_in_turn(mod.fit_stacked, agents, ctxs):
                     if len(rows) != len(runs):
                         raise PbrlError(
                             f"agent '{specs[0].agent}': fit_stacked yielded {len(rows)} metric "
