@@ -46,7 +46,15 @@ from pbrl.learn.api import AgentSpec, FitContext
 from pbrl.learn.data import dataset_windows
 from pbrl.learn.kit import epoch_minibatches, log_due, obs_stats, seeded_init
 from pbrl.learn.nn import CausalTransformer, interleave_steps
-from pbrl.learn.stack import StackedModules, clip_member_grads_, member_batches, stacked_metrics
+from pbrl.learn.stack import (
+    CannotStack,
+    StackedModules,
+    clip_member_grads_,
+    labels_of_one_shape,
+    member_batches,
+    stacked_metrics,
+)
+from pbrl.types import PAIR_FIELDS
 
 # ---- losses (pure functions) ------------------------------------------------------------
 
@@ -662,7 +670,11 @@ def fit_stacked(agents: list[Agent], ctxs: list[FitContext]) -> Iterator[list[An
     """K seeds of one config trained as one (``pbrl bench --stack-seeds K``): the members'
     encoders and policies stacked (:class:`pbrl.learn.stack.StackedModules`), z* a ``(K, D)``
     tensor; each member draws its own pairs, windows and crops with its own generators
-    (:meth:`Agent.draw_step`), and each network's gradient norm is clipped per member."""
+    (:meth:`Agent.draw_step`), and each network's gradient norm is clipped per member.
+    Members whose labels differ in shape (pairs, segment length) cannot stack
+    (:class:`pbrl.learn.stack.CannotStack`)."""
+    if not labels_of_one_shape([c.prefs for c in ctxs], PAIR_FIELDS):
+        raise CannotStack("oppo: stacked seeds need labels of one shape (pairs, segment length)")
     first, ctx0 = agents[0], ctxs[0]
     cfg = first.cfg
     datas = [a.begin_fit(c) for a, c in zip(agents, ctxs, strict=True)]

@@ -535,6 +535,7 @@ def test_stacked_first_phases_run_in_turn_for_labels_of_different_sizes(name):
         ("cpl", {"policy": "gaussian"}, (6, 6)),
         ("ipl", {}, (6, 8)),
         ("bc", {"data": "pos"}, (6, 8)),
+        ("oppo", {}, (6, 8)),
     ],
 )
 def test_members_that_cannot_stack_train_one_after_the_other_in_a_sweep(name, overrides, sizes):
