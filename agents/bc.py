@@ -173,9 +173,7 @@ def fit_stacked(agents: list[Agent], ctxs: list[FitContext]) -> Iterator[list[di
     the stacked parameters."""
     first, ctx0 = agents[0], ctxs[0]
     if first.cfg.data == "pos" and len({c.prefs.size for c in ctxs}) > 1:
-        raise CannotStack(
-            "bc: stacked seeds need labels of one size; run these seeds without --stack-seeds"
-        )
+        raise CannotStack("bc: stacked seeds need labels of one size")
     if first.cfg.data == "all":  # transitions: one table, every member's rows in one gather
         table = TransitionTensors.stacked(
             [c.dataset for c in ctxs], ctx0.device, [None] * len(ctxs)

@@ -440,10 +440,7 @@ def fit_stacked(agents: list[Agent], ctxs: list[FitContext]) -> Iterator[list[di
         raise CannotStack("cpl: stacked seeds support the deterministic policy only")
     sizes = sorted({_pool_size(cfg, c) for c in ctxs})
     if len(sizes) > 1:
-        raise CannotStack(
-            f"cpl: stacked seeds need labels of one size (the members have {sizes}); "
-            "run these seeds without --stack-seeds"
-        )
+        raise CannotStack(f"cpl: stacked seeds need labels of one size (the members have {sizes})")
     steps = ctx0.steps
     bc_steps = int(round(cfg.bc_fraction * steps))
     warmup = max(1, int(round(cfg.warmup_fraction * steps)))

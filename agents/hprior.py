@@ -349,8 +349,8 @@ class Agent:
         opt = self.wm_optimizer
         self.wm.train().requires_grad_(True)
         for _ in range(updates):
-            rows, mask = self.wm_windows(ds, seg_len, rng)
-            loss = self.wm_loss(self.wm, data, rows, mask)
+            rows, mask = self.wm_windows(ds, seg_len, [rng])
+            loss = self.wm_loss(self.wm, data, rows[0], mask[0])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             nn.utils.clip_grad_norm_(self.wm.parameters(), cfg.wm_grad_clip)
@@ -378,10 +378,13 @@ class Agent:
         }
 
     def wm_windows(
-        self, ds: Any, seg_len: int, rng: np.random.Generator
+        self, ds: Any, seg_len: int, rngs: list[np.random.Generator]
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """One world-model minibatch of ``ds``'s windows drawn with ``rng``: rows, mask."""
-        rows, mask = dataset_windows(ds, seg_len, self.cfg.wm_batch, rng)
+        """One world-model minibatch of ``ds``'s windows drawn with each of ``rngs`` (one per
+        stacked member; a single run passes its own): rows and mask, (K, B, T), moved to the
+        device in one copy per field."""
+        drawn = [dataset_windows(ds, seg_len, self.cfg.wm_batch, rng) for rng in rngs]
+        rows, mask = (np.stack([d[j] for d in drawn]) for j in (0, 1))
         m = torch.as_tensor(mask, dtype=torch.float32, device=self.device)
         return torch.as_tensor(rows, device=self.device), m
 
@@ -555,8 +558,7 @@ def stacked_phases(
         return first.wm_loss(lambda *x: wms.call(p, *x), data, rows, mask)
 
     for step in range(1, n_wm + 1):
-        windows = [first.wm_windows(ds, seg_len, c.rng) for c in ctxs]
-        rows, mask = (torch.stack([w[j] for w in windows]) for j in (0, 1))
+        rows, mask = first.wm_windows(ds, seg_len, [c.rng for c in ctxs])
         losses = wms.vmap(wm_member, rows, mask)
         opt.zero_grad(set_to_none=True)
         losses.sum().backward()

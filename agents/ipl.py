@@ -351,9 +351,7 @@ def fit_stacked(agents: list[Agent], ctxs: list[FitContext]) -> Iterator[list[di
     first, ctx0 = agents[0], ctxs[0]
     cfg = first.cfg
     if len({c.prefs.size for c in ctxs}) > 1:
-        raise CannotStack(
-            "ipl: stacked seeds need labels of one size; run these seeds without --stack-seeds"
-        )
+        raise CannotStack("ipl: stacked seeds need labels of one size")
     pairs = member_pairs(
         [c.prefs for c in ctxs], [c.generator for c in ctxs], cfg.batch_size, first.device
     )

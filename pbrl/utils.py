@@ -235,11 +235,11 @@ def keep_freed_memory() -> bool:
     ``MALLOC_MMAP_THRESHOLD_`` and ``MALLOC_TRIM_THRESHOLD_`` in the environment would, set
     from inside the process with ``mallopt``. By default glibc maps every block above its
     threshold (which rises to at most 32 MB) from the system and unmaps it when freed, so a
-    training step whose activations exceed that pays page faults for them on every step (docs/performance.md, "`dppo`'s predictors
-    and `regret`'s advantage ensembles stacked, and a CPU allocator effect"); torch's CPU
-    tensors come from ``malloc``. The cost: memory freed after a peak stays with the
-    process. Returns whether it was applied: not off Linux or glibc, and not with
-    ``PBRL_KEEP_FREED_MEMORY=0`` in the environment."""
+    training step whose activations exceed that pays page faults for them on every step
+    (docs/performance.md, "Freed blocks kept"); torch's CPU tensors come from ``malloc``.
+    The cost: memory freed after a peak stays with the process. Returns whether it was
+    applied: not off Linux or glibc, and not with ``PBRL_KEEP_FREED_MEMORY=0`` in the
+    environment."""
     if not sys.platform.startswith("linux") or os.environ.get("PBRL_KEEP_FREED_MEMORY") == "0":
         return False
     try:

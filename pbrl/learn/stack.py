@@ -190,8 +190,7 @@ def member_label_rows(
         return lambda idx: prefs[0].rows(idx, fields)
     if not labels_of_one_shape(prefs, fields):
         raise CannotStack(
-            "stacked seeds: the members' labels differ in shape (pairs or segment length); "
-            "run these seeds without --stack-seeds"
+            "stacked seeds: the members' labels differ in shape (pairs or segment length)"
         )
     k, n = len(prefs), prefs[0].size
     table = {f: torch.stack([getattr(p, f) for p in prefs]).flatten(0, 1) for f in fields}
