@@ -26,7 +26,7 @@ from torch.func import vmap
 from pbrl.errors import PbrlError
 from pbrl.learn.api import AgentSpec, FitContext
 from pbrl.learn.data import ACTION_CLIP, TransitionTensors
-from pbrl.learn.kit import deterministic_logp, epoch_minibatches, greedy_action
+from pbrl.learn.kit import deterministic_logp, epoch_minibatches, fused_adam, greedy_action
 from pbrl.learn.nn import TanhDeterministicActor
 from pbrl.learn.stack import (
     CannotStack,
@@ -140,7 +140,7 @@ class Agent:
         return bc_mse(mu, batch["act"], batch["mask_pos"] if pos_phase else batch["mask"])
 
     def fit(self, ctx: FitContext) -> Iterator[dict[str, float]]:
-        opt = torch.optim.Adam(self.actor.parameters(), lr=self.cfg.lr)
+        opt = fused_adam(self.actor.parameters(), lr=self.cfg.lr)
         self.actor.train()
         batches = self._batches(ctx)
         for step in range(1, ctx.steps + 1):
@@ -188,7 +188,7 @@ def fit_stacked(agents: list[Agent], ctxs: list[FitContext]) -> Iterator[list[di
         a.actor.train()
     stack = StackedModules([a.actor for a in agents])
     stack.train(True)
-    opt = torch.optim.Adam(stack.parameters(), lr=first.cfg.lr)
+    opt = fused_adam(stack.parameters(), lr=first.cfg.lr)
     steps = ctx0.steps
     for step in range(1, steps + 1):
         batch = next(batches)

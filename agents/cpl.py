@@ -42,7 +42,13 @@ from torch.func import vmap
 from pbrl.errors import DataError, PbrlError
 from pbrl.learn.api import AgentSpec, FitContext
 from pbrl.learn.data import ACTION_CLIP, segments_tensor
-from pbrl.learn.kit import deterministic_logp, epoch_minibatches, greedy_action, segment_sum
+from pbrl.learn.kit import (
+    deterministic_logp,
+    epoch_minibatches,
+    fused_adam,
+    greedy_action,
+    segment_sum,
+)
 from pbrl.learn.nn import GaussianActor, TanhDeterministicActor
 from pbrl.learn.stack import (
     CannotStack,
@@ -370,7 +376,7 @@ class Agent:
             raise PbrlError("cpl --agent.kl true needs a BC phase (--agent.bc_fraction > 0)")
         batches = self._batches(ctx)
         self.actor.train()
-        opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.lr)
+        opt = fused_adam(self.actor.parameters(), lr=cfg.lr)
         for step in range(1, steps + 1):
             k = step - 1  # 0-based update index
             in_bc = k < bc_steps
@@ -388,7 +394,7 @@ class Agent:
             opt.step()
             if k == bc_steps - 1:
                 # End of BC: fresh Adam (moments reset); CPL-KL freezes its reference here.
-                opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.lr)
+                opt = fused_adam(self.actor.parameters(), lr=cfg.lr)
                 if cfg.kl:
                     self.ref_actor = copy.deepcopy(self.actor).eval().requires_grad_(False)
             if step % ctx.log_interval == 0 or step == steps:
@@ -474,7 +480,7 @@ def fit_stacked(agents: list[Agent], ctxs: list[FitContext]) -> Iterator[list[di
                 out[key] = (lp, lp - ref_lp)
         return out
 
-    opt = torch.optim.Adam(stack.parameters(), lr=cfg.lr)
+    opt = fused_adam(stack.parameters(), lr=cfg.lr)
     for step in range(1, steps + 1):
         k = step - 1
         in_bc = k < bc_steps
@@ -488,7 +494,7 @@ def fit_stacked(agents: list[Agent], ctxs: list[FitContext]) -> Iterator[list[di
         losses.sum().backward()
         opt.step()
         if k == bc_steps - 1:
-            opt = torch.optim.Adam(stack.parameters(), lr=cfg.lr)
+            opt = fused_adam(stack.parameters(), lr=cfg.lr)
             if cfg.kl:
                 stack.write_back()
                 for a in agents:

@@ -44,6 +44,7 @@ from pbrl.learn.data import ACTION_CLIP
 from pbrl.learn.kit import (
     bt_pair_losses,
     epoch_minibatches,
+    fused_adam,
     greedy_action,
     host_metrics,
     log_due,
@@ -378,7 +379,7 @@ class Agent:
     # -- training --------------------------------------------------------------------------
     def fit(self, ctx: FitContext) -> Iterator[dict[str, float]]:
         plan = yield from self.score_windows(ctx)
-        pi_opt = torch.optim.Adam(self.actor.parameters(), lr=self.cfg.lr)
+        pi_opt = fused_adam(self.actor.parameters(), lr=self.cfg.lr)
         self.actor.train()
         for k in range(1, plan.steps + 1):
             b = plan.batch(ctx)
@@ -641,7 +642,7 @@ def fit_stacked(agents: list[Agent], ctxs: list[FitContext]) -> Iterator[list[An
         a.actor.train()
     stack = StackedModules([a.actor for a in agents])
     stack.train(True)
-    opt = torch.optim.Adam(stack.parameters(), lr=first.cfg.lr)
+    opt = fused_adam(stack.parameters(), lr=first.cfg.lr)
     score_std = torch.tensor([p.score_std for p in plans], device=first.device)
     for i in range(1, plan0.steps + 1):
         batch = member_batches([p.batch(c) for p, c in zip(plans, ctxs, strict=True)])

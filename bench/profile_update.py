@@ -1,14 +1,18 @@
 """Where an update's time goes: cProfile over one learner's updates on bench/throughput.py's data.
 
     python bench/profile_update.py AGENT [--preset quick] [--steps 200] [--top 15]
-        [--device cpu] [--stack K]
+        [--device cpu] [--stack K] [--ops]
 
 Trains AGENT for ``--steps`` updates (after the same number of untimed warm-up updates, so
 that first-call costs are out) under cProfile on one torch thread and prints the functions
 with the most time of their own. ``--stack K`` profiles K seeds stacked (``fit_stacked``).
-On CUDA it then runs the same updates once more under torch's profiler and prints the
-operators with the most host time and those with the most device time: when the device's
-total is far below the wall time, the updates wait on the host (kernel launches, Python).
+``--ops`` (always on CUDA) then runs the same updates once more under torch's profiler and
+prints the shares of the operators' own host time: the matrix products' own time (``mm``, ``addmm``,
+``bmm``, ``baddbmm``), the optimizers' (their ``step`` and ``zero_grad``, everything under
+them included) and the rest, then the operators with the most host time; on CUDA also those
+with the most device time: when the device's total is far below the wall time, the updates
+wait on the host (kernel launches, Python). Freed memory is kept for reuse, as in a CPU
+training run (:func:`pbrl.utils.keep_freed_memory`).
 Findings are in docs/performance.md.
 """
 
@@ -24,6 +28,9 @@ import torch
 from throughput import synthetic_dataset, time_agent
 
 from pbrl.prefs import label_dataset
+from pbrl.utils import keep_freed_memory
+
+PRODUCTS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,8 +41,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--top", type=int, default=15)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--stack", type=int, default=1, help="K seeds stacked (fit_stacked)")
+    ap.add_argument("--ops", action="store_true", help="torch's profiler too (always on CUDA)")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
+    if args.device == "cpu":
+        keep_freed_memory()
     ds = synthetic_dataset()
     prefs = label_dataset(ds, "oracle", 2500, 64, 0)
     run = (args.agent, args.preset, ds, prefs, args.steps, args.device, args.stack)
@@ -48,18 +58,35 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{args.agent}: {rate:.1f} seed-updates/s under cProfile, {args.stack} seed(s) on "
           f"{args.device} ({time.perf_counter() - t0:.1f} s)", file=sys.stderr)  # fmt: skip
     pstats.Stats(prof).sort_stats("tottime").print_stats(args.top)
-    if args.device.startswith("cuda"):
-        acts = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
+    cuda = args.device.startswith("cuda")
+    if cuda or args.ops:
+        acts = [torch.profiler.ProfilerActivity.CPU]
+        if cuda:
+            acts.append(torch.profiler.ProfilerActivity.CUDA)
         t0 = time.perf_counter()
         with torch.profiler.profile(activities=acts) as tprof:
             rate = time_agent(*run)
         wall = time.perf_counter() - t0
         table = tprof.key_averages()
-        device_us = sum(e.self_device_time_total for e in table)
-        print(f"torch profiler: {rate:.1f} seed-updates/s, wall {wall:.2f} s, device busy "
-              f"{device_us / 1e6:.2f} s ({100 * device_us / 1e6 / wall:.0f}%)")  # fmt: skip
+        host_us = sum(e.self_cpu_time_total for e in table)
+        products = sum(e.self_cpu_time_total for e in table if e.key in PRODUCTS)
+        optim = sum(
+            e.cpu_time_total
+            for e in table
+            if e.key.startswith(("Optimizer.step#", "Optimizer.zero_grad#"))
+        )
+        print(f"torch profiler: {rate:.1f} seed-updates/s, wall {wall:.2f} s, operators' own "
+              f"host time {host_us / 1e6:.2f} s: matrix products {100 * products / host_us:.0f}%, "
+              f"optimizers {100 * optim / host_us:.0f}%, the rest "
+              f"{100 * (host_us - products - optim) / host_us:.0f}% (the Python between "
+              "operators and the profiler's own cost are in the wall time only)")  # fmt: skip
+        if cuda:
+            device_us = sum(e.self_device_time_total for e in table)
+            print(f"device busy {device_us / 1e6:.2f} s "
+                  f"({100 * device_us / 1e6 / wall:.0f}% of the wall time)")  # fmt: skip
         print(table.table(sort_by="self_cpu_time_total", row_limit=args.top))
-        print(table.table(sort_by="self_device_time_total", row_limit=args.top))
+        if cuda:
+            print(table.table(sort_by="self_device_time_total", row_limit=args.top))
     return 0
 
 

@@ -35,7 +35,7 @@ from pbrl.learn.iql import (
 )
 from pbrl.learn.kit import deterministic_logp as neg_sq_logp
 from pbrl.learn.kit import segment_sum as mr_segment_scores
-from pbrl.learn.nn import CausalTransformer, EnsembleMLP, soft_update
+from pbrl.learn.nn import MLP, CausalTransformer, Dropout, EnsembleMLP, soft_update
 
 T = torch.tensor
 
@@ -150,6 +150,43 @@ def test_polyak_and_ensemble_blocks():
         torch.testing.assert_close(out[m], manual)
     per = ens(torch.randn(3, 6, 4))
     assert per.shape == (3, 6, 2)
+
+
+@pytest.mark.parametrize("p", [0.1, 0.25, 0.5])
+def test_cpu_dropout_keeps_and_scales_as_torch_dropout(p):
+    """pbrl's CPU dropout: each element kept with probability 1 - p and scaled by 1 / (1 - p)
+    (the kept fraction within 5 standard errors), gradients through the kept elements only,
+    the same mask from the same seed, the identity in evaluation."""
+    drop = Dropout(p)
+    x = torch.randn(400, 500, requires_grad=True)
+    torch.manual_seed(3)
+    y = drop(x)
+    kept = y != 0
+    n = kept.numel()
+    assert abs(kept.float().mean().item() - (1 - p)) < 5 * math.sqrt(p * (1 - p) / n)
+    torch.testing.assert_close(y[kept], x[kept] / (1 - p))
+    y.sum().backward()
+    torch.testing.assert_close(x.grad, kept.float() / (1 - p))
+    torch.manual_seed(3)
+    assert torch.equal(drop(x) != 0, kept)
+    assert not torch.equal(drop(x) != 0, kept)  # the generator moved on
+    assert torch.equal(drop.eval()(x), x)
+    assert torch.equal(Dropout(0.0)(x), x)
+
+
+def test_cpu_dropout_draws_each_members_own_mask():
+    """Under ``vmap(randomness="different")`` (the transformers' stacked paths) and in the
+    member forwards every member gets its own mask."""
+    drop = Dropout(0.5)
+    x = torch.ones(4, 300)
+    y = torch.func.vmap(drop, randomness="different")(x)
+    masks = y != 0
+    assert all(not torch.equal(masks[0], masks[i]) for i in range(1, 4))
+    torch.manual_seed(0)
+    mlp = MLP(3, 2, (64,), dropout=0.5, dropout_before_act=True)
+    params = {k: torch.stack([v, v]) for k, v in mlp.named_parameters()}
+    out = mlp.forward_members(params, torch.ones(2, 5, 3))
+    assert not torch.equal(out[0], out[1])  # the same weights and inputs, two masks
 
 
 def test_causal_transformer_is_causal_and_returns_attention():

@@ -40,6 +40,23 @@ def make_activation(name: str | None) -> nn.Module:
     return _ACTS[name]()
 
 
+class Dropout(nn.Dropout):
+    """``nn.Dropout`` with a cheaper CPU training path: the mask is drawn with ``torch.rand``
+    (``rand >= p``, scaled by ``1 / (1 - p)``) and applied with one product, where torch's CPU
+    dropout fills its mask with ``bernoulli_``, which alone costs about as much as a matrix
+    product of the same width (docs/performance.md, "Dropout on a CPU"). Every element is
+    kept with probability ``1 - p`` and scaled as torch's dropout scales it, independently,
+    from the same default generator, so the two are identical in distribution (not mask for
+    mask). Evaluation, ``p`` of 0 or 1, ``inplace`` and other devices (CUDA's dropout is one
+    fused kernel) use ``nn.Dropout``'s own path."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p = float(self.p)
+        if not self.training or self.inplace or not 0.0 < p < 1.0 or x.device.type != "cpu":
+            return super().forward(x)
+        return x * (torch.rand_like(x) >= p).to(x.dtype).mul_(1.0 / (1.0 - p))
+
+
 def init_linear_(layer: nn.Linear, init: str = "default", gain: float = 1.0) -> None:
     """Initialise one Linear layer in place (see the module docstring)."""
     if init == "default":
@@ -88,10 +105,10 @@ class MLP(nn.Module):
             if layer_norm:
                 layers.append(nn.LayerNorm(int(width)))
             if dropout > 0 and dropout_before_act:
-                layers.append(nn.Dropout(dropout))
+                layers.append(Dropout(dropout))
             layers.append(make_activation(act))
             if dropout > 0 and not dropout_before_act:
-                layers.append(nn.Dropout(dropout))
+                layers.append(Dropout(dropout))
             last = int(width)
         out = nn.Linear(last, out_dim)
         init_linear_(out, init, gain if out_gain is None else out_gain)
@@ -198,7 +215,7 @@ class EnsembleMLP(nn.Module):
         )
         self.act = make_activation(act)
         self.out_act = make_activation(out_act)
-        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.dropout = Dropout(dropout) if dropout > 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor, *, shared: bool | None = None) -> torch.Tensor:
         """``shared``: force treating dim 0 as batch (True) or as members (False).
@@ -407,8 +424,8 @@ class CausalSelfAttention(nn.Module):
         self.causal = causal
         self.qkv = nn.Linear(embed_dim, 3 * embed_dim)
         self.proj = nn.Linear(embed_dim, embed_dim)
-        self.attn_drop = nn.Dropout(dropout)
-        self.resid_drop = nn.Dropout(dropout)
+        self.attn_drop = Dropout(dropout)
+        self.resid_drop = Dropout(dropout)
 
     def forward(
         self,
@@ -468,7 +485,7 @@ class TransformerBlock(nn.Module):
             nn.Linear(embed_dim, 4 * embed_dim),
             make_activation(activation),
             nn.Linear(4 * embed_dim, embed_dim),
-            nn.Dropout(dropout),
+            Dropout(dropout),
         )
 
     def forward(
@@ -516,7 +533,7 @@ class CausalTransformer(nn.Module):
         self.pos = nn.Parameter(torch.zeros(1, max_len, embed_dim)) if pos_embedding else None
         if self.pos is not None:
             nn.init.normal_(self.pos, std=0.02)
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
         self.blocks = nn.ModuleList(
             TransformerBlock(embed_dim, n_heads, dropout, causal=causal, activation=activation)
             for _ in range(n_layers)
