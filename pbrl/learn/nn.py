@@ -41,14 +41,14 @@ def make_activation(name: str | None) -> nn.Module:
 
 
 class Dropout(nn.Dropout):
-    """``nn.Dropout`` with a cheaper CPU training path: the mask is drawn with ``torch.rand``
-    (``rand >= p``, scaled by ``1 / (1 - p)``) and applied with one product, where torch's CPU
-    dropout fills its mask with ``bernoulli_``, which alone costs about as much as a matrix
-    product of the same width (docs/performance.md, "Dropout on a CPU"). Every element is
-    kept with probability ``1 - p`` and scaled as torch's dropout scales it, independently,
-    from the same default generator, so the two are identical in distribution (not mask for
-    mask). Evaluation, ``p`` of 0 or 1, ``inplace`` and other devices (CUDA's dropout is one
-    fused kernel) use ``nn.Dropout``'s own path."""
+    """``nn.Dropout`` with a cheaper CPU training path: the mask is drawn as ``rand >= p``
+    and applied, scaled by ``1 / (1 - p)``, with one product, where torch's CPU dropout fills
+    its mask with ``bernoulli_``, which alone costs about as much as a matrix product of the
+    same width (docs/performance.md, "BC's and CPL's updates: dropout on a CPU"). Every
+    element is kept with probability ``1 - p`` and scaled as torch's dropout scales it,
+    independently, from the same default generator, so the two are identical in
+    distribution (not mask for mask). Evaluation, ``p`` of 0 or 1, ``inplace`` and other
+    devices (CUDA's dropout is one fused kernel) use ``nn.Dropout``'s own path."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         p = float(self.p)
