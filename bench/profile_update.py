@@ -1,11 +1,14 @@
 """Where an update's time goes: cProfile over one learner's updates on bench/throughput.py's data.
 
     python bench/profile_update.py AGENT [--preset quick] [--steps 200] [--top 15]
-        [--device cpu] [--stack K] [--ops]
+        [--device cpu] [--stack K] [--ops] [--set FIELD=VALUE ...] [--sort tottime]
 
 Trains AGENT for ``--steps`` updates (after the same number of untimed warm-up updates, so
 that first-call costs are out) under cProfile on one torch thread and prints the functions
-with the most time of their own. ``--stack K`` profiles K seeds stacked (``fit_stacked``).
+with the most time of their own (``--sort cumtime``: with the most time under them, which
+splits a learner's run into its phases). ``--stack K`` profiles K seeds stacked
+(``fit_stacked``); ``--set FIELD=VALUE`` sets a config field as ``bench/throughput.py``'s
+does.
 ``--ops`` (always on CUDA) then runs the same updates once more under torch's profiler and
 prints the shares of the operators' own host time: the matrix products' own time (``mm``, ``addmm``,
 ``bmm``, ``baddbmm``), the optimizers' (their ``step`` and ``zero_grad``, everything under
@@ -42,13 +45,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--stack", type=int, default=1, help="K seeds stacked (fit_stacked)")
     ap.add_argument("--ops", action="store_true", help="torch's profiler too (always on CUDA)")
+    ap.add_argument("--sort", default="tottime", choices=["tottime", "cumtime"])
+    ap.add_argument(
+        "--set", action="append", default=[], metavar="FIELD=VALUE", help="a config field"
+    )
     args = ap.parse_args(argv)
+    bad = [kv for kv in args.set if "=" not in kv]
+    if bad:
+        ap.error(f"--set {bad[0]}: FIELD=VALUE")
+    sets = dict(kv.split("=", 1) for kv in args.set)
     torch.set_num_threads(1)
     if args.device == "cpu":
         keep_freed_memory()
     ds = synthetic_dataset()
     prefs = label_dataset(ds, "oracle", 2500, 64, 0)
-    run = (args.agent, args.preset, ds, prefs, args.steps, args.device, args.stack)
+    run = (args.agent, args.preset, ds, prefs, args.steps, args.device, args.stack, sets)
     time_agent(*run)  # warm-up
     prof = cProfile.Profile()
     t0 = time.perf_counter()
@@ -57,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     prof.disable()
     print(f"{args.agent}: {rate:.1f} seed-updates/s under cProfile, {args.stack} seed(s) on "
           f"{args.device} ({time.perf_counter() - t0:.1f} s)", file=sys.stderr)  # fmt: skip
-    pstats.Stats(prof).sort_stats("tottime").print_stats(args.top)
+    pstats.Stats(prof).sort_stats(args.sort).print_stats(args.top)
     cuda = args.device.startswith("cuda")
     if cuda or args.ops:
         acts = [torch.profiler.ProfilerActivity.CPU]
