@@ -2,7 +2,8 @@
 
 One implementation of each block: MLPs (plain and vectorised ensembles), the two actor
 heads the official codes use, IQL's twin critic and value net, a GPT-style causal
-transformer that also returns its attention maps, and the Polyak update.
+transformer that also returns its attention maps, the Polyak update, and the dropout
+they all use (:class:`Dropout`, cheaper on a CPU than torch's).
 
 Conventions:
 
