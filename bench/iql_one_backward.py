@@ -1,6 +1,6 @@
 """IQL's three losses in one backward pass against pbrl's three steps, same seed, in turns.
 
-    python bench/iql_one_backward.py [--steps 200] [--rounds 4]
+    python bench/iql_one_backward.py [--steps 200] [--rounds 4] [--merged]
 
 In CORL's order (``value_for_targets = "pre"``) V, the twin critic and the actor share no
 parameter and every target is computed before any step, so summing the three losses and
@@ -8,7 +8,11 @@ stepping the three optimizers once is the same update as pbrl's ``IQLLearner.upd
 (value, critic, actor steps, each with its own backward). This builds two learners from
 one seed at IQL's paper size (39 observations, 4 actions, 256 x 256, batch 256), checks
 that three updates on the same batches leave the same parameters, then times ``--steps``
-updates of each in turns, ``--rounds`` times, one torch thread. Figures:
+updates of each in turns, ``--rounds`` times, one torch thread. ``--merged`` times a third
+way as well: one backward pass and one fused Adam over the three networks (two parameter
+groups: value and critic at ``lr``, the actor at ``actor_lr``, its schedule not followed,
+which 200-update rounds cannot tell), the least optimizer and autograd overhead an eager
+update can have. Freed memory is kept for reuse as in a CPU training run. Figures:
 docs/performance.md ("What the core's matrix products allow").
 """
 
@@ -22,6 +26,7 @@ import torch
 
 from pbrl.learn.iql import IQLConfig, IQLLearner, awr_weights, expectile_loss, iql_q_loss
 from pbrl.learn.nn import soft_update
+from pbrl.utils import keep_freed_memory
 
 OBS, ACT, BATCH, N = 39, 4, 256, 10_000
 
@@ -39,8 +44,13 @@ def batches(gen: torch.Generator) -> Iterator[dict[str, torch.Tensor]]:
         yield {k: v[idx] for k, v in data.items()}
 
 
-def one_backward(learner: IQLLearner, batch: dict[str, torch.Tensor]) -> None:
-    """The three losses of one IQL update, one backward, the three optimizer steps."""
+def one_backward(
+    learner: IQLLearner,
+    batch: dict[str, torch.Tensor],
+    opts: tuple[torch.optim.Optimizer, ...] | None = None,
+) -> None:
+    """The three losses of one IQL update, one backward, then the steps of ``opts`` (the
+    learner's three optimizers unless given)."""
     cfg = learner.cfg
     obs_n, next_obs_n, act = (
         learner.norm(batch["obs"]),
@@ -56,42 +66,61 @@ def one_backward(learner: IQLLearner, batch: dict[str, torch.Tensor]) -> None:
     q_loss = iql_q_loss(learner.q(obs_n, act), target, cfg.critic_reduction)
     w = awr_weights(target_q - v.detach(), cfg.beta, cfg.max_weight)
     a_loss = (w * learner.policy_nll(obs_n, act)).mean()
-    opts = (learner.v_opt, learner.q_opt, learner.actor_opt)
+    if opts is None:
+        opts = (learner.v_opt, learner.q_opt, learner.actor_opt)
     for opt in opts:
         opt.zero_grad(set_to_none=True)
     (v_loss + q_loss + a_loss).backward()
     for opt in opts:
         opt.step()
     soft_update(learner.q_target, learner.q, cfg.polyak)
-    learner.actor_lr.step()
+    if opts is None or learner.actor_opt in opts:
+        learner.actor_lr.step()
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--rounds", type=int, default=4)
+    ap.add_argument("--merged", action="store_true", help="also one backward and one Adam")
     args = ap.parse_args()
     torch.set_num_threads(1)
+    keep_freed_memory()
     data = batches(torch.Generator().manual_seed(0))
 
     def make() -> IQLLearner:
         torch.manual_seed(0)
         return IQLLearner(OBS, ACT, IQLConfig(), max_steps=10**6)
 
-    three, one = make(), make()
+    three, one, merged = make(), make(), make()
+    cfg = merged.cfg
+    groups = [
+        {"params": [*merged.v.parameters(), *merged.q.parameters()]},
+        {"params": list(merged.actor.parameters()), "lr": cfg.actor_lr},
+    ]
+    one_adam = (torch.optim.Adam(groups, lr=cfg.lr, fused=True),)
     for _ in range(3):
         batch = next(data)
         three.update(batch)
         one_backward(one, batch)
-    diff = max(float((a - b).abs().max()) for a, b in zip(three.state_dict().values(), one.state_dict().values(), strict=True))  # fmt: skip
-    print(f"largest parameter difference after 3 updates: {diff}")
-    ways = (("three backward passes", three.update), ("one backward pass", lambda b: one_backward(one, b)))  # fmt: skip
+        one_backward(merged, batch, one_adam)
+    for name, other in (("one backward pass", one), ("one backward, one Adam", merged)):
+        diff = max(float((a - b).abs().max()) for a, b in zip(three.state_dict().values(), other.state_dict().values(), strict=True))  # fmt: skip
+        print(f"{name}: largest parameter difference after 3 updates: {diff}")
+    ways = [("three backward passes", three.update), ("one backward pass", lambda b: one_backward(one, b))]  # fmt: skip
+    if args.merged:
+        ways.append(("one backward, one Adam", lambda b: one_backward(merged, b, one_adam)))
     for r in range(args.rounds):
+        rates = []
         for name, step in ways:
             t0 = time.perf_counter()
             for _ in range(args.steps):
                 step(next(data))
-            print(f"round {r + 1}: {name}: {args.steps / (time.perf_counter() - t0):.1f} updates/s")
+            rates.append(args.steps / (time.perf_counter() - t0))
+            print(f"round {r + 1}: {name}: {rates[-1]:.1f} updates/s")
+        print(
+            f"round {r + 1}: against three: " + ", ".join(f"{x / rates[0]:.3f}" for x in rates[1:])
+        )
 
 
 if __name__ == "__main__":
