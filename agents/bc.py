@@ -21,7 +21,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.func import vmap
 
 from pbrl.errors import PbrlError
 from pbrl.learn.api import AgentSpec, FitContext
@@ -38,12 +37,17 @@ from pbrl.learn.stack import (
 from pbrl.types import PAIR_FIELDS
 
 
-def bc_mse(mu: torch.Tensor, act: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Mean over (real) entries of sum_d (mu_d - a_d)^2; ``mask`` has mu's shape minus the last."""
-    err = -deterministic_logp(mu, act)
+def bc_mse(
+    mu: torch.Tensor, act: torch.Tensor, mask: torch.Tensor | None = None, lead: int = 0
+) -> torch.Tensor:
+    """Mean over (real) entries of sum_d (mu_d - a_d)^2; ``mask`` has mu's shape minus the
+    last. The first ``lead`` dims are kept (stacked seeds: ``lead=1`` gives one loss per
+    member)."""
+    err = -deterministic_logp(mu, act).flatten(lead)
     if mask is None:
-        return err.mean()
-    return (err * mask).sum() / mask.sum().clamp(min=1.0)
+        return err.mean(-1)
+    m = mask.flatten(lead)
+    return (err * m).sum(-1) / m.sum(-1).clamp(min=1.0)
 
 
 @dataclass
@@ -132,12 +136,16 @@ class Agent:
             ctx.prefs.size, self.cfg.pair_batch_size, ctx.generator, self.device
         )
 
-    def loss(self, mu: torch.Tensor, batch: dict[str, torch.Tensor], step: int, steps: int):
-        """The BC loss of one batch given the actor's output ``mu`` at update ``step``."""
+    def loss(
+        self, mu: torch.Tensor, batch: dict[str, torch.Tensor], step: int, steps: int, lead: int = 0
+    ) -> torch.Tensor:
+        """The BC loss of one batch given the actor's output ``mu`` at update ``step``; with
+        ``lead=1`` (stacked seeds), one loss per member of a leading member axis."""
         if "mask" not in batch:
-            return bc_mse(mu, batch["act"])
+            return bc_mse(mu, batch["act"], lead=lead)
         pos_phase = step > int(round(self.cfg.all_fraction * steps))
-        return bc_mse(mu, batch["act"], batch["mask_pos"] if pos_phase else batch["mask"])
+        mask = batch["mask_pos"] if pos_phase else batch["mask"]
+        return bc_mse(mu, batch["act"], mask, lead)
 
     def fit(self, ctx: FitContext) -> Iterator[dict[str, float]]:
         opt = fused_adam(self.actor.parameters(), lr=self.cfg.lr)
@@ -193,7 +201,7 @@ def fit_stacked(agents: list[Agent], ctxs: list[FitContext]) -> Iterator[list[di
     for step in range(1, steps + 1):
         batch = next(batches)
         mu = stack.members(batch["obs"])  # every member's actor at once (no vmap)
-        losses = vmap(lambda m, b, s=step: first.loss(m, b, s, steps))(mu, batch)
+        losses = first.loss(mu, batch, step, steps, lead=1)  # (K,): no vmap
         opt.zero_grad(set_to_none=True)
         losses.sum().backward()
         opt.step()

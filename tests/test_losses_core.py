@@ -475,6 +475,16 @@ def test_bc_mse():
     mu, act = T([[0.0, 0.0], [1.0, 1.0]]), T([[1.0, 0.0], [0.0, 0.0]])  # errors 1 and 2
     assert bc_mse(mu, act).item() == pytest.approx(1.5)
     assert bc_mse(mu, act, T([1.0, 0.0])).item() == pytest.approx(1.0)
+    # lead=1 (stacked seeds): each member's loss of its own rows, masked or not
+    g = torch.Generator().manual_seed(0)
+    mus, acts = torch.randn(3, 5, 4, 2, generator=g), torch.randn(3, 5, 4, 2, generator=g)
+    mask = (torch.rand(3, 5, 4, generator=g) > 0.3).float()
+    mask[1] = 0.0  # a member without a real step: loss 0, not nan
+    for m in (None, mask):
+        per = bc_mse(mus, acts, m, lead=1)
+        assert per.shape == (3,)
+        for k in range(3):
+            torch.testing.assert_close(per[k], bc_mse(mus[k], acts[k], None if m is None else m[k]))
 
 
 @pytest.mark.parametrize(
