@@ -29,7 +29,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.func import vmap
 
 from pbrl.errors import PbrlError
 from pbrl.learn.api import AgentSpec, FitContext
@@ -65,24 +64,27 @@ from pbrl.types import PAIR_FIELDS
 
 
 def bt_ensemble_loss(
-    score_a: torch.Tensor, score_b: torch.Tensor, prefer_b: torch.Tensor
+    score_a: torch.Tensor, score_b: torch.Tensor, prefer_b: torch.Tensor, lead: int = 0
 ) -> torch.Tensor:
     """Soft-label Bradley-Terry cross-entropy, mean over the batch, SUMMED over members.
 
     ``score_a``, ``score_b``, ``prefer_b``: (M, B) (one batch per member) or (B,). The
-    log-softmax form of :func:`pbrl.learn.kit.bt_pair_losses`, as B-Pref computes it.
+    log-softmax form of :func:`pbrl.learn.kit.bt_pair_losses`, as B-Pref computes it. The
+    first ``lead`` dims are kept (stacked seeds: ``lead=1`` on (K, M, B) gives (K,)).
     """
-    return bt_pair_losses(score_a, score_b, prefer_b, "softmax").mean(-1).sum()
+    per_member = bt_pair_losses(score_a, score_b, prefer_b, "softmax").mean(-1)
+    return per_member.flatten(lead).sum(-1)
 
 
 def bt_accuracy(
-    score_a: torch.Tensor, score_b: torch.Tensor, prefer_b: torch.Tensor
+    score_a: torch.Tensor, score_b: torch.Tensor, prefer_b: torch.Tensor, lead: int = 0
 ) -> torch.Tensor:
     """Fraction of non-tie pairs whose higher score is the preferred segment (nan if none),
-    a 0-dim tensor on the scores' device (read on the host only where it is logged)."""
-    keep = (prefer_b != 0.5).float()
-    hit = ((score_b > score_a) == (prefer_b > 0.5)).float()
-    return (hit * keep).sum() / keep.sum()  # 0 / 0 = nan when every pair is a tie
+    a 0-dim tensor on the scores' device (read on the host only where it is logged); the
+    first ``lead`` dims are kept."""
+    keep = (prefer_b != 0.5).float().flatten(lead)
+    hit = ((score_b > score_a) == (prefer_b > 0.5)).float().flatten(lead)
+    return (hit * keep).sum(-1) / keep.sum(-1)  # 0 / 0 = nan when every pair is a tie
 
 
 # ---- agent ---------------------------------------------------------------------------------
@@ -331,12 +333,12 @@ def stacked_reward_phase(
             b = labels(torch.stack([live[j] if e is None else e[j] for e in epochs]))
             sa = scores(b["obs_a"], b["act_a"], b["mask_a"])
             sb = scores(b["obs_b"], b["act_b"], b["mask_b"])
-            losses = vmap(bt_ensemble_loss)(sa, sb, b["prefer_b"])
+            losses = bt_ensemble_loss(sa, sb, b["prefer_b"], lead=1)  # (K,): no vmap
             opt.zero_grad(set_to_none=True)
             losses.sum().backward()
             opt.step()
             _put_back(opt, frozen)
-            acc = vmap(bt_accuracy)(sa.detach(), sb.detach(), b["prefer_b"])
+            acc = bt_accuracy(sa.detach(), sb.detach(), b["prefer_b"], lead=1)
             accs.append(acc)
             step += 1
             for i in range(k):

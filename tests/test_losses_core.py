@@ -397,6 +397,17 @@ def test_mr_bradley_terry_loss_sums_members():
     acc = bt_accuracy(T([0.0, 1.0, 0.0]), T([1.0, 0.0, 5.0]), T([1.0, 1.0, 0.5]))
     assert float(acc) == pytest.approx(0.5)
     assert math.isnan(float(bt_accuracy(T([0.0]), T([1.0]), T([0.5]))))  # ties only: nan
+    # lead=1 (stacked seeds): each seed's loss and accuracy over its own ensemble's pairs
+    g = torch.Generator().manual_seed(0)
+    sa, sb = torch.randn(3, 2, 6, generator=g), torch.randn(3, 2, 6, generator=g)
+    y = torch.randint(0, 3, (3, 2, 6), generator=g).float() / 2  # 0, 0.5 (tie) or 1
+    y[2] = 0.5  # a seed with ties only: nan accuracy
+    losses, accs = bt_ensemble_loss(sa, sb, y, lead=1), bt_accuracy(sa, sb, y, lead=1)
+    assert losses.shape == accs.shape == (3,)
+    for k in range(3):
+        torch.testing.assert_close(losses[k], bt_ensemble_loss(sa[k], sb[k], y[k]))
+        torch.testing.assert_close(accs[k], bt_accuracy(sa[k], sb[k], y[k]), equal_nan=True)
+    assert math.isnan(float(accs[2]))
 
 
 # ---- IPL ---------------------------------------------------------------------------------------
