@@ -74,7 +74,7 @@ def one_backward(
     for opt in opts:
         opt.step()
     soft_update(learner.q_target, learner.q, cfg.polyak)
-    if opts is None or learner.actor_opt in opts:
+    if learner.actor_opt in opts:  # the actor's own Adam: its schedule too
         learner.actor_lr.step()
 
 
