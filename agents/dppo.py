@@ -36,7 +36,6 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.func import vmap
 
 from pbrl.errors import PbrlError
 from pbrl.learn.api import AgentSpec, FitContext
@@ -52,7 +51,7 @@ from pbrl.learn.kit import (
     split_steps,
     strict_accuracy,
 )
-from pbrl.learn.nn import MLP, CausalTransformer, interleave_steps
+from pbrl.learn.nn import MLP, CausalTransformer, Layers, interleave_steps
 from pbrl.learn.stack import (
     StackedModules,
     labels_of_one_shape,
@@ -76,9 +75,10 @@ def window_distances(pred: torch.Tensor, act: torch.Tensor, mask: torch.Tensor) 
 
 
 def preference_order(score: torch.Tensor) -> torch.Tensor:
-    """Indices of ``score`` in descending order, as the official code sorts: a stable ascending
-    argsort flipped (so among equal scores the later index comes first)."""
-    return torch.flip(torch.argsort(score, stable=True), dims=(0,))
+    """Indices of ``score`` (..., N) in descending order along its last dim, as the official
+    code sorts: a stable ascending argsort flipped (so among equal scores the later index
+    comes first)."""
+    return torch.flip(torch.argsort(score, dim=-1, stable=True), dims=(-1,))
 
 
 def dppo_policy_loss(
@@ -86,36 +86,37 @@ def dppo_policy_loss(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """DPPO's contrastive policy loss over all ordered pairs of a batch of windows.
 
-    ``dist`` (N,) are the windows' distances to the policy and ``score`` (N,) their
-    predicted preference scores. For windows sorted by score (descending), every pair i < j
+    ``dist`` (..., N) are the windows' distances to the policy and ``score`` (..., N) their
+    predicted preference scores (a leading member axis gives one loss per member). For windows sorted by score (descending), every pair i < j
     contributes ``softplus((d_i - lambda d_j) / T)`` = -log P(i preferred); the sum is divided
     by the number of pairs whose float32 probability ``exp(-d_i/T) / (exp(-d_i/T) +
     exp(-lambda d_j/T))`` is below 1 (the official mean over the non-zero log terms; the
     others are dropped). Returns (loss, number of pairs kept).
     """
-    d = dist[preference_order(score)] / temperature
-    n = d.shape[0]
+    d = dist.gather(-1, preference_order(score)) / temperature
+    n = d.shape[-1]
     i, j = torch.triu_indices(n, n, offset=1, device=d.device)
-    terms = nn.functional.softplus(d[i] - lambd * d[j])
+    terms = nn.functional.softplus(d[..., i] - lambd * d[..., j])
     with torch.no_grad():
         d32 = d.detach().float()
-        e_i, e_j = torch.exp(-d32[i]), torch.exp(-lambd * d32[j])
+        e_i, e_j = torch.exp(-d32[..., i]), torch.exp(-lambd * d32[..., j])
         keep = (e_i / (e_i + e_j)) != 1.0
-    kept = keep.sum()
-    loss = (terms * keep).sum() / kept.clamp_min(1)
+    kept = keep.sum(-1)
+    loss = (terms * keep).sum(-1) / kept.clamp_min(1)
     return loss, kept
 
 
 def predictor_loss(
     score_a: torch.Tensor, score_b: torch.Tensor, prefer_b: torch.Tensor
 ) -> torch.Tensor:
-    """Softmax cross-entropy of the pair logits [S_a, S_b] against [1 - y, y], batch mean."""
-    return bt_pair_losses(score_a, score_b, prefer_b, "softmax").mean()
+    """Softmax cross-entropy of the pair logits [S_a, S_b] against [1 - y, y], batch mean:
+    (..., B) -> (...), one loss per member of a leading member axis."""
+    return bt_pair_losses(score_a, score_b, prefer_b, "softmax").mean(-1)
 
 
 def smoothness_loss(score: torch.Tensor, score_shifted: torch.Tensor) -> torch.Tensor:
-    """mean (S(tau) - S(tau'))^2 over the smoothness pairs."""
-    return ((score - score_shifted) ** 2).mean()
+    """mean (S(tau) - S(tau'))^2 over the smoothness pairs (the last dim)."""
+    return ((score - score_shifted) ** 2).mean(-1)
 
 
 def warmup_cosine(
@@ -195,18 +196,33 @@ class ScoreModel(nn.Module):
 
     def forward(self, obs: torch.Tensor, act: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Scores (B,) of (B, L) windows; padded steps have timestep 0 and zero inputs."""
-        h = obs.shape[1]
+        return self._run(Layers(self), obs, act, mask)
+
+    def forward_members(
+        self,
+        params: dict[str, torch.Tensor],
+        obs: torch.Tensor,
+        act: torch.Tensor,
+        mask: torch.Tensor,
+    ) -> torch.Tensor:
+        """K stacked predictors' :meth:`forward` at once (:class:`pbrl.learn.nn.Layers`):
+        windows (K, B, L, ...), scores (K, B)."""
+        return self._run(Layers(self, params), obs, act, mask)
+
+    def _run(
+        self, layers: Layers, obs: torch.Tensor, act: torch.Tensor, mask: torch.Tensor
+    ) -> torch.Tensor:
+        h = obs.shape[-2]
         if h > self.max_len:
             raise PbrlError(f"dppo: window of {h} steps exceeds max_len {self.max_len}")
         m = mask.to(obs.dtype)
         ts = torch.arange(1, h + 1, device=obs.device).clamp(max=self.max_timestep)
-        ts = (ts[None, :] * mask.long()).long()
-        e_t = self.embed_t(ts)
+        e_t = layers.embedding("embed_t", ts * mask.long())  # padding: timestep 0
         obs, act = obs * m[..., None], act * m[..., None]
-        streams = [self.embed_a(act) + e_t, self.embed_s(obs) + e_t]
-        tok, key_mask = interleave_steps(streams, self.embed_ln, mask)
-        out, _ = self.encoder(tok, key_mask)
-        r = self.head(out[:, 1::2]).squeeze(-1)
+        streams = [layers("embed_a", act) + e_t, layers("embed_s", obs) + e_t]
+        tok, key_mask = interleave_steps(streams, lambda x: layers("embed_ln", x), mask)
+        out, _ = layers("encoder", tok, key_mask)
+        r = layers("head", out[..., 1::2, :]).squeeze(-1)
         if self.pool_padding:
             return r.mean(-1)
         return (r * m).sum(-1) / m.sum(-1).clamp_min(1.0)
@@ -402,10 +418,11 @@ class Agent:
         self, pred: torch.Tensor, batch: dict[str, torch.Tensor]
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The policy loss of one batch of scored windows given the policy's actions ``pred``
-        (B, W, A): (loss, mean window distance, pairs kept)."""
+        (B, W, A): (loss, mean window distance, pairs kept); with a leading member axis on
+        every input, one of each per member."""
         dist = window_distances(pred, batch["act"], batch["mask"])
         loss, kept = dppo_policy_loss(dist, batch["score"], self.cfg.lambd, self.cfg.temperature)
-        return loss, dist.mean(), kept
+        return loss, dist.mean(-1), kept
 
     def score_windows(self, ctx: FitContext) -> Generator[dict[str, float], None, PolicyPlan]:
         """Phases (1) and (2): train the preference predictor, score the dataset's windows.
@@ -493,7 +510,7 @@ class Agent:
         s_a = model(b["obs_a"], act_a, b["mask_a"])
         s_b = model(b["obs_b"], act_b, b["mask_b"])
         ce = predictor_loss(s_a, s_b, b["prefer_b"])
-        loss, smooth = ce, torch.zeros((), device=ce.device)
+        loss, smooth = ce, torch.zeros_like(ce)
         if smooth_rows is not None:
             first, second = smooth_rows
             w1, w2 = (first, second) if windows is None else (windows(first), windows(second))
@@ -581,7 +598,7 @@ def stacked_predictor_phase(
     agents: list[Agent], ctxs: list[FitContext]
 ) -> Generator[list[Any], None, list[PolicyPlan]]:
     """Phase (1) of K members at once (``pbrl bench --stack-seeds K``): their predictors
-    stacked (:class:`pbrl.learn.stack.StackedModules`, mapped with ``vmap``; one AdamW),
+    stacked (:class:`pbrl.learn.stack.StackedModules`, their member forwards; one AdamW),
     each member's pairs drawn with its own generator and gathered from one table of the
     members' labels, its smoothness windows drawn with its own numpy generator, as alone;
     then each member scores its windows (phase 2). Yields one row per logged update;
@@ -602,10 +619,6 @@ def stacked_predictor_phase(
         [c.prefs for c in ctxs], [c.generator for c in ctxs], cfg.rm_batch, first.device
     )
 
-    def member(p: dict[str, torch.Tensor], b: dict[str, torch.Tensor], *smooth: Any):
-        model = lambda *x: stack.call(p, *x)  # noqa: E731
-        return first.predictor_terms(model, b, None, smooth or None)
-
     for step in range(1, n_rm + 1):
         lr = first.rm_lr(step, n_rm)
         for g in opt.param_groups:
@@ -621,7 +634,7 @@ def stacked_predictor_phase(
             smooth = tuple(
                 tuple(torch.stack([w[side][j] for w in slid]) for j in range(3)) for side in (0, 1)
             )
-        losses, terms = stack.vmap(member, b, *smooth)
+        losses, terms = first.predictor_terms(stack.members, b, None, smooth or None)
         opt.zero_grad(set_to_none=True)
         losses.sum().backward()
         opt.step()
@@ -647,7 +660,7 @@ def fit_stacked(agents: list[Agent], ctxs: list[FitContext]) -> Iterator[list[An
     for i in range(1, plan0.steps + 1):
         batch = member_batches([p.batch(c) for p, c in zip(plans, ctxs, strict=True)])
         mu = stack.members(batch["obs"])  # every member's policy at once (no vmap)
-        loss, dist, kept = vmap(first.policy_loss)(mu, batch)
+        loss, dist, kept = first.policy_loss(mu, batch)  # (K,) each: no vmap
         opt.zero_grad(set_to_none=True)
         loss.sum().backward()
         opt.step()

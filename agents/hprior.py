@@ -51,7 +51,7 @@ from pbrl.learn.kit import (
     split_steps,
     strict_accuracy,
 )
-from pbrl.learn.nn import CausalTransformer, EnsembleMLP
+from pbrl.learn.nn import CausalTransformer, EnsembleMLP, Layers, interleave_steps
 from pbrl.learn.stack import (
     StackedModules,
     clip_member_grads_,
@@ -108,10 +108,11 @@ def prior_loss(
 
 
 def world_model_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Next-state MSE, mean over real steps (mask 1) and state dimensions."""
+    """Next-state MSE, mean over real steps (mask 1) and state dimensions: (..., B, T, S)
+    -> (...), one loss per member of a leading member axis."""
     m = mask.to(pred.dtype)
     sq = (pred - target).pow(2).mean(dim=-1)
-    return (sq * m).sum() / m.sum().clamp_min(1.0)
+    return (sq * m).sum(dim=(-2, -1)) / m.sum(dim=(-2, -1)).clamp_min(1.0)
 
 
 # ---- world model --------------------------------------------------------------------------
@@ -149,16 +150,33 @@ class WorldModel(nn.Module):
         self, obs_n: torch.Tensor, act: torch.Tensor, mask: torch.Tensor
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """(predicted next standardised state (B, T, S), per-layer attention maps)."""
-        b, t, _ = obs_n.shape
+        return self._run(Layers(self), obs_n, act, mask)
+
+    def forward_members(
+        self,
+        params: dict[str, torch.Tensor],
+        obs_n: torch.Tensor,
+        act: torch.Tensor,
+        mask: torch.Tensor,
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """K stacked world models' :meth:`forward` at once (:class:`pbrl.learn.nn.Layers`):
+        inputs (K, B, T, ...), predictions (K, B, T, S), maps (K, B, H, 2T, 2T)."""
+        return self._run(Layers(self, params), obs_n, act, mask)
+
+    def _run(
+        self, layers: Layers, obs_n: torch.Tensor, act: torch.Tensor, mask: torch.Tensor
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        t = obs_n.shape[-2]
         if t > self.max_len:
             raise PbrlError(
                 f"hprior: segment of {t} steps exceeds the world model's {self.max_len}"
             )
-        e_t = self.embed_t(torch.arange(t, device=obs_n.device))[None]
-        tok = torch.stack([self.embed_s(obs_n) + e_t, self.embed_a(act) + e_t], dim=2)
-        tok = self.embed_ln(tok.reshape(b, 2 * t, -1))
-        h, attn = self.gpt(tok, mask.repeat_interleave(2, dim=1))
-        return self.head(h[:, 1::2]), attn
+        ts = torch.arange(t, device=obs_n.device)
+        e_t = layers.embedding("embed_t", ts, shared=True).unsqueeze(-3)
+        streams = [layers("embed_s", obs_n) + e_t, layers("embed_a", act) + e_t]
+        tok, key_mask = interleave_steps(streams, lambda x: layers("embed_ln", x), mask)
+        h, attn = layers("gpt", tok, key_mask)
+        return layers("head", h[..., 1::2, :]), attn
 
 
 # ---- agent --------------------------------------------------------------------------------
@@ -528,11 +546,11 @@ def stacked_phases(
 ) -> Generator[list[Any], None, list[IQLPlan]]:
     """The K members' world-model and reward phases at once (``pbrl bench --stack-seeds
     K``): their world models stacked (:class:`pbrl.learn.stack.StackedModules` under
-    ``vmap``; one Adam, each member's gradient clipped to its own norm), each member's
-    windows drawn with its own numpy generator; then their reward ensembles (member
-    forwards of the stacked ensembles), each member's pairs drawn with its own generator and
-    weighted by its own frozen world model's importance; then every member's relabelling
-    of the dataset at once. Yields one row per logged update; returns the members' IQL
+    their member forwards; one Adam, each member's gradient clipped to its own norm), each
+    member's windows drawn with its own numpy generator; then their reward ensembles
+    (member forwards of the stacked ensembles), each member's pairs drawn with its own
+    generator and weighted by its own frozen world model's importance; then every member's
+    relabelling of the dataset at once. Yields one row per logged update; returns the members' IQL
     plans. Members whose labels differ in shape, or that do not share one dataset, run
     :meth:`Agent.before_iql` one after the other instead."""
     k = len(agents)
@@ -554,12 +572,9 @@ def stacked_phases(
     wms.train(True)
     opt = torch.optim.Adam(wms.parameters(), lr=cfg.wm_lr)
 
-    def wm_member(p: dict[str, torch.Tensor], rows: torch.Tensor, mask: torch.Tensor) -> Any:
-        return first.wm_loss(lambda *x: wms.call(p, *x), data, rows, mask)
-
     for step in range(1, n_wm + 1):
         rows, mask = first.wm_windows(ds, seg_len, [c.rng for c in ctxs])
-        losses = wms.vmap(wm_member, rows, mask)
+        losses = first.wm_loss(wms.members, data, rows, mask)  # (K,)
         opt.zero_grad(set_to_none=True)
         losses.sum().backward()
         clip_member_grads_(wms.parameters(), cfg.wm_grad_clip)
@@ -582,13 +597,12 @@ def stacked_phases(
         [c.prefs for c in ctxs], [c.generator for c in ctxs], cfg.rm_batch, first.device
     )
 
-    def importance(p: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> torch.Tensor:
-        def alpha(side: str) -> torch.Tensor:
-            obs, act, mask = b[f"obs_{side}"], b[f"act_{side}"], b[f"mask_{side}"]
-            _, attn = wms.call(p, (obs - first.obs_mean) / first.obs_std, act, mask)
-            return attention_importance(attn, mask.sum(-1).round().long())
-
-        return torch.cat([alpha("a"), alpha("b")])
+    def importance(b: dict[str, torch.Tensor], side: str) -> torch.Tensor:  # (K, B, T)
+        obs, act, mask = b[f"obs_{side}"], b[f"act_{side}"], b[f"mask_{side}"]
+        _, attn = wms.members((obs - first.obs_mean) / first.obs_std, act, mask)
+        rows = [a.flatten(0, 1) for a in attn]  # every member's segments as one batch
+        alpha = attention_importance(rows, mask.flatten(0, 1).sum(-1).round().long())
+        return alpha.view(mask.shape)
 
     def rewards(obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:  # (K, E, B, T)
         x = torch.cat([obs, reward_action(act, cfg.reward_input)], -1)
@@ -597,7 +611,7 @@ def stacked_phases(
     for i in range(1, n_rm + 1):
         b = next(pairs)
         with torch.no_grad():
-            alpha = wms.vmap(importance, b)
+            alpha = torch.cat([importance(b, "a"), importance(b, "b")], dim=1)
         r_a, r_b = rewards(b["obs_a"], b["act_a"]), rewards(b["obs_b"], b["act_b"])
         losses, terms = vmap(first.rm_terms)(r_a, r_b, alpha, b)
         opt.zero_grad(set_to_none=True)

@@ -39,13 +39,12 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.func import vmap
 
 from pbrl.errors import PbrlError
 from pbrl.learn.api import AgentSpec, FitContext
 from pbrl.learn.data import dataset_windows
 from pbrl.learn.kit import epoch_minibatches, log_due, obs_stats, seeded_init
-from pbrl.learn.nn import CausalTransformer, interleave_steps
+from pbrl.learn.nn import CausalTransformer, Layers, interleave_steps
 from pbrl.learn.stack import (
     CannotStack,
     StackedModules,
@@ -75,7 +74,8 @@ def oppo_triplet_loss(
     """OPPO's preference loss: pull the preferred encoding towards z*, push the other away.
 
     ``anchor`` (D,) is z*; ``z_a``, ``z_b`` (B, D) the encodings of the two segments;
-    ``prefer_b`` (B,) in [0, 1] (> 0.5: b preferred, < 0.5: a preferred, = 0.5: tie).
+    ``prefer_b`` (B,) in [0, 1] (> 0.5: b preferred, < 0.5: a preferred, = 0.5: tie). A
+    leading member axis on all four, (K, D) and (K, B, ...), gives one loss per member.
     For each strict pair, ``h = max(d(z*, z+) - d(z*, z-) + margin, 0)``.
 
     - ``scripted`` (the scripted tree): ties are dropped; mean over the strict pairs
@@ -83,8 +83,8 @@ def oppo_triplet_loss(
     - ``human`` (the human tree): sum over strict pairs plus, for each tie, the official
       asymmetric hinge ``max(d(z*, z_a) - d(z*, z_b), 0)`` (margin 0); divided by B.
     """
-    d_a = triplet_distance(anchor.expand_as(z_a), z_a)
-    d_b = triplet_distance(anchor.expand_as(z_b), z_b)
+    d_a = triplet_distance(anchor.unsqueeze(-2).expand_as(z_a), z_a)
+    d_b = triplet_distance(anchor.unsqueeze(-2).expand_as(z_b), z_b)
     a_pref = prefer_b < 0.5
     b_pref = prefer_b > 0.5
     tie = ~(a_pref | b_pref)
@@ -93,40 +93,42 @@ def oppo_triplet_loss(
     hinge = torch.relu(d_pos - d_neg + margin)
     strict = (a_pref | b_pref).to(hinge.dtype)
     if mode == "scripted":
-        return (hinge * strict).sum() / strict.sum().clamp_min(1.0)
+        return (hinge * strict).sum(-1) / strict.sum(-1).clamp_min(1.0)
     if mode == "human":
         tie_term = torch.relu(d_a - d_b) * tie.to(hinge.dtype)
-        return ((hinge * strict).sum() + tie_term.sum()) / prefer_b.shape[0]
+        return ((hinge * strict).sum(-1) + tie_term.sum(-1)) / prefer_b.shape[-1]
     raise ValueError(f"oppo_triplet_loss: unknown mode '{mode}' (scripted|human)")
 
 
 def oppo_norm_loss(z: torch.Tensor, kind: str = "square") -> torch.Tensor:
     """Norm regulariser on encodings (B, D): mean of ``(||z||-1)^2`` (scripted tree) or of
-    ``relu(||z||-1)`` (human tree, one-sided and not squared)."""
+    ``relu(||z||-1)`` (human tree, one-sided and not squared); (..., B, D) -> (...)."""
     n = torch.linalg.vector_norm(z, dim=-1) - 1.0
     if kind == "square":
-        return n.pow(2).mean()
+        return n.pow(2).mean(-1)
     if kind == "relu":
-        return torch.relu(n).mean()
+        return torch.relu(n).mean(-1)
     raise ValueError(f"oppo_norm_loss: unknown kind '{kind}' (square|relu)")
 
 
 def him_action_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Masked action MSE: mean over real steps (mask 1) x action dimensions."""
+    """Masked action MSE: mean over real steps (mask 1) x action dimensions; (..., B, k, A)
+    -> (...), one loss per member of a leading member axis."""
     m = mask.to(pred.dtype)[..., None]
-    return ((pred - target).pow(2) * m).sum() / (m.sum() * pred.shape[-1]).clamp_min(1.0)
+    dims = (-3, -2, -1)
+    return ((pred - target).pow(2) * m).sum(dims) / (m.sum(dims) * pred.shape[-1]).clamp_min(1.0)
 
 
 def pool_tokens(h: torch.Tensor, mask: torch.Tensor, over_padding: bool = False) -> torch.Tensor:
-    """Sum the encoder's hidden states (B, N, H) over tokens.
+    """Sum the encoder's hidden states (..., B, N, H) over tokens.
 
     pbrl sums over the real tokens only (mask 1). ``over_padding=True`` is the official
     behaviour: padded keys are masked inside attention but their query outputs are
     still added, so padding leaks into z and z scales with the window length.
     """
     if over_padding:
-        return h.sum(dim=1)
-    return (h * mask.to(h.dtype)[..., None]).sum(dim=1)
+        return h.sum(dim=-2)
+    return (h * mask.to(h.dtype)[..., None]).sum(dim=-2)
 
 
 # ---- networks -----------------------------------------------------------------------------
@@ -167,14 +169,31 @@ class HIMEncoder(nn.Module):
         self.pool_over_padding = pool_over_padding
 
     def forward(self, obs_n: torch.Tensor, act: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        b, t, _ = obs_n.shape
+        return self._run(Layers(self), obs_n, act, mask)
+
+    def forward_members(
+        self,
+        params: dict[str, torch.Tensor],
+        obs_n: torch.Tensor,
+        act: torch.Tensor,
+        mask: torch.Tensor,
+    ) -> torch.Tensor:
+        """K stacked encoders' :meth:`forward` at once (:class:`pbrl.learn.nn.Layers`):
+        segments (K, B, T, ...), encodings (K, B, z_dim)."""
+        return self._run(Layers(self, params), obs_n, act, mask)
+
+    def _run(
+        self, layers: Layers, obs_n: torch.Tensor, act: torch.Tensor, mask: torch.Tensor
+    ) -> torch.Tensor:
+        t = obs_n.shape[-2]
         if t > self.max_len:
             raise PbrlError(f"oppo: segment of {t} steps exceeds the encoder's {self.max_len}")
-        e_t = self.embed_t(torch.arange(t, device=obs_n.device))[None]
-        streams = [self.embed_s(obs_n) + e_t, self.embed_a(act) + e_t]
-        tok, key_mask = interleave_steps(streams, self.embed_ln, mask)
-        h, _ = self.tf(tok, key_mask)
-        return self.out(pool_tokens(h, key_mask, self.pool_over_padding))
+        ts = torch.arange(t, device=obs_n.device)
+        e_t = layers.embedding("embed_t", ts, shared=True).unsqueeze(-3)
+        streams = [layers("embed_s", obs_n) + e_t, layers("embed_a", act) + e_t]
+        tok, key_mask = interleave_steps(streams, lambda x: layers("embed_ln", x), mask)
+        h, _ = layers("tf", tok, key_mask)
+        return layers("out", pool_tokens(h, key_mask, self.pool_over_padding))
 
 
 class ContextualPolicy(nn.Module):
@@ -221,13 +240,36 @@ class ContextualPolicy(nn.Module):
         self, z: torch.Tensor, obs_n: torch.Tensor, act: torch.Tensor, mask: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """z (B, K, z_dim) per position -> (actions (B, K, A), states (B, K, S))."""
-        b, t, _ = obs_n.shape
-        e_t = self.embed_t(torch.arange(t, device=obs_n.device))[None]
-        phi = self.embed_z(z) + (e_t if self.phi_time else 0.0)
-        streams = [phi, self.embed_s(obs_n) + e_t, self.embed_a(act) + e_t]
-        tok, key_mask = interleave_steps(streams, self.embed_ln, mask)
-        h, _ = self.tf(tok, key_mask)
-        return torch.tanh(self.act_head(h[:, 1::3])), self.state_head(h[:, 2::3])
+        return self._run(Layers(self), z, obs_n, act, mask)
+
+    def forward_members(
+        self,
+        params: dict[str, torch.Tensor],
+        z: torch.Tensor,
+        obs_n: torch.Tensor,
+        act: torch.Tensor,
+        mask: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """K stacked policies' :meth:`forward` at once (:class:`pbrl.learn.nn.Layers`), every
+        input and output with a leading member axis."""
+        return self._run(Layers(self, params), z, obs_n, act, mask)
+
+    def _run(
+        self,
+        layers: Layers,
+        z: torch.Tensor,
+        obs_n: torch.Tensor,
+        act: torch.Tensor,
+        mask: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        ts = torch.arange(obs_n.shape[-2], device=obs_n.device)
+        e_t = layers.embedding("embed_t", ts, shared=True).unsqueeze(-3)
+        phi = layers("embed_z", z) + (e_t if self.phi_time else 0.0)
+        streams = [phi, layers("embed_s", obs_n) + e_t, layers("embed_a", act) + e_t]
+        tok, key_mask = interleave_steps(streams, lambda x: layers("embed_ln", x), mask)
+        h, _ = layers("tf", tok, key_mask)
+        act_out = torch.tanh(layers("act_head", h[..., 1::3, :]))
+        return act_out, layers("state_head", h[..., 2::3, :])
 
 
 def crop_windows(
@@ -459,7 +501,7 @@ class Agent:
     ) -> torch.Tensor:
         """HIM reconstruction loss of the drawn windows ``prefix*`` given their z."""
         o, a, m = d[prefix + "o"], d[prefix + "a"], d[prefix + "m"]
-        zs = z[:, None, :].expand(-1, o.shape[1], -1)
+        zs = z.unsqueeze(-2).expand(*z.shape[:-1], o.shape[-2], z.shape[-1])
         pred_a, pred_s = dec(zs, d[prefix + "o_in"], a, m)
         loss = him_action_loss(pred_a, a, m)
         if self.cfg.update == "alternating":  # the human tree also reconstructs states
@@ -491,7 +533,7 @@ class Agent:
         l_norm = oppo_norm_loss(z_a, norm_kind) + oppo_norm_loss(z_b, norm_kind)
         l_rec = self._recon_loss(dec, z_a, d, "ra_") + self._recon_loss(dec, z_b, d, "rb_")
         loss = l_rec + cfg.pref_coef * l_pref + cfg.norm_coef * l_norm
-        return loss, l_rec, l_norm, z_a.detach().norm(dim=-1).mean()
+        return loss, l_rec, l_norm, z_a.detach().norm(dim=-1).mean(-1)
 
     def z_star_loss(
         self, enc: Callable[..., Any], z_star: torch.Tensor, d: dict[str, torch.Tensor]
@@ -689,25 +731,13 @@ def fit_stacked(agents: list[Agent], ctxs: list[FitContext]) -> Iterator[list[An
     w_opt = torch.optim.AdamW([z_star], lr=cfg.w_lr, weight_decay=cfg.weight_decay)
     human = cfg.update == "alternating"
 
-    def members(fn: Callable[..., Any], *batched: Any) -> Any:
-        return vmap(fn, randomness="different")(*batched)
-
-    def enc_of(p: dict[str, torch.Tensor]) -> Callable[..., Any]:
-        return lambda *x: enc.call(p, *x)
-
-    def dec_of(p: dict[str, torch.Tensor]) -> Callable[..., Any]:
-        return lambda *x: dec.call(p, *x)
-
     him = torch.full((len(agents),), float("nan"), device=first.device)
     for step in range(1, ctx0.steps + 1):
         d = member_batches(
             [a.draw_step(c, step, x) for a, c, x in zip(agents, ctxs, datas, strict=True)]
         )
         if "h_o" in d:
-            loss_h = members(
-                lambda pe, pd, dd: first.him_loss(enc_of(pe), dec_of(pd), dd),
-                enc.params, dec.params, d,
-            )  # fmt: skip
+            loss_h = first.him_loss(enc.members, dec.members, d)  # (K,)
             enc_opt.zero_grad(set_to_none=True)
             dec_opt.zero_grad(set_to_none=True)
             loss_h.sum().backward()
@@ -717,11 +747,8 @@ def fit_stacked(agents: list[Agent], ctxs: list[FitContext]) -> Iterator[list[An
             dec_opt.step()
             him = loss_h.detach()
         # the alternating update's encoder-only step sees the policy's parameters detached
-        dec_p = {k: v.detach() for k, v in dec.params.items()} if human else dec.params
-        loss, l_rec, l_norm, z_norm = members(
-            lambda pe, pd, z, dd: first.main_losses(enc_of(pe), dec_of(pd), z, dd),
-            enc.params, dec_p, z_star, d,
-        )  # fmt: skip
+        policy = dec.members_detached if human else dec.members
+        loss, l_rec, l_norm, z_norm = first.main_losses(enc.members, policy, z_star, d)
         enc_opt.zero_grad(set_to_none=True)
         if not human:
             dec_opt.zero_grad(set_to_none=True)
@@ -733,7 +760,7 @@ def fit_stacked(agents: list[Agent], ctxs: list[FitContext]) -> Iterator[list[An
             dec_opt.step()
             him = l_rec.detach()
         dec_sched.step()
-        l_w = members(lambda pe, z, dd: first.z_star_loss(enc_of(pe), z, dd), enc.params, z_star, d)
+        l_w = first.z_star_loss(enc.members, z_star, d)
         w_opt.zero_grad(set_to_none=True)
         l_w.sum().backward()
         w_opt.step()

@@ -36,6 +36,7 @@ from torch import nn
 
 from pbrl.errors import PbrlError
 from pbrl.learn.api import AgentSpec, FitContext
+from pbrl.learn.data import shares_arrays
 from pbrl.learn.iql import QUICK_IQL, IQLConfig, IQLLearner, IQLPlan, iql_config_from
 from pbrl.learn.kit import (
     bt_pair_losses,
@@ -48,7 +49,7 @@ from pbrl.learn.kit import (
     split_steps,
     strict_accuracy,
 )
-from pbrl.learn.nn import MLP, CausalTransformer, interleave_steps
+from pbrl.learn.nn import MLP, CausalTransformer, Layers, interleave_steps
 from pbrl.learn.stack import (
     StackedModules,
     fit_stacked_before_iql,
@@ -67,18 +68,18 @@ def preference_attention(
 ) -> torch.Tensor:
     """PT's preference-attention output ``z_t = sum_j softmax_j(q_t . k_j) r_j``.
 
-    q, k: (B, T, D); r: (B, T); mask (B, T). Non-causal, single head and, as in the
-    official code, NOT scaled by 1/sqrt(D) (the official attention divides by the square
-    root of the value width, which is 1). Padded keys get the official additive -1e4.
+    q, k: (..., B, T, D); r: (..., B, T); mask (..., B, T). Non-causal, single head and, as
+    in the official code, NOT scaled by 1/sqrt(D) (the official attention divides by the
+    square root of the value width, which is 1). Padded keys get the official additive -1e4.
     """
-    logits = torch.einsum("btd,bjd->btj", q, k)
-    logits = logits + (1.0 - mask.to(logits.dtype))[:, None, :] * -1e4
+    logits = q @ k.transpose(-2, -1)
+    logits = logits + (1.0 - mask.to(logits.dtype)).unsqueeze(-2) * -1e4
     w = torch.softmax(logits, dim=-1)
-    return torch.einsum("btj,bj->bt", w, r)
+    return (w @ r.unsqueeze(-1)).squeeze(-1)
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean of (B, T) values over the real steps of each row."""
+    """Mean of (..., T) values over the real steps of each row."""
     m = mask.to(x.dtype)
     return (x * m).sum(dim=-1) / m.sum(dim=-1).clamp_min(1.0)
 
@@ -86,12 +87,13 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 def pt_cross_entropy(
     score_a: torch.Tensor, score_b: torch.Tensor, prefer_b: torch.Tensor
 ) -> torch.Tensor:
-    """Softmax cross-entropy on the logits [S_a, S_b] with soft label [1-y, y], batch mean.
+    """Softmax cross-entropy on the logits [S_a, S_b] with soft label [1-y, y], the mean over
+    the batch: (..., B) -> (...), one loss per member of a leading member axis.
 
     Ties (y = 0.5) stay in the loss as -0.5 log p_a - 0.5 log p_b (PT keeps them). The
     ``softmax`` form of :func:`pbrl.learn.kit.bt_pair_losses`.
     """
-    return bt_pair_losses(score_a, score_b, prefer_b, "softmax").mean()
+    return bt_pair_losses(score_a, score_b, prefer_b, "softmax").mean(-1)
 
 
 # ---- model --------------------------------------------------------------------------------
@@ -146,31 +148,57 @@ class PTRewardModel(nn.Module):
     ) -> torch.Tensor:
         """Hidden states at the state tokens, (B, H, E); timesteps are 1..H per segment.
         With ``at`` (B,): at the state token of step ``at[b]`` of each row only, (B, 1, E)."""
-        b, h, _ = obs.shape
+        return self._hidden(Layers(self), obs, act, mask, at)
+
+    def _hidden(
+        self,
+        layers: Layers,
+        obs: torch.Tensor,
+        act: torch.Tensor,
+        mask: torch.Tensor,
+        at: torch.Tensor | None,
+    ) -> torch.Tensor:
+        h = obs.shape[-2]
         if h > self.max_len:
             raise PbrlError(f"pt: segment of {h} steps exceeds max_len {self.max_len}")
         ts = torch.arange(1, h + 1, device=obs.device).clamp(max=self.max_timestep)
-        e_t = self.embed_t(ts)[None]
-        streams = [self.embed_a(act) + e_t, self.embed_s(obs) + e_t]
-        tok, key_mask = interleave_steps(streams, self.embed_ln, mask)
+        e_t = layers.embedding("embed_t", ts, shared=True).unsqueeze(-3)
+        streams = [layers("embed_a", act) + e_t, layers("embed_s", obs) + e_t]
+        tok, key_mask = interleave_steps(streams, lambda x: layers("embed_ln", x), mask)
         if at is not None:  # step t's state token is token 2t + 1 (its action token is 2t)
-            out, _ = self.gpt(tok, key_mask, 2 * at + 1)
+            out, _ = layers("gpt", tok, key_mask, 2 * at + 1)
             return out
-        out, _ = self.gpt(tok, key_mask)
-        return out[:, 1::2]
+        out, _ = layers("gpt", tok, key_mask)
+        return out[..., 1::2, :]
 
     def forward(
         self, obs: torch.Tensor, act: torch.Tensor, mask: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(segment score (B,), per-step reward r_t (B, H))."""
-        h = self.hidden(obs, act, mask)
+        return self._scores(Layers(self), obs, act, mask)
+
+    def forward_members(
+        self,
+        params: dict[str, torch.Tensor],
+        obs: torch.Tensor,
+        act: torch.Tensor,
+        mask: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """K stacked models' :meth:`forward` at once (:class:`pbrl.learn.nn.Layers`): inputs
+        (K, B, H, ...), scores (K, B) and rewards (K, B, H)."""
+        return self._scores(Layers(self, params), obs, act, mask)
+
+    def _scores(
+        self, layers: Layers, obs: torch.Tensor, act: torch.Tensor, mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self._hidden(layers, obs, act, mask, None)
         if self.preference_attention:
             d = self.pref_attn_dim
-            out = self.head(h)
+            out = layers("head", h)
             q, k, r = out[..., :d], out[..., d : 2 * d], out[..., 2 * d]
             z = preference_attention(q, k, r, mask)
             return masked_mean(z, mask), r
-        r = self.head(h).squeeze(-1)
+        r = layers("head", h).squeeze(-1)
         return masked_mean(r, mask), r
 
     def reward_at(
@@ -179,10 +207,31 @@ class PTRewardModel(nn.Module):
         """r_t at step ``at[b]`` of each row, (B,): the per-step reward :meth:`forward` gives
         there (r_t reads the causal hidden state h_t alone), with the transformer's last
         layer computing that one token per row (PT's relabelling)."""
-        h = self.hidden(obs, act, mask, at)[:, 0]
+        return self._reward_at(Layers(self), obs, act, mask, at)
+
+    def reward_at_members(
+        self,
+        params: dict[str, torch.Tensor],
+        obs: torch.Tensor,
+        act: torch.Tensor,
+        mask: torch.Tensor,
+        at: torch.Tensor,
+    ) -> torch.Tensor:
+        """K stacked models' :meth:`reward_at` at once: inputs (K, B, ...), rewards (K, B)."""
+        return self._reward_at(Layers(self, params), obs, act, mask, at)
+
+    def _reward_at(
+        self,
+        layers: Layers,
+        obs: torch.Tensor,
+        act: torch.Tensor,
+        mask: torch.Tensor,
+        at: torch.Tensor,
+    ) -> torch.Tensor:
+        h = self._hidden(layers, obs, act, mask, at)[..., 0, :]
         if self.preference_attention:
-            return self.head(h)[..., 2 * self.pref_attn_dim]
-        return self.head(h).squeeze(-1)
+            return layers("head", h)[..., 2 * self.pref_attn_dim]
+        return layers("head", h).squeeze(-1)
 
 
 def warmup_cosine(
@@ -203,17 +252,19 @@ def relabel_windows(
     reward_at: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
     device: str,
     batch_size: int = 2048,
+    lead: tuple[int, ...] = (),
 ) -> np.ndarray:
     """PT's relabelling of dataset ``ds``: each transition t gets r_t at the last position of
     the window of (up to) the last ``relabel_len`` steps of its episode ending at t,
     timesteps 1..k. ``reward_at(obs, act, mask, last)`` gives the reward of (B, k, ...)
-    windows at step ``last[b]`` of each, (B,); returns (N,)."""
+    windows at step ``last[b]`` of each, (*lead, B) (``lead`` ``(K,)``: K stacked models'
+    rewards of the same windows); returns (*lead, N)."""
     n, k = ds.num_steps, relabel_len
     ep_start = np.repeat(np.asarray(ds.starts), np.asarray(ds.lengths))
     rows = np.arange(n)
     first = np.maximum(ep_start, rows - k + 1)
     win_len = rows - first + 1
-    out = np.empty(n, dtype=np.float32)
+    out = np.empty((*lead, n), dtype=np.float32)
     offs = np.arange(k)
     for s in range(0, n, batch_size):
         e = min(n, s + batch_size)
@@ -224,7 +275,7 @@ def relabel_windows(
         act = torch.as_tensor(ds.actions[idx], dtype=torch.float32, device=device)
         m = torch.as_tensor(mask, dtype=torch.float32, device=device)
         last = torch.as_tensor(win_len[s:e] - 1, device=device)
-        out[s:e] = reward_at(obs, act, m, last).cpu().numpy()
+        out[..., s:e] = reward_at(obs, act, m, last).cpu().numpy()
     return out
 
 
@@ -406,11 +457,26 @@ class Agent:
 
     # -- relabelling -----------------------------------------------------------------------
     @torch.no_grad()
-    def relabel(self, ds: Any, batch_size: int = 2048) -> np.ndarray:
-        """PT's relabelling (:func:`relabel_windows`) with this run's model."""
+    def relabel(
+        self, ds: Any, stack: StackedModules | None = None, batch_size: int = 2048
+    ) -> np.ndarray:
+        """PT's relabelling (:func:`relabel_windows`) with this run's model, (N,); with
+        ``stack`` (K stacked models, in evaluation), every member's at once, (K, N), the
+        windows of ``batch_size // K`` steps per member forward."""
+        inp = self.cfg.reward_input
+        if stack is not None:
+            k = stack.k
+
+            def members(o: Any, a: Any, m: Any, last: Any) -> torch.Tensor:
+                xs = [t.expand(k, *t.shape) for t in (o, reward_action(a, inp), m, last)]
+                return stack.members(*xs, method="reward_at_members")
+
+            return relabel_windows(
+                ds, self.cfg.relabel_len, members, self.device, max(1, batch_size // k), (k,)
+            )
         assert self.model is not None
         self.model.eval()
-        model, inp = self.model, self.cfg.reward_input
+        model = self.model
         return relabel_windows(
             ds, self.cfg.relabel_len,
             lambda o, a, m, last: model.reward_at(o, reward_action(a, inp), m, last),
@@ -461,11 +527,10 @@ def stacked_reward_phase(
     Preference Transformers stacked (:class:`pbrl.learn.stack.StackedModules`, mapped with
     ``vmap``; one AdamW, elementwise as K of them), each member's pairs drawn with its own
     generator and gathered from one table of the members' labels, its learning rates its
-    own run's; then each member relabels the dataset (:meth:`Agent.relabel`, in turn: a
-    few large batches of windows, which a stacked ``vmap`` ran slower on a CPU;
-    docs/performance.md). Yields one row per logged update;
-    returns the members' IQL plans. Members whose labels differ in shape run
-    :meth:`Agent.before_iql` one after the other instead."""
+    own run's; then every member's relabelling of the dataset at once. The models run
+    through their member forwards (:meth:`PTRewardModel.forward_members`, no ``vmap``).
+    Yields one row per logged update; returns the members' IQL plans. Members whose labels
+    differ in shape run :meth:`Agent.before_iql` one after the other instead."""
     k = len(agents)
     if not labels_of_one_shape([c.prefs for c in ctxs], PAIR_FIELDS):
         phases = [a.before_iql(c) for a, c in zip(agents, ctxs, strict=True)]
@@ -480,14 +545,11 @@ def stacked_reward_phase(
         [c.prefs for c in ctxs], [c.generator for c in ctxs], cfg.rm_batch, first.device
     )
 
-    def member(p: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> Any:
-        return first.rm_terms(lambda *x: stack.call(p, *x), b)
-
     for step in range(1, n_rm + 1):
         lr = first.rm_lr(step, n_rm)
         for g in opt.param_groups:
             g["lr"] = lr
-        losses, terms = stack.vmap(member, next(pairs))
+        losses, terms = first.rm_terms(stack.members, next(pairs))  # (K,) each
         opt.zero_grad(set_to_none=True)
         losses.sum().backward()
         opt.step()
@@ -497,7 +559,14 @@ def stacked_reward_phase(
     for a in agents:
         assert a.model is not None
         a.model.eval().requires_grad_(False)
-    rewards = [a.relabel(c.dataset) for a, c in zip(agents, ctxs, strict=True)]
+    stack.train(False)
+    for t in stack.parameters():
+        t.requires_grad_(False)
+    ds = ctx0.dataset
+    if all(shares_arrays(c.dataset, ds) for c in ctxs):  # every member's windows at once
+        rewards = list(first.relabel(ds, stack))
+    else:
+        rewards = [a.relabel(c.dataset) for a, c in zip(agents, ctxs, strict=True)]
     return [a.iql_plan(c, r, n_rm, n_iql) for a, c, r in zip(agents, ctxs, rewards, strict=True)]
 
 

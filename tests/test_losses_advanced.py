@@ -224,3 +224,64 @@ def test_oppo_policy_is_causal_and_reads_its_context():
     assert not torch.allclose(out[:, t], base[:, t])  # s_t is seen at t
     out, _ = net(z + 1.0, s, a, m)
     assert (out - base).abs().amax(-1).min() > 1e-4  # every position reads the context
+
+
+# ---- a leading member axis (stacked seeds call these losses once for every member) ----------
+
+
+def _member_cases():
+    from pbrl.agents import dppo
+    from pbrl.learn.kit import strict_accuracy
+
+    g = torch.Generator().manual_seed(5)
+    k, b, n, d = 3, 6, 5, 4
+
+    def r(*shape):
+        return torch.randn(*shape, generator=g, dtype=D)
+
+    y = torch.tensor([[1.0, 0.0, 0.5, 1.0, 0.0, 1.0]] * k, dtype=D)
+    y[1, :3] = 0.5  # one member with more ties
+    mask = (torch.rand(k, b, n, generator=g) < 0.7).to(D)
+    mask[:, :, 0] = 1.0
+    return {
+        "pt_cross_entropy": (pt.pt_cross_entropy, (r(k, b), r(k, b), y)),
+        "strict_accuracy": (strict_accuracy, (r(k, b), r(k, b), y)),
+        "preference_attention": (
+            pt.preference_attention,
+            (r(k, b, n, d), r(k, b, n, d), r(k, b, n), mask),
+        ),
+        "world_model_loss": (hprior.world_model_loss, (r(k, b, n, d), r(k, b, n, d), mask)),
+        "triplet_scripted": (
+            lambda *x: oppo.oppo_triplet_loss(*x, mode="scripted"),
+            (r(k, d), r(k, b, d), r(k, b, d), y),
+        ),
+        "triplet_human": (
+            lambda *x: oppo.oppo_triplet_loss(*x, mode="human"),
+            (r(k, d), r(k, b, d), r(k, b, d), y),
+        ),
+        "norm_square": (lambda z: oppo.oppo_norm_loss(z, "square"), (r(k, b, d),)),
+        "norm_relu": (lambda z: oppo.oppo_norm_loss(z, "relu"), (r(k, b, d),)),
+        "him_action_loss": (oppo.him_action_loss, (r(k, b, n, 2), r(k, b, n, 2), mask)),
+        "pool_tokens": (oppo.pool_tokens, (r(k, b, n, d), mask)),
+        "dppo_policy_loss": (
+            lambda dist, score: dppo.dppo_policy_loss(dist, score, 0.5, 0.1),
+            (r(k, b).abs(), r(k, b)),
+        ),
+        "predictor_loss": (dppo.predictor_loss, (r(k, b), r(k, b), y)),
+        "smoothness_loss": (dppo.smoothness_loss, (r(k, b), r(k, b))),
+    }
+
+
+@pytest.mark.parametrize("name", sorted(_member_cases()))
+def test_losses_with_a_member_axis_are_each_members_own(name):
+    """Called on inputs with a leading member axis, each loss gives every member what it
+    gives that member's inputs alone (the stacked paths call them without ``vmap``)."""
+    fn, args = _member_cases()[name]
+    out = fn(*args)
+    outs = out if isinstance(out, tuple) else (out,)
+    for i in range(args[0].shape[0]):
+        own = fn(*(a[i] for a in args))
+        owns = own if isinstance(own, tuple) else (own,)
+        for got, want in zip(outs, owns, strict=True):
+            assert got.shape[0] == args[0].shape[0]
+            torch.testing.assert_close(got[i], want, msg=name)

@@ -4,6 +4,7 @@ learners given the same initialisations and minibatches, update by update."""
 from __future__ import annotations
 
 import contextlib
+import copy
 from dataclasses import replace
 from unittest import mock
 
@@ -146,6 +147,160 @@ def test_member_forwards_are_each_members_own_forward(name):
     for (pname, stacked), p in zip(stack.params.items(), mods[1].parameters(), strict=True):
         torch.testing.assert_close(stacked.grad[1], p.grad, rtol=1e-4, atol=1e-6, msg=pname)
         assert not stacked.grad[0].any() and not stacked.grad[2].any()
+
+
+@pytest.mark.parametrize(
+    ("causal", "pos", "masked", "query"),
+    [
+        (True, True, False, False),
+        (True, False, True, False),
+        (False, False, True, False),
+        (True, False, True, True),
+    ],
+)
+def test_transformer_member_forward_is_each_members_own_forward(causal, pos, masked, query):
+    """``CausalTransformer.forward_members`` (:class:`pbrl.learn.nn.Layers`: one batched
+    product per Linear, the attention over every member's rows at once) gives each member
+    its own forward's hidden states and attention maps, and its gradient lands in that
+    member's slice only."""
+    from pbrl.learn.nn import CausalTransformer
+    from pbrl.learn.stack import StackedModules
+
+    gen = torch.Generator().manual_seed(3)
+    mods = []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        m = CausalTransformer(8, 2, 2, max_len=7, pos_embedding=pos, causal=causal)
+        with torch.no_grad():  # distinct norms, not the constructor's constants
+            for p in m.parameters():
+                p.add_(0.1 * torch.randn(p.shape, generator=gen))
+        mods.append(m.eval())
+    x = torch.randn(3, 4, 7, 8, generator=gen)
+    mask = (torch.arange(7) < torch.tensor([7, 3, 5, 1]).view(4, 1)).float()
+    key_mask = torch.stack([mask, mask.flip(0), mask]) if masked else None
+    at = torch.tensor([[6, 2, 4, 0], [0, 1, 2, 3], [5, 5, 5, 5]]) if query else None
+    stack = StackedModules(mods)
+    hid, att = stack.members(x, key_mask, at)
+
+    def own(i: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        km = None if key_mask is None else key_mask[i]
+        return mods[i](x[i], km, None if at is None else at[i])
+
+    for i in range(3):
+        h_i, a_i = own(i)
+        torch.testing.assert_close(hid[i], h_i, rtol=1e-5, atol=1e-5)
+        for a, b in zip(att, a_i, strict=True):
+            torch.testing.assert_close(a[i], b, rtol=1e-5, atol=1e-6)
+    (hid[1].sum() + att[-1][1].pow(2).sum()).backward()
+    h_1, a_1 = own(1)
+    (h_1.sum() + a_1[-1].pow(2).sum()).backward()
+    for (name, stacked), p in zip(stack.params.items(), mods[1].parameters(), strict=True):
+        torch.testing.assert_close(stacked.grad[1], p.grad, rtol=1e-4, atol=1e-5, msg=name)
+        assert not stacked.grad[0].any() and not stacked.grad[2].any()
+
+
+def _flat(x):
+    """A model's outputs (a tensor, or tuples and lists of them) as one list of tensors."""
+    if isinstance(x, (tuple, list)):
+        return [t for part in x for t in _flat(part)]
+    return [x]
+
+
+def _model_case(name: str):
+    """A learner's sequence model, its member-batched method and (K, ...) inputs."""
+    from pbrl.agents import dppo, hprior, oppo, pt
+
+    gen = torch.Generator().manual_seed(11)
+    k, b, h, zd = 3, 4, 6, 3
+    obs = torch.randn(k, b, h, OBS, generator=gen)
+    act = torch.rand(k, b, h, ACT, generator=gen) * 2 - 1
+    mask = (torch.arange(h) < torch.tensor([6, 2, 4, 1]).view(b, 1)).float().expand(k, b, h)
+    seq = (obs, act, mask)
+    cases = {
+        "pt": (lambda: pt.PTRewardModel(OBS, ACT, 8, 1, 2, h, pref_attn_dim=4), "forward", seq),
+        "pt_no_pref_attn": (
+            lambda: pt.PTRewardModel(OBS, ACT, 8, 2, 2, h, preference_attention=False),
+            "forward",
+            seq,
+        ),
+        "pt_reward_at": (
+            lambda: pt.PTRewardModel(OBS, ACT, 8, 2, 2, h, pref_attn_dim=4),
+            "reward_at",
+            (*seq, torch.tensor([[5, 1, 3, 0], [0, 0, 0, 0], [2, 1, 2, 0]])),
+        ),
+        "hprior_world_model": (lambda: hprior.WorldModel(OBS, ACT, 8, 2, 2, h), "forward", seq),
+        "dppo_predictor": (lambda: dppo.ScoreModel(OBS, ACT, 8, 1, 2, h, 0.1), "forward", seq),
+        "oppo_encoder": (lambda: oppo.HIMEncoder(OBS, ACT, zd, 8, 2, 2, h), "forward", seq),
+        "oppo_policy": (
+            lambda: oppo.ContextualPolicy(OBS, ACT, zd, 8, 2, 1, h),
+            "forward",
+            (torch.randn(k, b, h, zd, generator=gen), *seq),
+        ),
+    }
+    build, method, args = cases[name]
+    mods = []
+    for seed in range(k):
+        torch.manual_seed(seed)
+        m = build()
+        with torch.no_grad():  # distinct norms, not the constructors' constants
+            for p in m.parameters():
+                p.add_(0.1 * torch.randn(p.shape, generator=gen))
+        mods.append(m.eval())
+    return mods, method, args
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "pt",
+        "pt_no_pref_attn",
+        "pt_reward_at",
+        "hprior_world_model",
+        "dppo_predictor",
+        "oppo_encoder",
+        "oppo_policy",
+    ],
+)
+def test_sequence_models_member_forwards_are_each_members_own(name):
+    """The learners' transformer models run K stacked members through one member forward
+    (:class:`pbrl.learn.nn.Layers`): each member gets its own model's outputs, and its
+    gradient lands in its own slice."""
+    from pbrl.learn.stack import StackedModules
+
+    mods, method, args = _model_case(name)
+    stack = StackedModules(mods)
+    out = _flat(stack.members(*args, method=f"{method}_members"))
+
+    def own(i: int) -> list[torch.Tensor]:
+        return _flat(getattr(mods[i], method)(*(a[i] for a in args)))
+
+    for i in range(len(mods)):
+        for got, want in zip(out, own(i), strict=True):
+            torch.testing.assert_close(got[i], want, rtol=1e-5, atol=1e-5)
+    sum(t[1].pow(2).sum() for t in out).backward()
+    sum(t.pow(2).sum() for t in own(1)).backward()
+    for (pname, stacked), p in zip(stack.params.items(), mods[1].parameters(), strict=True):
+        want = torch.zeros_like(p) if p.grad is None else p.grad
+        got = torch.zeros_like(stacked[1]) if stacked.grad is None else stacked.grad[1]
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5, msg=pname)
+        if stacked.grad is not None:
+            assert not stacked.grad[0].any() and not stacked.grad[2].any()
+
+
+def test_transformer_member_dropout_masks_are_each_members_own():
+    """In training, each member draws its own dropout masks (one elementwise draw)."""
+    from pbrl.learn.nn import CausalTransformer
+    from pbrl.learn.stack import StackedModules
+
+    torch.manual_seed(0)
+    m = CausalTransformer(8, 1, 2, max_len=5, dropout=0.5)
+    stack = StackedModules([m, copy.deepcopy(m)])
+    stack.train(True)
+    hid, _ = stack.members(torch.ones(2, 3, 5, 8))
+    assert not torch.equal(hid[0], hid[1])  # the same weights and inputs, other masks
+    stack.train(False)
+    hid, _ = stack.members(torch.ones(2, 3, 5, 8))
+    torch.testing.assert_close(hid[0], hid[1])
 
 
 def test_stacking_refuses_what_it_does_not_support():

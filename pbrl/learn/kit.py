@@ -85,11 +85,12 @@ def strict_accuracy(
 ) -> torch.Tensor:
     """Fraction of non-tie pairs whose higher score is the preferred segment (0 if none).
 
-    ``score_*`` and ``prefer_b`` are (B,); a tensor, so it can stay on the device.
+    ``score_*`` and ``prefer_b`` are (..., B), reduced over B (a leading member axis keeps
+    one fraction per member); a tensor, so it can stay on the device.
     """
     strict = prefer_b != 0.5
     ok = ((score_b > score_a) == (prefer_b > 0.5)) & strict
-    return ok.float().sum() / strict.float().sum().clamp_min(1.0)
+    return ok.float().sum(-1) / strict.float().sum(-1).clamp_min(1.0)
 
 
 # ---- policies -------------------------------------------------------------------------------

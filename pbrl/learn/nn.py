@@ -17,7 +17,8 @@ Conventions:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -72,6 +73,121 @@ def init_linear_(layer: nn.Linear, init: str = "default", gain: float = 1.0) -> 
 def member_params(params: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
     """The entries of stacked ``params`` under ``prefix`` (a child module's), prefix removed."""
     return {k[len(prefix) :]: v for k, v in params.items() if k.startswith(prefix)}
+
+
+def linear_members(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """K Linear layers at once: ``weight`` ``(K, out, in)`` and ``bias`` ``(K, out)`` stacked
+    as ``nn.Linear`` stores them, ``x`` ``(K, ..., in)`` with one batch per member; returns
+    ``(K, ..., out)``. One batched product; the dims between K and the features are
+    flattened and restored."""
+    h = x.reshape(x.shape[0], -1, x.shape[-1])
+    out = torch.baddbmm(bias.unsqueeze(1), h, weight.transpose(1, 2))
+    return out.reshape(*x.shape[:-1], weight.shape[1])
+
+
+class Layers:
+    """A module's named layers, applied with the module's own parameters or, given
+    ``params``, with K stacked members' (``torch.func.stack_module_state``'s names and
+    ``(K, ...)`` shapes), every activation then carrying a leading member axis.
+
+    A model writes its forward once against a ``Layers`` (a method ``_run(layers, ...)``)
+    and gets both :meth:`forward` (``Layers(self)``) and a member-batched
+    ``forward_members(params, ...)`` (``Layers(self, params)``): one batched product per
+    Linear for all members, rather than a per-member forward mapped with
+    ``torch.func.vmap``, whose input handling costs every operator host time (docs/
+    performance.md, "Stacked seeds"). Parameter-free layers (activations, dropout) act
+    elementwise, so each member draws its own dropout mask.
+    """
+
+    __slots__ = ("module", "params", "prefix")
+
+    def __init__(
+        self, module: nn.Module, params: dict[str, torch.Tensor] | None = None, prefix: str = ""
+    ) -> None:
+        self.module = module
+        self.params = params
+        self.prefix = prefix
+
+    @property
+    def members(self) -> bool:
+        """Whether these are K stacked members' layers."""
+        return self.params is not None
+
+    def child(self, name: str) -> Layers:
+        """The layers of child module ``name``."""
+        return Layers(getattr(self.module, name), self.params, f"{self.prefix}{name}.")
+
+    def param(self, name: str) -> torch.Tensor:
+        """Parameter ``name`` (members: stacked, ``(K, *its shape)``)."""
+        if self.params is None:
+            return getattr(self.module, name)
+        return self.params[self.prefix + name]
+
+    def linear(self, name: str, x: torch.Tensor, rows: slice | None = None) -> torch.Tensor:
+        """Linear layer ``name`` on ``x``; ``rows``: only those output features."""
+        if self.params is None:
+            layer = getattr(self.module, name)
+            if rows is None:
+                return layer(x)
+            return nn.functional.linear(x, layer.weight[rows], layer.bias[rows])
+        w = self.params[f"{self.prefix}{name}.weight"]
+        b = self.params[f"{self.prefix}{name}.bias"]
+        if rows is not None:
+            w, b = w[:, rows], b[:, rows]
+        return linear_members(x, w, b)
+
+    def layer_norm(self, name: str, x: torch.Tensor) -> torch.Tensor:
+        """LayerNorm ``name`` (over the last dim) on ``x``."""
+        norm = getattr(self.module, name)
+        if self.params is None:
+            return norm(x)
+        g = self.params[f"{self.prefix}{name}.weight"]
+        b = self.params[f"{self.prefix}{name}.bias"]
+        shape = (g.shape[0],) + (1,) * (x.dim() - 2) + (g.shape[-1],)
+        h = nn.functional.layer_norm(x, norm.normalized_shape, eps=norm.eps)
+        return torch.addcmul(b.view(shape), h, g.view(shape))
+
+    def embedding(self, name: str, idx: torch.Tensor, *, shared: bool = False) -> torch.Tensor:
+        """Rows ``idx`` of embedding table ``name``: ``(*idx.shape, E)``. Members: ``idx``
+        carries the member axis, ``(K, ...)``, unless ``shared`` (the same indices for
+        every member); either way ``(K, *rest, E)``."""
+        if self.params is None:
+            return getattr(self.module, name)(idx)
+        w = self.params[f"{self.prefix}{name}.weight"]
+        if shared:
+            return w[:, idx]
+        k = w.shape[0]
+        member = torch.arange(k, device=idx.device).view(k, *([1] * (idx.dim() - 1)))
+        return w[member, idx]
+
+    def __call__(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        """Child module ``name`` on ``args``: its forward, or for members its member-batched
+        form (Linear and LayerNorm here, a module's ``_run`` or ``forward_members``)."""
+        mod = getattr(self.module, name)
+        if self.params is None:
+            return mod(*args, **kwargs)
+        if isinstance(mod, nn.Linear):
+            return self.linear(name, *args)
+        if isinstance(mod, nn.LayerNorm):
+            return self.layer_norm(name, *args)
+        run = getattr(mod, "_run", None)
+        if run is not None:
+            return run(self.child(name), *args, **kwargs)
+        if hasattr(mod, "forward_members"):
+            sub = member_params(self.params, f"{self.prefix}{name}.")
+            return mod.forward_members(sub, *args, **kwargs)
+        if next(mod.parameters(), None) is not None:
+            raise TypeError(f"{type(mod).__name__} '{name}' has no member-batched form")
+        return mod(*args, **kwargs)
+
+
+def take_steps(x: torch.Tensor, at: torch.Tensor) -> torch.Tensor:
+    """Token ``at[...]`` of each sequence: ``x`` ``(..., T, E)``, ``at`` ``(...)``; returns
+    ``(..., 1, E)``."""
+    t, e = x.shape[-2:]
+    flat = x.reshape(-1, t, e)
+    rows = torch.arange(flat.shape[0], device=x.device)
+    return flat[rows, at.reshape(-1)].reshape(*x.shape[:-2], 1, e)
 
 
 class MLP(nn.Module):
@@ -133,19 +249,17 @@ class MLP(nn.Module):
         (docs/performance.md, "Stacked seeds"). Activations and dropout act elementwise,
         so each member's dropout mask is its own. Dims between K and the features are
         flattened and restored, so ``(K, B, L, in)`` gives ``(K, B, L, out)``."""
-        lead = x.shape[1:-1]
         h = x.reshape(x.shape[0], -1, x.shape[-1])
         for i, layer in enumerate(self.net):
             if isinstance(layer, nn.Linear):
-                w, b = params[f"net.{i}.weight"], params[f"net.{i}.bias"]
-                h = torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
+                h = linear_members(h, params[f"net.{i}.weight"], params[f"net.{i}.bias"])
             elif isinstance(layer, nn.LayerNorm):
                 g, b = params[f"net.{i}.weight"], params[f"net.{i}.bias"]
                 h = nn.functional.layer_norm(h, layer.normalized_shape, eps=layer.eps)
-                h = h * g.unsqueeze(1) + b.unsqueeze(1)
+                h = torch.addcmul(b.unsqueeze(1), h, g.unsqueeze(1))
             else:
                 h = layer(h)
-        return h.reshape(x.shape[0], *lead, h.shape[-1])
+        return h.reshape(*x.shape[:-1], h.shape[-1])
 
 
 class EnsembleLinear(nn.Module):
@@ -436,24 +550,72 @@ class CausalSelfAttention(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``query`` (B,): only token ``query[b]`` of each row is a query (every token is
         still a key and value); the output is then (B, 1, E) and the weights (B, H, 1, T)."""
-        b, t, e = x.shape
-        h = self.n_heads
+        return self._run(Layers(self), x, key_mask, query)
+
+    def forward_members(
+        self,
+        params: dict[str, torch.Tensor],
+        x: torch.Tensor,
+        key_mask: torch.Tensor | None = None,
+        query: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """K stacked copies' :meth:`forward` at once (:class:`Layers`): every input and
+        output with a leading member axis."""
+        return self._run(Layers(self, params), x, key_mask, query)
+
+    def _run(
+        self,
+        layers: Layers,
+        x: torch.Tensor,
+        key_mask: torch.Tensor | None = None,
+        query: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The forward on ``x`` (..., T, E): the projections per member, the attention over
+        every sequence of the leading dims at once (it has no parameters)."""
+        *lead, t, e = x.shape
         if query is None:
-            q, k, v = self.qkv(x).split(e, dim=-1)
-            pos = torch.arange(t, device=x.device).view(1, t)
+            q, k, v = layers.linear("qkv", x).split(e, dim=-1)
         else:
-            w, bias = self.qkv.weight, self.qkv.bias
-            k, v = nn.functional.linear(x, w[e:], bias[e:]).split(e, dim=-1)
-            q = nn.functional.linear(x[torch.arange(b, device=x.device), query], w[:e], bias[:e])
-            pos = query.view(b, 1)
-        nq = t if query is None else 1  # query tokens per row
+            k, v = layers.linear("qkv", x, slice(e, None)).split(e, dim=-1)
+            q = layers.linear("qkv", take_steps(x, query), slice(0, e))
+        nq = q.shape[-2]  # query tokens per row
+        if len(lead) == 1:  # one batch dim: as it is (no reshape on a single model's path)
+            y, weights = self.attend(q, k, v, key_mask, query)
+            return self.resid_drop(layers.linear("proj", y)), weights
+        y, weights = self.attend(
+            q.reshape(-1, nq, e),
+            k.reshape(-1, t, e),
+            v.reshape(-1, t, e),
+            None if key_mask is None else key_mask.reshape(-1, t),
+            None if query is None else query.reshape(-1),
+        )
+        y = layers.linear("proj", y.reshape(*lead, nq, e))
+        return self.resid_drop(y), weights.reshape(*lead, *weights.shape[1:])
+
+    def attend(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        key_mask: torch.Tensor | None,
+        query: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Multi-head attention of queries ``q`` (B, nq, E) over keys and values (B, T, E):
+        the heads' outputs joined, (B, nq, E), and the weights (B, H, nq, T). ``query``
+        (B,): the position of row b's one query token (nq = 1)."""
+        b, t, e = k.shape
+        h, nq = self.n_heads, q.shape[1]
         q = q.view(b, nq, h, e // h).transpose(1, 2)
         k = k.view(b, t, h, e // h).transpose(1, 2)
         v = v.view(b, t, h, e // h).transpose(1, 2)
         scores = (q @ k.transpose(-2, -1)) / math.sqrt(e // h)
-        allowed = torch.ones(pos.shape[0], nq, t, dtype=torch.bool, device=x.device)
+        if query is None:
+            pos = torch.arange(t, device=k.device).view(1, t)
+        else:
+            pos = query.view(b, 1)
+        allowed = torch.ones(pos.shape[0], nq, t, dtype=torch.bool, device=k.device)
         if self.causal:  # a query at position i sees the keys at positions <= i
-            allowed = torch.arange(t, device=x.device).view(1, 1, t) <= pos.unsqueeze(-1)
+            allowed = torch.arange(t, device=k.device).view(1, 1, t) <= pos.unsqueeze(-1)
         allowed = allowed.unsqueeze(1)
         if key_mask is not None:
             allowed = allowed & key_mask.bool().view(b, 1, 1, t)
@@ -462,8 +624,7 @@ class CausalSelfAttention(nn.Module):
         # a fully masked row (a padding query before any real key) gives NaN: make it 0
         weights = torch.nan_to_num(weights, nan=0.0)
         y = self.attn_drop(weights) @ v
-        y = y.transpose(1, 2).reshape(b, nq, e)
-        return self.resid_drop(self.proj(y)), weights
+        return y.transpose(1, 2).reshape(b, nq, e), weights
 
 
 class TransformerBlock(nn.Module):
@@ -496,12 +657,27 @@ class TransformerBlock(nn.Module):
         query: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``query`` (B,): the output of token ``query[b]`` of each row only, (B, 1, E)."""
-        a, w = self.attn(self.ln1(x), key_mask, query)
+        return self._run(Layers(self), x, key_mask, query)
+
+    def _run(
+        self,
+        layers: Layers,
+        x: torch.Tensor,
+        key_mask: torch.Tensor | None = None,
+        query: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        a, w = layers("attn", layers("ln1", x), key_mask, query)
         if query is not None:
-            x = x[torch.arange(x.shape[0], device=x.device), query].unsqueeze(1)
+            x = take_steps(x, query)
         x = x + a
-        x = x + self.mlp(self.ln2(x))
-        return x, w
+        h = layers("ln2", x)
+        if layers.members:
+            mlp = layers.child("mlp")
+            for i in range(len(self.mlp)):
+                h = mlp(str(i), h)
+        else:
+            h = self.mlp(h)
+        return x + h, w
 
 
 class CausalTransformer(nn.Module):
@@ -514,7 +690,9 @@ class CausalTransformer(nn.Module):
     ``max_len`` positions is added unless ``pos_embedding=False`` (PT adds its own timestep
     embedding instead). The output passes a final LayerNorm, as in GPT-2. ``causal=False``
     drops the causal mask (OPPO's bidirectional encoder); ``activation`` names the MLP's
-    nonlinearity (the DT/OPPO and PT GPT-2 configs use ReLU).
+    nonlinearity (the DT/OPPO and PT GPT-2 configs use ReLU). ``forward_members`` runs K
+    stacked copies at once (:class:`Layers`), every input and output with a leading member
+    axis.
     """
 
     def __init__(
@@ -551,34 +729,57 @@ class CausalTransformer(nn.Module):
         E): the last layer computes that token alone (the layers before it every token,
         which the last one reads as keys and values); its attention map is (B, H, 1, T).
         For a read-out at one position per row (PT's relabelling)."""
-        t = x.shape[1]
+        return self._run(Layers(self), x, key_mask, query)
+
+    def forward_members(
+        self,
+        params: dict[str, torch.Tensor],
+        x: torch.Tensor,
+        key_mask: torch.Tensor | None = None,
+        query: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """K stacked copies' :meth:`forward` at once: ``x`` (K, B, T, E), ``key_mask`` (K, B,
+        T), ``query`` (K, B); hidden states (K, B, T, E) and maps (K, B, H, T, T)."""
+        return self._run(Layers(self, params), x, key_mask, query)
+
+    def _run(
+        self,
+        layers: Layers,
+        x: torch.Tensor,
+        key_mask: torch.Tensor | None = None,
+        query: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        t = x.shape[-2]
         if t > self.max_len:
             raise ValueError(f"sequence of {t} tokens exceeds max_len {self.max_len}")
         if self.pos is not None:
-            x = x + self.pos[:, :t]
+            x = x + layers.param("pos")[..., :t, :]
         h = self.drop(x)
         attentions: list[torch.Tensor] = []
+        blocks = layers.child("blocks")
         last = len(self.blocks) - 1
-        for i, block in enumerate(self.blocks):
-            h, w = block(h, key_mask, query if i == last else None)
+        for i in range(last + 1):
+            h, w = blocks(str(i), h, key_mask, query if i == last else None)
             attentions.append(w)
-        return self.ln_f(h), attentions
+        return layers("ln_f", h), attentions
 
 
 def interleave_steps(
-    streams: Sequence[torch.Tensor], norm: nn.Module, mask: torch.Tensor
+    streams: Sequence[torch.Tensor],
+    norm: Callable[[torch.Tensor], torch.Tensor],
+    mask: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Sequence models' tokens from per-step embeddings.
 
-    ``streams`` are k tensors (B, T, E), one per token kind (e.g. action and state, each
+    ``streams`` are k tensors (..., T, E), one per token kind (e.g. action and state, each
     with its time embedding added); the tokens are ordered step by step
-    (s_1^1, ..., s_1^k, s_2^1, ...), i.e. (B, k*T, E), then ``norm``-ed. ``mask`` (B, T)
-    becomes the key mask (B, k*T) of the interleaved sequence. Preference Transformer and
+    (s_1^1, ..., s_1^k, s_2^1, ...), i.e. (..., k*T, E), then ``norm``-ed. ``mask`` (..., T)
+    becomes the key mask (..., k*T) of the interleaved sequence. Preference Transformer and
     OPPO's encoder and decoder build their inputs this way.
     """
-    b, t = streams[0].shape[:2]
-    tok = torch.stack(list(streams), dim=2).reshape(b, len(streams) * t, -1)
-    return norm(tok), mask.repeat_interleave(len(streams), dim=1)
+    *lead, t, e = streams[0].shape
+    tok = torch.stack(list(streams), dim=-2).reshape(*lead, len(streams) * t, e)
+    return norm(tok), mask.repeat_interleave(len(streams), dim=-1)
 
 
 @torch.no_grad()

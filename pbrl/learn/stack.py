@@ -127,6 +127,12 @@ class StackedModules:
         inputs, ``(K, ...)`` outputs, no :meth:`vmap`."""
         return getattr(self.template, method)(self.params, *args, **kwargs)
 
+    def members_detached(self, *args: Any, **kwargs: Any) -> Any:
+        """:meth:`members` (``forward_members``) with the parameters detached: no gradient
+        reaches them."""
+        params = {k: v.detach() for k, v in self.params.items()}
+        return self.template.forward_members(params, *args, **kwargs)
+
     def vmap(self, fn: Callable[..., Any], *batched: Any, randomness: str = "different") -> Any:
         """``fn(params, *member_args)`` for every member: ``batched`` are ``(K, ...)`` tensors
         (or dicts of them); returns ``fn``'s outputs stacked along a leading member axis."""
