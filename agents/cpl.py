@@ -37,7 +37,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.func import vmap
 
 from pbrl.errors import DataError, PbrlError
 from pbrl.learn.api import AgentSpec, FitContext
@@ -81,11 +80,12 @@ def softplus_neg(x: torch.Tensor) -> torch.Tensor:
 def biased_bce_with_logits(
     adv_a: torch.Tensor, adv_b: torch.Tensor, prefer_b: torch.Tensor, bias: float
 ) -> torch.Tensor:
-    """CPL's comparison loss; ``bias`` (lambda) scales the non-preferred segment's advantage."""
+    """CPL's comparison loss; ``bias`` (lambda) scales the non-preferred segment's advantage.
+    The mean over the pairs (the last dim; a leading member axis keeps one loss per member)."""
     y = prefer_b
     to_b = softplus_neg(adv_b - bias * adv_a)
     to_a = softplus_neg(adv_a - bias * adv_b)
-    return (y * to_b + (1.0 - y) * to_a).mean()
+    return (y * to_b + (1.0 - y) * to_a).mean(-1)
 
 
 def biased_bce_with_scores(adv: torch.Tensor, score: torch.Tensor, bias: float) -> torch.Tensor:
@@ -93,41 +93,41 @@ def biased_bce_with_scores(adv: torch.Tensor, score: torch.Tensor, bias: float) 
 
     Segments are ordered by ascending ``score``; each pair i < j contributes
     softplus(-(A_j - bias * A_i)); the sum is divided by the number of non-zero terms
-    (float32 terms underflow to exactly 0 for logits >= ~16.6 and drop out).
+    (float32 terms underflow to exactly 0 for logits >= ~16.6 and drop out). Along the last
+    dim: a leading member axis keeps one loss per member.
     """
-    order = torch.argsort(score)
-    a = adv[order]
-    n = a.shape[0]
+    a = adv.gather(-1, torch.argsort(score, dim=-1))
+    n = a.shape[-1]
     i, j = torch.triu_indices(n, n, offset=1, device=adv.device)
-    terms = softplus_neg(a[j] - bias * a[i])
-    nonzero = (terms != 0).sum()
-    return terms.sum() / nonzero.clamp(min=1)
+    terms = softplus_neg(a[..., j] - bias * a[..., i])
+    nonzero = (terms != 0).sum(-1)
+    return terms.sum(-1) / nonzero.clamp(min=1)
 
 
 def score_accuracy(adv: torch.Tensor, score: torch.Tensor, bias: float) -> torch.Tensor:
     """Official score-mode metric: among the in-batch pairs i < j (ascending ``score``) whose
     loss term softplus(-(A_j - bias * A_i)) is non-zero, the fraction with A_j > A_i (0 if
-    none)."""
-    order = torch.argsort(score)
-    a = adv[order]
-    n = a.shape[0]
+    none). Along the last dim, as :func:`biased_bce_with_scores`."""
+    a = adv.gather(-1, torch.argsort(score, dim=-1))
+    n = a.shape[-1]
     i, j = torch.triu_indices(n, n, offset=1, device=adv.device)
-    counted = softplus_neg(a[j] - bias * a[i]) != 0
-    right = (a[j] > a[i]) & counted
-    return right.sum() / counted.sum().clamp(min=1)
+    a_i, a_j = a[..., i], a[..., j]
+    counted = softplus_neg(a_j - bias * a_i) != 0
+    right = (a_j > a_i) & counted
+    return right.sum(-1) / counted.sum(-1).clamp(min=1)
 
 
 def bc_loss(logp: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean of -l_t over real (segment, step) entries."""
-    return -(logp * mask).sum() / mask.sum().clamp(min=1.0)
+    """Mean of -l_t over real (segment, step) entries: (..., B, L) -> (...)."""
+    return -(logp * mask).sum((-2, -1)) / mask.sum((-2, -1)).clamp(min=1.0)
 
 
 def comparison_accuracy_t(
     adv_a: torch.Tensor, adv_b: torch.Tensor, prefer_b: torch.Tensor
 ) -> torch.Tensor:
     """Official metric: mean[(A_b > A_a) == round(y)] (a tie counts as 'a', round(0.5) = 0),
-    as a 0-d tensor (no host synchronisation)."""
-    return ((adv_b > adv_a).float() == torch.round(prefer_b)).float().mean()
+    as a tensor (no host synchronisation): the mean over the last dim."""
+    return ((adv_b > adv_a).float() == torch.round(prefer_b)).float().mean(-1)
 
 
 def comparison_accuracy(adv_a: torch.Tensor, adv_b: torch.Tensor, prefer_b: torch.Tensor) -> float:
@@ -337,8 +337,9 @@ class Agent:
     ) -> dict[str, torch.Tensor]:
         """The loss terms and metrics of one batch, as tensors. ``logps`` maps each of the
         batch's :meth:`segment_keys` to (l_t of the policy, l_t of the advantage) on that
-        segment (default: :meth:`logp` of this agent's actor; the stacked path passes one
-        member's, computed for every member at once)."""
+        segment (default: :meth:`logp` of this agent's actor). The stacked path passes every
+        member's, computed at once, with a batch whose fields carry a leading member axis:
+        each term then has one value per member."""
         cfg = self.cfg
         if logps is None:
             keys = self.segment_keys(batch)
@@ -349,7 +350,7 @@ class Agent:
             cpl = biased_bce_with_scores(adv, batch["score"], cfg.bias)
             bc = bc_loss(lp, batch["mask"])
             acc = score_accuracy(adv.detach(), batch["score"], cfg.bias)
-            return {"cpl_loss": cpl, "bc_loss": bc, "accuracy": acc, "adv_mean": adv.mean()}
+            return {"cpl_loss": cpl, "bc_loss": bc, "accuracy": acc, "adv_mean": adv.mean(-1)}
         (lp_a, rel_a), (lp_b, rel_b) = logps["_a"], logps["_b"]
         adv_a = segment_advantage(rel_a, batch["mask_a"], cfg.alpha)
         adv_b = segment_advantage(rel_b, batch["mask_b"], cfg.alpha)
@@ -360,10 +361,10 @@ class Agent:
             mask_b = batch["mask_b"] * (y >= 0.5).float().unsqueeze(-1)
         else:
             mask_a, mask_b = batch["mask_a"], batch["mask_b"]
-        lp = torch.cat([lp_a, lp_b], 0)
-        bc = bc_loss(lp, torch.cat([mask_a, mask_b], 0))
+        lp = torch.cat([lp_a, lp_b], -2)
+        bc = bc_loss(lp, torch.cat([mask_a, mask_b], -2))
         acc = comparison_accuracy_t(adv_a.detach(), adv_b.detach(), y)
-        adv_mean = torch.cat([adv_a, adv_b]).mean()
+        adv_mean = torch.cat([adv_a, adv_b], -1).mean(-1)
         return {"cpl_loss": cpl, "bc_loss": bc, "accuracy": acc, "adv_mean": adv_mean}
 
     # -- training --------------------------------------------------------------------------------
@@ -488,7 +489,7 @@ def fit_stacked(agents: list[Agent], ctxs: list[FitContext]) -> Iterator[list[di
             for g in opt.param_groups:
                 g["lr"] = cfg.lr * warmup_factor(k - bc_steps, warmup, cfg.lr_multiplier)
         batch = next(batches)
-        parts = vmap(first.losses)(batch, member_logps(batch))
+        parts = first.losses(batch, member_logps(batch))  # (K,) each: no vmap
         losses = parts["bc_loss"] if in_bc else parts["cpl_loss"] + cfg.bc_coeff * parts["bc_loss"]
         opt.zero_grad(set_to_none=True)
         losses.sum().backward()

@@ -30,7 +30,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.func import vmap
 
 from pbrl.errors import PbrlError
 from pbrl.learn.api import AgentSpec, FitContext
@@ -45,8 +44,9 @@ from pbrl.types import PAIR_FIELDS
 
 
 def implicit_reward(q: torch.Tensor, next_v: torch.Tensor, discount: torch.Tensor) -> torch.Tensor:
-    """r_k = Q_k(s, a) - d * V(s'): q (K, N), next_v (N,), discount (N,) -> (K, N)."""
-    return q - (discount * next_v).unsqueeze(0)
+    """r_k = Q_k(s, a) - d * V(s'): q (..., K, N), next_v (..., N), discount (..., N) ->
+    (..., K, N) (a leading member axis, stacked seeds, is kept)."""
+    return q - (discount * next_v).unsqueeze(-2)
 
 
 def ipl_preference_loss(
@@ -60,14 +60,17 @@ def ipl_preference_loss(
 
     r_a, r_b: (K, B, T) implied rewards; masks (B, T); prefer_b (B,) soft labels. The
     ``bce`` form of :func:`pbrl.learn.kit.bt_pair_losses`, as the official code computes it.
+    A leading seed axis S on all five, (S, K, B, T) and (S, B, ...), gives one loss per seed.
     """
-    score_a, score_b = segment_sum(r_a, mask_a), segment_sum(r_b, mask_b)
-    return bt_pair_losses(score_a, score_b, prefer_b, "bce").mean()
+    score_a = segment_sum(r_a, mask_a.unsqueeze(-3))
+    score_b = segment_sum(r_b, mask_b.unsqueeze(-3))
+    return bt_pair_losses(score_a, score_b, prefer_b.unsqueeze(-2), "bce").mean((-2, -1))
 
 
 def chi2_regularizer(r: torch.Tensor, weights: torch.Tensor, coeff: float) -> torch.Tensor:
-    """coeff * mean over members of the ``weights``-weighted mean of r^2 (weights sum to 1)."""
-    return coeff * (r.pow(2) * weights.unsqueeze(0)).sum(-1).mean()
+    """coeff * mean over members of the ``weights``-weighted mean of r^2 (weights sum to 1):
+    r (..., K, N) and weights (..., N) -> (...)."""
+    return coeff * (r.pow(2) * weights.unsqueeze(-2)).sum(-1).mean(-1)
 
 
 def row_weights(
@@ -279,23 +282,26 @@ class Agent:
         self, q: torch.Tensor, next_v: torch.Tensor, rows: dict[str, torch.Tensor]
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """IPL's critic loss (preference BCE + chi^2) of one update from the critic's values
-        ``q`` (K, N) on ``rows`` and V(s') (N,); returns (loss, metrics as tensors)."""
+        ``q`` (K, N) on ``rows`` and V(s') (N,); returns (loss, metrics as tensors). With a
+        leading seed axis on everything (stacked seeds: ``q`` (S, K, N)), one of each per
+        seed."""
         r = implicit_reward(q, next_v, rows["discount"])
-        k = r.shape[0]
-        bsz, t = rows["mask_a"].shape
+        bsz, t = rows["mask_a"].shape[-2:]
         n_seg = bsz * t
-        r_a = r[:, :n_seg].reshape(k, bsz, t)
-        r_b = r[:, n_seg : 2 * n_seg].reshape(k, bsz, t)
+        r_a = r[..., :n_seg].unflatten(-1, (bsz, t))
+        r_b = r[..., n_seg : 2 * n_seg].unflatten(-1, (bsz, t))
         y = rows["prefer_b"]
         pref = ipl_preference_loss(r_a, r_b, rows["mask_a"], rows["mask_b"], y)
         chi2 = chi2_regularizer(r, rows["w_c"], self.cfg.chi2_coeff)
         with torch.no_grad():
-            logits = segment_sum(r_b, rows["mask_b"]) - segment_sum(r_a, rows["mask_a"])
-            acc = ((logits.mean(0) > 0).float() == torch.round(y)).float().mean()
+            score_a = segment_sum(r_a, rows["mask_a"].unsqueeze(-3))
+            score_b = segment_sum(r_b, rows["mask_b"].unsqueeze(-3))
+            logits = (score_b - score_a).mean(-2)  # the critic ensemble's mean
+            acc = ((logits > 0).float() == torch.round(y)).float().mean(-1)
         return pref + chi2, {
             "pref_loss": pref.detach(),
             "chi2": chi2.detach(),
-            "reward_mean": r.detach().mean(),
+            "reward_mean": r.detach().mean((-2, -1)),
             "pref_acc": acc,
         }
 
@@ -375,8 +381,8 @@ def fit_stacked(agents: list[Agent], ctxs: list[FitContext]) -> Iterator[list[di
         obs_n, next_n, act = stack.norm(rows["obs"]), stack.norm(rows["next_obs"]), rows["act"]
         target_q, v_old, v_losses = stack.value_step(obs_n, act, rows["w_v"])
         next_v = first.clip_next_v(stack.values(next_n), rows["discount"])
-        # IPL's critic loss per member, mapped over the members' critic values
-        _, terms = stack.critic_step(vmap(first.critic_terms), obs_n, act, next_v, rows)
+        # IPL's critic loss of every member at once (its terms keep the member axis)
+        _, terms = stack.critic_step(first.critic_terms, obs_n, act, next_v, rows)
         adv = target_q - stack.values(obs_n)
         a_losses = stack.actor_step(obs_n, act, adv, rows["w_p"])
         if step % ctx0.log_interval == 0 or step == ctx0.steps:

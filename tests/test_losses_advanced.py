@@ -1,4 +1,5 @@
-"""Losses of oppo, regret, hprior and pt against values worked out by hand."""
+"""Losses of oppo, regret, hprior and pt against values worked out by hand, and every stacked
+loss with a leading member axis against its single form."""
 
 from __future__ import annotations
 
@@ -230,7 +231,7 @@ def test_oppo_policy_is_causal_and_reads_its_context():
 
 
 def _member_cases():
-    from pbrl.agents import dppo
+    from pbrl.agents import cpl, dppo, ipl
     from pbrl.learn.kit import strict_accuracy
 
     g = torch.Generator().manual_seed(5)
@@ -269,6 +270,20 @@ def _member_cases():
         ),
         "predictor_loss": (dppo.predictor_loss, (r(k, b), r(k, b), y)),
         "smoothness_loss": (dppo.smoothness_loss, (r(k, b), r(k, b))),
+        "cpl_comparison": (
+            lambda a, b_, y_: cpl.biased_bce_with_logits(a, b_, y_, 0.5),
+            (r(k, b), r(k, b), y),
+        ),
+        "cpl_scores": (lambda a, s: cpl.biased_bce_with_scores(a, s, 0.5), (r(k, b), r(k, b))),
+        "cpl_score_accuracy": (lambda a, s: cpl.score_accuracy(a, s, 0.5), (r(k, b), r(k, b))),
+        "cpl_bc_loss": (cpl.bc_loss, (r(k, b, n), mask)),
+        "cpl_comparison_accuracy": (cpl.comparison_accuracy_t, (r(k, b), r(k, b), y)),
+        "ipl_implicit_reward": (ipl.implicit_reward, (r(k, 2, b), r(k, b), r(k, b))),
+        "ipl_preference_loss": (
+            ipl.ipl_preference_loss,
+            (r(k, 2, b, n), r(k, 2, b, n), mask, mask.flip(1), y),
+        ),
+        "ipl_chi2": (lambda x, w: ipl.chi2_regularizer(x, w, 3.0), (r(k, 2, b), r(k, b).abs())),
     }
 
 
