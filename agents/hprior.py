@@ -30,7 +30,6 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.func import vmap
 
 from pbrl.errors import PbrlError
 from pbrl.learn.api import AgentSpec, FitContext
@@ -94,7 +93,8 @@ def prior_loss(
     """Return-redistribution loss: mean over real (b, t) of ``(r_t - alpha_t * R)^2``.
 
     ``r_hat`` (..., B, T) per-step predicted rewards (a leading member axis allowed),
-    ``alpha`` (B, T) importance, ``mask`` (B, T). ``R = sum_t mask_t r_t`` is the member's
+    ``alpha`` (B, T) importance, ``mask`` (B, T) (both may carry leading axes that
+    broadcast against ``r_hat``'s: one loss per member of each). ``R = sum_t mask_t r_t`` is the member's
     own predicted (undiscounted) segment return. The target is not detached by default
     (the literal formula, as the only public implementation does), so the gradient also
     flows into R; ``detach_target`` stops it.
@@ -104,7 +104,7 @@ def prior_loss(
     target = alpha * ret
     if detach_target:
         target = target.detach()
-    return ((r_hat - target).pow(2) * m).sum(dim=(-2, -1)) / m.sum().clamp_min(1.0)
+    return ((r_hat - target).pow(2) * m).sum(dim=(-2, -1)) / m.sum(dim=(-2, -1)).clamp_min(1.0)
 
 
 def world_model_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -327,18 +327,23 @@ class Agent:
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The reward loss of one pair minibatch ``b`` from its per-step rewards ``r_a``,
         ``r_b`` (E, B, T) and the importance ``alpha`` (2B, T) of its segments a then b,
-        with its metrics (left on the device: read at log intervals, host_metrics)."""
-        s_a, s_b = segment_sum(r_a, b["mask_a"]), segment_sum(r_b, b["mask_b"])
-        ce = bt_pair_losses(s_a, s_b, b["prefer_b"], "logistic").mean(dim=-1)
-        mask = torch.cat([b["mask_a"], b["mask_b"]])
-        prior = prior_loss(torch.cat([r_a, r_b], 1), alpha, mask, self.cfg.detach_target)
-        loss = (ce + self.cfg.prior_coef * prior).sum()
-        acc = strict_accuracy(s_a.detach().mean(0), s_b.detach().mean(0), b["prefer_b"])
+        with its metrics (left on the device: read at log intervals, host_metrics). The
+        stacked path passes every member's, (K, E, B, T) and (K, 2B, T), with a batch whose
+        fields carry the member axis too: each term then has one value per member."""
+        mask_a = b["mask_a"].unsqueeze(-3)  # broadcast over the ensemble axis
+        mask_b = b["mask_b"].unsqueeze(-3)
+        s_a, s_b = segment_sum(r_a, mask_a), segment_sum(r_b, mask_b)
+        ce = bt_pair_losses(s_a, s_b, b["prefer_b"].unsqueeze(-2), "logistic").mean(dim=-1)
+        mask = torch.cat([mask_a, mask_b], -2)
+        r_both = torch.cat([r_a, r_b], -2)
+        prior = prior_loss(r_both, alpha.unsqueeze(-3), mask, self.cfg.detach_target)
+        loss = (ce + self.cfg.prior_coef * prior).sum(-1)
+        acc = strict_accuracy(s_a.detach().mean(-2), s_b.detach().mean(-2), b["prefer_b"])
         return loss, {
-            "rm_ce": ce.detach().mean(),
-            "rm_prior": prior.detach().mean(),
+            "rm_ce": ce.detach().mean(-1),
+            "rm_prior": prior.detach().mean(-1),
             "rm_acc": acc,
-            "alpha_max": alpha.detach().max(dim=-1).values.mean(),
+            "alpha_max": alpha.detach().max(dim=-1).values.mean(-1),
         }
 
     def train_world_model(
@@ -613,7 +618,7 @@ def stacked_phases(
         with torch.no_grad():
             alpha = torch.cat([importance(b, "a"), importance(b, "b")], dim=1)
         r_a, r_b = rewards(b["obs_a"], b["act_a"]), rewards(b["obs_b"], b["act_b"])
-        losses, terms = vmap(first.rm_terms)(r_a, r_b, alpha, b)
+        losses, terms = first.rm_terms(r_a, r_b, alpha, b)  # (K,) each: no vmap
         opt.zero_grad(set_to_none=True)
         losses.sum().backward()
         opt.step()

@@ -524,8 +524,8 @@ def stacked_reward_phase(
     agents: list[Agent], ctxs: list[FitContext]
 ) -> Generator[list[Any], None, list[IQLPlan]]:
     """The K members' reward phases at once (``pbrl bench --stack-seeds K``): their
-    Preference Transformers stacked (:class:`pbrl.learn.stack.StackedModules`, mapped with
-    ``vmap``; one AdamW, elementwise as K of them), each member's pairs drawn with its own
+    Preference Transformers stacked (:class:`pbrl.learn.stack.StackedModules`; one AdamW,
+    elementwise as K of them), each member's pairs drawn with its own
     generator and gathered from one table of the members' labels, its learning rates its
     own run's; then every member's relabelling of the dataset at once. The models run
     through their member forwards (:meth:`PTRewardModel.forward_members`, no ``vmap``).

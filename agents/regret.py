@@ -35,7 +35,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.func import vmap
 
 from pbrl.errors import PbrlError
 from pbrl.learn.api import AgentSpec, FitContext
@@ -82,13 +81,14 @@ def logistic_pref_loss(
 
 
 def advantage_anchor(a_hat: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """``mean(A^2)`` over the real steps (mask 1), one value per leading (member) index.
+    """``mean(A^2)`` over the real steps (mask 1), one value per leading (member) index:
+    ``a_hat`` (..., B, L) and ``mask`` (..., B, L), broadcast against each other.
 
     The logistic loss cannot see a constant shift of A when both segments of every pair
     have the same number of real steps; this small L2 pull towards 0 fixes the level.
     """
     m = mask.to(a_hat.dtype)
-    return (a_hat.pow(2) * m).sum(dim=(-2, -1)) / m.sum().clamp_min(1.0)
+    return (a_hat.pow(2) * m).sum(dim=(-2, -1)) / m.sum(dim=(-2, -1)).clamp_min(1.0)
 
 
 def centred_awr_weights(a_hat: torch.Tensor, beta: float, clip: float = 100.0) -> torch.Tensor:
@@ -176,21 +176,22 @@ class Agent:
     def adv_terms(
         self, adv_a: torch.Tensor, adv_b: torch.Tensor, batch: dict[str, torch.Tensor]
     ) -> tuple[torch.Tensor, dict[str, Any]]:
-        """:meth:`adv_losses` from the ensemble's A-hat of both segments, (E, B, L) each (the
-        stacked path computes them for every member at once and maps this over members)."""
-        s_a = segment_sum(adv_a, batch["mask_a"])
-        s_b = segment_sum(adv_b, batch["mask_b"])
-        pref = logistic_pref_loss(s_a, s_b, batch["prefer_b"])  # (E,)
-        anchor = advantage_anchor(
-            torch.cat([adv_a, adv_b], dim=1), torch.cat([batch["mask_a"], batch["mask_b"]], dim=0)
-        )
-        loss = (pref + self.cfg.c_reg * anchor).sum()
+        """:meth:`adv_losses` from the ensemble's A-hat of both segments, (E, B, L) each. The
+        stacked path passes every member's, (K, E, B, L), with a batch whose fields carry the
+        member axis too: each term then has one value per member."""
+        mask_a = batch["mask_a"].unsqueeze(-3)  # broadcast over the ensemble axis
+        mask_b = batch["mask_b"].unsqueeze(-3)
+        s_a, s_b = segment_sum(adv_a, mask_a), segment_sum(adv_b, mask_b)
+        pref = logistic_pref_loss(s_a, s_b, batch["prefer_b"].unsqueeze(-2))  # (..., E)
+        both = torch.cat([adv_a, adv_b], dim=-2)
+        anchor = advantage_anchor(both, torch.cat([mask_a, mask_b], dim=-2))
+        loss = (pref + self.cfg.c_reg * anchor).sum(-1)
         with torch.no_grad():
-            acc = strict_accuracy(s_a.mean(0), s_b.mean(0), batch["prefer_b"])
-            abs_mean = torch.cat([adv_a, adv_b], 1).abs().mean()
+            acc = strict_accuracy(s_a.mean(-2), s_b.mean(-2), batch["prefer_b"])
+            abs_mean = both.abs().mean((-3, -2, -1))
         return loss, {  # on the device: read at log intervals (host_metrics)
-            "adv_loss": pref.detach().mean(),
-            "adv_anchor": anchor.detach().mean(),
+            "adv_loss": pref.detach().mean(-1),
+            "adv_anchor": anchor.detach().mean(-1),
             "adv_acc": acc,
             "adv_abs_mean": abs_mean,
         }
@@ -321,8 +322,8 @@ def stacked_adv_phase(
     """A-hat's phase of K members at once (``pbrl bench --stack-seeds K``): their ensembles
     stacked (:class:`pbrl.learn.stack.StackedModules`, one Adam) and run through their member
     forwards, each member's pairs drawn with its own generator as alone and gathered from one
-    table of the members' labels, the loss arithmetic (:meth:`Agent.adv_terms`) mapped over
-    the members. Returns (A-hat's updates, the policy phase's updates). Members whose labels
+    table of the members' labels, the loss arithmetic (:meth:`Agent.adv_terms`) on every
+    member at once. Returns (A-hat's updates, the policy phase's updates). Members whose labels
     differ in shape run :meth:`Agent._adv_phase` one after the other instead."""
     k = len(agents)
     if any(c.prefs is None or c.prefs.size == 0 for c in ctxs):
@@ -348,7 +349,7 @@ def stacked_adv_phase(
     for step in range(1, n_adv + 1):
         b = next(pairs)
         adv_a, adv_b = advantage(b["obs_a"], b["act_a"]), advantage(b["obs_b"], b["act_b"])
-        losses, m = vmap(first.adv_terms)(adv_a, adv_b, b)
+        losses, m = first.adv_terms(adv_a, adv_b, b)  # (K,) each: no vmap
         opt.zero_grad(set_to_none=True)
         losses.sum().backward()
         opt.step()

@@ -32,10 +32,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import torch
 from torch.func import vmap
 
 from pbrl.agents import cpl, dppo, hprior, ipl, oppo, pt
+from pbrl.learn.api import AgentSpec
 from pbrl.learn.stack import StackedModules
 
 OBS, ACT, Z = 39, 4, 8
@@ -98,8 +100,8 @@ def loss_parts(
 ) -> dict[str, tuple[Callable[[], Any], Callable[[], Any]]]:
     """CPL's and IPL's loss arithmetic: (vmap, member axis), forward and backward."""
     g = torch.Generator(device=dev).manual_seed(1)
-    c = cpl.Agent.__new__(cpl.Agent)  # the losses read the config alone
-    c.cfg = cpl.Config()
+    spec = AgentSpec(OBS, ACT, -np.ones(ACT), np.ones(ACT), dev)
+    c = cpl.Agent(cpl.Config(hidden=(8, 8)), spec)
     ones = torch.ones(k, b, length, device=dev)
     batch = {
         "mask_a": ones,
@@ -109,8 +111,7 @@ def loss_parts(
     lp_a = torch.randn(k, b, length, generator=g, device=dev, requires_grad=True)
     lp_b = torch.randn(k, b, length, generator=g, device=dev, requires_grad=True)
     logps = {"_a": (lp_a, lp_a), "_b": (lp_b, lp_b)}
-    i = ipl.Agent.__new__(ipl.Agent)
-    i.cfg = ipl.Config()
+    i = ipl.Agent(ipl.Config(hidden=(8, 8)), spec)
     n = 2 * b * length
     rows = {
         "discount": torch.full((k, n), 0.99, device=dev),

@@ -284,6 +284,11 @@ def _member_cases():
             (r(k, 2, b, n), r(k, 2, b, n), mask, mask.flip(1), y),
         ),
         "ipl_chi2": (lambda x, w: ipl.chi2_regularizer(x, w, 3.0), (r(k, 2, b), r(k, b).abs())),
+        "regret_anchor": (regret.advantage_anchor, (r(k, 2, b, n), mask.unsqueeze(1))),
+        "hprior_prior_loss": (
+            hprior.prior_loss,
+            (r(k, 2, b, n), r(k, b, n).abs().unsqueeze(1), mask.unsqueeze(1)),
+        ),
     }
 
 

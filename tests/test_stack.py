@@ -1080,3 +1080,22 @@ def test_member_label_rows_are_each_members_own_pairs():
     assert torch.equal(same["obs_a"][2], members[0].obs_a[idx[2]])
     with pytest.raises(PbrlError, match="labels differ in shape"):
         member_label_rows([labels(0), labels(1, length=4)], fields)
+
+
+def test_stack_vmap_bench_runs_and_refuses_bad_sizes(capsys):
+    """bench/stack_vmap.py times each part both ways and prints one row per part; a bad size
+    is a usage error (exit 2)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "stack_vmap.py"
+    spec = importlib.util.spec_from_file_location("stack_vmap", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    sizes = ["--k", "2", "--batch", "2", "--length", "3", "--embed", "4"]
+    assert bench.main([*sizes, "--steps", "1", "--rounds", "1"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
+    assert len(rows) == 1 + 7  # the header and the seven parts
+    with pytest.raises(SystemExit) as err:
+        bench.main(["--embed", "3"])
+    assert err.value.code == 2

@@ -4,32 +4,33 @@ leading member axis (issue 22; docs/performance.md, "Stacked seeds").
 :class:`StackedModules` is the general piece: K modules of one architecture (each built as
 its own run would build it, so each starts from its own seed's initialisation) have their
 parameters stacked with ``torch.func.stack_module_state``. A loss is computed for every
-member at once, in one of two ways: through the template's member-batched forward
-(:meth:`StackedModules.members`: ``forward_members`` of the networks in
-:mod:`pbrl.learn.nn`, one batched matrix product per layer for all members), or, for a
-template without one, with ``torch.func.vmap`` over ``torch.func.functional_call``
-(:meth:`StackedModules.vmap`), which does the same arithmetic at two to three times the
-host time per step (docs/performance.md, "Stacked seeds"). The loss backpropagated is the
-sum of the members' losses, so each member's gradient is the one its own loss gives. One
-Adam over the stacked tensors then updates each member exactly as its own Adam would (Adam
-is elementwise). A batch holds one minibatch per member (``(K, B, ...)`` tensors), drawn
-with the member's own generator. :meth:`write_back` copies each member's parameters into
-its own module, so the members' agents evaluate, act and save checkpoints as single runs do.
+member at once through the template's member-batched forward (:meth:`StackedModules.members`:
+``forward_members`` of the networks in :mod:`pbrl.learn.nn` and of the learners' sequence
+models, written once against :class:`pbrl.learn.nn.Layers`: one batched matrix product per
+layer for all members), and the loss arithmetic takes the leading member axis as it comes
+(each loss reduces over its own dims only). A template without a member forward (a plug-in
+learner's own network) can still stack with ``torch.func.vmap`` over
+``torch.func.functional_call`` (:meth:`StackedModules.vmap`), which does the same arithmetic
+at more host time per step (``bench/stack_vmap.py``; docs/performance.md, "Stacked seeds").
+The loss backpropagated is the sum of the members' losses, so each member's gradient is the
+one its own loss gives. One Adam over the stacked tensors then updates each member exactly
+as its own Adam would (Adam is elementwise). A batch holds one minibatch per member
+(``(K, B, ...)`` tensors), drawn with the member's own generator. :meth:`write_back` copies
+each member's parameters into its own module, so the members' agents evaluate, act and save
+checkpoints as single runs do.
 
 :class:`StackedIQL` is IQL's update on the member forwards (``agents/iql.py`` and every
-learner whose last phase is IQL); ``agents/bc.py``, ``agents/cpl.py``, ``agents/dppo.py``'s
-policy and the reward and advantage ensembles of ``agents/mr.py`` and ``agents/regret.py``
-use them too, mapping only their loss arithmetic with ``vmap``, and so do the reward
-ensembles of ``agents/hprior.py``; the transformers (which have no member forward) run
-under :meth:`StackedModules.vmap`: the training of ``agents/dppo.py``'s predictor,
-``agents/pt.py``'s Preference Transformer and ``agents/hprior.py``'s world model, and
-``agents/oppo.py``'s networks (DPPO's scoring and PT's relabelling run one member after the
-other: stacked, they were slower on a CPU; docs/performance.md).
+learner whose last phase is IQL). Every built-in learner's stacked path runs without
+``vmap``: ``agents/bc.py``, ``agents/cpl.py``, ``agents/ipl.py``, ``agents/oppo.py``,
+``agents/dppo.py`` (predictor and policy), and the reward phases of ``agents/mr.py``,
+``agents/regret.py``, ``agents/pt.py`` and ``agents/hprior.py`` (world model, importance and
+reward ensembles). PT's and Hindsight PRIOR's relabelling runs every member at once; DPPO's
+scoring of its windows runs one member after the other (each member scores its own pool).
 The result, up to floating-point differences of batched against single matrix products, is
 K separate runs (``tests/test_stack.py`` checks it update by update). Dropout is drawn per
-member from the process's generator (elementwise over the stacked activations, or
-``vmap(randomness="different")``), so with dropout the members are K runs identical in
-distribution, not bit for bit, to the separate ones.
+member from the process's generator (elementwise over the stacked activations), so with
+dropout the members are K runs identical in distribution, not bit for bit, to the separate
+ones.
 """
 
 from __future__ import annotations
