@@ -196,7 +196,7 @@ class ScoreModel(nn.Module):
 
     def forward(self, obs: torch.Tensor, act: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Scores (B,) of (B, L) windows; padded steps have timestep 0 and zero inputs."""
-        return self._run(Layers(self), obs, act, mask)
+        return self.forward_layers(Layers(self), obs, act, mask)
 
     def forward_members(
         self,
@@ -207,11 +207,13 @@ class ScoreModel(nn.Module):
     ) -> torch.Tensor:
         """K stacked predictors' :meth:`forward` at once (:class:`pbrl.learn.nn.Layers`):
         windows (K, B, L, ...), scores (K, B)."""
-        return self._run(Layers(self, params), obs, act, mask)
+        return self.forward_layers(Layers(self, params), obs, act, mask)
 
-    def _run(
+    def forward_layers(
         self, layers: Layers, obs: torch.Tensor, act: torch.Tensor, mask: torch.Tensor
     ) -> torch.Tensor:
+        """The forward on ``layers`` (:class:`~pbrl.learn.nn.Layers`): this module's own
+        parameters, or K stacked members'."""
         h = obs.shape[-2]
         if h > self.max_len:
             raise PbrlError(f"dppo: window of {h} steps exceeds max_len {self.max_len}")

@@ -150,7 +150,7 @@ class WorldModel(nn.Module):
         self, obs_n: torch.Tensor, act: torch.Tensor, mask: torch.Tensor
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """(predicted next standardised state (B, T, S), per-layer attention maps)."""
-        return self._run(Layers(self), obs_n, act, mask)
+        return self.forward_layers(Layers(self), obs_n, act, mask)
 
     def forward_members(
         self,
@@ -161,11 +161,13 @@ class WorldModel(nn.Module):
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """K stacked world models' :meth:`forward` at once (:class:`pbrl.learn.nn.Layers`):
         inputs (K, B, T, ...), predictions (K, B, T, S), maps (K, B, H, 2T, 2T)."""
-        return self._run(Layers(self, params), obs_n, act, mask)
+        return self.forward_layers(Layers(self, params), obs_n, act, mask)
 
-    def _run(
+    def forward_layers(
         self, layers: Layers, obs_n: torch.Tensor, act: torch.Tensor, mask: torch.Tensor
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The forward on ``layers`` (:class:`~pbrl.learn.nn.Layers`): this module's own
+        parameters, or K stacked members'."""
         t = obs_n.shape[-2]
         if t > self.max_len:
             raise PbrlError(

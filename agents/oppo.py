@@ -169,7 +169,7 @@ class HIMEncoder(nn.Module):
         self.pool_over_padding = pool_over_padding
 
     def forward(self, obs_n: torch.Tensor, act: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return self._run(Layers(self), obs_n, act, mask)
+        return self.forward_layers(Layers(self), obs_n, act, mask)
 
     def forward_members(
         self,
@@ -180,11 +180,13 @@ class HIMEncoder(nn.Module):
     ) -> torch.Tensor:
         """K stacked encoders' :meth:`forward` at once (:class:`pbrl.learn.nn.Layers`):
         segments (K, B, T, ...), encodings (K, B, z_dim)."""
-        return self._run(Layers(self, params), obs_n, act, mask)
+        return self.forward_layers(Layers(self, params), obs_n, act, mask)
 
-    def _run(
+    def forward_layers(
         self, layers: Layers, obs_n: torch.Tensor, act: torch.Tensor, mask: torch.Tensor
     ) -> torch.Tensor:
+        """The forward on ``layers`` (:class:`~pbrl.learn.nn.Layers`): this module's own
+        parameters, or K stacked members'."""
         t = obs_n.shape[-2]
         if t > self.max_len:
             raise PbrlError(f"oppo: segment of {t} steps exceeds the encoder's {self.max_len}")
@@ -240,7 +242,7 @@ class ContextualPolicy(nn.Module):
         self, z: torch.Tensor, obs_n: torch.Tensor, act: torch.Tensor, mask: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """z (B, K, z_dim) per position -> (actions (B, K, A), states (B, K, S))."""
-        return self._run(Layers(self), z, obs_n, act, mask)
+        return self.forward_layers(Layers(self), z, obs_n, act, mask)
 
     def forward_members(
         self,
@@ -252,9 +254,9 @@ class ContextualPolicy(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """K stacked policies' :meth:`forward` at once (:class:`pbrl.learn.nn.Layers`), every
         input and output with a leading member axis."""
-        return self._run(Layers(self, params), z, obs_n, act, mask)
+        return self.forward_layers(Layers(self, params), z, obs_n, act, mask)
 
-    def _run(
+    def forward_layers(
         self,
         layers: Layers,
         z: torch.Tensor,
@@ -262,6 +264,8 @@ class ContextualPolicy(nn.Module):
         act: torch.Tensor,
         mask: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The forward on ``layers`` (:class:`~pbrl.learn.nn.Layers`): this module's own
+        parameters, or K stacked members'."""
         ts = torch.arange(obs_n.shape[-2], device=obs_n.device)
         e_t = layers.embedding("embed_t", ts, shared=True).unsqueeze(-3)
         phi = layers("embed_z", z) + (e_t if self.phi_time else 0.0)

@@ -2,11 +2,11 @@
 # The GPU checks in one go, for a machine with a CUDA device (docs/performance.md, "The CUDA
 # path"), in this order: the CUDA tests; 64 stacked IQL seeds at IQL's paper size with the
 # update replayed as a CUDA graph and without; every learner at the quick size (one seed, 8
-# stacked, 8 sequential); 64 and 512 stacked IQL seeds with the graph and TF32, 8 at the
-# quick size; torch.compile of the update's forwards (64 stacked and one seed); the
-# evaluation of 8 stacked seeds over env processes; the smoke suite through `pbrl bench`
-# with stacked seeds (the default on CUDA); a profile of 64 stacked IQL seeds; every learner
-# at the paper size.
+# stacked, 8 sequential); member forwards against vmap (bench/stack_vmap.py); 64 and 512
+# stacked IQL seeds with the graph and TF32, 8 at the quick size; torch.compile of the
+# update's forwards (64 stacked and one seed); the evaluation of 8 stacked seeds over env
+# processes; the smoke suite through `pbrl bench` with stacked seeds (the default on CUDA);
+# a profile of 64 stacked IQL seeds; every learner at the paper size.
 #
 #     bench/gpu.sh OUTDIR
 #
@@ -55,6 +55,9 @@ stage iql-64 "${PBRL_GPU_IQL_S:-40}" python3 bench/throughput.py --device cuda -
   --preset paper --steps 300 --repeats 1 --stack 64 --json "$OUTDIR/iql-64.json"
 stage throughput-quick "${PBRL_GPU_QUICK_S:-150}" python3 bench/throughput.py --device cuda \
   --preset quick --steps 200 --repeats 1 --stack 8 --json "$OUTDIR/throughput-quick.json"
+# the transformers' member forwards and the losses with a member axis against vmap
+stage stack-vmap "${PBRL_GPU_VMAP_S:-40}" python3 bench/stack_vmap.py --device cuda \
+  --steps 100 --rounds 2
 stage iql-64-graph-tf32 "${PBRL_GPU_GRAPH_S:-60}" python3 bench/throughput.py --device cuda \
   --agents iql --preset paper --steps 2000 --repeats 1 --stack 64 --set cuda_graph=true --tf32 \
   --json "$OUTDIR/iql-64-graph-tf32.json"

@@ -90,7 +90,7 @@ class Layers:
     ``params``, with K stacked members' (``torch.func.stack_module_state``'s names and
     ``(K, ...)`` shapes), every activation then carrying a leading member axis.
 
-    A model writes its forward once against a ``Layers`` (a method ``_run(layers, ...)``)
+    A model writes its forward once against a ``Layers`` (a method ``forward_layers(layers, ...)``)
     and gets both :meth:`forward` (``Layers(self)``) and a member-batched
     ``forward_members(params, ...)`` (``Layers(self, params)``): one batched product per
     Linear for all members, rather than a per-member forward mapped with
@@ -162,7 +162,7 @@ class Layers:
 
     def __call__(self, name: str, *args: Any, **kwargs: Any) -> Any:
         """Child module ``name`` on ``args``: its forward, or for members its member-batched
-        form (Linear and LayerNorm here, a module's ``_run`` or ``forward_members``)."""
+        form (Linear and LayerNorm here, a module's ``forward_layers`` or ``forward_members``)."""
         mod = getattr(self.module, name)
         if self.params is None:
             return mod(*args, **kwargs)
@@ -170,7 +170,7 @@ class Layers:
             return self.linear(name, *args)
         if isinstance(mod, nn.LayerNorm):
             return self.layer_norm(name, *args)
-        run = getattr(mod, "_run", None)
+        run = getattr(mod, "forward_layers", None)
         if run is not None:
             return run(self.child(name), *args, **kwargs)
         if hasattr(mod, "forward_members"):
@@ -550,7 +550,7 @@ class CausalSelfAttention(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``query`` (B,): only token ``query[b]`` of each row is a query (every token is
         still a key and value); the output is then (B, 1, E) and the weights (B, H, 1, T)."""
-        return self._run(Layers(self), x, key_mask, query)
+        return self.forward_layers(Layers(self), x, key_mask, query)
 
     def forward_members(
         self,
@@ -561,9 +561,9 @@ class CausalSelfAttention(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """K stacked copies' :meth:`forward` at once (:class:`Layers`): every input and
         output with a leading member axis."""
-        return self._run(Layers(self, params), x, key_mask, query)
+        return self.forward_layers(Layers(self, params), x, key_mask, query)
 
-    def _run(
+    def forward_layers(
         self,
         layers: Layers,
         x: torch.Tensor,
@@ -657,15 +657,17 @@ class TransformerBlock(nn.Module):
         query: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``query`` (B,): the output of token ``query[b]`` of each row only, (B, 1, E)."""
-        return self._run(Layers(self), x, key_mask, query)
+        return self.forward_layers(Layers(self), x, key_mask, query)
 
-    def _run(
+    def forward_layers(
         self,
         layers: Layers,
         x: torch.Tensor,
         key_mask: torch.Tensor | None = None,
         query: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The forward on ``layers`` (:class:`~pbrl.learn.nn.Layers`): this module's own
+        parameters, or K stacked members'."""
         a, w = layers("attn", layers("ln1", x), key_mask, query)
         if query is not None:
             x = take_steps(x, query)
@@ -729,7 +731,7 @@ class CausalTransformer(nn.Module):
         E): the last layer computes that token alone (the layers before it every token,
         which the last one reads as keys and values); its attention map is (B, H, 1, T).
         For a read-out at one position per row (PT's relabelling)."""
-        return self._run(Layers(self), x, key_mask, query)
+        return self.forward_layers(Layers(self), x, key_mask, query)
 
     def forward_members(
         self,
@@ -740,15 +742,17 @@ class CausalTransformer(nn.Module):
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """K stacked copies' :meth:`forward` at once: ``x`` (K, B, T, E), ``key_mask`` (K, B,
         T), ``query`` (K, B); hidden states (K, B, T, E) and maps (K, B, H, T, T)."""
-        return self._run(Layers(self, params), x, key_mask, query)
+        return self.forward_layers(Layers(self, params), x, key_mask, query)
 
-    def _run(
+    def forward_layers(
         self,
         layers: Layers,
         x: torch.Tensor,
         key_mask: torch.Tensor | None = None,
         query: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The forward on ``layers`` (:class:`~pbrl.learn.nn.Layers`): this module's own
+        parameters, or K stacked members'."""
         t = x.shape[-2]
         if t > self.max_len:
             raise ValueError(f"sequence of {t} tokens exceeds max_len {self.max_len}")
