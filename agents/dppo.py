@@ -51,7 +51,7 @@ from pbrl.learn.kit import (
     split_steps,
     strict_accuracy,
 )
-from pbrl.learn.nn import MLP, CausalTransformer, Layers, interleave_steps
+from pbrl.learn.nn import MLP, CausalTransformer, LayeredModule, Layers, interleave_steps
 from pbrl.learn.stack import (
     StackedModules,
     labels_of_one_shape,
@@ -159,7 +159,7 @@ def row_windows(
 # ---- the preference predictor -----------------------------------------------------------
 
 
-class ScoreModel(nn.Module):
+class ScoreModel(LayeredModule):
     """The DPPO preference predictor: PT's encoder (bidirectional), an MLP head, a mean."""
 
     def __init__(
@@ -194,26 +194,11 @@ class ScoreModel(nn.Module):
         self.max_timestep = max_timestep
         self.pool_padding = pool_padding
 
-    def forward(self, obs: torch.Tensor, act: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Scores (B,) of (B, L) windows; padded steps have timestep 0 and zero inputs."""
-        return self.forward_layers(Layers(self), obs, act, mask)
-
-    def forward_members(
-        self,
-        params: dict[str, torch.Tensor],
-        obs: torch.Tensor,
-        act: torch.Tensor,
-        mask: torch.Tensor,
-    ) -> torch.Tensor:
-        """K stacked predictors' :meth:`forward` at once (:class:`pbrl.learn.nn.Layers`):
-        windows (K, B, L, ...), scores (K, B)."""
-        return self.forward_layers(Layers(self, params), obs, act, mask)
-
     def forward_layers(
         self, layers: Layers, obs: torch.Tensor, act: torch.Tensor, mask: torch.Tensor
     ) -> torch.Tensor:
-        """The forward on ``layers`` (:class:`~pbrl.learn.nn.Layers`): this module's own
-        parameters, or K stacked members'."""
+        """Scores (B,) of (B, L) windows; padded steps have timestep 0 and zero inputs.
+        Members (:meth:`forward_members`): windows (K, B, L, ...), scores (K, B)."""
         h = obs.shape[-2]
         if h > self.max_len:
             raise PbrlError(f"dppo: window of {h} steps exceeds max_len {self.max_len}")

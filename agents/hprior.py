@@ -50,7 +50,7 @@ from pbrl.learn.kit import (
     split_steps,
     strict_accuracy,
 )
-from pbrl.learn.nn import CausalTransformer, EnsembleMLP, Layers, interleave_steps
+from pbrl.learn.nn import CausalTransformer, EnsembleMLP, LayeredModule, Layers, interleave_steps
 from pbrl.learn.stack import (
     StackedModules,
     clip_member_grads_,
@@ -118,7 +118,7 @@ def world_model_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tenso
 # ---- world model --------------------------------------------------------------------------
 
 
-class WorldModel(nn.Module):
+class WorldModel(LayeredModule):
     """Causal GPT over (s_t, a_t) tokens predicting s_{t+1} from each a_t token.
 
     Inputs are standardised states and raw actions; a learned per-position embedding is
@@ -146,28 +146,12 @@ class WorldModel(nn.Module):
         self.head = nn.Linear(embed_dim, obs_dim)
         self.max_len = max_len
 
-    def forward(
-        self, obs_n: torch.Tensor, act: torch.Tensor, mask: torch.Tensor
-    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """(predicted next standardised state (B, T, S), per-layer attention maps)."""
-        return self.forward_layers(Layers(self), obs_n, act, mask)
-
-    def forward_members(
-        self,
-        params: dict[str, torch.Tensor],
-        obs_n: torch.Tensor,
-        act: torch.Tensor,
-        mask: torch.Tensor,
-    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """K stacked world models' :meth:`forward` at once (:class:`pbrl.learn.nn.Layers`):
-        inputs (K, B, T, ...), predictions (K, B, T, S), maps (K, B, H, 2T, 2T)."""
-        return self.forward_layers(Layers(self, params), obs_n, act, mask)
-
     def forward_layers(
         self, layers: Layers, obs_n: torch.Tensor, act: torch.Tensor, mask: torch.Tensor
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """The forward on ``layers`` (:class:`~pbrl.learn.nn.Layers`): this module's own
-        parameters, or K stacked members'."""
+        """(predicted next standardised state (B, T, S), per-layer attention maps) of
+        (B, T, ...) segments; members (:meth:`forward_members`): inputs (K, B, T, ...),
+        predictions (K, B, T, S), maps (K, B, H, 2T, 2T)."""
         t = obs_n.shape[-2]
         if t > self.max_len:
             raise PbrlError(

@@ -44,7 +44,7 @@ from pbrl.errors import PbrlError
 from pbrl.learn.api import AgentSpec, FitContext
 from pbrl.learn.data import dataset_windows
 from pbrl.learn.kit import epoch_minibatches, log_due, obs_stats, seeded_init
-from pbrl.learn.nn import CausalTransformer, Layers, interleave_steps
+from pbrl.learn.nn import CausalTransformer, LayeredModule, Layers, interleave_steps
 from pbrl.learn.stack import (
     CannotStack,
     StackedModules,
@@ -134,7 +134,7 @@ def pool_tokens(h: torch.Tensor, mask: torch.Tensor, over_padding: bool = False)
 # ---- networks -----------------------------------------------------------------------------
 
 
-class HIMEncoder(nn.Module):
+class HIMEncoder(LayeredModule):
     """I(tau): bidirectional transformer over (s_t, a_t) tokens, summed, then Linear -> z."""
 
     def __init__(
@@ -168,25 +168,11 @@ class HIMEncoder(nn.Module):
         self.max_len = max_len
         self.pool_over_padding = pool_over_padding
 
-    def forward(self, obs_n: torch.Tensor, act: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return self.forward_layers(Layers(self), obs_n, act, mask)
-
-    def forward_members(
-        self,
-        params: dict[str, torch.Tensor],
-        obs_n: torch.Tensor,
-        act: torch.Tensor,
-        mask: torch.Tensor,
-    ) -> torch.Tensor:
-        """K stacked encoders' :meth:`forward` at once (:class:`pbrl.learn.nn.Layers`):
-        segments (K, B, T, ...), encodings (K, B, z_dim)."""
-        return self.forward_layers(Layers(self, params), obs_n, act, mask)
-
     def forward_layers(
         self, layers: Layers, obs_n: torch.Tensor, act: torch.Tensor, mask: torch.Tensor
     ) -> torch.Tensor:
-        """The forward on ``layers`` (:class:`~pbrl.learn.nn.Layers`): this module's own
-        parameters, or K stacked members'."""
+        """Encodings (B, z_dim) of (B, T, ...) segments; members
+        (:meth:`forward_members`): segments (K, B, T, ...), encodings (K, B, z_dim)."""
         t = obs_n.shape[-2]
         if t > self.max_len:
             raise PbrlError(f"oppo: segment of {t} steps exceeds the encoder's {self.max_len}")
@@ -198,7 +184,7 @@ class HIMEncoder(nn.Module):
         return layers("out", pool_tokens(h, key_mask, self.pool_over_padding))
 
 
-class ContextualPolicy(nn.Module):
+class ContextualPolicy(LayeredModule):
     """pi(a_t | z, s_<=t, a_<t): a DT whose return-to-go token is a z token.
 
     Tokens per step (phi_t, s_t, a_t), phi_t = Linear(z_t) (+ time embedding unless
@@ -238,24 +224,6 @@ class ContextualPolicy(nn.Module):
         self.max_len = max_len
         self.phi_time = phi_time
 
-    def forward(
-        self, z: torch.Tensor, obs_n: torch.Tensor, act: torch.Tensor, mask: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """z (B, K, z_dim) per position -> (actions (B, K, A), states (B, K, S))."""
-        return self.forward_layers(Layers(self), z, obs_n, act, mask)
-
-    def forward_members(
-        self,
-        params: dict[str, torch.Tensor],
-        z: torch.Tensor,
-        obs_n: torch.Tensor,
-        act: torch.Tensor,
-        mask: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """K stacked policies' :meth:`forward` at once (:class:`pbrl.learn.nn.Layers`), every
-        input and output with a leading member axis."""
-        return self.forward_layers(Layers(self, params), z, obs_n, act, mask)
-
     def forward_layers(
         self,
         layers: Layers,
@@ -264,8 +232,8 @@ class ContextualPolicy(nn.Module):
         act: torch.Tensor,
         mask: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The forward on ``layers`` (:class:`~pbrl.learn.nn.Layers`): this module's own
-        parameters, or K stacked members'."""
+        """z (B, K, z_dim) per position -> (actions (B, K, A), states (B, K, S)); members
+        (:meth:`forward_members`): every input and output with a leading member axis."""
         ts = torch.arange(obs_n.shape[-2], device=obs_n.device)
         e_t = layers.embedding("embed_t", ts, shared=True).unsqueeze(-3)
         phi = layers("embed_z", z) + (e_t if self.phi_time else 0.0)

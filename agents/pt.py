@@ -49,7 +49,7 @@ from pbrl.learn.kit import (
     split_steps,
     strict_accuracy,
 )
-from pbrl.learn.nn import MLP, CausalTransformer, Layers, interleave_steps
+from pbrl.learn.nn import MLP, CausalTransformer, LayeredModule, Layers, interleave_steps
 from pbrl.learn.stack import (
     StackedModules,
     fit_stacked_before_iql,
@@ -99,7 +99,7 @@ def pt_cross_entropy(
 # ---- model --------------------------------------------------------------------------------
 
 
-class PTRewardModel(nn.Module):
+class PTRewardModel(LayeredModule):
     """The Preference Transformer: GPT over (a_t, s_t) tokens + preference attention."""
 
     def __init__(
@@ -139,17 +139,6 @@ class PTRewardModel(nn.Module):
         else:
             self.head = MLP(embed_dim, 1, (embed_dim // 2,), "relu")
 
-    def hidden(
-        self,
-        obs: torch.Tensor,
-        act: torch.Tensor,
-        mask: torch.Tensor,
-        at: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Hidden states at the state tokens, (B, H, E); timesteps are 1..H per segment.
-        With ``at`` (B,): at the state token of step ``at[b]`` of each row only, (B, 1, E)."""
-        return self._hidden(Layers(self), obs, act, mask, at)
-
     def _hidden(
         self,
         layers: Layers,
@@ -171,26 +160,11 @@ class PTRewardModel(nn.Module):
         out, _ = layers("gpt", tok, key_mask)
         return out[..., 1::2, :]
 
-    def forward(
-        self, obs: torch.Tensor, act: torch.Tensor, mask: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(segment score (B,), per-step reward r_t (B, H))."""
-        return self._scores(Layers(self), obs, act, mask)
-
-    def forward_members(
-        self,
-        params: dict[str, torch.Tensor],
-        obs: torch.Tensor,
-        act: torch.Tensor,
-        mask: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """K stacked models' :meth:`forward` at once (:class:`pbrl.learn.nn.Layers`): inputs
-        (K, B, H, ...), scores (K, B) and rewards (K, B, H)."""
-        return self._scores(Layers(self, params), obs, act, mask)
-
-    def _scores(
+    def forward_layers(
         self, layers: Layers, obs: torch.Tensor, act: torch.Tensor, mask: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(segment score (B,), per-step reward r_t (B, H)) of (B, H, ...) segments; members
+        (:meth:`forward_members`): inputs (K, B, H, ...), scores (K, B), rewards (K, B, H)."""
         h = self._hidden(layers, obs, act, mask, None)
         if self.preference_attention:
             d = self.pref_attn_dim

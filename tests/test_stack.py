@@ -72,6 +72,20 @@ def test_stacked_members_equal_single_learners(targets):
     assert any(not torch.equal(a[k], b[k]) for k in a)
 
 
+def _distinct_members(build, k: int, gen: torch.Generator) -> list[torch.nn.Module]:
+    """K modules from ``build``, each from its own seed and its parameters moved apart (distinct
+    norms and log-stds, not the constructors' constants), in evaluation mode."""
+    mods = []
+    for seed in range(k):
+        torch.manual_seed(seed)
+        m = build()
+        with torch.no_grad():
+            for p in m.parameters():
+                p.add_(0.1 * torch.randn(p.shape, generator=gen))
+        mods.append(m.eval())
+    return mods
+
+
 def _members_case(name: str) -> tuple[list[torch.nn.Module], tuple, dict]:
     """Three members of one module kind, inputs with a leading member axis, and the call."""
     from pbrl.learn import nn as pnn
@@ -102,15 +116,7 @@ def _members_case(name: str) -> tuple[list[torch.nn.Module], tuple, dict]:
         "gaussian_log_prob": (lambda: pnn.GaussianActor(OBS, ACT, (8, 8)), (obs, act), {}),
     }
     build, args, kw = builders[name]
-    mods = []
-    for seed in range(3):
-        torch.manual_seed(seed)
-        m = build()
-        with torch.no_grad():  # distinct norms and log-stds, not the constructors' constants
-            for p in m.parameters():
-                p.add_(0.1 * torch.randn(p.shape, generator=gen))
-        mods.append(m.eval())
-    return mods, args, kw
+    return _distinct_members(build, 3, gen), args, kw
 
 
 @pytest.mark.parametrize(
@@ -167,14 +173,9 @@ def test_transformer_member_forward_is_each_members_own_forward(causal, pos, mas
     from pbrl.learn.stack import StackedModules
 
     gen = torch.Generator().manual_seed(3)
-    mods = []
-    for seed in range(3):
-        torch.manual_seed(seed)
-        m = CausalTransformer(8, 2, 2, max_len=7, pos_embedding=pos, causal=causal)
-        with torch.no_grad():  # distinct norms, not the constructor's constants
-            for p in m.parameters():
-                p.add_(0.1 * torch.randn(p.shape, generator=gen))
-        mods.append(m.eval())
+    mods = _distinct_members(
+        lambda: CausalTransformer(8, 2, 2, max_len=7, pos_embedding=pos, causal=causal), 3, gen
+    )
     x = torch.randn(3, 4, 7, 8, generator=gen)
     mask = (torch.arange(7) < torch.tensor([7, 3, 5, 1]).view(4, 1)).float()
     key_mask = torch.stack([mask, mask.flip(0), mask]) if masked else None
@@ -238,15 +239,7 @@ def _model_case(name: str):
         ),
     }
     build, method, args = cases[name]
-    mods = []
-    for seed in range(k):
-        torch.manual_seed(seed)
-        m = build()
-        with torch.no_grad():  # distinct norms, not the constructors' constants
-            for p in m.parameters():
-                p.add_(0.1 * torch.randn(p.shape, generator=gen))
-        mods.append(m.eval())
-    return mods, method, args
+    return _distinct_members(build, k, gen), method, args
 
 
 @pytest.mark.parametrize(

@@ -181,6 +181,24 @@ class Layers:
         return mod(*args, **kwargs)
 
 
+class LayeredModule(nn.Module):
+    """A module whose computation is written once, in ``forward_layers(layers, ...)``
+    against a :class:`Layers`: :meth:`forward` runs it with the module's own parameters,
+    :meth:`forward_members` with K stacked members' (``params`` as
+    ``torch.func.stack_module_state`` names them; every input and output then has a leading
+    member axis, ``StackedModules.members`` calls it)."""
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        return self.forward_layers(Layers(self), *args, **kwargs)
+
+    def forward_members(self, params: dict[str, torch.Tensor], *args: Any, **kwargs: Any) -> Any:
+        """K stacked copies' :meth:`forward` at once."""
+        return self.forward_layers(Layers(self, params), *args, **kwargs)
+
+    def forward_layers(self, layers: Layers, *args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError
+
+
 def take_steps(x: torch.Tensor, at: torch.Tensor) -> torch.Tensor:
     """Token ``at[...]`` of each sequence: ``x`` ``(..., T, E)``, ``at`` ``(...)``; returns
     ``(..., 1, E)``."""
@@ -523,7 +541,7 @@ class ValueNet(nn.Module):
         return self.net.forward_members(member_params(params, "net."), obs).squeeze(-1)
 
 
-class CausalSelfAttention(nn.Module):
+class CausalSelfAttention(LayeredModule):
     """Multi-head causal self-attention that returns its attention weights (B, H, T, T).
 
     ``causal=False`` lets every token attend to every (real) token (a BERT-style encoder).
@@ -542,27 +560,6 @@ class CausalSelfAttention(nn.Module):
         self.attn_drop = Dropout(dropout)
         self.resid_drop = Dropout(dropout)
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        key_mask: torch.Tensor | None = None,
-        query: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``query`` (B,): only token ``query[b]`` of each row is a query (every token is
-        still a key and value); the output is then (B, 1, E) and the weights (B, H, 1, T)."""
-        return self.forward_layers(Layers(self), x, key_mask, query)
-
-    def forward_members(
-        self,
-        params: dict[str, torch.Tensor],
-        x: torch.Tensor,
-        key_mask: torch.Tensor | None = None,
-        query: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """K stacked copies' :meth:`forward` at once (:class:`Layers`): every input and
-        output with a leading member axis."""
-        return self.forward_layers(Layers(self, params), x, key_mask, query)
-
     def forward_layers(
         self,
         layers: Layers,
@@ -570,8 +567,11 @@ class CausalSelfAttention(nn.Module):
         key_mask: torch.Tensor | None = None,
         query: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The forward on ``x`` (..., T, E): the projections per member, the attention over
-        every sequence of the leading dims at once (it has no parameters)."""
+        """Outputs (B, T, E) and weights (B, H, T, T) of ``x`` (B, T, E), ``key_mask`` (B,
+        T) (any leading dims: the projections per member, the attention over every
+        sequence at once, as it has no parameters). ``query`` (B,): only token ``query[b]``
+        of each row is a query (every token is still a key and value); the output is then
+        (B, 1, E) and the weights (B, H, 1, T)."""
         *lead, t, e = x.shape
         if query is None:
             q, k, v = layers.linear("qkv", x).split(e, dim=-1)
@@ -627,7 +627,7 @@ class CausalSelfAttention(nn.Module):
         return y.transpose(1, 2).reshape(b, nq, e), weights
 
 
-class TransformerBlock(nn.Module):
+class TransformerBlock(LayeredModule):
     """GPT-2 block: x + attn(LN(x)); x + MLP(LN(x)) with a 4x MLP (GELU unless ``activation``)."""
 
     def __init__(
@@ -650,15 +650,6 @@ class TransformerBlock(nn.Module):
             Dropout(dropout),
         )
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        key_mask: torch.Tensor | None = None,
-        query: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``query`` (B,): the output of token ``query[b]`` of each row only, (B, 1, E)."""
-        return self.forward_layers(Layers(self), x, key_mask, query)
-
     def forward_layers(
         self,
         layers: Layers,
@@ -666,8 +657,8 @@ class TransformerBlock(nn.Module):
         key_mask: torch.Tensor | None = None,
         query: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The forward on ``layers`` (:class:`~pbrl.learn.nn.Layers`): this module's own
-        parameters, or K stacked members'."""
+        """The block's output and attention weights; ``query`` (B,): the output of token
+        ``query[b]`` of each row only, (B, 1, E)."""
         a, w = layers("attn", layers("ln1", x), key_mask, query)
         if query is not None:
             x = take_steps(x, query)
@@ -682,7 +673,7 @@ class TransformerBlock(nn.Module):
         return x + h, w
 
 
-class CausalTransformer(nn.Module):
+class CausalTransformer(LayeredModule):
     """A GPT-2 style causal transformer over already-embedded tokens.
 
     ``forward(x (B, T, E), key_mask (B, T) or None)`` returns ``(hidden (B, T, E),
@@ -721,29 +712,6 @@ class CausalTransformer(nn.Module):
         )
         self.ln_f = nn.LayerNorm(embed_dim)
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        key_mask: torch.Tensor | None = None,
-        query: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """``query`` (B,): the hidden state of token ``query[b]`` of each row only, (B, 1,
-        E): the last layer computes that token alone (the layers before it every token,
-        which the last one reads as keys and values); its attention map is (B, H, 1, T).
-        For a read-out at one position per row (PT's relabelling)."""
-        return self.forward_layers(Layers(self), x, key_mask, query)
-
-    def forward_members(
-        self,
-        params: dict[str, torch.Tensor],
-        x: torch.Tensor,
-        key_mask: torch.Tensor | None = None,
-        query: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """K stacked copies' :meth:`forward` at once: ``x`` (K, B, T, E), ``key_mask`` (K, B,
-        T), ``query`` (K, B); hidden states (K, B, T, E) and maps (K, B, H, T, T)."""
-        return self.forward_layers(Layers(self, params), x, key_mask, query)
-
     def forward_layers(
         self,
         layers: Layers,
@@ -751,8 +719,12 @@ class CausalTransformer(nn.Module):
         key_mask: torch.Tensor | None = None,
         query: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """The forward on ``layers`` (:class:`~pbrl.learn.nn.Layers`): this module's own
-        parameters, or K stacked members'."""
+        """``query`` (B,): the hidden state of token ``query[b]`` of each row only, (B, 1,
+        E): the last layer computes that token alone (the layers before it every token,
+        which the last one reads as keys and values); its attention map is (B, H, 1, T).
+        For a read-out at one position per row (PT's relabelling). Members
+        (:meth:`forward_members`): ``x`` (K, B, T, E), ``key_mask`` (K, B, T), ``query``
+        (K, B); hidden states (K, B, T, E) and maps (K, B, H, T, T)."""
         t = x.shape[-2]
         if t > self.max_len:
             raise ValueError(f"sequence of {t} tokens exceeds max_len {self.max_len}")
