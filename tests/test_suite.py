@@ -125,6 +125,25 @@ def test_suite_files_toml_and_yaml(tmp_path):
         load_suite(str(bad))
 
 
+def test_a_folder_named_like_a_suite_leaves_the_name_a_suite(tmp_path, monkeypatch):
+    """``pbrl bench --out quick`` makes a folder ``quick``; the next ``pbrl bench`` (suite
+    ``quick``) in that directory still loads the shipped suite, and a folder whose name is
+    no suite is named in the error."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "quick").mkdir()
+    (tmp_path / "mine").mkdir()
+    assert load_suite("quick").name == "quick"
+    with pytest.raises(PbrlError, match="unknown suite 'mine' \\('mine' is a folder\\)"):
+        load_suite("mine")
+    (tmp_path / "odd.toml").mkdir()
+    with pytest.raises(PbrlError, match="suite file 'odd.toml' is not a file"):
+        load_suite("odd.toml")
+    out = subprocess.run(
+        [sys.executable, "-m", "pbrl", "bench", "--list"], capture_output=True, text=True
+    )
+    assert out.returncode == 0 and "quick" in out.stdout, out.stderr
+
+
 def test_cli_reports_malformed_suite_without_traceback(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text('steps = "x"\n[[datasets]]\nid = "d"\n[[agents]]\nname = "bc"\n')

@@ -207,16 +207,20 @@ def _load_raw(
     path = Path(name_or_path)
     if base_dir is not None and not path.is_absolute() and path.suffix:
         path = base_dir / path
-    if path.suffix in (".toml", ".yaml", ".yml") or path.exists():
+    # a name without a suite file's suffix is a file only where such a file exists: a folder
+    # of the same name (say, the output of `pbrl bench --out quick`) leaves it a suite name
+    if path.suffix in (".toml", ".yaml", ".yml") or path.is_file():
         if not path.is_file():
-            raise PbrlError(f"suite file '{path}' does not exist")
+            what = "is not a file" if path.exists() else "does not exist"
+            raise PbrlError(f"suite file '{path}' {what}")
         where = str(path)
         text = read_text_file(path)
         here: Path | None = path.parent
     else:
         if name_or_path not in list_suites():
+            folder = f" ('{path}' is a folder)" if path.is_dir() else ""
             raise UnknownIdError(
-                f"unknown suite '{name_or_path}' (shipped: {', '.join(list_suites())}; "
+                f"unknown suite '{name_or_path}'{folder} (shipped: {', '.join(list_suites())}; "
                 "or pass a .toml/.yaml file)"
             )
         text = resources.files("pbrl.suites").joinpath(f"{name_or_path}.toml").read_text()
