@@ -90,10 +90,10 @@ class Layers:
     ``params``, with K stacked members' (``torch.func.stack_module_state``'s names and
     ``(K, ...)`` shapes), every activation then carrying a leading member axis.
 
-    A model writes its forward once against a ``Layers`` (a method ``forward_layers(layers, ...)``)
-    and gets both :meth:`forward` (``Layers(self)``) and a member-batched
-    ``forward_members(params, ...)`` (``Layers(self, params)``): one batched product per
-    Linear for all members, rather than a per-member forward mapped with
+    A model writes its computation once against a ``Layers``, in ``forward_layers(layers,
+    ...)`` (:class:`LayeredModule`), and gets both ``forward`` (``Layers(self)``) and a
+    member-batched ``forward_members(params, ...)`` (``Layers(self, params)``): one batched
+    product per Linear for all members, rather than a per-member forward mapped with
     ``torch.func.vmap``, whose input handling costs every operator host time (docs/
     performance.md, "Stacked seeds"). Parameter-free layers (activations, dropout) act
     elementwise, so each member draws its own dropout mask.
