@@ -182,8 +182,8 @@ class Layers:
 
 
 class LayeredModule(nn.Module):
-    """A module whose computation is written once, in ``forward_layers(layers, ...)``
-    against a :class:`Layers`: :meth:`forward` runs it with the module's own parameters,
+    """A module whose computation is written once, in the ``forward_layers(layers, ...)``
+    that each subclass defines, against a :class:`Layers`: :meth:`forward` runs it with the module's own parameters,
     :meth:`forward_members` with K stacked members' (``params`` as
     ``torch.func.stack_module_state`` names them; every input and output then has a leading
     member axis, ``StackedModules.members`` calls it)."""
@@ -194,9 +194,6 @@ class LayeredModule(nn.Module):
     def forward_members(self, params: dict[str, torch.Tensor], *args: Any, **kwargs: Any) -> Any:
         """K stacked copies' :meth:`forward` at once."""
         return self.forward_layers(Layers(self, params), *args, **kwargs)
-
-    def forward_layers(self, layers: Layers, *args: Any, **kwargs: Any) -> Any:
-        raise NotImplementedError
 
 
 def take_steps(x: torch.Tensor, at: torch.Tensor) -> torch.Tensor:
