@@ -435,8 +435,8 @@ class Agent:
         self, ds: Any, stack: StackedModules | None = None, batch_size: int = 2048
     ) -> np.ndarray:
         """PT's relabelling (:func:`relabel_windows`) with this run's model, (N,); with
-        ``stack`` (K stacked models, in evaluation), every member's at once, (K, N), the
-        windows of ``batch_size // K`` steps per member forward."""
+        ``stack`` (K stacked models, in evaluation), every member's at once, (K, N),
+        ``batch_size // K`` windows per member and call."""
         inp = self.cfg.reward_input
         if stack is not None:
             k = stack.k

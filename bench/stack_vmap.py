@@ -28,12 +28,12 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch
+from stack_host import per_step_ms
 from torch.func import vmap
 
 from pbrl.agents import cpl, dppo, hprior, ipl, oppo, pt
@@ -134,15 +134,6 @@ def loss_parts(
     }
 
 
-def per_call_us(fn: Callable[[], Any], steps: int, dev: str) -> float:
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        fn()
-    if dev.startswith("cuda"):
-        torch.cuda.synchronize()
-    return (time.perf_counter() - t0) / steps * 1e6
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--k", type=int, default=8)
@@ -172,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     for _ in range(args.rounds):
         for name, fns in parts.items():
             for j, fn in enumerate(fns):
-                times[name][j].append(per_call_us(fn, args.steps, dev))
+                times[name][j].append(1e3 * per_step_ms(fn, args.steps, dev))
     print(f"K {args.k}, {args.batch} segments of {args.length} steps per member, width "
           f"{args.embed}, {dev}, microseconds per call (forward and backward), median of "
           f"{args.rounds} rounds of {args.steps}")  # fmt: skip

@@ -1075,13 +1075,14 @@ def test_member_label_rows_are_each_members_own_pairs():
         member_label_rows([labels(0), labels(1, length=4)], fields)
 
 
-def test_stack_vmap_bench_runs_and_refuses_bad_sizes(capsys):
+def test_stack_vmap_bench_runs_and_refuses_bad_sizes(capsys, monkeypatch):
     """bench/stack_vmap.py times each part both ways and prints one row per part; a bad size
     is a usage error (exit 2)."""
     import importlib.util
     from pathlib import Path
 
     path = Path(__file__).resolve().parents[1] / "bench" / "stack_vmap.py"
+    monkeypatch.syspath_prepend(str(path.parent))  # as `python bench/stack_vmap.py` runs it
     spec = importlib.util.spec_from_file_location("stack_vmap", path)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
