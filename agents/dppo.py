@@ -417,7 +417,9 @@ class Agent:
         setup = self.predictor_setup(ctx)
         model, n_rm = setup.model, setup.n_rm
         cfg = self.cfg
-        opt = torch.optim.AdamW(model.parameters(), lr=cfg.rm_lr, weight_decay=cfg.rm_weight_decay)
+        opt = fused_adam(
+            model.parameters(), lr=cfg.rm_lr, weight_decay=cfg.rm_weight_decay, decoupled=True
+        )
         batches = epoch_minibatches(ctx.prefs.size, cfg.rm_batch, ctx.generator, self.device)
         model.train()
         for step in range(1, n_rm + 1):
@@ -601,7 +603,9 @@ def stacked_predictor_phase(
     n_rm = setups[0].n_rm
     stack = StackedModules([st.model for st in setups])
     stack.train(True)
-    opt = torch.optim.AdamW(stack.parameters(), lr=cfg.rm_lr, weight_decay=cfg.rm_weight_decay)
+    opt = fused_adam(
+        stack.parameters(), lr=cfg.rm_lr, weight_decay=cfg.rm_weight_decay, decoupled=True
+    )
     pairs = member_pairs(
         [c.prefs for c in ctxs], [c.generator for c in ctxs], cfg.rm_batch, first.device
     )

@@ -41,6 +41,7 @@ from pbrl.learn.kit import (
     check_reward_input,
     epoch_minibatches,
     epochs_until_accurate,
+    fused_adam,
     host_metrics,
     log_due,
     obs_stats,
@@ -354,7 +355,7 @@ class Agent:
             self.set_obs_stats(ds)
         data = self.wm_data(ds)
         if self.wm_optimizer is None:
-            self.wm_optimizer = torch.optim.Adam(self.wm.parameters(), lr=cfg.wm_lr)
+            self.wm_optimizer = fused_adam(self.wm.parameters(), lr=cfg.wm_lr)
         opt = self.wm_optimizer
         self.wm.train().requires_grad_(True)
         for _ in range(updates):
@@ -421,7 +422,7 @@ class Agent:
         up to ``epochs`` passes of ``rm_batch`` pairs (default 1), stopping after an epoch
         whose mean accuracy exceeds ``early_stop_acc`` or after ``max_updates`` minibatches."""
         if self.rm_optimizer is None:
-            self.rm_optimizer = torch.optim.Adam(self.rm.parameters(), lr=self.cfg.rm_lr)
+            self.rm_optimizer = fused_adam(self.rm.parameters(), lr=self.cfg.rm_lr)
         opt = self.rm_optimizer
         self.rm.train().requires_grad_(True)
 
@@ -467,7 +468,7 @@ class Agent:
                 yield {"step": step, "phase": 0.0, **host_metrics(m)}
 
         # phase 1: the reward ensemble with the PRIOR term
-        opt = torch.optim.Adam(self.rm.parameters(), lr=cfg.rm_lr)
+        opt = fused_adam(self.rm.parameters(), lr=cfg.rm_lr)
         batches = epoch_minibatches(ctx.prefs.size, cfg.rm_batch, ctx.generator, ctx.device)
         self.rm.train()
         for i in range(1, n_rm + 1):
@@ -561,7 +562,7 @@ def stacked_phases(
     data = first.wm_data(ds)
     wms = StackedModules([a.wm for a in agents])
     wms.train(True)
-    opt = torch.optim.Adam(wms.parameters(), lr=cfg.wm_lr)
+    opt = fused_adam(wms.parameters(), lr=cfg.wm_lr)
 
     for step in range(1, n_wm + 1):
         rows, mask = first.wm_windows(ds, seg_len, [c.rng for c in ctxs])
@@ -583,7 +584,7 @@ def stacked_phases(
     # phase 1: the reward ensembles with the PRIOR term
     rms = StackedModules([a.rm for a in agents])
     rms.train(True)
-    opt = torch.optim.Adam(rms.parameters(), lr=cfg.rm_lr)
+    opt = fused_adam(rms.parameters(), lr=cfg.rm_lr)
     pairs = member_pairs(
         [c.prefs for c in ctxs], [c.generator for c in ctxs], cfg.rm_batch, first.device
     )

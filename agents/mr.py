@@ -44,6 +44,7 @@ from pbrl.learn.kit import (
     bt_pair_losses,
     check_reward_input,
     epochs_until_accurate,
+    fused_adam,
     host_metrics,
     reward_action,
     segment_sum,
@@ -209,7 +210,7 @@ class Agent:
         :meth:`fit`, and the online track's reward model (``agents/pebble.py``)."""
         cfg = self.cfg
         if self.optimizer is None:
-            self.optimizer = torch.optim.Adam(self.reward_net.parameters(), lr=cfg.reward_lr)
+            self.optimizer = fused_adam(self.reward_net.parameters(), lr=cfg.reward_lr)
         opt = self.optimizer
 
         def step(idx: torch.Tensor) -> dict[str, float]:
@@ -304,7 +305,7 @@ def stacked_reward_phase(
         return (yield from members_in_turn(k, phases))
     max_reward = min(int(cfg.max_reward_fraction * ctx0.steps), ctx0.steps - 1)
     stack = StackedModules([a.reward_net for a in agents])
-    opt = torch.optim.Adam(stack.parameters(), lr=cfg.reward_lr)
+    opt = fused_adam(stack.parameters(), lr=cfg.reward_lr)
     labels = member_label_rows([c.prefs for c in ctxs], PAIR_FIELDS)
     n_pairs = ctx0.prefs.size
 

@@ -43,7 +43,7 @@ from torch import nn
 from pbrl.errors import PbrlError
 from pbrl.learn.api import AgentSpec, FitContext
 from pbrl.learn.data import dataset_windows
-from pbrl.learn.kit import epoch_minibatches, log_due, obs_stats, seeded_init
+from pbrl.learn.kit import epoch_minibatches, fused_adam, log_due, obs_stats, seeded_init
 from pbrl.learn.nn import CausalTransformer, LayeredModule, Layers, interleave_steps
 from pbrl.learn.stack import (
     CannotStack,
@@ -550,10 +550,16 @@ class Agent:
         data = self.begin_fit(ctx)
         enc, dec = self.enc, self.dec
         assert enc is not None and dec is not None
-        enc_opt = torch.optim.AdamW(enc.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        dec_opt = torch.optim.AdamW(dec.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        enc_opt = fused_adam(
+            enc.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, decoupled=True
+        )
+        dec_opt = fused_adam(
+            dec.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, decoupled=True
+        )
         dec_sched = torch.optim.lr_scheduler.LambdaLR(dec_opt, warmup_lambda(cfg, ctx.steps))
-        w_opt = torch.optim.AdamW([self.z_star], lr=cfg.w_lr, weight_decay=cfg.weight_decay)
+        w_opt = fused_adam(
+            [self.z_star], lr=cfg.w_lr, weight_decay=cfg.weight_decay, decoupled=True
+        )
         human = cfg.update == "alternating"
         enc.train()
         dec.train()
@@ -697,10 +703,10 @@ def fit_stacked(agents: list[Agent], ctxs: list[FitContext]) -> Iterator[list[An
     enc.train(True)
     dec.train(True)
     z_star = torch.stack([a.z_star.detach() for a in agents]).requires_grad_(True)
-    enc_opt = torch.optim.AdamW(enc.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    dec_opt = torch.optim.AdamW(dec.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    enc_opt = fused_adam(enc.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, decoupled=True)
+    dec_opt = fused_adam(dec.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, decoupled=True)
     dec_sched = torch.optim.lr_scheduler.LambdaLR(dec_opt, warmup_lambda(cfg, ctx0.steps))
-    w_opt = torch.optim.AdamW([z_star], lr=cfg.w_lr, weight_decay=cfg.weight_decay)
+    w_opt = fused_adam([z_star], lr=cfg.w_lr, weight_decay=cfg.weight_decay, decoupled=True)
     human = cfg.update == "alternating"
 
     him = torch.full((len(agents),), float("nan"), device=first.device)

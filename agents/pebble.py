@@ -74,6 +74,7 @@ from pbrl.learn.api import AgentSpec, FitContext, load_agent_module, make_config
 from pbrl.learn.kit import (
     bt_pair_losses,
     epochs_until_accurate,
+    fused_adam,
     host_metrics,
     segment_sum,
     shuffled_epoch,
@@ -250,7 +251,7 @@ class ReedRewardModel:
         self.nets = nn.ModuleList(
             [FusionNet(obs_dim, act_dim, cfg) for _ in range(cfg.ensemble)]
         ).to(device)
-        self.optimizer = torch.optim.Adam(self.nets.parameters(), lr=cfg.reward_lr)
+        self.optimizer = fused_adam(self.nets.parameters(), lr=cfg.reward_lr)
 
     def member_rewards(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
         return torch.stack([n.reward(obs, act) for n in self.nets])
@@ -955,7 +956,7 @@ class Agent:
         w = cfg.surf_window
         gen = ctx.generator
         if rm.optimizer is None:
-            rm.optimizer = torch.optim.Adam(rm.reward_net.parameters(), lr=cfg.reward_lr)
+            rm.optimizer = fused_adam(rm.reward_net.parameters(), lr=cfg.reward_lr)
         opt = rm.optimizer
         full = int(lab.mask_a.shape[1])
         crop = (2 * w - cfg.surf_crop, 2 * w + cfg.surf_crop)

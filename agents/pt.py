@@ -42,6 +42,7 @@ from pbrl.learn.kit import (
     bt_pair_losses,
     check_reward_input,
     epoch_minibatches,
+    fused_adam,
     host_metrics,
     log_due,
     reward_action,
@@ -376,8 +377,8 @@ class Agent:
         n_rm, n_iql = self.reward_setup(ctx)
         assert self.model is not None
         cfg = self.cfg
-        opt = torch.optim.AdamW(
-            self.model.parameters(), lr=cfg.rm_lr, weight_decay=cfg.rm_weight_decay
+        opt = fused_adam(
+            self.model.parameters(), lr=cfg.rm_lr, weight_decay=cfg.rm_weight_decay, decoupled=True
         )
         batches = epoch_minibatches(ctx.prefs.size, cfg.rm_batch, ctx.generator, ctx.device)
         self.model.train()
@@ -514,7 +515,9 @@ def stacked_reward_phase(
     n_rm, n_iql = [a.reward_setup(c) for a, c in zip(agents, ctxs, strict=True)][0]  # one config
     stack = StackedModules([a.model for a in agents])
     stack.train(True)
-    opt = torch.optim.AdamW(stack.parameters(), lr=cfg.rm_lr, weight_decay=cfg.rm_weight_decay)
+    opt = fused_adam(
+        stack.parameters(), lr=cfg.rm_lr, weight_decay=cfg.rm_weight_decay, decoupled=True
+    )
     pairs = member_pairs(
         [c.prefs for c in ctxs], [c.generator for c in ctxs], cfg.rm_batch, first.device
     )

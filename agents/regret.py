@@ -45,6 +45,7 @@ from pbrl.learn.kit import (
     bt_pair_losses,
     epoch_minibatches,
     epochs_until_accurate,
+    fused_adam,
     host_metrics,
     log_due,
     segment_sum,
@@ -217,7 +218,7 @@ class Agent:
         (default 1), stopping after an epoch whose mean accuracy exceeds ``early_stop_acc``
         or after ``max_updates`` minibatches. Yields the loss terms after every minibatch."""
         if self.optimizer is None:
-            self.optimizer = torch.optim.Adam(self.adv.parameters(), lr=self.cfg.adv_lr)
+            self.optimizer = fused_adam(self.adv.parameters(), lr=self.cfg.adv_lr)
         opt = self.optimizer
         self.adv.train().requires_grad_(True)
 
@@ -245,7 +246,7 @@ class Agent:
             raise PbrlError("regret needs preferences (--prefs)")
         cfg = self.cfg
         n_adv, n_pol = split_steps(ctx.steps, (cfg.adv_frac,))
-        opt = torch.optim.Adam(self.adv.parameters(), lr=cfg.adv_lr)
+        opt = fused_adam(self.adv.parameters(), lr=cfg.adv_lr)
         batches = epoch_minibatches(ctx.prefs.size, cfg.adv_batch, ctx.generator, ctx.device)
         self.adv.train()
         for step in range(1, n_adv + 1):
@@ -337,7 +338,7 @@ def stacked_adv_phase(
     n_adv, n_pol = split_steps(ctx0.steps, (cfg.adv_frac,))
     stack = StackedModules([a.adv for a in agents])
     stack.train(True)
-    opt = torch.optim.Adam(stack.parameters(), lr=cfg.adv_lr)
+    opt = fused_adam(stack.parameters(), lr=cfg.adv_lr)
     pairs = member_pairs(
         [c.prefs for c in ctxs], [c.generator for c in ctxs], cfg.adv_batch, ctx0.device
     )

@@ -73,7 +73,7 @@ def offline_agents() -> list[str]:
     return [a for a in list_agents() if not getattr(load_agent_module(a), "ONLINE", False)]
 
 
-def time_agent(
+def build_runs(
     name: str,
     preset: str,
     ds: OfflineDataset,
@@ -82,9 +82,9 @@ def time_agent(
     device: str,
     k: int = 1,
     overrides: dict[str, str] | None = None,
-) -> float:
-    """Seed-updates per second of ``k`` seeds of ``name``: one run (k = 1) or k seeds stacked
-    in one process (the learner's ``fit_stacked``), with the ``overrides`` its config has."""
+) -> tuple[Any, list[Any], list[FitContext]]:
+    """``k`` seeds of ``name`` ready to train ``steps`` updates on ``ds`` and ``prefs``: its
+    module, agents and fit contexts, with the ``overrides`` its config has."""
     mod = load_agent_module(name)
     has = {f.name for f in dataclasses.fields(mod.Config)}
     own = {key: v for key, v in (overrides or {}).items() if key in has}
@@ -115,9 +115,31 @@ def time_agent(
                 pref_data=prefs.answered(),
             )
         )
-    t0 = time.perf_counter()
-    for _ in agents[0].fit(ctxs[0]) if k == 1 else mod.fit_stacked(agents, ctxs):
+    return mod, agents, ctxs
+
+
+def fit_runs(mod: Any, agents: list[Any], ctxs: list[FitContext]) -> None:
+    """Train the runs of :func:`build_runs` to the end: one run's ``fit``, or more stacked
+    (the learner's ``fit_stacked``)."""
+    for _ in agents[0].fit(ctxs[0]) if len(agents) == 1 else mod.fit_stacked(agents, ctxs):
         pass
+
+
+def time_agent(
+    name: str,
+    preset: str,
+    ds: OfflineDataset,
+    prefs: Any,
+    steps: int,
+    device: str,
+    k: int = 1,
+    overrides: dict[str, str] | None = None,
+) -> float:
+    """Seed-updates per second of ``k`` seeds of ``name``: one run (k = 1) or k seeds stacked
+    in one process (the learner's ``fit_stacked``), with the ``overrides`` its config has."""
+    mod, agents, ctxs = build_runs(name, preset, ds, prefs, steps, device, k, overrides)
+    t0 = time.perf_counter()
+    fit_runs(mod, agents, ctxs)
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     return k * steps / (time.perf_counter() - t0)

@@ -283,3 +283,14 @@ def test_learners_import_the_kit_never_each_other() -> None:
                 if a.name.startswith("pbrl.agents")
             ]
     assert not bad, "learners importing learners:\n" + "\n".join(bad)
+
+
+def test_learners_build_adam_through_the_kit() -> None:
+    """Every learner's Adam and AdamW come from ``pbrl.learn.kit.fused_adam`` (one kernel over
+    all parameters; docs/performance.md), never ``torch.optim.Adam``/``AdamW`` directly."""
+    bad = []
+    for path in sorted((ROOT / "agents").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Attribute) and node.attr in ("Adam", "AdamW"):
+                bad.append(f"agents/{path.name}:{node.lineno}: {ast.unparse(node)}")
+    assert not bad, "optimizers built outside kit.fused_adam:\n" + "\n".join(bad)

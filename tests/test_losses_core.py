@@ -34,6 +34,7 @@ from pbrl.learn.iql import (
     reward_normalize,
 )
 from pbrl.learn.kit import deterministic_logp as neg_sq_logp
+from pbrl.learn.kit import fused_adam
 from pbrl.learn.kit import segment_sum as mr_segment_scores
 from pbrl.learn.nn import MLP, CausalTransformer, Dropout, EnsembleMLP, soft_update
 
@@ -150,6 +151,27 @@ def test_polyak_and_ensemble_blocks():
         torch.testing.assert_close(out[m], manual)
     per = ens(torch.randn(3, 6, 4))
     assert per.shape == (3, 6, 2)
+
+
+@pytest.mark.parametrize("decoupled", [False, True])
+def test_fused_adam_steps_as_torchs_adam_or_adamw(decoupled):
+    """kit.fused_adam is torch's Adam (``decoupled``: AdamW) with the given weight decay, in
+    its fused kernel, to float32 rounding of torch's per-parameter loop."""
+    gen = torch.Generator().manual_seed(0)
+    w0 = torch.randn(5, 3, generator=gen)
+    grads = [torch.randn(5, 3, generator=gen) for _ in range(4)]
+    ref_w, adam_w, adamw_w = (w0.clone().requires_grad_(True) for _ in range(3))
+    ours = fused_adam([ref_w], lr=1e-2, weight_decay=0.5, decoupled=decoupled)
+    adam = torch.optim.Adam([adam_w], lr=1e-2, weight_decay=0.5, foreach=False)
+    adamw = torch.optim.AdamW([adamw_w], lr=1e-2, weight_decay=0.5, foreach=False)
+    for g in grads:
+        for w, opt in ((ref_w, ours), (adam_w, adam), (adamw_w, adamw)):
+            w.grad = g.clone()
+            opt.step()
+    assert ours.defaults["fused"]
+    want, other = (adamw_w, adam_w) if decoupled else (adam_w, adamw_w)
+    torch.testing.assert_close(ref_w, want, rtol=1e-6, atol=1e-7)
+    assert (ref_w - other).abs().max() > 1e-4  # the test tells L2 from decoupled decay
 
 
 @pytest.mark.parametrize("p", [0.1, 0.25, 0.5])

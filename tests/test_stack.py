@@ -1093,3 +1093,29 @@ def test_stack_vmap_bench_runs_and_refuses_bad_sizes(capsys, monkeypatch):
     with pytest.raises(SystemExit) as err:
         bench.main(["--embed", "3"])
     assert err.value.code == 2
+
+
+def test_op_counts_bench_counts_operators_and_refuses_bad_input(capsys, monkeypatch):
+    """bench/op_counts.py counts the ATen operators that do work (views and allocations left
+    out, nested calls once), prints a row per learner, and refuses bad input (exit 2)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "op_counts.py"
+    monkeypatch.syspath_prepend(str(path.parent))  # as `python bench/op_counts.py` runs it
+    spec = importlib.util.spec_from_file_location("op_counts", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    a, b = torch.randn(4, 3), torch.randn(4, 3)
+    assert bench.count_ops(lambda: (a + b).relu().sum()) == 3
+    assert bench.count_ops(lambda: a.view(3, 4).t().unsqueeze(0)) == 0
+    assert bench.count_ops(lambda: torch.nn.functional.linear(a, torch.randn(2, 3))) == 2
+    tiny = ["--set", "hidden=8,8", "--set", "batch_size=4"]
+    assert bench.main(["--agents", "bc", "--steps", "2", "--stack", "2", *tiny]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| bc ")]
+    one, stacked = (float(x) for x in rows[0].split("|")[2:4])
+    assert 10 < one < stacked < 2 * one  # one step for both members, a few ops more
+    for bad in (["--agents", "nope"], ["--stack", "1"], ["--set", "hidden"]):
+        with pytest.raises(SystemExit) as err:
+            bench.main(bad)
+        assert err.value.code == 2

@@ -286,14 +286,20 @@ def fused_adam(
     params: Iterator[torch.Tensor] | list[torch.Tensor],
     lr: float | torch.Tensor,
     capturable: bool = False,
+    *,
+    weight_decay: float = 0.0,
+    decoupled: bool = False,
 ) -> torch.optim.Adam:
     """Adam with PyTorch's fused kernel (one kernel over all parameters instead of a loop of
     small elementwise ops per tensor): the same update to float32 rounding, 4-8% more IQL
     updates per second on one CPU core (``bench/adam_foreach.py --kind fused``,
     docs/performance.md). ``capturable``: its step counters on the parameters' device, so
     the step can be captured in a CUDA graph (``lr`` may then be a device tensor that a
-    schedule fills between replays)."""
-    return torch.optim.Adam(params, lr=lr, fused=True, capturable=capturable)
+    schedule fills between replays). ``decoupled``: AdamW (``weight_decay`` applied to the
+    parameters, as ``torch.optim.AdamW``); otherwise ``weight_decay`` is Adam's L2 term.
+    Every learner's Adam and AdamW are built here."""
+    kind = torch.optim.AdamW if decoupled else torch.optim.Adam
+    return kind(params, lr=lr, weight_decay=weight_decay, fused=True, capturable=capturable)
 
 
 class CudaGraphs:
