@@ -42,7 +42,7 @@ from torch import nn
 
 from pbrl.errors import PbrlError
 from pbrl.learn.api import AgentSpec, FitContext
-from pbrl.learn.data import dataset_windows
+from pbrl.learn.data import dataset_windows, shares_arrays
 from pbrl.learn.kit import epoch_minibatches, fused_adam, log_due, obs_stats, seeded_init
 from pbrl.learn.nn import CausalTransformer, LayeredModule, Layers, interleave_steps
 from pbrl.learn.stack import (
@@ -51,6 +51,7 @@ from pbrl.learn.stack import (
     clip_member_grads_,
     labels_of_one_shape,
     member_batches,
+    member_label_rows,
     stacked_metrics,
 )
 from pbrl.types import PAIR_FIELDS
@@ -247,23 +248,49 @@ class ContextualPolicy(LayeredModule):
 def crop_windows(
     mask: torch.Tensor, k: int, generator: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-row random windows of ``k`` steps inside each segment's real steps.
+    """Per-row random windows of ``k`` steps inside each segment's real steps, drawn with
+    ``generator`` (:func:`windows_at` of one uniform number per row).
 
     Returns (index (B, k) into the segment axis, window mask (B, k)).
     """
-    b, length = mask.shape
+    u = torch.rand(mask.shape[:-1], generator=generator, device=generator.device)
+    return windows_at(mask, k, u.to(mask.device))
+
+
+def windows_at(mask: torch.Tensor, k: int, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The windows of ``k`` steps that uniform numbers ``u`` (..., B) in [0, 1) pick inside
+    each segment's real steps (``mask`` (..., B, L)): (index (..., B, k) into the segment
+    axis, window mask (..., B, k)). Any leading dims (a member axis) pass through."""
+    length = mask.shape[-1]
     k = min(k, length)
     n_real = mask.sum(-1).round().long()
     room = (n_real - k).clamp(min=0)
-    u = torch.rand(b, generator=generator, device=generator.device).to(mask.device)
     start = torch.floor(u * (room + 1).to(u.dtype)).long().clamp(max=length - k)
-    idx = start[:, None] + torch.arange(k, device=mask.device)[None]
-    return idx, torch.gather(mask, 1, idx)
+    idx = start[..., None] + torch.arange(k, device=mask.device)
+    return idx, torch.gather(mask, -1, idx)
 
 
 def take(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-    """Gather (B, L, D) -> (B, k, D) along the step axis."""
-    return torch.gather(x, 1, idx[..., None].expand(-1, -1, x.shape[-1]))
+    """Gather (..., B, L, D) -> (..., B, k, D) along the step axis."""
+    return torch.gather(x, -2, idx[..., None].expand(*idx.shape, x.shape[-1]))
+
+
+def recon_windows(
+    prefix: str,
+    obs: torch.Tensor,
+    act: torch.Tensor,
+    mask: torch.Tensor,
+    k: int,
+    u: torch.Tensor,
+    noise: torch.Tensor | None = None,
+) -> dict[str, torch.Tensor]:
+    """A HIM reconstruction's inputs: the K-window of each segment that ``u`` picks
+    (:func:`windows_at`), and the policy's input states (with ``noise`` added, if any), keyed
+    ``prefix`` + o, o_in, a, m. Any leading dims pass through."""
+    idx, m = windows_at(mask, k, u)
+    o = take(obs, idx)
+    o_in = o if noise is None else o + noise
+    return {prefix + "o": o, prefix + "o_in": o_in, prefix + "a": take(act, idx), prefix + "m": m}
 
 
 def warmup_lambda(cfg: Any, steps: int) -> Callable[[int], float]:
@@ -413,60 +440,83 @@ class Agent:
         """Observations standardised with the dataset statistics the agent was fitted on."""
         return (obs - self.obs_mean) / self.obs_std
 
-    def _draw_recon(
-        self,
-        prefix: str,
-        obs: torch.Tensor,
-        act: torch.Tensor,
-        mask: torch.Tensor,
-        generator: torch.Generator,
-        noise: float = 0.0,
+    def draw_numbers(
+        self, ctx: FitContext, step: int, data: dict[str, Any]
     ) -> dict[str, torch.Tensor]:
-        """The random part of a HIM reconstruction: a random K-window of each segment (and
-        the noise on the policy's input states), drawn with the run's generator."""
+        """Everything random in update ``step``, drawn from the run's generators in the order
+        the update uses it: the labelled pairs' rows (``rows``) and the uniform numbers that
+        place their K-windows (``u_a``, ``u_b``); on the alternating update's HIM steps, the
+        dataset windows' rows and masks (``h_rows``, ``h_m``, from the run's numpy
+        generator), their reconstruction windows (``u_h``) and state noise (``eps_h``); then
+        the pairs' reconstruction windows (``u_ra``, ``u_rb``). :meth:`build_step` makes the
+        update's inputs of them; the update itself is then deterministic but for dropout
+        (:meth:`him_loss`, :meth:`main_losses`, :meth:`z_star_loss`)."""
         assert self.dec is not None
-        idx, m = crop_windows(mask, self.dec.max_len, generator)
-        o = take(obs, idx)
-        o_in = o
-        if noise > 0:
-            eps = torch.randn(o.shape, generator=generator, device=generator.device)
-            o_in = o + noise * eps.to(o.device)
-        return {
-            prefix + "o": o,
-            prefix + "o_in": o_in,
-            prefix + "a": take(act, idx),
-            prefix + "m": m,
-        }
+        cfg, g, k = self.cfg, ctx.generator, self.dec.max_len
+
+        def uniform(n: int) -> torch.Tensor:
+            return torch.rand(n, generator=g, device=g.device).to(self.device)
+
+        rows = next(data["batches"])
+        n = int(rows.shape[0])
+        out = {"rows": rows}
+        if cfg.encode == "window":
+            out["u_a"], out["u_b"] = uniform(n), uniform(n)
+        if cfg.update == "alternating" and (step - 1) % 2 == 0:  # official: cont % 2 == 0
+            h_rows, h_m = dataset_windows(ctx.dataset, k, cfg.batch_size, ctx.rng)
+            out["h_rows"] = torch.as_tensor(h_rows, device=self.device)
+            out["h_m"] = torch.as_tensor(h_m, dtype=torch.float32, device=self.device)
+            out["u_h"] = uniform(h_rows.shape[0])
+            if cfg.state_noise > 0:
+                shape = (h_rows.shape[0], min(k, h_rows.shape[1]), self.spec.obs_dim)
+                eps = torch.randn(shape, generator=g, device=g.device)
+                out["eps_h"] = cfg.state_noise * eps.to(self.device)
+        out["u_ra"], out["u_rb"] = uniform(n), uniform(n)
+        return out
+
+    def build_step(
+        self,
+        nums: dict[str, torch.Tensor],
+        pairs: dict[str, torch.Tensor],
+        mean: torch.Tensor,
+        std: torch.Tensor,
+        dataset_rows: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
+    ) -> dict[str, torch.Tensor]:
+        """The update's inputs: the pairs ``pairs`` (:data:`~pbrl.types.PAIR_FIELDS`, the
+        rows ``nums["rows"]``) with observations standardised by ``mean`` and ``std`` and cut
+        to the windows of :meth:`draw_numbers`' numbers ``nums``, the HIM step's dataset
+        windows (``dataset_rows(rows)``: their observations and actions) and the
+        reconstruction windows. Every tensor may carry a leading member axis (``mean`` and
+        ``std`` then (K, 1, 1, D)): the stacked update builds all members' inputs at once."""
+        assert self.dec is not None
+        k = self.dec.max_len
+        oa, ob = (pairs["obs_a"] - mean) / std, (pairs["obs_b"] - mean) / std
+        aa, ab, ma, mb = pairs["act_a"], pairs["act_b"], pairs["mask_a"], pairs["mask_b"]
+        if "u_a" in nums:  # scripted tree: encoder and policy see the same K-step window
+            ia, ma = windows_at(ma, k, nums["u_a"])
+            ib, mb = windows_at(mb, k, nums["u_b"])
+            oa, aa, ob, ab = take(oa, ia), take(aa, ia), take(ob, ib), take(ab, ib)
+        d = {"oa": oa, "aa": aa, "ma": ma, "ob": ob, "ab": ab, "mb": mb}
+        d["prefer_b"] = pairs["prefer_b"]
+        if "h_rows" in nums:  # HIM step on unlabelled dataset windows
+            o, a = dataset_rows(nums["h_rows"])
+            o, m = (o - mean) / std, nums["h_m"]
+            d.update({"h_o": o, "h_a": a, "h_m": m})
+            d.update(recon_windows("h_r_", o, a, m, k, nums["u_h"], nums.get("eps_h")))
+        d.update(recon_windows("ra_", oa, aa, ma, k, nums["u_ra"]))
+        d.update(recon_windows("rb_", ob, ab, mb, k, nums["u_rb"]))
+        return d
 
     def draw_step(
         self, ctx: FitContext, step: int, data: dict[str, Any]
     ) -> dict[str, torch.Tensor]:
-        """Everything random in update ``step``, drawn in the order the update uses it: the
-        labelled pairs (and their K-windows), the HIM step's dataset windows (alternating
-        updates), and the reconstruction windows. The update itself is then deterministic
-        but for dropout (:meth:`him_loss`, :meth:`main_losses`, :meth:`z_star_loss`)."""
-        assert self.dec is not None
-        cfg, g = self.cfg, ctx.generator
-        b = ctx.prefs.index(next(data["batches"]))
-        oa, ob = self.normalize_obs(b.obs_a), self.normalize_obs(b.obs_b)
-        aa, ab, ma, mb = b.act_a, b.act_b, b.mask_a, b.mask_b
-        if cfg.encode == "window":
-            # scripted tree: encoder and policy see the same K-step window
-            ia, ma = crop_windows(b.mask_a, self.dec.max_len, g)
-            ib, mb = crop_windows(b.mask_b, self.dec.max_len, g)
-            oa, aa, ob, ab = take(oa, ia), take(aa, ia), take(ob, ib), take(ab, ib)
-        d = {"oa": oa, "aa": aa, "ma": ma, "ob": ob, "ab": ab, "mb": mb, "prefer_b": b.prefer_b}
-        if cfg.update == "alternating" and (step - 1) % 2 == 0:
-            # HIM step on unlabelled dataset windows (official: cont % 2 == 0)
-            rows, wm = dataset_windows(ctx.dataset, self.dec.max_len, cfg.batch_size, ctx.rng)
-            r = torch.as_tensor(rows, device=self.device)
-            m = torch.as_tensor(wm, dtype=torch.float32, device=self.device)
-            o, a = self.normalize_obs(data["obs"][r]), data["act"][r]
-            d.update({"h_o": o, "h_a": a, "h_m": m})
-            d.update(self._draw_recon("h_r_", o, a, m, g, cfg.state_noise))
-        d.update(self._draw_recon("ra_", oa, aa, ma, g))
-        d.update(self._draw_recon("rb_", ob, ab, mb, g))
-        return d
+        """One run's inputs of update ``step``: :meth:`build_step` of its own
+        :meth:`draw_numbers`."""
+        nums = self.draw_numbers(ctx, step, data)
+        pairs = ctx.prefs.rows(nums["rows"], PAIR_FIELDS)
+        return self.build_step(
+            nums, pairs, self.obs_mean, self.obs_std, lambda r: (data["obs"][r], data["act"][r])
+        )
 
     def _recon_loss(
         self, dec: Callable[..., Any], z: torch.Tensor, d: dict[str, torch.Tensor], prefix: str
@@ -690,7 +740,9 @@ def fit_stacked(agents: list[Agent], ctxs: list[FitContext]) -> Iterator[list[An
     """K seeds of one config trained as one (``pbrl bench --stack-seeds K``): the members'
     encoders and policies stacked (:class:`pbrl.learn.stack.StackedModules`), z* a ``(K, D)``
     tensor; each member draws its own pairs, windows and crops with its own generators
-    (:meth:`Agent.draw_step`), and each network's gradient norm is clipped per member.
+    (:meth:`Agent.draw_numbers`), every member's inputs are then built at once
+    (:meth:`Agent.build_step`: one gather of the members' labels per field), and each
+    network's gradient norm is clipped per member.
     Members whose labels differ in shape (pairs, segment length) cannot stack
     (:class:`pbrl.learn.stack.CannotStack`)."""
     if not labels_of_one_shape([c.prefs for c in ctxs], PAIR_FIELDS):
@@ -710,10 +762,27 @@ def fit_stacked(agents: list[Agent], ctxs: list[FitContext]) -> Iterator[list[An
     human = cfg.update == "alternating"
 
     him = torch.full((len(agents),), float("nan"), device=first.device)
+    labels = member_label_rows([c.prefs for c in ctxs], PAIR_FIELDS)
+    mean = torch.stack([a.obs_mean for a in agents])[:, None, None]
+    std = torch.stack([a.obs_std for a in agents])[:, None, None]
+    if all(shares_arrays(c.dataset, ctx0.dataset) for c in ctxs):  # one table, one gather
+
+        def dataset_rows(r: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            return datas[0]["obs"][r], datas[0]["act"][r]
+
+    else:
+
+        def dataset_rows(r: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            pairs = zip(datas, r, strict=True)
+            o, a = zip(*[(x["obs"][ri], x["act"][ri]) for x, ri in pairs], strict=True)
+            return torch.stack(o), torch.stack(a)
+
     for step in range(1, ctx0.steps + 1):
-        d = member_batches(
-            [a.draw_step(c, step, x) for a, c, x in zip(agents, ctxs, datas, strict=True)]
+        # each member's numbers from its own generators; every member's inputs built at once
+        nums = member_batches(
+            [a.draw_numbers(c, step, x) for a, c, x in zip(agents, ctxs, datas, strict=True)]
         )
+        d = first.build_step(nums, labels(nums["rows"]), mean, std, dataset_rows)
         if "h_o" in d:
             loss_h = first.him_loss(enc.members, dec.members, d)  # (K,)
             enc_opt.zero_grad(set_to_none=True)

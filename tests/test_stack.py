@@ -353,6 +353,26 @@ def test_stacked_seeds_act_as_their_single_runs(name, overrides):
     assert res.ok, res.detail
 
 
+def test_oppo_members_without_one_dataset_table_gather_their_own_windows(monkeypatch):
+    """OPPO's stacked HIM steps read the dataset windows from one table when the members'
+    datasets share their arrays, and from each member's own table when not; either way
+    every member trains as its single run does."""
+    from pbrl.learn.api import load_agent_module
+
+    oppo = load_agent_module("oppo")
+    seen: list[bool] = []
+
+    def shares(ds, other, extra=()):
+        seen.append(False)
+        return False
+
+    monkeypatch.setattr(oppo, "shares_arrays", shares)
+    variant = _variant(oppo, update="alternating", state_noise=0.1)
+    res = _stacked_result(variant)
+    assert res.ok, res.detail
+    assert seen  # the stacked path asked, and took each member's own table
+
+
 def test_the_stacked_check_catches_a_stacked_path_that_differs():
     from pbrl.learn.api import load_agent_module
 
