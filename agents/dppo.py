@@ -39,7 +39,7 @@ from torch import nn
 
 from pbrl.errors import PbrlError
 from pbrl.learn.api import AgentSpec, FitContext
-from pbrl.learn.data import ACTION_CLIP
+from pbrl.learn.data import ACTION_CLIP, shares_arrays
 from pbrl.learn.kit import (
     bt_pair_losses,
     epoch_minibatches,
@@ -146,14 +146,15 @@ def row_windows(
     """The official windows ending at rows ``ends``: rows max(episode start, i - window + 1)
     .. i, left-aligned, padded at the end (``ep_start`` is each end row's episode start).
 
-    Returns (rows (M, window) with padding pointing at the window's first row, mask (M,
-    window)); built per batch, so no (N, window) table is ever held.
+    Returns (rows (..., M, window) with padding pointing at the window's first row, mask
+    (..., M, window)) for ends of any shape (..., M); built per batch, so no (N, window)
+    table is ever held.
     """
     ends = np.asarray(ends, dtype=np.int64)
     first = np.maximum(np.asarray(ep_start, dtype=np.int64), ends - window + 1)
-    rows = first[:, None] + np.arange(window, dtype=np.int64)[None, :]
-    mask = rows <= ends[:, None]
-    return np.where(mask, rows, first[:, None]), mask
+    rows = first[..., None] + np.arange(window, dtype=np.int64)
+    mask = rows <= ends[..., None]
+    return np.where(mask, rows, first[..., None]), mask
 
 
 # ---- the preference predictor -----------------------------------------------------------
@@ -250,9 +251,13 @@ class PolicyPlan:
     def pairs(self) -> int:
         return max(1, self.batch_size * (self.batch_size - 1) // 2)
 
+    def draw(self, ctx: FitContext) -> np.ndarray:
+        """One policy batch's positions in the pool, drawn with the run's numpy generator."""
+        return ctx.rng.choice(self.pool.shape[0], self.batch_size, replace=False)
+
     def batch(self, ctx: FitContext) -> dict[str, torch.Tensor]:
-        """One policy batch, drawn with the run's numpy generator: windows and their scores."""
-        pick = ctx.rng.choice(self.pool.shape[0], self.batch_size, replace=False)
+        """One policy batch (:meth:`draw`): windows and their scores."""
+        pick = self.draw(ctx)
         obs, act, mask = self.windows(self.pool[pick])
         score = self.scores[torch.as_tensor(pick, device=self.scores.device)]
         return {"obs": obs, "act": act, "mask": mask, "score": score}
@@ -601,6 +606,7 @@ def stacked_predictor_phase(
     cfg = first.cfg
     setups = [a.predictor_setup(c) for a, c in zip(agents, ctxs, strict=True)]
     n_rm = setups[0].n_rm
+    shared = all(shares_arrays(c.dataset, ctx0.dataset) for c in ctxs)  # one table of windows
     stack = StackedModules([st.model for st in setups])
     stack.train(True)
     opt = fused_adam(
@@ -616,15 +622,22 @@ def stacked_predictor_phase(
             g["lr"] = lr
         b = next(pairs)
         smooth: tuple[Any, ...] = ()
-        if cfg.smooth_w > 0:  # each member's windows, built from its own draws, then stacked
+        if cfg.smooth_w > 0:  # each member's rows from its own draws
             n = int(b["prefer_b"].shape[1])
-            slid = []
-            for a, c, st in zip(agents, ctxs, setups, strict=True):
-                first_rows, second_rows = a.smooth_rows(c, st, n)
-                slid.append((st.windows(first_rows), st.windows(second_rows)))
-            smooth = tuple(
-                tuple(torch.stack([w[side][j] for w in slid]) for j in range(3)) for side in (0, 1)
-            )
+            drawn = [a.smooth_rows(c, st, n) for a, c, st in zip(agents, ctxs, setups, strict=True)]
+            if shared:  # every member's windows from the one table at once
+                smooth = tuple(
+                    setups[0].windows(np.stack([d[side] for d in drawn])) for side in (0, 1)
+                )
+            else:  # each member's from its own table, then stacked
+                slid = [
+                    (st.windows(f), st.windows(sec))
+                    for st, (f, sec) in zip(setups, drawn, strict=True)
+                ]
+                smooth = tuple(
+                    tuple(torch.stack([w[side][j] for w in slid]) for j in range(3))
+                    for side in (0, 1)
+                )
         losses, terms = first.predictor_terms(stack.members, b, None, smooth or None)
         opt.zero_grad(set_to_none=True)
         losses.sum().backward()
@@ -648,8 +661,9 @@ def fit_stacked(agents: list[Agent], ctxs: list[FitContext]) -> Iterator[list[An
     stack.train(True)
     opt = fused_adam(stack.parameters(), lr=first.cfg.lr)
     score_std = torch.tensor([p.score_std for p in plans], device=first.device)
+    batches = policy_batches(plans, ctxs)
     for i in range(1, plan0.steps + 1):
-        batch = member_batches([p.batch(c) for p, c in zip(plans, ctxs, strict=True)])
+        batch = next(batches)
         mu = stack.members(batch["obs"])  # every member's policy at once (no vmap)
         loss, dist, kept = first.policy_loss(mu, batch)  # (K,) each: no vmap
         opt.zero_grad(set_to_none=True)
@@ -668,3 +682,23 @@ def fit_stacked(agents: list[Agent], ctxs: list[FitContext]) -> Iterator[list[An
                 },
                 {"phase": 2.0},
             )
+
+
+def policy_batches(plans: list[PolicyPlan], ctxs: list[FitContext]) -> Iterator[dict[str, Any]]:
+    """Endless policy batches of K stacked members, each field ``(K, B, ...)``: member k's
+    windows and scores drawn with its own numpy generator (:meth:`PolicyPlan.draw`). When
+    the members' datasets share their arrays and their pools have one size, every member's
+    windows come from the one table at once and the scores in one gather; otherwise each
+    member builds its own batch and the batches are stacked."""
+    ctx0 = ctxs[0]
+    one = all(shares_arrays(c.dataset, ctx0.dataset) for c in ctxs)
+    if not one or len({p.pool.shape[0] for p in plans}) != 1:
+        while True:
+            yield member_batches([p.batch(c) for p, c in zip(plans, ctxs, strict=True)])
+    scores = torch.stack([p.scores for p in plans])  # (K, pool)
+    while True:
+        picks = np.stack([p.draw(c) for p, c in zip(plans, ctxs, strict=True)])
+        rows = np.stack([p.pool[pick] for p, pick in zip(plans, picks, strict=True)])
+        obs, act, mask = plans[0].windows(rows)
+        score = scores.gather(1, torch.as_tensor(picks, device=scores.device))
+        yield {"obs": obs, "act": act, "mask": mask, "score": score}

@@ -373,6 +373,28 @@ def test_oppo_members_without_one_dataset_table_gather_their_own_windows(monkeyp
     assert seen  # the stacked path asked, and took each member's own table
 
 
+@pytest.mark.parametrize("shared", [True, False])
+def test_dppo_members_build_windows_from_one_table_or_their_own(monkeypatch, shared):
+    """DPPO's stacked smoothness and policy windows come from one table when the members'
+    datasets share their arrays, and from each member's own table when not; either way
+    every member trains as its single run does."""
+    from pbrl.learn.api import load_agent_module
+    from pbrl.learn.data import shares_arrays
+
+    dppo = load_agent_module("dppo")
+    asked: list[bool] = []
+
+    def shares(ds, other, extra=()):
+        asked.append(True)
+        return shared and shares_arrays(ds, other, extra)
+
+    monkeypatch.setattr(dppo, "shares_arrays", shares)
+    variant = _variant(dppo, smooth_w=1.0, window=4, score_windows=64, rm_frac=0.5)
+    res = _stacked_result(variant)
+    assert res.ok, res.detail
+    assert asked
+
+
 def test_the_stacked_check_catches_a_stacked_path_that_differs():
     from pbrl.learn.api import load_agent_module
 
