@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from throughput import build_runs, fit_runs, synthetic_dataset
+from throughput import add_set_option, build_runs, fit_runs, parsed_sets, synthetic_dataset
 
 from pbrl.learn.api import list_agents, load_agent_module
 from pbrl.prefs import label_dataset
@@ -130,16 +130,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--stack", type=int, default=8)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--json", default="")
-    ap.add_argument(
-        "--set", action="append", default=[], metavar="FIELD=VALUE", help="a config field"
-    )
+    add_set_option(ap)
     args = ap.parse_args(argv)
-    bad = [kv for kv in args.set if "=" not in kv]
-    if bad:
-        ap.error(f"--set {bad[0]}: FIELD=VALUE")
     if args.steps < 1 or args.stack < 2:
         ap.error("--steps must be >= 1 and --stack >= 2")
-    args.sets = dict(kv.split("=", 1) for kv in args.set)
+    args.sets = parsed_sets(ap, args.set)
     known = list_agents()
     names = [a for a in args.agents.split(",") if a]
     unknown = [a for a in names if a not in known]

@@ -28,7 +28,7 @@ import sys
 import time
 
 import torch
-from throughput import synthetic_dataset, time_agent
+from throughput import add_set_option, parsed_sets, synthetic_dataset, time_agent
 
 from pbrl.prefs import label_dataset
 from pbrl.utils import keep_freed_memory
@@ -46,14 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--stack", type=int, default=1, help="K seeds stacked (fit_stacked)")
     ap.add_argument("--ops", action="store_true", help="torch's profiler too (always on CUDA)")
     ap.add_argument("--sort", default="tottime", choices=["tottime", "cumtime"])
-    ap.add_argument(
-        "--set", action="append", default=[], metavar="FIELD=VALUE", help="a config field"
-    )
+    add_set_option(ap)
     args = ap.parse_args(argv)
-    bad = [kv for kv in args.set if "=" not in kv]
-    if bad:
-        ap.error(f"--set {bad[0]}: FIELD=VALUE")
-    sets = dict(kv.split("=", 1) for kv in args.set)
+    sets = parsed_sets(ap, args.set)
     torch.set_num_threads(1)
     if args.device == "cpu":
         keep_freed_memory()

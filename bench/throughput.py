@@ -145,6 +145,22 @@ def time_agent(
     return k * steps / (time.perf_counter() - t0)
 
 
+def add_set_option(ap: argparse.ArgumentParser) -> None:
+    """``--set FIELD=VALUE`` (any number of times): a config field of every learner whose
+    config has it, as ``--agent.FIELD VALUE`` sets it (:func:`parsed_sets`)."""
+    ap.add_argument(
+        "--set", action="append", default=[], metavar="FIELD=VALUE", help="a config field"
+    )
+
+
+def parsed_sets(ap: argparse.ArgumentParser, values: list[str]) -> dict[str, str]:
+    """The ``--set`` values as a dict; one without ``=`` is a usage error (exit 2)."""
+    bad = [kv for kv in values if "=" not in kv]
+    if bad:
+        ap.error(f"--set {bad[0]}: FIELD=VALUE")
+    return dict(kv.split("=", 1) for kv in values)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--agents", default="", help="comma-separated (default: every offline one)")
@@ -162,14 +178,9 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="leave glibc's malloc thresholds as they are (a CPU run keeps freed blocks)",
     )
-    ap.add_argument(
-        "--set", action="append", default=[], metavar="FIELD=VALUE", help="a config field"
-    )
+    add_set_option(ap)
     args = ap.parse_args(argv)
-    bad = [kv for kv in args.set if "=" not in kv]
-    if bad:
-        ap.error(f"--set {bad[0]}: FIELD=VALUE")
-    sets = dict(kv.split("=", 1) for kv in args.set)
+    sets = parsed_sets(ap, args.set)
     if args.tf32:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True

@@ -353,46 +353,35 @@ def test_stacked_seeds_act_as_their_single_runs(name, overrides):
     assert res.ok, res.detail
 
 
-def test_oppo_members_without_one_dataset_table_gather_their_own_windows(monkeypatch):
-    """OPPO's stacked HIM steps read the dataset windows from one table when the members'
-    datasets share their arrays, and from each member's own table when not; either way
-    every member trains as its single run does."""
-    from pbrl.learn.api import load_agent_module
-
-    oppo = load_agent_module("oppo")
-    seen: list[bool] = []
-
-    def shares(ds, other, extra=()):
-        seen.append(False)
-        return False
-
-    monkeypatch.setattr(oppo, "shares_arrays", shares)
-    variant = _variant(oppo, update="alternating", state_noise=0.1)
-    res = _stacked_result(variant)
-    assert res.ok, res.detail
-    assert seen  # the stacked path asked, and took each member's own table
-
-
 @pytest.mark.parametrize("shared", [True, False])
-def test_dppo_members_build_windows_from_one_table_or_their_own(monkeypatch, shared):
-    """DPPO's stacked smoothness and policy windows come from one table when the members'
-    datasets share their arrays, and from each member's own table when not; either way
-    every member trains as its single run does."""
+@pytest.mark.parametrize(
+    ("name", "overrides"),
+    [
+        ("oppo", {"update": "alternating", "state_noise": 0.1}),
+        ("dppo", {"smooth_w": 1.0, "window": 4, "score_windows": 64, "rm_frac": 0.5}),
+    ],
+)
+def test_stacked_windows_from_one_dataset_table_or_each_members_own(
+    monkeypatch, name, overrides, shared
+):
+    """OPPO's HIM windows and DPPO's smoothness and policy windows come, stacked, from one
+    table when the members' datasets share their arrays, and from each member's own table
+    when not (``shared`` False stands in for members with datasets of their own); either
+    way every member trains as its single run does."""
     from pbrl.learn.api import load_agent_module
     from pbrl.learn.data import shares_arrays
 
-    dppo = load_agent_module("dppo")
+    mod = load_agent_module(name)
     asked: list[bool] = []
 
     def shares(ds, other, extra=()):
         asked.append(True)
         return shared and shares_arrays(ds, other, extra)
 
-    monkeypatch.setattr(dppo, "shares_arrays", shares)
-    variant = _variant(dppo, smooth_w=1.0, window=4, score_windows=64, rm_frac=0.5)
-    res = _stacked_result(variant)
+    monkeypatch.setattr(mod, "shares_arrays", shares)
+    res = _stacked_result(_variant(mod, **overrides))
     assert res.ok, res.detail
-    assert asked
+    assert asked  # the stacked path asked which table to read
 
 
 def test_the_stacked_check_catches_a_stacked_path_that_differs():
