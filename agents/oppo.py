@@ -293,6 +293,11 @@ def recon_windows(
     return {prefix + "o": o, prefix + "o_in": o_in, prefix + "a": take(act, idx), prefix + "m": m}
 
 
+def standardize(obs: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """Observations standardised with dataset statistics (any leading dims on all three)."""
+    return (obs - mean) / std
+
+
 def warmup_lambda(cfg: Any, steps: int) -> Callable[[int], float]:
     """The policy's linear learning-rate warm-up over ``dec_warmup`` of the run's updates."""
     warm = max(1, int(round(cfg.dec_warmup * steps)))
@@ -438,7 +443,7 @@ class Agent:
 
     def normalize_obs(self, obs: torch.Tensor) -> torch.Tensor:
         """Observations standardised with the dataset statistics the agent was fitted on."""
-        return (obs - self.obs_mean) / self.obs_std
+        return standardize(obs, self.obs_mean, self.obs_std)
 
     def draw_numbers(
         self, ctx: FitContext, step: int, data: dict[str, Any]
@@ -490,7 +495,7 @@ class Agent:
         ``std`` then (K, 1, 1, D)): the stacked update builds all members' inputs at once."""
         assert self.dec is not None
         k = self.dec.max_len
-        oa, ob = (pairs["obs_a"] - mean) / std, (pairs["obs_b"] - mean) / std
+        oa, ob = standardize(pairs["obs_a"], mean, std), standardize(pairs["obs_b"], mean, std)
         aa, ab, ma, mb = pairs["act_a"], pairs["act_b"], pairs["mask_a"], pairs["mask_b"]
         if "u_a" in nums:  # scripted tree: encoder and policy see the same K-step window
             ia, ma = windows_at(ma, k, nums["u_a"])
@@ -500,7 +505,7 @@ class Agent:
         d["prefer_b"] = pairs["prefer_b"]
         if "h_rows" in nums:  # HIM step on unlabelled dataset windows
             o, a = dataset_rows(nums["h_rows"])
-            o, m = (o - mean) / std, nums["h_m"]
+            o, m = standardize(o, mean, std), nums["h_m"]
             d.update({"h_o": o, "h_a": a, "h_m": m})
             d.update(recon_windows("h_r_", o, a, m, k, nums["u_h"], nums.get("eps_h")))
         d.update(recon_windows("ra_", oa, aa, ma, k, nums["u_ra"]))
