@@ -36,7 +36,6 @@ from pbrl.learn.api import AgentSpec, FitContext
 from pbrl.learn.data import ACTION_CLIP, TransitionTensors
 from pbrl.learn.iql import IQLConfig, IQLLearner, iql_config_from
 from pbrl.learn.kit import bt_pair_losses, epoch_minibatches, segment_sum
-from pbrl.learn.nn import soft_update
 from pbrl.learn.stack import CannotStack, StackedIQL, member_pairs, stacked_metrics
 from pbrl.types import PAIR_FIELDS
 
@@ -318,7 +317,7 @@ class Agent:
         L.q_opt.zero_grad(set_to_none=True)
         loss.backward()
         L.q_opt.step()
-        soft_update(L.q_target, L.q, self.cfg.polyak)
+        L.polyak()
         # 3. actor: AWR with the advantage from this step's target Q and updated V
         with torch.no_grad():
             adv = target_q - L.v(obs_n)

@@ -174,6 +174,48 @@ def test_fused_adam_steps_as_torchs_adam_or_adamw(decoupled):
     assert (ref_w - other).abs().max() > 1e-4  # the test tells L2 from decoupled decay
 
 
+@pytest.mark.parametrize("decoupled", [False, True])
+def test_fused_adams_lean_steps_are_torchs_fused_steps_bit_for_bit(decoupled):
+    """After its first step, kit's FusedAdam steps through the state tensors it listed once
+    (not torch's ``step``): the same parameters and moments as torch's own fused Adam, bit
+    for bit, over two groups, a rate changed between steps, a step where one parameter has
+    no gradient (torch's own step then, which skips it) and a reloaded state."""
+    gen = torch.Generator().manual_seed(3)
+    shapes = [(4, 3), (3,), (2, 5)]
+    init = [torch.randn(s, generator=gen) for s in shapes]
+    ours_p = [w.clone().requires_grad_(True) for w in init]
+    ref_p = [w.clone().requires_grad_(True) for w in init]
+
+    def groups(ps: list[torch.Tensor]) -> list[dict]:
+        return [{"params": ps[:2]}, {"params": ps[2:], "lr": 3e-3}]
+
+    ours = fused_adam(groups(ours_p), lr=1e-2, weight_decay=0.1, decoupled=decoupled)
+    ref = torch.optim.Adam(
+        groups(ref_p), lr=1e-2, weight_decay=0.1, decoupled_weight_decay=decoupled, fused=True
+    )
+    for step in range(6):
+        grads = [torch.randn(s, generator=gen) for s in shapes]
+        if step == 4:
+            grads[1] = None  # a parameter without a gradient this step
+        for ps, opt in ((ours_p, ours), (ref_p, ref)):
+            opt.zero_grad()
+            assert all(p.grad is None for p in ps)
+            for p, g in zip(ps, grads, strict=True):
+                p.grad = None if g is None else g.clone()
+            opt.param_groups[1]["lr"] = 3e-3 / (1 + step)
+            opt.step()
+        if step == 1:
+            assert ours.state_lists() is not None  # the lean path is the one taken
+        if step == 3:
+            ours.load_state_dict(ours.state_dict())
+            assert ours.lists is None
+        for a, b in zip(ours_p, ref_p, strict=True):
+            assert torch.equal(a, b), step
+    for a, b in zip(ours_p, ref_p, strict=True):
+        for key in ("exp_avg", "exp_avg_sq", "step"):
+            assert torch.equal(ours.state[a][key], ref.state[b][key])
+
+
 @pytest.mark.parametrize("p", [0.1, 0.25, 0.5])
 def test_cpu_dropout_keeps_and_scales_as_torch_dropout(p):
     """pbrl's CPU dropout: each element kept with probability 1 - p and scaled by 1 / (1 - p)

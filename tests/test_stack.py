@@ -888,22 +888,29 @@ def test_cosine_lr_is_torchs_cosine_schedule():
     assert cosine_lr(3e-4, 9, 7) == 0.0  # held at the end, as the learners hold it
 
 
-def test_actor_lr_on_a_tensor_rate_follows_torchs_schedule_and_restarts():
-    """The rate a captured update reads (a tensor, filled in closed form) moves as torch's
-    scheduler moves a float rate, holds at 0 after its total, and restarts at the base."""
+def test_actor_lr_follows_torchs_schedule_and_restarts():
+    """The rate ActorLr writes, a float or a tensor (what a captured update reads, filled in
+    closed form), moves as torch's scheduler moves a float rate, holds at 0 after its total,
+    and restarts at the base."""
     params = [torch.zeros(1, requires_grad=True)]
+    torchs = torch.optim.Adam(params, lr=1e-3)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(torchs, T_max=5)
     plain = ActorLr(torch.optim.Adam(params, lr=1e-3), 1e-3, 5, cosine=True)
     tensor = ActorLr(torch.optim.Adam(params, lr=torch.tensor(1e-3)), 1e-3, 5, cosine=True)
-    assert plain.sched is not None and tensor.sched is None
-    for _ in range(7):
+    for step in range(7):
+        torchs.step()  # no gradients: a no-op, in the order torch's scheduler wants
+        if step < 5:
+            sched.step()
         for schedule in (plain, tensor):
-            schedule.opt.step()  # no gradients: a no-op, in the order torch's scheduler wants
             schedule.step()
-        want = plain.opt.param_groups[0]["lr"]
+        want = torchs.param_groups[0]["lr"]
+        assert isinstance(plain.opt.param_groups[0]["lr"], float)
+        assert plain.opt.param_groups[0]["lr"] == pytest.approx(want, abs=1e-12)
         assert float(tensor.opt.param_groups[0]["lr"]) == pytest.approx(want, abs=1e-9)
     assert float(tensor.opt.param_groups[0]["lr"]) == pytest.approx(0.0, abs=1e-12)
-    tensor.restart(3)
-    assert float(tensor.opt.param_groups[0]["lr"]) == pytest.approx(1e-3)
+    for schedule in (plain, tensor):
+        schedule.restart(3)
+        assert float(schedule.opt.param_groups[0]["lr"]) == pytest.approx(1e-3)
     held = ActorLr(torch.optim.Adam(params, lr=torch.tensor(1e-3)), 1e-3, 5, cosine=False)
     held.step()
     assert float(held.opt.param_groups[0]["lr"]) == pytest.approx(1e-3)
@@ -912,9 +919,9 @@ def test_actor_lr_on_a_tensor_rate_follows_torchs_schedule_and_restarts():
 def test_cuda_graph_has_no_effect_on_a_cpu():
     cfg = IQLConfig(hidden=(16, 16), cuda_graph=True)
     stacked = StackedIQL([_member(s, cfg) for s in (0, 1)])
-    assert stacked.captured is None and stacked.actor_lr.sched is not None
+    assert stacked.captured is None and not stacked.actor_lr.tensor
     single, plain = _member(0, cfg), _member(0, IQLConfig(hidden=(16, 16)))
-    assert single.captured is None and single.actor_lr.sched is not None
+    assert single.captured is None and not single.actor_lr.tensor
     gen = torch.Generator().manual_seed(0)
     for _ in range(3):
         batch = _batch(gen)

@@ -304,6 +304,7 @@ class IQLLearner(nn.Module):
         )
         self.captured = CapturedStep(self._update) if graph else None
         self.steps = 0
+        self.polyak_pairs = (list(self.q_target.parameters()), list(self.q.parameters()))
 
     def set_max_steps(self, max_steps: int) -> None:
         """Restart the actor's cosine schedule over ``max_steps`` updates (call before fit)."""
@@ -369,8 +370,12 @@ class IQLLearner(nn.Module):
         self.q_opt.zero_grad(set_to_none=True)
         loss.backward()
         self.q_opt.step()
-        soft_update(self.q_target, self.q, self.cfg.polyak)
+        self.polyak()
         return {"q_loss": loss.detach(), "q_mean": qs.detach().mean()}
+
+    def polyak(self) -> None:
+        """The Polyak update of the target critics towards the critics (``polyak``)."""
+        soft_update(*self.polyak_pairs, self.cfg.polyak)
 
     def actor_step(
         self,

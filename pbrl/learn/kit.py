@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch.nn import functional as F
+from torch.optim.adam import adam as adam_functional
 
 from pbrl.errors import PbrlError
 
@@ -289,7 +290,7 @@ def fused_adam(
     *,
     weight_decay: float = 0.0,
     decoupled: bool = False,
-) -> torch.optim.Adam:
+) -> FusedAdam:
     """Adam with PyTorch's fused kernel (one kernel over all parameters instead of a loop of
     small elementwise ops per tensor): the same update to float32 rounding, 4-8% more IQL
     updates per second on one CPU core (``bench/adam_foreach.py --kind fused``,
@@ -297,9 +298,101 @@ def fused_adam(
     the step can be captured in a CUDA graph (``lr`` may then be a device tensor that a
     schedule fills between replays). ``decoupled``: AdamW (``weight_decay`` applied to the
     parameters, as ``torch.optim.AdamW``); otherwise ``weight_decay`` is Adam's L2 term.
-    Every learner's Adam and AdamW are built here."""
-    kind = torch.optim.AdamW if decoupled else torch.optim.Adam
-    return kind(params, lr=lr, weight_decay=weight_decay, fused=True, capturable=capturable)
+    Every learner's Adam and AdamW are built here (:class:`FusedAdam`)."""
+    return FusedAdam(
+        params,
+        lr=lr,
+        weight_decay=weight_decay,
+        decoupled_weight_decay=decoupled,
+        fused=True,
+        capturable=capturable,
+    )
+
+
+class FusedAdam(torch.optim.Adam):
+    """``torch.optim.Adam`` (fused) whose steps after the first cost less host time: the
+    first :meth:`step` is torch's own (it creates the state), every later one hands the
+    state tensors, listed once, with the current gradients to torch's functional
+    ``torch.optim.adam.adam``, the same call ``Adam.step`` ends in, without rebuilding the
+    lists, the hooks and the profiler records around it every step. :meth:`zero_grad` sets
+    the gradients to None directly. The arithmetic is torch's, bit for bit
+    (``tests/test_losses_core.py``); a step with a closure, a parameter without a gradient, a
+    capturable optimizer (its step is captured once in a CUDA graph), AMSGrad or a
+    ``GradScaler``'s step takes torch's own ``step``. What it saves: docs/performance.md,
+    "Host time per update"."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lists: list[tuple[list[torch.Tensor], ...]] | None = None
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        self.lists = None
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        super().add_param_group(param_group)
+        self.lists = None
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        if not set_to_none:
+            super().zero_grad(set_to_none=False)
+            return
+        for group in self.param_groups:
+            for p in group["params"]:
+                p.grad = None
+
+    def state_lists(self) -> list[tuple[list[torch.Tensor], ...]] | None:
+        """Per group: (params, first moments, second moments, step counters), once every
+        parameter has its state; None while the lean step does not apply."""
+        if self.lists is None:
+            groups = self.param_groups
+            if any(g["capturable"] or g["amsgrad"] or not g["fused"] for g in groups):
+                return None
+            if getattr(self, "grad_scale", None) is not None:  # a GradScaler's fused step
+                return None
+            if not all(p in self.state for g in groups for p in g["params"]):
+                return None
+            self.lists = [
+                tuple(
+                    [self.state[p][key] for p in g["params"]] if key else list(g["params"])
+                    for key in ("", "exp_avg", "exp_avg_sq", "step")
+                )
+                for g in groups
+            ]
+        return self.lists
+
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
+        lists = None if closure is not None else self.state_lists()
+        grads = None
+        if lists is not None:
+            grads = [[p.grad for p in params] for params, *_ in lists]
+            if any(g is None for group in grads for g in group):
+                lists = None
+        if lists is None or grads is None:
+            return super().step(closure)
+        with torch.no_grad():
+            for group, (params, avgs, sqs, steps), gs in zip(
+                self.param_groups, lists, grads, strict=True
+            ):
+                beta1, beta2 = group["betas"]
+                adam_functional(
+                    params,
+                    gs,
+                    avgs,
+                    sqs,
+                    [],
+                    steps,
+                    fused=True,
+                    decoupled_weight_decay=group["decoupled_weight_decay"],
+                    amsgrad=False,
+                    beta1=beta1,
+                    beta2=beta2,
+                    lr=group["lr"],
+                    weight_decay=group["weight_decay"],
+                    eps=group["eps"],
+                    maximize=group["maximize"],
+                )
+        return None
 
 
 class CudaGraphs:
@@ -375,11 +468,13 @@ def cosine_lr(base: float, step: int, total: int) -> float:
 
 class ActorLr:
     """An optimizer's learning rate, decayed from ``base`` to 0 by a cosine over ``total``
-    steps (``cosine``) or held. On a float rate it is torch's ``CosineAnnealingLR``; on a
-    tensor rate (an update captured as a CUDA graph reads its rate from a device tensor) it
-    fills the closed form (:func:`cosine_lr`) into that tensor, reading nothing back, where
-    torch's scheduler would read the tensor on the host every step. :meth:`restart` begins
-    again over a new total; :meth:`step` after each update (held once ``total`` is done)."""
+    steps (``cosine``) or held. Every step writes the closed form (:func:`cosine_lr`, torch's
+    ``CosineAnnealingLR`` with ``eta_min=0``) into the groups' rates: a float, or, for an
+    update captured as a CUDA graph, the device tensor the graph reads, filled without
+    reading anything back. torch's scheduler would cost a float rate about as much host time
+    per step as a small optimizer step, and read a tensor rate on the host.
+    :meth:`restart` begins again over a new total; :meth:`step` after each update (held
+    once ``total`` is done)."""
 
     def __init__(self, opt: torch.optim.Optimizer, base: float, total: int, cosine: bool) -> None:
         self.opt, self.base, self.cosine = opt, float(base), cosine
@@ -388,27 +483,20 @@ class ActorLr:
 
     def restart(self, total: int) -> None:
         self.total, self.done = max(int(total), 1), 0
+        self.set(self.base)
+
+    def set(self, rate: float) -> None:
         for g in self.opt.param_groups:
             if self.tensor:
-                g["lr"].fill_(self.base)
+                g["lr"].fill_(rate)
             else:
-                g["lr"] = self.base
-            g.pop("initial_lr", None)
-        self.sched = (
-            torch.optim.lr_scheduler.CosineAnnealingLR(self.opt, T_max=self.total)
-            if self.cosine and not self.tensor
-            else None
-        )
+                g["lr"] = rate
 
     def step(self) -> None:
         if not self.cosine or self.done >= self.total:
             return
         self.done += 1
-        if self.sched is not None:
-            self.sched.step()
-        else:
-            for g in self.opt.param_groups:
-                g["lr"].fill_(cosine_lr(self.base, self.done, self.total))
+        self.set(cosine_lr(self.base, self.done, self.total))
 
 
 @contextlib.contextmanager

@@ -23,8 +23,8 @@ from typing import Any
 import torch
 from torch import nn
 
-_ACTS: dict[str, type[nn.Module]] = {
-    "relu": nn.ReLU,
+_ACTS: dict[str, Callable[[], nn.Module]] = {
+    "relu": lambda: nn.ReLU(inplace=True),  # see make_activation
     "leaky_relu": nn.LeakyReLU,  # slope 0.01, B-Pref's reward model
     "tanh": nn.Tanh,
     "gelu": nn.GELU,
@@ -34,7 +34,10 @@ _ACTS: dict[str, type[nn.Module]] = {
 
 
 def make_activation(name: str | None) -> nn.Module:
-    """An activation module by name (None -> identity)."""
+    """An activation module by name (None -> identity). ReLU acts in place: every block here
+    applies it to a layer's own fresh output (a Linear's, a LayerNorm's or a dropout's), whose
+    gradient does not need it, so no second tensor of the layer's size is written
+    (docs/performance.md, "Host time per update")."""
     if name is None or name in ("none", "identity"):
         return nn.Identity()
     if name not in _ACTS:
@@ -434,6 +437,17 @@ class TanhDeterministicActor(nn.Module):
         return self.net.forward_members(member_params(params, "net."), obs)
 
 
+HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
+
+
+def gaussian_log_prob(mean: torch.Tensor, log_std: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
+    """log N(act; mean, diag(exp(log_std))^2) summed over the last dim: the full Gaussian
+    log-density, as ``torch.distributions.Normal(mean, exp(log_std)).log_prob(act).sum(-1)``
+    (to float32 rounding) in fewer operators. ``log_std`` broadcasts against ``mean``."""
+    z = (act - mean) * torch.exp(-log_std)
+    return -(0.5 * z.square() + log_std).sum(-1) - act.shape[-1] * HALF_LOG_2PI
+
+
 class GaussianActor(nn.Module):
     """N(tanh(MLP(s)), exp(log_std)) with a state-independent log-std, NOT tanh-squashed.
 
@@ -462,14 +476,9 @@ class GaussianActor(nn.Module):
         """The mean action (the deterministic evaluation action)."""
         return self.mean_net(obs)
 
-    def distribution(self, obs: torch.Tensor) -> torch.distributions.Normal:
-        mean = self.mean_net(obs)
-        std = self.log_std.clamp(self.log_std_min, self.log_std_max).exp()
-        # validate_args=False: the checks read tensors on the host (a GPU sync per update)
-        return torch.distributions.Normal(mean, std.expand_as(mean), validate_args=False)
-
     def log_prob(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
-        return self.distribution(obs).log_prob(act).sum(-1)
+        log_std = self.log_std.clamp(self.log_std_min, self.log_std_max)
+        return gaussian_log_prob(self.mean_net(obs), log_std, act)
 
     def log_prob_members(
         self, params: dict[str, torch.Tensor], obs: torch.Tensor, act: torch.Tensor
@@ -478,8 +487,7 @@ class GaussianActor(nn.Module):
         ``obs`` ``(K, B, D)``, ``act`` ``(K, B, A)``; returns ``(K, B)``."""
         mean = self.mean_net.forward_members(member_params(params, "mean_net."), obs)
         log_std = params["log_std"].clamp(self.log_std_min, self.log_std_max)
-        std = log_std.exp().unsqueeze(1).expand_as(mean)
-        return torch.distributions.Normal(mean, std, validate_args=False).log_prob(act).sum(-1)
+        return gaussian_log_prob(mean, log_std.unsqueeze(1), act)
 
 
 class TwinQ(nn.Module):
@@ -756,7 +764,16 @@ def interleave_steps(
 
 
 @torch.no_grad()
-def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
-    """Polyak averaging: target <- (1 - tau) * target + tau * source (parameters only)."""
-    for tp, sp in zip(target.parameters(), source.parameters(), strict=True):
+def soft_update(
+    target: nn.Module | Sequence[torch.Tensor],
+    source: nn.Module | Sequence[torch.Tensor],
+    tau: float,
+) -> None:
+    """Polyak averaging: target <- (1 - tau) * target + tau * source (parameters only).
+    Modules or their parameter lists: a learner that averages every update lists them once
+    (walking a module's parameters costs more host time than the averaging itself at small
+    sizes)."""
+    tps = target.parameters() if isinstance(target, nn.Module) else target
+    sps = source.parameters() if isinstance(source, nn.Module) else source
+    for tp, sp in zip(tps, sps, strict=True):
         tp.lerp_(sp, tau)
