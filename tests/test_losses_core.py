@@ -216,6 +216,55 @@ def test_fused_adams_lean_steps_are_torchs_fused_steps_bit_for_bit(decoupled):
             assert torch.equal(ours.state[a][key], ref.state[b][key])
 
 
+def _graph_nodes(t: torch.Tensor) -> set[str]:
+    seen, names, todo = set(), set(), [t.grad_fn]
+    while todo:
+        fn = todo.pop()
+        if fn is None or fn in seen:
+            continue
+        seen.add(fn)
+        names.add(type(fn).__name__)
+        todo.extend(next_fn for next_fn, _ in fn.next_functions)
+    return names
+
+
+@pytest.mark.parametrize("layer_norm", [False, True])
+@pytest.mark.parametrize("dropout_before_act", [False, True])
+def test_in_place_relu_never_overwrites_a_view(layer_norm, dropout_before_act):
+    """The MLPs' ReLU acts in place; on a view autograd would copy the whole base back in the
+    backward pass (a CopySlices node). Single and member forwards, 2-4 dim inputs, with
+    LayerNorm and dropout before or after the activation: the ReLU is in the graph, in
+    place, and never on a view; the values are the out-of-place ReLU's."""
+    torch.manual_seed(0)
+    mlp = MLP(5, 3, (8, 8), "relu", None, 0.2, layer_norm, dropout_before_act=dropout_before_act)
+    ens = EnsembleMLP(2, 5, 3, (8, 8), "relu", layer_norm=layer_norm)
+    params = {k: torch.stack([v, v * 0.5]) for k, v in mlp.named_parameters()}
+    ens_params = {k: torch.stack([v, v * 0.5]) for k, v in ens.named_parameters()}
+    cases = [
+        lambda: mlp(torch.randn(4, 5)),
+        lambda: mlp(torch.randn(4, 6, 5)),
+        lambda: mlp.forward_members(params, torch.randn(2, 4, 5)),
+        lambda: mlp.forward_members(params, torch.randn(2, 4, 6, 5)),
+        lambda: ens(torch.randn(4, 5)),
+        lambda: ens(torch.randn(2, 4, 5)),
+        lambda: ens.forward_members(ens_params, torch.randn(2, 4, 5), shared=True),
+    ]
+    for make in cases:
+        mlp.train()
+        nodes = _graph_nodes(make())
+        assert "ReluBackward0" in nodes and "CopySlices" not in nodes, nodes
+    mlp.eval()
+    x = torch.randn(4, 6, 5)
+    for m in mlp.net:
+        if isinstance(m, torch.nn.ReLU):
+            assert m.inplace
+    with torch.no_grad():
+        want = x.reshape(-1, 5)
+        for m in mlp.net:
+            want = torch.relu(want) if isinstance(m, torch.nn.ReLU) else m(want)
+        torch.testing.assert_close(mlp(x), want.reshape(4, 6, 3))
+
+
 @pytest.mark.parametrize("p", [0.1, 0.25, 0.5])
 def test_cpu_dropout_keeps_and_scales_as_torch_dropout(p):
     """pbrl's CPU dropout: each element kept with probability 1 - p and scaled by 1 / (1 - p)

@@ -23,8 +23,8 @@ from typing import Any
 import torch
 from torch import nn
 
-_ACTS: dict[str, Callable[[], nn.Module]] = {
-    "relu": lambda: nn.ReLU(inplace=True),  # see make_activation
+_ACTS: dict[str, type[nn.Module]] = {
+    "relu": nn.ReLU,
     "leaky_relu": nn.LeakyReLU,  # slope 0.01, B-Pref's reward model
     "tanh": nn.Tanh,
     "gelu": nn.GELU,
@@ -33,15 +33,19 @@ _ACTS: dict[str, Callable[[], nn.Module]] = {
 }
 
 
-def make_activation(name: str | None) -> nn.Module:
-    """An activation module by name (None -> identity). ReLU acts in place: every block here
-    applies it to a layer's own fresh output (a Linear's, a LayerNorm's or a dropout's), whose
-    gradient does not need it, so no second tensor of the layer's size is written
-    (docs/performance.md, "Host time per update")."""
+def make_activation(name: str | None, *, inplace: bool = False) -> nn.Module:
+    """An activation module by name (None -> identity). ``inplace``: a ReLU that overwrites
+    its input, for a block that applies it to a layer's own fresh output (a Linear's, a
+    LayerNorm's or a dropout's), whose gradient does not need it: no second tensor of the
+    layer's size is written. Not on a view (a reshaped output): autograd would then copy
+    the whole base back in the backward pass (docs/performance.md, "Host time per
+    update")."""
     if name is None or name in ("none", "identity"):
         return nn.Identity()
     if name not in _ACTS:
         raise ValueError(f"unknown activation '{name}' (known: {', '.join(_ACTS)})")
+    if name == "relu" and inplace:
+        return nn.ReLU(inplace=True)
     return _ACTS[name]()
 
 
@@ -82,7 +86,10 @@ def linear_members(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) ->
     """K Linear layers at once: ``weight`` ``(K, out, in)`` and ``bias`` ``(K, out)`` stacked
     as ``nn.Linear`` stores them, ``x`` ``(K, ..., in)`` with one batch per member; returns
     ``(K, ..., out)``. One batched product; the dims between K and the features are
-    flattened and restored."""
+    flattened and restored; a ``(K, B, in)`` input gets the product itself, not a view of it
+    (what an in-place activation after it needs, :func:`make_activation`)."""
+    if x.dim() == 3:
+        return torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
     h = x.reshape(x.shape[0], -1, x.shape[-1])
     out = torch.baddbmm(bias.unsqueeze(1), h, weight.transpose(1, 2))
     return out.reshape(*x.shape[:-1], weight.shape[1])
@@ -241,7 +248,7 @@ class MLP(nn.Module):
                 layers.append(nn.LayerNorm(int(width)))
             if dropout > 0 and dropout_before_act:
                 layers.append(Dropout(dropout))
-            layers.append(make_activation(act))
+            layers.append(make_activation(act, inplace=True))
             if dropout > 0 and not dropout_before_act:
                 layers.append(Dropout(dropout))
             last = int(width)
@@ -255,7 +262,11 @@ class MLP(nn.Module):
         self.out_dim = out_dim
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        """``(..., in)`` to ``(..., out)``, the leading dims flattened into one batch first, so
+        every Linear's output is its product itself rather than a view of it (what the
+        in-place ReLU needs, :func:`make_activation`)."""
+        out = self.net(x.reshape(-1, x.shape[-1]))
+        return out.reshape(*x.shape[:-1], out.shape[-1])
 
     def forward_members(self, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
         """K copies of this MLP at once: ``params`` are its parameters stacked along a
@@ -346,7 +357,7 @@ class EnsembleMLP(nn.Module):
         self.norms = nn.ModuleList(
             nn.LayerNorm(d) if layer_norm else nn.Identity() for d in dims[1:-1]
         )
-        self.act = make_activation(act)
+        self.act = make_activation(act, inplace=True)
         self.out_act = make_activation(out_act)
         self.dropout = Dropout(dropout) if dropout > 0 else nn.Identity()
 
@@ -389,10 +400,16 @@ class EnsembleMLP(nn.Module):
             if i < last:
                 norm = self.norms[i]
                 if isinstance(norm, nn.LayerNorm):
-                    g = params[f"norms.{i}.weight"].reshape(k, 1, 1, -1)
-                    beta = params[f"norms.{i}.bias"].reshape(k, 1, 1, -1)
+                    # each copy's gain and shift, repeated for its n members: (k * n, 1, H)
+                    g, beta = (
+                        params[f"norms.{i}.{name}"]
+                        .unsqueeze(1)
+                        .expand(k, n, -1)
+                        .reshape(k * n, 1, -1)
+                        for name in ("weight", "bias")
+                    )
                     h = nn.functional.layer_norm(h, norm.normalized_shape, eps=norm.eps)
-                    h = (h.reshape(k, n, -1, h.shape[-1]) * g + beta).reshape(h.shape)
+                    h = torch.addcmul(beta, h, g)
                 h = self.dropout(self.act(h))
         h = self.out_act(h)
         return h.reshape(k, n, *lead, self.out_dim)
