@@ -25,7 +25,6 @@ from collections.abc import Iterator
 import torch
 
 from pbrl.learn.iql import IQLConfig, IQLLearner, awr_weights, expectile_loss, iql_q_loss
-from pbrl.learn.nn import soft_update
 from pbrl.utils import keep_freed_memory
 
 OBS, ACT, BATCH, N = 39, 4, 256, 10_000
@@ -73,7 +72,7 @@ def one_backward(
     (v_loss + q_loss + a_loss).backward()
     for opt in opts:
         opt.step()
-    soft_update(learner.q_target, learner.q, cfg.polyak)
+    learner.polyak()
     if learner.actor_opt in opts:  # the actor's own Adam: its schedule too
         learner.actor_lr.step()
 
