@@ -363,12 +363,8 @@ class FusedAdam(torch.optim.Adam):
 
     def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
         lists = None if closure is not None else self.state_lists()
-        grads = None
-        if lists is not None:
-            grads = [[p.grad for p in params] for params, *_ in lists]
-            if any(g is None for group in grads for g in group):
-                lists = None
-        if lists is None or grads is None:
+        grads = None if lists is None else [[p.grad for p in ps] for ps, *_ in lists]
+        if grads is None or any(g is None for group in grads for g in group):
             return super().step(closure)
         with torch.no_grad():
             for group, (params, avgs, sqs, steps), gs in zip(

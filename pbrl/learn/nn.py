@@ -88,11 +88,10 @@ def linear_members(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) ->
     ``(K, ..., out)``. One batched product; the dims between K and the features are
     flattened and restored; a ``(K, B, in)`` input gets the product itself, not a view of it
     (what an in-place activation after it needs, :func:`make_activation`)."""
-    if x.dim() == 3:
-        return torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
-    h = x.reshape(x.shape[0], -1, x.shape[-1])
+    flat = x.dim() == 3
+    h = x if flat else x.reshape(x.shape[0], -1, x.shape[-1])
     out = torch.baddbmm(bias.unsqueeze(1), h, weight.transpose(1, 2))
-    return out.reshape(*x.shape[:-1], weight.shape[1])
+    return out if flat else out.reshape(*x.shape[:-1], weight.shape[1])
 
 
 class Layers:
