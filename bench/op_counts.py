@@ -71,6 +71,7 @@ NO_KERNEL = frozenset(
         "unfold",
         "diagonal",
         "movedim",
+        "mT",
         "split",
         "unbind",
         "chunk",

@@ -265,6 +265,29 @@ def test_in_place_relu_never_overwrites_a_view(layer_norm, dropout_before_act):
         torch.testing.assert_close(mlp(x), want.reshape(4, 6, 3))
 
 
+@pytest.mark.parametrize("shape", [(2, 4, 5), (2, 4, 6, 5)])
+def test_mlp_member_forward_gives_weight_gradients_in_the_weights_layout(shape):
+    """Without LayerNorm the member forward runs features first, so autograd hands every
+    stacked weight a gradient in the weight's own layout, which the optimizer takes as it
+    is; in rows-first form each came out transposed and was copied once more. The values
+    and gradients are each member's own forward's."""
+    torch.manual_seed(0)
+    mlp = MLP(5, 3, (8, 8), "relu", "tanh")
+    base = dict(mlp.named_parameters())
+    params = {k: torch.stack([v, v * 0.5]).detach().requires_grad_() for k, v in base.items()}
+    x = torch.randn(*shape)
+    out = mlp.forward_members(params, x)
+    grads = torch.autograd.grad(out.square().sum(), list(params.values()))
+    assert all(g.is_contiguous() for g in grads), [tuple(g.stride()) for g in grads]
+    for i in range(2):
+        member = {k: v[i].detach().requires_grad_() for k, v in params.items()}
+        want = torch.func.functional_call(mlp, member, (x[i],))
+        torch.testing.assert_close(out[i], want)
+        own = torch.autograd.grad(want.square().sum(), list(member.values()))
+        for g, h in zip(grads, own, strict=True):
+            torch.testing.assert_close(g[i], h)
+
+
 @pytest.mark.parametrize("p", [0.1, 0.25, 0.5])
 def test_cpu_dropout_keeps_and_scales_as_torch_dropout(p):
     """pbrl's CPU dropout: each element kept with probability 1 - p and scaled by 1 / (1 - p)

@@ -276,7 +276,22 @@ class MLP(nn.Module):
         which costs a stacked update two to three times the host time
         (docs/performance.md, "Stacked seeds"). Activations and dropout act elementwise,
         so each member's dropout mask is its own. Dims between K and the features are
-        flattened and restored, so ``(K, B, L, in)`` gives ``(K, B, L, out)``."""
+        flattened and restored, so ``(K, B, L, in)`` gives ``(K, B, L, out)``.
+
+        Without LayerNorm the activations run features first, ``(K, features, rows)``: each
+        layer is ``W @ h + b``, whose weight gradient autograd then computes in the
+        weight's own layout. In ``h @ W^T`` form every weight's gradient came out
+        transposed and was copied into the weight's layout before the optimizer saw it
+        (docs/performance.md, "Host time per update"). The output is a transposed view."""
+        if not any(isinstance(layer, nn.LayerNorm) for layer in self.net):
+            h = x.reshape(x.shape[0], -1, x.shape[-1]).mT
+            for i, layer in enumerate(self.net):
+                if isinstance(layer, nn.Linear):
+                    b = params[f"net.{i}.bias"].unsqueeze(-1)
+                    h = torch.baddbmm(b, params[f"net.{i}.weight"], h)
+                else:
+                    h = layer(h)
+            return h.mT.reshape(*x.shape[:-1], h.shape[-2])
         h = x.reshape(x.shape[0], -1, x.shape[-1])
         for i, layer in enumerate(self.net):
             if isinstance(layer, nn.Linear):
