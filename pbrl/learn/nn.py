@@ -259,6 +259,7 @@ class MLP(nn.Module):
         self.net = nn.Sequential(*layers)
         self.in_dim = in_dim
         self.out_dim = out_dim
+        self.layer_norm = layer_norm
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(..., in)`` to ``(..., out)``, the leading dims flattened into one batch first, so
@@ -282,8 +283,9 @@ class MLP(nn.Module):
         layer is ``W @ h + b``, whose weight gradient autograd then computes in the
         weight's own layout. In ``h @ W^T`` form every weight's gradient came out
         transposed and was copied into the weight's layout before the optimizer saw it
-        (docs/performance.md, "Host time per update"). The output is a transposed view."""
-        if not any(isinstance(layer, nn.LayerNorm) for layer in self.net):
+        (docs/performance.md, "Stacked MLPs features first"). The output is a transposed
+        view."""
+        if not self.layer_norm:
             h = x.reshape(x.shape[0], -1, x.shape[-1]).mT
             for i, layer in enumerate(self.net):
                 if isinstance(layer, nn.Linear):
