@@ -125,7 +125,7 @@ def fit_stacked(agents: list[Agent], ctxs: list[FitContext]) -> Iterator[list[di
     stack = StackedIQL([a.learner for a in agents])
     batches = data.member_minibatches(first.cfg.batch_size, [c.generator for c in ctxs])
     for step in range(1, ctx0.steps + 1):
-        losses = stack.update(next(batches))
+        out = stack.update(next(batches))
         if step % ctx0.log_interval == 0 or step == ctx0.steps:
             stack.write_back()
-            yield stacked_metrics(step, losses)
+            yield stacked_metrics(step, stack.metrics(out))

@@ -377,9 +377,13 @@ class StackedIQL:
     # -- one update of every member --------------------------------------------------------
     def update(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """One IQL step of every member on its own minibatch (``(K, B, ...)`` tensors: obs,
-        act, reward, next_obs, done). Returns each member's losses as ``(K,)`` tensors (no
-        host synchronisation; with a CUDA graph, the graph's tensors, valid until the next
-        update; the step count and the actors' schedule move outside the graph)."""
+        act, reward, next_obs, done). Returns the step's tensors: the members' losses
+        (``v_loss``, ``q_loss``, ``actor_loss``, ``(K,)``) and V before the step (``v``),
+        the critics' values (``qs``) and the advantages (``adv``) they came from, which
+        :meth:`metrics` turns into the members' log metrics at a log interval only (no
+        host synchronisation, and no reductions on the steps between; with a CUDA graph,
+        the graph's tensors, valid until the next update; the step count and the actors'
+        schedule move outside the graph)."""
         out = self._update(batch) if self.captured is None else self.captured(batch)
         self.steps += 1
         self.actor_lr.step()
@@ -400,16 +404,28 @@ class StackedIQL:
         target = reward + discount * next_v
 
         def q_loss(qs: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            return iql_q_loss(qs, t, cfg.critic_reduction), qs.detach().mean((1, 2))
+            return iql_q_loss(qs, t, cfg.critic_reduction), qs.detach()
 
-        q_losses, q_mean = self.critic_step(q_loss, obs_n, act, target)
+        q_losses, qs = self.critic_step(q_loss, obs_n, act, target)
         a_losses = self.actor_step(obs_n, act, adv, schedule=False)
         return {
             "v_loss": v_losses,
-            "v_mean": v_old.mean(-1),
+            "v": v_old,
             "q_loss": q_losses,
-            "q_mean": q_mean,
-            **self.actor_metrics(a_losses, adv),
+            "qs": qs,
+            "actor_loss": a_losses,
+            "adv": adv,
+        }
+
+    def metrics(self, out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The members' metrics ``(K,)`` of an :meth:`update`'s tensors, as
+        :meth:`IQLLearner.update` reports them."""
+        return {
+            "v_loss": out["v_loss"],
+            "v_mean": out["v"].mean(-1),
+            "q_loss": out["q_loss"],
+            "q_mean": out["qs"].mean((1, 2)),
+            **self.actor_metrics(out["actor_loss"], out["adv"]),
         }
 
     def actor_metrics(self, losses: torch.Tensor, adv: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -510,8 +526,8 @@ def _stacked_iql_phase(plans: list[Any], ctxs: list[Any]) -> Iterator[list[dict[
     stack = StackedIQL([p.learner for p in plans])
     total = first.step0 + first.steps
     for i in range(1, first.steps + 1):
-        losses = stack.update(next(batches))
+        out = stack.update(next(batches))
         step = first.step0 + i
         if log_due(step, ctx0.steps, ctx0.log_interval) or step == total:
             stack.write_back()
-            yield stacked_metrics(step, losses, {"phase": first.phase})
+            yield stacked_metrics(step, stack.metrics(out), {"phase": first.phase})
