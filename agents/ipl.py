@@ -305,6 +305,8 @@ class Agent:
         }
 
     def update(self, ctx: FitContext, idx: torch.Tensor, replay: Replay) -> dict[str, torch.Tensor]:
+        """One IPL step; returns its tensors, which :meth:`IQLLearner.metrics` turns into the
+        log metrics at a log step."""
         L = self.learner
         rows = self.rows(ctx, idx, replay)
         obs_n, next_n, act = L.norm(rows["obs"]), L.norm(rows["next_obs"]), rows["act"]
@@ -335,7 +337,7 @@ class Agent:
         for step in range(1, ctx.steps + 1):
             m = self.update(ctx, next(batches), replay)
             if step % ctx.log_interval == 0 or step == ctx.steps:
-                yield {"step": step, **m}
+                yield {"step": step, **self.learner.metrics(m)}
 
     def act(self, obs: np.ndarray) -> np.ndarray:
         return np.clip(self.learner.act(obs), self.spec.act_low, self.spec.act_high)
@@ -388,10 +390,7 @@ def fit_stacked(agents: list[Agent], ctxs: list[FitContext]) -> Iterator[list[di
             stack.write_back()
             yield stacked_metrics(
                 step,
-                {
-                    "v_loss": v_losses,
-                    "v_mean": v_old.mean(-1),
-                    **stack.actor_metrics(a_losses, adv),
-                    **terms,
-                },
+                stack.metrics(
+                    {"v_loss": v_losses, "v": v_old, "actor_loss": a_losses, "adv": adv, **terms}
+                ),
             )

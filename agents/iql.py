@@ -96,7 +96,7 @@ class Agent:
         for step in range(1, ctx.steps + 1):
             m = self.learner.update(next(batches))
             if step % ctx.log_interval == 0 or step == ctx.steps:
-                yield {"step": step, **m}
+                yield {"step": step, **self.learner.metrics(m)}
 
     def act(self, obs: np.ndarray) -> np.ndarray:
         return np.clip(self.learner.act(obs), self.spec.act_low, self.spec.act_high)

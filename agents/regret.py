@@ -298,7 +298,12 @@ class Agent:
             step = n_adv + i
             if log_due(step, ctx.steps, ctx.log_interval) or i == n_pol:
                 w = centred_awr_weights(a_hat, cfg.beta, cfg.max_weight)
-                yield {"step": step, "phase": 2.0, **m, "awr_weight_max": float(w.max())}
+                yield {
+                    "step": step,
+                    "phase": 2.0,
+                    **self.iql.metrics(m),
+                    "awr_weight_max": float(w.max()),
+                }
 
     # -- acting / reward -------------------------------------------------------------------
     def act(self, obs: np.ndarray) -> np.ndarray:
@@ -406,5 +411,7 @@ def fit_stacked(agents: list[Agent], ctxs: list[FitContext]) -> Iterator[list[An
             stack.write_back()
             w_max = awr_weights(adv, cfg.beta, cfg.max_weight).max(-1).values
             yield stacked_metrics(
-                step, {**stack.actor_metrics(losses, adv), "awr_weight_max": w_max}, {"phase": 2.0}
+                step,
+                {**stack.metrics({"actor_loss": losses, "adv": adv}), "awr_weight_max": w_max},
+                {"phase": 2.0},
             )

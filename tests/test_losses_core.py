@@ -118,17 +118,28 @@ def test_iql_update_uses_the_documented_value(semantics):
     v_before = copy.deepcopy(learner.v)
     with torch.no_grad():
         target_q = learner.q_target(b["obs"], b["act"]).min(0).values
-    m = learner.update(b)
+    m = learner.metrics(learner.update(b))
     v_used = v_before if semantics == "pre" else learner.v  # V is not touched after its step
     with torch.no_grad():
         y = b["reward"] + 0.99 * (1 - b["done"]) * v_used(b["next_obs"])
         expect_q = iql_q_loss(q_before(b["obs"], b["act"]), y, "mean").item()
-        expect_adv = (target_q - v_used(b["obs"])).mean().item()
+        adv = target_q - v_used(b["obs"])
+        expect_adv = adv.mean().item()
+        expect_w = torch.exp(cfg.beta * adv).clamp(max=cfg.max_weight).mean().item()
+        expect_v = v_before(b["obs"]).mean().item()
+        expect_qs = q_before(b["obs"], b["act"]).mean().item()
         other = learner.v if semantics == "pre" else v_before
         y_other = b["reward"] + 0.99 * (1 - b["done"]) * other(b["next_obs"])
         wrong_q = iql_q_loss(q_before(b["obs"], b["act"]), y_other, "mean").item()
     assert float(m["q_loss"]) == pytest.approx(expect_q, rel=1e-5)
     assert m["adv_mean"] == pytest.approx(expect_adv, rel=1e-5, abs=1e-7)
+    # the log metrics, reduced from the step's tensors (IQLLearner.metrics)
+    assert list(m) == [
+        "v_loss", "v_mean", "q_loss", "q_mean", "actor_loss", "adv_mean", "awr_weight_mean"
+    ]  # fmt: skip
+    assert float(m["v_mean"]) == pytest.approx(expect_v, rel=1e-5, abs=1e-7)
+    assert float(m["q_mean"]) == pytest.approx(expect_qs, rel=1e-5, abs=1e-7)
+    assert float(m["awr_weight_mean"]) == pytest.approx(expect_w, rel=1e-5)
     assert abs(wrong_q - expect_q) > 1e-6  # the test can tell the two semantics apart
 
 

@@ -55,7 +55,7 @@ def test_stacked_members_equal_single_learners(targets):
         out = stacked.update({k: torch.stack([b[k] for b in batches]) for k in batches[0]})
         metrics = stacked.metrics(out)  # what a log step reports, from the step's tensors
         for i, (m, b) in enumerate(zip(singles, batches, strict=True)):
-            single = m.update(b)
+            single = m.metrics(m.update(b))
             assert set(metrics) == set(single)
             for key, value in single.items():
                 assert metrics[key][i].item() == pytest.approx(float(value), rel=1e-4, abs=1e-6)

@@ -86,6 +86,26 @@ def awr_weights(adv: torch.Tensor, beta: float, max_weight: float = 100.0) -> to
     return torch.exp(beta * adv).clamp(max=max_weight)
 
 
+def iql_metrics(out: dict[str, Any], beta: float, max_weight: float = 100.0) -> dict[str, Any]:
+    """An IQL step's log metrics from the tensors its steps return, for one learner (rows
+    last: ``v`` (B,), ``qs`` (n, B), ``adv`` (B,)) or stacked members (a member axis first).
+    ``v``, ``qs`` and ``adv`` become ``v_mean``, ``q_mean``, ``adv_mean`` and
+    ``awr_weight_mean``; every other key (the losses, a variant's own terms) is kept as it
+    is. Taken at log steps only, so the steps between issue no reductions."""
+    metrics: dict[str, Any] = {}
+    for key, value in out.items():
+        if key == "v":
+            metrics["v_mean"] = value.mean(-1)
+        elif key == "qs":
+            metrics["q_mean"] = value.mean((-2, -1))
+        elif key == "adv":
+            metrics["adv_mean"] = value.mean(-1)
+            metrics["awr_weight_mean"] = awr_weights(value, beta, max_weight).mean(-1)
+        else:
+            metrics[key] = value
+    return metrics
+
+
 def awr_policy_loss(
     nll: torch.Tensor, adv: torch.Tensor, beta: float, max_weight: float = 100.0
 ) -> torch.Tensor:
@@ -262,9 +282,11 @@ class IQLLearner(nn.Module):
     terminal; ``discount`` (B,) may replace ``gamma * (1 - done)``). Observations are raw:
     the learner standardises them itself when ``obs_norm`` is on (:meth:`set_obs_stats`).
     The individual steps (:meth:`value_step`, :meth:`critic_step`, :meth:`actor_step`) are
-    public so variants (IPL) can replace one of them. Their metrics are detached 0-d tensors,
-    never read on the host inside the update (on CUDA a ``float()`` per step would wait for
-    the device every update); the runner converts what a learner yields at its log interval.
+    public so variants (IPL) can replace one of them. They return the step's detached
+    tensors (the loss, and V, the critics' values or the advantages it came from), never
+    read on the host inside the update (on CUDA a ``float()`` per step would wait for the
+    device every update) and never reduced between log steps: :meth:`metrics` turns them
+    into the log metrics at a log interval, and the runner converts what a learner yields.
     """
 
     def __init__(
@@ -333,7 +355,8 @@ class IQLLearner(nn.Module):
     def value_step(
         self, obs_n: torch.Tensor, act: torch.Tensor, weights: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
-        """One V update. Returns (target_q (B,), V(s) before the update (B,), metrics).
+        """One V update. Returns (target_q (B,), V(s) before the update (B,), the step's
+        tensors ``v_loss`` and ``v`` for :meth:`metrics`).
 
         ``weights`` (B,), when given, replaces the plain mean by a weighted mean (IPL's
         replay balancing); they should sum to 1.
@@ -345,11 +368,8 @@ class IQLLearner(nn.Module):
         self.v_opt.zero_grad(set_to_none=True)
         loss.backward()
         self.v_opt.step()
-        return (
-            target_q,
-            v.detach(),
-            {"v_loss": loss.detach(), "v_mean": v.detach().mean()},
-        )
+        v_old = v.detach()
+        return target_q, v_old, {"v_loss": loss.detach(), "v": v_old}
 
     def critic_step(
         self,
@@ -360,7 +380,8 @@ class IQLLearner(nn.Module):
         discount: torch.Tensor,
         next_v: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
-        """One TD update of the twin critic, then the Polyak update of its target."""
+        """One TD update of the twin critic, then the Polyak update of its target. Returns
+        the step's tensors ``q_loss`` and ``qs`` (the critics' values) for :meth:`metrics`."""
         with torch.no_grad():
             if next_v is None:
                 next_v = self.v(next_obs_n)
@@ -371,7 +392,7 @@ class IQLLearner(nn.Module):
         loss.backward()
         self.q_opt.step()
         self.polyak()
-        return {"q_loss": loss.detach(), "q_mean": qs.detach().mean()}
+        return {"q_loss": loss.detach(), "qs": qs.detach()}
 
     def polyak(self) -> None:
         """The Polyak update of the target critics towards the critics (``polyak``)."""
@@ -386,7 +407,8 @@ class IQLLearner(nn.Module):
         schedule: bool = True,
     ) -> dict[str, torch.Tensor]:
         """One AWR step on advantages ``adv`` (B,), then (``schedule``) the actor's lr
-        schedule step."""
+        schedule step. Returns the step's tensors ``actor_loss`` and ``adv`` for
+        :meth:`metrics`."""
         w = awr_weights(adv.detach(), self.cfg.beta, self.cfg.max_weight)
         loss = row_mean(w * self.policy_nll(obs_n, act), weights)
         self.actor_opt.zero_grad(set_to_none=True)
@@ -394,16 +416,14 @@ class IQLLearner(nn.Module):
         self.actor_opt.step()
         if schedule:
             self.actor_lr.step()
-        return {
-            "actor_loss": loss.detach(),
-            "adv_mean": adv.detach().mean(),
-            "awr_weight_mean": w.detach().mean(),
-        }
+        return {"actor_loss": loss.detach(), "adv": adv.detach()}
 
     def update(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """One IQL step on a transition batch (see the class docstring for the keys); with a
-        CUDA graph (``cuda_graph``) the returned metrics are the graph's tensors, valid until
-        the next update. The step count and the actor's schedule move outside the graph."""
+        """One IQL step on a transition batch (see the class docstring for the keys).
+        Returns the steps' tensors (``v_loss``, ``v``, ``q_loss``, ``qs``, ``actor_loss``,
+        ``adv``), which :meth:`metrics` reduces at a log step; with a CUDA graph
+        (``cuda_graph``) they are the graph's tensors, valid until the next update. The step
+        count and the actor's schedule move outside the graph."""
         out = self._update(batch) if self.captured is None else self.captured(batch)
         self.steps += 1
         self.actor_lr.step()
@@ -433,6 +453,10 @@ class IQLLearner(nn.Module):
         metrics.update(self.critic_step(obs_n, act, batch["reward"], next_obs_n, discount, next_v))
         metrics.update(self.actor_step(obs_n, act, adv, schedule=False))
         return metrics
+
+    def metrics(self, out: dict[str, Any]) -> dict[str, Any]:
+        """The log metrics of the tensors an update or a step returned (:func:`iql_metrics`)."""
+        return iql_metrics(out, self.cfg.beta, self.cfg.max_weight)
 
     # -- acting ----------------------------------------------------------------------------
     def act(self, obs: np.ndarray) -> np.ndarray:
@@ -496,4 +520,4 @@ def iql_phase(
         m = iql.update(next(batches))
         step = step0 + i
         if log_due(step, ctx.steps, ctx.log_interval) or step == total:
-            yield {"step": step, "phase": phase, **m}
+            yield {"step": step, "phase": phase, **iql.metrics(m)}

@@ -49,6 +49,7 @@ from pbrl.learn.data import TransitionTensors
 from pbrl.learn.iql import (
     awr_weights,
     expectile_loss,
+    iql_metrics,
     iql_optimizers,
     iql_q_loss,
     reward_normalize,
@@ -418,20 +419,10 @@ class StackedIQL:
         }
 
     def metrics(self, out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """The members' metrics ``(K,)`` of an :meth:`update`'s tensors, as
-        :meth:`IQLLearner.update` reports them."""
-        return {
-            "v_loss": out["v_loss"],
-            "v_mean": out["v"].mean(-1),
-            "q_loss": out["q_loss"],
-            "q_mean": out["qs"].mean((1, 2)),
-            **self.actor_metrics(out["actor_loss"], out["adv"]),
-        }
-
-    def actor_metrics(self, losses: torch.Tensor, adv: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The members' actor metrics as :meth:`IQLLearner.actor_step` reports them."""
-        w = awr_weights(adv, self.cfg.beta, self.cfg.max_weight)
-        return {"actor_loss": losses, "adv_mean": adv.mean(-1), "awr_weight_mean": w.mean(-1)}
+        """The members' metrics ``(K,)`` of the tensors an :meth:`update` or a step
+        returned, as :meth:`IQLLearner.metrics` reports one learner's
+        (:func:`pbrl.learn.iql.iql_metrics`)."""
+        return iql_metrics(out, self.cfg.beta, self.cfg.max_weight)
 
     def member_state(self, i: int) -> dict[str, dict[str, torch.Tensor]]:
         """Member ``i``'s parameters per part (``v``, ``q``, ``q_target``, ``actor``), as
