@@ -72,6 +72,38 @@ def chi2_regularizer(r: torch.Tensor, weights: torch.Tensor, coeff: float) -> to
     return coeff * (r.pow(2) * weights.unsqueeze(-2)).sum(-1).mean(-1)
 
 
+def segment_rewards(r: torch.Tensor, mask_a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The implied rewards of one update's rows, (..., K, N) with the B segments a and then
+    the B segments b first, as (..., K, B, T) for the a and b segments (``mask_a`` (..., B,
+    T) gives B and T)."""
+    bsz, t = mask_a.shape[-2:]
+    n_seg = bsz * t
+    return (
+        r[..., :n_seg].unflatten(-1, (bsz, t)),
+        r[..., n_seg : 2 * n_seg].unflatten(-1, (bsz, t)),
+    )
+
+
+CRITIC_TENSORS = ("r", "mask_a", "mask_b", "prefer_b")
+"""The keys of :meth:`Agent.critic_terms`' tensors that :func:`critic_metrics` reduces."""
+
+
+def critic_metrics(out: dict[str, Any]) -> dict[str, Any]:
+    """IPL's critic metrics at a log step from a step's tensors (:meth:`Agent.critic_terms`:
+    the implied rewards ``r`` and the segments' masks and labels): ``reward_mean``, and
+    ``pref_acc``, the share of pairs whose label the critic ensemble's mean segment score
+    ranks right. Every other key is kept; a leading seed axis gives one of each per seed."""
+    metrics = {k: v for k, v in out.items() if k not in CRITIC_TENSORS}
+    r, y = out["r"], out["prefer_b"]
+    r_a, r_b = segment_rewards(r, out["mask_a"])
+    score_a = segment_sum(r_a, out["mask_a"].unsqueeze(-3))
+    score_b = segment_sum(r_b, out["mask_b"].unsqueeze(-3))
+    logits = (score_b - score_a).mean(-2)  # the critic ensemble's mean
+    metrics["reward_mean"] = r.mean((-2, -1))
+    metrics["pref_acc"] = ((logits > 0).float() == torch.round(y)).float().mean(-1)
+    return metrics
+
+
 def row_weights(
     n_a: torch.Tensor, n_b: torch.Tensor, n_replay: int, replay_weight: float
 ) -> torch.Tensor:
@@ -281,32 +313,24 @@ class Agent:
         self, q: torch.Tensor, next_v: torch.Tensor, rows: dict[str, torch.Tensor]
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """IPL's critic loss (preference BCE + chi^2) of one update from the critic's values
-        ``q`` (K, N) on ``rows`` and V(s') (N,); returns (loss, metrics as tensors). With a
-        leading seed axis on everything (stacked seeds: ``q`` (S, K, N)), one of each per
-        seed."""
+        ``q`` (K, N) on ``rows`` and V(s') (N,); returns (loss, the step's tensors: the two
+        losses, and the implied rewards with the segments' masks and labels, which
+        :func:`critic_metrics` reduces at a log step only). With a leading seed axis on
+        everything (stacked seeds: ``q`` (S, K, N)), one of each per seed."""
         r = implicit_reward(q, next_v, rows["discount"])
-        bsz, t = rows["mask_a"].shape[-2:]
-        n_seg = bsz * t
-        r_a = r[..., :n_seg].unflatten(-1, (bsz, t))
-        r_b = r[..., n_seg : 2 * n_seg].unflatten(-1, (bsz, t))
-        y = rows["prefer_b"]
-        pref = ipl_preference_loss(r_a, r_b, rows["mask_a"], rows["mask_b"], y)
+        r_a, r_b = segment_rewards(r, rows["mask_a"])
+        pref = ipl_preference_loss(r_a, r_b, rows["mask_a"], rows["mask_b"], rows["prefer_b"])
         chi2 = chi2_regularizer(r, rows["w_c"], self.cfg.chi2_coeff)
-        with torch.no_grad():
-            score_a = segment_sum(r_a, rows["mask_a"].unsqueeze(-3))
-            score_b = segment_sum(r_b, rows["mask_b"].unsqueeze(-3))
-            logits = (score_b - score_a).mean(-2)  # the critic ensemble's mean
-            acc = ((logits > 0).float() == torch.round(y)).float().mean(-1)
         return pref + chi2, {
             "pref_loss": pref.detach(),
             "chi2": chi2.detach(),
-            "reward_mean": r.detach().mean((-2, -1)),
-            "pref_acc": acc,
+            "r": r.detach(),
+            **{k: rows[k] for k in CRITIC_TENSORS[1:]},
         }
 
     def update(self, ctx: FitContext, idx: torch.Tensor, replay: Replay) -> dict[str, torch.Tensor]:
-        """One IPL step; returns its tensors, which :meth:`IQLLearner.metrics` turns into the
-        log metrics at a log step."""
+        """One IPL step; returns its tensors, which :meth:`metrics` turns into the log
+        metrics at a log step."""
         L = self.learner
         rows = self.rows(ctx, idx, replay)
         obs_n, next_n, act = L.norm(rows["obs"]), L.norm(rows["next_obs"]), rows["act"]
@@ -327,6 +351,11 @@ class Agent:
         metrics.update(terms)
         return metrics
 
+    def metrics(self, out: dict[str, Any]) -> dict[str, Any]:
+        """The log metrics of the tensors an :meth:`update` returned: IQL's
+        (:meth:`IQLLearner.metrics`) and the critic's (:func:`critic_metrics`)."""
+        return self.learner.metrics(critic_metrics(out))
+
     def fit(self, ctx: FitContext) -> Iterator[dict[str, float]]:
         cfg = self.cfg
         p = ctx.prefs
@@ -337,7 +366,7 @@ class Agent:
         for step in range(1, ctx.steps + 1):
             m = self.update(ctx, next(batches), replay)
             if step % ctx.log_interval == 0 or step == ctx.steps:
-                yield {"step": step, **self.learner.metrics(m)}
+                yield {"step": step, **self.metrics(m)}
 
     def act(self, obs: np.ndarray) -> np.ndarray:
         return np.clip(self.learner.act(obs), self.spec.act_low, self.spec.act_high)
@@ -391,6 +420,8 @@ def fit_stacked(agents: list[Agent], ctxs: list[FitContext]) -> Iterator[list[di
             yield stacked_metrics(
                 step,
                 stack.metrics(
-                    {"v_loss": v_losses, "v": v_old, "actor_loss": a_losses, "adv": adv, **terms}
+                    critic_metrics(
+                        {"v_loss": v_losses, "v": v_old, "actor_loss": a_losses, "adv": adv} | terms
+                    )
                 ),
             )

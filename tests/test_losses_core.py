@@ -614,15 +614,25 @@ def test_ipl_implied_reward_uses_the_value_updated_this_step():
     idx = torch.arange(3)
     q_before = copy.deepcopy(agent.learner.q)
     v_before = copy.deepcopy(agent.learner.v)
-    m = agent.update(ctx, idx, None)
+    m = agent.metrics(agent.update(ctx, idx, None))
     b = batch.index(idx)
     obs = torch.cat([b.obs_a[:, :-1], b.obs_b[:, :-1]]).reshape(-1, 2)
     act = torch.cat([b.act_a[:, :-1], b.act_b[:, :-1]]).reshape(-1, 2).clamp(-1 + 1e-5, 1 - 1e-5)
     nxt = torch.cat([b.obs_a[:, 1:], b.obs_b[:, 1:]]).reshape(-1, 2)
     with torch.no_grad():
-        post = (q_before(obs, act) - 0.99 * agent.learner.v(nxt)).mean().item()
+        r = q_before(obs, act) - 0.99 * agent.learner.v(nxt)  # (2 critics, 2 * 3 * T)
+        post = r.mean().item()
         pre = (q_before(obs, act) - 0.99 * v_before(nxt)).mean().item()
+        # each segment's implied return, then the critics' mean: the pairs ranked right
+        sums = [
+            (half.reshape(2, 3, -1) * mask[:, 1:]).sum(-1)
+            for half, mask in zip(r.chunk(2, -1), (b.mask_a, b.mask_b), strict=True)
+        ]
+        ranks_b = ((sums[1] - sums[0]).mean(0) > 0).float()
+        acc = (ranks_b == b.prefer_b.round()).float().mean().item()
     assert m["reward_mean"] == pytest.approx(post, rel=1e-5, abs=1e-7)
+    assert float(m["pref_acc"]) == pytest.approx(acc)
+    assert list(m)[-4:] == ["pref_loss", "chi2", "reward_mean", "pref_acc"]
     assert abs(pre - post) > 1e-6
 
 
